@@ -1,0 +1,324 @@
+"""The case file (一线索一档案): one aggregate per clue, its whole life as events.
+
+Each public method checks the rules against the current state and raises a named error from
+`domain.errors` when one is broken; only then does it trigger the event (the `@event` methods),
+so replaying history never re-checks rules that held when the event happened. Event payloads are
+plain JSON values (dates as ISO strings) so that the stored form does not depend on Python types.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+from uuid import UUID, uuid4
+
+from eventsourcing.domain import Aggregate, event
+
+from domain import commands as cmd
+from domain import errors
+from domain.taxonomy import CaseStatus, Category, LetterReason, RiskLevel, risk_floor
+
+Record = dict[str, Any]
+
+# Issues that make a guardianship responsibility letter (监护责任书) applicable for each reason.
+_LETTER_ISSUES = {
+    LetterReason.PARENTS_WORKING_AWAY: {(Category.GROWTH_ENVIRONMENT, "left_behind")},
+    LetterReason.UNSUPERVISED: {
+        (Category.GROWTH_ENVIRONMENT, "long_without_guardianship"),
+        (Category.GROWTH_ENVIRONMENT, "de_facto_unsupported"),
+        (Category.GROWTH_ENVIRONMENT, "orphan"),
+        (Category.GROWTH_ENVIRONMENT, "left_behind"),
+    },
+}
+
+
+def _issue_keys(issues: list[Record]) -> list[tuple[str, str]]:
+    return [(i["category"], i["subtype"]) for i in issues]
+
+
+def _check_floor(issues: list[Record], level: str, field: str) -> None:
+    floor = risk_floor(_issue_keys(issues))
+    if RiskLevel(level).rank < floor.rank:
+        raise errors.RiskBelowFloor(
+            f"risk '{level}' is below the floor '{floor}' required by the issues listed "
+            "(self-harm, suspected sexual assault, pregnancy, being drugged and long-term lack "
+            f"of guardianship are never below '{RiskLevel.HIGH}')",
+            field=field,
+        )
+
+
+class Case(Aggregate):
+    """One clue about one minor, from report to closure."""
+
+    # --- creation -----------------------------------------------------------------------------
+
+    @classmethod
+    def report(cls, command: cmd.ReportClue, *, street: str, by: Record) -> Case:
+        data = cmd.plain(command)
+        _check_floor(data["issues"], data["risk"], "risk")
+        return cls(street=street, reported_by=by, **data)
+
+    @event("ClueReported")
+    def __init__(
+        self,
+        *,
+        street: str,
+        reported_by: Record,
+        minor: Record,
+        guardians: list[Record],
+        issues: list[Record],
+        description: str,
+        found_by: Record,
+        method: str,
+        found_on: str,
+        risk: str,
+    ) -> None:
+        self.street = street
+        self.reported_by = reported_by
+        self.reporting_unit: str = reported_by["unit"]
+        self.minor = minor
+        self.guardians = guardians
+        self.issues = issues
+        self.description = description
+        self.found_by = found_by
+        self.method = method
+        self.found_on = found_on
+        self.risk = risk
+        self.status = CaseStatus.AWAITING_CONSULTATION.value
+        self.consultations: list[Record] = []
+        self.assignments: dict[str, Record] = {}
+        self.interventions: list[Record] = []
+        self.letters: list[Record] = []
+        self.follow_ups: list[Record] = []
+        self.escalations: list[Record] = []
+        self.closure: Record | None = None
+
+    # --- rules shared by the commands ---------------------------------------------------------
+
+    @property
+    def is_closed(self) -> bool:
+        return self.status == CaseStatus.CLOSED
+
+    def _require_open(self, doing: str) -> None:
+        if self.is_closed:
+            raise errors.CaseClosed(f"cannot {doing}: the case is closed; reopen it first")
+
+    def open_assignments_of(self, unit: str) -> list[Record]:
+        return [a for a in self.assignments.values() if a["unit"] == unit and a["ended"] is None]
+
+    def _assignment(self, assignment_id: UUID | str) -> Record:
+        try:
+            return self.assignments[str(assignment_id)]
+        except KeyError:
+            raise errors.UnknownAssignment(
+                f"assignment {assignment_id} does not exist on this case"
+            ) from None
+
+    # --- commands and their events ------------------------------------------------------------
+
+    def reclassify(self, command: cmd.Reclassify, *, by: Record) -> None:
+        self._require_open("reclassify")
+        data = cmd.plain(command)
+        risk = data["risk"] or self.risk
+        _check_floor(data["issues"], risk, "risk")
+        self._reclassified(issues=data["issues"], reason=data["reason"], risk=risk, by=by)
+
+    @event("Reclassified")
+    def _reclassified(self, issues: list[Record], reason: str, risk: str, by: Record) -> None:
+        self.issues = issues
+        self.risk = risk
+
+    def assess_risk(self, command: cmd.AssessRisk, *, by: Record) -> None:
+        self._require_open("assess risk")
+        _check_floor(self.issues, command.level, "level")
+        self._risk_assessed(level=str(command.level), reason=command.reason, by=by)
+
+    @event("RiskAssessed")
+    def _risk_assessed(self, level: str, reason: str, by: Record) -> None:
+        self.risk = level
+
+    def hold_consultation(self, command: cmd.HoldConsultation, *, by: Record) -> None:
+        self._require_open("hold a consultation")
+        if command.held_on < date.fromisoformat(self.found_on):
+            raise errors.DateOutOfOrder(
+                "held_on is before the clue was found", field="held_on"
+            )
+        self._consultation_held(**cmd.plain(command), by=by)
+
+    @event("ConsultationHeld")
+    def _consultation_held(
+        self, held_on: str, participants: list[str], decision: str, by: Record
+    ) -> None:
+        self.consultations.append(
+            {"held_on": held_on, "participants": participants, "decision": decision, "by": by}
+        )
+        self.status = CaseStatus.INTERVENING.value
+
+    def assign_unit(self, command: cmd.AssignUnit, *, by: Record) -> UUID:
+        self._require_open("assign a unit")
+        for held in self.open_assignments_of(command.unit):
+            if held["function"] == command.function:
+                raise errors.DuplicateAssignment(
+                    f"unit '{command.unit}' already holds open assignment {held['id']} under "
+                    f"'{command.function}'; record its progress instead",
+                    field="unit",
+                )
+        assignment_id = uuid4()
+        self._unit_assigned(assignment_id=str(assignment_id), **cmd.plain(command), by=by)
+        return assignment_id
+
+    @event("UnitAssigned")
+    def _unit_assigned(
+        self, assignment_id: str, unit: str, function: str, task: str, due_on: str, by: Record
+    ) -> None:
+        self.assignments[assignment_id] = {
+            "id": assignment_id,
+            "unit": unit,
+            "function": function,
+            "task": task,
+            "due_on": due_on,
+            "assigned_at": self.modified_on.isoformat(),
+            "acknowledged_at": None,
+            "ended": None,
+        }
+        self.status = CaseStatus.INTERVENING.value
+
+    def acknowledge_assignment(self, assignment_id: UUID, *, unit: str, by: Record) -> None:
+        assignment = self._assignment(assignment_id)
+        if assignment["unit"] != unit:
+            raise errors.AssignmentNotHeld(
+                f"unit '{unit}' does not hold assignment {assignment_id}; "
+                "only the assigned unit can acknowledge it"
+            )
+        if assignment["ended"] is not None:
+            raise errors.AssignmentEnded(f"assignment {assignment_id} has already ended")
+        if assignment["acknowledged_at"] is not None:
+            raise errors.AssignmentAlreadyAcknowledged(
+                f"assignment {assignment_id} was acknowledged at {assignment['acknowledged_at']}"
+            )
+        self._assignment_acknowledged(assignment_id=str(assignment_id), unit=unit, by=by)
+
+    @event("AssignmentAcknowledged")
+    def _assignment_acknowledged(self, assignment_id: str, unit: str, by: Record) -> None:
+        self.assignments[assignment_id]["acknowledged_at"] = self.modified_on.isoformat()
+
+    def end_assignment(self, assignment_id: UUID, *, outcome: str, by: Record) -> None:
+        assignment = self._assignment(assignment_id)
+        if assignment["ended"] is not None:
+            raise errors.AssignmentEnded(f"assignment {assignment_id} has already ended")
+        self._assignment_ended(assignment_id=str(assignment_id), outcome=outcome, by=by)
+
+    @event("AssignmentEnded")
+    def _assignment_ended(self, assignment_id: str, outcome: str, by: Record) -> None:
+        self.assignments[assignment_id]["ended"] = {
+            "at": self.modified_on.isoformat(),
+            "outcome": outcome,
+        }
+
+    def record_intervention(self, command: cmd.RecordIntervention, *, by: Record) -> None:
+        self._require_open("record an intervention")
+        if command.assignment_id is not None:
+            assignment = self._assignment(command.assignment_id)
+            if assignment["unit"] != by["unit"]:
+                raise errors.AssignmentNotHeld(
+                    f"unit '{by['unit']}' does not hold assignment {command.assignment_id}",
+                    field="assignment_id",
+                )
+            if assignment["ended"] is not None:
+                raise errors.AssignmentEnded(
+                    f"assignment {command.assignment_id} has ended", field="assignment_id"
+                )
+        self._intervention_recorded(**cmd.plain(command), by=by)
+
+    @event("InterventionRecorded")
+    def _intervention_recorded(
+        self,
+        assignment_id: str | None,
+        function: str,
+        measure: str,
+        notes: str,
+        done_on: str,
+        by: Record,
+    ) -> None:
+        self.interventions.append(
+            {
+                "assignment_id": assignment_id,
+                "function": function,
+                "measure": measure,
+                "notes": notes,
+                "done_on": done_on,
+                "unit": by["unit"],
+            }
+        )
+
+    def sign_guardianship_letter(
+        self, command: cmd.SignGuardianshipLetter, *, by: Record
+    ) -> None:
+        self._require_open("sign a guardianship letter")
+        if command.guardian_index >= len(self.guardians):
+            raise errors.GuardianshipLetterNotApplicable(
+                f"guardian_index {command.guardian_index} does not exist on this file "
+                f"({len(self.guardians)} guardians recorded)",
+                field="guardian_index",
+            )
+        applicable = bool(_LETTER_ISSUES[command.reason] & set(_issue_keys(self.issues)))
+        if command.reason is LetterReason.PARENTS_WORKING_AWAY:
+            applicable = applicable or any(g["works_away"] for g in self.guardians)
+        if not applicable:
+            raise errors.GuardianshipLetterNotApplicable(
+                f"a guardianship letter for '{command.reason}' applies to minors whose parents "
+                "work away or who are unsupervised; nothing on this file says so",
+                field="reason",
+            )
+        self._guardianship_letter_signed(**cmd.plain(command), by=by)
+
+    @event("GuardianshipLetterSigned")
+    def _guardianship_letter_signed(
+        self, guardian_index: int, reason: str, signed_on: str, by: Record
+    ) -> None:
+        self.letters.append(
+            {"guardian_index": guardian_index, "reason": reason, "signed_on": signed_on}
+        )
+
+    def record_follow_up(self, command: cmd.RecordFollowUp, *, by: Record) -> None:
+        self._require_open("record a follow-up")
+        self._follow_up_recorded(**cmd.plain(command), by=by)
+
+    @event("FollowUpRecorded")
+    def _follow_up_recorded(self, visited_on: str, notes: str, by: Record) -> None:
+        self.follow_ups.append({"visited_on": visited_on, "notes": notes, "unit": by["unit"]})
+
+    def escalate(self, command: cmd.Escalate, *, by: Record) -> None:
+        self._require_open("escalate")
+        self._escalated(**cmd.plain(command), by=by)
+
+    @event("Escalated")
+    def _escalated(self, to: str | None, to_level: str, reason: str, by: Record) -> None:
+        self.escalations.append(
+            {"to": to, "to_level": to_level, "reason": reason, "at": self.modified_on.isoformat()}
+        )
+
+    def close(self, command: cmd.CloseCase, *, by: Record) -> None:
+        if self.is_closed:
+            raise errors.CaseClosed("the case is already closed")
+        self._closed(**cmd.plain(command), by=by)
+
+    @event("Closed")
+    def _closed(self, reason: str, note: str, by: Record) -> None:
+        at = self.modified_on.isoformat()
+        # Closing ends every open assignment: units lose sight of the case with it.
+        for assignment in self.assignments.values():
+            if assignment["ended"] is None:
+                assignment["ended"] = {"at": at, "outcome": "case_closed"}
+        self.closure = {"reason": reason, "note": note, "at": at}
+        self.status = CaseStatus.CLOSED.value
+
+    def reopen(self, command: cmd.ReopenCase, *, by: Record) -> None:
+        if not self.is_closed:
+            raise errors.CaseNotClosed("the case is not closed; there is nothing to reopen")
+        self._reopened(reason=command.reason, by=by)
+
+    @event("Reopened")
+    def _reopened(self, reason: str, by: Record) -> None:
+        self.closure = None
+        self.status = CaseStatus.AWAITING_CONSULTATION.value

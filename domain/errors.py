@@ -1,0 +1,75 @@
+"""Named domain errors: each says which rule was broken and what to do instead.
+
+The HTTP layer maps `status` onto the response; `field` names the input at fault when there is one.
+"""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """A rule of the model refused a command. Nothing was written."""
+
+    status = 409
+    code = "domain_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class CaseNotFound(DomainError):
+    status = 404
+    code = "case_not_found"
+
+
+class CaseClosed(DomainError):
+    code = "case_closed"
+
+
+class CaseNotClosed(DomainError):
+    code = "case_not_closed"
+
+
+class UnknownAssignment(DomainError):
+    status = 404
+    code = "unknown_assignment"
+
+
+class AssignmentNotHeld(DomainError):
+    status = 403
+    code = "assignment_not_held"
+
+
+class AssignmentAlreadyAcknowledged(DomainError):
+    code = "assignment_already_acknowledged"
+
+
+class AssignmentEnded(DomainError):
+    code = "assignment_ended"
+
+
+class DuplicateAssignment(DomainError):
+    code = "duplicate_assignment"
+
+
+class RiskBelowFloor(DomainError):
+    status = 422
+    code = "risk_below_floor"
+
+
+class GuardianshipLetterNotApplicable(DomainError):
+    status = 422
+    code = "guardianship_letter_not_applicable"
+
+
+class DateOutOfOrder(DomainError):
+    status = 422
+    code = "date_out_of_order"
+
+
+class NotPermitted(DomainError):
+    """The actor's role may not perform this command at all."""
+
+    status = 403
+    code = "not_permitted"

@@ -1,0 +1,79 @@
+"""Who may change what: one table, one check. Reads are decided in `domain.access`.
+
+Each command names the (role, relation) pairs allowed to issue it. Relations:
+- `any`: no case involved (reporting a new clue);
+- `street`: the case is in the actor's street;
+- `own_unit`: the actor's unit reported the case;
+- `assigned`: the actor's unit holds an open assignment on the case.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+from domain.access import Actor, CaseScope
+from domain.errors import CaseNotFound, NotPermitted
+from domain.taxonomy import Role
+
+R = Role
+COMMAND_RULES: Final = MappingProxyType(
+    {
+        "report_clue": {(R.REPORTER, "any"), (R.COORDINATOR, "any"), (R.SUPERVISOR, "any")},
+        "reclassify": {(R.COORDINATOR, "street"), (R.SUPERVISOR, "street")},
+        "assess_risk": {(R.COORDINATOR, "street"), (R.SUPERVISOR, "street")},
+        "hold_consultation": {(R.COORDINATOR, "street")},
+        "assign_unit": {(R.COORDINATOR, "street")},
+        "end_assignment": {(R.COORDINATOR, "street")},
+        "acknowledge_assignment": {(R.UNIT_MEMBER, "assigned")},
+        "record_intervention": {
+            (R.UNIT_MEMBER, "assigned"),
+            (R.COORDINATOR, "street"),
+            (R.SUPERVISOR, "street"),
+        },
+        "sign_guardianship_letter": {
+            (R.REPORTER, "own_unit"),
+            (R.COORDINATOR, "street"),
+            (R.SUPERVISOR, "street"),
+        },
+        "record_follow_up": {
+            (R.REPORTER, "own_unit"),
+            (R.UNIT_MEMBER, "assigned"),
+            (R.COORDINATOR, "street"),
+            (R.SUPERVISOR, "street"),
+        },
+        "escalate": {(R.COORDINATOR, "street"), (R.SUPERVISOR, "street")},
+        "close": {(R.COORDINATOR, "street")},
+        "reopen": {(R.COORDINATOR, "street")},
+    }
+)
+
+
+def _relations(actor: Actor, scope: CaseScope | None) -> set[str]:
+    found = {"any"}
+    if scope is not None:
+        if scope.street == actor.street:
+            found.add("street")
+        if scope.reporting_unit == actor.unit:
+            found.add("own_unit")
+        if actor.unit in scope.assigned_units:
+            found.add("assigned")
+    return found
+
+
+def may(actor: Actor, action: str, scope: CaseScope | None) -> bool:
+    relations = _relations(actor, scope)
+    return any(role is actor.role and rel in relations for role, rel in COMMAND_RULES[action])
+
+
+def require_permission(actor: Actor, action: str, scope: CaseScope | None) -> None:
+    if may(actor, action, scope):
+        return
+    if scope is not None and _relations(actor, scope) == {"any"}:
+        # No relation to the case at all: answer as if it did not exist (need-to-know).
+        raise CaseNotFound(f"no case {scope.case_id} is visible to you")
+    allowed = sorted(f"{role}({rel})" for role, rel in COMMAND_RULES[action])
+    raise NotPermitted(
+        f"role '{actor.role}' of unit '{actor.unit}' may not {action.replace('_', ' ')} "
+        f"on this case; allowed: {', '.join(allowed)}"
+    )
