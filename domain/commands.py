@@ -8,10 +8,18 @@ state of a case (closed, assignment held...) live in the aggregate, not here.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any, Final, Self
+from typing import Annotated, Any, Final
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from domain import identity
 from domain.taxonomy import (
@@ -38,32 +46,28 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=32)]
+def _text(min_length: int, max_length: int) -> Any:
+    return Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
+        AfterValidator(_no_control_chars),
+    ]
+
+
+Name = _text(1, 32)
+ShortText = _text(1, 64)
+Note = _text(1, MAX_NOTE)
+Description = _text(1, MAX_DESCRIPTION)
 Code = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$"
     ),
 ]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
-Note = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NOTE)]
-Description = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DESCRIPTION)
-]
 
 
 class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-    @model_validator(mode="after")
-    def _texts_are_clean(self) -> Self:
-        for name, value in self:
-            if isinstance(value, str):
-                try:
-                    _no_control_chars(value)
-                except ValueError as exc:
-                    raise ValueError(f"{name}: {exc}") from None
-        return self
 
 
 class Minor(Command):
@@ -72,41 +76,42 @@ class Minor(Command):
     date_of_birth: date
     id_number: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)]
     school: ShortText
-    grade_class: Annotated[str, StringConstraints(strip_whitespace=True, max_length=32)] = ""
+    grade_class: _text(0, 32) = ""
     village: Code = Field(description="code of the village/community (村社区) where the minor lives")
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _is_minor_on_report_date(cls, value: date) -> date:
+        today = date.today()
+        if value > today:
+            raise ValueError("date of birth is in the future")
+        age = identity.age_on(value, today)
+        if age >= identity.ADULT_AGE:
+            raise ValueError(
+                f"the person is not a minor on the report date (aged {age}); "
+                "casetrail files concern minors only"
+            )
+        return value
 
     @field_validator("id_number")
     @classmethod
-    def _id_number_is_valid(cls, value: str) -> str:
+    def _id_number_is_valid(cls, value: str, info: ValidationInfo) -> str:
         try:
-            identity.parse_id_number(value)
+            born, is_male = identity.parse_id_number(value)
         except identity.InvalidIdNumber as exc:
             raise ValueError(f"resident ID number {exc}") from None
+        # Fields declared earlier are in info.data only when they were valid themselves.
+        if "date_of_birth" in info.data and born != info.data["date_of_birth"]:
+            raise ValueError(
+                "the date in the resident ID number (characters 7-14) disagrees with "
+                "date_of_birth; correct one of them"
+            )
+        if "gender" in info.data and is_male != (info.data["gender"] is Gender.MALE):
+            raise ValueError(
+                "the resident ID number's 17th digit (odd: male, even: female) disagrees "
+                "with gender; correct one of them"
+            )
         return value
-
-    @model_validator(mode="after")
-    def _id_agrees_with_person(self) -> Self:
-        born, is_male = identity.parse_id_number(self.id_number)
-        if born != self.date_of_birth:
-            raise ValueError(
-                "date_of_birth disagrees with the date in the resident ID number "
-                f"(characters 7-14 say {born.isoformat()}); correct one of them"
-            )
-        if is_male != (self.gender is Gender.MALE):
-            raise ValueError(
-                "gender disagrees with the resident ID number (17th digit: odd is male, "
-                "even is female); correct one of them"
-            )
-        today = date.today()
-        if self.date_of_birth > today:
-            raise ValueError("date_of_birth is in the future")
-        if identity.age_on(self.date_of_birth, today) >= identity.ADULT_AGE:
-            raise ValueError(
-                "date_of_birth: the person is not a minor on the report date "
-                f"(aged {identity.age_on(self.date_of_birth, today)}); casetrail files "
-                "concern minors only"
-            )
-        return self
 
 
 class Guardian(Command):
@@ -132,14 +137,16 @@ class Issue(Command):
     category: Category
     subtype: Code
 
-    @model_validator(mode="after")
-    def _subtype_belongs_to_category(self) -> Self:
-        if not is_known_subtype(self.category, self.subtype):
+    @field_validator("subtype")
+    @classmethod
+    def _subtype_belongs_to_category(cls, value: str, info: ValidationInfo) -> str:
+        category = info.data.get("category")
+        if category is not None and not is_known_subtype(category, value):
             raise ValueError(
-                f"subtype '{self.subtype}' is not a subtype of category '{self.category}'; "
-                "see GET /v1/taxonomy for the codes"
+                f"'{value}' is not a subtype of category '{category}'; "
+                "GET /v1/taxonomy lists the codes"
             )
-        return self
+        return value
 
     def key(self) -> tuple[str, str]:
         return (str(self.category), self.subtype)
@@ -179,13 +186,15 @@ class ReportClue(Command):
     risk: RiskLevel
 
     _distinct = field_validator("issues")(_issues_are_distinct)
-    _found_past = field_validator("found_on")(_not_in_future)
 
-    @model_validator(mode="after")
-    def _found_after_birth(self) -> Self:
-        if self.found_on < self.minor.date_of_birth:
-            raise ValueError("found_on is before the minor's date of birth")
-        return self
+    @field_validator("found_on")
+    @classmethod
+    def _found_in_the_past_after_birth(cls, value: date, info: ValidationInfo) -> date:
+        _not_in_future(value)
+        minor = info.data.get("minor")
+        if minor is not None and value < minor.date_of_birth:
+            raise ValueError("the clue cannot be found before the minor's date of birth")
+        return value
 
 
 class Reclassify(Command):

@@ -1,0 +1,90 @@
+"""Bearer tokens: Ed25519-signed JWTs naming the user, role, unit and street.
+
+In the embedded default, `casetrail token issue` mints them with the local token-signing key; in
+a real deployment an identity provider signs them and its public keys are configured instead
+(CASETRAIL_TOKEN_PUBLIC_KEYS). The service only ever verifies.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Sequence
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from domain.access import Actor
+from domain.taxonomy import Role
+from gateway.settings import TOKEN_AUDIENCE, TOKEN_ISSUER
+
+MAX_TTL_SECONDS = 7 * 24 * 3600
+_REQUIRED_CLAIMS = ["exp", "iat", "iss", "aud", "sub", "role", "unit", "street"]
+
+
+class AuthenticationFailed(Exception):
+    """The token is missing, malformed, expired or not signed by a trusted key."""
+
+
+def issue_token(
+    key: Ed25519PrivateKey,
+    *,
+    user: str,
+    role: Role,
+    unit: str,
+    street: str,
+    ttl_seconds: int = 8 * 3600,
+) -> str:
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise ValueError(f"--ttl must be between 1 and {MAX_TTL_SECONDS} seconds")
+    now = int(time.time())
+    claims = {
+        "iss": TOKEN_ISSUER,
+        "aud": TOKEN_AUDIENCE,
+        "sub": user,
+        "role": str(role),
+        "unit": unit,
+        "street": street,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(claims, key, algorithm="EdDSA")
+
+
+class TokenVerifier:
+    def __init__(self, public_keys: Sequence[Ed25519PublicKey]) -> None:
+        if not public_keys:
+            raise ValueError("at least one token public key is needed")
+        self._keys = list(public_keys)
+
+    def verify(self, token: str) -> Actor:
+        last_error = "no key"
+        for key in self._keys:
+            try:
+                claims = jwt.decode(
+                    token,
+                    key,
+                    algorithms=["EdDSA"],
+                    audience=TOKEN_AUDIENCE,
+                    issuer=TOKEN_ISSUER,
+                    options={"require": _REQUIRED_CLAIMS},
+                )
+            except jwt.InvalidSignatureError:
+                last_error = "signature not made by a trusted key"
+                continue
+            except jwt.ExpiredSignatureError:
+                raise AuthenticationFailed("the token has expired; ask for a new one") from None
+            except jwt.PyJWTError as exc:
+                raise AuthenticationFailed(f"the token is not valid: {exc}") from None
+            try:
+                role = Role(claims["role"])
+            except ValueError:
+                raise AuthenticationFailed(f"the token names an unknown role") from None
+            return Actor(
+                user=str(claims["sub"]),
+                role=role,
+                unit=str(claims["unit"]),
+                street=str(claims["street"]),
+            )
+        raise AuthenticationFailed(f"the token is not valid: {last_error}")

@@ -1,0 +1,66 @@
+"""Service settings, read once from the environment. Every variable is listed in the README.
+
+| variable                     | default                                  |
+|------------------------------|------------------------------------------|
+| CASETRAIL_HOME               | var/ (keys, SQLite file, NATS store)     |
+| CASETRAIL_DATABASE_URL       | sqlite:///$CASETRAIL_HOME/casetrail.sqlite |
+| CASETRAIL_EVENT_KEY          | read from $CASETRAIL_HOME/keys/event.key |
+| CASETRAIL_TOKEN_PUBLIC_KEYS  | $CASETRAIL_HOME/keys/token-signing.pub (comma-separated paths) |
+| CASETRAIL_LOG_LEVEL          | info                                     |
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway import keyring
+from gateway.eventstore import store_environment
+
+TOKEN_ISSUER = "casetrail"
+TOKEN_AUDIENCE = "casetrail-api"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    database_url: str
+    event_key_env: str | None
+    token_public_key_paths: tuple[Path, ...]
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        home = Path(env.get("CASETRAIL_HOME") or "var").resolve()
+        database_url = env.get("CASETRAIL_DATABASE_URL") or f"sqlite:///{home / 'casetrail.sqlite'}"
+        public_keys = env.get("CASETRAIL_TOKEN_PUBLIC_KEYS")
+        paths = (
+            tuple(Path(p.strip()) for p in public_keys.split(",") if p.strip())
+            if public_keys
+            else (home / "keys" / keyring.TOKEN_PUB,)
+        )
+        return cls(
+            home=home,
+            database_url=database_url,
+            event_key_env=env.get("CASETRAIL_EVENT_KEY") or None,
+            token_public_key_paths=paths,
+            log_level=(env.get("CASETRAIL_LOG_LEVEL") or "info").lower(),
+        )
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.home / "keys"
+
+    @property
+    def store_kind(self) -> str:
+        return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
+
+    def application_env(self) -> dict[str, str]:
+        """The Application's environment: store and cipher; raises KeyProblem if no key."""
+        if self.store_kind == "sqlite":
+            self.home.mkdir(parents=True, exist_ok=True)
+        keys = keyring.load_event_keys(self.keys_dir, self.event_key_env)
+        return store_environment(self.database_url, keys.texts)

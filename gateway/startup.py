@@ -1,0 +1,58 @@
+"""Opening the store: keys loaded, store reached, and the key proven to open what is stored.
+
+Everything that can stop the service at start raises `StartupProblem` with a one-line message
+that says what is wrong and what to do; the CLI prints it and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+from eventsourcing.persistence import PersistenceError
+
+from domain.application import CaseTrail
+from gateway import keyring
+from gateway.eventstore import EventIntegrityError, KeyMismatchError
+from gateway.settings import Settings
+
+
+class StartupProblem(Exception):
+    pass
+
+
+def open_application(settings: Settings) -> CaseTrail:
+    try:
+        env = settings.application_env()
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    try:
+        application = CaseTrail(env=env)
+    except (PersistenceError, OSError) as exc:
+        raise StartupProblem(
+            f"cannot open the {settings.store_kind} event store: {exc.__class__.__name__}: {exc}"
+        ) from None
+    try:
+        check_key_opens_store(application)
+    except StartupProblem:
+        application.close()
+        raise
+    return application
+
+
+def check_key_opens_store(application: CaseTrail) -> None:
+    """Decrypt the newest stored event: a wrong key is caught now, not at the first read."""
+    last = application.recorder.max_notification_id()
+    if not last:
+        return
+    newest = application.recorder.select_notifications(start=last, limit=1)
+    try:
+        application.mapper.to_domain_event(newest[0])
+    except KeyMismatchError:
+        raise StartupProblem(
+            "the configured event key is not the key this store was written with: use the "
+            "store's own key file (or CASETRAIL_EVENT_KEY); do not create a new key for an "
+            "existing store"
+        ) from None
+    except EventIntegrityError:
+        raise StartupProblem(
+            f"the newest stored event (position {last}) fails its integrity check with the "
+            "configured key: the store may have been tampered with; run `casetrail verify`"
+        ) from None
