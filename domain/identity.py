@@ -13,10 +13,10 @@ from typing import Final
 
 _ID_WEIGHTS: Final = tuple(pow(2, 17 - i, 11) for i in range(17))
 _ID_CHECK_CHARS: Final = "10X98765432"
-_ID_SHAPE: Final = re.compile(r"^\d{17}[\dX]$")
+_ID_SHAPE: Final = re.compile(r"^\d{17}[\dX]$", re.ASCII)
 
 # Mainland mobile numbers, or landlines with an area code (0xx or 0xxx), optional hyphen.
-_PHONE_SHAPE: Final = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$")
+_PHONE_SHAPE: Final = re.compile(r"^(1[3-9]\d{9}|0\d{2,3}-?\d{7,8})$", re.ASCII)
 
 ADULT_AGE: Final = 18
 

@@ -1,0 +1,1 @@
+"""Benchmarks of casetrail; run each as `python -m bench.<name>` (see bench/README.md)."""

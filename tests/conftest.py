@@ -1,0 +1,101 @@
+"""Shared fixtures: real SQLite files, a real PostgreSQL schema per test, the real ASGI app.
+
+PostgreSQL is expected on 127.0.0.1:5432 (trust auth, database `test`). When it is missing the
+PostgreSQL-backed tests skip on a developer machine but fail when CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.taxonomy import Role
+from gateway import keyring
+from gateway.api import create_app
+from gateway.auth import issue_token
+from gateway.cli import DEFAULT_STREET
+from gateway.settings import Settings
+
+PG_DSN = os.environ.get("CASETRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def require_postgres() -> None:
+    try:
+        psycopg.connect(PG_DSN, connect_timeout=3).close()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL is not reachable at {PG_DSN}: {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    require_postgres()
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield schema
+    finally:
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def pg_url(schema: str) -> str:
+    return f"{PG_DSN}?schema={schema}"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'home' / 'casetrail.sqlite'}"
+    schema: str = request.getfixturevalue("pg_schema")
+    return pg_url(schema)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    path = tmp_path / "home"
+    keyring.init_keys(path / "keys")
+    return path
+
+
+@pytest.fixture
+def settings(home: Path, store_url: str) -> Settings:
+    return Settings.from_env(
+        {"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": store_url}
+    )
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+Headers = dict[str, str]
+TokenFactory = Callable[..., Headers]
+
+
+@pytest.fixture
+def auth(settings: Settings) -> TokenFactory:
+    """auth(role, unit, street=..., purpose=...) -> request headers with a fresh token."""
+    key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token key")
+
+    def headers(
+        role: Role, unit: str, *, street: str = DEFAULT_STREET, purpose: str | None = None
+    ) -> Headers:
+        token = issue_token(key, user=f"user-{role}-{unit}", role=role, unit=unit, street=street)
+        found = {"Authorization": f"Bearer {token}"}
+        if purpose:
+            found["X-Purpose-Of-Use"] = purpose
+        return found
+
+    return headers
