@@ -124,6 +124,20 @@ class Decision:
     fields: frozenset[str] = frozenset()
 
 
+OPERATIONAL_FIELDS: Final = frozenset(k for k, v in FIELDS.items() if v is Sensitivity.OPERATIONAL)
+
+
+def scope_grant(actor: Actor, scope: CaseScope) -> tuple[str, frozenset[str]] | None:
+    """The rule under which the actor sees this case at all, and the fields it may see."""
+    if actor.role is Role.COORDINATOR and actor.street == scope.street:
+        return "coordinator_same_street", ALL_FIELDS
+    if actor.role is Role.REPORTER and actor.unit == scope.reporting_unit:
+        return "reporter_own_unit", ALL_FIELDS
+    if actor.role is Role.UNIT_MEMBER and actor.unit in scope.assigned_units:
+        return "unit_member_assigned", OPERATIONAL_FIELDS
+    return None
+
+
 def decide(actor: Actor, scope: CaseScope | None, purpose: Purpose) -> Decision:
     """Decide one read. `scope` is None when no such case exists: the refusal is then the same
     as for a case out of scope, so that a caller cannot learn whether a case exists."""
@@ -131,11 +145,11 @@ def decide(actor: Actor, scope: CaseScope | None, purpose: Purpose) -> Decision:
         return Decision(False, f"purpose_not_allowed_for_role:{actor.role}:{purpose}")
     if scope is None:
         return Decision(False, "no_such_case")
-    if actor.role is Role.COORDINATOR and actor.street == scope.street:
-        return Decision(True, "coordinator_same_street", ALL_FIELDS)
-    if actor.role is Role.REPORTER and actor.unit == scope.reporting_unit:
-        return Decision(True, "reporter_own_unit", ALL_FIELDS)
-    return Decision(False, "out_of_scope")
+    grant = scope_grant(actor, scope)
+    if grant is None:
+        return Decision(False, "out_of_scope")
+    rule, fields = grant
+    return Decision(True, rule, fields)
 
 
 def disclose(case: Case, fields: frozenset[str]) -> dict[str, Any]:
@@ -213,5 +227,6 @@ def access_event(
         "request_id": request_id,
     }
     if decision.granted:
-        return CaseAccessed(**common, fields=sorted(decision.fields))
+        common["fields"] = sorted(decision.fields)
+        return CaseAccessed(**common)
     return AccessDenied(**common)

@@ -78,7 +78,7 @@ class CaseTrail(Application[UUID]):
 
     def _get_case(self, case_id: UUID) -> Case:
         try:
-            case = self.repository.get(case_id)
+            case: object = self.repository.get(case_id)
         except AggregateNotFoundError:
             raise errors.CaseNotFound(f"no case {case_id} is visible to you") from None
         if not isinstance(case, Case):

@@ -8,7 +8,7 @@ plain JSON values (dates as ISO strings) so that the stored form does not depend
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -34,6 +34,17 @@ _LETTER_ISSUES = {
 
 def _issue_keys(issues: list[Record]) -> list[tuple[str, str]]:
     return [(i["category"], i["subtype"]) for i in issues]
+
+
+def _at(timestamp: datetime | None) -> str:
+    """The time of the event being applied, as ISO text.
+
+    An `@event` method that names a `timestamp` parameter receives its own event's timestamp.
+    `self.modified_on` must not be used there: it is still the previous event's time.
+    """
+    if timestamp is None:
+        raise TypeError("the event's timestamp was not passed to the @event method")
+    return timestamp.isoformat()
 
 
 def _check_floor(issues: list[Record], level: str, field: str) -> None:
@@ -140,9 +151,7 @@ class Case(Aggregate):
     def hold_consultation(self, command: cmd.HoldConsultation, *, by: Record) -> None:
         self._require_open("hold a consultation")
         if command.held_on < date.fromisoformat(self.found_on):
-            raise errors.DateOutOfOrder(
-                "held_on is before the clue was found", field="held_on"
-            )
+            raise errors.DateOutOfOrder("held_on is before the clue was found", field="held_on")
         self._consultation_held(**cmd.plain(command), by=by)
 
     @event("ConsultationHeld")
@@ -169,7 +178,14 @@ class Case(Aggregate):
 
     @event("UnitAssigned")
     def _unit_assigned(
-        self, assignment_id: str, unit: str, function: str, task: str, due_on: str, by: Record
+        self,
+        assignment_id: str,
+        unit: str,
+        function: str,
+        task: str,
+        due_on: str,
+        by: Record,
+        timestamp: datetime | None = None,
     ) -> None:
         self.assignments[assignment_id] = {
             "id": assignment_id,
@@ -177,7 +193,7 @@ class Case(Aggregate):
             "function": function,
             "task": task,
             "due_on": due_on,
-            "assigned_at": self.modified_on.isoformat(),
+            "assigned_at": _at(timestamp),
             "acknowledged_at": None,
             "ended": None,
         }
@@ -199,8 +215,10 @@ class Case(Aggregate):
         self._assignment_acknowledged(assignment_id=str(assignment_id), unit=unit, by=by)
 
     @event("AssignmentAcknowledged")
-    def _assignment_acknowledged(self, assignment_id: str, unit: str, by: Record) -> None:
-        self.assignments[assignment_id]["acknowledged_at"] = self.modified_on.isoformat()
+    def _assignment_acknowledged(
+        self, assignment_id: str, unit: str, by: Record, timestamp: datetime | None = None
+    ) -> None:
+        self.assignments[assignment_id]["acknowledged_at"] = _at(timestamp)
 
     def end_assignment(self, assignment_id: UUID, *, outcome: str, by: Record) -> None:
         assignment = self._assignment(assignment_id)
@@ -209,9 +227,11 @@ class Case(Aggregate):
         self._assignment_ended(assignment_id=str(assignment_id), outcome=outcome, by=by)
 
     @event("AssignmentEnded")
-    def _assignment_ended(self, assignment_id: str, outcome: str, by: Record) -> None:
+    def _assignment_ended(
+        self, assignment_id: str, outcome: str, by: Record, timestamp: datetime | None = None
+    ) -> None:
         self.assignments[assignment_id]["ended"] = {
-            "at": self.modified_on.isoformat(),
+            "at": _at(timestamp),
             "outcome": outcome,
         }
 
@@ -251,9 +271,7 @@ class Case(Aggregate):
             }
         )
 
-    def sign_guardianship_letter(
-        self, command: cmd.SignGuardianshipLetter, *, by: Record
-    ) -> None:
+    def sign_guardianship_letter(self, command: cmd.SignGuardianshipLetter, *, by: Record) -> None:
         self._require_open("sign a guardianship letter")
         if command.guardian_index >= len(self.guardians):
             raise errors.GuardianshipLetterNotApplicable(
@@ -293,9 +311,16 @@ class Case(Aggregate):
         self._escalated(**cmd.plain(command), by=by)
 
     @event("Escalated")
-    def _escalated(self, to: str | None, to_level: str, reason: str, by: Record) -> None:
+    def _escalated(
+        self,
+        to: str | None,
+        to_level: str,
+        reason: str,
+        by: Record,
+        timestamp: datetime | None = None,
+    ) -> None:
         self.escalations.append(
-            {"to": to, "to_level": to_level, "reason": reason, "at": self.modified_on.isoformat()}
+            {"to": to, "to_level": to_level, "reason": reason, "at": _at(timestamp)}
         )
 
     def close(self, command: cmd.CloseCase, *, by: Record) -> None:
@@ -304,8 +329,10 @@ class Case(Aggregate):
         self._closed(**cmd.plain(command), by=by)
 
     @event("Closed")
-    def _closed(self, reason: str, note: str, by: Record) -> None:
-        at = self.modified_on.isoformat()
+    def _closed(
+        self, reason: str, note: str, by: Record, timestamp: datetime | None = None
+    ) -> None:
+        at = _at(timestamp)
         # Closing ends every open assignment: units lose sight of the case with it.
         for assignment in self.assignments.values():
             if assignment["ended"] is None:

@@ -46,18 +46,16 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-def _text(min_length: int, max_length: int) -> Any:
-    return Annotated[
-        str,
-        StringConstraints(strip_whitespace=True, min_length=min_length, max_length=max_length),
-        AfterValidator(_no_control_chars),
-    ]
+_CLEAN = AfterValidator(_no_control_chars)
+_TRIM = {"strip_whitespace": True}
 
-
-Name = _text(1, 32)
-ShortText = _text(1, 64)
-Note = _text(1, MAX_NOTE)
-Description = _text(1, MAX_DESCRIPTION)
+Name = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=32), _CLEAN]
+ShortText = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=64), _CLEAN]
+OptionalShortText = Annotated[str, StringConstraints(**_TRIM, max_length=32), _CLEAN]
+Note = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_NOTE), _CLEAN]
+Description = Annotated[
+    str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_DESCRIPTION), _CLEAN
+]
 Code = Annotated[
     str,
     StringConstraints(
@@ -76,8 +74,10 @@ class Minor(Command):
     date_of_birth: date
     id_number: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)]
     school: ShortText
-    grade_class: _text(0, 32) = ""
-    village: Code = Field(description="code of the village/community (村社区) where the minor lives")
+    grade_class: OptionalShortText = ""
+    village: Code = Field(
+        description="code of the village/community (村社区) where the minor lives"
+    )
 
     @field_validator("date_of_birth")
     @classmethod

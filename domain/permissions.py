@@ -12,7 +12,7 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Final
 
-from domain.access import Actor, CaseScope
+from domain.access import Actor, CaseScope, scope_grant
 from domain.errors import CaseNotFound, NotPermitted
 from domain.taxonomy import Role
 
@@ -69,7 +69,7 @@ def may(actor: Actor, action: str, scope: CaseScope | None) -> bool:
 def require_permission(actor: Actor, action: str, scope: CaseScope | None) -> None:
     if may(actor, action, scope):
         return
-    if scope is not None and _relations(actor, scope) == {"any"}:
+    if scope is not None and scope_grant(actor, scope) is None:
         # No relation to the case at all: answer as if it did not exist (need-to-know).
         raise CaseNotFound(f"no case {scope.case_id} is visible to you")
     allowed = sorted(f"{role}({rel})" for role, rel in COMMAND_RULES[action])

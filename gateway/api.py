@@ -69,9 +69,7 @@ async def current_actor(
     if credentials is None:
         raise AuthenticationFailed("no bearer token; send `Authorization: Bearer <token>`")
     actor = svc.verifier.verify(credentials.credentials)
-    structlog.contextvars.bind_contextvars(
-        actor=actor.user, role=str(actor.role), unit=actor.unit
-    )
+    structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
     return actor
 
@@ -114,9 +112,7 @@ ReaderDep = Annotated[AuditedReader, Depends(audited_reader)]
 # --- the app ------------------------------------------------------------------------------------
 
 
-def create_app(
-    settings: Settings | None = None, application: CaseTrail | None = None
-) -> FastAPI:
+def create_app(settings: Settings | None = None, application: CaseTrail | None = None) -> FastAPI:
     """The ASGI app; opens the store (unless given one) and checks the keys when it starts."""
     settings = settings or Settings.from_env()
 
@@ -125,7 +121,10 @@ def create_app(
         nonlocal application
         application = application or open_application(settings)
         verifier = TokenVerifier(
-            [keyring.load_public_key(p, "token public key") for p in settings.token_public_key_paths]
+            [
+                keyring.load_public_key(p, "token public key")
+                for p in settings.token_public_key_paths
+            ]
         )
         app.state.services = Services(application, verifier, settings)
         log.info("service_started", store=settings.store_kind)
@@ -349,33 +348,61 @@ def _install_command_routes(app: FastAPI) -> None:
         return body
 
     @app.post("/v1/cases/{case_id}/reclassification", tags=["case commands"])
-    def reclassify(case_id: UUID, command: cmd.Reclassify, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "reclassify", lambda c: c.reclassify(command, by=actor.as_record()))
+    def reclassify(
+        case_id: UUID, command: cmd.Reclassify, actor: ActorDep, svc: ServicesDep
+    ) -> Any:
+        return run(
+            svc, actor, case_id, "reclassify", lambda c: c.reclassify(command, by=actor.as_record())
+        )
 
     @app.post("/v1/cases/{case_id}/risk-assessments", tags=["case commands"])
-    def assess_risk(case_id: UUID, command: cmd.AssessRisk, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "assess_risk", lambda c: c.assess_risk(command, by=actor.as_record()))
+    def assess_risk(
+        case_id: UUID, command: cmd.AssessRisk, actor: ActorDep, svc: ServicesDep
+    ) -> Any:
+        return run(
+            svc,
+            actor,
+            case_id,
+            "assess_risk",
+            lambda c: c.assess_risk(command, by=actor.as_record()),
+        )
 
     @app.post("/v1/cases/{case_id}/consultations", tags=["case commands"])
     def hold_consultation(
         case_id: UUID, command: cmd.HoldConsultation, actor: ActorDep, svc: ServicesDep
     ) -> Any:
         return run(
-            svc, actor, case_id, "hold_consultation",
+            svc,
+            actor,
+            case_id,
+            "hold_consultation",
             lambda c: c.hold_consultation(command, by=actor.as_record()),
         )
 
     @app.post("/v1/cases/{case_id}/assignments", status_code=201, tags=["case commands"])
-    def assign_unit(case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "assign_unit", lambda c: c.assign_unit(command, by=actor.as_record()))
+    def assign_unit(
+        case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: ServicesDep
+    ) -> Any:
+        return run(
+            svc,
+            actor,
+            case_id,
+            "assign_unit",
+            lambda c: c.assign_unit(command, by=actor.as_record()),
+        )
 
     @app.post(
         "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement", tags=["case commands"]
     )
     def acknowledge(case_id: UUID, assignment_id: UUID, actor: ActorDep, svc: ServicesDep) -> Any:
         return run(
-            svc, actor, case_id, "acknowledge_assignment",
-            lambda c: c.acknowledge_assignment(assignment_id, unit=actor.unit, by=actor.as_record()),
+            svc,
+            actor,
+            case_id,
+            "acknowledge_assignment",
+            lambda c: c.acknowledge_assignment(
+                assignment_id, unit=actor.unit, by=actor.as_record()
+            ),
         )
 
     @app.post("/v1/cases/{case_id}/interventions", status_code=201, tags=["case commands"])
@@ -383,7 +410,10 @@ def _install_command_routes(app: FastAPI) -> None:
         case_id: UUID, command: cmd.RecordIntervention, actor: ActorDep, svc: ServicesDep
     ) -> Any:
         return run(
-            svc, actor, case_id, "record_intervention",
+            svc,
+            actor,
+            case_id,
+            "record_intervention",
             lambda c: c.record_intervention(command, by=actor.as_record()),
         )
 
@@ -392,7 +422,10 @@ def _install_command_routes(app: FastAPI) -> None:
         case_id: UUID, command: cmd.SignGuardianshipLetter, actor: ActorDep, svc: ServicesDep
     ) -> Any:
         return run(
-            svc, actor, case_id, "sign_guardianship_letter",
+            svc,
+            actor,
+            case_id,
+            "sign_guardianship_letter",
             lambda c: c.sign_guardianship_letter(command, by=actor.as_record()),
         )
 
@@ -401,13 +434,18 @@ def _install_command_routes(app: FastAPI) -> None:
         case_id: UUID, command: cmd.RecordFollowUp, actor: ActorDep, svc: ServicesDep
     ) -> Any:
         return run(
-            svc, actor, case_id, "record_follow_up",
+            svc,
+            actor,
+            case_id,
+            "record_follow_up",
             lambda c: c.record_follow_up(command, by=actor.as_record()),
         )
 
     @app.post("/v1/cases/{case_id}/escalations", status_code=201, tags=["case commands"])
     def escalate(case_id: UUID, command: cmd.Escalate, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record()))
+        return run(
+            svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record())
+        )
 
     @app.post("/v1/cases/{case_id}/closure", tags=["case commands"])
     def close(case_id: UUID, command: cmd.CloseCase, actor: ActorDep, svc: ServicesDep) -> Any:

@@ -80,7 +80,7 @@ class TokenVerifier:
             try:
                 role = Role(claims["role"])
             except ValueError:
-                raise AuthenticationFailed(f"the token names an unknown role") from None
+                raise AuthenticationFailed("the token names an unknown role") from None
             return Actor(
                 user=str(claims["sub"]),
                 role=role,

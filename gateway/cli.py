@@ -9,10 +9,15 @@ from typing import Any
 
 import click
 import pydantic
+import uvicorn
 
+from domain.application import CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring, logs
+from gateway.api import create_app
 from gateway.auth import MAX_TTL_SECONDS, issue_token
+from gateway.demo import fill_demo
+from gateway.eventstore import store_environment
 from gateway.settings import Settings
 from gateway.startup import StartupProblem, open_application
 
@@ -53,9 +58,6 @@ def keys_init() -> None:
 
 
 def _store_has_events(settings: Settings) -> bool:
-    from domain.application import CaseTrail
-    from gateway.eventstore import store_environment
-
     if settings.store_kind == "sqlite" and not (settings.home / "casetrail.sqlite").exists():
         return False
     application = CaseTrail(env=store_environment(settings.database_url, cipher_keys=None))
@@ -72,10 +74,6 @@ def _store_has_events(settings: Settings) -> bool:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
 def serve(host: str, port: int) -> None:
-    import uvicorn
-
-    from gateway.api import create_app
-
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     application = open_application(settings)  # fails here, in one line, if keys or store are bad
@@ -101,7 +99,9 @@ def token() -> None:
 def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
     settings = Settings.from_env()
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token signing key")
-    click.echo(issue_token(key, user=user, role=Role(role), unit=unit, street=street, ttl_seconds=ttl))
+    click.echo(
+        issue_token(key, user=user, role=Role(role), unit=unit, street=street, ttl_seconds=ttl)
+    )
 
 
 # --- demo ---------------------------------------------------------------------------------------
@@ -111,8 +111,6 @@ def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
 @click.option("--cases", default=36, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--seed", default=7, show_default=True, type=int)
 def demo(cases: int, seed: int) -> None:
-    from gateway.demo import fill_demo
-
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     keyring.init_keys(settings.keys_dir)

@@ -86,7 +86,10 @@ def synthetic_report(
         ],
         "issues": issues,
         "description": faker.sentence(nb_words=12),
-        "found_by": {"role": rng.choice(("child_director", "grid_worker", "teacher")), "unit": village},
+        "found_by": {
+            "role": rng.choice(("child_director", "grid_worker", "teacher")),
+            "unit": village,
+        },
         "method": rng.choice(("home_visit", "grid_patrol", "school", "tip_off")),
         "found_on": (today - timedelta(days=rng.randint(0, 120))).isoformat(),
         "risk": str(risk),
@@ -152,8 +155,12 @@ def _advance(
         coordinator,
         "assign_unit",
         lambda c: c.assign_unit(
-            cmd.AssignUnit(unit=unit, function=function, task="入户走访,了解情况并开展帮扶。",
-                           due_on=today + timedelta(days=14)),
+            cmd.AssignUnit(
+                unit=unit,
+                function=function,
+                task="入户走访,了解情况并开展帮扶。",
+                due_on=today + timedelta(days=14),
+            ),
             by=by,
         ),
     )
@@ -171,9 +178,13 @@ def _advance(
         member,
         "record_intervention",
         lambda c: c.record_intervention(
-            cmd.RecordIntervention(assignment_id=assignment, function=function,
-                                   measure="home_visit", notes="已入户走访,家庭配合。",
-                                   done_on=today),
+            cmd.RecordIntervention(
+                assignment_id=assignment,
+                function=function,
+                measure="home_visit",
+                notes="已入户走访,家庭配合。",
+                done_on=today,
+            ),
             by=member.as_record(),
         ),
     )

@@ -103,7 +103,7 @@ class BoundAESGCMCipher(Cipher):
         aead = self._by_id.get(header[1 : 1 + KEY_ID_SIZE])
         if aead is None:
             raise KeyMismatchError(
-                f"stored state was written with key id {header[1:1 + KEY_ID_SIZE].hex()}, "
+                f"stored state was written with key id {header[1 : 1 + KEY_ID_SIZE].hex()}, "
                 f"which is not configured (current key id {self.current_key_id.hex()})"
             )
         try:
@@ -172,9 +172,7 @@ def postgres_environment(url: str) -> dict[str, str]:
     """`postgresql://user:password@host:port/dbname?schema=NAME` as the library's settings."""
     parts = urlparse(url)
     if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
-        raise ValueError(
-            "CASETRAIL_DATABASE_URL must look like postgresql://user@host:5432/dbname"
-        )
+        raise ValueError("CASETRAIL_DATABASE_URL must look like postgresql://user@host:5432/dbname")
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": unquote(parts.path.strip("/")),

@@ -1,11 +1,10 @@
 """Key files under `$CASETRAIL_HOME/keys/`: created once with mode 0600, loaded with clear errors.
 
-| file                      | what                                             | env override            |
-|---------------------------|--------------------------------------------------|-------------------------|
-| event.key                 | AES-256 key(s) that encrypt stored events        | CASETRAIL_EVENT_KEY     |
-| token-signing.key / .pub  | Ed25519 pair that signs / verifies access tokens | CASETRAIL_TOKEN_PUBLIC_KEYS (paths) |
-| service-signing.key / .pub| Ed25519 pair the service signs messages with     |                         |
-| index.key                 | HMAC key for blind-index lookups in read models  |                         |
+- event.key: AES-256 key(s) that encrypt stored events (or CASETRAIL_EVENT_KEY);
+- token-signing.key/.pub: Ed25519 pair that signs/verifies access tokens (the service verifies
+  with CASETRAIL_TOKEN_PUBLIC_KEYS when an identity provider signs them instead);
+- service-signing.key/.pub: Ed25519 pair the service signs its messages and checkpoints with;
+- index.key: HMAC key for blind-index lookups in read models.
 
 A key is never printed, logged, or written anywhere else.
 """
@@ -28,8 +27,8 @@ class KeyProblem(Exception):
 
 
 EVENT_KEY = "event.key"
-TOKEN_KEY = "token-signing.key"
-TOKEN_PUB = "token-signing.pub"
+TOKEN_KEY = "token-signing.key"  # noqa: S105 (a file name)
+TOKEN_PUB = "token-signing.pub"  # noqa: S105
 SERVICE_KEY = "service-signing.key"
 SERVICE_PUB = "service-signing.pub"
 INDEX_KEY = "index.key"

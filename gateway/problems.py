@@ -53,10 +53,12 @@ def field_path(loc: Sequence[int | str]) -> str:
     where, *rest = loc
     if where == "header" and rest:
         return "-".join(part.capitalize() for part in str(rest[0]).split("-"))
-    if where == "body" and (not rest or isinstance(rest[0], int) and len(rest) == 1):
+    if where == "body" and (not rest or (isinstance(rest[0], int) and len(rest) == 1)):
         return "body"
-    return ".".join(str(part) for part in rest) if where in ("body", "query", "path") else ".".join(
-        str(part) for part in loc
+    return (
+        ".".join(str(part) for part in rest)
+        if where in ("body", "query", "path")
+        else ".".join(str(part) for part in loc)
     )
 
 

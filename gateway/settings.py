@@ -19,8 +19,8 @@ from pathlib import Path
 from gateway import keyring
 from gateway.eventstore import store_environment
 
-TOKEN_ISSUER = "casetrail"
-TOKEN_AUDIENCE = "casetrail-api"
+TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
+TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
 
 
 @dataclass(frozen=True)

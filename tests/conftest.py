@@ -69,9 +69,7 @@ def home(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(home: Path, store_url: str) -> Settings:
-    return Settings.from_env(
-        {"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": store_url}
-    )
+    return Settings.from_env({"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": store_url})
 
 
 @pytest.fixture

@@ -206,9 +206,9 @@ def test_read_whose_access_event_cannot_be_stored_returns_503_and_no_data_postgr
 
 def test_openapi_example_posts_as_it_stands(client: TestClient, auth: TokenFactory) -> None:
     schema = client.get("/openapi.json").json()
-    examples = schema["paths"]["/v1/cases"]["post"]["requestBody"]["content"][
-        "application/json"
-    ]["examples"]
+    examples = schema["paths"]["/v1/cases"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ]
     (example,) = examples.values()
     body = example["value"]
     response = client.post(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from uuid import UUID
 
@@ -13,7 +14,12 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
-from gateway.eventstore import EventIntegrityError, KeyMismatchError, new_key_text, store_environment
+from gateway.eventstore import (
+    EventIntegrityError,
+    KeyMismatchError,
+    new_key_text,
+    store_environment,
+)
 from gateway.settings import Settings
 from gateway.startup import StartupProblem, open_application
 from tests.conftest import PG_DSN, TokenFactory, pg_url
@@ -49,8 +55,9 @@ def _postgres_bytes(schema: str) -> bytes:
             "SELECT pg_relation_filepath(%s)", (f"{schema}.casetrail_events",)
         ).fetchone()
     assert rows and data_dir and relation
-    on_disk = (Path(data_dir[0]) / relation[0]).read_bytes()
-    return b"".join(r[0].encode() + r[1].encode() + bytes(r[2]) for r in rows) + on_disk
+    on_disk = (Path(str(data_dir[0])) / str(relation[0])).read_bytes()
+    in_rows = b"".join(str(r[0]).encode() + str(r[1]).encode() + bytes(r[2]) for r in rows)
+    return in_rows + on_disk
 
 
 def _assert_absent_when_encrypted_present_when_not(
@@ -91,8 +98,6 @@ def test_postgres_table_holds_no_personal_data(pg_schema: str) -> None:
 def _copy_state(settings: Settings, source: tuple[UUID, int], target: tuple[UUID, int]) -> None:
     """Overwrite one row's stored state with another's, directly in the database."""
     if settings.store_kind == "sqlite":
-        import sqlite3
-
         with sqlite3.connect(settings.database_url.removeprefix("sqlite:///")) as conn:
             (state,) = conn.execute(
                 "SELECT state FROM stored_events WHERE originator_id=? AND originator_version=?",

@@ -1,0 +1,48 @@
+# casetrail — the two commands a new user needs: `make run` and `make test`.
+# Everything is installed into .venv from PyPI at the versions pinned in constraints.txt.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint typecheck unit bench bench-quick demo clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "casetrail needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+## run: create the environment, create keys on first start, serve the API on 127.0.0.1:8000
+run: venv
+	$(BIN)/casetrail keys init
+	$(BIN)/casetrail serve --host 127.0.0.1 --port 8000
+
+## test: lint, type-check and the whole test suite
+test: venv lint typecheck
+	$(BIN)/python -m pytest
+
+lint: venv
+	$(BIN)/ruff check domain projections gateway tests bench
+
+typecheck: venv
+	$(BIN)/mypy domain projections gateway tests bench
+
+## demo: fill the embedded store with synthetic cases and print a token per role
+demo: venv
+	$(BIN)/casetrail keys init
+	$(BIN)/casetrail demo
+
+## bench: the full benchmark suite; bench-quick: about a minute
+bench: venv
+	$(BIN)/python -m bench.append
+
+bench-quick: venv
+	$(BIN)/python -m bench.append --quick
+
+clean:
+	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
