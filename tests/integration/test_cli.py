@@ -1,0 +1,147 @@
+"""The `casetrail` command as a user runs it: real processes, real files, a real server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.eventstore import new_key_text
+
+CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
+
+
+def run(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "CASETRAIL_HOME": str(home), **(env or {})}
+    environ.pop("CASETRAIL_DATABASE_URL", None)
+    environ.pop("CASETRAIL_EVENT_KEY", None)
+    environ.update(env or {})
+    return subprocess.run(
+        [CASETRAIL, *args], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("casetrail: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_keys_init_creates_private_files_readable_by_owner_only(tmp_path: Path) -> None:
+    first = run(tmp_path, "keys", "init")
+    assert first.returncode == 0, first.stderr
+    keys = tmp_path / "keys"
+    for name in ("event.key", "token-signing.key", "service-signing.key", "index.key"):
+        assert stat.S_IMODE((keys / name).stat().st_mode) == 0o600, name
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o700
+    before = (keys / "event.key").read_bytes()
+    second = run(tmp_path, "keys", "init")
+    assert second.returncode == 0
+    assert "already present" in second.stdout
+    assert (keys / "event.key").read_bytes() == before
+
+
+def test_token_issue_prints_the_token_alone(tmp_path: Path) -> None:
+    run(tmp_path, "keys", "init")
+    result = run(
+        tmp_path, "token", "issue", "--user", "u-7", "--role", "coordinator", "--unit", "office"
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1
+    assert lines[0].count(".") == 2
+
+
+def test_bad_arguments_are_one_line_and_non_zero(tmp_path: Path) -> None:
+    run(tmp_path, "keys", "init")
+    bad_role = run(tmp_path, "token", "issue", "--user", "u", "--role", "king", "--unit", "x")
+    assert_one_line_error(bad_role, "--role")
+    missing = run(tmp_path, "token", "issue", "--role", "reporter", "--unit", "x")
+    assert_one_line_error(missing, "--user")
+
+
+def test_serve_without_a_key_stops_with_what_to_do(tmp_path: Path) -> None:
+    assert_one_line_error(run(tmp_path, "serve", "--port", "1"), "casetrail keys init")
+
+
+def test_serve_with_a_wrong_key_stops_with_a_clear_message(tmp_path: Path) -> None:
+    demo = run(tmp_path, "demo", "--cases", "2")
+    assert demo.returncode == 0, demo.stderr
+    wrong = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_EVENT_KEY": new_key_text()})
+    assert_one_line_error(wrong, "not the key this store was written with")
+    garbage = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_EVENT_KEY": "not-a-key"})
+    assert_one_line_error(garbage, "event key")
+
+
+def test_keys_init_refuses_to_replace_the_key_of_a_store_with_events(tmp_path: Path) -> None:
+    assert run(tmp_path, "demo", "--cases", "1").returncode == 0
+    (tmp_path / "keys" / "event.key").unlink()
+    assert_one_line_error(run(tmp_path, "keys", "init"), "restore the key from backup")
+    assert not (tmp_path / "keys" / "event.key").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_answers_over_real_http(tmp_path: Path) -> None:
+    demo = run(tmp_path, "demo", "--cases", "3")
+    assert demo.returncode == 0, demo.stderr
+    case_id = demo.stdout.splitlines()[1].split()[-1]
+    token = next(
+        line.split()[-1]
+        for line in demo.stdout.splitlines()
+        if line.strip().startswith("coordinator")
+    )
+    port = _free_port()
+    environ = {**os.environ, "CASETRAIL_HOME": str(tmp_path)}
+    server = subprocess.Popen(
+        [CASETRAIL, "serve", "--port", str(port)],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                pytest.fail(
+                    f"server did not start: {server.stderr.read() if server.stderr else ''}"
+                )
+            time.sleep(0.2)
+        answer = httpx.get(
+            f"{base}/v1/cases/{case_id}",
+            headers={"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "consultation"},
+        )
+        assert answer.status_code == 200
+        assert answer.json()["id"] == case_id
+        assert httpx.get(f"{base}/docs").status_code == 200
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises SIGTERM so the exit status tells why it ended.
+    assert server.returncode in (0, -15)
+    assert '"event": "request"' in err
+    assert '"event": "service_stopped"' in err
