@@ -9,104 +9,30 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Annotated, Any
-from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
-from fastapi import Body, Depends, FastAPI, Header, Request, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from domain import commands as cmd
 from domain import errors
 from domain.access import Actor
 from domain.application import AccessRefused, CaseTrail
-from domain.case import Case
-from domain.taxonomy import (
-    CATEGORY_LABELS,
-    PROTECTION_FUNCTION_LABELS,
-    SUBTYPES,
-    Purpose,
-)
-from gateway import keyring
+from gateway import case_routes, keyring
 from gateway.auth import AuthenticationFailed, TokenVerifier
-from gateway.examples import REPORT_CLUE_EXAMPLE
+from gateway.dependencies import Services
 from gateway.logs import get_logger
 from gateway.problems import problem, validation_errors
 from gateway.settings import Settings
 from gateway.startup import open_application
 
+# Each module of endpoints contributes one router.
+ROUTERS = (case_routes.router,)
+
 log = get_logger("casetrail.api")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
-
-
-@dataclass
-class Services:
-    application: CaseTrail
-    verifier: TokenVerifier
-    settings: Settings
-
-
-def services(request: Request) -> Services:
-    found: Services = request.app.state.services
-    return found
-
-
-# --- dependencies: who, why, and the audited read ------------------------------------------------
-
-_bearer = HTTPBearer(auto_error=False, description="Ed25519 JWT from `casetrail token issue`")
-
-
-async def current_actor(
-    request: Request,
-    svc: Annotated[Services, Depends(services)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Actor:
-    if credentials is None:
-        raise AuthenticationFailed("no bearer token; send `Authorization: Bearer <token>`")
-    actor = svc.verifier.verify(credentials.credentials)
-    structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
-    request.state.actor = actor
-    return actor
-
-
-def purpose_of_use(
-    x_purpose_of_use: Annotated[
-        Purpose, Header(description="Why you are reading: recorded with the access event")
-    ],
-) -> Purpose:
-    return x_purpose_of_use
-
-
-@dataclass
-class AuditedReader:
-    """The only way an endpoint gets case content: each read is recorded before it returns."""
-
-    application: CaseTrail
-    actor: Actor
-    purpose: Purpose
-    request_id: str
-
-    def case(self, case_id: UUID) -> dict[str, Any]:
-        return self.application.read_case(case_id, self.actor, self.purpose, self.request_id)
-
-
-def audited_reader(
-    request: Request,
-    svc: Annotated[Services, Depends(services)],
-    actor: Annotated[Actor, Depends(current_actor)],
-    purpose: Annotated[Purpose, Depends(purpose_of_use)],
-) -> AuditedReader:
-    return AuditedReader(svc.application, actor, purpose, request.state.request_id)
-
-
-ActorDep = Annotated[Actor, Depends(current_actor)]
-ServicesDep = Annotated[Services, Depends(services)]
-ReaderDep = Annotated[AuditedReader, Depends(audited_reader)]
 
 
 # --- the app ------------------------------------------------------------------------------------
@@ -143,7 +69,8 @@ def create_app(settings: Settings | None = None, application: CaseTrail | None =
     )
     _install_middleware(app)
     _install_error_handlers(app)
-    _install_routes(app)
+    for router in ROUTERS:
+        app.include_router(router)
     return app
 
 
@@ -277,180 +204,3 @@ def _install_error_handlers(app: FastAPI) -> None:
             title="Internal error",
             detail="the server failed; the request id identifies it in the logs",
         )
-
-
-def _created(response: Response, case_id: UUID, case_version: int | None = None) -> dict[str, Any]:
-    response.headers["Location"] = f"/v1/cases/{case_id}"
-    body: dict[str, Any] = {"id": str(case_id)}
-    if case_version is not None:
-        body["version"] = case_version
-    return body
-
-
-def _install_routes(app: FastAPI) -> None:
-    @app.get("/healthz", tags=["service"])
-    def health(svc: ServicesDep) -> dict[str, Any]:
-        """Liveness and the store's position; no case content."""
-        return {
-            "status": "ok",
-            "store": svc.settings.store_kind,
-            "position": svc.application.recorder.max_notification_id() or 0,
-        }
-
-    @app.get("/v1/taxonomy", tags=["reference"])
-    def taxonomy() -> dict[str, Any]:
-        """Category and subtype codes with their Chinese labels; protection functions."""
-        return {
-            "categories": [
-                {
-                    "code": str(category),
-                    "label": CATEGORY_LABELS[category],
-                    "subtypes": [{"code": c, "label": lbl} for c, lbl in subtypes.items()],
-                }
-                for category, subtypes in SUBTYPES.items()
-            ],
-            "protection_functions": [
-                {"code": str(f), "label": lbl} for f, lbl in PROTECTION_FUNCTION_LABELS.items()
-            ],
-        }
-
-    @app.post("/v1/cases", status_code=201, tags=["cases"])
-    def report_clue(
-        command: Annotated[cmd.ReportClue, Body(openapi_examples=REPORT_CLUE_EXAMPLE)],
-        actor: ActorDep,
-        svc: ServicesDep,
-        response: Response,
-    ) -> dict[str, Any]:
-        """Report a clue: one clue, one file (一线索一档案). Answers the new case's id."""
-        case_id = svc.application.report_clue(command, actor)
-        log.info("clue_reported", case_id=str(case_id))
-        return _created(response, case_id, 1)
-
-    @app.get("/v1/cases/{case_id}", tags=["cases"])
-    def read_case(case_id: UUID, reader: ReaderDep) -> dict[str, Any]:
-        """The fields of the case you may see. The access is recorded before the answer."""
-        return reader.case(case_id)
-
-    _install_command_routes(app)
-
-
-def _install_command_routes(app: FastAPI) -> None:
-    """One POST per command on a case; each answers the case's new version."""
-
-    def run(
-        svc: Services, actor: Actor, case_id: UUID, action: str, change: Callable[[Case], Any]
-    ) -> dict[str, Any]:
-        result = svc.application.change_case(case_id, actor, action, change)
-        log.info("case_changed", case_id=str(case_id), action=action)
-        body: dict[str, Any] = {"id": str(case_id)}
-        if isinstance(result, UUID):
-            body["assignment_id"] = str(result)
-        return body
-
-    @app.post("/v1/cases/{case_id}/reclassification", tags=["case commands"])
-    def reclassify(
-        case_id: UUID, command: cmd.Reclassify, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc, actor, case_id, "reclassify", lambda c: c.reclassify(command, by=actor.as_record())
-        )
-
-    @app.post("/v1/cases/{case_id}/risk-assessments", tags=["case commands"])
-    def assess_risk(
-        case_id: UUID, command: cmd.AssessRisk, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "assess_risk",
-            lambda c: c.assess_risk(command, by=actor.as_record()),
-        )
-
-    @app.post("/v1/cases/{case_id}/consultations", tags=["case commands"])
-    def hold_consultation(
-        case_id: UUID, command: cmd.HoldConsultation, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "hold_consultation",
-            lambda c: c.hold_consultation(command, by=actor.as_record()),
-        )
-
-    @app.post("/v1/cases/{case_id}/assignments", status_code=201, tags=["case commands"])
-    def assign_unit(
-        case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "assign_unit",
-            lambda c: c.assign_unit(command, by=actor.as_record()),
-        )
-
-    @app.post(
-        "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement", tags=["case commands"]
-    )
-    def acknowledge(case_id: UUID, assignment_id: UUID, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "acknowledge_assignment",
-            lambda c: c.acknowledge_assignment(
-                assignment_id, unit=actor.unit, by=actor.as_record()
-            ),
-        )
-
-    @app.post("/v1/cases/{case_id}/interventions", status_code=201, tags=["case commands"])
-    def record_intervention(
-        case_id: UUID, command: cmd.RecordIntervention, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "record_intervention",
-            lambda c: c.record_intervention(command, by=actor.as_record()),
-        )
-
-    @app.post("/v1/cases/{case_id}/guardianship-letters", status_code=201, tags=["case commands"])
-    def sign_letter(
-        case_id: UUID, command: cmd.SignGuardianshipLetter, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "sign_guardianship_letter",
-            lambda c: c.sign_guardianship_letter(command, by=actor.as_record()),
-        )
-
-    @app.post("/v1/cases/{case_id}/follow-ups", status_code=201, tags=["case commands"])
-    def record_follow_up(
-        case_id: UUID, command: cmd.RecordFollowUp, actor: ActorDep, svc: ServicesDep
-    ) -> Any:
-        return run(
-            svc,
-            actor,
-            case_id,
-            "record_follow_up",
-            lambda c: c.record_follow_up(command, by=actor.as_record()),
-        )
-
-    @app.post("/v1/cases/{case_id}/escalations", status_code=201, tags=["case commands"])
-    def escalate(case_id: UUID, command: cmd.Escalate, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(
-            svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record())
-        )
-
-    @app.post("/v1/cases/{case_id}/closure", tags=["case commands"])
-    def close(case_id: UUID, command: cmd.CloseCase, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "close", lambda c: c.close(command, by=actor.as_record()))
-
-    @app.post("/v1/cases/{case_id}/reopening", tags=["case commands"])
-    def reopen(case_id: UUID, command: cmd.ReopenCase, actor: ActorDep, svc: ServicesDep) -> Any:
-        return run(svc, actor, case_id, "reopen", lambda c: c.reopen(command, by=actor.as_record()))

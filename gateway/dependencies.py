@@ -1,0 +1,84 @@
+"""FastAPI dependencies: who is asking, why, and the audited read.
+
+Every endpoint that touches a case takes `ActorDep` (authentication) and, to read, `ReaderDep`:
+the reader is the only way to get case content, and each read stores its access event first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+import structlog
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from domain.access import Actor
+from domain.application import CaseTrail
+from domain.taxonomy import Purpose
+from gateway.auth import AuthenticationFailed, TokenVerifier
+from gateway.settings import Settings
+
+
+@dataclass
+class Services:
+    application: CaseTrail
+    verifier: TokenVerifier
+    settings: Settings
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+_bearer = HTTPBearer(auto_error=False, description="Ed25519 JWT from `casetrail token issue`")
+
+
+async def current_actor(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Actor:
+    if credentials is None:
+        raise AuthenticationFailed("no bearer token; send `Authorization: Bearer <token>`")
+    actor = svc.verifier.verify(credentials.credentials)
+    structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
+    request.state.actor = actor
+    return actor
+
+
+def purpose_of_use(
+    x_purpose_of_use: Annotated[
+        Purpose, Header(description="Why you are reading: recorded with the access event")
+    ],
+) -> Purpose:
+    return x_purpose_of_use
+
+
+@dataclass
+class AuditedReader:
+    """The only way an endpoint gets case content: each read is recorded before it returns."""
+
+    application: CaseTrail
+    actor: Actor
+    purpose: Purpose
+    request_id: str
+
+    def case(self, case_id: UUID) -> dict[str, Any]:
+        return self.application.read_case(case_id, self.actor, self.purpose, self.request_id)
+
+
+def audited_reader(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    actor: Annotated[Actor, Depends(current_actor)],
+    purpose: Annotated[Purpose, Depends(purpose_of_use)],
+) -> AuditedReader:
+    return AuditedReader(svc.application, actor, purpose, request.state.request_id)
+
+
+ActorDep = Annotated[Actor, Depends(current_actor)]
+ServicesDep = Annotated[Services, Depends(services)]
+ReaderDep = Annotated[AuditedReader, Depends(audited_reader)]
