@@ -22,6 +22,7 @@ from domain.access import (
     Actor,
     CaseAccessed,
     CaseScope,
+    Decision,
     access_event,
     decide,
     disclose,
@@ -110,6 +111,32 @@ class CaseTrail(Application[UUID]):
         if not decision.granted or case is None:
             raise AccessRefused(decision.rule)
         return disclose(case, decision.fields)
+
+    def record_disclosures(
+        self,
+        disclosures: list[tuple[UUID, frozenset[str]]],
+        *,
+        actor: Actor,
+        purpose: Purpose,
+        rule: str,
+        request_id: str,
+    ) -> None:
+        """Store one `CaseAccessed` per case (lists, exports) in one transaction, before the
+        caller returns any of it. Raises if the store fails: then nothing may be returned."""
+        if not disclosures:
+            return
+        self.save(
+            *(
+                access_event(
+                    Decision(True, rule, fields),
+                    case_id=case_id,
+                    actor=actor,
+                    purpose=purpose,
+                    request_id=request_id,
+                )
+                for case_id, fields in disclosures
+            )
+        )
 
     # --- the log ------------------------------------------------------------------------------
 

@@ -69,6 +69,16 @@ class AuditedReader:
     def case(self, case_id: UUID) -> dict[str, Any]:
         return self.application.read_case(case_id, self.actor, self.purpose, self.request_id)
 
+    def record_disclosures(self, disclosures: list[tuple[UUID, frozenset[str]]], rule: str) -> None:
+        """For lists and exports: one access event per case disclosed, stored before the answer."""
+        self.application.record_disclosures(
+            disclosures,
+            actor=self.actor,
+            purpose=self.purpose,
+            rule=rule,
+            request_id=self.request_id,
+        )
+
 
 def audited_reader(
     request: Request,
