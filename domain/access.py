@@ -9,7 +9,8 @@ returned: see `domain.application.CaseTrail.read_case`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
@@ -17,7 +18,7 @@ from uuid import UUID, uuid4
 
 from eventsourcing.domain import DomainEvent
 
-from domain.taxonomy import Purpose, Role
+from domain.taxonomy import ProtectionFunction, Purpose, Role
 
 if TYPE_CHECKING:
     from domain.case import Case
@@ -40,9 +41,12 @@ class Sensitivity(StrEnum):
     IDENTITY = "identity"
     SENSITIVE = "sensitive"
     OPERATIONAL = "operational"
+    AUDIT = "audit"
 
 
 # Every field a case read can disclose, with its sensitivity group. Order is the answer's order.
+# `issues.<category>` discloses the file's subtypes of that category; `interventions.own_unit`
+# the interventions the reader's own unit recorded; `access_log` who accessed the case.
 FIELDS: Final = MappingProxyType(
     {
         "id": Sensitivity.OPERATIONAL,
@@ -57,6 +61,9 @@ FIELDS: Final = MappingProxyType(
         "reported_at": Sensitivity.OPERATIONAL,
         "updated_at": Sensitivity.OPERATIONAL,
         "version": Sensitivity.OPERATIONAL,
+        "categories": Sensitivity.OPERATIONAL,
+        "issues.growth_environment": Sensitivity.OPERATIONAL,
+        "issues.social_abnormality": Sensitivity.OPERATIONAL,
         "assignments": Sensitivity.OPERATIONAL,
         "escalations": Sensitivity.OPERATIONAL,
         "closure": Sensitivity.OPERATIONAL,
@@ -67,21 +74,65 @@ FIELDS: Final = MappingProxyType(
         "minor.school": Sensitivity.IDENTITY,
         "minor.grade_class": Sensitivity.IDENTITY,
         "guardians": Sensitivity.IDENTITY,
-        "issues": Sensitivity.SENSITIVE,
+        "issues.mental_health": Sensitivity.SENSITIVE,
+        "issues.unlawful_harm": Sensitivity.SENSITIVE,
         "description": Sensitivity.SENSITIVE,
         "consultations": Sensitivity.SENSITIVE,
         "interventions": Sensitivity.SENSITIVE,
+        "interventions.own_unit": Sensitivity.SENSITIVE,
         "letters": Sensitivity.SENSITIVE,
         "follow_ups": Sensitivity.SENSITIVE,
+        "access_log": Sensitivity.AUDIT,
     }
 )
 
-ALL_FIELDS: Final = frozenset(FIELDS)
+
+def _group(*groups: Sensitivity) -> frozenset[str]:
+    return frozenset(k for k, v in FIELDS.items() if v in groups)
+
+
+OPERATIONAL: Final = _group(Sensitivity.OPERATIONAL)
+IDENTITY: Final = _group(Sensitivity.IDENTITY)
+CASE_CONTENT: Final = _group(Sensitivity.OPERATIONAL, Sensitivity.IDENTITY, Sensitivity.SENSITIVE)
+ALL_FIELDS: Final = CASE_CONTENT - {"interventions.own_unit"}
+# Identity is what makes a disclosure personal: lists record an access event per case only then.
+IDENTITY_FIELDS: Final = IDENTITY
+
+# The reporting unit follows the child up; consultations and other units' notes are not its own.
+REPORTER_FIELDS: Final = ALL_FIELDS - {"consultations", "interventions"}
+# In an emergency: who the child is, how to reach the guardians, what is known of the risk.
+BREAK_GLASS_FIELDS: Final = (
+    OPERATIONAL
+    | IDENTITY
+    | {
+        "issues.mental_health",
+        "issues.unlawful_harm",
+        "description",
+    }
+)
+# Investigators reconstruct who knew what: everything, and the access log.
+INVESTIGATOR_FIELDS: Final = ALL_FIELDS | {"access_log"}
+
+# A member unit sees, beyond operational fields and identity, the detail its protection
+# function needs (need-to-know), and its own interventions.
+FUNCTION_DETAIL: Final = MappingProxyType(
+    {
+        ProtectionFunction.FAMILY: frozenset({"issues.mental_health", "letters"}),
+        ProtectionFunction.SCHOOL: frozenset({"issues.mental_health"}),
+        ProtectionFunction.SOCIETY: frozenset(),
+        ProtectionFunction.ONLINE: frozenset({"issues.mental_health"}),
+        ProtectionFunction.GOVERNMENT: frozenset({"letters"}),
+        ProtectionFunction.JUDICIAL: frozenset({"issues.unlawful_harm", "description"}),
+    }
+)
+UNIT_MEMBER_BASE: Final = OPERATIONAL | IDENTITY | {"interventions.own_unit"}
 
 # Which purposes of use each role may declare.
 ROLE_PURPOSES: Final = MappingProxyType(
     {
-        Role.REPORTER: frozenset({Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.CONSULTATION}),
+        Role.REPORTER: frozenset(
+            {Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.CONSULTATION, Purpose.EMERGENCY}
+        ),
         Role.COORDINATOR: frozenset(
             {Purpose.CONSULTATION, Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.EMERGENCY}
         ),
@@ -97,13 +148,20 @@ ROLE_PURPOSES: Final = MappingProxyType(
 
 
 @dataclass(frozen=True)
+class HeldAssignment:
+    unit: str
+    function: ProtectionFunction
+    ended_at: datetime | None
+
+
+@dataclass(frozen=True)
 class CaseScope:
     """What the rules need to know of a case: never its content."""
 
     case_id: UUID
     street: str
     reporting_unit: str
-    assigned_units: frozenset[str] = field(default_factory=frozenset)
+    assignments: tuple[HeldAssignment, ...] = ()
 
     @classmethod
     def of(cls, case: Case) -> CaseScope:
@@ -111,10 +169,32 @@ class CaseScope:
             case_id=case.id,
             street=case.street,
             reporting_unit=case.reporting_unit,
-            assigned_units=frozenset(
-                a["unit"] for a in case.assignments.values() if a["ended"] is None
+            assignments=tuple(
+                HeldAssignment(
+                    unit=a["unit"],
+                    function=ProtectionFunction(a["function"]),
+                    ended_at=datetime.fromisoformat(a["ended"]["at"]) if a["ended"] else None,
+                )
+                for a in case.assignments.values()
             ),
         )
+
+    @property
+    def assigned_units(self) -> frozenset[str]:
+        """Units holding an open assignment."""
+        return frozenset(a.unit for a in self.assignments if a.ended_at is None)
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """Everything a read decision depends on besides the actor and the purpose."""
+
+    scope: CaseScope | None
+    now: datetime
+    grace: timedelta = timedelta(hours=72)
+    # Expiry of an active investigation order naming this case and this investigator.
+    order_expires_at: datetime | None = None
+    break_glass_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,37 +202,79 @@ class Decision:
     granted: bool
     rule: str
     fields: frozenset[str] = frozenset()
+    break_glass: bool = False
 
 
-OPERATIONAL_FIELDS: Final = frozenset(k for k, v in FIELDS.items() if v is Sensitivity.OPERATIONAL)
+def _unit_member_grant(
+    actor: Actor, scope: CaseScope, now: datetime, grace: timedelta
+) -> tuple[str, frozenset[str]] | None:
+    held = [a for a in scope.assignments if a.unit == actor.unit]
+    live = [a for a in held if a.ended_at is None]
+    recent = [a for a in held if a.ended_at is not None and now - a.ended_at <= grace]
+    current, rule = (live, "unit_member_assigned") if live else (recent, "unit_member_grace")
+    if not current:
+        return None
+    fields = UNIT_MEMBER_BASE.union(*(FUNCTION_DETAIL[a.function] for a in current))
+    return rule, fields
 
 
-def scope_grant(actor: Actor, scope: CaseScope) -> tuple[str, frozenset[str]] | None:
-    """The rule under which the actor sees this case at all, and the fields it may see."""
-    if actor.role is Role.COORDINATOR and actor.street == scope.street:
-        return "coordinator_same_street", ALL_FIELDS
-    if actor.role is Role.REPORTER and actor.unit == scope.reporting_unit:
-        return "reporter_own_unit", ALL_FIELDS
-    if actor.role is Role.UNIT_MEMBER and actor.unit in scope.assigned_units:
-        return "unit_member_assigned", OPERATIONAL_FIELDS
+def scope_grant(actor: Actor, context: ReadContext) -> tuple[str, frozenset[str]] | None:
+    """The rules table, as code (README.md shows it as one table).
+
+    - coordinator, supervisor: cases of their street; all fields.
+    - reporter: cases their unit reported (in their street); all but consultations and other
+      units' intervention notes.
+    - unit_member: while their unit holds an open assignment, or held one that ended less than
+      the grace period ago; operational fields, identity, their own notes, and the detail their
+      protection function needs (FUNCTION_DETAIL).
+    - investigator: under an investigation order in force naming them and the case; all fields
+      and the access log.
+    - compliance_auditor: any case's access log, never its content. admin: nothing.
+    """
+    scope = context.scope
+    if scope is None:
+        return None
+    role = actor.role
+    if role in (Role.COORDINATOR, Role.SUPERVISOR) and actor.street == scope.street:
+        return f"{role}_same_street", ALL_FIELDS
+    if role is Role.REPORTER and (actor.unit, actor.street) == (scope.reporting_unit, scope.street):
+        return "reporter_own_unit", REPORTER_FIELDS
+    if role is Role.UNIT_MEMBER:
+        return _unit_member_grant(actor, scope, context.now, context.grace)
+    if role is Role.INVESTIGATOR:
+        expires = context.order_expires_at
+        if expires is not None and expires > context.now:
+            return "investigation_order", INVESTIGATOR_FIELDS
+        return None
+    if role is Role.COMPLIANCE_AUDITOR:
+        return "compliance_review", frozenset({"access_log"})
     return None
 
 
-def decide(actor: Actor, scope: CaseScope | None, purpose: Purpose) -> Decision:
-    """Decide one read. `scope` is None when no such case exists: the refusal is then the same
-    as for a case out of scope, so that a caller cannot learn whether a case exists."""
+def decide(actor: Actor, context: ReadContext, purpose: Purpose) -> Decision:
+    """Decide one read. A missing case (`context.scope is None`) is refused exactly like a case
+    out of scope, so that a caller cannot learn whether a case exists."""
     if purpose not in ROLE_PURPOSES[actor.role]:
         return Decision(False, f"purpose_not_allowed_for_role:{actor.role}:{purpose}")
-    if scope is None:
+    if context.scope is None:
         return Decision(False, "no_such_case")
-    grant = scope_grant(actor, scope)
-    if grant is None:
-        return Decision(False, "out_of_scope")
-    rule, fields = grant
-    return Decision(True, rule, fields)
+    grant = scope_grant(actor, context)
+    if grant is not None:
+        rule, fields = grant
+        return Decision(True, rule, fields)
+    if purpose is Purpose.EMERGENCY:
+        if context.break_glass_reason:
+            return Decision(True, "break_glass", BREAK_GLASS_FIELDS, break_glass=True)
+        return Decision(False, "break_glass_without_reason")
+    return Decision(False, "out_of_scope")
 
 
-def disclose(case: Case, fields: frozenset[str]) -> dict[str, Any]:
+def can_see(actor: Actor, scope: CaseScope, now: datetime) -> bool:
+    """Whether the actor may know this case exists (for commands: else answer as if missing)."""
+    return scope_grant(actor, ReadContext(scope=scope, now=now)) is not None
+
+
+def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[str, Any]:
     """The case as an answer holding the given fields only; withheld fields are absent."""
     minor = {
         key.removeprefix("minor."): case.minor[key.removeprefix("minor.")]
@@ -172,18 +294,24 @@ def disclose(case: Case, fields: frozenset[str]) -> dict[str, Any]:
         "reported_at": case.created_on.isoformat(),
         "updated_at": case.modified_on.isoformat(),
         "version": case.version,
+        "categories": sorted({i["category"] for i in case.issues}),
         "assignments": list(case.assignments.values()),
         "escalations": case.escalations,
         "closure": case.closure,
         "guardians": case.guardians,
-        "issues": case.issues,
         "description": case.description,
         "consultations": case.consultations,
-        "interventions": case.interventions,
         "letters": case.letters,
         "follow_ups": case.follow_ups,
     }
     answer = {key: value for key, value in values.items() if key in fields}
+    shown_categories = {f.removeprefix("issues.") for f in fields if f.startswith("issues.")}
+    if shown_categories:
+        answer["issues"] = [i for i in case.issues if i["category"] in shown_categories]
+    if "interventions" in fields:
+        answer["interventions"] = case.interventions
+    elif "interventions.own_unit" in fields:
+        answer["interventions"] = [i for i in case.interventions if i["unit"] == reader_unit]
     if minor:
         answer["minor"] = minor
     return answer
@@ -203,6 +331,20 @@ class CaseAccessed(DomainEvent):
     request_id: str
 
 
+class BreakGlassAccessed(CaseAccessed):
+    """A case opened outside the reader's scope in an emergency: awaits a compliance review."""
+
+    reason: str
+
+
+class BreakGlassReviewed(DomainEvent):
+    """A compliance auditor's review of a break-glass access (same stream, version 2)."""
+
+    outcome: str
+    note: str
+    reviewer: dict[str, str]
+
+
 class AccessDenied(DomainEvent):
     """A read was refused, and by which rule."""
 
@@ -214,7 +356,13 @@ class AccessDenied(DomainEvent):
 
 
 def access_event(
-    decision: Decision, *, case_id: UUID, actor: Actor, purpose: Purpose, request_id: str
+    decision: Decision,
+    *,
+    case_id: UUID,
+    actor: Actor,
+    purpose: Purpose,
+    request_id: str,
+    break_glass_reason: str | None = None,
 ) -> CaseAccessed | AccessDenied:
     common: dict[str, Any] = {
         "originator_id": uuid4(),
@@ -228,5 +376,21 @@ def access_event(
     }
     if decision.granted:
         common["fields"] = sorted(decision.fields)
+        if decision.break_glass:
+            common["reason"] = break_glass_reason or ""
+            return BreakGlassAccessed(**common)
         return CaseAccessed(**common)
     return AccessDenied(**common)
+
+
+def review_event(access_id: UUID, outcome: str, note: str, reviewer: Actor) -> BreakGlassReviewed:
+    """The review, as version 2 of the break-glass access record's own stream."""
+    values: dict[str, Any] = {
+        "originator_id": access_id,
+        "originator_version": 2,
+        "timestamp": DomainEvent.create_timestamp(),
+        "outcome": outcome,
+        "note": note,
+        "reviewer": reviewer.as_record(),
+    }
+    return BreakGlassReviewed(**values)

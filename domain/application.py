@@ -8,6 +8,7 @@ no code path updates or deletes one.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 from uuid import UUID
 
@@ -18,25 +19,39 @@ from eventsourcing.utils import get_topic
 from domain import commands as cmd
 from domain import errors
 from domain.access import (
+    CASE_CONTENT,
     AccessDenied,
     Actor,
+    BreakGlassAccessed,
+    BreakGlassReviewed,
     CaseAccessed,
     CaseScope,
     Decision,
+    ReadContext,
     access_event,
     decide,
     disclose,
+    review_event,
 )
 from domain.case import Case
+from domain.orders import InvestigationOrder, check_expiry, order_id
 from domain.permissions import require_permission
-from domain.taxonomy import Purpose
+from domain.taxonomy import Purpose, Role
 
 T = TypeVar("T")
 
 # Optimistic concurrency: a command that lost a race on the same case is retried on fresh state.
 _COMMAND_ATTEMPTS: Final = 5
 
-ACCESS_TOPICS: Final = (get_topic(CaseAccessed), get_topic(AccessDenied))
+ACCESS_TOPICS: Final = (
+    get_topic(CaseAccessed),
+    get_topic(BreakGlassAccessed),
+    get_topic(AccessDenied),
+)
+REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassReviewed))
+
+# How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
+DEFAULT_GRACE_HOURS: Final = 72
 
 
 class AccessRefused(Exception):
@@ -51,6 +66,11 @@ class CaseTrail(Application[UUID]):
     """Reports, changes and audited reads of case files."""
 
     name = "casetrail"
+
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        super().__init__(env=env)
+        grace_hours = self.env.get("ASSIGNMENT_GRACE_HOURS") or str(DEFAULT_GRACE_HOURS)
+        self.assignment_grace = timedelta(hours=float(grace_hours))
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -89,28 +109,153 @@ class CaseTrail(Application[UUID]):
     # --- audited reads ------------------------------------------------------------------------
 
     def read_case(
-        self, case_id: UUID, actor: Actor, purpose: Purpose, request_id: str
+        self,
+        case_id: UUID,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        break_glass_reason: str | None = None,
+        need: str | None = None,
     ) -> dict[str, Any]:
         """Decide, store the access event durably, and only then build the answer.
 
         If storing the access event fails the exception propagates and nothing is disclosed.
-        A refusal is stored as `AccessDenied` and raised as `AccessRefused`.
+        A refusal is stored as `AccessDenied` and raised as `AccessRefused`. `need` names a field
+        the caller requires (e.g. `access_log`): a grant without it is refused instead.
         """
+        case, decision = self._decide(case_id, actor, purpose, break_glass_reason)
+        if decision.granted and need is not None:
+            decision = (
+                Decision(True, decision.rule, frozenset({need}), decision.break_glass)
+                if need in decision.fields
+                else Decision(False, f"{decision.rule}:without_{need}")
+            )
+        elif decision.granted:
+            # A case read discloses case content only; the access log has its own read.
+            content = decision.fields & CASE_CONTENT
+            decision = (
+                Decision(True, decision.rule, content, decision.break_glass)
+                if content
+                else Decision(False, f"{decision.rule}:no_case_content")
+            )
+        self.save(
+            access_event(
+                decision,
+                case_id=case_id,
+                actor=actor,
+                purpose=purpose,
+                request_id=request_id,
+                break_glass_reason=break_glass_reason,
+            )
+        )
+        if not decision.granted or case is None:
+            raise AccessRefused(decision.rule)
+        if need == "access_log":
+            return {"id": str(case_id), "access_log": self.access_log(case_id)}
+        return disclose(case, decision.fields, reader_unit=actor.unit)
+
+    def _decide(
+        self, case_id: UUID, actor: Actor, purpose: Purpose, break_glass_reason: str | None
+    ) -> tuple[Case | None, Decision]:
         case: Case | None
         try:
             case = self._get_case(case_id)
         except errors.CaseNotFound:
             case = None
-        scope = CaseScope.of(case) if case is not None else None
-        decision = decide(actor, scope, purpose)
-        self.save(
-            access_event(
-                decision, case_id=case_id, actor=actor, purpose=purpose, request_id=request_id
-            )
+        now = datetime.now(UTC)
+        context = ReadContext(
+            scope=CaseScope.of(case) if case is not None else None,
+            now=now,
+            grace=self.assignment_grace,
+            order_expires_at=(
+                self._order_in_force(case_id, actor.user, now)
+                if actor.role is Role.INVESTIGATOR and case is not None
+                else None
+            ),
+            break_glass_reason=break_glass_reason,
         )
-        if not decision.granted or case is None:
-            raise AccessRefused(decision.rule)
-        return disclose(case, decision.fields)
+        return case, decide(actor, context, purpose)
+
+    # --- investigation orders -------------------------------------------------------------------
+
+    def issue_investigation_order(self, command: cmd.IssueInvestigationOrder, actor: Actor) -> UUID:
+        """Issue (or renew) the order for this case and investigator."""
+        case = self._get_case(command.case_id)
+        require_permission(actor, "issue_investigation_order", scope=CaseScope.of(case))
+        now = datetime.now(UTC)
+        check_expiry(command.expires_at, now)
+        order = self._get_order(command.case_id, command.investigator)
+        if order is None:
+            order = InvestigationOrder(
+                case_id=command.case_id,
+                investigator=command.investigator,
+                reason=command.reason,
+                expires_at=command.expires_at.isoformat(),
+                by=actor.as_record(),
+            )
+        else:
+            order.renew(
+                reason=command.reason, expires_at=command.expires_at, now=now, by=actor.as_record()
+            )
+        self.save(order)
+        return order.id
+
+    def revoke_investigation_order(
+        self, order: UUID, command: cmd.RevokeInvestigationOrder, actor: Actor
+    ) -> None:
+        try:
+            found: object = self.repository.get(order)
+        except AggregateNotFoundError:
+            raise errors.OrderNotActive(f"no investigation order {order}") from None
+        if not isinstance(found, InvestigationOrder):
+            raise errors.OrderNotActive(f"no investigation order {order}")
+        case = self._get_case(found.case_id)
+        require_permission(actor, "revoke_investigation_order", scope=CaseScope.of(case))
+        found.revoke(reason=command.reason, now=datetime.now(UTC), by=actor.as_record())
+        self.save(found)
+
+    def _get_order(self, case_id: UUID, investigator: str) -> InvestigationOrder | None:
+        try:
+            order: object = self.repository.get(order_id(case_id, investigator))
+        except AggregateNotFoundError:
+            return None
+        return order if isinstance(order, InvestigationOrder) else None
+
+    def _order_in_force(self, case_id: UUID, investigator: str, now: datetime) -> datetime | None:
+        order = self._get_order(case_id, investigator)
+        return order.active_until(now) if order is not None else None
+
+    # --- break-glass reviews --------------------------------------------------------------------
+
+    def pending_break_glass_reviews(self) -> list[BreakGlassAccessed]:
+        """Break-glass accesses no compliance auditor has reviewed yet, oldest first."""
+        opened: dict[UUID, BreakGlassAccessed] = {}
+        for notification in self.notifications(topics=REVIEW_TOPICS):
+            found = self.mapper.to_domain_event(notification)
+            if isinstance(found, BreakGlassAccessed):
+                opened[found.originator_id] = found
+            else:
+                opened.pop(found.originator_id, None)
+        return list(opened.values())
+
+    def review_break_glass(
+        self, access_id: UUID, command: cmd.ReviewBreakGlass, actor: Actor
+    ) -> None:
+        if actor.role is not Role.COMPLIANCE_AUDITOR:
+            raise errors.NotPermitted("only a compliance auditor reviews break-glass accesses")
+        stored = self.events.get(access_id)
+        if not any(isinstance(e, BreakGlassAccessed) for e in stored):
+            raise errors.UnknownAccessRecord(f"no break-glass access {access_id}")
+        if any(isinstance(e, BreakGlassReviewed) for e in stored):
+            raise errors.AlreadyReviewed(f"break-glass access {access_id} is already reviewed")
+        review = review_event(access_id, command.outcome, command.note, actor)
+        try:
+            self.save(review)
+        except IntegrityError:
+            raise errors.AlreadyReviewed(
+                f"break-glass access {access_id} is already reviewed"
+            ) from None
 
     def record_disclosures(
         self,
@@ -150,6 +295,22 @@ class CaseTrail(Application[UUID]):
             if len(page) < batch:
                 return
             start = page[-1].id + 1
+
+    def access_log(self, case_id: UUID) -> list[dict[str, Any]]:
+        """Who accessed the case, when, why and which fields: no case content."""
+        return [
+            {
+                "at": e.timestamp.isoformat(),
+                "granted": isinstance(e, CaseAccessed),
+                "actor": e.actor,
+                "purpose": e.purpose,
+                "rule": e.rule,
+                "fields": getattr(e, "fields", []),
+                "break_glass": isinstance(e, BreakGlassAccessed),
+                "request_id": e.request_id,
+            }
+            for e in self.access_events(case_id)
+        ]
 
     def access_events(self, case_id: UUID) -> list[CaseAccessed | AccessDenied]:
         """All access events about one case, oldest first (a full scan; projections index it)."""

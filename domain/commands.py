@@ -7,12 +7,14 @@ state of a case (closed, assignment held...) live in the aggregate, not here.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import date
 from typing import Annotated, Any, Final
 from uuid import UUID
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -41,7 +43,8 @@ MAX_NOTE: Final = 1000
 
 
 def _no_control_chars(value: str) -> str:
-    if any(ord(ch) < 32 and ch not in "\n\t" for ch in value):
+    # Unicode category Cc: C0 (below 0x20), DEL (0x7f) and C1 (0x80-0x9f), such as 0x9b (CSI).
+    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
         raise ValueError("must not contain control characters")
     return value
 
@@ -244,6 +247,10 @@ MEASURES: Final = (
 )
 
 
+class EndAssignment(Command):
+    outcome: Annotated[str, Field(pattern=r"^(completed|withdrawn|transferred)$")]
+
+
 class RecordIntervention(Command):
     assignment_id: UUID | None = None
     function: ProtectionFunction
@@ -291,6 +298,27 @@ class CloseCase(Command):
 
 class ReopenCase(Command):
     reason: Note
+
+
+class IssueInvestigationOrder(Command):
+    """An order for a reverse investigation (一案一倒查): one case, one investigator."""
+
+    case_id: UUID
+    investigator: Code = Field(description="the investigator's user id, as in their token")
+    reason: Note
+    expires_at: AwareDatetime
+
+
+class RevokeInvestigationOrder(Command):
+    reason: Note
+
+
+class ReviewBreakGlass(Command):
+    outcome: Annotated[str, Field(pattern=r"^(justified|unjustified)$")]
+    note: Note
+
+
+BREAK_GLASS_REASON_MIN: Final = 10
 
 
 def plain(command: BaseModel) -> dict[str, Any]:

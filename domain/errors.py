@@ -73,3 +73,21 @@ class NotPermitted(DomainError):
 
     status = 403
     code = "not_permitted"
+
+
+class OrderExpiryInvalid(DomainError):
+    status = 422
+    code = "order_expiry_invalid"
+
+
+class OrderNotActive(DomainError):
+    code = "order_not_active"
+
+
+class UnknownAccessRecord(DomainError):
+    status = 404
+    code = "unknown_access_record"
+
+
+class AlreadyReviewed(DomainError):
+    code = "already_reviewed"

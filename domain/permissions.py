@@ -9,10 +9,11 @@ Each command names the (role, relation) pairs allowed to issue it. Relations:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Final
 
-from domain.access import Actor, CaseScope, scope_grant
+from domain.access import Actor, CaseScope, can_see
 from domain.errors import CaseNotFound, NotPermitted
 from domain.taxonomy import Role
 
@@ -45,6 +46,9 @@ COMMAND_RULES: Final = MappingProxyType(
         "escalate": {(R.COORDINATOR, "street"), (R.SUPERVISOR, "street")},
         "close": {(R.COORDINATOR, "street")},
         "reopen": {(R.COORDINATOR, "street")},
+        # Investigation orders: a coordinator of the case's street, or a county-level admin.
+        "issue_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
+        "revoke_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
     }
 )
 
@@ -54,7 +58,7 @@ def _relations(actor: Actor, scope: CaseScope | None) -> set[str]:
     if scope is not None:
         if scope.street == actor.street:
             found.add("street")
-        if scope.reporting_unit == actor.unit:
+        if (scope.reporting_unit, scope.street) == (actor.unit, actor.street):
             found.add("own_unit")
         if actor.unit in scope.assigned_units:
             found.add("assigned")
@@ -69,7 +73,7 @@ def may(actor: Actor, action: str, scope: CaseScope | None) -> bool:
 def require_permission(actor: Actor, action: str, scope: CaseScope | None) -> None:
     if may(actor, action, scope):
         return
-    if scope is not None and scope_grant(actor, scope) is None:
+    if scope is not None and not can_see(actor, scope, datetime.now(UTC)):
         # No relation to the case at all: answer as if it did not exist (need-to-know).
         raise CaseNotFound(f"no case {scope.case_id} is visible to you")
     allowed = sorted(f"{role}({rel})" for role, rel in COMMAND_RULES[action])

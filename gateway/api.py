@@ -4,6 +4,7 @@ endpoint can neither skip authentication nor read a case without its access even
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
@@ -19,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from domain import errors
 from domain.access import Actor
 from domain.application import AccessRefused, CaseTrail
-from gateway import case_routes, keyring
+from gateway import access_routes, case_routes, keyring
 from gateway.auth import AuthenticationFailed, TokenVerifier
 from gateway.dependencies import Services
 from gateway.logs import get_logger
@@ -28,7 +29,7 @@ from gateway.settings import Settings
 from gateway.startup import open_application
 
 # Each module of endpoints contributes one router.
-ROUTERS = (case_routes.router,)
+ROUTERS = (case_routes.router, access_routes.router)
 
 log = get_logger("casetrail.api")
 
@@ -82,6 +83,7 @@ def _install_middleware(app: FastAPI) -> None:
         given = request.headers.get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
         request.state.request_id = request_id
+        request.state.started = time.perf_counter()
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
@@ -102,6 +104,15 @@ def _install_middleware(app: FastAPI) -> None:
         return response
 
 
+async def _pad_refusal(request: Request) -> None:
+    """Answer every "no such case visible" refusal no sooner than a fixed floor after the
+    request began, so that the time taken does not tell a missing case from one not yours."""
+    floor = request.app.state.services.settings.refusal_floor_ms / 1000
+    elapsed = time.perf_counter() - request.state.started
+    if elapsed < floor:
+        await asyncio.sleep(floor - elapsed)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
@@ -119,6 +130,8 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.DomainError)
     async def rule_broken(request: Request, exc: errors.DomainError) -> Response:
         log.info("command_refused", code=exc.code)
+        if isinstance(exc, errors.CaseNotFound):
+            await _pad_refusal(request)
         return problem(
             request,
             status=exc.status,
@@ -151,7 +164,8 @@ def _install_error_handlers(app: FastAPI) -> None:
                 detail="declare a purpose your role may use; the refusal was recorded",
                 errors=[{"field": "X-Purpose-Of-Use", "message": "not allowed for your role"}],
             )
-        # The same answer whether the case does not exist or is not yours to see.
+        # The same answer, after the same time, whether the case does not exist or is not yours.
+        await _pad_refusal(request)
         return problem(
             request,
             status=404,

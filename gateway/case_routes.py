@@ -146,6 +146,25 @@ def acknowledge(case_id: UUID, assignment_id: UUID, actor: ActorDep, svc: Servic
     )
 
 
+@router.post("/v1/cases/{case_id}/assignments/{assignment_id}/end", tags=["case commands"])
+def end_assignment(
+    case_id: UUID,
+    assignment_id: UUID,
+    command: cmd.EndAssignment,
+    actor: ActorDep,
+    svc: ServicesDep,
+) -> Any:
+    """End an assignment (completed, withdrawn, transferred); the unit keeps sight of the case
+    for the grace period only."""
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "end_assignment",
+        lambda c: c.end_assignment(assignment_id, outcome=command.outcome, by=actor.as_record()),
+    )
+
+
 @router.post("/v1/cases/{case_id}/interventions", status_code=201, tags=["case commands"])
 def record_intervention(
     case_id: UUID, command: cmd.RecordIntervention, actor: ActorDep, svc: ServicesDep
@@ -187,7 +206,9 @@ def record_follow_up(
 
 @router.post("/v1/cases/{case_id}/escalations", status_code=201, tags=["case commands"])
 def escalate(case_id: UUID, command: cmd.Escalate, actor: ActorDep, svc: ServicesDep) -> Any:
-    return _run(svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record()))
+    return _run(
+        svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record())
+    )
 
 
 @router.post("/v1/cases/{case_id}/closure", tags=["case commands"])

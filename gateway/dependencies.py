@@ -66,8 +66,17 @@ class AuditedReader:
     purpose: Purpose
     request_id: str
 
-    def case(self, case_id: UUID) -> dict[str, Any]:
-        return self.application.read_case(case_id, self.actor, self.purpose, self.request_id)
+    def case(
+        self, case_id: UUID, *, break_glass_reason: str | None = None, need: str | None = None
+    ) -> dict[str, Any]:
+        return self.application.read_case(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            break_glass_reason=break_glass_reason,
+            need=need,
+        )
 
     def record_disclosures(self, disclosures: list[tuple[UUID, frozenset[str]]], rule: str) -> None:
         """For lists and exports: one access event per case disclosed, stored before the answer."""
@@ -89,6 +98,16 @@ def audited_reader(
     return AuditedReader(svc.application, actor, purpose, request.state.request_id)
 
 
+def emergency_reader(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    actor: Annotated[Actor, Depends(current_actor)],
+) -> AuditedReader:
+    """Break-glass reads declare their purpose by their endpoint: always `emergency`."""
+    return AuditedReader(svc.application, actor, Purpose.EMERGENCY, request.state.request_id)
+
+
 ActorDep = Annotated[Actor, Depends(current_actor)]
+EmergencyReaderDep = Annotated[AuditedReader, Depends(emergency_reader)]
 ServicesDep = Annotated[Services, Depends(services)]
 ReaderDep = Annotated[AuditedReader, Depends(audited_reader)]

@@ -7,6 +7,8 @@
 | CASETRAIL_EVENT_KEY          | read from $CASETRAIL_HOME/keys/event.key |
 | CASETRAIL_TOKEN_PUBLIC_KEYS  | $CASETRAIL_HOME/keys/token-signing.pub (comma-separated paths) |
 | CASETRAIL_LOG_LEVEL          | info                                     |
+| CASETRAIL_REFUSAL_FLOOR_MS   | 40 (least time before a "no such case" answer) |
+| CASETRAIL_ASSIGNMENT_GRACE_HOURS | 72 (a unit's sight of a case after its assignment ends) |
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Settings:
     event_key_env: str | None
     token_public_key_paths: tuple[Path, ...]
     log_level: str = "info"
+    refusal_floor_ms: float = 40.0
+    assignment_grace_hours: float = 72.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -48,6 +52,8 @@ class Settings:
             event_key_env=env.get("CASETRAIL_EVENT_KEY") or None,
             token_public_key_paths=paths,
             log_level=(env.get("CASETRAIL_LOG_LEVEL") or "info").lower(),
+            refusal_floor_ms=float(env.get("CASETRAIL_REFUSAL_FLOOR_MS") or 40),
+            assignment_grace_hours=float(env.get("CASETRAIL_ASSIGNMENT_GRACE_HOURS") or 72),
         )
 
     @property
@@ -63,4 +69,6 @@ class Settings:
         if self.store_kind == "sqlite":
             self.home.mkdir(parents=True, exist_ok=True)
         keys = keyring.load_event_keys(self.keys_dir, self.event_key_env)
-        return store_environment(self.database_url, keys.texts)
+        env = store_environment(self.database_url, keys.texts)
+        env["ASSIGNMENT_GRACE_HOURS"] = str(self.assignment_grace_hours)
+        return env

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import psycopg
@@ -27,13 +28,18 @@ def application_of(client: TestClient) -> CaseTrail:
     return app
 
 
-def disclosed_fields(answer: dict[str, object]) -> set[str]:
-    """The answer's keys as field ids: nested minor fields become 'minor.<key>'."""
-    found = {key for key in answer if key != "minor"}
-    minor = answer.get("minor")
-    if isinstance(minor, dict):
-        found |= {f"minor.{key}" for key in minor}
-    return found
+def answer_keys(fields: list[str]) -> tuple[set[str], set[str]]:
+    """Field ids as the answer shows them: ('minor.name', 'issues.mental_health', 'id') ->
+    top-level keys {'minor', 'issues', 'id'} and minor keys {'name'}."""
+    top = {f.split(".")[0] for f in fields}
+    minor = {f.removeprefix("minor.") for f in fields if f.startswith("minor.")}
+    return top, minor
+
+
+def assert_answer_matches_fields(answer: dict[str, Any], fields: list[str]) -> None:
+    top, minor = answer_keys(fields)
+    assert set(answer) == top
+    assert set(answer.get("minor", {})) == minor
 
 
 def test_clue_reported_and_read_back_leaves_an_access_event(
@@ -58,7 +64,7 @@ def test_clue_reported_and_read_back_leaves_an_access_event(
     assert len(events) == 1
     event = events[0]
     assert isinstance(event, CaseAccessed)
-    assert set(event.fields) == disclosed_fields(answer)
+    assert_answer_matches_fields(answer, event.fields)
     assert event.purpose == "follow_up"
     assert event.actor["role"] == "reporter"
     assert event.actor["unit"] == VILLAGE
