@@ -65,6 +65,22 @@ def describe(info: dict[str, Any]) -> str:
     )
 
 
+def filesystem_of(path: str | Path) -> str:
+    """The file system holding `path`, e.g. "ext4 /dev/vda on /": fsync costs depend on it."""
+    target = str(Path(path).resolve())
+    best: tuple[str, str, str] | None = None
+    try:
+        with open("/proc/mounts", encoding="utf-8") as mounts:
+            for line in mounts:
+                source, point, fstype = line.split()[:3]
+                inside = target == point or target.startswith(point.rstrip("/") + "/")
+                if inside and (best is None or len(point) > len(best[1])):
+                    best = (source, point, fstype)
+    except OSError:
+        return "unknown"
+    return f"{best[2]} {best[0]} on {best[1]}" if best else "unknown"
+
+
 def new_histogram() -> HdrHistogram:
     return HdrHistogram(_LOWEST_US, _HIGHEST_US, _SIGNIFICANT_DIGITS)
 
@@ -116,9 +132,11 @@ def utc_stamp(moment: datetime | None = None) -> str:
 
 def write_results(benchmark: str, payload: dict[str, Any]) -> Path:
     """Store one run's results as bench/results/<benchmark>-<UTC timestamp>.json."""
+    now = datetime.now(UTC)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"{benchmark}-{utc_stamp()}.json"
+    path = RESULTS_DIR / f"{benchmark}-{utc_stamp(now)}.json"
+    document = {"written_at": now.isoformat(timespec="seconds"), **payload}
     path.write_text(
-        json.dumps(payload, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8"
+        json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8"
     )
     return path
