@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError, Notification
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, strtobool
 
 from domain import commands as cmd
 from domain import errors
@@ -34,6 +34,7 @@ from domain.access import (
     review_event,
 )
 from domain.case import Case
+from domain.group_commit import GroupCommit
 from domain.orders import InvestigationOrder, check_expiry, order_id
 from domain.permissions import require_permission
 from domain.taxonomy import Purpose, Role
@@ -71,6 +72,24 @@ class CaseTrail(Application[UUID]):
         super().__init__(env=env)
         grace_hours = self.env.get("ASSIGNMENT_GRACE_HOURS") or str(DEFAULT_GRACE_HOURS)
         self.assignment_grace = timedelta(hours=float(grace_hours))
+        # Concurrent reads share durable commits of their access events (see group_commit.py).
+        self.access_commits: GroupCommit | None = (
+            GroupCommit(lambda events: self.save(*events))
+            if strtobool(self.env.get("ACCESS_GROUP_COMMIT") or "y")
+            else None
+        )
+
+    def close(self) -> None:
+        if self.access_commits is not None:
+            self.access_commits.close()
+        super().close()
+
+    def _record_access(self, event: CaseAccessed | AccessDenied) -> None:
+        """Durably store one access event; raises if the store fails."""
+        if self.access_commits is None:
+            self.save(event)
+        else:
+            self.access_commits.record(event)
 
     # --- commands ---------------------------------------------------------------------------
 
@@ -139,7 +158,7 @@ class CaseTrail(Application[UUID]):
                 if content
                 else Decision(False, f"{decision.rule}:no_case_content")
             )
-        self.save(
+        self._record_access(
             access_event(
                 decision,
                 case_id=case_id,
