@@ -1,0 +1,36 @@
+"""Blind indexes: keyed HMAC values that let a read model find a person by exact name or ID
+number without holding either. The key (`index.key`) lives with the service's keys, never in
+the database; without it the stored values cannot be tested against guesses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import unicodedata
+from typing import Final
+
+from domain.identity import normalise_id_number
+
+_MIN_KEY_BYTES: Final = 32
+
+
+class BlindIndex:
+    def __init__(self, key: bytes) -> None:
+        if len(key) < _MIN_KEY_BYTES:
+            raise ValueError(
+                f"the index key must hold at least {_MIN_KEY_BYTES} bytes; "
+                "run `casetrail keys init` to create one"
+            )
+        self._key = key
+
+    def _digest(self, kind: str, value: str) -> str:
+        # The kind is part of the message: a name and an ID number never share a value.
+        message = f"casetrail/blind-index/v1\x00{kind}\x00{value}".encode()
+        return hmac.new(self._key, message, hashlib.sha256).hexdigest()
+
+    def id_number(self, id_number: str) -> str:
+        return self._digest("id_number", normalise_id_number(id_number))
+
+    def name(self, name: str) -> str:
+        return self._digest("name", unicodedata.normalize("NFC", name.strip()))

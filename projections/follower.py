@@ -1,0 +1,795 @@
+"""Following the event store: a read model's rows and its position, written in one transaction.
+
+This module is generic: it knows nothing of cases or ledgers, and other followers of the event
+store (a Merkle log, a message relay) can reuse it. The pieces:
+
+- `View`: what a read model is, independently of the database: its name, its tables (DDL
+  written once for SQLite and PostgreSQL, see `Db`), the event topics it needs, and `apply()`,
+  which folds a `Batch` of events into its rows.
+- `SQLiteViewRecorder` / `PostgresViewRecorder`: the library's own `SQLiteTrackingRecorder` /
+  `PostgresTrackingRecorder`, subclassed as the library's docs do for materialised views, with
+  one tracking table per view (`<name>_tracking`). `process(batch)` runs one transaction:
+  lock the view's tracking row, check that it still holds the position the batch starts
+  from, apply the batch, record the new position (the library's `Tracking`). A crash at any
+  point leaves either all of it or none of it; a second follower of the same view finds the
+  position moved and gives way (`PositionMoved`), so no event is applied twice.
+- `Follower`: reads the application's notification log from the view's durable position with
+  `recorder.select_notifications` (the library's SQLite recorder has no subscriptions; a poll
+  works on both stores), decodes the events (decrypts them, through the application's mapper),
+  and hands them to the view in batches. `catch_up()`, `rebuild()` (from zero), `lag()`, and
+  `run()` for a supervised background loop that survives database failures and, on
+  PostgreSQL, wakes up on LISTEN/NOTIFY (falling back to polling when that connection fails).
+
+Where the tables live: wherever the datastore given to the recorder points. casetrail keeps
+them in a file of their own on SQLite (`$CASETRAIL_HOME/readmodels.sqlite`) and in the events'
+own database and schema on PostgreSQL; see `projections.readmodels`.
+
+A gap in the notification ids on PostgreSQL (a rolled-back insert burns ids from the sequence;
+with the store's database functions, inserts do not take the table lock, so a later id may
+commit before an earlier one) is never passed over while an insert could still fill it: see
+`PostgresHorizon` (or pass `sqlite_horizon` when the store orders its appends, as
+`gateway.store_guard` makes it do).
+
+Example, a view counting case reports (the ledger in `projections.ledger` is a full one):
+
+    class Reports(View):
+        name, tables = "counts", ("counts",)
+        topics = (get_topic(Case.ClueReported),)
+
+        def create_statements(self, dialect):
+            return ["CREATE TABLE IF NOT EXISTS {counts} (street TEXT PRIMARY KEY, n BIGINT)"]
+
+        def apply(self, db, batch):
+            for event in batch.events:
+                db.execute(
+                    "INSERT INTO {counts} VALUES (?, 1) "
+                    "ON CONFLICT (street) DO UPDATE SET n = {counts}.n + 1",
+                    (event.street,),
+                )
+
+    recorder = view_recorder(open_datastore(env), Reports())
+    follower = Follower(application, recorder)
+    follower.catch_up()          # or follower.run(stop_event) in a thread
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Final, Literal, Protocol
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    InfrastructureFactory,
+    IntegrityError,
+    MapperDeserialisationError,
+    Notification,
+    PersistenceError,
+    Tracking,
+)
+from eventsourcing.postgres import (
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+    PostgresFactory,
+    PostgresTrackingRecorder,
+)
+from eventsourcing.sqlite import SQLiteDatastore, SQLiteFactory, SQLiteTrackingRecorder
+from eventsourcing.utils import Environment
+from psycopg.sql import SQL, Composed, Identifier
+
+Dialect = Literal["sqlite", "postgres"]
+Row = dict[str, Any]
+
+DEFAULT_BATCH_SIZE: Final = 500
+# Position 0 means "nothing applied yet": notification ids start at 1 in both stores.
+START: Final = 0
+_NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+# Followers back off up to this long after a failure, then try again, forever.
+_MAX_BACKOFF_SECONDS: Final = 30.0
+
+
+class PositionMoved(Exception):
+    """Another follower of the same view moved its position first; this batch was not applied.
+
+    Nothing to repair: read the position again and carry on from there."""
+
+
+# --- SQL written once for both databases --------------------------------------------------------
+
+
+class Db:
+    """A cursor inside a view's transaction, for SQL written once for SQLite and PostgreSQL.
+
+    Statements use `?` placeholders and name tables as `{table}` fields; on PostgreSQL the
+    placeholders become `%s` and the names are qualified by the schema. Rows come back as
+    dicts. Write portable SQL: TEXT/INTEGER/BIGINT columns, `INSERT ... ON CONFLICT (...) DO
+    UPDATE SET c = excluded.c`, no `%` characters.
+    """
+
+    def __init__(self, cursor: Any, dialect: Dialect, schema: str | None = None) -> None:
+        self.cursor = cursor
+        self.dialect = dialect
+        self.schema = schema
+
+    def sql(self, statement: str) -> str:
+        if self.dialect == "sqlite":
+            return statement.format_map(_Names(""))
+        return statement.format_map(_Names(f'"{self.schema}".')).replace("?", "%s")
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> list[Row]:
+        self.cursor.execute(self.sql(statement), tuple(params))
+        if self.cursor.description is None:
+            return []
+        return [dict(row) for row in self.cursor.fetchall()]
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cursor.executemany(self.sql(statement), [tuple(r) for r in rows])
+
+    def placeholders(self, count: int) -> str:
+        """`?,?,?` for an IN list of `count` values."""
+        return ",".join("?" * count)
+
+    def insert(
+        self,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        *,
+        key: Sequence[str] = (),
+    ) -> None:
+        """Insert `rows`; with `key`, rows whose key exists replace the stored values (an upsert;
+        the rows must not repeat a key)."""
+        if not rows:
+            return
+        for name in (*columns, *key):
+            if not _NAME.match(name):
+                raise ValueError(f"column name {name!r}: use lower-case letters, digits and _")
+        one = f"({','.join('?' * len(columns))})"
+        tail = ""
+        if key:
+            updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+            tail = f" ON CONFLICT ({', '.join(key)}) DO " + (
+                f"UPDATE SET {updates}" if updates else "NOTHING"
+            )
+        # executemany: psycopg pipelines it on PostgreSQL (measured faster here than one
+        # statement carrying arrays or a JSON document of the rows).
+        self.executemany(f"INSERT INTO {{{table}}} ({', '.join(columns)}) VALUES {one}{tail}", rows)
+
+
+class _Names(dict[str, str]):
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def __missing__(self, key: str) -> str:
+        if not _NAME.match(key):
+            raise ValueError(f"table name {key!r} must be lower-case letters, digits and _")
+        return f'{self.prefix}"{key}"' if self.prefix else key
+
+
+# --- what a read model is -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Events from the notification log after `start`, up to and including `end`.
+
+    `end` may lie beyond the last notification: when a view reads only some topics, the ids in
+    between belong to events it does not need, and its position still moves past them.
+    `events` are the decoded `notifications`, one for one (empty when the view reads the stored
+    form only: `View.decodes = False`).
+    """
+
+    application_name: str
+    start: int
+    end: int
+    notifications: Sequence[Notification]
+    events: Sequence[DomainEventProtocol[Any]]
+
+    @property
+    def tracking(self) -> Tracking:
+        return Tracking(self.application_name, self.end)
+
+
+class View(ABC):
+    """A read model, independent of the database it lives in.
+
+    Subclasses set `name` (also the prefix of their tables and of `<name>_tracking`), `tables`
+    (every table they own, in creation order), and may narrow `topics`. `apply()` must be a
+    pure fold of the batch into the rows: the same events give the same rows whatever the batch
+    boundaries, which is what lets a rebuild from zero be compared with incremental following.
+    """
+
+    name: ClassVar[str]
+    tables: ClassVar[tuple[str, ...]]
+    topics: ClassVar[tuple[str, ...]] = ()
+    decodes: ClassVar[bool] = True
+
+    @abstractmethod
+    def create_statements(self, dialect: Dialect) -> list[str]:
+        """`CREATE TABLE IF NOT EXISTS {table} ...` and index statements, in `Db` syntax."""
+
+    @abstractmethod
+    def apply(self, db: Db, batch: Batch) -> None:
+        """Fold the batch into the view's rows, inside the view's transaction."""
+
+
+class ViewRecorder(Protocol):
+    """What `Follower` needs of a view's recorder; both classes below provide it."""
+
+    view: View
+
+    def create_table(self) -> None: ...
+
+    def position(self, application_name: str) -> int: ...
+
+    def process(self, batch: Batch) -> None: ...
+
+    def reset(self, application_name: str) -> None: ...
+
+    @contextmanager
+    def reading(self) -> Iterator[Db]: ...
+
+    def dump(self, table: str) -> list[tuple[Any, ...]]: ...
+
+
+def _check_view(view: View) -> None:
+    for name in (view.name, *view.tables):
+        if not _NAME.match(name):
+            raise ValueError(f"view or table name {name!r}: use lower-case letters, digits, _")
+
+
+class SQLiteViewRecorder(SQLiteTrackingRecorder):
+    """A view's tables and its tracking table in SQLite.
+
+    Writes use `BEGIN IMMEDIATE`, so that two processes following the same view queue for the
+    write lock instead of failing half-way, and `synchronous=NORMAL`: in WAL mode that is still
+    atomic and survives a killed process; only a power cut may lose the last batches, which
+    are then applied again from the tracked position.
+    """
+
+    def __init__(self, datastore: SQLiteDatastore, *, view: View, **kwargs: Any) -> None:
+        _check_view(view)
+        self.view = view
+        # Set before super().__init__(), which builds the statements from it.
+        self.tracking_table_name = f"{view.name}_tracking"
+        super().__init__(datastore, **kwargs)
+        table = self.tracking_table_name
+        self.insert_tracking_statement = (
+            f"INSERT INTO {table} VALUES (:application_name, :notification_id) "
+            "ON CONFLICT (application_name) DO UPDATE SET notification_id = :notification_id "
+            f"WHERE {table}.notification_id < :notification_id RETURNING notification_id"
+        )
+        self.select_max_tracking_id_statement = (
+            f"SELECT MAX(notification_id) FROM {table} WHERE application_name=?"
+        )
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            f"CREATE TABLE IF NOT EXISTS {self.tracking_table_name} ("
+            "application_name TEXT, notification_id INTEGER, PRIMARY KEY (application_name)) "
+            "WITHOUT ROWID",
+            *(Db(None, "sqlite").sql(s) for s in self.view.create_statements("sqlite")),
+        ]
+
+    @contextmanager
+    def _writing(self) -> Iterator[Db]:
+        with self.datastore.get_connection(commit=True) as connection:
+            cursor = connection.cursor().sqlite_cursor
+            try:
+                # The pool may be the events' own: give the connection back as it was found, so
+                # that event commits keep waiting for the disk (synchronous=FULL).
+                (restore,) = cursor.execute("PRAGMA synchronous").fetchone()
+                cursor.execute("PRAGMA synchronous=NORMAL")
+                cursor.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                cursor.close()
+                raise _persistence_error(exc) from exc
+            try:
+                yield Db(cursor, "sqlite")
+                connection.commit()
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    connection.rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise _persistence_error(exc) from exc
+                raise
+            finally:
+                with suppress(sqlite3.Error):
+                    cursor.execute(f"PRAGMA synchronous={int(restore)}")
+                cursor.close()
+
+    @contextmanager
+    def reading(self) -> Iterator[Db]:
+        """A read-only transaction: one consistent snapshot of the view."""
+        try:
+            with self.datastore.transaction(commit=False) as cursor:
+                yield Db(cursor.sqlite_cursor, "sqlite")
+        except sqlite3.Error as exc:
+            raise _persistence_error(exc) from exc
+
+    def _locked_position(self, db: Db, application_name: str) -> int:
+        rows = db.execute(
+            f"SELECT notification_id FROM {self.tracking_table_name} WHERE application_name=?",
+            (application_name,),
+        )
+        return int(rows[0]["notification_id"]) if rows else START
+
+    def _set_position(self, db: Db, application_name: str, position: int) -> None:
+        db.execute(
+            f"INSERT INTO {self.tracking_table_name} VALUES (?, ?) "
+            "ON CONFLICT (application_name) DO UPDATE "
+            "SET notification_id = excluded.notification_id",
+            (application_name, position),
+        )
+
+    def position(self, application_name: str) -> int:
+        return self.max_tracking_id(application_name) or START
+
+    def process(self, batch: Batch) -> None:
+        with self._writing() as db:
+            _process(self, db, batch)
+
+    def reset(self, application_name: str) -> None:
+        with self._writing() as db:
+            _reset(self, db, application_name)
+
+    def dump(self, table: str) -> list[tuple[Any, ...]]:
+        return _dump(self, table)
+
+
+class PostgresViewRecorder(PostgresTrackingRecorder):
+    """A view's tables and its tracking table in PostgreSQL, in the datastore's schema.
+
+    The tracking row is locked (`SELECT ... FOR UPDATE`) first thing in each transaction, so
+    two followers of the same view take turns, and the second finds the position moved.
+    """
+
+    def __init__(
+        self,
+        datastore: PostgresDatastore,
+        *,
+        view: View,
+        tracking_table_name: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        _check_view(view)
+        self.view = view
+        super().__init__(
+            datastore, tracking_table_name=tracking_table_name or f"{view.name}_tracking", **kwargs
+        )
+        for statement in view.create_statements("postgres"):
+            self.sql_create_statements.append(
+                Composed([SQL(Db(None, "postgres", datastore.schema).sql(statement))])
+            )
+
+    @contextmanager
+    def _writing(self) -> Iterator[Db]:
+        with self.datastore.transaction(commit=True) as cursor:
+            yield Db(cursor, "postgres", self.datastore.schema)
+
+    @contextmanager
+    def reading(self) -> Iterator[Db]:
+        with self.datastore.transaction(commit=False) as cursor:
+            yield Db(cursor, "postgres", self.datastore.schema)
+
+    def _locked_position(self, db: Db, application_name: str) -> int:
+        rows = db.execute(
+            f"SELECT notification_id FROM {{{self.tracking_table_name}}} "
+            "WHERE application_name=? FOR UPDATE",
+            (application_name,),
+        )
+        return int(rows[0]["notification_id"]) if rows else START
+
+    def _set_position(self, db: Db, application_name: str, position: int) -> None:
+        db.execute(
+            f"INSERT INTO {{{self.tracking_table_name}}} VALUES (?, ?) "
+            "ON CONFLICT (application_name) DO UPDATE "
+            "SET notification_id = excluded.notification_id",
+            (application_name, position),
+        )
+
+    def position(self, application_name: str) -> int:
+        return self.max_tracking_id(application_name) or START
+
+    def process(self, batch: Batch) -> None:
+        try:
+            with self._writing() as db:
+                _process(self, db, batch)
+        except psycopg.Error as exc:
+            raise PersistenceError(f"{type(exc).__name__}: {exc}") from exc
+
+    def reset(self, application_name: str) -> None:
+        with self._writing() as db:
+            _reset(self, db, application_name)
+
+    def dump(self, table: str) -> list[tuple[Any, ...]]:
+        return _dump(self, table)
+
+
+AnyViewRecorder = SQLiteViewRecorder | PostgresViewRecorder
+
+
+def _persistence_error(exc: sqlite3.Error) -> PersistenceError:
+    if isinstance(exc, sqlite3.IntegrityError):
+        return IntegrityError(str(exc))
+    return PersistenceError(f"{type(exc).__name__}: {exc}")
+
+
+def _process(recorder: AnyViewRecorder, db: Db, batch: Batch) -> None:
+    # The position row exists from the first batch on (see `_reset`/`ensure_position`), so the
+    # lock taken here serialises every writer of this view.
+    found = recorder._locked_position(db, batch.application_name)
+    if found != batch.start:
+        raise PositionMoved(
+            f"view {recorder.view.name} is at {found}, not {batch.start}: another follower "
+            "moved it; reading the position again"
+        )
+    recorder.view.apply(db, batch)
+    recorder._insert_tracking(db.cursor, batch.tracking)
+
+
+def _reset(recorder: AnyViewRecorder, db: Db, application_name: str) -> None:
+    recorder._locked_position(db, application_name)
+    for table in reversed(recorder.view.tables):
+        db.execute(f"DELETE FROM {{{table}}}")
+    recorder._set_position(db, application_name, START)
+
+
+def ensure_position(recorder: AnyViewRecorder, application_name: str) -> None:
+    """Create the view's tracking row at 0 if it has none, so that it can be locked."""
+    with recorder._writing() as db:
+        db.execute(
+            f"INSERT INTO {{{recorder.tracking_table_name}}} VALUES (?, ?) "
+            "ON CONFLICT (application_name) DO NOTHING",
+            (application_name, START),
+        )
+
+
+def _dump(recorder: AnyViewRecorder, table: str) -> list[tuple[Any, ...]]:
+    """Every row of one of the view's tables, sorted: for comparing two builds of a view."""
+    if table not in recorder.view.tables:
+        raise ValueError(f"{table!r} is not a table of view {recorder.view.name}")
+    with recorder.reading() as db:
+        rows = db.execute(f"SELECT * FROM {{{table}}}")
+    return sorted((tuple(row.values()) for row in rows), key=repr)
+
+
+def open_datastore(env: Mapping[str, str]) -> SQLiteDatastore | PostgresDatastore:
+    """The datastore the library's factory builds from a store environment
+    (`PERSISTENCE_MODULE`, `SQLITE_DBNAME` or `POSTGRES_*`); views share it."""
+    factory = InfrastructureFactory[Any].construct(Environment(env=dict(env)))
+    if isinstance(factory, SQLiteFactory | PostgresFactory):
+        return factory.datastore
+    raise ValueError(
+        f"read models need SQLite or PostgreSQL, not {env.get('PERSISTENCE_MODULE')!r}"
+    )
+
+
+def view_recorder(datastore: SQLiteDatastore | PostgresDatastore, view: View) -> AnyViewRecorder:
+    """The recorder of `view` in `datastore`, its tables created if missing."""
+    recorder: AnyViewRecorder
+    if isinstance(datastore, SQLiteDatastore):
+        recorder = SQLiteViewRecorder(datastore, view=view)
+    else:
+        recorder = PostgresViewRecorder(datastore, view=view)
+    recorder.create_table()
+    return recorder
+
+
+# --- how far is safe to read --------------------------------------------------------------------
+
+
+class Horizon(Protocol):
+    def __call__(self, position: int) -> int:
+        """The highest notification id up to which the log is settled: every id at or below it
+        that is missing now will never appear."""
+
+
+def sqlite_horizon(recorder: ApplicationRecorder) -> Horizon:
+    # SQLite has one writer at a time and reuses a rolled-back rowid: ids appear in order and
+    # without gaps, so the largest id is settled.
+    def horizon(position: int) -> int:
+        return recorder.max_notification_id() or START
+
+    return horizon
+
+
+class PostgresHorizon:
+    """The settled end of the log on PostgreSQL, without passing over a gap an insert may fill.
+
+    If every id between the position and the largest id is present, all of them are settled.
+    Otherwise an insert may still be in flight below the largest id: a `SHARE` lock on the
+    events table waits for every insert in progress to end (it conflicts with the `ROW
+    EXCLUSIVE` lock each insert holds from before it draws its ids) and is released at once;
+    after it, a missing id is one a rolled-back insert burnt and will never appear. Taking it
+    needs the UPDATE, DELETE or TRUNCATE privilege on the events table.
+    """
+
+    def __init__(self, recorder: PostgresApplicationRecorder, lock_timeout_seconds: int = 10):
+        self.recorder = recorder
+        table = (Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        self._count = SQL(
+            "SELECT COUNT(*) AS n FROM {}.{} WHERE notification_id > %s AND notification_id <= %s"
+        ).format(*table)
+        self._lock = SQL("LOCK TABLE {}.{} IN SHARE MODE").format(*table)
+        self._max = SQL("SELECT MAX(notification_id) AS m FROM {}.{}").format(*table)
+        self._timeout = SQL("SET LOCAL lock_timeout = '{}s'").format(int(lock_timeout_seconds))
+        self.locks_taken = 0
+
+    def __call__(self, position: int) -> int:
+        largest = self.recorder.max_notification_id() or START
+        if largest <= position:
+            return position
+        with self.recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(self._count, (position, largest))
+            row = cursor.fetchone()
+        if row is not None and row["n"] == largest - position:
+            return largest
+        with self.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(self._timeout)
+            cursor.execute(self._lock)
+            cursor.execute(self._max)
+            row = cursor.fetchone()
+        self.locks_taken += 1
+        return int(row["m"]) if row is not None and row["m"] is not None else START
+
+
+def horizon_of(application: Application[Any]) -> Horizon:
+    recorder = application.recorder
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresHorizon(recorder)
+    return sqlite_horizon(recorder)
+
+
+# --- waiting for new events -----------------------------------------------------------------------
+
+
+class Waker(Protocol):
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        """Return when new events may have been stored, `timeout` has passed, or `stop` is set."""
+
+    def close(self) -> None: ...
+
+
+class PollingWaker:
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        stop.wait(timeout)
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresWaker:
+    """Wakes up on the store's NOTIFY (sent by every insert of events), on a connection of its
+    own. When that connection fails the follower polls, and the connection is made again on
+    the next wait: a failed LISTEN never stops the follower."""
+
+    _SLICE = 0.1  # seconds between checks of `stop` while listening
+
+    def __init__(self, recorder: PostgresApplicationRecorder, log: Any = None) -> None:
+        kwargs = recorder.datastore.pool.kwargs
+        self.connect_kwargs: dict[str, Any] = dict(kwargs) if isinstance(kwargs, dict) else {}
+        self.connect_kwargs.pop("row_factory", None)
+        self.channel = recorder.channel_name
+        self.log = log
+        self._connection: psycopg.Connection[Any] | None = None
+
+    def wait(self, timeout: float, stop: threading.Event) -> None:
+        deadline = time.monotonic() + timeout
+        try:
+            connection = self._listening()
+            while not stop.is_set() and time.monotonic() < deadline:
+                for _ in connection.notifies(timeout=self._SLICE, stop_after=1):
+                    return
+        except psycopg.Error as exc:
+            if self.log is not None:
+                self.log.warning("listen_failed", error_type=type(exc).__name__)
+            self.close()
+            stop.wait(max(0.0, deadline - time.monotonic()))
+
+    def _listening(self) -> psycopg.Connection[Any]:
+        if self._connection is None or self._connection.closed:
+            connection = psycopg.connect(**self.connect_kwargs, autocommit=True, connect_timeout=5)
+            connection.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
+            self._connection = connection
+        return self._connection
+
+    def close(self) -> None:
+        if self._connection is not None:
+            with suppress(psycopg.Error):
+                self._connection.close()
+            self._connection = None
+
+
+# --- the follower ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status:
+    """Where one view stands; `lag` is the store's largest notification id minus the position."""
+
+    name: str
+    position: int
+    head: int
+    lag: int
+    running: bool
+    last_error: str | None
+    updated_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "position": self.position,
+            "head": self.head,
+            "lag": self.lag,
+            "running": self.running,
+            "last_error": self.last_error,
+            "updated_at": self.updated_at,
+        }
+
+
+Progress = Callable[[int, int], None]
+"""progress(position, horizon), called after each batch."""
+
+
+class Follower:
+    """Follows one application's notification log into one view.
+
+    Safe to run in several threads or processes at once (one wins each batch; the others get
+    `PositionMoved` and carry on), though one per view is enough.
+    """
+
+    def __init__(
+        self,
+        application: Application[Any],
+        recorder: AnyViewRecorder,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        horizon: Horizon | None = None,
+        log: Any = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.application = application
+        self.recorder = recorder
+        self.view = recorder.view
+        self.batch_size = batch_size
+        self.horizon = horizon or horizon_of(application)
+        self.log = log
+        self.application_name = application.name
+        self.last_error: str | None = None
+        self.updated_at: str | None = None
+        self._running = False
+        ensure_position(recorder, self.application_name)
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    def position(self) -> int:
+        return self.recorder.position(self.application_name)
+
+    def head(self) -> int:
+        return self.application.recorder.max_notification_id() or START
+
+    def lag(self) -> int:
+        return max(0, self.head() - self.position())
+
+    def status(self) -> Status:
+        position, head = self.position(), self.head()
+        return Status(
+            name=self.name,
+            position=position,
+            head=head,
+            lag=max(0, head - position),
+            running=self._running,
+            last_error=self.last_error,
+            updated_at=self.updated_at,
+        )
+
+    def step(self, horizon: int | None = None) -> int:
+        """Apply one batch. Returns how far the position moved (0: nothing to do)."""
+        start = self.position()
+        end_of_log = self.horizon(start) if horizon is None else horizon
+        if end_of_log <= start:
+            return 0
+        notifications = self.application.recorder.select_notifications(
+            start=start,
+            limit=self.batch_size,
+            stop=end_of_log,
+            topics=self.view.topics,
+            inclusive_of_start=False,
+        )
+        full = len(notifications) == self.batch_size
+        end = notifications[-1].id if full else end_of_log
+        events = (
+            [self.application.mapper.to_domain_event(n) for n in notifications]
+            if self.view.decodes
+            else []
+        )
+        self.recorder.process(Batch(self.application_name, start, end, notifications, events))
+        self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        return end - start
+
+    def catch_up(self, progress: Progress | None = None) -> int:
+        """Apply everything stored up to now; returns how far the position moved."""
+        moved = 0
+        end_of_log = self.horizon(self.position())
+        while True:
+            try:
+                step = self.step(end_of_log)
+            except PositionMoved:
+                continue
+            if step == 0:
+                return moved
+            moved += step
+            if progress is not None:
+                progress(self.position(), end_of_log)
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Empty the view and apply the whole log again, from position 0."""
+        self.recorder.reset(self.application_name)
+        if self.log is not None:
+            self.log.info("projection_reset", projection=self.name)
+        return self.catch_up(progress)
+
+    def run(
+        self, stop: threading.Event, poll_seconds: float = 0.5, waker: Waker | None = None
+    ) -> None:
+        """Follow until `stop` is set. Failures are logged and retried with backoff: the loop
+        outlives a database restart, a lost LISTEN connection, a full disk."""
+        waker = waker or PollingWaker()
+        backoff = poll_seconds
+        self._running = True
+        try:
+            while not stop.is_set():
+                try:
+                    moved = self.step()
+                except PositionMoved:
+                    continue
+                except (PersistenceError, psycopg.Error, sqlite3.Error, OSError) as exc:
+                    self._failed(exc)
+                    stop.wait(backoff)
+                    backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                    continue
+                except MapperDeserialisationError as exc:
+                    # A stored event fails its integrity check: stop here rather than skip it.
+                    self._failed(exc, level="error")
+                    stop.wait(_MAX_BACKOFF_SECONDS)
+                    continue
+                if self.last_error is not None:
+                    self.last_error = None
+                    if self.log is not None:
+                        self.log.info("projection_recovered", projection=self.name)
+                backoff = poll_seconds
+                if moved == 0:
+                    waker.wait(poll_seconds, stop)
+        finally:
+            self._running = False
+            waker.close()
+
+    def _failed(self, exc: BaseException, level: str = "warning") -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        if self.log is not None:
+            getattr(self.log, level)(
+                "projection_failed", projection=self.name, error_type=type(exc).__name__
+            )
+
+
+def waker_for(application: Application[Any], log: Any = None) -> Waker:
+    recorder = application.recorder
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresWaker(recorder, log)
+    return PollingWaker()
