@@ -37,12 +37,12 @@ demo: venv
 	$(BIN)/casetrail keys init
 	$(BIN)/casetrail demo
 
-## bench: the full benchmark suite; bench-quick: about a minute
+## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
 bench: venv
-	$(BIN)/python -m bench.append
+	$(BIN)/python -m bench.suite
 
 bench-quick: venv
-	$(BIN)/python -m bench.append --quick
+	$(BIN)/python -m bench.suite --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache

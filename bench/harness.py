@@ -6,9 +6,12 @@ prints `describe(machine())` with its results and stores `machine()` in its JSON
 
 from __future__ import annotations
 
+import bisect
 import json
 import os
 import platform
+import random
+import socket
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -53,6 +56,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
         "libraries": versions,
+        "load_average": load_average(),
     }
 
 
@@ -61,7 +65,7 @@ def describe(info: dict[str, Any]) -> str:
     libraries = " ".join(f"{k} {v}" for k, v in info["libraries"].items())
     return (
         f"{info['cpu_count']} CPUs ({info['cpu_model']}), {info['platform']}, "
-        f"{info['python']}; {libraries}"
+        f"{info['python']}; {libraries}; load average {info.get('load_average', '?')}"
     )
 
 
@@ -99,6 +103,7 @@ class Percentiles:
     p50_ms: float
     p95_ms: float
     p99_ms: float
+    p999_ms: float
     max_ms: float
 
     @classmethod
@@ -112,13 +117,14 @@ class Percentiles:
             p50_ms=ms(histogram.get_value_at_percentile(50)),
             p95_ms=ms(histogram.get_value_at_percentile(95)),
             p99_ms=ms(histogram.get_value_at_percentile(99)),
+            p999_ms=ms(histogram.get_value_at_percentile(99.9)),
             max_ms=ms(histogram.get_max_value()),
         )
 
     def line(self) -> str:
         return (
             f"p50 {self.p50_ms:7.3f} ms  p95 {self.p95_ms:7.3f} ms  p99 {self.p99_ms:7.3f} ms  "
-            f"max {self.max_ms:8.3f} ms  (n={self.count})"
+            f"p99.9 {self.p999_ms:8.3f} ms  max {self.max_ms:8.3f} ms  (n={self.count})"
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -140,3 +146,92 @@ def write_results(benchmark: str, payload: dict[str, Any]) -> Path:
         json.dumps(document, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8"
     )
     return path
+
+
+# --- targets: every scenario states its figures against the issue's targets -----------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """One figure against its target: `value >= limit` (kind "min") or `value <= limit` ("max").
+
+    The suite prints every target with `ok` or `MISS` and keeps them in each result file under
+    "targets"; a benchmark reports a miss, it does not fail.
+    """
+
+    scenario: str
+    store: str
+    metric: str
+    value: float
+    limit: float
+    kind: str  # "min" or "max"
+    unit: str = "x"
+    note: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.value >= self.limit if self.kind == "min" else self.value <= self.limit
+
+    def line(self) -> str:
+        sign = ">=" if self.kind == "min" else "<="
+        verdict = "ok  " if self.met else "MISS"
+        note = f"  ({self.note})" if self.note else ""
+        return (
+            f"{verdict} {self.scenario:<11}{self.store:<9}{self.metric:<46}"
+            f"{self.value:>9.3f} {self.unit:<3} target {sign} {self.limit:g}{note}"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "met": self.met}
+
+
+def print_targets(targets: list[Target]) -> None:
+    print("\n== targets ==")
+    for target in targets:
+        print("  " + target.line())
+
+
+def ratio_of(value: float, baseline: float) -> float:
+    return round(value / baseline, 3) if baseline else float("nan")
+
+
+def turn_order(turn: int, round_no: int = 0) -> tuple[int, int]:
+    """ABBA: which of two variants goes first in this turn (0 then 1, or 1 then 0)."""
+    return (0, 1) if (turn + round_no) % 2 == 0 else (1, 0)
+
+
+class Zipf:
+    """Ranks 0..n-1 drawn with probability proportional to 1/(rank+1)^s: a skewed hot set.
+
+    With s = 1.1 and n = 3000, the 30 hottest cases take about 45% of the draws.
+    """
+
+    def __init__(self, n: int, s: float = 1.1) -> None:
+        weights = [1.0 / (k + 1) ** s for k in range(n)]
+        total = sum(weights)
+        running = 0.0
+        self._cumulative: list[float] = []
+        for w in weights:
+            running += w / total
+            self._cumulative.append(running)
+        self.n = n
+
+    def draw(self, rng: random.Random) -> int:
+        return min(bisect.bisect_left(self._cumulative, rng.random()), self.n - 1)
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages: other work on a shared machine shows here."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "unknown"
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"

@@ -1,0 +1,369 @@
+"""commands: commands through the HTTP API against raw `Application.save`, same store and cipher.
+
+Subject: a real server (`bench.server`, the service as it ships) takes a mix of commands from 32
+concurrent clients over loopback HTTP: report a clue (`POST /v1/cases`, a new case file),
+assign a unit (`POST /v1/cases/{id}/assignments`) and record an intervention
+(`POST /v1/cases/{id}/interventions`), one third each, on case files drawn with a Zipf-skewed
+hot set (s = 0.8); each command stores one event. Everything a command costs is in: HTTP,
+authentication, validation, loading the case (decrypting its events), the rules, encryption,
+the durable commit, the log line.
+
+Baseline: the same kinds of events, built the same way but before timing, stored with
+`Application.save` one aggregate per call from one thread, in the benchmark's process, on the
+same store with the same cipher: what the event store itself sustains with a durable commit per
+save. The two take turns in blocks (ABBA) on one store, so both see the same machine and the
+same growing store.
+
+    .venv/bin/python -m bench.commands            # 3000 cases, 8 blocks of 600 commands
+    .venv/bin/python -m bench.commands --quick    # 200 cases, 2 blocks of 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Sequence
+from contextlib import ExitStack
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from bench.harness import (
+    RESULTS_DIR,
+    Percentiles,
+    Target,
+    Zipf,
+    describe,
+    free_port,
+    machine,
+    new_histogram,
+    print_targets,
+    ratio_of,
+    record_ns,
+    write_results,
+)
+from bench.loadgen import LoadClient, LoadResult, encode_request
+from bench.profile import Profiler, summary
+from bench.reads import Tokens
+from bench.server import Server, service_env
+from bench.stores import (
+    DEFAULT_POSTGRES_URL,
+    Store,
+    fresh_store,
+    postgres_unreachable,
+    store_settings,
+)
+from bench.workload import (
+    COORDINATOR,
+    DEFAULT_SEED,
+    CommandPool,
+    StoredCase,
+    event_counts,
+    populate,
+    reporter_of,
+)
+from domain import commands as cmd
+from domain.application import CaseTrail
+from domain.case import Case
+from domain.commands import MEASURES
+from domain.taxonomy import ProtectionFunction
+from gateway import keyring
+from gateway.demo import MEMBER_UNITS
+from gateway.settings import Settings
+
+CONCURRENCY: Final = 32
+TARGET: Final = 0.7
+KINDS: Final = ("report", "assign", "intervention")
+# Milder than the reads' 1.1: a busy case file gets a few changes a day, not a third of them.
+ZIPF_S: Final = 0.8
+
+
+class Plan:
+    """One block's commands, as HTTP requests and as the equivalent raw operations."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+        self.raw: list[tuple[str, Any]] = []
+
+
+def build_plan(
+    block: int,
+    turn: int,
+    cases: Sequence[StoredCase],
+    raw_cases: Sequence[StoredCase],
+    pool: CommandPool,
+    tokens: Tokens,
+    rng: random.Random,
+    zipf: Zipf,
+) -> Plan:
+    """`cases` are the API's store's, `raw_cases` the same files in the baseline's store."""
+    plan = Plan()
+    today = pool.today
+    for n in range(block):
+        kind = KINDS[n % 3]
+        if kind == "report":
+            village, report = pool.report(rng)
+            body = report.model_dump(mode="json")
+            headers = tokens.headers(reporter_of(village), None)
+            plan.requests.append(encode_request("POST", "/v1/cases", headers, body))
+            plan.raw.append(("report", (village, report)))
+            continue
+        index = zipf.draw(rng)
+        case, raw_case = cases[index], raw_cases[index]
+        headers = tokens.headers(COORDINATOR, None)
+        if kind == "assign":
+            function, _ = rng.choice(list(MEMBER_UNITS.items()))
+            # A unit of its own per command: an assignment is refused when the unit already
+            # holds one under the same function.
+            assign = cmd.AssignUnit(
+                unit=f"bench-unit-{turn}-{n}",
+                function=function,
+                task=pool.assignment_task,
+                due_on=today + timedelta(days=14),
+            )
+            path = f"/v1/cases/{case.id}/assignments"
+            plan.requests.append(
+                encode_request("POST", path, headers, assign.model_dump(mode="json"))
+            )
+            plan.raw.append(("assign", (raw_case, assign)))
+        else:
+            intervention = cmd.RecordIntervention(
+                function=rng.choice(list(ProtectionFunction)),
+                measure=rng.choice(MEASURES),
+                notes=rng.choice(pool.intervention_notes),
+                done_on=today,
+            )
+            path = f"/v1/cases/{case.id}/interventions"
+            body = intervention.model_dump(mode="json", exclude_none=True)
+            plan.requests.append(encode_request("POST", path, headers, body))
+            plan.raw.append(("intervention", (raw_case, intervention)))
+    return plan
+
+
+class RawSaves:
+    """The baseline: the plan's events, built before timing, stored by `Application.save`."""
+
+    def __init__(self, app: CaseTrail) -> None:
+        self.app = app
+        self.seconds = 0.0
+        self.saves = 0
+        self.histogram = new_histogram()
+
+    def run(self, plan: Plan) -> None:
+        """Each change is built on a freshly loaded case (untimed) and saved at once (timed),
+        so that a hot case's next change builds on this one, as the command's would."""
+        by = COORDINATOR.as_record()
+        for kind, item in plan.raw:
+            if kind == "report":
+                village, report = item
+                by_reporter = reporter_of(village).as_record()
+                self._save(Case.report(report, street=COORDINATOR.street, by=by_reporter))
+                continue
+            stored, command = item
+            case: Case = self.app.repository.get(stored.id)
+            if kind == "assign":
+                # The API side assigned this unit already; the baseline's is its namesake.
+                case.assign_unit(command.model_copy(update={"unit": f"{command.unit}-r"}), by=by)
+            else:
+                case.record_intervention(command, by=by)
+            self._save(case)
+
+    def _save(self, case: Case) -> None:
+        t0 = time.perf_counter_ns()
+        self.app.save(case)
+        elapsed = time.perf_counter_ns() - t0
+        record_ns(self.histogram, elapsed)
+        self.seconds += elapsed / 1e9
+        self.saves += 1
+
+
+def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:  # noqa: PLR0915
+    home = tmp / f"{store}-home"
+    keyring.init_keys(home / "keys")
+    profiles: list[Path] = []
+    with ExitStack() as stack:
+        # The API and the baseline each have their own store, filled alike from the same seed:
+        # the server follows its store (its evidence log follows every event), and must not
+        # spend its time following the baseline's writes.
+        pool = CommandPool(args.seed)
+        counts = event_counts(args.cases, args.cases * 4, args.seed)
+        filled: list[tuple[str, CaseTrail, list[StoredCase]]] = []
+        for label in ("commands_api", "commands_raw"):
+            url = stack.enter_context(
+                fresh_store(store, label, home, args.postgres_url, prefix="bench_commands")
+            )
+            filled_app = CaseTrail(env=Settings.from_env(service_env(home, url)).application_env())
+            stack.callback(filled_app.close)
+            filled_cases = populate(filled_app, counts, args.seed, pool=pool)
+            random.Random(args.seed).shuffle(filled_cases)
+            filled.append((url, filled_app, filled_cases))
+        (url, api_app, cases), (_, app, raw_cases) = filled
+        env = service_env(home, url)
+        durability = store_settings(app)
+        api_app.close()
+        print(
+            f"\n== commands / {store}: {len(cases)} cases, {sum(counts)} events stored, "
+            "one store for the API and one for the baseline =="
+        )
+        print("  store    " + " ".join(f"{k}={v}" for k, v in durability.items()))
+
+        tokens = Tokens(home)
+        rng = random.Random(args.seed + 3)
+        zipf = Zipf(len(cases), ZIPF_S)
+        server = Server(
+            port=free_port(), variant="audited", env=env, log_path=tmp / f"{store}-commands.log"
+        )
+        stack.enter_context(server)
+        client = LoadClient(server.port, args.concurrency)
+        stack.callback(client.close)
+        raw = RawSaves(app)
+        created = frozenset({200, 201})
+        client.run(
+            build_plan(args.warmup, -1, cases, raw_cases, pool, tokens, rng, zipf).requests, created
+        )
+        RawSaves(app).run(build_plan(args.warmup, -2, cases, raw_cases, pool, tokens, rng, zipf))
+        if args.profile:
+            out = RESULTS_DIR / f"profile-commands-{store}.txt"
+            stack.enter_context(Profiler(server.pid, out))
+            profiles.append(out)
+        api = LoadResult()
+        per_block: list[tuple[float, float]] = []
+        cpu = 0.0
+        for turn in range(args.blocks):
+            plan = build_plan(args.block, turn, cases, raw_cases, pool, tokens, rng, zipf)
+            saves_before, seconds_before = raw.saves, raw.seconds
+            api_rate = 0.0
+            for who in ("api", "raw") if turn % 2 == 0 else ("raw", "api"):
+                if who == "api":
+                    cpu_before = server.cpu_seconds()
+                    result = client.run(plan.requests, created)
+                    cpu += server.cpu_seconds() - cpu_before
+                    api.add(result)
+                    api_rate = result.per_second
+                else:
+                    raw.run(plan)
+            raw_rate = (raw.saves - saves_before) / (raw.seconds - seconds_before)
+            per_block.append((api_rate, raw_rate))
+            print(
+                f"  block {turn + 1:>2}/{args.blocks}: api {api_rate:7,.0f} commands/s  "
+                f"raw save {raw_rate:7,.0f} saves/s"
+            )
+        errors_logged = server.logged_errors()
+    for out in profiles:
+        print(summary(out, top=30))
+    p_api, p_raw = Percentiles.of(api.histogram), Percentiles.of(raw.histogram)
+    raw_rate = raw.saves / raw.seconds
+    statuses: Counter[int] = api.statuses
+    found: dict[str, Any] = {
+        "store": store,
+        "settings": durability,
+        "api": {
+            "commands": api.requests,
+            "seconds": round(api.seconds, 3),
+            "commands_per_second": round(api.per_second, 1),
+            "latency_ms": p_api.as_dict(),
+            "statuses": dict(statuses),
+            "unexpected": api.unexpected,
+            "server_cpu_ms_per_command": round(1000 * cpu / api.requests, 3),
+            "errors_logged": errors_logged,
+        },
+        "raw_save": {
+            "saves": raw.saves,
+            "seconds": round(raw.seconds, 3),
+            "saves_per_second": round(raw_rate, 1),
+            "latency_ms": p_raw.as_dict(),
+        },
+        "ratio": ratio_of(api.per_second, raw_rate),
+        "ratio_per_block": [ratio_of(a, r) for a, r in per_block],
+    }
+    print(
+        f"  api       {api.per_second:7,.0f} commands/s  {p_api.line()}, server CPU "
+        f"{found['api']['server_cpu_ms_per_command']:.2f} ms/command, statuses {dict(statuses)}"
+    )
+    print(f"  raw save  {raw_rate:7,.0f} saves/s     {p_raw.line()}")
+    print(f"  api/raw save: x{found['ratio']:.3f} (per block {found['ratio_per_block']})")
+    if api.unexpected:
+        print(f"    unexpected answers: {[u[:80] for u in api.unexpected]}")
+        print(f"    errors the server logged: {errors_logged}")
+    return found
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.commands", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--cases", type=int)
+    parser.add_argument("--blocks", type=int)
+    parser.add_argument("--block", type=int, help="commands per block and side")
+    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="py-spy the server")
+    args = parser.parse_args(argv)
+    args.cases = args.cases or (200 if args.quick else 3000)
+    args.blocks = args.blocks or (2 if args.quick else 8)
+    args.block = args.block or (120 if args.quick else 600)
+    args.warmup = args.warmup or (60 if args.quick else 300)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine()
+    print(
+        f"commands benchmark: report / assign / intervention over HTTP at {args.concurrency} "
+        f"concurrent clients vs raw Application.save, {args.blocks} blocks of {args.block}"
+    )
+    print(f"machine: {describe(info)}")
+    stores: list[Store] = [] if args.no_sqlite else ["sqlite"]
+    skipped: dict[str, str] = {}
+    if args.no_postgres:
+        skipped["postgres"] = "--no-postgres"
+    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
+        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
+    else:
+        stores.append("postgres")
+    for store, why in skipped.items():
+        print(f"SKIPPED {store}: {why}")
+    results = []
+    targets: list[Target] = []
+    with tempfile.TemporaryDirectory(prefix="casetrail-bench-commands-") as tmp:
+        for store in stores:
+            found = run_store(store, args, Path(tmp))
+            results.append(found)
+            targets.append(
+                Target("commands", store, "api/raw Application.save", found["ratio"], TARGET, "min")
+            )
+    print_targets(targets)
+    path = write_results(
+        "commands",
+        {
+            "benchmark": "commands",
+            "unit": "commands (one event each) per second",
+            "machine": info,
+            "workload": {
+                "cases": args.cases,
+                "concurrency": args.concurrency,
+                "blocks": args.blocks,
+                "commands_per_block": args.block,
+                "mix": "report, assign unit, record intervention (1/3 each)",
+                "zipf_s": ZIPF_S,
+                "seed": args.seed,
+            },
+            "results": results,
+            "targets": [t.as_dict() for t in targets],
+            "skipped": skipped,
+        },
+    )
+    print(f"\nresults written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
