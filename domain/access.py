@@ -274,6 +274,37 @@ def can_see(actor: Actor, scope: CaseScope, now: datetime) -> bool:
     return scope_grant(actor, ReadContext(scope=scope, now=now)) is not None
 
 
+@dataclass(frozen=True)
+class LedgerScope:
+    """Which files an actor's ledgers and worklists list (a pre-filter: each file's fields are
+    still decided by `decide()`, as for a case read), and whether the actor may export the
+    ledger with full names and ID numbers, an audited disclosure of each file."""
+
+    rule: str
+    street: str
+    reporting_unit: str | None = None
+    assigned_unit: str | None = None
+    identity_export: bool = False
+
+
+def ledger_scope(actor: Actor) -> LedgerScope | None:
+    """Ledgers (台账), worklists and reports: coordinators and supervisors see their street's
+    files, reporters their own unit's, unit members those their unit holds an assignment on;
+    investigators, compliance auditors and admins get none. Full-identity exports: the
+    coordinator of the street, and a reporter for their own unit's files."""
+    if actor.role is Role.COORDINATOR:
+        return LedgerScope("ledger_street", actor.street, identity_export=True)
+    if actor.role is Role.SUPERVISOR:
+        return LedgerScope("ledger_street", actor.street)
+    if actor.role is Role.REPORTER:
+        return LedgerScope(
+            "ledger_own_unit", actor.street, reporting_unit=actor.unit, identity_export=True
+        )
+    if actor.role is Role.UNIT_MEMBER:
+        return LedgerScope("ledger_assigned", actor.street, assigned_unit=actor.unit)
+    return None
+
+
 def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[str, Any]:
     """The case as an answer holding the given fields only; withheld fields are absent."""
     minor = {

@@ -8,28 +8,31 @@ import asyncio
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import structlog
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain import errors
 from domain.access import Actor
 from domain.application import AccessRefused, CaseTrail
-from gateway import access_routes, case_routes, keyring
+from gateway import access_routes, case_routes, evidence_routes, keyring, ledger_routes
 from gateway.auth import AuthenticationFailed, TokenVerifier
 from gateway.dependencies import Services
 from gateway.logs import get_logger
 from gateway.problems import problem, validation_errors
+from gateway.readmodels import start_embedded
 from gateway.settings import Settings
 from gateway.startup import open_application
 
 # Each module of endpoints contributes one router.
-ROUTERS = (case_routes.router, access_routes.router)
+ROUTERS = (case_routes.router, access_routes.router, ledger_routes.router, evidence_routes.router)
 
 log = get_logger("casetrail.api")
 
@@ -53,11 +56,14 @@ def create_app(settings: Settings | None = None, application: CaseTrail | None =
                 for p in settings.token_public_key_paths
             ]
         )
-        app.state.services = Services(application, verifier, settings)
+        readmodels = start_embedded(settings, application)
+        app.state.services = Services(application, verifier, settings, readmodels)
         log.info("service_started", store=settings.store_kind)
         try:
             yield
         finally:
+            if readmodels is not None:
+                readmodels.close()
             application.close()
             application = None
             log.info("service_stopped")
@@ -76,32 +82,55 @@ def create_app(settings: Settings | None = None, application: CaseTrail | None =
 
 
 def _install_middleware(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        given = request.headers.get("x-request-id", "")
+    app.add_middleware(RequestContext)
+
+
+class RequestContext:
+    """Request id, start time, bound log context, and one log line per request.
+
+    A plain ASGI middleware: Starlette's `@app.middleware("http")` (`BaseHTTPMiddleware`) runs
+    each request through an extra task and memory streams, which cost about 0.4 ms of CPU per
+    request on the 2-core benchmark machine. What the endpoints see is the same:
+    `request.state.request_id`, `request.state.started`, and `X-Request-ID` on the answer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
         request_id = given if _REQUEST_ID.match(given) else uuid.uuid4().hex
-        request.state.request_id = request_id
-        request.state.started = time.perf_counter()
+        started = time.perf_counter()
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = started
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        actor: Actor | None = getattr(request.state, "actor", None)
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                MutableHeaders(scope=message)["X-Request-ID"] = request_id
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+        route = scope.get("route")
+        actor: Actor | None = state.get("actor")
         # The route template, never the raw path or query: those may carry identifiers.
         log.info(
             "request",
             actor=actor.user if actor else None,
             unit=actor.unit if actor else None,
-            method=request.method,
+            method=scope["method"],
             route=getattr(route, "path", "unmatched"),
-            status=response.status_code,
+            status=status,
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
-        response.headers["X-Request-ID"] = request_id
-        return response
 
 
 async def _pad_refusal(request: Request) -> None:

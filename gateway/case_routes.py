@@ -15,6 +15,7 @@ from domain.taxonomy import CATEGORY_LABELS, PROTECTION_FUNCTION_LABELS, SUBTYPE
 from gateway.dependencies import ActorDep, ReaderDep, Services, ServicesDep
 from gateway.examples import REPORT_CLUE_EXAMPLE
 from gateway.logs import get_logger
+from gateway.readmodels import status_summary
 
 log = get_logger("casetrail.api")
 
@@ -37,6 +38,7 @@ def health(svc: ServicesDep) -> dict[str, Any]:
         "status": "ok",
         "store": svc.settings.store_kind,
         "position": svc.application.recorder.max_notification_id() or 0,
+        "projections": status_summary(svc.readmodels),
     }
 
 

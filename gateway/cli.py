@@ -13,12 +13,12 @@ import uvicorn
 
 from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import keyring, logs
+from gateway import evidence_cli, keyring, logs, messaging_cli, projection_cli, supervisor
 from gateway.api import create_app
 from gateway.auth import MAX_TTL_SECONDS, issue_token
 from gateway.demo import fill_demo
 from gateway.eventstore import store_environment
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsProblem
 from gateway.startup import StartupProblem, open_application
 
 DEFAULT_STREET = "chengguan-street"
@@ -73,11 +73,19 @@ def _store_has_events(settings: Settings) -> bool:
 @cli.command(help="Start the HTTP API (what `make run` starts).")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-def serve(host: str, port: int) -> None:
+@click.option(
+    "--messaging/--no-messaging",
+    default=True,
+    show_default=True,
+    help="also run the relay, and the embedded NATS server unless CASETRAIL_NATS_URL is set",
+)
+def serve(host: str, port: int, messaging: bool) -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     application = open_application(settings)  # fails here, in one line, if keys or store are bad
     app = create_app(settings, application=application)
+    if messaging:
+        supervisor.attach(app, settings, application)  # broker and relay, docs/messaging.md
     click.echo(f"casetrail API on http://{host}:{port} — API docs at http://{host}:{port}/docs")
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
@@ -128,6 +136,17 @@ def demo(cases: int, seed: int) -> None:
         click.echo(f"  {who.role:<18} {who.unit:<24} {tok}")
 
 
+cli.add_command(evidence_cli.verify)
+cli.add_command(evidence_cli.verify_bundle_command)
+cli.add_command(evidence_cli.checkpoint)
+cli.add_command(evidence_cli.proof)
+cli.add_command(evidence_cli.store)
+cli.add_command(projection_cli.projections)
+cli.add_command(messaging_cli.unit)
+cli.add_command(messaging_cli.nats)
+cli.add_command(messaging_cli.relay)
+
+
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -141,7 +160,7 @@ def main(argv: list[str] | None = None) -> Any:
         # Usage errors too: one line, not click's three.
         click.echo(f"casetrail: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code if isinstance(exc, UserError) else 2)
-    except (StartupProblem, keyring.KeyProblem) as exc:
+    except (StartupProblem, keyring.KeyProblem, SettingsProblem) as exc:
         click.echo(f"casetrail: error: {exc}", err=True)
         sys.exit(2)
     except pydantic.ValidationError as exc:

@@ -19,6 +19,7 @@ from domain.application import CaseTrail
 from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier
 from gateway.settings import Settings
+from projections.readmodels import ReadModels
 
 
 @dataclass
@@ -26,9 +27,13 @@ class Services:
     application: CaseTrail
     verifier: TokenVerifier
     settings: Settings
+    # The ledgers, worklists and reports (None when they could not be opened: see the log).
+    readmodels: ReadModels | None = None
 
 
-def services(request: Request) -> Services:
+# The dependencies below do no I/O, so they are coroutines: FastAPI runs a plain `def`
+# dependency in its thread pool, and each hop there costs a thread switch per request.
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -49,7 +54,7 @@ async def current_actor(
     return actor
 
 
-def purpose_of_use(
+async def purpose_of_use(
     x_purpose_of_use: Annotated[
         Purpose, Header(description="Why you are reading: recorded with the access event")
     ],
@@ -89,7 +94,7 @@ class AuditedReader:
         )
 
 
-def audited_reader(
+async def audited_reader(
     request: Request,
     svc: Annotated[Services, Depends(services)],
     actor: Annotated[Actor, Depends(current_actor)],
@@ -98,7 +103,7 @@ def audited_reader(
     return AuditedReader(svc.application, actor, purpose, request.state.request_id)
 
 
-def emergency_reader(
+async def emergency_reader(
     request: Request,
     svc: Annotated[Services, Depends(services)],
     actor: Annotated[Actor, Depends(current_actor)],

@@ -9,6 +9,9 @@
 | CASETRAIL_LOG_LEVEL          | info                                     |
 | CASETRAIL_REFUSAL_FLOOR_MS   | 40 (least time before a "no such case" answer) |
 | CASETRAIL_ASSIGNMENT_GRACE_HOURS | 72 (a unit's sight of a case after its assignment ends) |
+| CASETRAIL_READMODEL_URL      | $CASETRAIL_HOME/readmodels.sqlite, or the events' PostgreSQL URL |
+| CASETRAIL_PROJECTIONS        | embedded (the API follows the events) or off (`projections run`) |
+| CASETRAIL_CONSULTATION_DEADLINE_HOURS | 24 (a clue awaits its consultation this long at most) |
 """
 
 from __future__ import annotations
@@ -25,6 +28,23 @@ TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
 TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
 
 
+class SettingsProblem(ValueError):
+    """A setting has a value the service cannot use; the message names it."""
+
+
+def _number(env: Mapping[str, str], name: str, default: float) -> float:
+    text = env.get(name) or ""
+    if not text.strip():
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise SettingsProblem(f"{name} must be a number, found {text!r}") from None
+    if value < 0:
+        raise SettingsProblem(f"{name} must not be negative, found {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     home: Path
@@ -34,6 +54,9 @@ class Settings:
     log_level: str = "info"
     refusal_floor_ms: float = 40.0
     assignment_grace_hours: float = 72.0
+    readmodel_url: str | None = None
+    projections: str = "embedded"
+    consultation_deadline_hours: float = 24.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -52,8 +75,11 @@ class Settings:
             event_key_env=env.get("CASETRAIL_EVENT_KEY") or None,
             token_public_key_paths=paths,
             log_level=(env.get("CASETRAIL_LOG_LEVEL") or "info").lower(),
-            refusal_floor_ms=float(env.get("CASETRAIL_REFUSAL_FLOOR_MS") or 40),
-            assignment_grace_hours=float(env.get("CASETRAIL_ASSIGNMENT_GRACE_HOURS") or 72),
+            refusal_floor_ms=_number(env, "CASETRAIL_REFUSAL_FLOOR_MS", 40),
+            assignment_grace_hours=_number(env, "CASETRAIL_ASSIGNMENT_GRACE_HOURS", 72),
+            readmodel_url=env.get("CASETRAIL_READMODEL_URL") or None,
+            projections=(env.get("CASETRAIL_PROJECTIONS") or "embedded").lower(),
+            consultation_deadline_hours=_number(env, "CASETRAIL_CONSULTATION_DEADLINE_HOURS", 24),
         )
 
     @property

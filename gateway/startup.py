@@ -9,8 +9,9 @@ from __future__ import annotations
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
-from gateway import keyring
+from gateway import keyring, store_guard
 from gateway.eventstore import EventIntegrityError, KeyMismatchError
+from gateway.evidence import EvidenceConfigError, EvidenceSettings
 from gateway.settings import Settings
 
 
@@ -31,9 +32,16 @@ def open_application(settings: Settings) -> CaseTrail:
         ) from None
     try:
         check_key_opens_store(application)
+        # Append-only triggers and the evidence tables: created if missing, else only checked.
+        store_guard.install(application.recorder)
+        keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
+        EvidenceSettings.from_env()
     except StartupProblem:
         application.close()
         raise
+    except (store_guard.StoreGuardProblem, keyring.KeyProblem, EvidenceConfigError) as exc:
+        application.close()
+        raise StartupProblem(str(exc)) from None
     return application
 
 

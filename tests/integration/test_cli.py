@@ -145,3 +145,9 @@ def test_serve_answers_over_real_http(tmp_path: Path) -> None:
     assert server.returncode in (0, -15)
     assert '"event": "request"' in err
     assert '"event": "service_stopped"' in err
+
+
+def test_a_setting_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
+    run(tmp_path, "keys", "init")
+    result = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_REFUSAL_FLOOR_MS": "soon"})
+    assert_one_line_error(result, "CASETRAIL_REFUSAL_FLOOR_MS must be a number")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from pathlib import Path
 from uuid import UUID
 
@@ -105,3 +106,34 @@ def test_group_commit_can_be_switched_off_by_configuration(tmp_path: Path) -> No
     app.read_case(case_id, REPORTER, Purpose.FOLLOW_UP, "req-solo")
     assert [e.request_id for e in app.access_events(case_id)] == ["req-solo"]
     app.close()
+
+
+def test_batches_are_bounded_in_size() -> None:
+    release = threading.Event()
+    sizes: list[int] = []
+
+    def slow_save(events: object) -> None:
+        sizes.append(len(events))  # type: ignore[arg-type]
+        release.wait(5)
+
+    committer = GroupCommit(slow_save, max_batch=4)
+    threads = [threading.Thread(target=committer.record, args=(n,)) for n in range(13)]
+    for thread in threads:
+        thread.start()
+    release.set()
+    for thread in threads:
+        thread.join()
+    committer.close()
+    assert sum(sizes) == 13
+    assert max(sizes) <= 4
+
+
+def test_a_lone_event_is_committed_without_waiting_for_company() -> None:
+    committer = GroupCommit(lambda events: None, max_wait=2.0)
+    for _ in range(3):
+        started = time.monotonic()
+        committer.record(object())
+        # The gathering wait applies only after a batch of several: a lone reader never waits.
+        assert time.monotonic() - started < 1.0
+    committer.close()
+    assert committer.batches == 3
