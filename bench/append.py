@@ -52,7 +52,7 @@ from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
     fresh_store,
-    postgres_unreachable,
+    selected_stores,
     store_settings,
 )
 from domain import commands as cmd
@@ -358,16 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print(f"machine: {machine_line}")
 
-    stores: list[Store] = ["sqlite"]
-    skipped: dict[str, str] = {}
-    if args.no_postgres:
-        skipped["postgres"] = "--no-postgres"
-    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
-        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
-    else:
-        stores.append("postgres")
-    for store, reason in skipped.items():
-        print(f"SKIPPED {store}: {reason}")
+    stores, skipped = selected_stores(args.postgres_url, sqlite=True, postgres=not args.no_postgres)
 
     plan = build_plan(args.events, args.seed)
     warmup = build_plan(min(200, max(30, args.events // 20)), args.seed + 1)

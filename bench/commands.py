@@ -54,7 +54,7 @@ from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
     fresh_store,
-    postgres_unreachable,
+    selected_stores,
     store_settings,
 )
 from bench.workload import (
@@ -321,16 +321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"concurrent clients vs raw Application.save, {args.blocks} blocks of {args.block}"
     )
     print(f"machine: {describe(info)}")
-    stores: list[Store] = [] if args.no_sqlite else ["sqlite"]
-    skipped: dict[str, str] = {}
-    if args.no_postgres:
-        skipped["postgres"] = "--no-postgres"
-    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
-        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
-    else:
-        stores.append("postgres")
-    for store, why in skipped.items():
-        print(f"SKIPPED {store}: {why}")
+    stores, skipped = selected_stores(
+        args.postgres_url, sqlite=not args.no_sqlite, postgres=not args.no_postgres
+    )
     results = []
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="casetrail-bench-commands-") as tmp:

@@ -33,7 +33,7 @@ from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
     fresh_store,
-    postgres_unreachable,
+    selected_stores,
     store_settings,
 )
 from bench.workload import DEFAULT_SEED, CommandPool, new_case
@@ -126,16 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     print(f"encryption benchmark: {args.cases} case files per mode, blocks of {BLOCK}, ABBA")
     print(f"machine: {describe(info)}")
-    stores: list[Store] = ["sqlite"]
-    skipped: dict[str, str] = {}
-    if args.no_postgres:
-        skipped["postgres"] = "--no-postgres"
-    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
-        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
-    else:
-        stores.append("postgres")
-    for store, why in skipped.items():
-        print(f"SKIPPED {store}: {why}")
+    stores, skipped = selected_stores(args.postgres_url, sqlite=True, postgres=not args.no_postgres)
     results = []
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="casetrail-bench-encryption-") as tmp:

@@ -50,7 +50,7 @@ from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
     fresh_store,
-    postgres_unreachable,
+    selected_stores,
     store_settings,
 )
 from bench.workload import COORDINATOR, DEFAULT_SEED, StoredCase, event_counts, populate, readers_of
@@ -296,16 +296,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{args.blocks} blocks of {args.block} requests per variant, seed {args.seed}"
     )
     print(f"machine: {describe(info)}")
-    stores: list[Store] = [] if args.no_sqlite else ["sqlite"]
-    skipped: dict[str, str] = {}
-    if args.no_postgres:
-        skipped["postgres"] = "--no-postgres"
-    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
-        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
-    else:
-        stores.append("postgres")
-    for store, why in skipped.items():
-        print(f"SKIPPED {store}: {why}")
+    stores, skipped = selected_stores(
+        args.postgres_url, sqlite=not args.no_sqlite, postgres=not args.no_postgres
+    )
     variants = [SUBJECT, BASELINE] + ([NAIVE] if args.naive else [])
     results = []
     targets: list[Target] = []

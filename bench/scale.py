@@ -62,7 +62,7 @@ from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
     postgres_store,
-    postgres_unreachable,
+    selected_stores,
     store_settings,
 )
 from bench.workload import (
@@ -326,18 +326,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sizes {args.size_plan}"
     )
     print(f"machine: {describe(info)}")
-    skipped: dict[str, str] = {}
-    stores: list[Store] = ["sqlite"]
-    if not args.size_plan["postgres"]:
-        skipped["postgres"] = "no PostgreSQL sizes in this mode"
-    elif args.no_postgres:
-        skipped["postgres"] = "--no-postgres"
-    elif (reason := postgres_unreachable(args.postgres_url)) is not None:
-        skipped["postgres"] = f"unreachable at {args.postgres_url}: {reason}"
-    else:
-        stores.append("postgres")
-    for store, why in skipped.items():
-        print(f"SKIPPED {store}: {why}")
+    stores, skipped = selected_stores(
+        args.postgres_url,
+        postgres=bool(args.size_plan["postgres"]) and not args.no_postgres,
+        postgres_off_reason=(
+            "--no-postgres" if args.no_postgres else "no PostgreSQL sizes in this mode"
+        ),
+    )
     results: list[dict[str, Any]] = []
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="casetrail-bench-scale-") as tmp:

@@ -101,6 +101,28 @@ def postgres_unreachable(base_url: str) -> str | None:
     return None
 
 
+def selected_stores(
+    postgres_url: str,
+    *,
+    sqlite: bool = True,
+    postgres: bool = True,
+    postgres_off_reason: str = "--no-postgres",
+) -> tuple[list[Store], dict[str, str]]:
+    """The stores a scenario runs on, and why any is skipped (printed as a SKIPPED line):
+    PostgreSQL when it is off (`postgres=False`, with `postgres_off_reason`) or unreachable."""
+    stores: list[Store] = ["sqlite"] if sqlite else []
+    skipped: dict[str, str] = {}
+    if not postgres:
+        skipped["postgres"] = postgres_off_reason
+    elif (reason := postgres_unreachable(postgres_url)) is not None:
+        skipped["postgres"] = f"unreachable at {postgres_url}: {reason}"
+    else:
+        stores.append("postgres")
+    for store, why in skipped.items():
+        print(f"SKIPPED {store}: {why}")
+    return stores, skipped
+
+
 @contextmanager
 def postgres_store(base_url: str, label: str, prefix: str = "bench_append") -> Iterator[str]:
     """A fresh schema for one run, dropped afterwards whatever happens."""
