@@ -20,7 +20,7 @@ from typing import Annotated, Any, Final
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
@@ -117,18 +117,21 @@ def _freshness(readmodels: ReadModels, name: str) -> dict[str, int]:
     return {"position": status.position, "lag": status.lag}
 
 
-def _query(
-    *,
-    street: str | None,
-    village: str | None,
-    school: str | None,
-    category: Category | None,
-    subtype: str | None,
-    risk: RiskLevel | None,
-    status: CaseStatus | None,
-    found_from: date | None,
-    found_to: date | None,
+Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+
+
+def ledger_filters(
+    street: Text = None,
+    village: Text = None,
+    school: Text = None,
+    category: Category | None = None,
+    subtype: Annotated[str | None, Query(max_length=64)] = None,
+    risk: RiskLevel | None = None,
+    status: CaseStatus | None = None,
+    found_from: date | None = None,
+    found_to: date | None = None,
 ) -> LedgerQuery:
+    """The ledger's filters, shared by its pages and its exports (a FastAPI dependency)."""
     if subtype is not None:
         categories = [category] if category is not None else list(Category)
         if not any(is_known_subtype(c, subtype) for c in categories):
@@ -153,7 +156,7 @@ def _query(
     )
 
 
-Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+LedgerFilters = Annotated[LedgerQuery, Depends(ledger_filters)]
 
 
 # --- deciding each row ---------------------------------------------------------------------------
@@ -232,15 +235,7 @@ def _page_answer(
 def ledger(
     reader: ReaderDep,
     svc: ServicesDep,
-    street: Text = None,
-    village: Text = None,
-    school: Text = None,
-    category: Category | None = None,
-    subtype: Annotated[str | None, Query(max_length=64)] = None,
-    risk: RiskLevel | None = None,
-    status: CaseStatus | None = None,
-    found_from: date | None = None,
-    found_to: date | None = None,
+    query: LedgerFilters,
     page: Annotated[int, Query(ge=1, le=100_000)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
 ) -> dict[str, Any]:
@@ -248,17 +243,6 @@ def ledger(
     first, names and ID numbers masked. Rows showing identity fields are recorded as accesses."""
     scope = _scope(reader.actor, reader.purpose)
     readmodels = _readmodels(svc)
-    query = _query(
-        street=street,
-        village=village,
-        school=school,
-        category=category,
-        subtype=subtype,
-        risk=risk,
-        status=status,
-        found_from=found_from,
-        found_to=found_to,
-    )
     return _page_answer(
         reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix="ledger"
     )
@@ -341,17 +325,9 @@ def _identities(
 def export_ledger(
     reader: ReaderDep,
     svc: ServicesDep,
+    query: LedgerFilters,
     format: ExportFormat = ExportFormat.XLSX,
     identity: bool = False,
-    street: Text = None,
-    village: Text = None,
-    school: Text = None,
-    category: Category | None = None,
-    subtype: Annotated[str | None, Query(max_length=64)] = None,
-    risk: RiskLevel | None = None,
-    status: CaseStatus | None = None,
-    found_from: date | None = None,
-    found_to: date | None = None,
 ) -> Response:
     """The ledger as a file: `.xlsx` laid out as a 台账 (with the quarter's counts on a second
     sheet), CSV or JSON. `identity=true` puts full names and ID numbers in (coordinators of the
@@ -365,17 +341,6 @@ def export_ledger(
             field="identity",
         )
     readmodels = _readmodels(svc)
-    query = _query(
-        street=street,
-        village=village,
-        school=school,
-        category=category,
-        subtype=subtype,
-        risk=risk,
-        status=status,
-        found_from=found_from,
-        found_to=found_to,
-    )
     now = datetime.now(UTC)
     with readmodels.ledger.reading() as db:
         total, rows = ledger_page(
