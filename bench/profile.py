@@ -33,6 +33,7 @@ class Profiler:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         command = [spy, "record", "--pid", str(self.pid), "--format", "raw"]
         command += ["--rate", str(self.rate), "--output", str(self.path), "--nonblocking", "--gil"]
+        command += ["--subprocesses"]  # the API workers and the followers are children
         self.process = subprocess.Popen(  # noqa: S603 (py-spy of our own venv, our arguments)
             command,
             stdout=subprocess.DEVNULL,

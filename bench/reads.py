@@ -198,6 +198,8 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
             line = "  ".join(f"{v} {per_turn[v][-1]:7,.0f}/s" for v in variants)
             print(f"  block {turn + 1:>2}/{args.blocks}: {line}")
 
+        for server in servers.values():
+            server.stop()  # each worker leaves its group-commit counts as it stops
         stats = {v: servers[v].stats() for v in variants}
         stored_by = {v: count_access_events(apps[v]) for v in variants}
         for v in variants:

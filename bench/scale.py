@@ -112,7 +112,7 @@ def _progress(label: str) -> Any:
 def build(home: Path, url: str, events: int, seed: int) -> list[StoredCase]:
     """Keys, events and caught-up read models for one size; the case files it stored."""
     keyring.init_keys(home / "keys")
-    settings = Settings.from_env(service_env(home, url, CASETRAIL_PROJECTIONS="embedded"))
+    settings = Settings.from_env(service_env(home, url))
     app = CaseTrail(env=settings.application_env())
     try:
         counts = event_counts(events // EVENTS_PER_CASE, events, seed)
@@ -246,7 +246,6 @@ def measure(store: Store, events: int, args: argparse.Namespace, work: Path) -> 
         env = service_env(
             home,
             url,
-            CASETRAIL_PROJECTIONS="embedded",
             CASETRAIL_READMODEL_URL=f"sqlite:///{home / 'readmodels.sqlite'}"
             if store == "sqlite"
             else url,

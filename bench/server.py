@@ -1,8 +1,10 @@
 """A real casetrail server for HTTP benchmarks, and the bench-only variant without access writes.
 
-Run as a process of its own (`Server` below starts it), it does what `casetrail serve` does:
-settings from the environment, JSON logs configured, the store opened and the key checked, the
-service's own `create_app`, uvicorn with the same options. One thing may differ, and only here:
+Run as a process of its own (`Server` below starts it), it does what `casetrail serve
+--no-messaging` does, through the same `gateway.serving.run`: settings from the environment,
+JSON logs configured, the store opened and the key checked, the API workers (the service's own
+`create_app`, uvicorn with the same options) and the followers' process as the settings say
+(`service_env`: as in production). One thing may differ, and only here:
 
     python -m bench.server --port P --variant audited       # the service as it ships
     python -m bench.server --port P --variant no-access-write
@@ -18,8 +20,10 @@ whatever the service does at start the baseline does too. `audited-no-group-comm
 each access event in its own transaction (what `ACCESS_GROUP_COMMIT=n` in the Application's
 environment gives), the naive way.
 
-Every variant also answers `GET /_bench/stats` (group commit batches and events), a route that
-only this launcher adds.
+The variant reaches the workers through `CASETRAIL_BENCH_VARIANT`, which only `bench_app` in
+this module reads. Every variant also answers `GET /_bench/stats` (one worker's group commit
+batches and events), a route that only this launcher adds; `Server.stats()` sums what each
+worker leaves behind when it stops.
 """
 
 from __future__ import annotations
@@ -31,17 +35,18 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
 import httpx
-import uvicorn
+from fastapi import FastAPI
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
-from gateway import logs
+from gateway import logs, serving
 from gateway.api import create_app
 from gateway.settings import Settings
 from gateway.startup import open_application
@@ -72,22 +77,59 @@ def build_application(settings: Settings, variant: str) -> CaseTrail:
     return application
 
 
-def serve(port: int, variant: str) -> None:
+VARIANT_ENV: Final = "CASETRAIL_BENCH_VARIANT"  # read by `bench_app` only, never by the service
+STATS_ENV: Final = "CASETRAIL_BENCH_STATS_DIR"
+
+
+def bench_app() -> FastAPI:
+    """One worker's app, as `gateway.serving.service_app` builds it, for the variant named in
+    the environment; it also answers `GET /_bench/stats` and leaves its group-commit counts in
+    `$CASETRAIL_BENCH_STATS_DIR/<pid>.json` when it stops (each worker has its own)."""
+    variant = os.environ[VARIANT_ENV]
+    if os.environ.get("XSWITCH"):
+        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     application = build_application(settings, variant)
-    app = create_app(settings, application=application)
+    committer = application.access_commits
 
-    @app.get("/_bench/stats", include_in_schema=False)
-    def stats() -> dict[str, Any]:
-        committer = application.access_commits
+    def counts() -> dict[str, Any]:
         return {
             "variant": variant,
             "group_commit_batches": committer.batches if committer else 0,
             "group_commit_events": committer.events if committer else 0,
         }
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
+    app = create_app(settings, application=application)
+    inner = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(target: FastAPI) -> AsyncIterator[Any]:
+        try:
+            async with inner(target) as state:
+                yield state
+        finally:
+            folder = os.environ.get(STATS_ENV)
+            if folder:
+                (Path(folder) / f"{os.getpid()}.json").write_text(json.dumps(counts()))
+
+    app.router.lifespan_context = lifespan
+
+    @app.get("/_bench/stats", include_in_schema=False)
+    def stats() -> dict[str, Any]:
+        return counts()
+
+    return app
+
+
+def serve(port: int, variant: str) -> None:
+    """What `casetrail serve --no-messaging` does (`gateway.serving.run`: the workers and the
+    followers' process as the settings say), with the variant's app in every worker."""
+    os.environ[VARIANT_ENV] = variant
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    app = "bench.server:bench_app"
+    serving.run(settings, host="127.0.0.1", port=port, messaging=False, app=app)
 
 
 class Server:
@@ -112,6 +154,7 @@ class Server:
         self.log_path = log_path
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen[bytes] | None = None
+        self.stats_dir = log_path.with_suffix(".stats")
 
     @property
     def pid(self) -> int:
@@ -124,6 +167,8 @@ class Server:
         # Each server its own read model file, so that servers sharing a store never share it.
         readmodels = self.log_path.with_suffix(".readmodels.sqlite")
         env.setdefault("CASETRAIL_READMODEL_URL", f"sqlite:///{readmodels}")
+        self.stats_dir.mkdir(parents=True, exist_ok=True)
+        env[STATS_ENV] = str(self.stats_dir)
         with self.log_path.open("ab") as log:
             command = [sys.executable, "-m", "bench.server", "--port", str(self.port)]
             command += ["--variant", self.variant]
@@ -153,8 +198,9 @@ class Server:
         raise RuntimeError(f"bench server {self.variant} not ready in {self.startup_timeout} s")
 
     def cpu_seconds(self) -> float:
-        """CPU time (user + system) the server process has used so far, all threads."""
-        return process_cpu_seconds(self.pid)
+        """CPU time (user + system) the server has used so far: its process, its workers and
+        the followers' process, all threads."""
+        return process_tree_cpu_seconds(self.pid)
 
     def logged_errors(self) -> dict[str, int]:
         """Counts of the error log lines the server wrote: "event/error_type" -> count."""
@@ -170,10 +216,14 @@ class Server:
         return found
 
     def stats(self) -> dict[str, Any]:
-        found: dict[str, Any] = httpx.get(
-            f"http://127.0.0.1:{self.port}/_bench/stats", timeout=5.0
-        ).json()
-        return found
+        """Group-commit counts summed over the workers; read after `stop()` (each worker
+        leaves its own when it stops)."""
+        total: dict[str, Any] = {"group_commit_batches": 0, "group_commit_events": 0}
+        for path in sorted(self.stats_dir.glob("*.json")):
+            found = json.loads(path.read_text())
+            for key in total:
+                total[key] += found[key]
+        return total
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -203,6 +253,23 @@ class Server:
         self.stop()
 
 
+def process_tree_cpu_seconds(pid: int) -> float:
+    """`process_cpu_seconds` of a process and of every process below it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        total += process_cpu_seconds(current)
+        todo.extend(children.get(current, ()))
+    return total
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (Linux /proc), 0.0 where unknown."""
     try:
@@ -214,17 +281,16 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def service_env(home: Path, database_url: str, **extra: str) -> dict[str, str]:
-    """The service's environment for a benchmark store (keys under `home/keys`).
-
-    Read models are not followed (`CASETRAIL_PROJECTIONS=off`) unless `extra` says otherwise:
-    several servers share one store in a benchmark, and each would follow it into the same read
-    model tables. The projections have their own benchmark (bench/rebuild.py).
-    """
+    """The service's environment for a benchmark store (keys under `home/keys`), laid out as
+    ops/casetrail.env.example lays out production: one API worker per CPU, the read models and
+    the evidence log followed by their own process (`CASETRAIL_PROJECTIONS=process`). Every
+    server gets a store of its own, since followers of one store would share its tables."""
     return {
         "CASETRAIL_HOME": str(home),
         "CASETRAIL_DATABASE_URL": database_url,
         "CASETRAIL_LOG_LEVEL": "info",
-        "CASETRAIL_PROJECTIONS": "off",
+        "CASETRAIL_WORKERS": str(os.cpu_count() or 1),
+        "CASETRAIL_PROJECTIONS": "process",
         **extra,
     }
 

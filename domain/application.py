@@ -7,7 +7,9 @@ no code path updates or deletes one.
 
 from __future__ import annotations
 
+import random
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, TypeVar
@@ -54,7 +56,7 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 # Optimistic concurrency: a command that lost a race on the same case is retried on fresh state.
-_COMMAND_ATTEMPTS: Final = 5
+_COMMAND_ATTEMPTS: Final = 8
 # Commands on one case are serialised within the process by one of these locks.
 _CASE_LOCK_STRIPES: Final = 256
 
@@ -142,7 +144,8 @@ class CaseTrail(Application[UUID]):
 
         Commands on one case take turns within this process (a lock per case, striped), so that
         concurrent requests on a busy case queue instead of all losing the optimistic race and
-        running out of retries; the version check still decides between processes."""
+        running out of retries; the version check still decides between processes (workers),
+        and the loser tries again on the case as it now stands."""
         with self._case_locks[hash(case_id) % len(self._case_locks)]:
             for attempt in range(_COMMAND_ATTEMPTS):
                 case = self._get_case(case_id)
@@ -153,6 +156,9 @@ class CaseTrail(Application[UUID]):
                 except IntegrityError:
                     if attempt == _COMMAND_ATTEMPTS - 1:
                         raise
+                    # Another process (API worker) changed this case first: back off a little,
+                    # randomly, so that two workers racing on a busy case do not race again.
+                    time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # noqa: S311
                     continue
                 return result
         raise AssertionError("unreachable")
@@ -332,8 +338,8 @@ class CaseTrail(Application[UUID]):
         caller returns any of it. Raises if the store fails: then nothing may be returned."""
         if not disclosures:
             return
-        self.save(
-            *(
+        self.store_events(
+            [
                 access_event(
                     Decision(True, rule, fields),
                     case_id=case_id,
@@ -342,7 +348,7 @@ class CaseTrail(Application[UUID]):
                     request_id=request_id,
                 )
                 for case_id, fields in disclosures
-            )
+            ]
         )
 
     # --- the log ------------------------------------------------------------------------------

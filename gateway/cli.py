@@ -9,12 +9,10 @@ from typing import Any
 
 import click
 import pydantic
-import uvicorn
 
 from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import evidence_cli, keyring, logs, messaging_cli, projection_cli, supervisor
-from gateway.api import create_app
+from gateway import evidence_cli, keyring, logs, messaging_cli, projection_cli, serving
 from gateway.auth import MAX_TTL_SECONDS, issue_token
 from gateway.demo import fill_demo
 from gateway.eventstore import store_environment
@@ -82,12 +80,14 @@ def _store_has_events(settings: Settings) -> bool:
 def serve(host: str, port: int, messaging: bool) -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    application = open_application(settings)  # fails here, in one line, if keys or store are bad
-    app = create_app(settings, application=application)
-    if messaging:
-        supervisor.attach(app, settings, application)  # broker and relay, docs/messaging.md
-    click.echo(f"casetrail API on http://{host}:{port} — API docs at http://{host}:{port}/docs")
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+    def announce() -> None:
+        click.echo(
+            f"casetrail API on http://{host}:{port} ({settings.workers} worker(s)) — "
+            f"API docs at http://{host}:{port}/docs"
+        )
+
+    serving.run(settings, host=host, port=port, messaging=messaging, announce=announce)
 
 
 # --- tokens -------------------------------------------------------------------------------------

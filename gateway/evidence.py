@@ -35,7 +35,7 @@ from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.store_guard import appends_are_ordered
 from projections.checkpoints import Checkpoint, CheckpointStore
-from projections.follower import Follower, Horizon, sqlite_horizon, waker_for
+from projections.follower import GATHER_SECONDS, Follower, Horizon, sqlite_horizon, waker_for
 from projections.merkle import verify_consistency
 from projections.merkle_log import MerkleLog, close_recorder, merkle_follower
 
@@ -321,7 +321,7 @@ class Evidence:
             try:
                 if waker is None:
                     waker = waker_for(self.application, log)
-                self.catch_up()
+                moved = self.catch_up()
                 self.checkpointer.maybe_checkpoint()
             except Exception as exc:  # the maintainer outlives any one failure
                 log.warning("evidence_maintenance_failed", error_type=type(exc).__name__)
@@ -329,6 +329,9 @@ class Evidence:
                 backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
                 continue
             backoff = self.settings.poll_seconds
-            waker.wait(self.settings.poll_seconds, self._stop)
+            # At most one look per GATHER_SECONDS: a steady stream in batches (follower.py).
+            self._stop.wait(GATHER_SECONDS)
+            if not moved:
+                waker.wait(self.settings.poll_seconds, self._stop)
         if waker is not None:
             waker.close()

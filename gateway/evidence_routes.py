@@ -48,7 +48,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     services: Services = app.state.services
     evidence = Evidence.open(services.application, services.settings)
     app.state.evidence = evidence
-    evidence.start()
+    if services.settings.followers_in_api:
+        # Otherwise `casetrail projections run` maintains the tree; requests that need it
+        # current (bundles, proofs) still catch it up themselves.
+        evidence.start()
     try:
         yield
     finally:

@@ -4,8 +4,11 @@
     casetrail projections rebuild NAME|all       empty a read model and apply every event again
     casetrail projections run [--once]           follow the event store (a process of its own)
 
-`run` is what to start next to the API when it runs with CASETRAIL_PROJECTIONS=off; it stops on
-SIGTERM or SIGINT after the batch in progress (a SIGKILL loses nothing either: each batch and
+`run` keeps the read models and the evidence log (docs/evidence.md: the Merkle tree, signed
+checkpoints) up to date. `casetrail serve` starts it beside the API when
+CASETRAIL_PROJECTIONS=process (the default with several API workers); with
+CASETRAIL_PROJECTIONS=off it is yours to start. It stops on SIGTERM or SIGINT after the batch in
+progress (a SIGKILL loses nothing either: each batch and
 its position are one transaction). Failures are one line on stderr and exit 2.
 """
 
@@ -26,6 +29,7 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
 from gateway import logs
+from gateway.evidence import Evidence
 from gateway.readmodels import open_read_models, readmodel_url
 from gateway.settings import Settings
 from gateway.startup import StartupProblem, open_application
@@ -118,7 +122,7 @@ def rebuild(name: str, batch_size: int) -> None:
     help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
 )
 def run(once: bool, batch_size: int, poll: float) -> None:
-    with _opened(batch_size) as (_, _, readmodels):
+    with _opened(batch_size) as (settings, application, readmodels):
         if once:
             moved = readmodels.catch_up()
             click.echo(" ".join(f"{name}+{n}" for name, n in moved.items()))
@@ -130,11 +134,16 @@ def run(once: bool, batch_size: int, poll: float) -> None:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
+        evidence = Evidence.open(application, settings)
         readmodels.start(poll_seconds=poll)
-        log.info("projections_running", projections=list(VIEW_NAMES), poll=poll)
-        while not stop.wait(1.0):
-            pass
-        log.info("projections_stopping")
+        evidence.start()
+        log.info("projections_running", projections=[*VIEW_NAMES, "evidence"], poll=poll)
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            log.info("projections_stopping")
+            evidence.close()
 
 
 class _ProgressBar:

@@ -19,13 +19,13 @@ from domain.application import CaseTrail
 from gateway import keyring
 from gateway.eventstore import redacted, store_environment
 from gateway.logs import get_logger
-from gateway.settings import Settings
+from gateway.settings import PROJECTION_MODES, Settings
 from gateway.startup import StartupProblem
 from gateway.store_guard import appends_are_ordered
 from projections.follower import Horizon, sqlite_horizon
 from projections.readmodels import ReadModelConfig, ReadModels
 
-MODES: Final = ("embedded", "off")
+MODES: Final = PROJECTION_MODES
 
 log = get_logger("casetrail.projections")
 
@@ -94,15 +94,16 @@ def open_read_models(
 
 
 def start_embedded(settings: Settings, application: CaseTrail) -> ReadModels | None:
-    """For the API: the read models, followed in background threads unless
-    `CASETRAIL_PROJECTIONS=off`. A failure to open them is logged, not fatal: the case API
-    still serves, and the ledger endpoints answer 503 until the read models can be opened."""
+    """For the API: the read models, followed in background threads when the API process is
+    where the followers run (`Settings.followers_in_api`). A failure to open them is logged,
+    not fatal: the case API still serves, and the ledger endpoints answer 503 until the read
+    models can be opened."""
     try:
         readmodels = open_read_models(settings, application)
     except StartupProblem as exc:
         log.error("projections_unavailable", error=str(exc))
         return None
-    if settings.projections == "embedded":
+    if settings.followers_in_api:
         readmodels.start()
     return readmodels
 

@@ -10,7 +10,8 @@
 | CASETRAIL_REFUSAL_FLOOR_MS   | 40 (least time before a "no such case" answer) |
 | CASETRAIL_ASSIGNMENT_GRACE_HOURS | 72 (a unit's sight of a case after its assignment ends) |
 | CASETRAIL_READMODEL_URL      | $CASETRAIL_HOME/readmodels.sqlite, or the events' PostgreSQL URL |
-| CASETRAIL_PROJECTIONS        | embedded (the API follows the events) or off (`projections run`) |
+| CASETRAIL_WORKERS            | 1 (API processes `casetrail serve` runs, 1-32; one per CPU) |
+| CASETRAIL_PROJECTIONS        | auto (see `followers_in_api`), embedded, process or off  |
 | CASETRAIL_CONSULTATION_DEADLINE_HOURS | 24 (a clue awaits its consultation this long at most) |
 """
 
@@ -30,6 +31,37 @@ TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
 
 class SettingsProblem(ValueError):
     """A setting has a value the service cannot use; the message names it."""
+
+
+# Where the followers (read models, the evidence log) run; see `Settings.followers_in_api`.
+PROJECTION_MODES = ("auto", "embedded", "process", "off")
+MAX_WORKERS = 32
+
+
+def _workers(env: Mapping[str, str]) -> int:
+    text = (env.get("CASETRAIL_WORKERS") or "").strip()
+    if not text:
+        return 1
+    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
+        raise SettingsProblem(
+            f"CASETRAIL_WORKERS must be a whole number from 1 to {MAX_WORKERS}, found {text!r}"
+        )
+    return int(text)
+
+
+def _projections(env: Mapping[str, str], workers: int) -> str:
+    mode = (env.get("CASETRAIL_PROJECTIONS") or "auto").strip().lower()
+    if mode not in PROJECTION_MODES:
+        raise SettingsProblem(
+            f"CASETRAIL_PROJECTIONS must be one of {', '.join(PROJECTION_MODES)}, found {mode!r}"
+        )
+    if mode == "embedded" and workers > 1:
+        # Each API process would follow the store into the same tables, racing each other.
+        raise SettingsProblem(
+            f"CASETRAIL_PROJECTIONS=embedded needs one API process, but CASETRAIL_WORKERS is "
+            f"{workers}; use CASETRAIL_PROJECTIONS=process (or auto)"
+        )
+    return mode
 
 
 def _number(env: Mapping[str, str], name: str, default: float) -> float:
@@ -55,12 +87,14 @@ class Settings:
     refusal_floor_ms: float = 40.0
     assignment_grace_hours: float = 72.0
     readmodel_url: str | None = None
-    projections: str = "embedded"
+    projections: str = "auto"
     consultation_deadline_hours: float = 24.0
+    workers: int = 1
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
+        workers = _workers(env)
         home = Path(env.get("CASETRAIL_HOME") or "var").resolve()
         database_url = env.get("CASETRAIL_DATABASE_URL") or f"sqlite:///{home / 'casetrail.sqlite'}"
         public_keys = env.get("CASETRAIL_TOKEN_PUBLIC_KEYS")
@@ -78,9 +112,23 @@ class Settings:
             refusal_floor_ms=_number(env, "CASETRAIL_REFUSAL_FLOOR_MS", 40),
             assignment_grace_hours=_number(env, "CASETRAIL_ASSIGNMENT_GRACE_HOURS", 72),
             readmodel_url=env.get("CASETRAIL_READMODEL_URL") or None,
-            projections=(env.get("CASETRAIL_PROJECTIONS") or "embedded").lower(),
+            projections=_projections(env, workers),
             consultation_deadline_hours=_number(env, "CASETRAIL_CONSULTATION_DEADLINE_HOURS", 24),
+            workers=workers,
         )
+
+    @property
+    def followers_in_api(self) -> bool:
+        """Where the followers (read models, evidence log) run. `embedded`: in the API process;
+        `process`: `casetrail serve` runs `casetrail projections run` beside the API; `off`:
+        nowhere under `serve` (run that command yourself); `auto`: embedded with one API process,
+        else process, since followers in several API processes would race for the same rows."""
+        return self.projections == "embedded" or (self.projections == "auto" and self.workers == 1)
+
+    @property
+    def followers_in_child(self) -> bool:
+        """`casetrail serve` runs `casetrail projections run` as a supervised child process."""
+        return self.projections == "process" or (self.projections == "auto" and self.workers > 1)
 
     @property
     def keys_dir(self) -> Path:

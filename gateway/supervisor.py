@@ -1,11 +1,14 @@
-"""What `casetrail serve` runs next to the API: the embedded broker and the relay, supervised.
+"""What `casetrail serve` runs next to the API: the embedded broker, the relay and the
+followers, supervised.
 
 One command brings everything up (`make run`), and Ctrl-C (or SIGTERM) stops everything:
 
 - the broker config is regenerated from the unit registry (TLS material made once, kept);
 - unless `CASETRAIL_NATS_URL` names an external server, the embedded nats-server is started
   with it (its output goes to `$CASETRAIL_HOME/nats/nats-server.log`);
-- the relay runs as a child process (`casetrail relay run`), its JSON log lines on our stderr.
+- the relay runs as a child process (`casetrail relay run`), its JSON log lines on our stderr;
+- with `CASETRAIL_PROJECTIONS=process` (the default with several API workers) the read models
+  and the evidence log are followed by a child process (`casetrail projections run`).
 
 A child that dies is started again, with a backoff. A broker that cannot start is logged and
 retried, never fatal: the API takes commands without it, and the relay catches up later.
@@ -17,11 +20,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any, Final
-
-from fastapi import FastAPI
+from collections.abc import Callable
+from typing import Final
 
 from domain.application import CaseTrail
 from gateway.broker import BrokerProblem, EmbeddedBroker, NatsSettings
@@ -34,13 +34,9 @@ log = get_logger("casetrail.supervisor")
 
 _CHECK_SECONDS: Final = 1.0
 _MAX_BACKOFF: Final = 30.0
-RELAY_COMMAND: Final = (
-    sys.executable,
-    "-c",
-    "from gateway.cli import main; main()",
-    "relay",
-    "run",
-)
+_CLI: Final = (sys.executable, "-c", "from gateway.cli import main; main()")
+RELAY_COMMAND: Final = (*_CLI, "relay", "run")
+PROJECTIONS_COMMAND: Final = (*_CLI, "projections", "run")
 
 
 class _Child:
@@ -66,22 +62,69 @@ class _Child:
             self.backoff = min(self.backoff * 2, _MAX_BACKOFF)
 
 
+class _Process:
+    """A child process of ours (a casetrail CLI command), started and stopped."""
+
+    def __init__(self, command: tuple[str, ...]) -> None:
+        self.command = command
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)  # noqa: S603
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 class Supervisor:
     def __init__(
-        self, settings: Settings, application: CaseTrail, *, relay: bool = True
+        self,
+        settings: Settings,
+        application: CaseTrail,
+        *,
+        messaging: bool = True,
+        relay: bool = True,
+        projections: bool = False,
     ) -> None:
         self.settings = settings
         self.application = application
         self.nats = NatsSettings.from_env()
         self.layout = NatsLayout(settings.home)
         self.broker: EmbeddedBroker | None = None
-        self.relay: subprocess.Popen[bytes] | None = None
-        self.with_relay = relay
+        self.relay = _Process(RELAY_COMMAND)
+        self.projections = _Process(PROJECTIONS_COMMAND)
+        self.with_messaging = messaging
+        self.with_relay = messaging and relay
+        self.with_projections = projections
         self._children: list[_Child] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        if self.with_projections:
+            self._children.append(
+                _Child("projections", self.projections.start, self.projections.alive)
+            )
+        if self.with_messaging:
+            self._add_messaging()
+        now = time.monotonic()
+        for child in self._children:
+            child.check(now)
+        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
+        self._thread.start()
+
+    def _add_messaging(self) -> None:
         try:
             write_broker_config(self.settings, self.application, self.nats)
         except (NatsConfigProblem, OSError) as exc:
@@ -92,18 +135,7 @@ class Supervisor:
             broker = self.broker
             self._children.append(_Child("nats-server", broker.start, lambda: broker.running))
         if self.with_relay:
-            self._children.append(_Child("relay", self._start_relay, self._relay_alive))
-        now = time.monotonic()
-        for child in self._children:
-            child.check(now)
-        self._thread = threading.Thread(target=self._watch, name="supervisor", daemon=True)
-        self._thread.start()
-
-    def _start_relay(self) -> None:
-        self.relay = subprocess.Popen(RELAY_COMMAND, stdin=subprocess.DEVNULL)  # noqa: S603
-
-    def _relay_alive(self) -> bool:
-        return self.relay is not None and self.relay.poll() is None
+            self._children.append(_Child("relay", self.relay.start, self.relay.alive))
 
     def _watch(self) -> None:
         while not self._stop.wait(_CHECK_SECONDS):
@@ -115,32 +147,9 @@ class Supervisor:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
-        relay, self.relay = self.relay, None
-        if relay is not None and relay.poll() is None:
-            relay.terminate()
-            try:
-                relay.wait(10)
-            except subprocess.TimeoutExpired:
-                relay.kill()
-                relay.wait(5)
+        self.relay.stop()
+        self.projections.stop()
         if self.broker is not None:
             self.broker.stop()
-        log.info("messaging_stopped")
+        log.info("children_stopped")
 
-
-def attach(app: FastAPI, settings: Settings, application: CaseTrail, *, relay: bool = True) -> None:
-    """Run the broker and the relay for as long as the app's lifespan: started before the API
-    serves, stopped after it has stopped, whatever ends it."""
-    inner = app.router.lifespan_context
-
-    @asynccontextmanager
-    async def lifespan(target: FastAPI) -> AsyncIterator[Any]:
-        supervisor = Supervisor(settings, application, relay=relay)
-        supervisor.start()
-        try:
-            async with inner(target) as state:
-                yield state
-        finally:
-            supervisor.stop()
-
-    app.router.lifespan_context = lifespan

@@ -96,6 +96,13 @@ START: Final = 0
 _NAME: Final = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 # Followers back off up to this long after a failure, then try again, forever.
 _MAX_BACKOFF_SECONDS: Final = 30.0
+# A follower looks at the store at most once per GATHER_SECONDS unless it is catching up (its
+# last batch was full). Under a steady stream of small commits (group-committed access events)
+# it then takes them in batches, one transaction per look instead of one per commit, which cost
+# more CPU than the commits it followed; and a wake-up that brings nothing (PostgreSQL's NOTIFY
+# channel is per database: other schemas' inserts wake us too) costs one cheap look at most
+# that often (bench/README.md, "reads"). It is also the most a read model lags under load.
+GATHER_SECONDS: Final = 0.25
 
 
 class PositionMoved(Exception):
@@ -753,8 +760,13 @@ class Follower:
         waker = waker or PollingWaker()
         backoff = poll_seconds
         self._running = True
+        next_look = 0.0
         try:
             while not stop.is_set():
+                pause = next_look - time.monotonic()
+                if pause > 0 and stop.wait(pause):
+                    break
+                next_look = time.monotonic() + GATHER_SECONDS
                 try:
                     moved = self.step()
                 except PositionMoved:
@@ -774,7 +786,9 @@ class Follower:
                     if self.log is not None:
                         self.log.info("projection_recovered", projection=self.name)
                 backoff = poll_seconds
-                if moved == 0:
+                if moved >= self.batch_size:
+                    next_look = 0.0  # catching up: no pause
+                elif moved == 0:
                     waker.wait(poll_seconds, stop)
         finally:
             self._running = False

@@ -151,3 +151,98 @@ def test_a_setting_that_is_not_a_number_is_one_line(tmp_path: Path) -> None:
     run(tmp_path, "keys", "init")
     result = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_REFUSAL_FLOOR_MS": "soon"})
     assert_one_line_error(result, "CASETRAIL_REFUSAL_FLOOR_MS must be a number")
+
+
+def test_workers_and_embedded_followers_do_not_mix_one_line(tmp_path: Path) -> None:
+    run(tmp_path, "keys", "init")
+    result = run(
+        tmp_path,
+        "serve",
+        "--port",
+        "1",
+        env={"CASETRAIL_WORKERS": "2", "CASETRAIL_PROJECTIONS": "embedded"},
+    )
+    assert_one_line_error(result, "CASETRAIL_PROJECTIONS=embedded needs one API process")
+    result = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_WORKERS": "many"})
+    assert_one_line_error(result, "CASETRAIL_WORKERS must be a whole number")
+
+
+def _descendants(pid: int) -> set[int]:
+    """Processes below `pid` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(entry.parent.name)] = int(entry.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        for child, parent in parents.items():
+            if parent == current and child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_serve_with_two_workers_follows_in_a_process_of_its_own(tmp_path: Path) -> None:
+    """CASETRAIL_WORKERS=2: two API processes answer, the read models are brought up to date
+    by the `projections run` child (the workers do not follow), and SIGTERM leaves no child."""
+    demo = run(tmp_path, "demo", "--cases", "3")
+    assert demo.returncode == 0, demo.stderr
+    token = next(
+        line.split()[-1]
+        for line in demo.stdout.splitlines()
+        if line.strip().startswith("coordinator")
+    )
+    port = _free_port()
+    environ = {**os.environ, "CASETRAIL_HOME": str(tmp_path), "CASETRAIL_WORKERS": "2"}
+    environ.pop("CASETRAIL_DATABASE_URL", None)
+    server = subprocess.Popen(
+        [CASETRAIL, "serve", "--port", str(port), "--no-messaging"],
+        env=environ,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    children: set[int] = set()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "consultation"}
+        deadline = time.monotonic() + 40
+        rows = 0
+        while rows < 3:
+            assert time.monotonic() < deadline, "the ledger never showed the 3 demo cases"
+            assert server.poll() is None, server.stderr.read() if server.stderr else ""
+            try:
+                page = httpx.get(f"{base}/v1/ledger", headers=headers, timeout=2)
+                if page.status_code == 200:
+                    rows = page.json()["total"]
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        children = _descendants(server.pid)
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
+        assert sum(b"projections\x00run" in c for c in commands) == 1
+        assert sum(b"spawn_main" in c for c in commands) == 2  # the two workers
+    finally:
+        server.terminate()
+        _, err = server.communicate(timeout=30)
+    assert server.returncode == 0
+    assert '"event": "projections_running"' in err
+    # Children that saw their parent go end on their own (uvicorn's resource tracker when its
+    # pipe closes): give them a moment, then none may be left.
+    deadline = time.monotonic() + 5
+    while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in children if _alive(pid)]
+    assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]

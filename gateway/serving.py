@@ -1,0 +1,118 @@
+"""How `casetrail serve` runs the service: API worker processes, and the children beside them.
+
+    casetrail serve                          CASETRAIL_WORKERS=1: one API process
+    CASETRAIL_WORKERS=2 casetrail serve      two API processes sharing the port (one per CPU)
+
+This process checks the keys and the store first (a bad setting fails here, in one line), then
+starts the supervised children (`gateway.supervisor`: the embedded broker, the relay, and with
+`CASETRAIL_PROJECTIONS=process` the followers), then runs uvicorn until SIGINT or SIGTERM, then
+stops the children.
+
+Several workers are several Python processes: a process runs Python on one core at a time, and
+the HTTP work of a request (parsing, routing, validation, serialising) is CPU-bound. Everything
+that must be single is outside the workers: the followers (one writer per read model) and the
+relay run once, as children of this process. What the workers share, they share through the
+store: the version check decides between concurrent commands on one case, and each worker
+commits its own batches of access events (`domain.group_commit`).
+
+uvicorn runs with httptools (a C HTTP parser, instead of the pure-Python h11) and uvloop (a
+libuv event loop): together they take about a third of the CPU of a small request off every
+request (bench/README.md, "Profiling").
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, Final
+
+import uvicorn
+from fastapi import FastAPI
+
+from domain.application import CaseTrail
+from gateway import logs, supervisor
+from gateway.api import create_app
+from gateway.readmodels import open_read_models
+from gateway.settings import Settings
+from gateway.startup import StartupProblem, open_application
+
+log = logs.get_logger("casetrail.serve")
+
+# The ASGI app each worker builds for itself (`factory=True`): an import string, since worker
+# processes are spawned, not forked.
+SERVICE_APP: Final = "gateway.serving:service_app"
+
+UVICORN_OPTIONS: Final[dict[str, Any]] = {
+    "http": "httptools",
+    "loop": "uvloop",
+    "log_config": None,  # our JSON logs (gateway.logs), configured by each worker
+    "access_log": False,  # one line per request comes from gateway.api.RequestContext
+    "timeout_graceful_shutdown": 10,
+}
+
+
+def service_app() -> FastAPI:
+    """One worker's app: settings from the environment, logs configured, the store opened."""
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    return create_app(settings)
+
+
+def _prepare_read_models(settings: Settings, application: CaseTrail) -> None:
+    """Create the read models' tables and indexes once, here, before the workers and the
+    followers open them: several processes creating an index on a large table at once would
+    wait on each other's locks (SQLite) until one gave up. Not fatal, as in the API itself."""
+    try:
+        open_read_models(settings, application).close()
+    except StartupProblem as exc:
+        log.error("projections_unavailable", error=str(exc))
+
+
+class _Stopped(Exception):
+    """SIGINT or SIGTERM reached this process outside uvicorn's own handling."""
+
+
+def _stopped(signum: int, _frame: FrameType | None) -> None:
+    raise _Stopped(signum)
+
+
+def run(
+    settings: Settings,
+    *,
+    host: str,
+    port: int,
+    messaging: bool = True,
+    app: str = SERVICE_APP,
+    announce: Callable[[], None] | None = None,
+) -> None:
+    """Serve until stopped. `app` is a factory's import string (benchmarks pass their own);
+    `announce` is called once the keys and the store have been checked."""
+    application = open_application(settings)  # fails here, in one line, if keys or store are bad
+    _prepare_read_models(settings, application)
+    if announce is not None:
+        announce()
+    children = supervisor.Supervisor(
+        settings, application, messaging=messaging, projections=settings.followers_in_child
+    )
+    # With one worker uvicorn shuts down on SIGTERM, then raises the signal again under the
+    # handler it found: ours turns it into an exception, so that the children are stopped
+    # (not orphaned) before this process ends, with status 0.
+    previous = {sig: signal.signal(sig, _stopped) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        children.start()
+        uvicorn.run(
+            app,
+            factory=True,
+            host=host,
+            port=port,
+            workers=settings.workers,
+            **UVICORN_OPTIONS,
+        )
+    except _Stopped:
+        pass
+    finally:
+        children.stop()
+        application.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
