@@ -86,8 +86,6 @@ def bench_app() -> FastAPI:
     the environment; it also answers `GET /_bench/stats` and leaves its group-commit counts in
     `$CASETRAIL_BENCH_STATS_DIR/<pid>.json` when it stops (each worker has its own)."""
     variant = os.environ[VARIANT_ENV]
-    if os.environ.get("XSWITCH"):
-        sys.setswitchinterval(float(os.environ["XSWITCH"]))
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     application = build_application(settings, variant)

@@ -1,10 +1,15 @@
-"""Group commit: many readers' access events made durable by one transaction.
+"""Group commit: many requests' events made durable by one transaction.
 
 Every read must store its access event durably before it returns data, so each read is a durable
 write. Committing them one by one caps reads at the store's commit rate; instead a committer
 thread takes whatever access events are waiting, saves them in one transaction, and wakes each
 waiting reader with the outcome: success, or the store's exception (then that reader discloses
 nothing).
+
+Commands use a committer of their own: each command's new events are one unit. A transaction
+of several commands fails as a whole if one of them lost the race for its case file's next
+version; the committer then saves each unit in a transaction of its own, so that each command
+gets its own outcome (the loser retries on the file as it now stands, `CaseTrail.change_case`).
 
 Batches are bounded twice:
 - in size: at most `max_batch` events per transaction;
@@ -37,14 +42,15 @@ class GroupCommitClosed(RuntimeError):
 
 
 class _Batch:
-    """Events that will be committed together, and the outcome their readers wait for."""
+    """Units of events that will be committed together, and the outcome each waits for."""
 
-    __slots__ = ("done", "error", "events")
+    __slots__ = ("done", "errors", "size", "units")
 
     def __init__(self) -> None:
-        self.events: list[Any] = []
+        self.units: list[Sequence[Any]] = []
+        self.size = 0  # events in all units
         self.done = threading.Event()
-        self.error: BaseException | None = None
+        self.errors: dict[int, BaseException] = {}
 
 
 class GroupCommit:
@@ -56,6 +62,7 @@ class GroupCommit:
         max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         name: str = "access-group-commit",
+        isolate_failures: bool = False,
     ) -> None:
         if max_batch < 1 or max_wait < 0:
             raise ValueError("max_batch must be at least 1 and max_wait not negative")
@@ -63,6 +70,9 @@ class GroupCommit:
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._timeout = timeout
+        # Commands: a failed batch is saved again unit by unit, for each unit's own outcome.
+        # Access events cannot conflict (each is a new stream), so theirs fail together.
+        self._isolate_failures = isolate_failures
         self._queue: deque[_Batch] = deque()
         self._ready = threading.Condition()
         self._closed = False
@@ -74,18 +84,26 @@ class GroupCommit:
 
     def record(self, event: Any) -> None:
         """Return once `event` is durably stored; raise the store's error if it was not."""
+        self.record_all((event,))
+
+    def record_all(self, events: Sequence[Any]) -> None:
+        """Return once `events` are durably stored, all in one transaction; raise the store's
+        error if they were not."""
         with self._ready:
             if self._closed:
-                raise GroupCommitClosed("the access recorder is closed")
-            if not self._queue or len(self._queue[-1].events) >= self._max_batch:
+                raise GroupCommitClosed(f"the {self._thread.name} recorder is closed")
+            if not self._queue or self._queue[-1].size >= self._max_batch:
                 self._queue.append(_Batch())
             batch = self._queue[-1]
-            batch.events.append(event)
+            index = len(batch.units)
+            batch.units.append(events)
+            batch.size += len(events)
             self._ready.notify()
         if not batch.done.wait(self._timeout):
-            raise TimeoutError(f"the access event was not stored within {self._timeout} s")
-        if batch.error is not None:
-            raise batch.error
+            raise TimeoutError(f"the events were not stored within {self._timeout} s")
+        error = batch.errors.get(index)
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         with self._ready:
@@ -102,7 +120,7 @@ class GroupCommit:
             if self._max_wait and self._last_size > 1:
                 # Readers came together last time: let more join, within the bounds.
                 deadline = time.monotonic() + self._max_wait
-                while len(self._queue[0].events) < self._max_batch and not self._closed:
+                while self._queue[0].size < self._max_batch and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
@@ -112,11 +130,24 @@ class GroupCommit:
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
             try:
-                self._save(batch.events)
-            except Exception as exc:  # every waiter gets the store's own error
-                batch.error = exc
+                self._save([event for unit in batch.units for event in unit])
+            except Exception as exc:  # every waiter gets the store's own error, or its own
+                if self._isolate_failures and len(batch.units) > 1:
+                    self._save_one_by_one(batch)
+                else:
+                    batch.errors.update(dict.fromkeys(range(len(batch.units)), exc))
             else:
                 self.batches += 1
-                self.events += len(batch.events)
-            self._last_size = len(batch.events)
+                self.events += batch.size
+            self._last_size = batch.size
             batch.done.set()
+
+    def _save_one_by_one(self, batch: _Batch) -> None:
+        for index, unit in enumerate(batch.units):
+            try:
+                self._save(unit)
+            except Exception as exc:
+                batch.errors[index] = exc
+            else:
+                self.batches += 1
+                self.events += len(unit)

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventsourcing.persistence import IntegrityError
 
 from domain.application import CaseTrail
-from gateway import keyring
+from gateway import keyring, writer_lock
 from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.store_guard import appends_are_ordered
@@ -280,6 +280,7 @@ class Evidence:
                 self._follower = merkle_follower(
                     self.application, horizon=settled_horizon(self.application), log=log
                 )
+                writer_lock.serialise_batches(self._follower.recorder)
             return self._follower
 
     def catch_up(self) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
-from gateway import keyring, store_guard
+from gateway import keyring, store_guard, writer_lock
 from gateway.eventstore import EventIntegrityError, KeyMismatchError
 from gateway.evidence import EvidenceConfigError, EvidenceSettings
 from gateway.settings import Settings
@@ -30,6 +30,9 @@ def open_application(settings: Settings) -> CaseTrail:
         raise StartupProblem(
             f"cannot open the {settings.store_kind} event store: {exc.__class__.__name__}: {exc}"
         ) from None
+    writer_lock.serialise_inserts(application.recorder)  # SQLite only (gateway/writer_lock.py)
+    if application.snapshots is not None:
+        writer_lock.serialise_inserts(application.snapshots.recorder)
     try:
         check_key_opens_store(application)
         # Append-only triggers and the evidence tables: created if missing, else only checked.
