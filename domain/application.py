@@ -11,13 +11,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Final, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent
-from eventsourcing.persistence import IntegrityError, Notification
+from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
 from eventsourcing.utils import get_topic, strtobool
 
 from domain import commands as cmd
@@ -148,7 +149,13 @@ class CaseTrail(Application[UUID]):
         self.command_commits.record_all(events)
         for event in events:
             if event.originator_version % SNAPSHOT_EVERY == 0:
-                self.take_snapshot(case.id, version=event.originator_version, projector_func=replay)
+                # The change is stored; a snapshot is only a shortcut for later loads. Failing
+                # here would report a stored change as failed (and a retry would store it
+                # twice); the next multiple of SNAPSHOT_EVERY takes one again.
+                with suppress(PersistenceError):
+                    self.take_snapshot(
+                        case.id, version=event.originator_version, projector_func=replay
+                    )
 
     def _record_access(self, event: CaseAccessed | AccessDenied) -> None:
         """Durably store one access event; raises if the store fails."""

@@ -4,6 +4,7 @@ Real SQLite files (and PostgreSQL where marked), no mocks."""
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -296,3 +297,26 @@ def test_sqlite_inserts_take_the_writer_lock_and_postgres_has_none(tmp_path: Pat
     finally:
         app.close()
     assert lock_for(object()) is None
+
+
+def test_a_snapshot_that_cannot_be_stored_does_not_fail_the_stored_change(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "nosnap.sqlite"
+    app = _app(f"sqlite:///{db}")
+    try:
+        with sqlite3.connect(db) as conn:
+            conn.execute(
+                "CREATE TRIGGER refuse_snapshots BEFORE INSERT ON stored_snapshots "
+                "BEGIN SELECT RAISE(ABORT, 'no snapshots today'); END"
+            )
+        case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        for n in range(SNAPSHOT_EVERY):  # the last of these is version SNAPSHOT_EVERY + 1
+            _change(app, case_id, n)
+        assert app.snapshots is not None
+        assert list(app.snapshots.get(case_id)) == []
+        case = app._get_case(case_id)
+        assert case.version == SNAPSHOT_EVERY + 1
+        assert len(case.follow_ups) == SNAPSHOT_EVERY  # each change stored once
+    finally:
+        app.close()
