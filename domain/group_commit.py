@@ -82,6 +82,7 @@ class GroupCommit:
         self._queue: deque[_Batch] = deque()
         self._ready = threading.Condition()
         self._choosing = threading.Lock()
+        self._gathering = False
         self._closed = False
         self._last_size = 0
         self.batches = 0
@@ -110,7 +111,10 @@ class GroupCommit:
             index = len(batch.units)
             batch.units.append(events)
             batch.size += len(events)
-            self._ready.notify()
+            # A committer gathering company sleeps until its deadline: waking it for every
+            # arrival cost each reader a thread hand-off (bench/README.md, "Profiling").
+            if not self._gathering or batch.size >= self._max_batch:
+                self._ready.notify()
         if not batch.done.wait(self._timeout):
             raise TimeoutError(f"the events were not stored within {self._timeout} s")
         error = batch.errors.get(index)
@@ -133,11 +137,15 @@ class GroupCommit:
             if self._max_wait and self._last_size > 1:
                 # Readers came together last time: let more join, within the bounds.
                 deadline = time.monotonic() + self._max_wait
-                while self._queue[0].size < self._max_batch and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._ready.wait(remaining)
+                self._gathering = True
+                try:
+                    while self._queue[0].size < self._max_batch and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._ready.wait(remaining)
+                finally:
+                    self._gathering = False
             return self._queue.popleft()
 
     def _take_batch(self) -> _Batch | None:
