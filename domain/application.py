@@ -126,7 +126,7 @@ class CaseTrail(Application[UUID]):
                 self.store_events,
                 max_wait=wait_ms / 1000,
                 name="command-group-commit",
-                isolate_failures=True,
+                isolate_failures=(IntegrityError,),
             )
             if strtobool(self.env.get("COMMAND_GROUP_COMMIT") or "y")
             else None

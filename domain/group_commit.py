@@ -8,8 +8,9 @@ nothing).
 
 Commands use a committer of their own: each command's new events are one unit. A transaction
 of several commands fails as a whole if one of them lost the race for its case file's next
-version; the committer then saves each unit in a transaction of its own, so that each command
-gets its own outcome (the loser retries on the file as it now stands, `CaseTrail.change_case`).
+version (an `IntegrityError`); the committer then saves each unit in a transaction of its own,
+so that each command gets its own outcome (the loser retries on the file as it now stands,
+`CaseTrail.change_case`).
 
 Batches are bounded twice:
 - in size: at most `max_batch` events per transaction;
@@ -65,7 +66,7 @@ class GroupCommit:
         max_wait: float = DEFAULT_MAX_WAIT_SECONDS,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         name: str = "access-group-commit",
-        isolate_failures: bool = False,
+        isolate_failures: tuple[type[BaseException], ...] = (),
         committers: int = DEFAULT_COMMITTERS,
     ) -> None:
         if max_batch < 1 or max_wait < 0 or committers < 1:
@@ -76,8 +77,11 @@ class GroupCommit:
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._timeout = timeout
-        # Commands: a failed batch is saved again unit by unit, for each unit's own outcome.
-        # Access events cannot conflict (each is a new stream), so theirs fail together.
+        # Commands: a batch that failed with one of these (a lost race for a case's next
+        # version) is saved again unit by unit, for each unit's own outcome. Any other failure
+        # fails every unit: after a lost connection the batch may have been committed, and a
+        # retry would then report a stored command as a lost race, to be applied twice.
+        # Access events cannot conflict (each is a new stream): none for them.
         self._isolate_failures = isolate_failures
         self._queue: deque[_Batch] = deque()
         self._ready = threading.Condition()
@@ -158,7 +162,7 @@ class GroupCommit:
             try:
                 self._save([event for unit in batch.units for event in unit])
             except Exception as exc:  # every waiter gets the store's own error, or its own
-                if self._isolate_failures and len(batch.units) > 1:
+                if isinstance(exc, self._isolate_failures) and len(batch.units) > 1:
                     self._save_one_by_one(batch)
                 else:
                     batch.errors.update(dict.fromkeys(range(len(batch.units)), exc))

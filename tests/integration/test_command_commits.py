@@ -96,7 +96,9 @@ def test_a_unit_that_fails_fails_alone_and_the_rest_of_its_batch_is_stored() -> 
             raise IntegrityError("version taken")
         stored.append(list(events))
 
-    committer = GroupCommit(save, max_wait=0.05, name="test-commits", isolate_failures=True)
+    committer = GroupCommit(
+        save, max_wait=0.05, name="test-commits", isolate_failures=(IntegrityError,)
+    )
     outcomes: dict[str, BaseException | None] = {}
 
     def submit(unit: tuple[str, ...]) -> None:
@@ -126,6 +128,49 @@ def test_a_unit_that_fails_fails_alone_and_the_rest_of_its_batch_is_stored() -> 
     assert ["a1", "a2"] in stored
     assert ["c1"] in stored
     assert all("conflict" not in s for s in stored)
+
+
+def test_any_other_failure_fails_every_unit_of_its_batch_without_a_retry() -> None:
+    """After a lost connection the batch may have been committed: saving its units again
+    would report a stored command as a lost race, and the command would be applied twice."""
+    calls: list[list[str]] = []
+    gate = threading.Event()
+
+    def save(events: Sequence[Any]) -> None:
+        gate.wait(5)
+        calls.append(list(events))
+        raise OSError("connection lost")
+
+    # One committer, so that the three queue as one batch behind the first commit.
+    committer = GroupCommit(
+        save,
+        max_wait=0.05,
+        name="test-commits",
+        isolate_failures=(IntegrityError,),
+        committers=1,
+    )
+    outcomes: dict[str, BaseException | None] = {}
+
+    def submit(unit: tuple[str, ...]) -> None:
+        try:
+            committer.record_all(unit)
+            outcomes[unit[0]] = None
+        except BaseException as exc:
+            outcomes[unit[0]] = exc
+
+    first = threading.Thread(target=submit, args=(("warm-up",),))
+    first.start()
+    time.sleep(0.05)
+    threads = [threading.Thread(target=submit, args=(u,)) for u in [("a",), ("b",), ("c",)]]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.1)
+    gate.set()
+    for thread in [first, *threads]:
+        thread.join(5)
+    committer.close()
+    assert all(isinstance(outcomes[k], OSError) for k in ("warm-up", "a", "b", "c"))
+    assert sorted(len(c) for c in calls) == [1, 3]  # the warm-up, then one batch of three
 
 
 def test_a_lost_race_between_two_applications_is_retried_not_lost(tmp_path: Path) -> None:
