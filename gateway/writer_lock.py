@@ -15,12 +15,11 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from eventsourcing.persistence import Recorder, StoredEvent
 from eventsourcing.sqlite import SQLiteDatastore
 
 
@@ -77,32 +76,29 @@ def lock_for(recorder: object) -> WriterLock | None:
         return found
 
 
-def serialise_inserts(recorder: Recorder) -> None:
-    """Make every `insert_events` of `recorder` (events, access events, snapshots) take the
-    writer lock of its file first. The recorder is the library's; nothing else changes."""
-    lock = lock_for(recorder)
+def _around(target: object, method: str) -> None:
+    """Make `target.<method>` take the writer lock of the file `target` writes to, if any.
+    The target is the library's recorder (or a follower's); nothing else of it changes."""
+    lock = lock_for(target)
     if lock is None:
         return
-    insert: Callable[..., Sequence[int] | None] = recorder.insert_events  # type: ignore[attr-defined]
+    inner: Callable[..., Any] = getattr(target, method)
 
-    def insert_events(stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int] | None:
+    def locked(*args: Any, **kwargs: Any) -> Any:
         with lock:
-            return insert(stored_events, **kwargs)
+            return inner(*args, **kwargs)
 
-    recorder.insert_events = insert_events  # type: ignore[attr-defined]
+    setattr(target, method, locked)
+
+
+def serialise_inserts(recorder: object) -> None:
+    """Every `insert_events` of `recorder` (events, access events, snapshots) takes the
+    writer lock of its file first."""
+    _around(recorder, "insert_events")
 
 
 def serialise_batches(view_recorder: object) -> None:
-    """Make a follower's `process(batch)` on the events' own file (the evidence log) take
-    the writer lock first: a batch that waited in SQLite's busy handler made the API's
-    writers sleep in theirs."""
-    lock = lock_for(view_recorder)
-    if lock is None:
-        return
-    process: Callable[[Any], None] = view_recorder.process  # type: ignore[attr-defined]
-
-    def locked(batch: Any) -> None:
-        with lock:
-            process(batch)
-
-    view_recorder.process = locked  # type: ignore[attr-defined]
+    """A follower's `process(batch)` on the events' own file (the evidence log) takes the
+    writer lock first: a batch that waited in SQLite's busy handler made the API's writers
+    sleep in theirs."""
+    _around(view_recorder, "process")
