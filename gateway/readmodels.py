@@ -11,7 +11,7 @@ The blind-index key is `$CASETRAIL_HOME/keys/index.key` (`casetrail keys init` c
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Final
+from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 
@@ -19,13 +19,11 @@ from domain.application import CaseTrail
 from gateway import keyring
 from gateway.eventstore import redacted, store_environment
 from gateway.logs import get_logger
-from gateway.settings import PROJECTION_MODES, Settings
+from gateway.settings import Settings
 from gateway.startup import StartupProblem
 from gateway.store_guard import appends_are_ordered
 from projections.follower import Horizon, sqlite_horizon
 from projections.readmodels import ReadModelConfig, ReadModels
-
-MODES: Final = PROJECTION_MODES
 
 log = get_logger("casetrail.projections")
 
@@ -40,10 +38,6 @@ def readmodel_url(settings: Settings) -> str:
 
 def readmodel_config(settings: Settings, *, batch_size: int | None = None) -> ReadModelConfig:
     """The read models' configuration; `StartupProblem` says what to fix."""
-    if settings.projections not in MODES:
-        raise StartupProblem(
-            f"CASETRAIL_PROJECTIONS is {settings.projections!r}; use one of {', '.join(MODES)}"
-        )
     if not settings.consultation_deadline_hours > 0:
         raise StartupProblem(
             "CASETRAIL_CONSULTATION_DEADLINE_HOURS must be a number of hours above 0 (default 24)"

@@ -165,6 +165,8 @@ def test_workers_and_embedded_followers_do_not_mix_one_line(tmp_path: Path) -> N
     assert_one_line_error(result, "CASETRAIL_PROJECTIONS=embedded needs one API process")
     result = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_WORKERS": "many"})
     assert_one_line_error(result, "CASETRAIL_WORKERS must be a whole number")
+    result = run(tmp_path, "serve", "--port", "1", env={"CASETRAIL_PROJECTIONS": "sometimes"})
+    assert_one_line_error(result, "CASETRAIL_PROJECTIONS must be one of auto, embedded")
 
 
 def _descendants(pid: int) -> set[int]:
