@@ -26,12 +26,23 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Actor:
-    """Who is asking, as established by authentication (never by the request body)."""
+    """Who is asking, as established by authentication (never by the request body).
+
+    A unit is identified by the pair (street, unit code), never by its code alone: member units
+    (成员单位) belong to one street's coordination, so a token naming a unit's code in another
+    street is another unit. Every relation of an actor to a case compares both
+    (`Actor.is_unit`), for reads here and for commands in `domain.permissions`; proven cell by
+    cell by the "same code, other street" column of README's matrix
+    (tests/integration/test_need_to_know.py)."""
 
     user: str
     role: Role
     unit: str
     street: str
+
+    def is_unit(self, unit: str, street: str) -> bool:
+        """Whether the actor belongs to this unit: same code, same street."""
+        return (self.unit, self.street) == (unit, street)
 
     def as_record(self) -> dict[str, str]:
         return {"user": self.user, "role": str(self.role), "unit": self.unit, "street": self.street}
@@ -181,8 +192,20 @@ class CaseScope:
 
     @property
     def assigned_units(self) -> frozenset[str]:
-        """Units holding an open assignment."""
+        """Codes of the units holding an open assignment; they are units of the case's street,
+        the only street whose coordinator may assign (`domain.permissions`)."""
         return frozenset(a.unit for a in self.assignments if a.ended_at is None)
+
+    def reported_by(self, actor: Actor) -> bool:
+        return actor.is_unit(self.reporting_unit, self.street)
+
+    def held_by(self, actor: Actor) -> list[HeldAssignment]:
+        """The assignments, open or ended, of the actor's unit (same code, same street)."""
+        return [a for a in self.assignments if actor.is_unit(a.unit, self.street)]
+
+    def assigned_to(self, actor: Actor) -> bool:
+        """Whether the actor's unit holds an open assignment on the case."""
+        return any(a.ended_at is None for a in self.held_by(actor))
 
 
 @dataclass(frozen=True)
@@ -208,7 +231,7 @@ class Decision:
 def _unit_member_grant(
     actor: Actor, scope: CaseScope, now: datetime, grace: timedelta
 ) -> tuple[str, frozenset[str]] | None:
-    held = [a for a in scope.assignments if a.unit == actor.unit]
+    held = scope.held_by(actor)
     live = [a for a in held if a.ended_at is None]
     recent = [a for a in held if a.ended_at is not None and now - a.ended_at <= grace]
     current, rule = (live, "unit_member_assigned") if live else (recent, "unit_member_grace")
@@ -237,7 +260,7 @@ def scope_grant(actor: Actor, context: ReadContext) -> tuple[str, frozenset[str]
     role = actor.role
     if role in (Role.COORDINATOR, Role.SUPERVISOR) and actor.street == scope.street:
         return f"{role}_same_street", ALL_FIELDS
-    if role is Role.REPORTER and (actor.unit, actor.street) == (scope.reporting_unit, scope.street):
+    if role is Role.REPORTER and scope.reported_by(actor):
         return "reporter_own_unit", REPORTER_FIELDS
     if role is Role.UNIT_MEMBER:
         return _unit_member_grant(actor, scope, context.now, context.grace)

@@ -452,6 +452,22 @@ class CaseTrail(Application[UUID]):
             raise UnknownUnit(f"no unit '{unit_id}' is registered", field="unit_id")
         return found
 
+    def assignable(self, unit_id: str, case: Case) -> Case:
+        """The case, once checked that the unit may be assigned to it: a unit is the pair
+        (street, code), so a registered unit of another street is refused (an unregistered code
+        is a unit of the case's street that receives no sealed notices yet)."""
+        try:
+            found: object = self.repository.get(unit_stream_id(unit_id))
+        except AggregateNotFoundError:
+            return case
+        if isinstance(found, Unit) and found.street != case.street:
+            raise errors.UnitOfAnotherStreet(
+                "this unit is registered in another street; assign a member unit of the "
+                "case's own street",
+                field="unit",
+            )
+        return case
+
     def units(self) -> list[Unit]:
         """Every registered unit, by code."""
         registered = (get_topic(Unit.UnitRegistered),)  # type: ignore[attr-defined]

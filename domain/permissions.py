@@ -5,6 +5,7 @@ Each command names the (role, relation) pairs allowed to issue it. Relations:
 - `street`: the case is in the actor's street;
 - `own_unit`: the actor's unit reported the case;
 - `assigned`: the actor's unit holds an open assignment on the case.
+A unit is the pair (street, unit code): `Actor.is_unit`, the same test as for reads.
 """
 
 from __future__ import annotations
@@ -58,9 +59,9 @@ def _relations(actor: Actor, scope: CaseScope | None) -> set[str]:
     if scope is not None:
         if scope.street == actor.street:
             found.add("street")
-        if (scope.reporting_unit, scope.street) == (actor.unit, actor.street):
+        if scope.reported_by(actor):
             found.add("own_unit")
-        if actor.unit in scope.assigned_units:
+        if scope.assigned_to(actor):
             found.add("assigned")
     return found
 

@@ -131,7 +131,9 @@ def assign_unit(case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: Se
         actor,
         case_id,
         "assign_unit",
-        lambda c: c.assign_unit(command, by=actor.as_record()),
+        lambda c: svc.application.assignable(command.unit, c).assign_unit(
+            command, by=actor.as_record()
+        ),
     )
 
 

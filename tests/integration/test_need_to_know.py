@@ -100,8 +100,8 @@ MATRIX = read_matrix()
 def test_the_matrix_covers_every_role_and_relation() -> None:
     assert {c.role for c in MATRIX} == set(Role)
     assert {c.relation for c in MATRIX} == {
-        "own", "other unit", "other street", "assigned", "assignment ended", "under order",
-        "order expired",
+        "own", "other unit", "other street", "same code, other street", "assigned",
+        "assignment ended", "under order", "order expired",
     }  # fmt: skip
     assert {c.expected for c in MATRIX} <= {*FIELD_SETS, "log", "—", "403"}
 
@@ -152,6 +152,11 @@ def _build_case(world: World, actor: Actor, relation: str) -> str:
         return _report(world, actor.unit, actor.street)
     if relation == "other unit":
         return _report(world, "v-other", actor.street)
+    if relation == "same code, other street":
+        # Reported and held in another street by units bearing the reader's own unit code.
+        case_id = _report(world, actor.unit, FAR_STREET)
+        _assign(world, case_id, actor.unit, FAR_STREET)
+        return case_id
     if relation in ("other street", "under order", "order expired"):
         case_id = _report(world, "v-far", FAR_STREET)
         if relation == "under order":
@@ -403,3 +408,46 @@ def test_a_missing_case_and_a_case_not_yours_are_refused_alike(world: World) -> 
     # Both answers wait for the same floor; what is left is scheduling noise.
     assert min(medians.values()) >= floor
     assert abs(medians["mine"] - medians["missing"]) < 0.010, medians
+
+
+# --- a unit is the pair (street, unit code): writes ---------------------------------------------
+
+
+def _cross_street_writes(today: str) -> list[tuple[Role, str, dict[str, Any]]]:
+    """(role, command path under the case, body): each a command the role may issue on a case
+    of its own unit in its own street, tried on a case of another street held or reported by
+    a unit bearing the same code."""
+    follow_up = {"visited_on": today, "notes": "入户走访,情况稳定。"}
+    return [
+        (Role.UNIT_MEMBER, "follow-ups", follow_up),
+        (Role.UNIT_MEMBER, "interventions",
+         {"function": str(ASSIGNED_FUNCTION), "measure": "home_visit",
+          "notes": "与监护人谈话。", "done_on": today}),
+        (Role.UNIT_MEMBER, "assignments/{aid}/acknowledgement", {}),
+        (Role.REPORTER, "follow-ups", follow_up),
+        (Role.COORDINATOR, "consultations",
+         {"held_on": today, "participants": ["police", "school"], "decision": "派出所介入。"}),
+        (Role.COORDINATOR, "risk-assessments", {"level": "high", "reason": "再次评估。"}),
+        (Role.SUPERVISOR, "escalations", {"to_level": "county", "reason": "需县级协调。"}),
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_a_unit_code_in_another_street_writes_nothing(world: World, index: int) -> None:
+    """Writes follow the reads: a token naming the assigned (or reporting) unit's code but
+    another street is refused exactly like an outsider (404), and the file is unchanged."""
+    today = datetime.now(UTC).date().isoformat()
+    role, command, body = _cross_street_writes(today)[index]
+    actor = ACTORS[role]
+    case_id = _report(world, actor.unit, FAR_STREET)
+    assignment = _assign(world, case_id, actor.unit, FAR_STREET)
+    before: int = world.application.repository.get(uuid.UUID(case_id)).version
+    path = f"/v1/cases/{case_id}/" + command.replace("{aid}", assignment)
+    response = world.client.post(path, json=body, headers=world.headers(actor))
+    assert response.status_code == 404, response.text
+    assert response.json()["type"] == "urn:casetrail:problem:case-not-found"
+    assert world.application.repository.get(uuid.UUID(case_id)).version == before
+    # The same command by the unit of the case's own street is accepted: the body is valid.
+    owner = Actor(f"owner-{role}", role, actor.unit, FAR_STREET)
+    accepted = world.client.post(path, json=body, headers=world.headers(owner))
+    assert accepted.status_code in (200, 201), accepted.text

@@ -13,6 +13,7 @@ from uuid import UUID
 import pytest
 
 from domain import commands as cmd
+from domain import errors
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.notices import DUE_SOON, OVERDUE, OpenAssignment, reminders_due
@@ -250,3 +251,33 @@ def test_a_notice_is_sealed_to_the_units_current_key(
     assert content["id"] == ident
     assert content["body"]["assignment"]["task"] == "约谈家长。"
     assert content["body"]["assignment"]["case_ref"] == str(case_id)
+
+
+def test_a_registered_unit_of_another_street_cannot_be_assigned(
+    settings: Settings, application: CaseTrail
+) -> None:
+    """A unit is the pair (street, code): a case is assigned only to its own street's units."""
+    add(settings, application, "far-police-station", "police_station", street=FAR)
+    add(settings, application, "chengguan-tribunal", "tribunal", street=STREET)
+    case_id = application.report_clue(cmd.ReportClue(**planted_case().body), REPORTER)
+    due = date.today() + timedelta(days=3)
+
+    def assign(unit: str) -> UUID:
+        command = cmd.AssignUnit(unit=unit, function="judicial", task="核实。", due_on=due)
+        result: UUID = application.change_case(
+            case_id,
+            COORDINATOR,
+            "assign_unit",
+            lambda c: application.assignable(unit, c).assign_unit(
+                command, by=COORDINATOR.as_record()
+            ),
+        )
+        return result
+
+    version: int = application.repository.get(case_id).version
+    with pytest.raises(errors.UnitOfAnotherStreet) as refused:
+        assign("far-police-station")
+    assert refused.value.field == "unit"
+    assert application.repository.get(case_id).version == version
+    assert isinstance(assign("chengguan-tribunal"), UUID)  # same street: registered, accepted
+    assert isinstance(assign("chengguan-school"), UUID)  # not registered: a unit of the street
