@@ -36,6 +36,13 @@ class UnknownAssignment(DomainError):
     code = "unknown_assignment"
 
 
+class UnitOfAnotherStreet(DomainError):
+    """A registered unit belongs to one street: only that street's files may be assigned to it."""
+
+    status = 422
+    code = "unit_of_another_street"
+
+
 class AssignmentNotHeld(DomainError):
     status = 403
     code = "assignment_not_held"
