@@ -4,6 +4,11 @@ Each public method checks the rules against the current state and raises a named
 `domain.errors` when one is broken; only then does it trigger the event (the `@event` methods),
 so replaying history never re-checks rules that held when the event happened. Event payloads are
 plain JSON values (dates as ISO strings) so that the stored form does not depend on Python types.
+
+Dates: whatever a command says happened on a file (a consultation held, an intervention done, a
+letter signed, a follow-up visit) did not happen before the clue was found (`found_on`); the
+command models (`domain.commands`) bound every date against today and a horizon. Proven in
+`tests/domain/test_case.py` and over HTTP, nothing written, in `tests/integration/test_dates.py`.
 """
 
 from __future__ import annotations
@@ -117,6 +122,14 @@ class Case(Aggregate):
     def open_assignments_of(self, unit: str) -> list[Record]:
         return [a for a in self.assignments.values() if a["unit"] == unit and a["ended"] is None]
 
+    def _not_before_found(self, day: date, field: str) -> None:
+        if day < date.fromisoformat(self.found_on):
+            raise errors.DateOutOfOrder(
+                f"{field} is before the clue was found (the file's found_on); "
+                "give the day it actually happened",
+                field=field,
+            )
+
     def _assignment(self, assignment_id: UUID | str) -> Record:
         try:
             return self.assignments[str(assignment_id)]
@@ -150,8 +163,7 @@ class Case(Aggregate):
 
     def hold_consultation(self, command: cmd.HoldConsultation, *, by: Record) -> None:
         self._require_open("hold a consultation")
-        if command.held_on < date.fromisoformat(self.found_on):
-            raise errors.DateOutOfOrder("held_on is before the clue was found", field="held_on")
+        self._not_before_found(command.held_on, "held_on")
         self._consultation_held(**cmd.plain(command), by=by)
 
     @event("ConsultationHeld")
@@ -237,6 +249,7 @@ class Case(Aggregate):
 
     def record_intervention(self, command: cmd.RecordIntervention, *, by: Record) -> None:
         self._require_open("record an intervention")
+        self._not_before_found(command.done_on, "done_on")
         if command.assignment_id is not None:
             assignment = self._assignment(command.assignment_id)
             if assignment["unit"] != by["unit"]:
@@ -273,6 +286,7 @@ class Case(Aggregate):
 
     def sign_guardianship_letter(self, command: cmd.SignGuardianshipLetter, *, by: Record) -> None:
         self._require_open("sign a guardianship letter")
+        self._not_before_found(command.signed_on, "signed_on")
         if command.guardian_index >= len(self.guardians):
             raise errors.GuardianshipLetterNotApplicable(
                 f"guardian_index {command.guardian_index} does not exist on this file "
@@ -300,6 +314,7 @@ class Case(Aggregate):
 
     def record_follow_up(self, command: cmd.RecordFollowUp, *, by: Record) -> None:
         self._require_open("record a follow-up")
+        self._not_before_found(command.visited_on, "visited_on")
         self._follow_up_recorded(**cmd.plain(command), by=by)
 
     @event("FollowUpRecorded")

@@ -2,13 +2,28 @@
 
 Every model forbids unknown fields and bounds every text, so a bad request fails as a whole with
 the path of the field at fault (e.g. `minor.id_number`, `guardians.0.phone`). Rules that need the
-state of a case (closed, assignment held...) live in the aggregate, not here.
+state of a case (closed, assignment held, a date before the clue was found...) live in the
+aggregate, not here.
+
+Text: every text is NFC-normalised and trimmed. Names and the short texts a ledger is filtered
+by (school, class) refuse every invisible or reordering character (`identity.check_name`), so
+that an exact lookup of what is seen finds what was stored; notes and descriptions refuse
+control characters (newline and tab allowed) and bidirectional controls, and keep other format
+characters (a zero-width joiner inside an emoji), since nothing looks them up.
+
+Dates: every date lies between `EARLIEST_DATE` and `LATEST_DATE` (also in the schema); what
+happened (found, held, done, signed, visited) is not in the future; a due date is neither past
+nor more than `DUE_HORIZON` ahead; a date of birth is a minor's. Comparisons with the file's own
+dates are the aggregate's (`domain.case`). Proven in `tests/domain/test_commands.py` and over
+HTTP in `tests/integration/test_dates.py` and `tests/integration/test_names.py`.
+
+No message quotes a submitted value or anything derived from it (an age, a subtype code).
 """
 
 from __future__ import annotations
 
 import unicodedata
-from datetime import date
+from datetime import date, timedelta
 from typing import Annotated, Any, Final
 from uuid import UUID
 
@@ -16,6 +31,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -41,24 +57,76 @@ from domain.taxonomy import (
 MAX_DESCRIPTION: Final = 2000
 MAX_NOTE: Final = 1000
 
+# No file of this service can concern anything before it (the plan dates from the 2020s); the
+# upper bound keeps date arithmetic (the next quarter's end, a day after) far from date.max.
+EARLIEST_DATE: Final = date(2000, 1, 1)
+LATEST_DATE: Final = date(2099, 12, 31)
+# Someone who was a minor on EARLIEST_DATE was born after this.
+EARLIEST_BIRTH: Final = date(EARLIEST_DATE.year - identity.ADULT_AGE, 1, 1)
+# A task is due within a year: the plan updates every file each quarter, so a deadline further
+# out is a typing error, not a plan.
+DUE_HORIZON: Final = timedelta(days=366)
+
+
+def _nfc(value: object) -> object:
+    # Runs before the str schema it wraps (declared after StringConstraints), so that the
+    # length bounds count a decomposed form as the composed one.
+    return unicodedata.normalize("NFC", value) if isinstance(value, str) else value
+
 
 def _no_control_chars(value: str) -> str:
-    # Unicode category Cc: C0 (below 0x20), DEL (0x7f) and C1 (0x80-0x9f), such as 0x9b (CSI).
-    if any(unicodedata.category(ch) == "Cc" and ch not in "\n\t" for ch in value):
-        raise ValueError("must not contain control characters")
+    for ch in value:
+        # Bidi controls make a note read other than it is stored (all are category Cf).
+        if ch in identity.BIDI_CONTROLS:
+            raise ValueError("must not contain bidirectional control characters")
+        # Cc: C0 (below 0x20), DEL (0x7f) and C1 (0x80-0x9f), such as 0x9b (CSI); Cs: a lone
+        # surrogate, which no encoding can store.
+        category = unicodedata.category(ch)
+        if (category == "Cc" and ch not in "\n\t") or category == "Cs":
+            raise ValueError("must not contain control characters")
     return value
 
 
+def _clean_name(value: str) -> str:
+    identity.check_name(value)
+    return identity.normalise_name(value)
+
+
+_NFC = BeforeValidator(_nfc)
 _CLEAN = AfterValidator(_no_control_chars)
+_NAME = AfterValidator(_clean_name)
 _TRIM = {"strip_whitespace": True}
 
-Name = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=32), _CLEAN]
-ShortText = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=64), _CLEAN]
-OptionalShortText = Annotated[str, StringConstraints(**_TRIM, max_length=32), _CLEAN]
-Note = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_NOTE), _CLEAN]
+Name = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=32), _NFC, _NAME]
+ShortText = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=64), _NFC, _NAME]
+OptionalShortText = Annotated[str, StringConstraints(**_TRIM, max_length=32), _NFC, _NAME]
+Note = Annotated[str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_NOTE), _NFC, _CLEAN]
 Description = Annotated[
-    str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_DESCRIPTION), _CLEAN
+    str, StringConstraints(**_TRIM, min_length=1, max_length=MAX_DESCRIPTION), _NFC, _CLEAN
 ]
+
+
+def _date_bounds(earliest: date = EARLIEST_DATE, latest: date = LATEST_DATE) -> Any:
+    # JSON Schema's minimum/maximum are for numbers: dates show theirs as formatMinimum/Maximum.
+    return Field(
+        ge=earliest,
+        le=latest,
+        json_schema_extra={
+            "formatMinimum": earliest.isoformat(),
+            "formatMaximum": latest.isoformat(),
+        },
+    )
+
+
+def _not_in_future(value: date) -> date:
+    if value > date.today():
+        raise ValueError("must not be in the future")
+    return value
+
+
+Day = Annotated[date, _date_bounds()]
+# A day on which something happened: not in the future.
+PastDay = Annotated[date, _date_bounds(), AfterValidator(_not_in_future)]
 Code = Annotated[
     str,
     StringConstraints(
@@ -74,8 +142,10 @@ class Command(BaseModel):
 class Minor(Command):
     name: Name
     gender: Gender
-    date_of_birth: date
-    id_number: Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True)]
+    date_of_birth: Annotated[date, _date_bounds(EARLIEST_BIRTH)]
+    id_number: Annotated[
+        str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)
+    ]
     school: ShortText
     grade_class: OptionalShortText = ""
     village: Code = Field(
@@ -88,10 +158,10 @@ class Minor(Command):
         today = date.today()
         if value > today:
             raise ValueError("date of birth is in the future")
-        age = identity.age_on(value, today)
-        if age >= identity.ADULT_AGE:
+        if identity.age_on(value, today) >= identity.ADULT_AGE:
+            # No age in the message: it is personal data derived from the input.
             raise ValueError(
-                f"the person is not a minor on the report date (aged {age}); "
+                f"the person is not a minor (under {identity.ADULT_AGE}) on the report date; "
                 "casetrail files concern minors only"
             )
         return value
@@ -145,9 +215,9 @@ class Issue(Command):
     def _subtype_belongs_to_category(cls, value: str, info: ValidationInfo) -> str:
         category = info.data.get("category")
         if category is not None and not is_known_subtype(category, value):
+            # The category is one of ours; the submitted subtype is not quoted back.
             raise ValueError(
-                f"'{value}' is not a subtype of category '{category}'; "
-                "GET /v1/taxonomy lists the codes"
+                f"subtype is not one of category '{category}'; GET /v1/taxonomy lists the codes"
             )
         return value
 
@@ -170,12 +240,6 @@ class Finder(Command):
     unit: Code
 
 
-def _not_in_future(value: date) -> date:
-    if value > date.today():
-        raise ValueError("must not be in the future")
-    return value
-
-
 class ReportClue(Command):
     """A new clue: one clue, one file (一线索一档案)."""
 
@@ -185,15 +249,14 @@ class ReportClue(Command):
     description: Description
     found_by: Finder
     method: DiscoveryMethod
-    found_on: date
+    found_on: PastDay
     risk: RiskLevel
 
     _distinct = field_validator("issues")(_issues_are_distinct)
 
     @field_validator("found_on")
     @classmethod
-    def _found_in_the_past_after_birth(cls, value: date, info: ValidationInfo) -> date:
-        _not_in_future(value)
+    def _found_after_birth(cls, value: date, info: ValidationInfo) -> date:
         minor = info.data.get("minor")
         if minor is not None and value < minor.date_of_birth:
             raise ValueError("the clue cannot be found before the minor's date of birth")
@@ -214,24 +277,28 @@ class AssessRisk(Command):
 
 
 class HoldConsultation(Command):
-    held_on: date
+    held_on: PastDay
     participants: Annotated[list[Code], Field(min_length=1, max_length=30)]
     decision: Note
-
-    _held_past = field_validator("held_on")(_not_in_future)
 
 
 class AssignUnit(Command):
     unit: Code
     function: ProtectionFunction
     task: Note
-    due_on: date
+    due_on: Day
 
     @field_validator("due_on")
     @classmethod
-    def _due_not_past(cls, value: date) -> date:
-        if value < date.today():
+    def _due_within_horizon(cls, value: date) -> date:
+        today = date.today()
+        if value < today:
             raise ValueError("due date is in the past; choose today or later")
+        if value > today + DUE_HORIZON:
+            raise ValueError(
+                f"due date is more than {DUE_HORIZON.days} days ahead; choose a nearer one "
+                "and renew the assignment if the work goes on"
+            )
         return value
 
 
@@ -256,9 +323,7 @@ class RecordIntervention(Command):
     function: ProtectionFunction
     measure: Annotated[str, Field(json_schema_extra={"enum": list(MEASURES)})]
     notes: Note
-    done_on: date
-
-    _done_past = field_validator("done_on")(_not_in_future)
+    done_on: PastDay
 
     @field_validator("measure")
     @classmethod
@@ -271,18 +336,14 @@ class RecordIntervention(Command):
 class SignGuardianshipLetter(Command):
     guardian_index: Annotated[int, Field(ge=0, le=5)]
     reason: LetterReason
-    signed_on: date
-
-    _signed_past = field_validator("signed_on")(_not_in_future)
+    signed_on: PastDay
 
 
 class RecordFollowUp(Command):
     """The quarterly update (每季度更新一次) or any follow-up visit."""
 
-    visited_on: date
+    visited_on: PastDay
     notes: Note
-
-    _visited_past = field_validator("visited_on")(_not_in_future)
 
 
 class Escalate(Command):
@@ -307,6 +368,18 @@ class IssueInvestigationOrder(Command):
     investigator: Code = Field(description="the investigator's user id, as in their token")
     reason: Note
     expires_at: AwareDatetime
+
+    @field_validator("expires_at")
+    @classmethod
+    def _expires_within_bounds(cls, value: Any) -> Any:
+        # Before any arithmetic: an instant near year 1 or 9999 overflows once moved to UTC.
+        # The precise rule (in the future, at most 90 days ahead) is `domain.orders`'s.
+        if not EARLIEST_DATE <= value.date() <= LATEST_DATE:
+            raise ValueError(
+                f"expires_at must lie between {EARLIEST_DATE} and {LATEST_DATE}; "
+                "an order runs at most 90 days"
+            )
+        return value
 
 
 class RevokeInvestigationOrder(Command):

@@ -1,16 +1,21 @@
 """Blind indexes: keyed HMAC values that let a read model find a person by exact name or ID
 number without holding either. The key (`index.key`) lives with the service's keys, never in
 the database; without it the stored values cannot be tested against guesses.
+
+A name is indexed in the one form the commands store it in (`domain.identity.normalise_name`:
+NFC, spaces trimmed and collapsed), so a lookup typed with a decomposed character or stray
+spaces finds the file; names with invisible or reordering characters are refused before they
+are stored or looked up (`domain.identity.check_name`). Proven over HTTP in
+`tests/integration/test_names.py`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import unicodedata
 from typing import Final
 
-from domain.identity import normalise_id_number
+from domain.identity import normalise_id_number, normalise_name
 
 _MIN_KEY_BYTES: Final = 32
 
@@ -33,4 +38,4 @@ class BlindIndex:
         return self._digest("id_number", normalise_id_number(id_number))
 
     def name(self, name: str) -> str:
-        return self._digest("name", unicodedata.normalize("NFC", name.strip()))
+        return self._digest("name", normalise_name(name))

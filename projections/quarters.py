@@ -3,25 +3,44 @@
 Events carry UTC timestamps; read models store them as fixed-width text (`stamp`) so that they
 sort and compare as text in both databases. Dates the users see (reported on, last update,
 quarter boundaries) are local dates in China Standard Time, which has no daylight saving.
+
+Every function here is total over Python's dates: at year 1 and year 9999 they clamp to the
+first or last instant and day instead of overflowing, so a date that slipped into a stored event
+cannot stop a read model (`tests/domain/test_quarters.py`). Requests are bounded well inside
+(`FIRST_DAY`..`LAST_DAY`, the dates a query parameter may name; `tests/integration/test_bounds.py`).
 """
 
 from __future__ import annotations
 
+import calendar
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 from typing import Final
 
+from domain.commands import EARLIEST_DATE, LATEST_DATE
+
 LOCAL_TZ: Final = timezone(timedelta(hours=8), "CST")
 _STAMP: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+# The dates a query may name (a report as of, a worklist on, a ledger from/to): those a command
+# may carry. Nothing before the service existed; nothing near date.max.
+FIRST_DAY: Final = EARLIEST_DATE
+LAST_DAY: Final = LATEST_DATE
+_FIRST_STAMP: Final = "0001-01-01T00:00:00.000000Z"
+_LAST_STAMP: Final = "9999-12-31T23:59:59.999999Z"
 
 
 def stamp(moment: datetime) -> str:
     """A UTC instant as sortable text: 2026-11-29T01:02:03.000004Z (always microseconds)."""
     if moment.tzinfo is None:
         raise ValueError("a timestamp without a time zone cannot be placed in time")
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:
+        # Within a day of year 1 or 9999 in another zone: the first or last instant there is.
+        return _FIRST_STAMP if moment.year == 1 else _LAST_STAMP
     # isoformat, not strftime(_STAMP): the same text, several times faster (rebuilds stamp
     # every event).
-    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return utc.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_stamp(text: str) -> datetime:
@@ -43,6 +62,8 @@ def start_of_day(day: date) -> datetime:
 
 def end_of_day_stamp(day: date) -> str:
     """The first instant after `day` (local), as a stamp: events before it belong to `day`."""
+    if day == date.max:
+        return _LAST_STAMP
     return stamp(start_of_day(day + timedelta(days=1)))
 
 
@@ -66,9 +87,17 @@ class Quarter:
     @property
     def end(self) -> date:
         """The last day of the quarter."""
-        return self.next().start - timedelta(days=1)
+        month = 3 * self.number
+        return date(self.year, month, calendar.monthrange(self.year, month)[1])
+
+    @property
+    def is_last(self) -> bool:
+        """The last quarter Python's dates can hold (9999Q4): it has no next."""
+        return self.year == date.max.year and self.number == 4
 
     def next(self) -> Quarter:
+        if self.is_last:
+            return self
         if self.number == 4:
             return Quarter(self.year + 1, 1)
         return Quarter(self.year, self.number + 1)
@@ -84,5 +113,5 @@ class Quarter:
 
 def quarterly_update_due(last_update: date) -> date:
     """Every open file is updated each quarter (每季度更新一次): a file last reported or updated
-    in one quarter is due by the end of the next."""
+    in one quarter is due by the end of the next (date.max for the last quarter there is)."""
     return Quarter.of(last_update).next().end
