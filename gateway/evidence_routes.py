@@ -10,6 +10,12 @@ case's street (the case's own events only). Anyone else is refused, and the refu
 
 The router's lifespan runs the evidence maintainer (`gateway.evidence.Evidence`) beside the API:
 it keeps the Merkle log up to date and signs checkpoints every N events or T seconds.
+
+Every integer parameter is bounded by `MAX_POSITION` (2**53): far beyond any store, exact in
+every JSON client (JavaScript's integers are exact up to 2**53), and with room for the
+arithmetic a proof does (+1, doubling) inside SQLite's and PostgreSQL's 64-bit signed integers,
+so an out-of-range value answers 422 instead of overflowing a driver
+(`tests/integration/test_bounds.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ from projections.checkpoints import key_id
 log = get_logger("casetrail.api")
 
 BUNDLE_ROLES: Final = (Role.INVESTIGATOR, Role.COORDINATOR)
+MAX_POSITION: Final = 2**53
 
 
 @asynccontextmanager
@@ -93,7 +100,9 @@ def public_key(actor: ActorDep, evidence: EvidenceDep) -> dict[str, str]:
 def checkpoints(
     actor: ActorDep,
     evidence: EvidenceDep,
-    after: Annotated[int, Query(ge=0, description="only checkpoints with a larger seq")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="only checkpoints with a larger seq")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict[str, Any]:
     """Signed checkpoints, oldest first: a unit that missed some fetches them from its last seq."""
@@ -116,9 +125,12 @@ def inclusion_proof(
     request: Request,
     actor: ActorDep,
     evidence: EvidenceDep,
-    position: Annotated[int, Query(ge=1, description="the event's position in the store")],
+    position: Annotated[
+        int, Query(ge=1, le=MAX_POSITION, description="the event's position in the store")
+    ],
     size: Annotated[
-        int | None, Query(ge=1, description="a checkpoint's size (default latest)")
+        int | None,
+        Query(ge=1, le=MAX_POSITION, description="a checkpoint's size (default latest)"),
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
     """The audit path of one stored event to a signed checkpoint (hashes only)."""
@@ -135,9 +147,9 @@ def consistency_proof(
     request: Request,
     actor: ActorDep,
     evidence: EvidenceDep,
-    first: Annotated[int, Query(ge=0, description="the older checkpoint's size")],
+    first: Annotated[int, Query(ge=0, le=MAX_POSITION, description="the older checkpoint's size")],
     second: Annotated[
-        int | None, Query(ge=0, description="the newer one's (default latest)")
+        int | None, Query(ge=0, le=MAX_POSITION, description="the newer one's (default latest)")
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
     """Proof that the newer checkpoint extends the older: nothing before it changed."""

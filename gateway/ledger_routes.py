@@ -58,7 +58,7 @@ from projections.ledger import (
     ledger_page,
     row_disclosure,
 )
-from projections.quarters import LOCAL_TZ, local_date, stamp, today
+from projections.quarters import FIRST_DAY, LAST_DAY, LOCAL_TZ, local_date, stamp, today
 from projections.readmodels import ReadModels
 from projections.reports import quarterly_report
 from projections.worklists import (
@@ -118,18 +118,34 @@ def _freshness(readmodels: ReadModels, name: str) -> dict[str, int]:
 
 
 Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+# Every date a query names lies in the window a command's dates may (JSON Schema's
+# minimum/maximum are for numbers, so the schema shows formatMinimum/formatMaximum): no date
+# arithmetic near date.max, no report "as of" a time the service had no data
+# (tests/integration/test_bounds.py).
+Day = Annotated[
+    date | None,
+    Query(
+        ge=FIRST_DAY,
+        le=LAST_DAY,
+        json_schema_extra={
+            "formatMinimum": FIRST_DAY.isoformat(),
+            "formatMaximum": LAST_DAY.isoformat(),
+        },
+    ),
+]
 
 
 def ledger_filters(
     street: Text = None,
     village: Text = None,
-    school: Text = None,
+    # The school as stored: normalised like the command's (no invisible characters).
+    school: Annotated[cmd.ShortText | None, Query(min_length=1, max_length=64)] = None,
     category: Category | None = None,
-    subtype: Annotated[str | None, Query(max_length=64)] = None,
+    subtype: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     risk: RiskLevel | None = None,
     status: CaseStatus | None = None,
-    found_from: date | None = None,
-    found_to: date | None = None,
+    found_from: Day = None,
+    found_to: Day = None,
 ) -> LedgerQuery:
     """The ledger's filters, shared by its pages and its exports (a FastAPI dependency)."""
     if subtype is not None:
@@ -253,7 +269,9 @@ def find_cases(
     reader: ReaderDep,
     svc: ServicesDep,
     id_number: Annotated[str | None, Query(max_length=32)] = None,
-    name: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
+    # Normalised and checked as a stored name is: a decomposed form or stray spaces still find
+    # the file; invisible or bidi characters are refused (422), never silently dropped.
+    name: Annotated[cmd.Name | None, Query(min_length=1, max_length=32)] = None,
 ) -> dict[str, Any]:
     """Files of a minor, found by exact ID number or name through the blind index (the read
     models hold neither). Answers ledger rows, masked; recorded like a ledger page. A query
@@ -263,7 +281,7 @@ def find_cases(
 
 class Lookup(cmd.Command):
     id_number: Annotated[str | None, Field(max_length=32)] = None
-    name: Annotated[str | None, Field(min_length=1, max_length=32)] = None
+    name: cmd.Name | None = None
 
 
 @router.post("/v1/cases/search", tags=["ledgers"])
@@ -463,7 +481,7 @@ def unit_assignments(
     svc: ServicesDep,
     unit: Text = None,
     state: AssignmentState = AssignmentState.OPEN,
-    on: date | None = None,
+    on: Day = None,
 ) -> dict[str, Any]:
     """Open assignments with their due dates: all units of your street (coordinators,
     supervisors), or your own unit's. `state=unacknowledged|overdue` narrows; `on` is the day
@@ -486,7 +504,7 @@ def unit_assignments(
 
 
 @router.get("/v1/worklists/quarterly-updates", tags=["worklists"])
-def updates_due(reader: ReaderDep, svc: ServicesDep, on: date | None = None) -> dict[str, Any]:
+def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str, Any]:
     """Open files without an update (follow-up) in the current quarter (每季度更新一次), due by
     its last day; overdue when a whole quarter passed without one."""
     scope = _scope(reader.actor, reader.purpose)
@@ -507,7 +525,7 @@ def updates_due(reader: ReaderDep, svc: ServicesDep, on: date | None = None) -> 
 
 @router.get("/v1/reports/quarterly", tags=["reports"])
 def quarterly(
-    reader: ReaderDep, svc: ServicesDep, as_of: date | None = None, village: Text = None
+    reader: ReaderDep, svc: ServicesDep, as_of: Day = None, village: Text = None
 ) -> dict[str, Any]:
     """The street's quarterly report (季度报表) as of a date (today by default): counts by
     category, subtype, village, risk and status, files new and closed in the quarter. Counts
