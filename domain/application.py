@@ -43,6 +43,7 @@ from domain.group_commit import GroupCommit
 from domain.notices import ASSIGNMENT_TOPICS, DueDateReminder, OpenAssignments, reminders_due
 from domain.orders import InvestigationOrder, check_expiry, order_id
 from domain.permissions import require_permission
+from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
 from domain.units import (
     RegisterUnit,
@@ -159,12 +160,31 @@ class CaseTrail(Application[UUID]):
             with suppress(PersistenceError):
                 self.snapshots.put([Snapshot.take(case)])
 
-    def _record_access(self, event: CaseAccessed | AccessDenied) -> None:
+    def _record_access(self, event: CaseAccessed | AccessDenied | AuthenticationRefused) -> None:
         """Durably store one access event; raises if the store fails."""
         if self.access_commits is None:
             self.store_events([event])
         else:
             self.access_commits.record(event)
+
+    def record_authentication_refusal(self, event: AuthenticationRefused) -> None:
+        """Durably store a refused authentication (`domain.refusals`); raises if the store
+        fails, so that the refusal is answered 503 rather than left unrecorded."""
+        self._record_access(event)
+
+    def authentication_refusals(
+        self, *, case_id: UUID | None = None, limit: int = 1000
+    ) -> list[AuthenticationRefused]:
+        """Refused authentications, newest first (a scan of their topic), optionally only those
+        whose path named a case."""
+        found: list[AuthenticationRefused] = []
+        for notification in self.notifications(topics=(get_topic(AuthenticationRefused),)):
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, AuthenticationRefused) and (
+                case_id is None or event.case_id == case_id
+            ):
+                found.append(event)
+        return found[::-1][:limit]
 
     def store_events(self, events: Sequence[DomainEvent]) -> None:
         """Store events (not aggregates) in one transaction. `save()` would first check each

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
@@ -63,7 +63,7 @@ def revoke_order(
 
 def _require_auditor(role: Role) -> None:
     if role is not Role.COMPLIANCE_AUDITOR:
-        raise errors.NotPermitted("only compliance auditors review break-glass accesses")
+        raise errors.NotPermitted("only compliance auditors review accesses and refusals")
 
 
 @router.get("/v1/compliance/break-glass", tags=["compliance"])
@@ -96,3 +96,36 @@ def review(
     svc.application.review_break_glass(access_id, command, actor)
     log.info("break_glass_reviewed", access_id=str(access_id), outcome=command.outcome)
     return {"access_id": str(access_id), "outcome": command.outcome}
+
+
+@router.get("/v1/compliance/authentication-refusals", tags=["compliance"])
+def authentication_refusals(
+    reader: ReaderDep,
+    case_id: UUID | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Requests refused before their sender was known (missing, malformed, expired, forged
+    tokens), newest first; `case_id` keeps those whose path named that case. A flood is stored
+    at a bounded rate: `suppressed` counts the refusals from the same client for the same
+    reason that were not stored one by one (`domain/refusals.py`). Needs purpose
+    `compliance_review`."""
+    _require_auditor(reader.actor.role)
+    if reader.purpose is not Purpose.COMPLIANCE_REVIEW:
+        raise errors.NotPermitted("declare X-Purpose-Of-Use: compliance_review")
+    items = reader.application.authentication_refusals(case_id=case_id, limit=limit)
+    return {
+        "items": [
+            {
+                "refusal_id": str(e.originator_id),
+                "at": e.timestamp.isoformat(),
+                "reason": e.reason,
+                "method": e.method,
+                "route": e.route,
+                "case_id": str(e.case_id) if e.case_id else None,
+                "client": e.client,
+                "request_id": e.request_id,
+                "suppressed": e.suppressed,
+            }
+            for e in items
+        ]
+    }

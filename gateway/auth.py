@@ -15,6 +15,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from domain.access import Actor
+from domain.refusals import RefusalReason
 from domain.taxonomy import Role
 from gateway.settings import TOKEN_AUDIENCE, TOKEN_ISSUER
 
@@ -24,7 +25,13 @@ _VERIFIED_CACHE_SIZE = 10_000
 
 
 class AuthenticationFailed(Exception):
-    """The token is missing, malformed, expired or not signed by a trusted key."""
+    """The token is missing, malformed, expired or not signed by a trusted key. The message is
+    one of a fixed few (never a part of the token); `reason` is what the refusal event records
+    (`domain.refusals`)."""
+
+    def __init__(self, message: str, reason: RefusalReason) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def issue_token(
@@ -74,7 +81,6 @@ class TokenVerifier:
         return actor
 
     def _verify(self, token: str) -> tuple[Actor, float]:
-        last_error = "no key"
         for key in self._keys:
             try:
                 claims = jwt.decode(
@@ -86,16 +92,29 @@ class TokenVerifier:
                     options={"require": _REQUIRED_CLAIMS},
                 )
             except jwt.InvalidSignatureError:
-                last_error = "signature not made by a trusted key"
                 continue
             except jwt.ExpiredSignatureError:
-                raise AuthenticationFailed("the token has expired; ask for a new one") from None
-            except jwt.PyJWTError as exc:
-                raise AuthenticationFailed(f"the token is not valid: {exc}") from None
+                raise AuthenticationFailed(
+                    "the token has expired; ask for a new one", RefusalReason.EXPIRED
+                ) from None
+            except jwt.DecodeError:
+                # The library's message may quote bytes of the token: never passed on.
+                raise AuthenticationFailed(
+                    "the token is not a well-formed JWT; send the token as issued",
+                    RefusalReason.MALFORMED,
+                ) from None
+            except jwt.PyJWTError:
+                raise AuthenticationFailed(
+                    "the token's claims are not valid here (issuer, audience, times or a "
+                    "required claim); ask for a new one",
+                    RefusalReason.INVALID_CLAIMS,
+                ) from None
             try:
                 role = Role(claims["role"])
             except ValueError:
-                raise AuthenticationFailed("the token names an unknown role") from None
+                raise AuthenticationFailed(
+                    "the token names an unknown role", RefusalReason.UNKNOWN_ROLE
+                ) from None
             actor = Actor(
                 user=str(claims["sub"]),
                 role=role,
@@ -103,4 +122,7 @@ class TokenVerifier:
                 street=str(claims["street"]),
             )
             return actor, float(claims["exp"])
-        raise AuthenticationFailed(f"the token is not valid: {last_error}")
+        raise AuthenticationFailed(
+            "the token is not valid: its signature was not made by a trusted key",
+            RefusalReason.UNTRUSTED_SIGNATURE,
+        )

@@ -6,16 +6,19 @@ the reader is the only way to get case content, and each read stores its access 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier
 from gateway.settings import Settings
@@ -29,6 +32,8 @@ class Services:
     settings: Settings
     # The ledgers, worklists and reports (None when they could not be opened: see the log).
     readmodels: ReadModels | None = None
+    # Which refused authentications are stored as events (domain.refusals), per worker.
+    refusals: RefusalThrottle = field(default_factory=RefusalThrottle)
 
 
 # The dependencies below do no I/O, so they are coroutines: FastAPI runs a plain `def`
@@ -46,12 +51,49 @@ async def current_actor(
     svc: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
-    if credentials is None:
-        raise AuthenticationFailed("no bearer token; send `Authorization: Bearer <token>`")
-    actor = svc.verifier.verify(credentials.credentials)
+    try:
+        if credentials is None:
+            raise AuthenticationFailed(
+                "no bearer token; send `Authorization: Bearer <token>`", RefusalReason.MISSING
+            )
+        actor = svc.verifier.verify(credentials.credentials)
+    except AuthenticationFailed as refused:
+        await _record_refusal(request, svc, refused.reason)
+        raise
     structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
     return actor
+
+
+async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:
+    """Store the refusal (unless the throttle counts it into a later event) before the 401
+    leaves: no token content, the route's template, and the case id the path names."""
+    client = request.client.host if request.client else "unknown"
+    suppressed = svc.refusals.admit(client, reason, time.monotonic())
+    if suppressed is None:
+        return
+    route = request.scope.get("route")
+    case_id = request.path_params.get("case_id")
+    event = refusal_event(
+        reason=reason,
+        method=request.method,
+        route=getattr(route, "path", "unmatched"),
+        case_id=_uuid_or_none(case_id),
+        client=client,
+        request_id=request.state.request_id,
+        suppressed=suppressed,
+    )
+    # A store write: off the event loop, like every other one.
+    await run_in_threadpool(svc.application.record_authentication_refusal, event)
+
+
+def _uuid_or_none(value: object) -> UUID | None:
+    if isinstance(value, UUID):
+        return value
+    try:
+        return UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 async def purpose_of_use(
