@@ -1,15 +1,25 @@
 """The ledger (台账): one row per case file, kept up to date from the case events.
 
-Tables (see `LedgerView.create_statements`):
-- `ledger_cases`: the row of each file. Personal data only as masks (张*明, 330102********1234)
-  and blind-index values (`name_index`, `id_index`); no description, guardian, phone or date
-  of birth (the age is computed on the date found).
-- `ledger_issues`: the (category, subtype) pairs of each file, for filtering.
+Tables (see `LedgerView.create_statements`; every column, and why it is held as it is, in
+`docs/projections.md`, "What each column holds"):
+- `ledger_cases`: the row of each file. Nothing that identifies the minor or reveals a
+  sensitive subtype is in clear: what is only displayed (village, school, masked name and ID
+  number, gender, age, the issues) is in `sealed`, AES-256-GCM bound to the case id
+  (`projections.sealed`); what is filtered on is a keyed token (`village_index`,
+  `school_index`, and the blind indexes `name_index`, `id_index`). No description, guardian,
+  phone or date of birth (the age is computed on the date found). Operational values (street,
+  units, risk, status, dates, counts) stay in clear: queries filter and sort on them.
+- `ledger_issues`: the (category, subtype) pairs of each file, for filtering; subtypes of the
+  mental-health and unlawful-harm categories as tokens, the others as codes.
 - `ledger_assignments`: each assignment of a unit under a protection function, for the
   assigned-units column and the units' worklists (`projections.worklists`).
 
-Reading: `LedgerQuery` + `ledger_page()`; rows come back as `LedgerRow`, whose `as_dict()`
-is the JSON form and whose `cells()` are the export's columns (`COLUMNS`).
+Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
+bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
+
+Reading: `LedgerQuery` + `ledger_page()` in a `KeyedDb` (the read models' reading transaction,
+which carries their keys); rows come back opened, as `LedgerRow`, whose `as_dict()` is the JSON
+form and whose `cells()` are the export's columns (`COLUMNS`).
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from domain.taxonomy import (
     GENDER_LABELS,
     PROTECTION_FUNCTION_LABELS,
     RISK_LABELS,
+    SUBTYPES,
     CaseStatus,
     Category,
     DiscoveryMethod,
@@ -43,6 +54,7 @@ from domain.taxonomy import (
     Gender,
     ProtectionFunction,
     RiskLevel,
+    is_known_subtype,
     subtype_label,
 )
 from projections.blind_index import BlindIndex
@@ -54,6 +66,7 @@ from projections.quarters import (
     quarterly_update_due,
     stamp,
 )
+from projections.sealed import KeyedDb, ReadModelKeys
 
 # Every event of the case aggregate; access events are other streams and never reach the ledger.
 CASE_EVENTS: Final = (
@@ -73,24 +86,20 @@ CASE_EVENTS: Final = (
 )
 CASE_TOPICS: Final = tuple(get_topic(getattr(Case, name)) for name in CASE_EVENTS)
 
+# Stored columns of `ledger_cases`.
 _CASE_COLUMNS: Final = (
     "case_id",
     "street",
-    "village",
-    "reporting_unit",
-    "school",
-    "name_masked",
+    "village_index",
+    "reporting_unit_index",
+    "school_index",
     "name_index",
-    "id_masked",
     "id_index",
-    "gender",
-    "age",
-    "issues",
+    "sealed",
     "risk",
     "status",
     "found_on",
     "found_by_role",
-    "found_by_unit",
     "method",
     "reported_at",
     "updated_at",
@@ -107,6 +116,21 @@ _CASE_COLUMNS: Final = (
     "closed_at",
     "closing_reason",
 )
+# Values of a row held in its `sealed` column: displayed, never filtered on in the database.
+# The reporting and finding units are sealed too: a village's own committee reports its clues,
+# so its unit code is the village's.
+SEALED_VALUES: Final = (
+    "village",
+    "reporting_unit",
+    "found_by_unit",
+    "school",
+    "name_masked",
+    "id_masked",
+    "gender",
+    "age",
+    "issues",
+)
+_SEALED_IN: Final = "ledger_cases"
 _ASSIGNMENT_COLUMNS: Final = (
     "assignment_id",
     "case_id",
@@ -130,14 +154,14 @@ class LedgerView(View):
     tables = ("ledger_cases", "ledger_issues", "ledger_assignments")
     topics = CASE_TOPICS
 
-    def __init__(self, blind_index: BlindIndex) -> None:
+    def __init__(self, blind_index: BlindIndex, keys: ReadModelKeys) -> None:
         self.blind_index = blind_index
+        self.keys = keys
 
     def create_statements(self, dialect: Dialect) -> list[str]:
         text, number = "TEXT", "BIGINT"
         columns = {
             "case_id": f"{text} PRIMARY KEY",
-            "age": f"{number} NOT NULL",
             "version": f"{number} NOT NULL",
             "follow_up_count": f"{number} NOT NULL",
             "intervention_count": f"{number} NOT NULL",
@@ -166,7 +190,7 @@ class LedgerView(View):
             "CREATE INDEX IF NOT EXISTS ledger_cases_street_order ON {ledger_cases} "
             "(street, found_on DESC, case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_cases_village ON {ledger_cases} "
-            "(street, village, found_on DESC, case_id)",
+            "(street, village_index, found_on DESC, case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_cases_risk ON {ledger_cases} "
             "(street, risk, found_on DESC, case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_cases_status ON {ledger_cases} "
@@ -174,9 +198,10 @@ class LedgerView(View):
             # The earlier (street, village, found_on) index, which ledger_cases_village
             # replaces: kept, it would cost every ledger write on stores made before.
             "DROP INDEX IF EXISTS {ledger_cases_place}",  # schema-qualified on PostgreSQL
-            "CREATE INDEX IF NOT EXISTS ledger_cases_unit ON {ledger_cases} (reporting_unit)",
+            "CREATE INDEX IF NOT EXISTS ledger_cases_unit ON {ledger_cases} (reporting_unit_index)",
             "CREATE INDEX IF NOT EXISTS ledger_cases_id_index ON {ledger_cases} (id_index)",
             "CREATE INDEX IF NOT EXISTS ledger_cases_name_index ON {ledger_cases} (name_index)",
+            "CREATE INDEX IF NOT EXISTS ledger_cases_school_index ON {ledger_cases} (school_index)",
             "CREATE TABLE IF NOT EXISTS {ledger_issues} (case_id TEXT NOT NULL, "
             "category TEXT NOT NULL, subtype TEXT NOT NULL, "
             "PRIMARY KEY (case_id, category, subtype))",
@@ -203,7 +228,7 @@ class LedgerView(View):
             for row in db.execute(
                 f"SELECT * FROM {{ledger_cases}} WHERE case_id IN ({marks})", chunk
             ):
-                cases[row["case_id"]] = row
+                cases[row["case_id"]] = plain_row(self.keys, row)
             for row in db.execute(
                 f"SELECT * FROM {{ledger_assignments}} WHERE case_id IN ({marks})", chunk
             ):
@@ -239,7 +264,7 @@ class LedgerView(View):
         db.insert(
             "ledger_cases",
             _CASE_COLUMNS,
-            [[row[c] for c in _CASE_COLUMNS] for cid, row in cases.items() if cid in touched],
+            [self._stored(row) for cid, row in cases.items() if cid in touched],
             key=("case_id",),
         )
         db.insert(
@@ -258,13 +283,26 @@ class LedgerView(View):
             "ledger_issues",
             ("case_id", "category", "subtype"),
             [
-                (case_id, category, subtype)
+                (case_id, category, self.keys.subtype(category, subtype))
                 for case_id in changed
                 for category, subtype in dict.fromkeys(
                     tuple(pair) for pair in json.loads(cases[case_id]["issues"])
                 )
             ],
         )
+
+    def _stored(self, row: Row) -> list[Any]:
+        """The row as `ledger_cases` holds it: displayed values sealed, filtered ones hashed."""
+        stored = {
+            **row,
+            "village_index": self.keys.token("village", row["village"]),
+            "reporting_unit_index": self.keys.token("unit", row["reporting_unit"]),
+            "school_index": self.keys.token("school", row["school"]),
+            "sealed": self.keys.seal(
+                _SEALED_IN, row["case_id"], {k: row[k] for k in SEALED_VALUES}
+            ),
+        }
+        return [stored[c] for c in _CASE_COLUMNS]
 
     def _reported(self, case_id: str, event: Any) -> Row:
         data = vars(event)
@@ -405,7 +443,7 @@ class LedgerQuery:
 
 
 def scope_clause(
-    scope: RowScope, alias: str = "c", *, ended_since: str | None = None
+    keys: ReadModelKeys, scope: RowScope, alias: str = "c", *, ended_since: str | None = None
 ) -> tuple[str, list[Any]]:
     """The WHERE conditions that keep an actor's rows: their street, and their unit's files
     (reporters) or the files their unit holds an open assignment on (unit members); with
@@ -413,8 +451,8 @@ def scope_clause(
     A pre-filter: each row's fields are still decided by the access rules."""
     clauses, params = [f"{alias}.street = ?"], [scope.street]
     if scope.reporting_unit is not None:
-        clauses.append(f"{alias}.reporting_unit = ?")
-        params.append(scope.reporting_unit)
+        clauses.append(f"{alias}.reporting_unit_index = ?")
+        params.append(keys.token("unit", scope.reporting_unit))
     if scope.assigned_unit is not None:
         held = (
             "s.ended_at IS NULL"
@@ -431,22 +469,47 @@ def scope_clause(
     return " AND ".join(clauses), params
 
 
-def _where(scope: RowScope, query: LedgerQuery, ended_since: str | None) -> tuple[str, list[Any]]:
-    clause, params = scope_clause(scope, ended_since=ended_since)
+def plain_row(keys: ReadModelKeys, stored: Row) -> Row:
+    """A `ledger_cases` row with its sealed values opened (`SEALED_VALUES`), as the ledger's
+    readers and its fold use it."""
+    row = {k: v for k, v in stored.items() if k != "sealed"}
+    row.update(keys.open(_SEALED_IN, stored["case_id"], stored["sealed"]))
+    return row
+
+
+def _where(
+    keys: ReadModelKeys, scope: RowScope, query: LedgerQuery, ended_since: str | None
+) -> tuple[str, list[Any]]:
+    clause, params = scope_clause(keys, scope, ended_since=ended_since)
     clauses = [clause]
-    for column in ("street", "village", "school", "risk", "status", "id_index", "name_index"):
+    for column in ("street", "risk", "status", "id_index", "name_index"):
         value = getattr(query, column)
         if value is not None:
             clauses.append(f"c.{column} = ?")
             params.append(value)
+    # Held as keyed tokens: the query's value is hashed the same way.
+    for column in ("village", "school"):
+        value = getattr(query, column)
+        if value is not None:
+            clauses.append(f"c.{column}_index = ?")
+            params.append(keys.token(column, value))
     if query.category is not None or query.subtype is not None:
         issue = ["i.case_id = c.case_id"]
-        if query.category is not None:
+        if query.subtype is None:
             issue.append("i.category = ?")
             params.append(query.category)
-        if query.subtype is not None:
-            issue.append("i.subtype = ?")
-            params.append(query.subtype)
+        else:
+            # A subtype code may stand under several categories (虐待), each stored its own
+            # way: one (category, stored subtype) pair per category that knows the code.
+            categories = [query.category] if query.category is not None else list(SUBTYPES)
+            pairs = [str(c) for c in categories if is_known_subtype(str(c), query.subtype)]
+            if not pairs:
+                pairs = [query.category or ""]
+            issue.append(
+                "(" + " OR ".join("(i.category = ? AND i.subtype = ?)" for _ in pairs) + ")"
+            )
+            for category in pairs:
+                params += [category, keys.subtype(category, query.subtype)]
         clauses.append(f"EXISTS (SELECT 1 FROM {{ledger_issues}} i WHERE {' AND '.join(issue)})")
     if query.found_from is not None:
         clauses.append("c.found_on >= ?")
@@ -701,7 +764,7 @@ def _load_assignments(db: Db, case_ids: Sequence[str]) -> dict[str, list[Assignm
 
 
 def ledger_page(
-    db: Db,
+    db: KeyedDb,
     scope: RowScope,
     query: LedgerQuery,
     *,
@@ -709,8 +772,8 @@ def ledger_page(
     offset: int = 0,
     ended_since: str | None = None,
 ) -> tuple[int, list[LedgerRow]]:
-    """(rows matching in total, this page of rows), newest found first."""
-    where, params = _where(scope, query, ended_since)
+    """(rows matching in total, this page of rows), newest found first, opened."""
+    where, params = _where(db.keys, scope, query, ended_since)
     (count,) = db.execute(f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params)
     rows = db.execute(
         f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} "
@@ -718,11 +781,13 @@ def ledger_page(
         [*params, limit, offset],
     )
     held = _load_assignments(db, [r["case_id"] for r in rows])
-    return int(count["n"]), [LedgerRow(r, tuple(held.get(r["case_id"], ()))) for r in rows]
+    return int(count["n"]), [
+        LedgerRow(plain_row(db.keys, r), tuple(held.get(r["case_id"], ()))) for r in rows
+    ]
 
 
 def ledger_rows(
-    db: Db, scope: RowScope, query: LedgerQuery, *, limit: int, ended_since: str | None = None
+    db: KeyedDb, scope: RowScope, query: LedgerQuery, *, limit: int, ended_since: str | None = None
 ) -> list[LedgerRow]:
     """Every matching row (up to `limit`), in ledger order: for exports."""
     return ledger_page(db, scope, query, limit=limit, ended_since=ended_since)[1]

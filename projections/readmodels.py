@@ -9,37 +9,59 @@ Where the tables live: a datastore built from a store environment (see
 `gateway.readmodels`): by default a SQLite file of their own next to the events'
 (`$CASETRAIL_HOME/readmodels.sqlite`), or the events' own PostgreSQL database and schema.
 Either can be deleted and rebuilt from the events at any time.
+
+Their keys (`projections.sealed.ReadModelKeys`, derived from the index key): the views seal
+and hash with them, and every reading transaction carries them (`KeyedDb`).
+
+Schema changes rebuild: each view has a `SCHEMA` version, stored with the key id in
+`readmodel_schema`. When a view opens on a store whose version or key id differs (a store made
+by earlier code, which held school, village... in clear; or another key), its tables and its
+position are dropped in one transaction and made again, empty, and its follower refills them
+from the event store. On SQLite the dropped pages are overwritten with zeros (`secure_delete`)
+and the WAL is truncated, so that no old plaintext stays in the file. Proven by
+`tests/projections/test_readmodel_privacy.py` (an old-layout store with planted plaintext
+opens, is rebuilt, and its bytes no longer hold the planted values).
 """
 
 from __future__ import annotations
 
+import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
 
 from eventsourcing.application import Application
+from eventsourcing.postgres import PostgresDatastore
+from eventsourcing.sqlite import SQLiteDatastore
 
 from projections.blind_index import BlindIndex
 from projections.follower import (
     DEFAULT_BATCH_SIZE,
-    AnyViewRecorder,
+    Db,
     Follower,
     Horizon,
+    PostgresViewRecorder,
     Progress,
+    SQLiteViewRecorder,
     Status,
     View,
     open_datastore,
-    view_recorder,
     waker_for,
 )
 from projections.ledger import LedgerView
 from projections.reports import ReportsView
+from projections.sealed import KeyedDb, ReadModelKeys
 from projections.worklists import DEFAULT_CONSULTATION_DEADLINE
 
 VIEW_NAMES: Final = ("ledger", "reports")
 _JOIN_SECONDS: Final = 10.0
+# The layout of each view's tables; a change makes stores built before rebuild the view.
+# 2: school, village, gender, age, masks and issues sealed or hashed (none in clear).
+SCHEMA: Final = {"ledger": 2, "reports": 2}
+SCHEMA_TABLE: Final = "readmodel_schema"
 
 
 @dataclass(frozen=True)
@@ -63,6 +85,117 @@ class UnknownView(KeyError):
         return self.message
 
 
+class KeyedSQLiteViewRecorder(SQLiteViewRecorder):
+    """A view's recorder whose reading transactions carry the read models' keys."""
+
+    def __init__(self, datastore: SQLiteDatastore, *, view: View, keys: ReadModelKeys) -> None:
+        super().__init__(datastore, view=view)
+        self.keys = keys
+
+    @contextmanager
+    def reading(self) -> Iterator[KeyedDb]:
+        with super().reading() as db:
+            yield KeyedDb.of(db, self.keys)
+
+
+class KeyedPostgresViewRecorder(PostgresViewRecorder):
+    """A view's recorder whose reading transactions carry the read models' keys."""
+
+    def __init__(self, datastore: PostgresDatastore, *, view: View, keys: ReadModelKeys) -> None:
+        super().__init__(datastore, view=view)
+        self.keys = keys
+
+    @contextmanager
+    def reading(self) -> Iterator[KeyedDb]:
+        with super().reading() as db:
+            yield KeyedDb.of(db, self.keys)
+
+
+KeyedRecorder = KeyedSQLiteViewRecorder | KeyedPostgresViewRecorder
+
+
+def keyed_recorder(
+    datastore: SQLiteDatastore | PostgresDatastore, view: View, keys: ReadModelKeys
+) -> KeyedRecorder:
+    """The recorder of `view`, its tables made (again, empty, if their layout or key changed)."""
+    _ensure_schema(datastore, view, f"{SCHEMA[view.name]}:{keys.key_id}")
+    recorder: KeyedRecorder
+    if isinstance(datastore, SQLiteDatastore):
+        recorder = KeyedSQLiteViewRecorder(datastore, view=view, keys=keys)
+    else:
+        recorder = KeyedPostgresViewRecorder(datastore, view=view, keys=keys)
+    recorder.create_table()
+    return recorder
+
+
+@contextmanager
+def _schema_transaction(datastore: SQLiteDatastore | PostgresDatastore) -> Iterator[Db]:
+    """One write transaction that no other process checking the schema runs beside."""
+    if isinstance(datastore, PostgresDatastore):
+        with datastore.transaction(commit=True) as cursor:
+            db = Db(cursor, "postgres", datastore.schema)
+            # Serialises the check of this schema's views across processes (and keeps two
+            # `CREATE TABLE IF NOT EXISTS` of the same table from racing).
+            db.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(?))", (f"{SCHEMA_TABLE}:{db.schema}",)
+            )
+            yield db
+        return
+    with datastore.get_connection(commit=True) as connection:
+        lite = connection.cursor().sqlite_cursor
+        secure = (lite.execute("PRAGMA secure_delete").fetchone() or (0,))[0]
+        # Pages freed by dropping tables are zeroed, not left with their old contents.
+        lite.execute("PRAGMA secure_delete=ON")
+        try:
+            lite.execute("BEGIN IMMEDIATE")
+            try:
+                yield Db(lite, "sqlite")
+                connection.commit()
+            except BaseException:
+                with suppress(sqlite3.Error):
+                    connection.rollback()
+                raise
+        finally:
+            with suppress(sqlite3.Error):
+                lite.execute(f"PRAGMA secure_delete={int(secure)}")
+            lite.close()
+
+
+def _ensure_schema(
+    datastore: SQLiteDatastore | PostgresDatastore, view: View, fingerprint: str
+) -> None:
+    """Drop `view`'s tables and position when the store holds another layout or key (a store
+    made before this check holds no row for the view: its tables are dropped too)."""
+    with _schema_transaction(datastore) as db:
+        db.execute(
+            f"CREATE TABLE IF NOT EXISTS {{{SCHEMA_TABLE}}} "
+            "(view_name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)"
+        )
+        found = db.execute(
+            f"SELECT fingerprint FROM {{{SCHEMA_TABLE}}} WHERE view_name = ?", (view.name,)
+        )
+        if found and found[0]["fingerprint"] == fingerprint:
+            return
+        for table in (*reversed(view.tables), f"{view.name}_tracking"):
+            db.execute(f"DROP TABLE IF EXISTS {{{table}}}")
+        for statement in view.create_statements(db.dialect):
+            db.execute(statement)
+        db.execute(
+            f"INSERT INTO {{{SCHEMA_TABLE}}} VALUES (?, ?) "
+            "ON CONFLICT (view_name) DO UPDATE SET fingerprint = excluded.fingerprint",
+            (view.name, fingerprint),
+        )
+    if isinstance(datastore, SQLiteDatastore):
+        _truncate_wal(datastore)
+
+
+def _truncate_wal(datastore: SQLiteDatastore) -> None:
+    """Copy the WAL into the database and truncate it: the old pages' frames go with it.
+    Best effort: a reader holding an old snapshot keeps the WAL until the next checkpoint."""
+    with suppress(sqlite3.Error), datastore.get_connection(commit=False) as connection:
+        connection.cursor().sqlite_cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 class ReadModels:
     def __init__(
         self,
@@ -77,11 +210,12 @@ class ReadModels:
         self.config = config
         self.log = log
         self.blind_index = BlindIndex(config.index_key)
+        self.keys = ReadModelKeys(config.index_key)
         self.datastore = open_datastore(config.env)
-        views: list[View] = [LedgerView(self.blind_index), ReportsView()]
+        views: list[View] = [LedgerView(self.blind_index, self.keys), ReportsView(self.keys)]
         try:
-            self.recorders: dict[str, AnyViewRecorder] = {
-                view.name: view_recorder(self.datastore, view) for view in views
+            self.recorders: dict[str, KeyedRecorder] = {
+                view.name: keyed_recorder(self.datastore, view, self.keys) for view in views
             }
             self.followers = {
                 name: Follower(
@@ -96,11 +230,11 @@ class ReadModels:
         self._threads: list[threading.Thread] = []
 
     @property
-    def ledger(self) -> AnyViewRecorder:
+    def ledger(self) -> KeyedRecorder:
         return self.recorders["ledger"]
 
     @property
-    def reports(self) -> AnyViewRecorder:
+    def reports(self) -> KeyedRecorder:
         return self.recorders["reports"]
 
     @property

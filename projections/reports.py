@@ -9,11 +9,17 @@ altered, and later ones carry later times.
 Counted: files by category, subtype, village, risk and status; files new in the quarter
 (reported, i.e. recorded, between the quarter's first day and the as-of date) and closed in it.
 A file with issues in two categories counts once under each category, once in every total.
+
+Nothing that identifies a child or reveals a sensitive subtype is in clear (`projections.sealed`):
+the village is a keyed token (`village_index`, for the village filter and the count by village)
+beside its sealed value (`village_sealed`, opened once per village for the report's labels);
+`issues` holds the subtypes of the mental-health and unlawful-harm categories as keyed tokens,
+counted by token and named through the taxonomy. Proven by
+`tests/projections/test_readmodel_privacy.py`; the counts by `tests/projections/test_ledger_api.py`.
 """
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date
@@ -29,19 +35,32 @@ from domain.taxonomy import (
 from projections.follower import Batch, Db, Dialect, Row, View
 from projections.ledger import CASE_TOPICS
 from projections.quarters import Quarter, end_of_day_stamp, stamp, start_of_day
+from projections.sealed import KeyedDb, ReadModelKeys
 
 _STATE: Final = ("status", "risk", "issues")
+_CASE_COLUMNS: Final = (
+    "case_id",
+    "street",
+    "village_index",
+    "village_sealed",
+    "status",
+    "risk",
+    "issues",
+)
 _HISTORY_COLUMNS: Final = (
     "case_id",
     "version",
     "at",
     "event",
     "street",
-    "village",
+    "village_index",
+    "village_sealed",
     "status",
     "risk",
     "issues",
 )
+# The sealed village is the same value in both tables: one label for its associated data.
+_VILLAGE: Final = "report_village"
 
 
 class ReportsView(View):
@@ -49,15 +68,19 @@ class ReportsView(View):
     tables = ("report_cases", "report_history")
     topics = CASE_TOPICS
 
+    def __init__(self, keys: ReadModelKeys) -> None:
+        self.keys = keys
+
     def create_statements(self, dialect: Dialect) -> list[str]:
         return [
             "CREATE TABLE IF NOT EXISTS {report_cases} (case_id TEXT PRIMARY KEY, "
-            "street TEXT NOT NULL, village TEXT NOT NULL, status TEXT NOT NULL, "
-            "risk TEXT NOT NULL, issues TEXT NOT NULL)",
+            "street TEXT NOT NULL, village_index TEXT NOT NULL, village_sealed TEXT NOT NULL, "
+            "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL)",
             "CREATE TABLE IF NOT EXISTS {report_history} (case_id TEXT NOT NULL, "
             "version BIGINT NOT NULL, at TEXT NOT NULL, event TEXT NOT NULL, "
-            "street TEXT NOT NULL, village TEXT NOT NULL, status TEXT NOT NULL, "
-            "risk TEXT NOT NULL, issues TEXT NOT NULL, PRIMARY KEY (case_id, version))",
+            "street TEXT NOT NULL, village_index TEXT NOT NULL, village_sealed TEXT NOT NULL, "
+            "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL, "
+            "PRIMARY KEY (case_id, version))",
             "CREATE INDEX IF NOT EXISTS report_history_street_at ON {report_history} (street, at)",
         ]
 
@@ -77,50 +100,49 @@ class ReportsView(View):
         for event in batch.events:
             case_id, kind, data = str(event.originator_id), type(event).__name__, vars(event)
             if kind == "ClueReported":
+                village = data["minor"]["village"]
                 state: Row = {
                     "case_id": case_id,
                     "street": data["street"],
-                    "village": data["minor"]["village"],
+                    "village_index": self.keys.token("village", village),
+                    "village_sealed": self.keys.seal(_VILLAGE, case_id, {"village": village}),
                     "status": CaseStatus.AWAITING_CONSULTATION.value,
                     "risk": data["risk"],
-                    "issues": _issues(data["issues"]),
+                    "issues": self._issues(data["issues"]),
                 }
                 before: tuple[Any, ...] | None = None
             else:
                 state = current[case_id]
                 before = tuple(state[k] for k in _STATE)
-                _fold(state, kind, data)
+                self._fold(state, kind, data)
             current[case_id] = state
             if before is None or before != tuple(state[k] for k in _STATE):
                 row = {**state, "version": event.originator_version, "event": kind}
                 row["at"] = stamp(data["timestamp"])
                 history.append([row[c] for c in _HISTORY_COLUMNS])
-        columns = ("case_id", "street", "village", "status", "risk", "issues")
         db.insert(
             "report_cases",
-            columns,
-            [[current[c][k] for k in columns] for c in case_ids],
+            _CASE_COLUMNS,
+            [[current[c][k] for k in _CASE_COLUMNS] for c in case_ids],
             key=("case_id",),
         )
         db.insert("report_history", _HISTORY_COLUMNS, history)
 
+    def _issues(self, issues: list[dict[str, str]]) -> str:
+        return self.keys.issues([(i["category"], i["subtype"]) for i in issues])
 
-def _issues(issues: list[dict[str, str]]) -> str:
-    return json.dumps([[i["category"], i["subtype"]] for i in issues], ensure_ascii=False)
-
-
-def _fold(state: Row, kind: str, data: dict[str, Any]) -> None:
-    # The same transitions as the Case aggregate's, for the three values a report counts.
-    if kind == "Reclassified":
-        state["issues"], state["risk"] = _issues(data["issues"]), data["risk"]
-    elif kind == "RiskAssessed":
-        state["risk"] = data["level"]
-    elif kind in ("ConsultationHeld", "UnitAssigned"):
-        state["status"] = CaseStatus.INTERVENING.value
-    elif kind == "Closed":
-        state["status"] = CaseStatus.CLOSED.value
-    elif kind == "Reopened":
-        state["status"] = CaseStatus.AWAITING_CONSULTATION.value
+    def _fold(self, state: Row, kind: str, data: dict[str, Any]) -> None:
+        # The same transitions as the Case aggregate's, for the three values a report counts.
+        if kind == "Reclassified":
+            state["issues"], state["risk"] = self._issues(data["issues"]), data["risk"]
+        elif kind == "RiskAssessed":
+            state["risk"] = data["level"]
+        elif kind in ("ConsultationHeld", "UnitAssigned"):
+            state["status"] = CaseStatus.INTERVENING.value
+        elif kind == "Closed":
+            state["status"] = CaseStatus.CLOSED.value
+        elif kind == "Reopened":
+            state["status"] = CaseStatus.AWAITING_CONSULTATION.value
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -180,7 +202,7 @@ class QuarterlyReport:
 
 
 def quarterly_report(
-    db: Db, street: str, as_of: date, *, village: str | None = None, cutoff: str | None = None
+    db: KeyedDb, street: str, as_of: date, *, village: str | None = None, cutoff: str | None = None
 ) -> QuarterlyReport:
     """The report of the quarter holding `as_of`, counting what was recorded before the end of
     that day (or before `cutoff`, a stamp, when given: for re-issuing at an exact instant)."""
@@ -189,8 +211,8 @@ def quarterly_report(
     since = stamp(start_of_day(quarter.start))
     place, params = "street = ?", [street]
     if village is not None:
-        place += " AND village = ?"
-        params.append(village)
+        place += " AND village_index = ?"
+        params.append(db.keys.token("village", village))
     latest = db.execute(
         "SELECT h.* FROM {report_history} h JOIN ("
         f"SELECT case_id, MAX(version) AS v FROM {{report_history}} WHERE {place} AND at < ? "
@@ -210,13 +232,18 @@ def quarterly_report(
     categories: Counter[str] = Counter()
     subtypes: Counter[tuple[str, str]] = Counter()
     villages: Counter[str] = Counter()
+    village_names: dict[str, str] = {}
     risks: Counter[str] = Counter()
     statuses: Counter[str] = Counter()
     for row in latest:
-        issues = [(c, s) for c, s in json.loads(row["issues"])]
+        issues = db.keys.issue_pairs(row["issues"])
         categories.update({c for c, _ in issues})
         subtypes.update(issues)
-        villages[row["village"]] += 1
+        token = row["village_index"]
+        if token not in village_names:
+            sealed = db.keys.open(_VILLAGE, row["case_id"], row["village_sealed"])
+            village_names[token] = str(sealed["village"])
+        villages[village_names[token]] += 1
         risks[row["risk"]] += 1
         statuses[row["status"]] += 1
     return QuarterlyReport(

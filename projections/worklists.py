@@ -8,7 +8,8 @@
   last day; overdue once a whole quarter has passed without one.
 
 Every item carries operational fields only (ids, village, units, risk, dates): a worklist says
-what to do next, never who the minor is.
+what to do next, never who the minor is. The village is held sealed in the ledger's rows
+(`projections.ledger`): the rows are opened with the keys the reading transaction carries.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ from domain.taxonomy import (
     ProtectionFunction,
     RiskLevel,
 )
-from projections.follower import Db, Row
-from projections.ledger import RowScope, scope_clause
+from projections.follower import Row
+from projections.ledger import RowScope, plain_row, scope_clause
 from projections.quarters import Quarter, local_date, parse_stamp
+from projections.sealed import KeyedDb
 
 DEFAULT_CONSULTATION_DEADLINE: Final = timedelta(hours=24)
 MAX_ITEMS: Final = 1000
@@ -68,7 +70,7 @@ def _case_values(row: Row) -> dict[str, Any]:
 
 
 def awaiting_consultation(
-    db: Db,
+    db: KeyedDb,
     scope: RowScope,
     *,
     now: datetime,
@@ -76,14 +78,14 @@ def awaiting_consultation(
     limit: int = MAX_ITEMS,
 ) -> list[WorkItem]:
     """Files waiting for a consultation, longest-waiting first."""
-    where, params = scope_clause(scope)
+    where, params = scope_clause(db.keys, scope)
     rows = db.execute(
         f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} AND c.status = ? "
         "ORDER BY c.awaiting_since, c.case_id LIMIT ?",
         [*params, CaseStatus.AWAITING_CONSULTATION.value, limit],
     )
     items = []
-    for row in rows:
+    for row in (plain_row(db.keys, r) for r in rows):
         waiting_since = parse_stamp(row["awaiting_since"])
         due = waiting_since + deadline
         items.append(
@@ -102,7 +104,7 @@ def awaiting_consultation(
 
 
 def assignments(
-    db: Db,
+    db: KeyedDb,
     scope: RowScope,
     *,
     today: date,
@@ -111,7 +113,7 @@ def assignments(
     limit: int = MAX_ITEMS,
 ) -> list[WorkItem]:
     """Open assignments (of one unit, or of every unit in scope), earliest due first."""
-    where, params = scope_clause(scope)
+    where, params = scope_clause(db.keys, scope)
     conditions = [where, "a.ended_at IS NULL"]
     if unit is not None:
         conditions.append("a.unit = ?")
@@ -144,16 +146,16 @@ def assignments(
                 "overdue": date.fromisoformat(row["due_on"]) < today,
             },
         )
-        for row in rows
+        for row in (plain_row(db.keys, r) for r in rows)
     ]
 
 
 def quarterly_updates(
-    db: Db, scope: RowScope, *, today: date, limit: int = MAX_ITEMS
+    db: KeyedDb, scope: RowScope, *, today: date, limit: int = MAX_ITEMS
 ) -> list[WorkItem]:
     """Open files with no update in the current quarter, the most overdue first."""
     quarter = Quarter.of(today)
-    where, params = scope_clause(scope)
+    where, params = scope_clause(db.keys, scope)
     rows = db.execute(
         f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} AND c.status <> ? "
         "AND c.update_due_on <= ? ORDER BY c.update_due_on, c.case_id LIMIT ?",
@@ -171,5 +173,5 @@ def quarterly_updates(
                 "quarter": quarter.code,
             },
         )
-        for row in rows
+        for row in (plain_row(db.keys, r) for r in rows)
     ]

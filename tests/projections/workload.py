@@ -110,7 +110,11 @@ class Workload:
                 "record_follow_up",
                 lambda c: c.record_follow_up(
                     cmd.RecordFollowUp(
-                        visited_on=today - timedelta(days=rng.randint(0, 200)),
+                        # Never before the clue was found: the aggregate refuses that.
+                        visited_on=max(
+                            date.fromisoformat(c.found_on),
+                            today - timedelta(days=rng.randint(0, 200)),
+                        ),
                         notes="季度回访。",
                     ),
                     by=by,
