@@ -1,0 +1,143 @@
+"""The real service for tests that probe it from outside: `casetrail serve` in a process of its
+own, on a free port, with a temporary `CASETRAIL_HOME`, its stdout and stderr captured to a file,
+tokens minted with `casetrail token issue`, stopped with SIGTERM.
+
+Used by the schema fuzz run (`test_schema_fuzz.py`) and the canary leak scan
+(`test_canary_leaks.py`); both must be able to fail, so a service that does not start is a failure,
+never a skip, and a tool the CI needs that is missing fails when `CI=true`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
+
+
+def missing(what: str) -> None:
+    """A needed tool or service is absent: a skip on a developer machine, a failure in CI."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(what)
+    pytest.skip(what)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def service_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a service under test: only its own home and store settings."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("CASETRAIL_")}
+    environ["CASETRAIL_HOME"] = str(home)
+    environ.update(extra or {})
+    return environ
+
+
+def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    """Run `casetrail ARGS` for this home; its stdout, or a test failure with its stderr."""
+    result = subprocess.run(
+        [CASETRAIL, *args],
+        env=service_env(home, env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(f"casetrail {args[0]} failed ({result.returncode}): {result.stderr.strip()}")
+    return result.stdout
+
+
+@dataclass
+class LiveService:
+    """One `casetrail serve --no-messaging` process."""
+
+    home: Path
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 40) -> LiveService:
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [CASETRAIL, "serve", "--port", str(self.port), "--no-messaging"],
+            env=service_env(self.home, self.env),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if httpx.get(f"{self.base}/healthz", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                pytest.fail(f"casetrail serve did not start; its log:\n{self.logs()[-4000:]}")
+            time.sleep(0.2)
+
+    def token(self, role: str, unit: str, *, user: str | None = None, street: str = "") -> str:
+        args = ["token", "issue", "--user", user or f"probe-{role}", "--role", role]
+        args += ["--unit", unit]
+        if street:
+            args += ["--street", street]
+        return cli(self.home, *args, env=self.env).strip()
+
+    def headers(self, token: str, purpose: str | None = None) -> dict[str, str]:
+        found = {"Authorization": f"Bearer {token}"}
+        if purpose:
+            found["X-Purpose-Of-Use"] = purpose
+        return found
+
+    def caught_up(self, timeout: float = 60) -> dict[str, Any]:
+        """Wait until every read model has applied every stored event; the health answer."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health: dict[str, Any] = httpx.get(f"{self.base}/healthz", timeout=5).json()
+            projections = health.get("projections") or {}
+            if projections.get("status") == "ok" and projections.get("max_lag") == 0:
+                return health
+            if time.monotonic() > deadline:
+                pytest.fail(f"the read models did not catch up: {health}")
+            time.sleep(0.2)
+
+    def stop(self) -> int | None:
+        """SIGTERM, as an operator stops it; the exit status."""
+        status = None
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(signal.SIGTERM)
+                try:
+                    self.process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait(timeout=10)
+            status = self.process.returncode
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        return status
+
+    def logs(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
