@@ -5,6 +5,16 @@ as of when, Chinese column headers, one numbered line per file) and, when a repo
 a sheet `季度汇总` with the quarterly counts (统计维度 | 项目 | 数量). CSV is UTF-8 with a byte
 order mark, so that spreadsheet programs read the Chinese headers correctly.
 
+No text becomes a formula (OWASP's CSV-injection rule): every text cell of the .xlsx and the
+CSV (the title lines, headers and the summary sheet included) goes through `neutralise()`, which
+puts a `'` before text whose first character, after any leading white space, is `=`, `+`, `-`,
+`@` or a full-width ＝ ＋ － ＠, or which starts with a tab, carriage return or line feed; .xlsx
+text cells are written as string cells (`data_type 's'`), never as formulas, whatever they hold.
+Numbers (line numbers, ages, counts) stay numeric cells. JSON is left as typed: it is data for
+programs, no program evaluates a JSON string as a formula, and changing the values would corrupt
+them for every consumer; a program that pastes it into a spreadsheet applies `neutralise()`
+itself. Proven by `tests/projections/test_export_injection.py`.
+
 This module only formats; who may export what, and recording it, is the caller's business
 (`gateway.ledger_routes`).
 """
@@ -43,6 +53,40 @@ MEDIA_TYPES: Final = {
     ExportFormat.JSON: "application/json",
 }
 
+# What makes a spreadsheet read a cell as a formula (OWASP, "CSV Injection"), with the full-width
+# forms Chinese input methods type, which some spreadsheet programs accept as the ASCII ones.
+_FORMULA_STARTS: Final = frozenset("=+-@＝＋－＠")
+# Control characters that start a formula or a new line in some spreadsheet programs; checked
+# before leading white space is skipped, since they are white space themselves.
+_CONTROL_STARTS: Final = frozenset("\t\r\n")
+_NEUTRALISER: Final = "'"
+
+
+def neutralise(value: Any) -> Any:
+    """`value` as a spreadsheet cell may safely hold it: text that a spreadsheet would take for a
+    formula gets a `'` in front; numbers, None and other text are returned unchanged."""
+    if not isinstance(value, str) or not value:
+        return value
+    if value[0] in _CONTROL_STARTS:
+        return _NEUTRALISER + value
+    # Leading spaces (ASCII, full-width, no-break) are skipped by some programs before they
+    # look for `=`: " =1+1" can still be a formula.
+    stripped = value.lstrip()
+    if stripped and (stripped[0] in _FORMULA_STARTS or stripped[0] in _CONTROL_STARTS):
+        return _NEUTRALISER + value
+    return value
+
+
+def _put(sheet: Any, row: int, column: int, value: Any) -> Any:
+    """Write one cell: text neutralised and typed as a string (never a formula), numbers as
+    numbers. Returns the cell."""
+    safe = neutralise(value)
+    cell = sheet.cell(row=row, column=column, value=safe)
+    if isinstance(safe, str):
+        cell.data_type = "s"
+    return cell
+
+
 _GRID_COLOUR: Final = "808080"
 _HEADER_COLOUR: Final = "DDEBF7"
 
@@ -70,18 +114,18 @@ def ledger_xlsx(
     width = len(columns) + 1
     last = get_column_letter(width)
 
-    sheet["A1"] = title
+    _put(sheet, 1, 1, title)
     sheet["A1"].font = Font(bold=True, size=16)
     sheet["A1"].alignment = Alignment(horizontal="center", vertical="center")
     sheet.merge_cells(f"A1:{last}1")
     sheet.row_dimensions[1].height = 30
-    sheet["A2"] = subtitle
+    _put(sheet, 2, 1, subtitle)
     sheet["A2"].alignment = Alignment(horizontal="left", vertical="center")
     sheet.merge_cells(f"A2:{last}2")
 
     headers = [NUMBER_HEADER, *(c.header for c in columns)]
     for index, header in enumerate(headers, start=1):
-        cell = sheet.cell(row=3, column=index, value=header)
+        cell = _put(sheet, 3, index, header)
         cell.font = Font(bold=True)
         cell.fill = header_fill
         cell.border = box
@@ -89,7 +133,7 @@ def ledger_xlsx(
     for number, line in enumerate(lines, start=1):
         row = FIRST_DATA_ROW + number - 1
         for index, value in enumerate([number, *line], start=1):
-            cell = sheet.cell(row=row, column=index, value=value)
+            cell = _put(sheet, row, index, value)
             cell.border = box
             cell.alignment = Alignment(vertical="top", wrap_text=True)
     sheet.column_dimensions["A"].width = 6
@@ -140,22 +184,25 @@ def _summary_sheet(workbook: Workbook, report: QuarterlyReport) -> None:
     box, header_fill = _styles()
     sheet = workbook.create_sheet(SUMMARY_SHEET)
     place = report.street + (f" {report.village}" if report.village else "")
-    sheet["A1"] = f"{place} {report.quarter.label}未成年学生苗头性问题统计"
+    _put(sheet, 1, 1, f"{place} {report.quarter.label}未成年学生苗头性问题统计")
     sheet["A1"].font = Font(bold=True, size=14)
     sheet.merge_cells("A1:C1")
-    sheet["A2"] = (
+    _put(
+        sheet,
+        2,
+        1,
         f"统计期间：{report.quarter.start.isoformat()} 至 {report.quarter.end.isoformat()}　"
-        f"截至：{report.as_of.isoformat()}"
+        f"截至：{report.as_of.isoformat()}",
     )
     sheet.merge_cells("A2:C2")
     for index, header in enumerate(SUMMARY_HEADERS, start=1):
-        cell = sheet.cell(row=3, column=index, value=header)
+        cell = _put(sheet, 3, index, header)
         cell.font = Font(bold=True)
         cell.fill = header_fill
         cell.border = box
     for row, line in enumerate(summary_lines(report), start=FIRST_DATA_ROW):
         for index, value in enumerate(line, start=1):
-            sheet.cell(row=row, column=index, value=value).border = box
+            _put(sheet, row, index, value).border = box
     for letter, width in zip("ABC", (14, 36, 8), strict=True):
         sheet.column_dimensions[letter].width = width
     sheet.freeze_panes = f"A{FIRST_DATA_ROW}"
@@ -163,10 +210,11 @@ def _summary_sheet(workbook: Workbook, report: QuarterlyReport) -> None:
 
 def ledger_csv(columns: Sequence[Column], lines: Sequence[Sequence[Any]]) -> bytes:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow([NUMBER_HEADER, *(c.header for c in columns)])
+    # Text quoted, numbers bare (OWASP: quote every text field as well as neutralising it).
+    writer = csv.writer(buffer, lineterminator="\r\n", quoting=csv.QUOTE_NONNUMERIC)
+    writer.writerow([neutralise(h) for h in (NUMBER_HEADER, *(c.header for c in columns))])
     for number, line in enumerate(lines, start=1):
-        writer.writerow([number, *line])
+        writer.writerow([number, *(neutralise(v) for v in line)])
     return buffer.getvalue().encode("utf-8-sig")
 
 

@@ -1,0 +1,345 @@
+"""Canary: the read models hold no identifying or sensitive value in clear, yet serve it.
+
+Files are reported and worked through the real API with distinctive school, village, task,
+notes and reasons, and the sensitive subtypes of both sensitive categories; after the
+projections run, the read models' bytes (SQLite file and its WAL; PostgreSQL tables' text and
+data files) are searched for each planted value: none is found. The ledger still shows them to
+an authorised reader, its filters (school, village, sensitive subtypes, a code under two
+categories) still find the files, and the quarterly report counts them. A store in the earlier
+layout, with plaintext in it, opens, is rebuilt, and keeps none of that plaintext; a store built
+under another key is rebuilt too.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections import Counter
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.application import CaseTrail
+from domain.taxonomy import SUBTYPES, Category, Role
+from gateway.settings import Settings
+from projections.readmodels import SCHEMA_TABLE, ReadModelConfig, ReadModels
+from projections.sealed import ReadModelKeys, SealedValueError
+from tests.conftest import TokenFactory
+from tests.integration.planted import planted_case
+from tests.projections.conftest import readmodel_env
+from tests.projections.test_privacy import _postgres_bytes, _sqlite_bytes, readmodels_of
+from tests.projections.workload import Workload
+
+OFFICE = "chengguan-governance-office"
+REPORTER_UNIT = "dongshan-village"
+POLICE = "chengguan-police-station"
+
+# Every subtype of the sensitive categories, each planted on some file: none may be readable.
+SENSITIVE = [
+    (str(category), code)
+    for category in (Category.MENTAL_HEALTH, Category.UNLAWFUL_HARM)
+    for code in SUBTYPES[category]
+]
+
+
+def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
+    """Files with distinctive values, reported and worked through the API; what was planted."""
+    planted: dict[str, Any] = {
+        "schools": [f"金丝雀学校{tag}甲", f"金丝雀中学{tag}乙"],
+        "villages": [f"canary-{tag}-north", f"canary-{tag}-south"],
+        "task": f"金丝雀任务{tag}",
+        "notes": f"金丝雀回访{tag}",
+        "decision": f"金丝雀会商{tag}",
+        "close_note": f"金丝雀结案{tag}",
+        "cases": {},
+    }
+    reporter = auth(Role.REPORTER, REPORTER_UNIT)
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    # Two sensitive subtypes per file, so that every one of them is planted somewhere; and one
+    # file with maltreatment (虐待) under growth_environment only, the code of two categories.
+    pairs = [SENSITIVE[i : i + 2] for i in range(0, len(SENSITIVE), 2)]
+    pairs.append([("growth_environment", "maltreatment")])
+    for number, issues in enumerate(pairs):
+        body = planted_case(REPORTER_UNIT, seed=900 + number).body
+        school = planted["schools"][number % 2]
+        village = planted["villages"][number % 2]
+        body["minor"]["school"] = school
+        body["minor"]["village"] = village
+        body["issues"] = [{"category": c, "subtype": s} for c, s in issues]
+        body["risk"] = "urgent"  # above every subtype's floor
+        created = client.post("/v1/cases", json=body, headers=reporter)
+        assert created.status_code == 201, created.text
+        case_id = created.json()["id"]
+        planted["cases"][case_id] = {"school": school, "village": village, "issues": issues}
+        found_on = date.fromisoformat(body["found_on"])
+        steps: list[tuple[str, dict[str, Any]]] = [
+            (
+                "consultations",
+                {
+                    "held_on": found_on.isoformat(),
+                    "participants": [OFFICE],
+                    "decision": planted["decision"],
+                },
+            ),
+            (
+                "assignments",
+                {
+                    "unit": POLICE,
+                    "function": "judicial",
+                    "task": planted["task"],
+                    "due_on": (date.today() + timedelta(days=10)).isoformat(),
+                },
+            ),
+            ("follow-ups", {"visited_on": date.today().isoformat(), "notes": planted["notes"]}),
+        ]
+        if number == 0:
+            steps.append(("closure", {"reason": "resolved", "note": planted["close_note"]}))
+        for path, step in steps:
+            done = client.post(f"/v1/cases/{case_id}/{path}", json=step, headers=coordinator)
+            assert done.status_code in (200, 201), (path, done.text)
+    return planted
+
+
+def _needles(planted: dict[str, Any]) -> dict[str, bytes]:
+    found = {
+        f"{what} {value}": value.encode()
+        for what in ("schools", "villages")
+        for value in planted[what]
+    }
+    for what in ("task", "notes", "decision", "close_note"):
+        found[what] = planted[what].encode()
+    # The codes of the sensitive subtypes (none of them is also an operational code, but
+    # maltreatment, planted under growth_environment in clear on purpose).
+    operational = {
+        code
+        for c in SUBTYPES
+        if str(c) not in {"mental_health", "unlawful_harm"}
+        for code in SUBTYPES[c]
+    }
+    for category, code in SENSITIVE:
+        if code not in operational:
+            found[f"{category}.{code}"] = f'"{code}"'.encode()
+            found[f"{category}.{code} bare"] = code.encode()
+        found[f"{category}.{code} label"] = SUBTYPES[Category(category)][code].encode()
+    return found
+
+
+def _stored(settings: Settings, readmodels: ReadModels) -> bytes:
+    if settings.store_kind == "sqlite":
+        return _sqlite_bytes(settings.home)
+    return _postgres_bytes(settings.database_url.rsplit("schema=", 1)[1], readmodels)
+
+
+def test_canary_values_are_not_in_the_read_models_yet_are_shown_filtered_and_counted(
+    client: TestClient, auth: TokenFactory, settings: Settings
+) -> None:
+    readmodels = readmodels_of(client)
+    tag = uuid.uuid4().hex[:10]
+    planted = _plant(client, auth, tag)
+    Workload(client.app.state.services.application, seed=77).cases(6)  # type: ignore[attr-defined]
+    readmodels.catch_up()
+
+    stored = _stored(settings, readmodels)
+    for what, needle in _needles(planted).items():
+        assert needle not in stored, f"{what} readable in the read models"
+    # The control: the search does see what the read models hold in clear.
+    for held in (*planted["cases"], "growth_environment", "maltreatment", "urgent"):
+        assert held.encode() in stored, f"the search missed {held!r}: it proves nothing"
+
+    headers = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+
+    def ids(**params: Any) -> set[str]:
+        response = client.get("/v1/ledger", params={**params, "per_page": 200}, headers=headers)
+        assert response.status_code == 200, response.text
+        return {r["id"] for r in response.json()["rows"]}
+
+    # An authorised reader sees the values in clear.
+    response = client.get("/v1/ledger", params={"per_page": 200}, headers=headers)
+    rows = {r["id"]: r for r in response.json()["rows"]}
+    for case_id, expected in planted["cases"].items():
+        row = rows[case_id]
+        assert row["school"] == expected["school"]
+        assert row["village"] == expected["village"]
+        assert row["reporting_unit"] == REPORTER_UNIT
+        assert row["gender"] in ("male", "female") and isinstance(row["age"], int)
+        assert [(i["category"], i["subtype"]) for i in row["issues"]] == expected["issues"]
+
+    # Filters hash the value the way the column holds it.
+    cases = planted["cases"]
+    for school in planted["schools"]:
+        assert ids(school=school) == {c for c, v in cases.items() if v["school"] == school}
+    for village in planted["villages"]:
+        assert ids(village=village) == {c for c, v in cases.items() if v["village"] == village}
+    for category, code in SENSITIVE:
+        expected_ids = {c for c, v in cases.items() if (category, code) in v["issues"]}
+        assert expected_ids, (category, code)
+        assert ids(category=category, subtype=code) >= expected_ids, (category, code)
+        assert ids(category=category, subtype=code) & set(cases) == expected_ids
+    # A code under two categories: each category alone, or either without one.
+    harm = {c for c, v in cases.items() if ("unlawful_harm", "maltreatment") in v["issues"]}
+    home = {c for c, v in cases.items() if ("growth_environment", "maltreatment") in v["issues"]}
+    assert harm and home
+    assert ids(category="unlawful_harm", subtype="maltreatment") & set(cases) == harm
+    assert ids(category="growth_environment", subtype="maltreatment") & set(cases) == home
+    assert ids(subtype="maltreatment") & set(cases) == harm | home
+    assert ids(subtype="self_harm") & set(cases) == {
+        c for c, v in cases.items() if ("mental_health", "self_harm") in v["issues"]
+    }
+    assert ids(category="mental_health") & set(cases) == {
+        c for c, v in cases.items() if any(i[0] == "mental_health" for i in v["issues"])
+    }
+    # A reporter's scope (its unit, held as a token) still lists its own files.
+    mine = client.get(
+        "/v1/ledger",
+        params={"per_page": 200},
+        headers=auth(Role.REPORTER, REPORTER_UNIT, purpose="follow_up"),
+    )
+    assert set(cases) <= {r["id"] for r in mine.json()["rows"]}
+    elsewhere = client.get(
+        "/v1/ledger",
+        params={"per_page": 200},
+        headers=auth(Role.REPORTER, "xihe-village", purpose="follow_up"),
+    )
+    assert not set(cases) & {r["id"] for r in elsewhere.json()["rows"]}
+
+    # Worklists show the village; the quarterly report counts subtypes and villages.
+    listed = client.get("/v1/worklists/assignments", headers=headers).json()["items"]
+    assert {i["village"] for i in listed if i["case_id"] in cases} == set(planted["villages"])
+    report = client.get("/v1/reports/quarterly", headers=headers).json()
+    subtypes = {(c["category"], c["code"]): c["count"] for c in report["by_subtype"]}
+    counted = Counter(pair for v in cases.values() for pair in v["issues"])
+    for pair, count in counted.items():
+        assert subtypes[pair] >= count, pair
+    by_village = {c["code"]: c["count"] for c in report["by_village"]}
+    assert {v: by_village.get(v) for v in planted["villages"]} == dict(
+        Counter(v["village"] for v in cases.values())
+    )
+    north = client.get(
+        "/v1/reports/quarterly", params={"village": planted["villages"][0]}, headers=headers
+    ).json()
+    assert north["files"] == sum(
+        1 for v in cases.values() if v["village"] == planted["villages"][0]
+    )
+
+
+# --- a store in the earlier layout, and a store under another key ---------------------------------
+
+# The tables as the code before sealing made them (commit 3e3facf's parent), with plaintext.
+_OLD_LAYOUT = (
+    "CREATE TABLE ledger_cases (case_id TEXT PRIMARY KEY, street TEXT NOT NULL, "
+    "village TEXT NOT NULL, reporting_unit TEXT NOT NULL, school TEXT NOT NULL, "
+    "name_masked TEXT NOT NULL, name_index TEXT NOT NULL, id_masked TEXT NOT NULL, "
+    "id_index TEXT NOT NULL, gender TEXT NOT NULL, age BIGINT NOT NULL, issues TEXT NOT NULL, "
+    "risk TEXT NOT NULL, status TEXT NOT NULL, found_on TEXT NOT NULL)",
+    "CREATE INDEX ledger_cases_village ON ledger_cases (street, village, found_on DESC, case_id)",
+    "CREATE TABLE ledger_issues (case_id TEXT NOT NULL, category TEXT NOT NULL, "
+    "subtype TEXT NOT NULL, PRIMARY KEY (case_id, category, subtype))",
+    "CREATE TABLE ledger_assignments (assignment_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, "
+    "unit TEXT NOT NULL, function TEXT NOT NULL, due_on TEXT NOT NULL, "
+    "assigned_at TEXT NOT NULL, acknowledged_at TEXT, ended_at TEXT, outcome TEXT)",
+    "CREATE TABLE ledger_tracking (application_name TEXT, notification_id INTEGER, "
+    "PRIMARY KEY (application_name)) WITHOUT ROWID",
+    "CREATE TABLE report_cases (case_id TEXT PRIMARY KEY, street TEXT NOT NULL, "
+    "village TEXT NOT NULL, status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL)",
+    "CREATE TABLE report_history (case_id TEXT NOT NULL, version BIGINT NOT NULL, "
+    "at TEXT NOT NULL, event TEXT NOT NULL, street TEXT NOT NULL, village TEXT NOT NULL, "
+    "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL, "
+    "PRIMARY KEY (case_id, version))",
+    "CREATE TABLE reports_tracking (application_name TEXT, notification_id INTEGER, "
+    "PRIMARY KEY (application_name)) WITHOUT ROWID",
+)
+
+
+def _old_store(path: Path, application_name: str, head: int, canary: str) -> None:
+    """An SQLite read-model file as the earlier code left it: plaintext rows, at the head."""
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        for statement in _OLD_LAYOUT:
+            db.execute(statement)
+        issues = '[["mental_health", "self_harm"]]'
+        for _ in range(50):  # enough rows for several pages, each with the canary
+            db.execute(
+                "INSERT INTO ledger_cases VALUES (?, 'chengguan-street', ?, 'dongshan-village', "
+                "?, '张*明', 'x', '330102********1234', 'y', 'female', 12, ?, 'high', "
+                "'intervening', '2026-01-01')",
+                (str(uuid.uuid4()), f"canary-{canary}-village", f"旧学校{canary}", issues),
+            )
+            db.execute(
+                "INSERT INTO report_history VALUES (?, 1, 'x', 'ClueReported', "
+                "'chengguan-street', ?, 'awaiting_consultation', 'high', ?)",
+                (str(uuid.uuid4()), f"canary-{canary}-village", issues),
+            )
+        for tracking in ("ledger_tracking", "reports_tracking"):
+            db.execute(f"INSERT INTO {tracking} VALUES (?, ?)", (application_name, head))
+
+
+def _file_bytes(path: Path) -> bytes:
+    return b"".join(
+        p.read_bytes() for p in (path, path.with_name(path.name + "-wal")) if p.exists()
+    )
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_store_in_the_earlier_layout_opens_is_rebuilt_and_keeps_no_plaintext(
+    application: CaseTrail, store_url: str, tmp_path: Path, index_key: bytes
+) -> None:
+    workload = Workload(application, seed=78)
+    workload.cases(5)
+    head = application.recorder.max_notification_id() or 0
+    env = readmodel_env(store_url, tmp_path)
+    path = Path(env["SQLITE_DBNAME"])
+    canary = uuid.uuid4().hex[:10]
+    _old_store(path, application.name, head, canary)
+    assert canary.encode() in _file_bytes(path), "the old store holds no plaintext: proves nothing"
+
+    readmodels = ReadModels(application, ReadModelConfig(env=env, index_key=index_key))
+    try:
+        # Rebuilt from zero: the old position is gone, the followers refill every file.
+        assert readmodels.follower("ledger").position() == 0
+        assert readmodels.follower("reports").position() == 0
+        readmodels.catch_up()
+        assert {row[0] for row in readmodels.ledger.dump("ledger_cases")} == {
+            str(c) for c in workload.bodies
+        }
+        stored = _file_bytes(path)
+        for needle in (canary, "旧学校", "self_harm", "330102********1234", "张*明"):
+            assert needle.encode() not in stored, needle
+        # Opening it again changes nothing: the layout is now the current one.
+        position = readmodels.follower("ledger").position()
+    finally:
+        readmodels.close()
+    again = ReadModels(application, ReadModelConfig(env=env, index_key=index_key))
+    try:
+        assert again.follower("ledger").position() == position
+    finally:
+        again.close()
+
+
+def test_a_read_model_built_under_another_key_is_rebuilt(
+    application: CaseTrail, open_readmodels: Any, store_url: str, tmp_path: Path
+) -> None:
+    workload = Workload(application, seed=79)
+    workload.cases(4)
+    first = open_readmodels()
+    first.catch_up()
+    env = readmodel_env(store_url, tmp_path)
+    other_key = bytes(range(32))
+    second = ReadModels(application, ReadModelConfig(env=env, index_key=other_key))
+    try:
+        assert second.follower("ledger").position() == 0
+        second.catch_up()
+        with second.ledger.reading() as db:
+            (row,) = db.execute("SELECT * FROM {ledger_cases} ORDER BY case_id LIMIT 1")
+            fingerprints = db.execute(f"SELECT * FROM {{{SCHEMA_TABLE}}}")
+        # The rows open with the new key only.
+        opened = ReadModelKeys(other_key).open("ledger_cases", row["case_id"], row["sealed"])
+        assert opened["village"] == workload.bodies[uuid.UUID(row["case_id"])]["minor"]["village"]
+        with pytest.raises(SealedValueError):
+            first.keys.open("ledger_cases", row["case_id"], row["sealed"])
+        assert {f["view_name"] for f in fingerprints} == {"ledger", "reports"}
+        assert all(other_key.hex() not in str(f) for f in fingerprints)
+    finally:
+        second.close()
