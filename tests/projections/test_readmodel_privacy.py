@@ -19,6 +19,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
@@ -27,7 +28,7 @@ from domain.taxonomy import SUBTYPES, Category, Role
 from gateway.settings import Settings
 from projections.readmodels import SCHEMA_TABLE, ReadModelConfig, ReadModels
 from projections.sealed import ReadModelKeys, SealedValueError
-from tests.conftest import TokenFactory
+from tests.conftest import PG_DSN, TokenFactory
 from tests.integration.planted import planted_case
 from tests.projections.conftest import readmodel_env
 from tests.projections.test_privacy import _postgres_bytes, _sqlite_bytes, readmodels_of
@@ -253,27 +254,42 @@ _OLD_LAYOUT = (
 )
 
 
-def _old_store(path: Path, application_name: str, head: int, canary: str) -> None:
-    """An SQLite read-model file as the earlier code left it: plaintext rows, at the head."""
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        for statement in _OLD_LAYOUT:
-            db.execute(statement)
-        issues = '[["mental_health", "self_harm"]]'
-        for _ in range(50):  # enough rows for several pages, each with the canary
-            db.execute(
+def _old_store(
+    store_url: str, env: dict[str, str], application_name: str, head: int, canary: str
+) -> None:
+    """Read-model tables as the earlier code left them: plaintext rows, at the head."""
+    issues = '[["mental_health", "self_harm"]]'
+    village, school = f"canary-{canary}-village", f"旧学校{canary}"
+    statements: list[tuple[str, tuple[Any, ...]]] = [(s, ()) for s in _OLD_LAYOUT]
+    for _ in range(50):  # enough rows for several pages, each with the canary
+        statements.append(
+            (
                 "INSERT INTO ledger_cases VALUES (?, 'chengguan-street', ?, 'dongshan-village', "
                 "?, '张*明', 'x', '330102********1234', 'y', 'female', 12, ?, 'high', "
                 "'intervening', '2026-01-01')",
-                (str(uuid.uuid4()), f"canary-{canary}-village", f"旧学校{canary}", issues),
+                (str(uuid.uuid4()), village, school, issues),
             )
-            db.execute(
+        )
+        statements.append(
+            (
                 "INSERT INTO report_history VALUES (?, 1, 'x', 'ClueReported', "
                 "'chengguan-street', ?, 'awaiting_consultation', 'high', ?)",
-                (str(uuid.uuid4()), f"canary-{canary}-village", issues),
+                (str(uuid.uuid4()), village, issues),
             )
-        for tracking in ("ledger_tracking", "reports_tracking"):
-            db.execute(f"INSERT INTO {tracking} VALUES (?, ?)", (application_name, head))
+        )
+    for tracking in ("ledger_tracking", "reports_tracking"):
+        statements.append((f"INSERT INTO {tracking} VALUES (?, ?)", (application_name, head)))
+    if store_url.startswith("sqlite:///"):
+        with sqlite3.connect(env["SQLITE_DBNAME"]) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            for statement, params in statements:
+                db.execute(statement, params)
+        return
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        conn.execute(f"SET search_path TO {env['POSTGRES_SCHEMA']}")
+        for statement, params in statements:
+            sql = statement.replace(" WITHOUT ROWID", "").replace("?", "%s")
+            conn.execute(sql, params)
 
 
 def _file_bytes(path: Path) -> bytes:
@@ -282,7 +298,21 @@ def _file_bytes(path: Path) -> bytes:
     )
 
 
-@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def _readmodel_bytes(store_url: str, env: dict[str, str], readmodels: ReadModels) -> bytes:
+    if store_url.startswith("sqlite:///"):
+        return _file_bytes(Path(env["SQLITE_DBNAME"]))
+    schema = env["POSTGRES_SCHEMA"]
+    with psycopg.connect(PG_DSN, autocommit=True) as conn:
+        columns = conn.execute(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = %s",
+            (schema,),
+        ).fetchall()
+    # No table of the earlier layout is left (its files go with it).
+    assert not [c for c in columns if c[1] in ("school", "village", "gender", "age")], columns
+    return _postgres_bytes(schema, readmodels)
+
+
 def test_a_store_in_the_earlier_layout_opens_is_rebuilt_and_keeps_no_plaintext(
     application: CaseTrail, store_url: str, tmp_path: Path, index_key: bytes
 ) -> None:
@@ -290,10 +320,11 @@ def test_a_store_in_the_earlier_layout_opens_is_rebuilt_and_keeps_no_plaintext(
     workload.cases(5)
     head = application.recorder.max_notification_id() or 0
     env = readmodel_env(store_url, tmp_path)
-    path = Path(env["SQLITE_DBNAME"])
     canary = uuid.uuid4().hex[:10]
-    _old_store(path, application.name, head, canary)
-    assert canary.encode() in _file_bytes(path), "the old store holds no plaintext: proves nothing"
+    _old_store(store_url, env, application.name, head, canary)
+    if store_url.startswith("sqlite:///"):
+        held = _file_bytes(Path(env["SQLITE_DBNAME"]))
+        assert canary.encode() in held, "the old store holds no plaintext: proves nothing"
 
     readmodels = ReadModels(application, ReadModelConfig(env=env, index_key=index_key))
     try:
@@ -304,9 +335,10 @@ def test_a_store_in_the_earlier_layout_opens_is_rebuilt_and_keeps_no_plaintext(
         assert {row[0] for row in readmodels.ledger.dump("ledger_cases")} == {
             str(c) for c in workload.bodies
         }
-        stored = _file_bytes(path)
+        stored = _readmodel_bytes(store_url, env, readmodels)
         for needle in (canary, "旧学校", "self_harm", "330102********1234", "张*明"):
             assert needle.encode() not in stored, needle
+        assert str(next(iter(workload.bodies))).encode() in stored, "the search proves nothing"
         # Opening it again changes nothing: the layout is now the current one.
         position = readmodels.follower("ledger").position()
     finally:
