@@ -5,7 +5,12 @@ Where they live (`CASETRAIL_READMODEL_URL`): by default a SQLite file of their o
 events file's write lock), and the events' own PostgreSQL database and schema otherwise. Both
 can be deleted and rebuilt from the events (`casetrail projections rebuild NAME`).
 
-The blind-index key is `$CASETRAIL_HOME/keys/index.key` (`casetrail keys init` creates it).
+The blind-index key is `$CASETRAIL_HOME/keys/index.key` (`casetrail keys init` creates it). The
+read models' own keys, which seal the values they only display and hash the ones they filter
+on, are derived from it with HKDF-SHA-256 under labels of their own
+(`projections.sealed.ReadModelKeys`): no other key file, so a store made before starts as it
+is, and its read models are rebuilt once in the new layout (`projections.readmodels`). A new
+index key rebuilds them too. The keys never enter the database.
 """
 
 from __future__ import annotations
