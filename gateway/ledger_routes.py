@@ -339,7 +339,17 @@ def _identities(
     return found
 
 
-@router.get("/v1/ledger/export", tags=["ledgers"])
+@router.get(
+    "/v1/ledger/export",
+    tags=["ledgers"],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The ledger as a file (`format`: xlsx, csv or json)",
+            "content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+        }
+    },
+)
 def export_ledger(
     reader: ReaderDep,
     svc: ServicesDep,

@@ -17,7 +17,11 @@ commits its own batches of access events (`domain.group_commit`).
 
 uvicorn runs with httptools (a C HTTP parser, instead of the pure-Python h11) and uvloop (a
 libuv event loop): together they take about a third of the CPU of a small request off every
-request (bench/README.md, "Profiling").
+request (bench/README.md, "Profiling"). The protocol is httptools' with bounds uvicorn lacks
+(`gateway.limits.GuardedHttpToolsProtocol`: a request's head is at most 32 KiB and must arrive
+within 10 s, else 431 or 408); each worker holds at most `MAX_CONNECTIONS` connections (beyond,
+503), closes idle keep-alive connections after `KEEP_ALIVE_SECONDS`, and does not name its
+server software. Proven over sockets by `tests/integration/test_http_limits.py`.
 """
 
 from __future__ import annotations
@@ -43,8 +47,14 @@ log = logs.get_logger("casetrail.serve")
 # processes are spawned, not forked.
 SERVICE_APP: Final = "gateway.serving:service_app"
 
+MAX_CONNECTIONS: Final = 1000  # per worker; the benchmarks use 32 clients
+KEEP_ALIVE_SECONDS: Final = 5
+
 UVICORN_OPTIONS: Final[dict[str, Any]] = {
-    "http": "httptools",
+    "http": "gateway.limits:GuardedHttpToolsProtocol",
+    "limit_concurrency": MAX_CONNECTIONS,
+    "timeout_keep_alive": KEEP_ALIVE_SECONDS,
+    "server_header": False,
     "loop": "uvloop",
     "log_config": None,  # our JSON logs (gateway.logs), configured by each worker
     "access_log": False,  # one line per request comes from gateway.api.RequestContext

@@ -55,8 +55,9 @@ CASES: list[tuple[str, Callable[[Body], None], str]] = [
     ("unknown category", _set("issues.0.category", "weather"), "issues.0.category"),
     ("over-long description", _set("description", "长" * 2001), "description"),
     ("over-long name", _set("minor.name", "名" * 33), "minor.name"),
-    ("unknown field", _set("nickname", "x"), "nickname"),
-    ("unknown nested field", _set("minor.nickname", "x"), "minor.nickname"),
+    # An unknown key is what was submitted: the answer names its parent, never the key.
+    ("unknown field", _set("nickname", "x"), "body"),
+    ("unknown nested field", _set("minor.nickname", "x"), "minor"),
     ("bad phone", _set("guardians.0.phone", "12345"), "guardians.0.phone"),
     ("future found_on", _set("found_on", "2999-01-01"), "found_on"),
     ("unknown risk", _set("risk", "extreme"), "risk"),
