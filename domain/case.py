@@ -55,8 +55,9 @@ def _at(timestamp: datetime | None) -> str:
 def _check_floor(issues: list[Record], level: str, field: str) -> None:
     floor = risk_floor(_issue_keys(issues))
     if RiskLevel(level).rank < floor.rank:
+        # The floor is the rule's, not the caller's input: it says what to choose instead.
         raise errors.RiskBelowFloor(
-            f"risk '{level}' is below the floor '{floor}' required by the issues listed "
+            f"the risk given is below the floor '{floor}' required by the issues listed "
             "(self-harm, suspected sexual assault, pregnancy, being drugged and long-term lack "
             f"of guardianship are never below '{RiskLevel.HIGH}')",
             field=field,
@@ -135,7 +136,8 @@ class Case(Aggregate):
             return self.assignments[str(assignment_id)]
         except KeyError:
             raise errors.UnknownAssignment(
-                f"assignment {assignment_id} does not exist on this case"
+                "the assignment does not exist on this case; the case's answer lists its "
+                "assignments"
             ) from None
 
     # --- commands and their events ------------------------------------------------------------
@@ -180,8 +182,8 @@ class Case(Aggregate):
         for held in self.open_assignments_of(command.unit):
             if held["function"] == command.function:
                 raise errors.DuplicateAssignment(
-                    f"unit '{command.unit}' already holds open assignment {held['id']} under "
-                    f"'{command.function}'; record its progress instead",
+                    f"the unit already holds open assignment {held['id']} under this protection "
+                    "function; record its progress instead",
                     field="unit",
                 )
         assignment_id = uuid4()
@@ -215,14 +217,13 @@ class Case(Aggregate):
         assignment = self._assignment(assignment_id)
         if assignment["unit"] != unit:
             raise errors.AssignmentNotHeld(
-                f"unit '{unit}' does not hold assignment {assignment_id}; "
-                "only the assigned unit can acknowledge it"
+                "your unit does not hold this assignment; only the assigned unit can acknowledge it"
             )
         if assignment["ended"] is not None:
-            raise errors.AssignmentEnded(f"assignment {assignment_id} has already ended")
+            raise errors.AssignmentEnded("the assignment has already ended")
         if assignment["acknowledged_at"] is not None:
             raise errors.AssignmentAlreadyAcknowledged(
-                f"assignment {assignment_id} was acknowledged at {assignment['acknowledged_at']}"
+                f"the assignment was acknowledged at {assignment['acknowledged_at']}"
             )
         self._assignment_acknowledged(assignment_id=str(assignment_id), unit=unit, by=by)
 
@@ -235,7 +236,7 @@ class Case(Aggregate):
     def end_assignment(self, assignment_id: UUID, *, outcome: str, by: Record) -> None:
         assignment = self._assignment(assignment_id)
         if assignment["ended"] is not None:
-            raise errors.AssignmentEnded(f"assignment {assignment_id} has already ended")
+            raise errors.AssignmentEnded("the assignment has already ended")
         self._assignment_ended(assignment_id=str(assignment_id), outcome=outcome, by=by)
 
     @event("AssignmentEnded")
@@ -254,13 +255,10 @@ class Case(Aggregate):
             assignment = self._assignment(command.assignment_id)
             if assignment["unit"] != by["unit"]:
                 raise errors.AssignmentNotHeld(
-                    f"unit '{by['unit']}' does not hold assignment {command.assignment_id}",
-                    field="assignment_id",
+                    "your unit does not hold this assignment", field="assignment_id"
                 )
             if assignment["ended"] is not None:
-                raise errors.AssignmentEnded(
-                    f"assignment {command.assignment_id} has ended", field="assignment_id"
-                )
+                raise errors.AssignmentEnded("the assignment has ended", field="assignment_id")
         self._intervention_recorded(**cmd.plain(command), by=by)
 
     @event("InterventionRecorded")
@@ -288,9 +286,10 @@ class Case(Aggregate):
         self._require_open("sign a guardianship letter")
         self._not_before_found(command.signed_on, "signed_on")
         if command.guardian_index >= len(self.guardians):
+            # Neither the index given nor how many guardians the file holds: file content.
             raise errors.GuardianshipLetterNotApplicable(
-                f"guardian_index {command.guardian_index} does not exist on this file "
-                f"({len(self.guardians)} guardians recorded)",
+                "guardian_index names no guardian recorded on this file; read the case for its "
+                "guardians (counted from 0)",
                 field="guardian_index",
             )
         applicable = bool(_LETTER_ISSUES[command.reason] & set(_issue_keys(self.issues)))
@@ -298,7 +297,7 @@ class Case(Aggregate):
             applicable = applicable or any(g["works_away"] for g in self.guardians)
         if not applicable:
             raise errors.GuardianshipLetterNotApplicable(
-                f"a guardianship letter for '{command.reason}' applies to minors whose parents "
+                "a guardianship letter for this reason applies to minors whose parents "
                 "work away or who are unsupervised; nothing on this file says so",
                 field="reason",
             )

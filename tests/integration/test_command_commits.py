@@ -35,7 +35,8 @@ def _app(url: str, **extra: str) -> CaseTrail:
 
 
 def _follow_up(n: int) -> cmd.RecordFollowUp:
-    return cmd.RecordFollowUp(visited_on=date(2026, 11, 1), notes=f"第{n}次随访,情况稳定")
+    # Today: never before the clue was found (the aggregate refuses that), never ahead.
+    return cmd.RecordFollowUp(visited_on=date.today(), notes=f"第{n}次随访,情况稳定")
 
 
 def _change(app: CaseTrail, case_id: UUID, n: int) -> None:
