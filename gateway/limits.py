@@ -107,7 +107,9 @@ class RequestLimits:
             await self.app(scope, receive, send)  # no body: nothing to bound
             return
         try:
-            body = await asyncio.wait_for(_read_body(receive), BODY_TIMEOUT_SECONDS)
+            # A deadline on this task, not a task of its own (as `wait_for` would make).
+            async with asyncio.timeout(BODY_TIMEOUT_SECONDS):
+                body = await _read_body(receive)
         except _BodyTooLarge:
             await self._refuse(scope, send, 413, "body-size")
             return

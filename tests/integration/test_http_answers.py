@@ -5,12 +5,16 @@ limits on headers and body, and `/healthz` telling the store's position to no an
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 
 from domain.taxonomy import Role
 from gateway import limits
@@ -207,3 +211,40 @@ def test_a_body_over_the_limit_answers_413_announced_or_streamed(
     # Within the limit the body reaches the endpoint as sent.
     fine = client.post("/v1/cases", json=planted_case(seed=33).body, headers=headers)
     assert fine.status_code == 201, fine.text
+
+
+@pytest.mark.parametrize("sent", [b"", b'{"minor": ', b"x" * 70_000])
+def test_a_body_that_does_not_arrive_in_time_answers_408(
+    monkeypatch: pytest.MonkeyPatch, sent: bytes
+) -> None:
+    """The client announced a body and stalls: 408, and the endpoint never runs."""
+    monkeypatch.setattr(limits, "BODY_TIMEOUT_SECONDS", 0.3)
+    reached: list[bool] = []
+    given: list[bool] = []
+    answers: list[Message] = []
+
+    async def endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+        reached.append(True)
+
+    async def stalling() -> Message:
+        if not given:
+            given.append(True)
+            return {"type": "http.request", "body": sent, "more_body": True}
+        await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        answers.append(message)
+
+    scope: Scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/cases",
+        "headers": [(b"content-length", b"100000"), (b"content-type", b"application/json")],
+    }
+    started = time.monotonic()
+    asyncio.run(limits.RequestLimits(endpoint)(scope, stalling, send))
+    assert time.monotonic() - started < 5
+    assert not reached
+    assert answers[0]["status"] == 408
+    assert json.loads(answers[1]["body"])["type"] == "urn:casetrail:problem:request-timeout"
