@@ -56,7 +56,13 @@ ROUTERS = (case_routes.router, access_routes.router, ledger_routes.router, evide
 
 log = get_logger("casetrail.api")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+# A request id a proxy gives (nginx's $request_id: 32 hex digits; or a UUID) is kept, so that its
+# logs and ours meet; anything else is replaced, never repeated: an id of free text could carry
+# an ID number or a phone, and it would come back in the answer and in every log line.
+_REQUEST_ID = re.compile(
+    r"^(?:[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$",
+    re.IGNORECASE,
+)
 
 
 # --- the app ------------------------------------------------------------------------------------

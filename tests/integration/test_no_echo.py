@@ -393,3 +393,23 @@ def test_pydantic_messages_that_would_quote_the_input_are_rebuilt() -> None:
         found = validation_errors(RequestValidationError(errors))
         assert {e["field"] for e in found} >= {"pet", "code", "when", "ref", "tags", "body"}
         assert_not_echoed(json.dumps(found, ensure_ascii=False), secrets.all())
+
+
+def test_a_request_id_that_is_not_an_id_is_replaced_not_repeated(
+    client: TestClient,
+    auth: TokenFactory,
+    captured: io.StringIO,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    secrets = Secrets(9)
+    token = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    for given in [*secrets.phones, *secrets.id_numbers, f"req-{secrets.phones[0]}-abc"]:
+        for path in ("/v1/taxonomy", "/v1/ledger?risk=extreme", "/v1/cases/not-a-uuid"):
+            response = client.get(path, headers={**token, "X-Request-ID": given})
+            assert response.headers["X-Request-ID"] != given
+            assert_not_echoed(response.text + str(response.headers), secrets.all())
+    kept = uuid.uuid4().hex
+    assert (
+        client.get("/v1/taxonomy", headers={"X-Request-ID": kept}).headers["X-Request-ID"] == kept
+    )
+    assert_log_clean(captured, caplog, secrets.all())
