@@ -9,6 +9,7 @@ never a skip, and a tool the CI needs that is missing fails when `CI=true`.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -110,17 +111,18 @@ class LiveService:
             found["X-Purpose-Of-Use"] = purpose
         return found
 
-    def caught_up(self, timeout: float = 60) -> dict[str, Any]:
-        """Wait until every read model has applied every stored event; the health answer."""
+    def caught_up(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """Wait until every read model has applied every stored event, as an operator checks
+        (`casetrail projections status --json`); each read model's status."""
         deadline = time.monotonic() + timeout
         while True:
-            health: dict[str, Any] = httpx.get(f"{self.base}/healthz", timeout=5).json()
-            projections = health.get("projections") or {}
-            if projections.get("status") == "ok" and projections.get("max_lag") == 0:
-                return health
+            found = json.loads(cli(self.home, "projections", "status", "--json", env=self.env))
+            projections: list[dict[str, Any]] = found["projections"]
+            if projections and all(p["lag"] == 0 for p in projections):
+                return projections
             if time.monotonic() > deadline:
-                pytest.fail(f"the read models did not catch up: {health}")
-            time.sleep(0.2)
+                pytest.fail(f"the read models did not catch up: {projections}")
+            time.sleep(0.3)
 
     def stop(self) -> int | None:
         """SIGTERM, as an operator stops it; the exit status."""
