@@ -367,7 +367,15 @@ class IssueInvestigationOrder(Command):
     case_id: UUID
     investigator: Code = Field(description="the investigator's user id, as in their token")
     reason: Note
-    expires_at: AwareDatetime
+    expires_at: Annotated[
+        AwareDatetime,
+        Field(
+            json_schema_extra={
+                "formatMinimum": f"{EARLIEST_DATE}T00:00:00Z",
+                "formatMaximum": f"{LATEST_DATE}T23:59:59Z",
+            }
+        ),
+    ]
 
     @field_validator("expires_at")
     @classmethod
