@@ -117,7 +117,9 @@ def _freshness(readmodels: ReadModels, name: str) -> dict[str, int]:
     return {"position": status.position, "lag": status.lag}
 
 
-Text = Annotated[str | None, Query(min_length=1, max_length=64)]
+# Streets, villages and units are codes (as in commands and tokens): the pattern keeps NUL and
+# other characters no store accepts out of a query (PostgreSQL refuses NUL in text).
+Text = Annotated[cmd.Code | None, Query(min_length=1, max_length=64)]
 # Every date a query names lies in the window a command's dates may (JSON Schema's
 # minimum/maximum are for numbers, so the schema shows formatMinimum/formatMaximum): no date
 # arithmetic near date.max, no report "as of" a time the service had no data

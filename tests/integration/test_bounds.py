@@ -264,3 +264,36 @@ def test_a_position_at_the_bound_is_not_found_not_a_failure(
     ):
         response = client.get(query, headers=headers)
         assert response.status_code < 500, (query, response.text)
+
+
+HOSTILE_TEXT = ["a\x00b", "\x00", "x\x1b[2Jy", "\u202eabc", "abc\ufeff", "a\x7fb"]
+
+
+def test_text_no_store_accepts_is_refused_in_every_string_parameter(
+    client: TestClient, auth: TokenFactory, populated: str
+) -> None:
+    """NUL (which PostgreSQL refuses in text), other control characters and bidi controls, in
+    every plain string query parameter of every GET: 422 naming it, never a 5xx."""
+    document = client.app.openapi()  # type: ignore[attr-defined]
+    headers = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    tried = 0
+    faults = []
+    for path, method, operation in operations(document):
+        if method != "get":
+            continue
+        for parameter in operation.get("parameters", []):
+            branches = list(_branches(document, parameter["schema"]))
+            plain = [b for b in branches if b.get("type") == "string" and "format" not in b]
+            if parameter["in"] != "query" or not plain or "enum" in plain[0]:
+                continue
+            name = parameter["name"]
+            params = {"position": "1"} if "inclusion" in path else {}
+            for value in HOSTILE_TEXT:
+                tried += 1
+                url = re.sub(r"\{[a-z_]+\}", populated, path)
+                response = client.get(url, params={**params, name: value}, headers=headers)
+                fields = [e.get("field") for e in response.json().get("errors", [])]
+                if response.status_code != 422 or name not in fields:
+                    faults.append(f"GET {path}?{name}={value!r}: {response.status_code}")
+    assert tried >= 6 * 8, tried
+    assert faults == []
