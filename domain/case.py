@@ -8,7 +8,8 @@ plain JSON values (dates as ISO strings) so that the stored form does not depend
 Dates: whatever a command says happened on a file (a consultation held, an intervention done, a
 letter signed, a follow-up visit) did not happen before the clue was found (`found_on`); the
 command models (`domain.commands`) bound every date against today and a horizon. Proven in
-`tests/domain/test_case.py` and over HTTP, nothing written, in `tests/integration/test_dates.py`.
+`tests/domain/test_dates.py` and over HTTP, nothing written, in `tests/integration/test_dates.py`.
+No rule's message quotes a submitted value or what the file holds (`tests/domain/test_messages.py`).
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ characters (a zero-width joiner inside an emoji), since nothing looks them up.
 Dates: every date lies between `EARLIEST_DATE` and `LATEST_DATE` (also in the schema); what
 happened (found, held, done, signed, visited) is not in the future; a due date is neither past
 nor more than `DUE_HORIZON` ahead; a date of birth is a minor's. Comparisons with the file's own
-dates are the aggregate's (`domain.case`). Proven in `tests/domain/test_commands.py` and over
-HTTP in `tests/integration/test_dates.py` and `tests/integration/test_names.py`.
+dates are the aggregate's (`domain.case`). Proven in `tests/domain/test_dates.py`,
+`tests/domain/test_names.py` and over HTTP in `tests/integration/test_dates.py`,
+`tests/integration/test_names.py` and `tests/integration/test_bounds.py` (the schema).
 
 No message quotes a submitted value or anything derived from it (an age, a subtype code).
 """

@@ -6,7 +6,7 @@ check character computed with ISO 7064 MOD 11-2 ('X' stands for 10).
 
 A name has one form (`normalise_name`: NFC, spaces trimmed and collapsed) for storing, the blind
 index and lookups, and holds no invisible or reordering character (`check_name`), so that an
-exact lookup of the name as it looks finds the file (`tests/domain/test_identity.py`,
+exact lookup of the name as it looks finds the file (`tests/domain/test_names.py`,
 `tests/integration/test_names.py`).
 """
 
