@@ -255,11 +255,13 @@ def _shortened(text: str, limit: int = 120) -> str:
 
 
 _HTTP_PROBLEMS: Final = {
+    400: ("unreadable-body", "The body could not be read"),
     404: ("not-found", "No such resource"),
     405: ("method-not-allowed", "Method not allowed"),
     503: ("service-unavailable", "The service cannot answer this now"),
 }
 _HTTP_DETAILS: Final = {
+    400: "the body is not JSON encoded as UTF-8; send it so, with Content-Type: application/json",
     404: "nothing is served at this path; the API's paths are listed at /openapi.json",
     405: "this path does not take this method; the Allow header lists the methods it takes",
 }
@@ -432,6 +434,7 @@ def _docs_policy(page: bytes) -> str:
 
 _PROBLEM_REF: Final = {"$ref": "#/components/schemas/Problem"}
 _ANSWERS: Final = {
+    400: "The body could not be read as UTF-8 JSON",
     401: "No valid bearer token (`urn:casetrail:problem:unauthenticated`)",
     403: "Not permitted: role, purpose of use, or a rule of the case",
     404: "No such case (or evidence) is visible to you",
@@ -477,7 +480,7 @@ def _problem_statuses(path: str, method: str, operation: dict[str, Any]) -> list
     if "{" in path or tags & _READS_WITHOUT_PATH_ID:
         found.add(404)
     if method == "post" and not tags & _WITHOUT_CONFLICTS:
-        found.add(409)
+        found |= {404, 409}  # a command's body may name a case, an order, a unit
     if has_body:
-        found |= {408, 413}
+        found |= {400, 408, 413}
     return sorted(found)

@@ -131,7 +131,7 @@ def test_the_openapi_document_lists_every_problem_answer(client: TestClient) -> 
             if "{" in path:
                 expected |= {"404", "422"}
             if method == "post" and "requestBody" in operation:
-                expected |= {"413", "422"}
+                expected |= {"400", "413", "422"}
             assert expected <= set(answers), (method, path, sorted(answers))
             for status, answer in answers.items():
                 if status.startswith(("4", "5")):
@@ -248,3 +248,16 @@ def test_a_body_that_does_not_arrive_in_time_answers_408(
     assert not reached
     assert answers[0]["status"] == 408
     assert json.loads(answers[1]["body"])["type"] == "urn:casetrail:problem:request-timeout"
+
+
+def test_a_body_that_is_not_utf8_json_answers_400_as_documented(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    headers = {**auth(Role.COORDINATOR, OFFICE), "Content-Type": "application/json"}
+    case = "3fa85f64-5717-4562-b3fc-2c963f66afa6"
+    for path in ("/v1/cases", f"/v1/cases/{case}/closure", "/v1/investigation-orders"):
+        for body in (b'{"x": "\xc3\x28"}', '{"reason": "张三"}'.encode("gb18030")):
+            response = client.post(path, content=body, headers=headers)
+            assert response.status_code == 400, (path, response.text)
+            assert response.json()["type"] == "urn:casetrail:problem:unreadable-body"
+            assert_secured(response)
