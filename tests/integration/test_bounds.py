@@ -115,6 +115,48 @@ def test_every_date_and_integer_of_a_command_is_bounded(client: TestClient) -> N
     assert faults == []
 
 
+def _request_models(document: Schema) -> set[str]:
+    """The names of every model a request body reaches, nested ones included."""
+    pending = [
+        content["schema"]
+        for _, _, operation in operations(document)
+        for content in operation.get("requestBody", {}).get("content", {}).values()
+    ]
+    found: set[str] = set()
+    while pending:
+        schema = pending.pop()
+        if "$ref" in schema:
+            name = schema["$ref"].rsplit("/", 1)[-1]
+            if name not in found:
+                found.add(name)
+                pending.append(document["components"]["schemas"][name])
+            continue
+        pending += schema.get("anyOf", []) + list(schema.get("properties", {}).values())
+        if "items" in schema:
+            pending.append(schema["items"])
+    return found
+
+
+def test_every_field_of_every_request_body_is_bounded(client: TestClient) -> None:
+    """Every list has a maximum number of items, every text a maximum length (or a pattern,
+    or an enumeration), every number and date both bounds."""
+    document = client.app.openapi()  # type: ignore[attr-defined]
+    models = _request_models(document)
+    assert {"ReportClue", "Minor", "Guardian", "AssignUnit", "IssueInvestigationOrder"} <= models
+    faults = []
+    for name in sorted(models):
+        for field, schema in document["components"]["schemas"][name].get("properties", {}).items():
+            for branch in _branches(document, schema):
+                if branch.get("type") == "array":
+                    if "maxItems" not in branch:
+                        faults.append(f"{name}.{field}: no maxItems")
+                elif branch.get("type") == "string" and "pattern" in branch:
+                    continue
+                elif branch.get("type") != "object" and unbounded(document, branch):
+                    faults.append(f"{name}.{field}: no {unbounded(document, branch)}")
+    assert faults == []
+
+
 def _probes(document: Schema) -> Iterator[tuple[str, str, str, str]]:
     """(path, parameter, value, expectation) for every bounded query parameter of every GET:
     'refused' outside the bounds, 'answered' at them."""
