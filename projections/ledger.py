@@ -131,6 +131,21 @@ SEALED_VALUES: Final = (
     "issues",
 )
 _SEALED_IN: Final = "ledger_cases"
+# Stored columns of `ledger_assignments`: the unit as a token (filters) and sealed (shown), for
+# the same reason as the reporting unit's.
+_STORED_ASSIGNMENT_COLUMNS: Final = (
+    "assignment_id",
+    "case_id",
+    "unit_index",
+    "unit_sealed",
+    "function",
+    "due_on",
+    "assigned_at",
+    "acknowledged_at",
+    "ended_at",
+    "outcome",
+)
+_ASSIGNMENTS_IN: Final = "ledger_assignments"
 _ASSIGNMENT_COLUMNS: Final = (
     "assignment_id",
     "case_id",
@@ -207,12 +222,13 @@ class LedgerView(View):
             "PRIMARY KEY (case_id, category, subtype))",
             "CREATE INDEX IF NOT EXISTS ledger_issues_kind ON {ledger_issues} (category, subtype)",
             "CREATE TABLE IF NOT EXISTS {ledger_assignments} (assignment_id TEXT PRIMARY KEY, "
-            "case_id TEXT NOT NULL, unit TEXT NOT NULL, function TEXT NOT NULL, "
+            "case_id TEXT NOT NULL, unit_index TEXT NOT NULL, unit_sealed TEXT NOT NULL, "
+            "function TEXT NOT NULL, "
             "due_on TEXT NOT NULL, assigned_at TEXT NOT NULL, acknowledged_at TEXT, "
             "ended_at TEXT, outcome TEXT)",
             "CREATE INDEX IF NOT EXISTS ledger_assignments_case ON {ledger_assignments} (case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_assignments_unit ON {ledger_assignments} "
-            "(unit, ended_at)",
+            "(unit_index, ended_at)",
         ]
 
     # --- applying events ------------------------------------------------------------------------
@@ -232,7 +248,7 @@ class LedgerView(View):
             for row in db.execute(
                 f"SELECT * FROM {{ledger_assignments}} WHERE case_id IN ({marks})", chunk
             ):
-                assignments[row["assignment_id"]] = row
+                assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
         reclassified: set[str] = set()
         for event in batch.events:
             case_id = str(event.originator_id)
@@ -269,8 +285,8 @@ class LedgerView(View):
         )
         db.insert(
             "ledger_assignments",
-            _ASSIGNMENT_COLUMNS,
-            [[a[c] for c in _ASSIGNMENT_COLUMNS] for a in assignments.values()],
+            _STORED_ASSIGNMENT_COLUMNS,
+            [stored_assignment(self.keys, a) for a in assignments.values()],
             key=("assignment_id",),
         )
         changed = sorted(reclassified)
@@ -461,12 +477,34 @@ def scope_clause(
         )
         clauses.append(
             f"EXISTS (SELECT 1 FROM {{ledger_assignments}} s WHERE s.case_id = {alias}.case_id "
-            f"AND s.unit = ? AND {held})"
+            f"AND s.unit_index = ? AND {held})"
         )
-        params.append(scope.assigned_unit)
+        params.append(keys.token("unit", scope.assigned_unit))
         if ended_since is not None:
             params.append(ended_since)
     return " AND ".join(clauses), params
+
+
+def _assignment_row_id(row: Row) -> str:
+    # Bound to the file and the assignment: a unit copied to another assignment does not open.
+    return f"{row['case_id']}/{row['assignment_id']}"
+
+
+def stored_assignment(keys: ReadModelKeys, row: Row) -> list[Any]:
+    """An assignment as `ledger_assignments` holds it: the unit hashed and sealed."""
+    stored = {
+        **row,
+        "unit_index": keys.token("unit", row["unit"]),
+        "unit_sealed": keys.seal(_ASSIGNMENTS_IN, _assignment_row_id(row), {"unit": row["unit"]}),
+    }
+    return [stored[c] for c in _STORED_ASSIGNMENT_COLUMNS]
+
+
+def plain_assignment(keys: ReadModelKeys, stored: Row) -> Row:
+    """A `ledger_assignments` row with its unit opened (the columns of `_ASSIGNMENT_COLUMNS`)."""
+    row = {k: v for k, v in stored.items() if k not in ("unit_index", "unit_sealed")}
+    row.update(keys.open(_ASSIGNMENTS_IN, _assignment_row_id(stored), stored["unit_sealed"]))
+    return row
 
 
 def plain_row(keys: ReadModelKeys, stored: Row) -> Row:
@@ -748,7 +786,7 @@ def source_label(row: Row) -> str:
     return f"{role}·{method}"
 
 
-def _load_assignments(db: Db, case_ids: Sequence[str]) -> dict[str, list[Assignment]]:
+def _load_assignments(db: KeyedDb, case_ids: Sequence[str]) -> dict[str, list[Assignment]]:
     found: dict[str, list[Assignment]] = {}
     for chunk in _in_chunks(case_ids):
         rows = db.execute(
@@ -756,7 +794,7 @@ def _load_assignments(db: Db, case_ids: Sequence[str]) -> dict[str, list[Assignm
             f"({db.placeholders(len(chunk))}) ORDER BY assigned_at, assignment_id",
             chunk,
         )
-        for a in rows:
+        for a in (plain_assignment(db.keys, r) for r in rows):
             found.setdefault(a["case_id"], []).append(
                 Assignment(**{k: a[k] for k in _ASSIGNMENT_COLUMNS if k != "case_id"})
             )

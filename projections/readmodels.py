@@ -59,8 +59,9 @@ from projections.worklists import DEFAULT_CONSULTATION_DEADLINE
 VIEW_NAMES: Final = ("ledger", "reports")
 _JOIN_SECONDS: Final = 10.0
 # The layout of each view's tables; a change makes stores built before rebuild the view.
-# 2: school, village, gender, age, masks and issues sealed or hashed (none in clear).
-SCHEMA: Final = {"ledger": 2, "reports": 2}
+# 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
+# 3: the units of assignments too.
+SCHEMA: Final = {"ledger": 3, "reports": 2}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 

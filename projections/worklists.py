@@ -29,7 +29,7 @@ from domain.taxonomy import (
     RiskLevel,
 )
 from projections.follower import Row
-from projections.ledger import RowScope, plain_row, scope_clause
+from projections.ledger import RowScope, plain_assignment, plain_row, scope_clause
 from projections.quarters import Quarter, local_date, parse_stamp
 from projections.sealed import KeyedDb
 
@@ -116,15 +116,15 @@ def assignments(
     where, params = scope_clause(db.keys, scope)
     conditions = [where, "a.ended_at IS NULL"]
     if unit is not None:
-        conditions.append("a.unit = ?")
-        params.append(unit)
+        conditions.append("a.unit_index = ?")
+        params.append(db.keys.token("unit", unit))
     if state is AssignmentState.UNACKNOWLEDGED:
         conditions.append("a.acknowledged_at IS NULL")
     elif state is AssignmentState.OVERDUE:
         conditions.append("a.due_on < ?")
         params.append(today.isoformat())
     rows = db.execute(
-        "SELECT c.*, a.assignment_id, a.unit, a.function, a.due_on, a.assigned_at, "
+        "SELECT c.*, a.assignment_id, a.unit_sealed, a.function, a.due_on, a.assigned_at, "
         "a.acknowledged_at FROM {ledger_assignments} a "
         "JOIN {ledger_cases} c ON c.case_id = a.case_id "
         f"WHERE {' AND '.join(conditions)} ORDER BY a.due_on, a.assignment_id LIMIT ?",
@@ -136,7 +136,7 @@ def assignments(
             {
                 **_case_values(row),
                 "assignment_id": row["assignment_id"],
-                "unit": row["unit"],
+                "unit": plain_assignment(db.keys, row)["unit"],
                 "function": row["function"],
                 "function_label": PROTECTION_FUNCTION_LABELS[ProtectionFunction(row["function"])],
                 "assigned_at": row["assigned_at"],

@@ -57,24 +57,31 @@ def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
         "close_note": f"金丝雀结案{tag}",
         "cases": {},
     }
-    reporter = auth(Role.REPORTER, REPORTER_UNIT)
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
     # Two sensitive subtypes per file, so that every one of them is planted somewhere; and one
     # file with maltreatment (虐待) under growth_environment only, the code of two categories.
     pairs = [SENSITIVE[i : i + 2] for i in range(0, len(SENSITIVE), 2)]
     pairs.append([("growth_environment", "maltreatment")])
     for number, issues in enumerate(pairs):
-        body = planted_case(REPORTER_UNIT, seed=900 + number).body
         school = planted["schools"][number % 2]
         village = planted["villages"][number % 2]
+        # Every other file is reported by its village's own committee, whose unit code is the
+        # village's; the others by another village's.
+        unit = village if number % 2 else REPORTER_UNIT
+        body = planted_case(unit, seed=900 + number).body
         body["minor"]["school"] = school
         body["minor"]["village"] = village
         body["issues"] = [{"category": c, "subtype": s} for c, s in issues]
         body["risk"] = "urgent"  # above every subtype's floor
-        created = client.post("/v1/cases", json=body, headers=reporter)
+        created = client.post("/v1/cases", json=body, headers=auth(Role.REPORTER, unit))
         assert created.status_code == 201, created.text
         case_id = created.json()["id"]
-        planted["cases"][case_id] = {"school": school, "village": village, "issues": issues}
+        planted["cases"][case_id] = {
+            "school": school,
+            "village": village,
+            "issues": issues,
+            "unit": unit,
+        }
         found_on = date.fromisoformat(body["found_on"])
         steps: list[tuple[str, dict[str, Any]]] = [
             (
@@ -92,6 +99,16 @@ def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
                     "function": "judicial",
                     "task": planted["task"],
                     "due_on": (date.today() + timedelta(days=10)).isoformat(),
+                },
+            ),
+            (
+                # The village committee takes a task too (family protection).
+                "assignments",
+                {
+                    "unit": village,
+                    "function": "family",
+                    "task": planted["task"],
+                    "due_on": (date.today() + timedelta(days=20)).isoformat(),
                 },
             ),
             ("follow-ups", {"visited_on": date.today().isoformat(), "notes": planted["notes"]}),
@@ -143,6 +160,7 @@ def test_canary_values_are_not_in_the_read_models_yet_are_shown_filtered_and_cou
     Workload(client.app.state.services.application, seed=77).cases(6)  # type: ignore[attr-defined]
     readmodels.catch_up()
 
+    closed = next(iter(planted["cases"]))  # the first file was closed: its tasks ended
     stored = _stored(settings, readmodels)
     for what, needle in _needles(planted).items():
         assert needle not in stored, f"{what} readable in the read models"
@@ -164,7 +182,8 @@ def test_canary_values_are_not_in_the_read_models_yet_are_shown_filtered_and_cou
         row = rows[case_id]
         assert row["school"] == expected["school"]
         assert row["village"] == expected["village"]
-        assert row["reporting_unit"] == REPORTER_UNIT
+        assert row["reporting_unit"] == expected["unit"]
+        assert {a["unit"] for a in row["assignments"]} == {POLICE, expected["village"]}
         assert row["gender"] in ("male", "female") and isinstance(row["age"], int)
         assert [(i["category"], i["subtype"]) for i in row["issues"]] == expected["issues"]
 
@@ -192,13 +211,31 @@ def test_canary_values_are_not_in_the_read_models_yet_are_shown_filtered_and_cou
     assert ids(category="mental_health") & set(cases) == {
         c for c, v in cases.items() if any(i[0] == "mental_health" for i in v["issues"])
     }
-    # A reporter's scope (its unit, held as a token) still lists its own files.
-    mine = client.get(
-        "/v1/ledger",
-        params={"per_page": 200},
-        headers=auth(Role.REPORTER, REPORTER_UNIT, purpose="follow_up"),
-    )
-    assert set(cases) <= {r["id"] for r in mine.json()["rows"]}
+    # A reporter's scope (its unit, held as a token) still lists its own files; a unit
+    # member's (its unit's assignments, tokens too) the files its unit holds.
+    for unit in (REPORTER_UNIT, planted["villages"][1]):
+        mine = client.get(
+            "/v1/ledger",
+            params={"per_page": 200},
+            headers=auth(Role.REPORTER, unit, purpose="follow_up"),
+        )
+        assert {r["id"] for r in mine.json()["rows"]} & set(cases) == {
+            c for c, v in cases.items() if v["unit"] == unit
+        }
+    for village in planted["villages"]:
+        held = client.get(
+            "/v1/ledger",
+            params={"per_page": 200},
+            headers=auth(Role.UNIT_MEMBER, village, purpose="intervention"),
+        )
+        # A closed file's ended assignments stay in sight for the grace period.
+        expected_held = {c for c, v in cases.items() if v["village"] == village}
+        assert {r["id"] for r in held.json()["rows"]} == expected_held
+        tasks = client.get(
+            "/v1/worklists/assignments", params={"unit": village}, headers=headers
+        ).json()["items"]
+        assert {i["case_id"] for i in tasks} == expected_held - {closed}
+        assert {i["unit"] for i in tasks} == {village}
     elsewhere = client.get(
         "/v1/ledger",
         params={"per_page": 200},
@@ -206,9 +243,10 @@ def test_canary_values_are_not_in_the_read_models_yet_are_shown_filtered_and_cou
     )
     assert not set(cases) & {r["id"] for r in elsewhere.json()["rows"]}
 
-    # Worklists show the village; the quarterly report counts subtypes and villages.
+    # Worklists show the village and units; the report counts subtypes and villages.
     listed = client.get("/v1/worklists/assignments", headers=headers).json()["items"]
     assert {i["village"] for i in listed if i["case_id"] in cases} == set(planted["villages"])
+    assert {i["unit"] for i in listed if i["case_id"] in cases} == {POLICE, *planted["villages"]}
     report = client.get("/v1/reports/quarterly", headers=headers).json()
     subtypes = {(c["category"], c["code"]): c["count"] for c in report["by_subtype"]}
     counted = Counter(pair for v in cases.values() for pair in v["issues"])
