@@ -489,12 +489,18 @@ def _bad_requests(probe: Probe, tokens: dict[str, str], body: dict[str, Any]) ->
         {"Authorization": f"Bearer {id_number}"},
         keep=True,
     )
+    for label, given in (
+        ("the phone as the request id", phone),
+        ("the ID number as the request id", id_number),
+        ("the ID number's digits as the request id", f"{id_number[:17]}00000000000000"),
+    ):
+        probe.call(label, "GET", "/v1/taxonomy", {**coordinator, "X-Request-ID": given}, keep=True)
     # Refusals of the planted case itself: a role out of scope, an unknown case.
     outsider = s.headers(tokens["far_coordinator"], "consultation")
     probe.call("case read out of scope", "GET", f"/v1/cases/{case}", outsider)
     probe.call("bundle out of scope", "GET", f"/v1/evidence/cases/{case}/bundle", outsider)
     probe.call("case that does not exist", "GET", f"/v1/cases/{uuid.uuid4()}", coordinator)
-    assert len(probe.errors) >= 50, f"only {len(probe.errors)} answers kept"
+    assert len(probe.errors) >= 53, f"only {len(probe.errors)} answers kept"
 
 
 def _exercise(store: str, home: Path, env: dict[str, str], schema: str | None) -> Probe:
