@@ -41,20 +41,24 @@ WITHHELD: Final = "the value given"
 
 
 class FieldError(BaseModel):
-    field: str = Field(description="path of the field at fault, or the header's name")
-    message: str = Field(description="what is wrong and what is allowed; never the value sent")
+    field: str = Field(
+        max_length=MAX_TEXT, description="path of the field at fault, or the header's name"
+    )
+    message: str = Field(
+        max_length=MAX_TEXT, description="what is wrong and what is allowed; never the value sent"
+    )
 
 
 class Problem(BaseModel):
     """The body of every error answer (RFC 9457), for the OpenAPI document."""
 
-    type: str = Field(examples=["urn:casetrail:problem:validation-error"])
-    title: str
-    status: int
-    detail: str
-    instance: str | None = None
-    request_id: str | None = None
-    errors: list[FieldError] | None = None
+    type: str = Field(max_length=100, examples=["urn:casetrail:problem:validation-error"])
+    title: str = Field(max_length=MAX_TEXT)
+    status: int = Field(ge=400, le=599)
+    detail: str = Field(max_length=MAX_TEXT)
+    instance: str | None = Field(default=None, max_length=200, description="the route's template")
+    request_id: str | None = Field(default=None, max_length=64)
+    errors: list[FieldError] | None = Field(default=None, max_length=MAX_ERRORS)
 
 
 def problem(
