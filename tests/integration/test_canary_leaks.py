@@ -14,7 +14,8 @@ a purpose, a token or JSON is expected) leaves:
   (`SELECT t::text`), in any of the forms `canaries.encodings` lists;
 - no canary in the service's own output (stdout and stderr, all of its log lines), in clear or
   percent-encoded;
-- no canary in any error answer (body and headers);
+- no canary in any error answer, nor in any answer to a request that carried canaries where
+  they do not belong (body and headers);
 - no name, ID number, phone, guardian name or sensitive text in the masked answers (ledger
   pages, lookups, masked exports, worklists, reports).
 And, so that the scan can fail the other way, the authorised reads did show every canary (the
