@@ -18,6 +18,7 @@ from gateway.demo import fill_demo
 from gateway.eventstore import store_environment
 from gateway.settings import Settings, SettingsProblem
 from gateway.startup import StartupProblem, open_application
+from gateway.store_setup import StoreSetupProblem, setup_lock
 
 DEFAULT_STREET = "chengguan-street"
 
@@ -58,7 +59,13 @@ def keys_init() -> None:
 def _store_has_events(settings: Settings) -> bool:
     if settings.store_kind == "sqlite" and not (settings.home / "casetrail.sqlite").exists():
         return False
-    application = CaseTrail(env=store_environment(settings.database_url, cipher_keys=None))
+    try:
+        with setup_lock(settings.database_url):  # a missing schema is created here, or refused
+            application = CaseTrail(
+                env=store_environment(settings.database_url, cipher_keys=None)
+            )
+    except StoreSetupProblem as exc:
+        raise UserError(str(exc)) from None
     try:
         return bool(application.recorder.max_notification_id())
     finally:

@@ -35,6 +35,7 @@ from gateway.evidence_documents import (
     inclusion_document,
 )
 from gateway.settings import Settings
+from gateway.store_setup import StoreSetupProblem, setup_lock
 from gateway.verification import (
     BundleFormatError,
     check_held,
@@ -355,11 +356,14 @@ def store() -> None:
 )
 def store_init() -> None:
     settings = Settings.from_env()
-    application = _open_store(settings, create=True)
+    # One process at a time creates (gateway/store_setup.py); the second finds it all in place.
     try:
-        created = store_guard.install(application.recorder)
-    except store_guard.StoreGuardProblem as exc:
+        with setup_lock(settings.database_url):
+            application = _open_store(settings, create=True)
+            try:
+                created = store_guard.install(application.recorder)
+            finally:
+                application.close()
+    except (store_guard.StoreGuardProblem, StoreSetupProblem) as exc:
         raise EvidenceUsageError(str(exc)) from None
-    finally:
-        application.close()
     click.echo(f"created: {', '.join(created)}" if created else "all in place already")

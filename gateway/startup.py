@@ -13,6 +13,7 @@ from gateway import keyring, store_guard, writer_lock
 from gateway.eventstore import EventIntegrityError, KeyMismatchError
 from gateway.evidence import EvidenceConfigError, EvidenceSettings
 from gateway.settings import Settings
+from gateway.store_setup import StoreSetupProblem, setup_lock
 
 
 class StartupProblem(Exception):
@@ -25,6 +26,28 @@ def open_application(settings: Settings) -> CaseTrail:
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
     try:
+        # Tables, functions and triggers are created by one process at a time (store_setup).
+        with setup_lock(settings.database_url):
+            application = _created(settings, env)
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    try:
+        check_key_opens_store(application)
+        keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
+        EvidenceSettings.from_env()
+    except StartupProblem:
+        application.close()
+        raise
+    except (keyring.KeyProblem, EvidenceConfigError) as exc:
+        application.close()
+        raise StartupProblem(str(exc)) from None
+    return application
+
+
+def _created(settings: Settings, env: dict[str, str]) -> CaseTrail:
+    """The application, its store's tables created if missing, and the append-only triggers
+    and evidence tables installed (else only checked)."""
+    try:
         application = CaseTrail(env=env)
     except (PersistenceError, OSError) as exc:
         raise StartupProblem(
@@ -34,15 +57,8 @@ def open_application(settings: Settings) -> CaseTrail:
     if application.snapshots is not None:
         writer_lock.serialise_inserts(application.snapshots.recorder)
     try:
-        check_key_opens_store(application)
-        # Append-only triggers and the evidence tables: created if missing, else only checked.
         store_guard.install(application.recorder)
-        keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
-        EvidenceSettings.from_env()
-    except StartupProblem:
-        application.close()
-        raise
-    except (store_guard.StoreGuardProblem, keyring.KeyProblem, EvidenceConfigError) as exc:
+    except store_guard.StoreGuardProblem as exc:
         application.close()
         raise StartupProblem(str(exc)) from None
     return application
