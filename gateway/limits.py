@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from http import HTTPStatus
 from typing import Any, Final
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -225,10 +226,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         log.info("request_refused", status=status, limit=reason)
         body = refusal_body(status, reason)
         head = (
-            f"HTTP/1.1 {status} {_REFUSALS[status][1]}\r\n"
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             f"content-type: {MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
             "connection: close\r\ncache-control: no-store\r\n"
-            "x-content-type-options: nosniff\r\n\r\n"
+            # The headers `gateway.api.SecurityHeaders` gives every answer of the app.
+            "x-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n"
+            "x-frame-options: DENY\r\n"
+            "content-security-policy: default-src 'none'; frame-ancestors 'none'\r\n\r\n"
         ).encode()
         self._disarm_head_timer()
         self.transport.write(head + body)

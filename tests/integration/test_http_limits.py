@@ -96,8 +96,11 @@ def _refused(answer: bytes, status: int) -> None:
     assert not answer.endswith(b"<still open>"), "the connection was kept open"
     assert _status(answer) in (status, None), answer[:200]
     if answer:
-        assert b"application/problem+json" in answer
-        assert b"connection: close" in answer.lower()
+        head = answer.split(b"\r\n\r\n", 1)[0].lower()
+        assert b"application/problem+json" in head
+        assert b"connection: close" in head
+        assert b"cache-control: no-store" in head
+        assert b"x-frame-options: deny" in head
 
 
 def _alive(port: int) -> None:
