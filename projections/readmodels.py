@@ -116,10 +116,26 @@ KeyedRecorder = KeyedSQLiteViewRecorder | KeyedPostgresViewRecorder
 
 
 def keyed_recorder(
-    datastore: SQLiteDatastore | PostgresDatastore, view: View, keys: ReadModelKeys
+    datastore: SQLiteDatastore | PostgresDatastore,
+    view: View,
+    keys: ReadModelKeys,
+    log: Any = None,
 ) -> KeyedRecorder:
     """The recorder of `view`, its tables made (again, empty, if their layout or key changed)."""
-    _ensure_schema(datastore, view, f"{SCHEMA[view.name]}:{keys.key_id}")
+    version = SCHEMA[view.name]
+    previous = _ensure_schema(datastore, view, f"{version}:{keys.key_id}")
+    if previous is not None and log is not None:
+        # Why a view's lag jumps to the whole log: it is being (re)built. The key id is not
+        # logged, only whether it changed. A store without a layout row is new, or was made
+        # before layouts were recorded.
+        before, _, key_id = previous.partition(":")
+        getattr(log, "warning" if before else "info")(
+            "projection_layout_set",
+            projection=view.name,
+            layout_before=before or None,
+            layout=version,
+            key_changed=bool(before) and key_id != keys.key_id,
+        )
     recorder: KeyedRecorder
     if isinstance(datastore, SQLiteDatastore):
         recorder = KeyedSQLiteViewRecorder(datastore, view=view, keys=keys)
@@ -164,9 +180,10 @@ def _schema_transaction(datastore: SQLiteDatastore | PostgresDatastore) -> Itera
 
 def _ensure_schema(
     datastore: SQLiteDatastore | PostgresDatastore, view: View, fingerprint: str
-) -> None:
+) -> str | None:
     """Drop `view`'s tables and position when the store holds another layout or key (a store
-    made before this check holds no row for the view: its tables are dropped too)."""
+    made before this check holds no row for the view: its tables are dropped too). Returns
+    None when nothing changed, else the fingerprint found ("" when there was none)."""
     with _schema_transaction(datastore) as db:
         db.execute(
             f"CREATE TABLE IF NOT EXISTS {{{SCHEMA_TABLE}}} "
@@ -176,7 +193,7 @@ def _ensure_schema(
             f"SELECT fingerprint FROM {{{SCHEMA_TABLE}}} WHERE view_name = ?", (view.name,)
         )
         if found and found[0]["fingerprint"] == fingerprint:
-            return
+            return None
         for table in (*reversed(view.tables), f"{view.name}_tracking"):
             db.execute(f"DROP TABLE IF EXISTS {{{table}}}")
         for statement in view.create_statements(db.dialect):
@@ -188,6 +205,7 @@ def _ensure_schema(
         )
     if isinstance(datastore, SQLiteDatastore):
         _truncate_wal(datastore)
+    return str(found[0]["fingerprint"]) if found else ""
 
 
 def _truncate_wal(datastore: SQLiteDatastore) -> None:
@@ -216,7 +234,7 @@ class ReadModels:
         views: list[View] = [LedgerView(self.blind_index, self.keys), ReportsView(self.keys)]
         try:
             self.recorders: dict[str, KeyedRecorder] = {
-                view.name: keyed_recorder(self.datastore, view, self.keys) for view in views
+                view.name: keyed_recorder(self.datastore, view, self.keys, log) for view in views
             }
             self.followers = {
                 name: Follower(

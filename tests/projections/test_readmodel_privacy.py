@@ -388,6 +388,20 @@ def test_a_store_in_the_earlier_layout_opens_is_rebuilt_and_keeps_no_plaintext(
         again.close()
 
 
+class _Log:
+    """Records what the read models log."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict[str, Any]]] = []
+
+    @property
+    def seen(self) -> set[tuple[str, str, Any, Any]]:
+        return {(lv, e, f.get("projection"), f.get("key_changed")) for lv, e, f in self.events}
+
+    def __getattr__(self, level: str) -> Any:
+        return lambda event, **fields: self.events.append((level, event, fields))
+
+
 def test_a_read_model_built_under_another_key_is_rebuilt(
     application: CaseTrail, open_readmodels: Any, store_url: str, tmp_path: Path
 ) -> None:
@@ -397,8 +411,13 @@ def test_a_read_model_built_under_another_key_is_rebuilt(
     first.catch_up()
     env = readmodel_env(store_url, tmp_path)
     other_key = bytes(range(32))
-    second = ReadModels(application, ReadModelConfig(env=env, index_key=other_key))
+    log = _Log()
+    second = ReadModels(application, ReadModelConfig(env=env, index_key=other_key), log=log)
     try:
+        # The rebuild is said, the key id is not.
+        assert ("warning", "projection_layout_set", "ledger", True) in log.seen
+        ids = (first.keys.key_id, second.keys.key_id)
+        assert log.events and all(k not in repr(e) for e in log.events for k in ids)
         assert second.follower("ledger").position() == 0
         second.catch_up()
         with second.ledger.reading() as db:
