@@ -30,7 +30,6 @@ from eventsourcing.persistence import MapperDeserialisationError, PersistenceErr
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers, MutableHeaders
@@ -118,14 +117,8 @@ class _CaseTrailAPI(FastAPI):
 
     def openapi(self) -> dict[str, Any]:
         if self.openapi_schema is None:
-            self.openapi_schema = _with_problem_answers(
-                get_openapi(
-                    title=self.title,
-                    version=self.version,
-                    summary=self.summary,
-                    routes=self.routes,
-                )
-            )
+            # FastAPI's document (which it caches), then every problem answer added to it.
+            self.openapi_schema = _with_problem_answers(super().openapi())
         return self.openapi_schema
 
 
