@@ -37,52 +37,80 @@ PERSONAL_KEYS: Final = frozenset(
 )
 
 
-MAX_STRING: Final = 200
-MAX_ITEMS: Final = 20
+MAX_STRING: Final = 200  # characters of one string
+MAX_ITEMS: Final = 20  # items of one list or dict
 MAX_DEPTH: Final = 3
 MAX_KEYS: Final = 40  # keys of one event; more are dropped and counted
+MAX_CHARS: Final = 1000  # characters of all keys and values of one event: a line < 4 KB
 MAX_TRACEBACK: Final = 8000  # a formatted exception: long enough to find the bug
+# Spent first, so that the budget never runs out before them.
+_FIRST: Final = ("event", "level", "timestamp", "request_id", "actor", "role", "unit")
 
 
-def _bounded(value: Any, depth: int = 0) -> Any:
-    if isinstance(value, str):
-        return value if len(value) <= MAX_STRING else f"{value[:MAX_STRING]}…[{len(value)} chars]"
-    if isinstance(value, bytes | bytearray):
-        return f"[{len(value)} bytes]"
-    if value is None or isinstance(value, bool | int | float):
+class _Budget:
+    def __init__(self) -> None:
+        self.left = MAX_CHARS
+
+    def take(self, text: str) -> str:
+        limit = max(0, min(MAX_STRING, self.left))
+        shown = text if len(text) <= limit else f"{text[:limit]}…[{len(text)} chars]"
+        self.left -= len(shown)
+        return shown
+
+
+def _bounded(value: Any, budget: _Budget, depth: int = 0) -> Any:
+    if value is None or isinstance(value, bool):
         return value
-    if depth >= MAX_DEPTH:
-        return f"[{type(value).__name__}]"
+    if isinstance(value, int | float) and abs(value) < 1e15:
+        budget.left -= 8
+        return value
+    if isinstance(value, bytes | bytearray):
+        return budget.take(f"[{len(value)} bytes]")
+    if isinstance(value, str):
+        return budget.take(value)
+    if depth >= MAX_DEPTH or budget.left <= 0:
+        return budget.take(f"[{type(value).__name__}]")
     if isinstance(value, dict):
         items = list(value.items())
-        found = {_bounded(str(k)): _bounded(v, depth + 1) for k, v in items[:MAX_ITEMS]}
-        if len(items) > MAX_ITEMS:
-            found["…"] = f"{len(items) - MAX_ITEMS} more"
+        found = {
+            budget.take(str(k)): _bounded(v, budget, depth + 1)
+            for k, v in items[:MAX_ITEMS]
+            if budget.left > 0
+        }
+        if len(found) < len(items):
+            found["…"] = f"{len(items) - len(found)} more"
         return found
     if isinstance(value, list | tuple | set | frozenset):
         listed = list(value)
-        shown = [_bounded(v, depth + 1) for v in listed[:MAX_ITEMS]]
-        if len(listed) > MAX_ITEMS:
-            shown.append(f"…{len(listed) - MAX_ITEMS} more")
+        shown = [_bounded(v, budget, depth + 1) for v in listed[:MAX_ITEMS] if budget.left > 0]
+        if len(shown) < len(listed):
+            shown.append(f"…{len(listed) - len(shown)} more")
         return shown
-    return _bounded(str(value), depth)
+    return budget.take(str(value))
 
 
 def _bound_sizes(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """Every value bounded, so that nothing a client sends makes a log line large."""
-    keys = list(event_dict.keys())
-    for key in keys[MAX_KEYS:]:
-        del event_dict[key]
-    for key in keys[:MAX_KEYS]:
-        value = event_dict[key]
+    """Every value bounded, and all of them together, so that nothing a client sends (nor a
+    careless call) makes a log line large."""
+    keys = [k for k in _FIRST if k in event_dict]
+    keys += [k for k in event_dict if k not in _FIRST]
+    budget = _Budget()
+    dropped = 0
+    for index, key in enumerate(keys):
+        value = event_dict.pop(key)
         if key == "exception" and isinstance(value, str):
-            event_dict[key] = value[-MAX_TRACEBACK:]  # the end names the error
-        else:
-            event_dict[key] = _bounded(value)
-    if len(keys) > MAX_KEYS:
-        event_dict["dropped_keys"] = len(keys) - MAX_KEYS
+            event_dict[key] = value[-MAX_TRACEBACK:]  # kept whatever else: its end names the error
+            continue
+        if index >= MAX_KEYS or budget.left <= 0:
+            dropped += 1
+            continue
+        name = key if len(key) <= 64 else key[:64] + "…"
+        budget.left -= len(name) + 6  # the quotes, colon and comma around it
+        event_dict[name] = _bounded(value, budget)
+    if dropped:
+        event_dict["dropped_keys"] = dropped
     return event_dict
 
 

@@ -413,3 +413,31 @@ def test_a_request_id_that_is_not_an_id_is_replaced_not_repeated(
         client.get("/v1/taxonomy", headers={"X-Request-ID": kept}).headers["X-Request-ID"] == kept
     )
     assert_log_clean(captured, caplog, secrets.all())
+
+
+def test_every_logged_value_is_bounded(captured: io.StringIO) -> None:
+    """Whatever a caller hands the logger (a careless `log.info(..., key=submitted)`), the line
+    stays small: strings, lists, nested objects and the number of keys are all bounded."""
+    log = logs.get_logger("casetrail.test")
+    huge = "名" * (1024 * 1024)
+    log.info("huge_string", value=huge)
+    log.info("huge_list", values=[huge[:100]] * 10_000)
+    log.info("deep", value={"a": {"b": {"c": {"d": [huge] * 50}}}})
+    log.info("many_keys", **{f"k{i}": huge[:1000] for i in range(500)})
+    log.info("bytes", value=huge.encode())
+    lines = captured.getvalue().splitlines()
+    assert len(lines) == 5, lines[:1]
+    for line in lines:
+        assert len(line.encode()) < SMALL, line[:200]
+        assert json.loads(line)["event"]
+
+
+def test_a_traceback_survives_the_bounds(captured: io.StringIO) -> None:
+    log = logs.get_logger("casetrail.test")
+    try:
+        raise RuntimeError("the failure to find")
+    except RuntimeError:
+        log.error("failed", exc_info=True, **{f"k{i}": "名" * 300 for i in range(50)})
+    line = json.loads(captured.getvalue().splitlines()[-1])
+    assert "RuntimeError: the failure to find" in line["exception"]
+    assert line["dropped_keys"] > 0
