@@ -2,8 +2,9 @@
 
 Log lines carry ids and codes only. As a second line of defence, any event key that names
 personal data is replaced before rendering, so a careless `log.info(..., name=...)` cannot leak,
-and every value is bounded (`MAX_STRING` characters, `MAX_ITEMS` items, `MAX_DEPTH` levels), so
-that no request can make a log line larger than a few kilobytes. Proven by
+and every value is bounded (`MAX_STRING` characters, `MAX_ITEMS` items, `MAX_DEPTH` levels), and
+all of an event's keys and values together (`MAX_CHARS`; a formatted traceback apart), so that
+nothing a request sends can make a log line larger than 4 KB. Proven by
 `tests/integration/test_no_echo.py` (captured logs of hostile requests) and
 `test_case_lifecycle_and_logs.py`.
 """
