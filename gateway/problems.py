@@ -190,7 +190,8 @@ def _inputs(value: Any) -> list[str]:
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         return []
     text = str(value)
-    return [text, text.strip()]
+    # As given, and as a validator may have seen it (stripped, upper-cased like an ID number).
+    return [text, text.strip(), text.strip().upper(), text.strip().lower()]
 
 
 def _submitted_values(request: Request) -> list[str]:
