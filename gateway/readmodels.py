@@ -27,6 +27,7 @@ from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.startup import StartupProblem
 from gateway.store_guard import appends_are_ordered
+from gateway.store_setup import StoreSetupProblem, setup_lock
 from projections.follower import Horizon, sqlite_horizon
 from projections.readmodels import ReadModelConfig, ReadModels
 
@@ -83,7 +84,11 @@ def open_read_models(
     """The read models, their tables created if missing; `StartupProblem` if they cannot be."""
     config = readmodel_config(settings, batch_size=batch_size)
     try:
-        return ReadModels(application, config, log=log, horizon=_settled(application))
+        # Created (or rebuilt on a new layout) by one process at a time (gateway/store_setup.py).
+        with setup_lock(settings.database_url):
+            return ReadModels(application, config, log=log, horizon=_settled(application))
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
     except (PersistenceError, OSError, ValueError) as exc:
         where = redacted(config.env)
         raise StartupProblem(

@@ -63,10 +63,19 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
 
 
 def service_app() -> FastAPI:
-    """One worker's app: settings from the environment, logs configured, the store opened."""
+    """One worker's app: settings from the environment, logs configured, the store opened.
+
+    The store is opened here, before uvicorn runs the app's lifespan: a problem at start is
+    then one log line and exit status 2, where from the lifespan it would be uvicorn's
+    "Application startup failed" and a traceback (tests/integration/test_first_start.py)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    return create_app(settings)
+    try:
+        application = open_application(settings)
+    except StartupProblem as exc:
+        log.error("worker_start_failed", error=str(exc))
+        raise SystemExit(2) from None
+    return create_app(settings, application)
 
 
 def _prepare_read_models(settings: Settings, application: CaseTrail) -> None:

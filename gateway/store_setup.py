@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
+from urllib.parse import urlparse
 
 import psycopg
 from psycopg import sql
@@ -48,7 +49,14 @@ def setup_lock_key(schema: str) -> int:
 def setup_lock(database_url: str) -> Iterator[None]:
     """Hold the deployment's setup lock (see the module's docstring) for the block."""
     if database_url.startswith("sqlite:///"):
-        with _file_lock(Path(database_url.removeprefix("sqlite:///"))):
+        path = database_url.removeprefix("sqlite:///")
+        if path.startswith("file:"):  # a URI filename: an in-memory store has nothing to share
+            uri = urlparse(path)
+            if "mode=memory" in uri.query or not uri.path:
+                yield
+                return
+            path = uri.path
+        with _file_lock(Path(path)):
             yield
         return
     env = postgres_environment(database_url)
