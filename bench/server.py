@@ -46,6 +46,7 @@ from fastapi import FastAPI
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
+from domain.refusals import AuthenticationRefused
 from gateway import logs, serving
 from gateway.api import create_app
 from gateway.settings import Settings
@@ -57,7 +58,7 @@ VARIANTS: Final = ("audited", "no-access-write", "audited-no-group-commit")
 class UnauditedCaseTrail(CaseTrail):
     """Bench only: every read is decided and disclosed as by the service, but not recorded."""
 
-    def _record_access(self, event: CaseAccessed | AccessDenied) -> None:
+    def _record_access(self, event: CaseAccessed | AccessDenied | AuthenticationRefused) -> None:
         return None
 
 
