@@ -60,8 +60,8 @@ from domain.access import Actor
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import Role
-from gateway.demo import GOVERNANCE_OFFICE, VILLAGES, synthetic_report
-from gateway.eventstore import new_key_text, store_environment
+from gateway.cli.demo import GOVERNANCE_OFFICE, VILLAGES, synthetic_report
+from gateway.store.eventstore import new_key_text, store_environment
 
 Mode = Literal["plaintext", "encrypted"]
 

@@ -72,7 +72,7 @@ from domain.case import Case
 from domain.commands import MEASURES
 from domain.taxonomy import ProtectionFunction
 from gateway import keyring
-from gateway.demo import MEMBER_UNITS
+from gateway.cli.demo import MEMBER_UNITS
 from gateway.settings import Settings
 
 CONCURRENCY: Final = 32

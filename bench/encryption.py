@@ -39,7 +39,7 @@ from bench.stores import (
 from bench.workload import DEFAULT_SEED, CommandPool, new_case
 from domain.application import CaseTrail, replay
 from domain.case import Case
-from gateway.eventstore import new_key_text, store_environment
+from gateway.store.eventstore import new_key_text, store_environment
 
 MODES: Final = ("plaintext", "encrypted")
 SAVE_TARGET: Final = 1.10

@@ -7,7 +7,8 @@
    caught up). SQLite and PostgreSQL, a fresh store per mode, the modes taking turns in blocks
    of `BLOCK` operations (ABBA order) so that they share the machine's moods.
 2. **verify**: full verification of N stored events (1,000,000 by default) against a signed
-   checkpoint, `gateway.verification.verify_store` (read every record, encode its leaf, hash,
+   checkpoint, `gateway.evidence.verification.verify_store` (read every record, encode its
+   leaf, hash,
    rebuild the tree, compare with the checkpoint and the stored tree), against raw SHA-256 over
    the same leaf bytes read the same way, in the same run, alternating; and the same two in
    memory, without the database.
@@ -51,13 +52,14 @@ from bench.stores import DEFAULT_POSTGRES_URL, Store, fresh_store, postgres_unre
 from bench.workload import COORDINATOR, DEFAULT_SEED, CommandPool, reporter_of
 from domain.application import CaseTrail
 from domain.case import Case
-from gateway import logs, store_guard
-from gateway.eventstore import new_key_text, store_environment
-from gateway.evidence import Evidence, EvidenceSettings
-from gateway.verification import verify_store
-from projections.checkpoints import Checkpoint
-from projections.merkle import Frontier, leaf_hash
-from projections.merkle_log import StoredRecord, close_recorder, merkle_follower
+from gateway import logs
+from gateway.evidence.maintainer import Evidence, EvidenceSettings
+from gateway.evidence.verification import verify_store
+from gateway.store import guard as store_guard
+from gateway.store.eventstore import new_key_text, store_environment
+from projections.evidence.checkpoints import Checkpoint
+from projections.evidence.log import StoredRecord, close_recorder, merkle_follower
+from projections.evidence.merkle import Frontier, leaf_hash
 
 MODES: Final = ("without", "lockstep", "background")
 # Targets this benchmark sets itself (the issue asks for the ratios, not for limits): the

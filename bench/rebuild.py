@@ -51,9 +51,9 @@ from domain.access import Actor, Decision, access_event
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import ProtectionFunction, Purpose, Role
-from gateway.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
-from gateway.eventstore import new_key_text, store_environment
-from projections.ledger import CASE_TOPICS
+from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
+from gateway.store.eventstore import new_key_text, store_environment
+from projections.ledger.view import CASE_TOPICS
 from projections.readmodels import VIEW_NAMES, ReadModelConfig, ReadModels
 
 Store = Literal["sqlite", "postgres"]

@@ -67,15 +67,15 @@ from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring, logs
 from gateway.auth import issue_token
-from gateway.broker import EmbeddedBroker, NatsSettings, quiet_asyncio_tls_notes
-from gateway.demo import synthetic_report
-from gateway.nats_config import NatsLayout
-from gateway.relay import MESSAGE_ID_HEADER, Relay, RelayOptions
-from gateway.sealing import UnitCredentials
+from gateway.cli.demo import synthetic_report
+from gateway.messaging.broker import EmbeddedBroker, NatsSettings, quiet_asyncio_tls_notes
+from gateway.messaging.broker_config import NatsLayout
+from gateway.messaging.registry import register_unit, write_broker_config
+from gateway.messaging.relay import MESSAGE_ID_HEADER, Relay, RelayOptions
+from gateway.messaging.sealing import UnitCredentials
+from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
 from gateway.settings import Settings
 from gateway.startup import open_application
-from gateway.unit_client import ApiReporter, Inbox, UnitClient
-from gateway.unit_registry import register_unit, write_broker_config
 
 STREET: Final = "chengguan-street"
 OFFICE: Final = "chengguan-governance-office"

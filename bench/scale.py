@@ -75,8 +75,8 @@ from bench.workload import (
 )
 from domain.application import CaseTrail
 from gateway import keyring
-from gateway.demo import VILLAGES
-from gateway.evidence import Evidence
+from gateway.cli.demo import VILLAGES
+from gateway.evidence.maintainer import Evidence
 from gateway.readmodels import open_read_models
 from gateway.settings import Settings
 from gateway.startup import open_application

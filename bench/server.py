@@ -48,7 +48,7 @@ from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.refusals import AuthenticationRefused
 from gateway import logs, serving
-from gateway.api import create_app
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from gateway.startup import open_application
 

@@ -29,7 +29,7 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.commands import MEASURES
 from domain.taxonomy import ProtectionFunction, RiskLevel, Role
-from gateway.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
+from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
 
 STREET: Final = "chengguan-street"
 DEFAULT_SEED: Final = 20261129

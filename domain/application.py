@@ -1,7 +1,8 @@
 """The event-sourced application: the services that orchestrate the domain.
 
 Storage and cipher arrive through the environment given to `CaseTrail(env=...)` (see
-`gateway.eventstore.store_environment`); nothing here imports them. Every change is a new event;
+`gateway.store.eventstore.store_environment`); nothing here imports them. Every change is a
+new event;
 no code path updates or deletes one.
 """
 

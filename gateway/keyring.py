@@ -19,7 +19,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from gateway.eventstore import decode_key, new_key_text
+from gateway.store.eventstore import decode_key, new_key_text
 
 
 class KeyProblem(Exception):

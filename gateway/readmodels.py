@@ -22,12 +22,12 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
 from gateway import keyring
-from gateway.eventstore import redacted, store_environment
 from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.startup import StartupProblem
-from gateway.store_guard import appends_are_ordered
-from gateway.store_setup import StoreSetupProblem, setup_lock
+from gateway.store.eventstore import redacted, store_environment
+from gateway.store.guard import appends_are_ordered
+from gateway.store.setup import StoreSetupProblem, setup_lock
 from projections.follower import Horizon, sqlite_horizon
 from projections.readmodels import ReadModelConfig, ReadModels
 
@@ -68,7 +68,7 @@ def readmodel_config(settings: Settings, *, batch_size: int | None = None) -> Re
 
 
 def _settled(application: CaseTrail) -> Horizon | None:
-    """With the store's ordered appends (`gateway.store_guard`), the largest notification id is
+    """With the store's ordered appends (`gateway.store.guard`), the largest notification id is
     settled and no lock is needed; else each follower's own horizon decides."""
     try:
         if appends_are_ordered(application.recorder):
@@ -84,7 +84,7 @@ def open_read_models(
     """The read models, their tables created if missing; `StartupProblem` if they cannot be."""
     config = readmodel_config(settings, batch_size=batch_size)
     try:
-        # Created (or rebuilt on a new layout) by one process at a time (gateway/store_setup.py).
+        # Created (or rebuilt on a new layout) by one process at a time (gateway/store/setup.py).
         with setup_lock(settings.database_url):
             return ReadModels(application, config, log=log, horizon=_settled(application))
     except StoreSetupProblem as exc:

@@ -18,7 +18,7 @@ commits its own batches of access events (`domain.group_commit`).
 uvicorn runs with httptools (a C HTTP parser, instead of the pure-Python h11) and uvloop (a
 libuv event loop): together they take about a third of the CPU of a small request off every
 request (bench/README.md, "Profiling"). The protocol is httptools' with bounds uvicorn lacks
-(`gateway.limits.GuardedHttpToolsProtocol`: a request's head is at most 32 KiB and must arrive
+(`gateway.http.limits.GuardedHttpToolsProtocol`: a request's head is at most 32 KiB and must arrive
 within 10 s, else 431 or 408); each worker holds at most `MAX_CONNECTIONS` connections (beyond,
 503), closes idle keep-alive connections after `KEEP_ALIVE_SECONDS`, and does not name its
 server software. Proven over sockets by `tests/integration/test_http_limits.py`.
@@ -36,7 +36,7 @@ from fastapi import FastAPI
 
 from domain.application import CaseTrail
 from gateway import logs, supervisor
-from gateway.api import create_app
+from gateway.http.app import create_app
 from gateway.readmodels import open_read_models
 from gateway.settings import Settings
 from gateway.startup import StartupProblem, open_application
@@ -51,13 +51,13 @@ MAX_CONNECTIONS: Final = 1000  # per worker; the benchmarks use 32 clients
 KEEP_ALIVE_SECONDS: Final = 5
 
 UVICORN_OPTIONS: Final[dict[str, Any]] = {
-    "http": "gateway.limits:GuardedHttpToolsProtocol",
+    "http": "gateway.http.limits:GuardedHttpToolsProtocol",
     "limit_concurrency": MAX_CONNECTIONS,
     "timeout_keep_alive": KEEP_ALIVE_SECONDS,
     "server_header": False,
     "loop": "uvloop",
     "log_config": None,  # our JSON logs (gateway.logs), configured by each worker
-    "access_log": False,  # one line per request comes from gateway.api.RequestContext
+    "access_log": False,  # one line per request comes from gateway.http.app.RequestContext
     "timeout_graceful_shutdown": 10,
 }
 

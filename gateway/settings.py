@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gateway import keyring
-from gateway.eventstore import store_environment
+from gateway.store.eventstore import store_environment
 
 TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
 TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105

@@ -9,11 +9,13 @@ from __future__ import annotations
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
-from gateway import keyring, store_guard, writer_lock
-from gateway.eventstore import EventIntegrityError, KeyMismatchError
-from gateway.evidence import EvidenceConfigError, EvidenceSettings
+from gateway import keyring
+from gateway.evidence.maintainer import EvidenceConfigError, EvidenceSettings
 from gateway.settings import Settings
-from gateway.store_setup import StoreSetupProblem, setup_lock
+from gateway.store import guard as store_guard
+from gateway.store import writer_lock
+from gateway.store.eventstore import EventIntegrityError, KeyMismatchError
+from gateway.store.setup import StoreSetupProblem, setup_lock
 
 
 class StartupProblem(Exception):
@@ -53,7 +55,8 @@ def _created(settings: Settings, env: dict[str, str]) -> CaseTrail:
         raise StartupProblem(
             f"cannot open the {settings.store_kind} event store: {exc.__class__.__name__}: {exc}"
         ) from None
-    writer_lock.serialise_inserts(application.recorder)  # SQLite only (gateway/writer_lock.py)
+    # SQLite only (gateway/store/writer_lock.py)
+    writer_lock.serialise_inserts(application.recorder)
     if application.snapshots is not None:
         writer_lock.serialise_inserts(application.snapshots.recorder)
     try:

@@ -24,17 +24,17 @@ from collections.abc import Callable
 from typing import Final
 
 from domain.application import CaseTrail
-from gateway.broker import BrokerProblem, EmbeddedBroker, NatsSettings
 from gateway.logs import get_logger
-from gateway.nats_config import NatsConfigProblem, NatsLayout
+from gateway.messaging.broker import BrokerProblem, EmbeddedBroker, NatsSettings
+from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
+from gateway.messaging.registry import write_broker_config
 from gateway.settings import Settings
-from gateway.unit_registry import write_broker_config
 
 log = get_logger("casetrail.supervisor")
 
 _CHECK_SECONDS: Final = 1.0
 _MAX_BACKOFF: Final = 30.0
-_CLI: Final = (sys.executable, "-c", "from gateway.cli import main; main()")
+_CLI: Final = (sys.executable, "-c", "from gateway.cli.main import main; main()")
 RELAY_COMMAND: Final = (*_CLI, "relay", "run")
 PROJECTIONS_COMMAND: Final = (*_CLI, "projections", "run")
 

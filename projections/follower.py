@@ -28,9 +28,9 @@ A gap in the notification ids on PostgreSQL (a rolled-back insert burns ids from
 with the store's database functions, inserts do not take the table lock, so a later id may
 commit before an earlier one) is never passed over while an insert could still fill it: see
 `PostgresHorizon` (or pass `sqlite_horizon` when the store orders its appends, as
-`gateway.store_guard` makes it do).
+`gateway.store.guard` makes it do).
 
-Example, a view counting case reports (the ledger in `projections.ledger` is a full one):
+Example, a view counting case reports (the ledger in `projections.ledger.view` is a full one):
 
     class Reports(View):
         name, tables = "counts", ("counts",)

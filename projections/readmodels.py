@@ -51,10 +51,10 @@ from projections.follower import (
     open_datastore,
     waker_for,
 )
-from projections.ledger import LedgerView
-from projections.reports import ReportsView
+from projections.ledger.reports import ReportsView
+from projections.ledger.view import LedgerView
+from projections.ledger.worklists import DEFAULT_CONSULTATION_DEADLINE
 from projections.sealed import KeyedDb, ReadModelKeys
-from projections.worklists import DEFAULT_CONSULTATION_DEADLINE
 
 VIEW_NAMES: Final = ("ledger", "reports")
 _JOIN_SECONDS: Final = 10.0

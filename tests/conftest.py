@@ -17,9 +17,9 @@ from fastapi.testclient import TestClient
 
 from domain.taxonomy import Role
 from gateway import keyring
-from gateway.api import create_app
 from gateway.auth import issue_token
-from gateway.cli import DEFAULT_STREET
+from gateway.cli.main import DEFAULT_STREET
+from gateway.http.app import create_app
 from gateway.settings import Settings
 
 PG_DSN = os.environ.get("CASETRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from projections.quarters import (
+from projections.ledger.quarters import (
     FIRST_DAY,
     LAST_DAY,
     Quarter,

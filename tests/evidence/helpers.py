@@ -21,13 +21,13 @@ from domain.access import Actor
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import keyring
-from gateway.eventstore import store_environment
-from gateway.evidence import Evidence, EvidenceSettings
+from gateway.evidence.maintainer import Evidence, EvidenceSettings
 from gateway.settings import Settings
 from gateway.startup import open_application
-from gateway.store_guard import EVIDENCE_TABLES
-from projections.checkpoints import Checkpoint, checkpoints_document
-from projections.merkle_log import close_recorder, merkle_follower
+from gateway.store.eventstore import store_environment
+from gateway.store.guard import EVIDENCE_TABLES
+from projections.evidence.checkpoints import Checkpoint, checkpoints_document
+from projections.evidence.log import close_recorder, merkle_follower
 from tests.conftest import PG_DSN
 from tests.integration.planted import planted_case
 

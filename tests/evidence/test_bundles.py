@@ -18,8 +18,8 @@ from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring
+from gateway.evidence.verification import verify_bundle
 from gateway.settings import Settings
-from gateway.verification import verify_bundle
 from tests.conftest import TokenFactory
 from tests.evidence.helpers import cli, first_line
 from tests.integration.planted import Planted, planted_case

@@ -16,18 +16,18 @@ from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import keyring
-from gateway.api import create_app
-from gateway.evidence import (
+from gateway.evidence.maintainer import (
     Evidence,
     EvidenceConfigError,
     EvidenceSettings,
     TreeInconsistent,
 )
+from gateway.evidence.verification import check_proof, verify_store
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from gateway.startup import open_application
-from gateway.verification import check_proof, verify_store
-from projections.checkpoints import Checkpoint, parse_checkpoints
-from projections.merkle_log import StoredRecord
+from projections.evidence.checkpoints import Checkpoint, parse_checkpoints
+from projections.evidence.log import StoredRecord
 from tests.conftest import TokenFactory
 from tests.evidence.helpers import REPORTER, Tamper, cli, first_line, populate
 from tests.integration.planted import planted_case

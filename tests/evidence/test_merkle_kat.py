@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from projections.merkle import (
+from projections.evidence.merkle import (
     EMPTY_ROOT,
     Frontier,
     LeafHashes,

@@ -18,12 +18,13 @@ import pytest
 from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose
-from gateway import keyring, store_guard
-from gateway.eventstore import store_environment
-from gateway.evidence import Evidence, EvidenceSettings
+from gateway import keyring
+from gateway.evidence.maintainer import Evidence, EvidenceSettings
+from gateway.evidence.verification import verify_store
 from gateway.settings import Settings
 from gateway.startup import StartupProblem, open_application
-from gateway.verification import verify_store
+from gateway.store import guard as store_guard
+from gateway.store.eventstore import store_environment
 from tests.conftest import PG_DSN, require_postgres
 from tests.evidence.helpers import CASETRAIL, REPORTER, Tamper, populate
 from tests.integration.planted import planted_case

@@ -12,7 +12,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gateway.settings import Settings
-from projections.checkpoints import Checkpoint
+from projections.evidence.checkpoints import Checkpoint
 from tests.evidence.helpers import Tamper, cli, first_line, populate, write_checkpoints
 
 # Positions are notification ids (from 1); leaf indexes count from 0.

@@ -9,7 +9,7 @@ from typing import Any
 
 from faker import Faker
 
-from gateway.demo import synthetic_report
+from gateway.cli.demo import synthetic_report
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway.api import create_app
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.conftest import PG_DSN, TokenFactory
 from tests.integration.planted import planted_case

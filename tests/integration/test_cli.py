@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.eventstore import new_key_text
+from gateway.store.eventstore import new_key_text
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 

@@ -23,8 +23,8 @@ from domain import commands as cmd
 from domain.application import SNAPSHOT_EVERY, CaseTrail, replay
 from domain.case import Case
 from domain.group_commit import GroupCommit
-from gateway.eventstore import EventIntegrityError, new_key_text, store_environment
-from gateway.writer_lock import WriterLock, lock_for, serialise_inserts
+from gateway.store.eventstore import EventIntegrityError, new_key_text, store_environment
+from gateway.store.writer_lock import WriterLock, lock_for, serialise_inserts
 from tests.conftest import PG_DSN
 from tests.domain.builders import COORDINATOR, REPORTER
 from tests.integration.planted import planted_case

@@ -14,14 +14,14 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
-from gateway.eventstore import (
+from gateway.settings import Settings
+from gateway.startup import StartupProblem, open_application
+from gateway.store.eventstore import (
     EventIntegrityError,
     KeyMismatchError,
     new_key_text,
     store_environment,
 )
-from gateway.settings import Settings
-from gateway.startup import StartupProblem, open_application
 from tests.conftest import PG_DSN, TokenFactory, pg_url
 from tests.integration.planted import Planted, planted_case
 

@@ -2,7 +2,7 @@
 
 Issue "First start on PostgreSQL with several workers fails at random": the library replaces
 its insert function on every start, and two sessions doing so at once failed with "tuple
-concurrently updated". Creation now happens under one advisory lock (gateway/store_setup.py).
+concurrently updated". Creation now happens under one advisory lock (gateway/store/setup.py).
 Real processes (`casetrail serve` with four API workers, the followers' child, the relay and
 the embedded nats-server), a real PostgreSQL, a schema that does not exist before the start.
 """

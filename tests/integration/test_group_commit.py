@@ -16,7 +16,7 @@ from domain.access import Actor, CaseAccessed
 from domain.application import CaseTrail
 from domain.group_commit import GroupCommit
 from domain.taxonomy import Purpose, Role
-from gateway.eventstore import new_key_text, store_environment
+from gateway.store.eventstore import new_key_text, store_environment
 from tests.integration.planted import planted_case
 
 REPORTER = Actor("u-1", Role.REPORTER, "dongshan-village", "chengguan-street")

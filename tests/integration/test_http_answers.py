@@ -17,8 +17,8 @@ from fastapi.testclient import TestClient
 from starlette.types import Message, Receive, Scope, Send
 
 from domain.taxonomy import Role
-from gateway import limits
-from gateway.cli import DEFAULT_STREET
+from gateway.cli.main import DEFAULT_STREET
+from gateway.http import limits
 from tests.conftest import TokenFactory
 from tests.integration.planted import planted_case
 

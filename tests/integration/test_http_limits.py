@@ -1,4 +1,4 @@
-"""Limits of a real `casetrail serve` (httptools and uvloop, `gateway.limits`), over sockets:
+"""Limits of a real `casetrail serve` (httptools and uvloop, `gateway.http.limits`), over sockets:
 a 1 MB header, 10,000 headers, a body over the limit, a client that never finishes its headers,
 a connection that sends nothing. Each is refused or closed; none holds the server.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import limits
+from gateway.http import limits
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 

@@ -36,8 +36,8 @@ from domain.application import CaseTrail
 from domain.orders import InvestigationOrder
 from domain.taxonomy import ProtectionFunction, Role
 from gateway import keyring
-from gateway.api import create_app
 from gateway.auth import issue_token
+from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.conftest import PG_DSN, pg_url, require_postgres
 from tests.integration.planted import planted_case

@@ -29,8 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from domain.identity import make_id_number
 from domain.taxonomy import Role
 from gateway import logs
-from gateway.cli import DEFAULT_STREET
-from gateway.problems import MAX_ERRORS, validation_errors
+from gateway.cli.main import DEFAULT_STREET
+from gateway.http.problems import MAX_ERRORS, validation_errors
 from tests.conftest import TokenFactory
 from tests.integration.planted import planted_case
 

@@ -30,18 +30,18 @@ from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring
 from gateway.auth import issue_token
-from gateway.broker import (
+from gateway.messaging.broker import (
     BrokerProblem,
     EmbeddedBroker,
     NatsSettings,
     nats_server_binary,
     quiet_asyncio_tls_notes,
 )
-from gateway.nats_config import NatsLayout
-from gateway.sealing import UnitCredentials, open_envelope
+from gateway.messaging.broker_config import NatsLayout
+from gateway.messaging.registry import register_unit, write_broker_config
+from gateway.messaging.sealing import UnitCredentials, open_envelope
 from gateway.settings import Settings
 from gateway.startup import open_application
-from gateway.unit_registry import register_unit, write_broker_config
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 STREET = "chengguan-street"

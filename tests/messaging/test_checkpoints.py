@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from domain.taxonomy import Role
-from gateway.relay import checkpoint_recorder
-from gateway.unit_client import checkpoint_file_of
-from projections.checkpoints import CheckpointStore, load_checkpoints
+from gateway.messaging.relay import checkpoint_recorder
+from gateway.messaging.unit_client import checkpoint_file_of
+from projections.evidence.checkpoints import CheckpointStore, load_checkpoints
 from tests.integration.planted import planted_case
 from tests.messaging.stack import CASETRAIL, Listener, Stack, build_stack, wait_for
 

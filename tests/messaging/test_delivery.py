@@ -23,8 +23,8 @@ from nats.js.api import ConsumerConfig
 
 from domain.taxonomy import Role
 from domain.units import Unit
-from gateway.nats_config import CertificateAuthority, client_bundle
-from gateway.sealing import UnitCredentials
+from gateway.messaging.broker_config import CertificateAuthority, client_bundle
+from gateway.messaging.sealing import UnitCredentials
 from tests.integration.planted import Planted, planted_case
 from tests.messaging.stack import Listener, Stack, build_stack, wait_for
 

@@ -26,7 +26,7 @@ import pytest
 
 from domain.case import Case
 from domain.taxonomy import Role
-from gateway.relay import relay_recorder
+from gateway.messaging.relay import relay_recorder
 from tests.integration.planted import planted_case
 from tests.messaging.stack import Listener, Stack, build_stack, wait_for
 

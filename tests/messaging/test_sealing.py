@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from gateway.nats_config import CertificateAuthority, NatsLayout, ensure_tls
-from gateway.sealing import (
+from gateway.messaging.broker_config import CertificateAuthority, NatsLayout, ensure_tls
+from gateway.messaging.sealing import (
     SUITE,
     CredentialsProblem,
     Rejected,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from domain.application import CaseTrail
-from gateway.eventstore import new_key_text, store_environment
+from gateway.store.eventstore import new_key_text, store_environment
 from projections.readmodels import ReadModelConfig, ReadModels
 
 

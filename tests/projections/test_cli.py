@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from gateway.cli import main
+from gateway.cli.main import main
 from gateway.settings import Settings
 from gateway.startup import open_application
 from tests.projections.workload import Workload

@@ -4,7 +4,7 @@ Over HTTP (SQLite and PostgreSQL): files whose school and name begin with each f
 are exported as .xlsx (masked and with identity), CSV and JSON; the .xlsx is opened with
 openpyxl (no cell is a formula, every planted text is a string cell with a `'` in front, the
 numbers are numeric cells), the CSV is parsed (every planted text neutralised, numbers bare).
-JSON stays as typed (`projections.exports`). The formatting functions are also checked
+JSON stays as typed (`projections.ledger.exports`). The formatting functions are also checked
 directly with every prefix (tab, CR, LF, leading spaces, full-width forms) in every column and
 in the title lines, which the API cannot be made to carry.
 """
@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 from domain.identity import mask_name
 from domain.taxonomy import Role
-from projections.exports import (
+from projections.ledger.exports import (
     FIRST_DATA_ROW,
     LEDGER_SHEET,
     ledger_csv,
@@ -30,7 +30,7 @@ from projections.exports import (
     ledger_xlsx,
     neutralise,
 )
-from projections.ledger import COLUMNS, HEADERS
+from projections.ledger.view import COLUMNS, HEADERS
 from tests.conftest import TokenFactory
 from tests.integration.planted import planted_case
 
@@ -147,7 +147,7 @@ def test_exports_write_planted_formulas_as_neutralised_text(
         assert all(age.isdigit() for age in ages)
         assert f',{ages[0]},"' in raw, "the age is not a bare number"
 
-    # JSON: the values as typed (data for programs; documented in projections.exports).
+    # JSON: the values as typed (data for programs; documented in projections.ledger.exports).
     document = json.loads(_export(client, headers, format="json", identity="true"))
     for row in document["rows"]:
         if row["id"] in planted:

@@ -18,8 +18,8 @@ from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import Purpose
-from gateway.eventstore import new_key_text, store_environment
-from gateway.relay import relay_recorder
+from gateway.messaging.relay import relay_recorder
+from gateway.store.eventstore import new_key_text, store_environment
 from projections.follower import Follower, PostgresHorizon, SQLiteViewRecorder, sqlite_horizon
 from projections.readmodels import VIEW_NAMES, ReadModelConfig, ReadModels
 from tests.conftest import PG_DSN, pg_url

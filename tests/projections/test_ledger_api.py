@@ -23,12 +23,12 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.identity import mask_name
 from domain.taxonomy import CATEGORY_LABELS, Role
-from gateway.demo import MEMBER_UNITS
-from projections.exports import FIRST_DATA_ROW, LEDGER_SHEET, SUMMARY_SHEET, summary_lines
-from projections.ledger import HEADERS
-from projections.quarters import Quarter, stamp, today
+from gateway.cli.demo import MEMBER_UNITS
+from projections.ledger.exports import FIRST_DATA_ROW, LEDGER_SHEET, SUMMARY_SHEET, summary_lines
+from projections.ledger.quarters import Quarter, stamp, today
+from projections.ledger.reports import quarterly_report
+from projections.ledger.view import HEADERS
 from projections.readmodels import ReadModels
-from projections.reports import quarterly_report
 from tests.conftest import TokenFactory
 from tests.projections.workload import Workload
 

@@ -3,7 +3,7 @@
 Each case is reported by its village and then taken, at random, through consultations,
 assignments (acknowledged or not, ended or not), interventions, guardianship letters,
 follow-ups, reclassification, risk assessments, escalation, closure and reopening. Names and
-ID numbers come from `gateway.demo.synthetic_report` (Faker zh_CN): never a real person.
+ID numbers come from `gateway.cli.demo.synthetic_report` (Faker zh_CN): never a real person.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from domain.access import Actor
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import SUBTYPES, Category, ProtectionFunction, Role, risk_floor
-from gateway.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
+from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
 
 STREET = "chengguan-street"
 COORDINATOR = Actor("coordinator-1", Role.COORDINATOR, GOVERNANCE_OFFICE, STREET)

@@ -1,0 +1,375 @@
+"""`casetrail` commands of tamper evidence (registered in `gateway.cli.main`).
+
+    casetrail verify [--checkpoint FILE] [--public-key PEM]
+    casetrail verify-bundle FILE --public-key PEM
+    casetrail checkpoint create | list | export [--all] [--seq N] [--out FILE]
+    casetrail proof inclusion --position P [--size N] [--out FILE]
+    casetrail proof consistency --from M [--to N] [--out FILE]
+    casetrail proof check FILE [--public-key PEM]
+    casetrail store init
+
+None of them needs the event key: the tree is over the stored, encrypted bytes. `checkpoint
+create` needs the service signing key. Exit codes: 0 intact (or done), 1 tampering found (the
+first line names the first position that differs), 2 something to fix (usage, keys, files,
+store unreachable), each a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.persistence import PersistenceError
+
+from domain.application import CaseTrail
+from gateway import keyring, logs
+from gateway.evidence.documents import (
+    EvidenceUnavailable,
+    consistency_document,
+    inclusion_document,
+)
+from gateway.evidence.maintainer import (
+    Evidence,
+    EvidenceConfigError,
+    EvidenceSettings,
+    TreeInconsistent,
+)
+from gateway.evidence.verification import (
+    BundleFormatError,
+    check_held,
+    check_proof,
+    verify_bundle,
+    verify_store,
+)
+from gateway.settings import Settings
+from gateway.store import guard as store_guard
+from gateway.store.eventstore import store_environment
+from gateway.store.setup import StoreSetupProblem, setup_lock
+from projections.evidence.checkpoints import (
+    CheckpointFormatError,
+    CheckpointStore,
+    checkpoints_document,
+    load_checkpoints,
+)
+
+FilePath = click.Path(dir_okay=False, path_type=Path)
+
+
+class EvidenceUsageError(click.ClickException):
+    """Something to fix before anything can be checked: exit 2, one line."""
+
+    exit_code = 2
+
+
+# --- opening things -----------------------------------------------------------------------------
+
+
+def _open_store(settings: Settings, *, create: bool = False) -> CaseTrail:
+    """The store without its event key. Unless `create`, nothing is created: a verifier with
+    read-only rights can run."""
+    # Log lines go to stderr as JSON, never between a command's own lines on stdout.
+    logs.configure(settings.log_level)
+    url = settings.database_url
+    if settings.store_kind == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        if not path.startswith("file:") and not create and not Path(path).exists():
+            raise EvidenceUsageError(f"no event store at {path} (CASETRAIL_DATABASE_URL)")
+        settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        env = store_environment(url, cipher_keys=None)
+        # Explicit either way: the service's own environment may say no (ops/README.md).
+        env["CASETRAIL_CREATE_TABLE"] = "yes" if create else "no"
+        return CaseTrail(env=env)
+    except (PersistenceError, OSError, ValueError) as exc:
+        raise EvidenceUsageError(
+            f"cannot open the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _public_key(settings: Settings, path: Path | None) -> Ed25519PublicKey:
+    where = path or settings.keys_dir / keyring.SERVICE_PUB
+    return keyring.load_public_key(where, "service public key")
+
+
+def _write(document: dict[str, Any], out: Path | None) -> None:
+    text = json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    if out is None:
+        click.echo(text, nl=False)
+    else:
+        out.write_text(text, encoding="utf-8")
+        click.echo(f"written to {out}", err=True)
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise EvidenceUsageError(f"no {what} at {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EvidenceUsageError(f"{path} is not a JSON {what}: {exc}") from None
+
+
+def _store_failed(exc: Exception) -> EvidenceUsageError:
+    return EvidenceUsageError(f"the event store failed: {type(exc).__name__}: {exc}")
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+@click.command(
+    "verify",
+    help="Recompute the Merkle tree from the stored events and check it against the signed "
+    "checkpoints: those stored with the events and, with --checkpoint, those a unit kept. "
+    "Exit 0 intact, 1 tampered (naming the first position that differs), 2 cannot check.",
+)
+@click.option(
+    "--checkpoint",
+    "checkpoint_file",
+    type=FilePath,
+    help="a checkpoint file a unit kept (`casetrail checkpoint export`): one or several",
+)
+@click.option(
+    "--public-key",
+    type=FilePath,
+    help="the service's public key (default: $CASETRAIL_HOME/keys/service-signing.pub)",
+)
+def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
+    settings = Settings.from_env()
+    key = _public_key(settings, public_key)
+    held = []
+    if checkpoint_file is not None:
+        try:
+            held = load_checkpoints(checkpoint_file)
+        except CheckpointFormatError as exc:
+            raise EvidenceUsageError(str(exc)) from None
+        problem = check_held(held, key)
+        if problem:
+            raise EvidenceUsageError(f"{checkpoint_file}: {problem}")
+    application = _open_store(settings)
+    try:
+        report = verify_store(application.recorder, key, held)
+    except PersistenceError as exc:
+        raise _store_failed(exc) from None
+    finally:
+        application.close()
+    if not report.checkpoints and not report.findings:
+        if report.events == 0:
+            click.echo("intact: the store holds no events yet")
+            return
+        raise EvidenceUsageError(
+            f"no signed checkpoint to check the {report.events} stored events against: give "
+            "--checkpoint FILE, or sign one (`casetrail checkpoint create`)"
+        )
+    click.echo(report.summary())
+    findings = sorted(report.findings, key=lambda f: (f.hi == 0, f.lo, f.hi))
+    for finding in findings[1:]:
+        click.echo(f"also: {finding.message}")
+    if not report.intact:
+        sys.exit(1)
+
+
+@click.command(
+    "verify-bundle",
+    help="Check an evidence bundle offline, with the service's public key and no database. "
+    "Exit 0 intact, 1 altered, 2 cannot check.",
+)
+@click.argument("bundle_file", type=FilePath)
+@click.option("--public-key", required=True, type=FilePath, help="the service's public key")
+def verify_bundle_command(bundle_file: Path, public_key: Path) -> None:
+    key = keyring.load_public_key(public_key, "service public key")
+    document = _read_json(bundle_file, "evidence bundle")
+    try:
+        report = verify_bundle(document, key)
+    except BundleFormatError as exc:
+        raise EvidenceUsageError(f"{bundle_file}: {exc}") from None
+    click.echo(report.summary())
+    for problem in report.problems[1:]:
+        click.echo(f"also: {problem}")
+    if not report.intact:
+        sys.exit(1)
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+@click.group(help="Signed checkpoints of the Merkle log: create, list, export for units.")
+def checkpoint() -> None:
+    pass
+
+
+@checkpoint.command(
+    "create", help="Bring the Merkle log up to date and sign a checkpoint of it now."
+)
+def checkpoint_create() -> None:
+    settings = Settings.from_env()
+    key = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
+    try:
+        evidence_settings = EvidenceSettings.from_env()
+    except EvidenceConfigError as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    application = _open_store(settings)
+    try:
+        store_guard.install(application.recorder)
+        evidence = Evidence(application, key, evidence_settings)
+        try:
+            signed = evidence.checkpoint_now()
+        finally:
+            evidence.close()
+    except store_guard.StoreGuardProblem as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    except TreeInconsistent as exc:
+        click.echo(f"TAMPERED: {exc}")
+        sys.exit(1)
+    except PersistenceError as exc:
+        raise _store_failed(exc) from None
+    finally:
+        application.close()
+    click.echo(f"{signed.describe()}: root {signed.root.hex()}")
+
+
+@checkpoint.command("list", help="Every stored checkpoint, one line each, oldest first.")
+@click.option("--public-key", type=FilePath, help="default: the service's own")
+def checkpoint_list(public_key: Path | None) -> None:
+    settings = Settings.from_env()
+    key = _public_key(settings, public_key)
+    application = _open_store(settings)
+    try:
+        store = CheckpointStore(application.recorder)
+        found = store.all() if store.exists() else []
+    finally:
+        application.close()
+    for item in found:
+        mark = "signed" if item.verify(key) else "INVALID SIGNATURE"
+        click.echo(f"#{item.seq}\tsize {item.size}\t{item.time}\t{item.root.hex()}\t{mark}")
+
+
+@checkpoint.command(
+    "export",
+    help="Write the latest checkpoint (or --seq N, or --all) as the JSON file a unit keeps.",
+)
+@click.option("--all", "everything", is_flag=True, help="every checkpoint, oldest first")
+@click.option("--seq", type=click.IntRange(min=1), help="one checkpoint by number")
+@click.option("--out", type=FilePath, help="write to this file instead of stdout")
+def checkpoint_export(everything: bool, seq: int | None, out: Path | None) -> None:
+    settings = Settings.from_env()
+    application = _open_store(settings)
+    try:
+        store = CheckpointStore(application.recorder)
+        found = store.all() if store.exists() else []
+    finally:
+        application.close()
+    if seq is not None:
+        found = [c for c in found if c.seq == seq]
+    elif not everything:
+        found = found[-1:]
+    if not found:
+        raise EvidenceUsageError(
+            "no such checkpoint in the store (sign one: `casetrail checkpoint create`)"
+        )
+    _write(checkpoints_document(found), out)
+
+
+# --- proofs ---------------------------------------------------------------------------------------
+
+
+@click.group(help="Inclusion and consistency proofs, and checking them offline.")
+def proof() -> None:
+    pass
+
+
+@proof.command(
+    "inclusion",
+    help="Prove that the event at a store position is in a signed checkpoint (with its stored "
+    "record, so that the proof can be checked against it).",
+)
+@click.option("--position", required=True, type=click.IntRange(min=1), help="notification id")
+@click.option("--size", type=click.IntRange(min=1), help="a checkpoint's size (default latest)")
+@click.option("--out", type=FilePath)
+@click.option("--public-key", type=FilePath, help="default: the service's own")
+def proof_inclusion(
+    position: int, size: int | None, out: Path | None, public_key: Path | None
+) -> None:
+    settings = Settings.from_env()
+    key = _public_key(settings, public_key)
+    application = _open_store(settings)
+    try:
+        document = inclusion_document(application.recorder, key, position, size, with_record=True)
+    except EvidenceUnavailable as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    finally:
+        application.close()
+    _write(document, out)
+
+
+@proof.command(
+    "consistency",
+    help="Prove that a later checkpoint extends an earlier one (nothing before it changed).",
+)
+@click.option("--from", "first", required=True, type=click.IntRange(min=0), help="older size")
+@click.option("--to", "second", type=click.IntRange(min=0), help="newer size (default latest)")
+@click.option("--out", type=FilePath)
+@click.option("--public-key", type=FilePath, help="default: the service's own")
+def proof_consistency(
+    first: int, second: int | None, out: Path | None, public_key: Path | None
+) -> None:
+    settings = Settings.from_env()
+    key = _public_key(settings, public_key)
+    application = _open_store(settings)
+    try:
+        document = consistency_document(application.recorder, key, first, second)
+    except EvidenceUnavailable as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    finally:
+        application.close()
+    _write(document, out)
+
+
+@proof.command("check", help="Check a proof file offline. Exit 0 valid, 1 invalid, 2 unreadable.")
+@click.argument("proof_file", type=FilePath)
+@click.option("--public-key", type=FilePath, help="default: the service's own, if present")
+def proof_check(proof_file: Path, public_key: Path | None) -> None:
+    document = _read_json(proof_file, "proof")
+    key = keyring.load_public_key(public_key, "service public key") if public_key else None
+    if key is None:
+        default = Settings.from_env().keys_dir / keyring.SERVICE_PUB
+        key = keyring.load_public_key(default, "service public key") if default.exists() else None
+    problems = check_proof(document, key)
+    if problems:
+        click.echo(f"INVALID: {problems[0]}")
+        for problem in problems[1:]:
+            click.echo(f"also: {problem}")
+        sys.exit(1)
+    signed = "" if key is not None else " (signatures not checked: no public key given)"
+    click.echo(f"valid: {document.get('format')}{signed}")
+
+
+# --- the store ----------------------------------------------------------------------------------
+
+
+@click.group(help="The event store's own tables and guards.")
+def store() -> None:
+    pass
+
+
+@store.command(
+    "init",
+    help="Create the event, Merkle and checkpoint tables and the append-only triggers (run as "
+    "the database owner; the service's role then needs INSERT and SELECT only).",
+)
+def store_init() -> None:
+    settings = Settings.from_env()
+    # One process at a time creates (gateway/store/setup.py); the second finds it all in place.
+    try:
+        with setup_lock(settings.database_url):
+            application = _open_store(settings, create=True)
+            try:
+                created = store_guard.install(application.recorder)
+            finally:
+                application.close()
+    except (store_guard.StoreGuardProblem, StoreSetupProblem) as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    click.echo(f"created: {', '.join(created)}" if created else "all in place already")

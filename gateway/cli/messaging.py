@@ -1,0 +1,332 @@
+"""`casetrail unit ...`, `casetrail nats ...`, `casetrail relay ...` (registered in
+`gateway.cli.main`).
+
+    casetrail unit add --unit ID --name NAME --type TYPE --street S [--out FILE]
+    casetrail unit rotate-key --unit ID [--out FILE]
+    casetrail unit list [--json]
+    casetrail unit listen --unit ID --key FILE [--inbox FILE] [--api URL] [--token-file FILE]
+    casetrail nats config [--san HOST]... [--print]
+    casetrail nats serve
+    casetrail relay run [--batch-size N] [--poll SECONDS] [--reminder-interval SECONDS]
+    casetrail relay status [--json]
+    casetrail relay remind [--today DATE]
+
+Long-running commands stop on SIGTERM or SIGINT. Failures are one line on stderr and exit 2.
+See docs/messaging.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import click
+from eventsourcing.persistence import PersistenceError
+
+from domain.application import CaseTrail
+from domain.errors import DomainError
+from domain.units import UNIT_KINDS, RegisterUnit
+from gateway import keyring, logs
+from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker, NatsSettings
+from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
+from gateway.messaging.registry import (
+    apply_broker_config,
+    register_unit,
+    rotate_unit_keys,
+    write_broker_config,
+)
+from gateway.messaging.relay import Relay, RelayOptions
+from gateway.messaging.sealing import CredentialsProblem, UnitCredentials
+from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
+from gateway.settings import Settings
+from gateway.startup import open_application
+
+log = logs.get_logger("casetrail.messaging")
+
+ENV_UNIT_TOKEN = "CASETRAIL_UNIT_TOKEN"  # noqa: S105 (a variable's name)
+
+
+class MessagingProblem(click.ClickException):
+    exit_code = 2
+
+
+@contextmanager
+def _opened() -> Iterator[tuple[Settings, CaseTrail]]:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    application = open_application(settings)
+    try:
+        yield settings, application
+    except (DomainError, CredentialsProblem, NatsConfigProblem, BrokerProblem) as exc:
+        raise MessagingProblem(str(exc)) from None
+    except FileExistsError as exc:
+        raise MessagingProblem(f"{exc.filename} exists already; choose another --out") from None
+    except PersistenceError as exc:
+        raise MessagingProblem(f"the store failed: {type(exc).__name__}: {exc}") from None
+    finally:
+        application.close()
+
+
+def _nats_settings() -> NatsSettings:
+    try:
+        return NatsSettings.from_env()
+    except BrokerProblem as exc:
+        raise MessagingProblem(str(exc)) from None
+
+
+def _run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+# --- units ----------------------------------------------------------------------------------------
+
+
+@click.group(help="The unit registry: member units that receive sealed notices.")
+def unit() -> None:
+    pass
+
+
+@unit.command("add", help="Register a unit and write its credentials file (mode 0600).")
+@click.option("--unit", "unit_id", required=True, help="the unit's code, as in tokens")
+@click.option("--name", required=True, help="the unit's Chinese name, e.g. 城关派出所")
+@click.option("--type", "kind", required=True, type=click.Choice(UNIT_KINDS))
+@click.option("--street", required=True, help="the street's code, e.g. chengguan-street")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="where to write the credentials (default: ./<unit>.credentials.pem)",
+)
+def unit_add(unit_id: str, name: str, kind: str, street: str, out: Path | None) -> None:
+    command = RegisterUnit(unit_id=unit_id, name=name, type=kind, street=street)
+    target = out or Path(f"{command.unit_id}.credentials.pem")
+    nats = _nats_settings()
+    with _opened() as (settings, application):
+        registered = register_unit(settings, application, command, target)
+        outcome = apply_broker_config(settings, application, nats)
+    click.echo(f"registered unit {registered.unit_id} ({registered.name}, {registered.type})")
+    click.echo(f"credentials written to {target} (mode 0600): hand it to the unit's operator")
+    click.echo(outcome)
+
+
+@unit.command("rotate-key", help="New keys for a unit; the old ones stop working.")
+@click.option("--unit", "unit_id", required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
+def unit_rotate(unit_id: str, out: Path | None) -> None:
+    target = out or Path(f"{unit_id}.credentials.pem")
+    nats = _nats_settings()
+    with _opened() as (settings, application):
+        rotated = rotate_unit_keys(settings, application, unit_id, target)
+        outcome = apply_broker_config(settings, application, nats)
+    click.echo(f"unit {rotated.unit_id}: keys rotated (version {rotated.key_version})")
+    click.echo(f"new credentials written to {target} (mode 0600)")
+    click.echo(outcome)
+
+
+@unit.command("list", help="The registered units (no keys).")
+@click.option("--json", "as_json", is_flag=True)
+def unit_list(as_json: bool) -> None:
+    with _opened() as (_, application):
+        units = [u.describe() for u in application.units()]
+    if as_json:
+        click.echo(json.dumps(units, ensure_ascii=False, indent=2))
+        return
+    for found in units:
+        click.echo(
+            f"{found['unit_id']:<32} {found['type']:<24} {found['street']:<24} {found['name']}"
+        )
+
+
+@unit.command("listen", help="Receive the unit's sealed notices into a local inbox.")
+@click.option("--unit", "unit_id", required=True)
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the unit's credentials file from `unit add`",
+)
+@click.option(
+    "--inbox",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="JSON-lines inbox (default: ./<unit>.inbox.jsonl)",
+)
+@click.option("--api", default="http://127.0.0.1:8000", show_default=True)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"the unit's bearer token (or {ENV_UNIT_TOKEN})",
+)
+@click.option(
+    "--service-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="the service's signing public key (default: the one in the credentials file)",
+)
+def unit_listen(
+    unit_id: str,
+    key_file: Path,
+    inbox: Path | None,
+    api: str,
+    token_file: Path | None,
+    service_key: Path | None,
+) -> None:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    try:
+        credentials = UnitCredentials.load(key_file)
+    except CredentialsProblem as exc:
+        raise MessagingProblem(str(exc)) from None
+    if credentials.unit_id != unit_id:
+        raise MessagingProblem(
+            f"{key_file} holds the credentials of unit {credentials.unit_id}, not {unit_id}"
+        )
+    token = _unit_token(token_file)
+    pinned = keyring.load_public_key(service_key, "service key") if service_key else None
+    client = UnitClient(
+        credentials,
+        key_file,
+        inbox=Inbox(inbox or Path(f"{unit_id}.inbox.jsonl")),
+        reporter=ApiReporter(api, token),
+        nats_settings=_nats_settings(),
+        service_key=pinned,
+    )
+    _run_until_signalled(client.run)
+
+
+def _unit_token(token_file: Path | None) -> str:
+    if token_file is not None:
+        try:
+            mode = token_file.stat().st_mode & 0o777
+            text = token_file.read_text().strip()
+        except FileNotFoundError:
+            raise MessagingProblem(f"no token file at {token_file}") from None
+        if mode & 0o077:
+            raise MessagingProblem(
+                f"{token_file} is readable by others (mode {mode:o}); run `chmod 600 {token_file}`"
+            )
+        return text
+    token = os.environ.get(ENV_UNIT_TOKEN, "").strip()
+    if not token:
+        raise MessagingProblem(
+            f"--token-file or {ENV_UNIT_TOKEN} is needed: a unit_member token of the unit "
+            "(`casetrail token issue --role unit_member --unit ID`)"
+        )
+    return token
+
+
+# --- the broker -----------------------------------------------------------------------------------
+
+
+@click.group(help="The NATS broker: its config, TLS material, and the embedded server.")
+def nats() -> None:
+    pass
+
+
+@nats.command("config", help="Write the broker config (one user per unit) and TLS material.")
+@click.option("--san", multiple=True, help="another host name or IP for the server certificate")
+@click.option("--print", "show", is_flag=True, help="also print the config")
+def nats_config(san: tuple[str, ...], show: bool) -> None:
+    nats_settings = _nats_settings()
+    with _opened() as (settings, application):
+        path = write_broker_config(settings, application, nats_settings, hosts=san)
+    layout = NatsLayout(settings.home)
+    click.echo(f"broker config written to {path}")
+    click.echo(f"TLS material in {layout.tls} (CA: {layout.ca_cert})")
+    if show:
+        click.echo(path.read_text())
+
+
+@nats.command("serve", help="Run the embedded nats-server in the foreground with the config.")
+def nats_serve() -> None:
+    nats_settings = _nats_settings()
+    if not nats_settings.embedded:
+        raise MessagingProblem(f"{ENV_URL} is set: the broker is external, nothing to serve here")
+    with _opened() as (settings, application):
+        write_broker_config(settings, application, nats_settings)
+    broker = EmbeddedBroker(
+        NatsLayout(settings.home), host=nats_settings.host, port=nats_settings.port
+    )
+    try:
+        broker.start()
+    except BrokerProblem as exc:
+        raise MessagingProblem(str(exc)) from None
+    click.echo(f"nats-server on tls://{nats_settings.host}:{nats_settings.port}")
+
+    async def wait(stop: asyncio.Event) -> None:
+        while not stop.is_set() and broker.running:
+            await asyncio.sleep(0.2)
+
+    try:
+        _run_until_signalled(wait)
+    finally:
+        broker.stop()
+
+
+# --- the relay ------------------------------------------------------------------------------------
+
+
+@click.group(help="The relay: publishes sealed notices from the event store to the broker.")
+def relay() -> None:
+    pass
+
+
+@relay.command("run", help="Follow the event store and publish until SIGTERM/SIGINT.")
+@click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 5000))
+@click.option(
+    "--poll",
+    default=0.02,
+    show_default=True,
+    type=click.FloatRange(0.001, 60),
+    help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
+)
+@click.option(
+    "--reminder-interval",
+    default=3600.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="seconds between due-date scans (0: none)",
+)
+def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
+    options = RelayOptions(
+        batch_size=batch_size, poll_seconds=poll, reminder_interval=reminder_interval
+    )
+    with _opened() as (settings, application):
+        try:
+            worker = Relay.from_settings(settings, application, options)
+        except BrokerProblem as exc:
+            raise MessagingProblem(str(exc)) from None
+        log.info("relay_started", position=worker.position(), lag=worker.lag())
+        _run_until_signalled(worker.run)
+        log.info("relay_stopped", position=worker.position(), published=worker.stats.published)
+
+
+@relay.command("status", help="The relay's position in the event store and its lag.")
+@click.option("--json", "as_json", is_flag=True)
+def relay_status(as_json: bool) -> None:
+    with _opened() as (settings, application):
+        worker = Relay.from_settings(settings, application)
+        found = {"position": worker.position(), "lag": worker.lag()}
+    text = f"position {found['position']}, lag {found['lag']}"
+    click.echo(json.dumps(found) if as_json else text)
+
+
+@relay.command("remind", help="Store today's due-date reminders now (the relay sends them).")
+@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), help="default: today")
+def relay_remind(today: Any) -> None:
+    day = today.date() if today is not None else date.today()
+    with _opened() as (_, application):
+        issued = application.issue_due_reminders(day)
+    click.echo(f"{len(issued)} reminder(s) stored for {day.isoformat()}")

@@ -1,0 +1,167 @@
+"""`casetrail projections ...`: the read models from the command line (registered in
+`gateway.cli.main`).
+
+    casetrail projections status [--json]        where each read model stands, and its lag
+    casetrail projections rebuild NAME|all       empty a read model and apply every event again
+    casetrail projections run [--once]           follow the event store (a process of its own)
+
+`run` keeps the read models and the evidence log (docs/evidence.md: the Merkle tree, signed
+checkpoints) up to date. `casetrail serve` starts it beside the API when
+CASETRAIL_PROJECTIONS=process (the default with several API workers); with
+CASETRAIL_PROJECTIONS=off it is yours to start. It stops on SIGTERM or SIGINT after the batch in
+progress (a SIGKILL loses nothing either: each batch and
+its position are one transaction). Failures are one line on stderr and exit 2.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+from typing import TYPE_CHECKING, Final
+
+import click
+from eventsourcing.persistence import PersistenceError
+
+from domain.application import CaseTrail
+from gateway import logs
+from gateway.evidence.maintainer import Evidence
+from gateway.readmodels import open_read_models, readmodel_url
+from gateway.settings import Settings
+from gateway.startup import StartupProblem, open_application
+from projections.readmodels import VIEW_NAMES, ReadModels
+
+if TYPE_CHECKING:
+    from click._termui_impl import ProgressBar
+
+log = logs.get_logger("casetrail.projections")
+
+BATCH: Final = click.IntRange(1, 10_000)
+
+
+class ProjectionProblem(click.ClickException):
+    exit_code = 2
+
+
+@contextmanager
+def _opened(batch_size: int | None = None) -> Iterator[tuple[Settings, CaseTrail, ReadModels]]:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    application = open_application(settings)
+    try:
+        readmodels = open_read_models(settings, application, batch_size=batch_size)
+    except StartupProblem:
+        application.close()
+        raise
+    try:
+        yield settings, application, readmodels
+    except PersistenceError as exc:
+        raise ProjectionProblem(
+            f"the store failed: {type(exc).__name__}: {exc}; check that the database is "
+            "reachable, then run the command again (nothing is applied twice)"
+        ) from None
+    finally:
+        readmodels.close()
+        application.close()
+
+
+@click.group(help="Read models (ledgers, worklists, reports) that follow the event store.")
+def projections() -> None:
+    pass
+
+
+@projections.command(help="Where each read model stands: position, the store's head, the lag.")
+@click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
+def status(as_json: bool) -> None:
+    with _opened() as (settings, _, readmodels):
+        found = readmodels.status()
+        where = readmodel_url(settings)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {"where": _without_password(where), "projections": [s.as_dict() for s in found]}
+            )
+        )
+        return
+    click.echo(f"read models in {_without_password(where)}")
+    click.echo(f"{'name':<10} {'position':>10} {'head':>10} {'lag':>10}")
+    for s in found:
+        click.echo(f"{s.name:<10} {s.position:>10} {s.head:>10} {s.lag:>10}")
+
+
+@projections.command(help="Empty a read model (or all) and apply every stored event again.")
+@click.argument("name", type=click.Choice([*VIEW_NAMES, "all"]))
+@click.option("--batch-size", default=500, show_default=True, type=BATCH)
+def rebuild(name: str, batch_size: int) -> None:
+    with _opened(batch_size) as (_, _, readmodels):
+        for view in VIEW_NAMES if name == "all" else (name,):
+            follower = readmodels.follower(view)
+            head = follower.head()
+            started = time.perf_counter()
+            with click.progressbar(
+                length=max(head, 1), label=f"rebuilding {view}", file=sys.stderr
+            ) as bar:
+                follower.rebuild(_ProgressBar(bar))
+            seconds = time.perf_counter() - started
+            log.info("projection_rebuilt", projection=view, events=head, seconds=round(seconds, 2))
+            click.echo(f"rebuilt {view} up to position {follower.position()} in {seconds:.1f} s")
+
+
+@projections.command(help="Follow the event store and keep every read model up to date.")
+@click.option("--once", is_flag=True, help="catch up with what is stored now, then exit")
+@click.option("--batch-size", default=500, show_default=True, type=BATCH)
+@click.option(
+    "--poll",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(0.01, 60),
+    help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
+)
+def run(once: bool, batch_size: int, poll: float) -> None:
+    with _opened(batch_size) as (settings, application, readmodels):
+        if once:
+            moved = readmodels.catch_up()
+            click.echo(" ".join(f"{name}+{n}" for name, n in moved.items()))
+            return
+        stop = threading.Event()
+
+        def stopping(signum: int, _frame: FrameType | None) -> None:
+            stop.set()
+
+        signal.signal(signal.SIGTERM, stopping)
+        signal.signal(signal.SIGINT, stopping)
+        evidence = Evidence.open(application, settings)
+        readmodels.start(poll_seconds=poll)
+        evidence.start()
+        log.info("projections_running", projections=[*VIEW_NAMES, "evidence"], poll=poll)
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            log.info("projections_stopping")
+            evidence.close()
+
+
+class _ProgressBar:
+    """The follower's progress(position, end) as steps of a click progress bar."""
+
+    def __init__(self, bar: ProgressBar[int]) -> None:
+        self.bar = bar
+        self.done = 0
+
+    def __call__(self, position: int, _end: int) -> None:
+        self.bar.update(position - self.done)
+        self.done = position
+
+
+def _without_password(url: str) -> str:
+    head, sep, tail = url.partition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, credentials = head.partition("://")
+    return f"{scheme}://{credentials.split(':', 1)[0]}@{tail}"

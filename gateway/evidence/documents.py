@@ -1,0 +1,264 @@
+"""Evidence documents the service hands out: inclusion and consistency proofs (hashes only,
+plus the stored record for operators), and the per-case evidence bundle for investigators.
+
+Each document carries the signed checkpoint it is checked against, so it can be checked
+offline with the service's public key (`casetrail proof check`, `casetrail verify-bundle`).
+
+The bundle holds, for one case: every stored event of the case's own stream (and, for a
+reader granted the access log, of the access events and investigation orders about it), as
+stored (encrypted bytes), each with its inclusion proof in a fresh checkpoint; optionally the
+decrypted content of those events; and the service's signature over the whole. Other cases
+appear only as hashes inside the proofs.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, is_dataclass
+from datetime import date, datetime
+from enum import Enum
+from typing import Any, Final
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from eventsourcing.persistence import ApplicationRecorder, Notification
+from eventsourcing.utils import get_topic
+
+from domain.access import AccessDenied, CaseAccessed
+from domain.application import ACCESS_TOPICS, CaseTrail
+from domain.orders import InvestigationOrder
+from gateway.evidence.maintainer import Evidence
+from gateway.evidence.verification import (
+    BUNDLE_FORMAT,
+    CONSISTENCY_FORMAT,
+    INCLUSION_FORMAT,
+    canonical,
+    record_to_json,
+)
+from projections.evidence.checkpoints import Checkpoint, CheckpointStore, key_id, utc_now
+from projections.evidence.log import MerkleLog, StoredRecord
+
+_SCAN_BATCH: Final = 1000
+
+
+class EvidenceUnavailable(LookupError):
+    """What was asked for is not in the tree, or not covered by a checkpoint yet."""
+
+
+def latest_valid(store: CheckpointStore, public_key: Ed25519PublicKey) -> Checkpoint | None:
+    valid = [c for c in store.all() if c.verify(public_key)] if store.exists() else []
+    return valid[-1] if valid else None
+
+
+def _checkpoint_of(
+    store: CheckpointStore, public_key: Ed25519PublicKey, size: int | None
+) -> Checkpoint:
+    if size is None:
+        found = latest_valid(store, public_key)
+        if found is None:
+            raise EvidenceUnavailable("there is no signed checkpoint yet")
+        return found
+    candidates = [c for c in store.all() if c.size == size and c.verify(public_key)]
+    if not candidates:
+        raise EvidenceUnavailable(f"there is no signed checkpoint of size {size}")
+    return candidates[0]
+
+
+def inclusion_document(
+    recorder: ApplicationRecorder,
+    public_key: Ed25519PublicKey,
+    position: int,
+    size: int | None = None,
+    *,
+    with_record: bool = False,
+) -> dict[str, Any]:
+    """The proof that the event at store `position` is in the checkpoint of `size` leaves
+    (default: the latest). `with_record` adds the stored record (encrypted bytes, and its
+    stream id and topic): for operators, who can read the store anyway."""
+    merkle = MerkleLog(recorder)
+    index = merkle.leaf_index_of(position) if merkle.exists() else None
+    if index is None:
+        raise EvidenceUnavailable(f"no event at position {position} is in the Merkle log yet")
+    checkpoint = _checkpoint_of(CheckpointStore(recorder), public_key, size)
+    if index >= checkpoint.size:
+        raise EvidenceUnavailable(
+            f"position {position} (leaf index {index}) is not covered by "
+            f"{checkpoint.describe()}; ask again after the next checkpoint"
+        )
+    leaf = merkle.compute(lambda read: read(0, index))
+    document: dict[str, Any] = {
+        "format": INCLUSION_FORMAT,
+        "position": position,
+        "leaf_index": index,
+        "leaf_hash": leaf.hex(),
+        "tree_size": checkpoint.size,
+        "proof": [h.hex() for h in merkle.inclusion_proof(index, checkpoint.size)],
+        "checkpoint": checkpoint.to_json(),
+    }
+    if with_record:
+        (notification,) = recorder.select_notifications(start=position, limit=1)
+        document["record"] = record_to_json(StoredRecord.of(notification))
+    return document
+
+
+def consistency_document(
+    recorder: ApplicationRecorder,
+    public_key: Ed25519PublicKey,
+    first_size: int,
+    second_size: int | None = None,
+) -> dict[str, Any]:
+    """The proof that the checkpoint of `second_size` leaves (default: the latest) extends the
+    checkpoint of `first_size` leaves: nothing before it was changed or removed."""
+    store = CheckpointStore(recorder)
+    second = _checkpoint_of(store, public_key, second_size)
+    first = _checkpoint_of(store, public_key, first_size)
+    if first.size > second.size:
+        raise EvidenceUnavailable(
+            f"{first.describe()} is larger than {second.describe()}: swap them"
+        )
+    proof = MerkleLog(recorder).consistency_proof(first.size, second.size)
+    return {
+        "format": CONSISTENCY_FORMAT,
+        "first": first.to_json(),
+        "second": second.to_json(),
+        "proof": [h.hex() for h in proof],
+    }
+
+
+# --- the per-case bundle ----------------------------------------------------------------------
+
+ORDER_TOPIC_PREFIX: Final = get_topic(InvestigationOrder) + "."
+
+
+def build_bundle(
+    application: CaseTrail,
+    evidence: Evidence,
+    case_id: UUID,
+    *,
+    include_content: bool,
+    with_audit: bool,
+) -> dict[str, Any]:
+    """The case's evidence bundle against a checkpoint signed now. The caller has already
+    stored the access event(s) of this disclosure; they are in the bundle too.
+
+    Records: the case's own stream; with `with_audit` (a reader granted the access log) also
+    every access event about the case (with its break-glass review, if any) and every
+    investigation order naming it."""
+    checkpoint = evidence.checkpoint_now()
+    found = _case_notifications(application, evidence.merkle, case_id, checkpoint.size, with_audit)
+    records, content = [], []
+    for index, kind, notification in found:
+        record = StoredRecord.of(notification)
+        records.append(
+            {
+                **record_to_json(record),
+                "kind": kind,
+                "leaf_index": index,
+                "inclusion_proof": [
+                    h.hex() for h in evidence.merkle.inclusion_proof(index, checkpoint.size)
+                ],
+            }
+        )
+        if include_content:
+            event = application.mapper.to_domain_event(notification)
+            content.append(
+                {
+                    "leaf_index": index,
+                    "type": notification.topic.rsplit(":", 1)[-1],
+                    "event": _plain(vars(event)),
+                }
+            )
+    document: dict[str, Any] = {
+        "format": BUNDLE_FORMAT,
+        "case_id": str(case_id),
+        "created_at": utc_now(),
+        "checkpoint": checkpoint.to_json(),
+        "records": records,
+    }
+    if include_content:
+        document["content"] = content
+    key = evidence.signing_key
+    document["attestation"] = {
+        "key_id": key_id(key.public_key()),
+        "signature": base64.b64encode(key.sign(canonical(document))).decode(),
+    }
+    return document
+
+
+def _case_notifications(
+    application: CaseTrail, merkle: MerkleLog, case_id: UUID, size: int, with_audit: bool
+) -> list[tuple[int, str, Notification]]:
+    """(leaf index, kind, stored record) of the case's events among the first `size` leaves,
+    in log order (see `build_bundle`)."""
+    last = _position_of_leaf(merkle, size - 1) if size else 0
+    streams: dict[UUID | str, str] = {case_id: "case"}
+    picked: list[tuple[str, Notification]] = []
+    start = 0
+    while start < last:
+        page = application.recorder.select_notifications(
+            start=start, limit=_SCAN_BATCH, stop=last, inclusive_of_start=False
+        )
+        for notification in page:
+            kind = streams.get(notification.originator_id)
+            if kind is None and with_audit:
+                kind = _audit_kind(application, notification, case_id)
+                if kind is not None:
+                    streams[notification.originator_id] = kind
+            if kind is not None:
+                picked.append((kind, notification))
+        if len(page) < _SCAN_BATCH:
+            break
+        start = page[-1].id
+    indexes = merkle.leaf_indexes([n.id for _, n in picked])
+    found = []
+    for kind, notification in picked:
+        if notification.id not in indexes:
+            raise EvidenceUnavailable(
+                f"the event at position {notification.id} is not in the Merkle log: "
+                "run `casetrail verify`"
+            )
+        found.append((indexes[notification.id], kind, notification))
+    return found
+
+
+def _audit_kind(application: CaseTrail, notification: Notification, case_id: UUID) -> str | None:
+    """ "access" or "order" when this event opens a stream about the case. Which case is
+    inside the encrypted state, so only candidates by topic are decrypted."""
+    if notification.topic in ACCESS_TOPICS:
+        event = application.mapper.to_domain_event(notification)
+        if isinstance(event, CaseAccessed | AccessDenied) and event.case_id == case_id:
+            return "access"
+    elif notification.topic.startswith(ORDER_TOPIC_PREFIX) and notification.originator_version == 1:
+        event = application.mapper.to_domain_event(notification)
+        if getattr(event, "case_id", None) == case_id:
+            return "order"
+    return None
+
+
+def _position_of_leaf(merkle: MerkleLog, index: int) -> int:
+    with merkle.tables.reading() as db:
+        rows = db.execute(
+            "SELECT position FROM {casetrail_merkle_leaves} WHERE leaf_index = ?", (index,)
+        )
+    if not rows:
+        raise EvidenceUnavailable(f"the Merkle log has no leaf {index}")
+    return int(rows[0]["position"])
+
+
+def _plain(value: Any) -> Any:
+    """An event's attributes as JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return _plain(asdict(value))
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)

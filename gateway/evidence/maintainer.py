@@ -1,0 +1,339 @@
+"""Tamper evidence as the service runs it: the Merkle log kept up to date, signed checkpoints
+every N events or T seconds, each handed to the checkpoint publishers (the seam the messaging
+work plugs into), and on-demand checkpoints for proofs and bundles.
+
+Settings (environment, read once at start):
+
+- CASETRAIL_CHECKPOINT_EVERY_EVENTS (default 100): sign once the tree has grown by this many
+  events;
+- CASETRAIL_CHECKPOINT_EVERY_SECONDS (default 60): or once this long has passed since the last
+  checkpoint and the tree has grown at all;
+- CASETRAIL_EVIDENCE_POLL_SECONDS (default 1): how often the maintainer looks for new events
+  (on PostgreSQL it also wakes on the store's NOTIFY).
+
+Before signing, the checkpointer checks that the stored tree still extends the previous
+checkpoint (an RFC 9162 consistency proof from the stored nodes, checked against the previous,
+signed root); if not, history below it was rewritten and it refuses to sign, loudly.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Protocol
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from eventsourcing.persistence import IntegrityError
+
+from domain.application import CaseTrail
+from gateway import keyring
+from gateway.logs import get_logger
+from gateway.settings import Settings
+from gateway.store import writer_lock
+from gateway.store.guard import appends_are_ordered
+from projections.evidence.checkpoints import Checkpoint, CheckpointStore
+from projections.evidence.log import MerkleLog, close_recorder, merkle_follower
+from projections.evidence.merkle import verify_consistency
+from projections.follower import GATHER_SECONDS, Follower, Horizon, sqlite_horizon, waker_for
+
+log = get_logger("casetrail.evidence")
+
+ENV_EVERY_EVENTS: Final = "CASETRAIL_CHECKPOINT_EVERY_EVENTS"
+ENV_EVERY_SECONDS: Final = "CASETRAIL_CHECKPOINT_EVERY_SECONDS"
+ENV_POLL_SECONDS: Final = "CASETRAIL_EVIDENCE_POLL_SECONDS"
+_MAX_BACKOFF_SECONDS: Final = 30.0
+_SIGN_ATTEMPTS: Final = 3
+
+
+class CheckpointPublisher(Protocol):
+    """Receives every checkpoint once it is stored (the messaging work publishes it to units).
+
+    Called on the thread that signed the checkpoint; keep it short (hand off to a queue). A
+    raised exception is logged and does not undo the checkpoint: it stays stored, and a unit
+    that missed it can fetch it (`GET /v1/evidence/checkpoints?after=SEQ`).
+    """
+
+    def publish(self, checkpoint: Checkpoint) -> None: ...
+
+
+class EvidenceConfigError(ValueError):
+    """A setting of this module is not usable; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EvidenceSettings:
+    every_events: int = 100
+    every_seconds: float = 60.0
+    poll_seconds: float = 1.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EvidenceSettings:
+        env = os.environ if environ is None else environ
+        defaults = cls()
+        return cls(
+            every_events=int(_number(env, ENV_EVERY_EVENTS, defaults.every_events, whole=True)),
+            every_seconds=_number(env, ENV_EVERY_SECONDS, defaults.every_seconds),
+            poll_seconds=_number(env, ENV_POLL_SECONDS, defaults.poll_seconds),
+        )
+
+
+def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
+    text = (env.get(name) or "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text) if whole else float(text)
+    except ValueError:
+        kind = "a whole number" if whole else "a number"
+        raise EvidenceConfigError(f"{name} must be {kind} (seconds/events), not {text!r}") from None
+    if value <= 0:
+        raise EvidenceConfigError(f"{name} must be greater than 0, not {text!r}")
+    return value
+
+
+class TreeInconsistent(Exception):
+    """The stored tree does not extend the last signed checkpoint: history was rewritten."""
+
+
+def signed_at(checkpoint: Checkpoint) -> float:
+    try:
+        return datetime.fromisoformat(checkpoint.time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+
+
+class Checkpointer:
+    """Signs checkpoints of the stored tree, stores them, hands them to the publishers."""
+
+    def __init__(
+        self,
+        merkle: MerkleLog,
+        store: CheckpointStore,
+        key: Ed25519PrivateKey,
+        settings: EvidenceSettings,
+    ) -> None:
+        self.merkle = merkle
+        self.store = store
+        self.settings = settings
+        self._key = key
+        self.public_key: Ed25519PublicKey = key.public_key()
+        # Wall-clock seconds: checkpoint times are wall-clock times (replaceable in tests).
+        self.clock: Callable[[], float] = time.time
+        self._publishers: list[CheckpointPublisher] = []
+        # The newest checkpoint this process signed or checked: kept in memory, so deleting
+        # rows from the table does not make it forget what it has vouched for.
+        self._last: Checkpoint | None = None
+        # Signatures already checked (the policy looks at the latest checkpoint every poll).
+        self._verified: set[Checkpoint] = set()
+        self._lock = threading.Lock()
+
+    def attach(self, publisher: CheckpointPublisher) -> None:
+        with self._lock:
+            self._publishers.append(publisher)
+
+    def latest(self) -> Checkpoint | None:
+        """The newest checkpoint signed by this service's key (stored or remembered)."""
+        stored = self.store.latest()
+        if stored is not None and not self._signed_by_us(stored):
+            log.error("checkpoint_signature_invalid", seq=stored.seq)
+            valid = [c for c in self.store.all() if self._signed_by_us(c)]
+            stored = valid[-1] if valid else None
+        if self._last is not None and (stored is None or stored.seq < self._last.seq):
+            if stored is None or stored.size < self._last.size:
+                log.error("checkpoints_missing_from_store", remembered_seq=self._last.seq)
+            return self._last
+        return stored
+
+    def _signed_by_us(self, checkpoint: Checkpoint) -> bool:
+        # The whole checkpoint is the key: any field changed in the table is checked afresh.
+        if checkpoint in self._verified:
+            return True
+        if not checkpoint.verify(self.public_key):
+            return False
+        self._verified.add(checkpoint)
+        return True
+
+    def due(self) -> bool:
+        size = self.merkle.size()
+        latest = self.latest()
+        if latest is None:
+            return size > 0
+        grown = size - latest.size
+        if grown >= self.settings.every_events:
+            return True
+        return grown > 0 and self.clock() - signed_at(latest) >= self.settings.every_seconds
+
+    def maybe_checkpoint(self) -> Checkpoint | None:
+        return self.checkpoint() if self.due() else None
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign the stored tree as it is now (or return the latest checkpoint if the tree has
+        not grown since). Raises TreeInconsistent rather than sign a rewritten history."""
+        for _attempt in range(_SIGN_ATTEMPTS):
+            with self._lock:
+                signed = self._sign_current()
+                if signed is None:
+                    continue
+                fresh, checkpoint = signed
+                publishers = list(self._publishers)
+            if fresh:
+                self._publish(checkpoint, publishers)
+            return checkpoint
+        raise IntegrityError("another writer kept taking the next checkpoint number")
+
+    def _sign_current(self) -> tuple[bool, Checkpoint] | None:
+        size = self.merkle.size()
+        previous = self.latest()
+        if previous is not None and previous.size == size:
+            self._last = previous
+            return False, previous
+        root = self.merkle.root(size)
+        if previous is not None:
+            self._check_extends(previous, size, root)
+        checkpoint = Checkpoint.sign(
+            self._key, seq=(previous.seq + 1 if previous else 1), size=size, root=root
+        )
+        try:
+            self.store.add(checkpoint)
+        except IntegrityError:
+            # Another process signed this number first: look again.
+            return None
+        self._last = checkpoint
+        log.info("checkpoint_signed", seq=checkpoint.seq, size=checkpoint.size)
+        return True, checkpoint
+
+    def _check_extends(self, previous: Checkpoint, size: int, root: bytes) -> None:
+        if size < previous.size:
+            problem = f"the stored tree has {size} leaves, fewer than {previous.describe()}"
+        else:
+            proof = self.merkle.consistency_proof(previous.size, size)
+            if verify_consistency(previous.size, size, previous.root, root, proof):
+                return
+            problem = f"the stored tree of {size} leaves does not extend {previous.describe()}"
+        log.error("merkle_tree_inconsistent", seq=previous.seq, size=size)
+        raise TreeInconsistent(f"{problem}: history was rewritten; run `casetrail verify`")
+
+    def _publish(self, checkpoint: Checkpoint, publishers: list[CheckpointPublisher]) -> None:
+        for publisher in publishers:
+            try:
+                publisher.publish(checkpoint)
+            except Exception as exc:  # a publisher's failure never undoes the checkpoint
+                log.warning(
+                    "checkpoint_publish_failed",
+                    seq=checkpoint.seq,
+                    publisher=type(publisher).__name__,
+                    error_type=type(exc).__name__,
+                )
+
+
+def settled_horizon(application: CaseTrail) -> Horizon | None:
+    """With ordered appends the largest notification id is settled, on both stores; without
+    them (PostgreSQL, trigger missing) the follower's own horizon decides."""
+    if appends_are_ordered(application.recorder):
+        return sqlite_horizon(application.recorder)
+    return None
+
+
+class Evidence:
+    """The service's evidence machinery for one application."""
+
+    def __init__(
+        self, application: CaseTrail, key: Ed25519PrivateKey, settings: EvidenceSettings
+    ) -> None:
+        self.application = application
+        self.settings = settings
+        self.merkle = MerkleLog(application.recorder)
+        self.checkpoints = CheckpointStore(application.recorder)
+        self.checkpointer = Checkpointer(self.merkle, self.checkpoints, key, settings)
+        self._key = key
+        self._follower: Follower | None = None
+        self._follower_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, application: CaseTrail, settings: Settings) -> Evidence:
+        key = keyring.load_private_key(
+            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
+        )
+        return cls(application, key, EvidenceSettings.from_env())
+
+    @property
+    def public_key(self) -> Ed25519PublicKey:
+        return self.checkpointer.public_key
+
+    @property
+    def signing_key(self) -> Ed25519PrivateKey:
+        return self._key
+
+    def attach_publisher(self, publisher: CheckpointPublisher) -> None:
+        """The seam for the messaging work: every checkpoint signed from now on is passed to
+        `publisher.publish(checkpoint)` after it is stored."""
+        self.checkpointer.attach(publisher)
+
+    def follower(self) -> Follower:
+        with self._follower_lock:
+            if self._follower is None:
+                self._follower = merkle_follower(
+                    self.application, horizon=settled_horizon(self.application), log=log
+                )
+                writer_lock.serialise_batches(self._follower.recorder)
+            return self._follower
+
+    def catch_up(self) -> int:
+        """Bring the tree up to every event stored so far; returns how many it added."""
+        return self.follower().catch_up()
+
+    def checkpoint_now(self) -> Checkpoint:
+        """A checkpoint covering every event stored up to now (signed now if need be)."""
+        self.catch_up()
+        return self.checkpointer.checkpoint()
+
+    # --- the background maintainer ---------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="casetrail-evidence", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def close(self) -> None:
+        """Stop the maintainer and release the follower's own connections."""
+        self.stop()
+        with self._follower_lock:
+            if self._follower is not None:
+                close_recorder(self._follower.recorder)
+                self._follower = None
+
+    def _run(self) -> None:
+        waker: Any = None
+        backoff = self.settings.poll_seconds
+        while not self._stop.is_set():
+            try:
+                if waker is None:
+                    waker = waker_for(self.application, log)
+                moved = self.catch_up()
+                self.checkpointer.maybe_checkpoint()
+            except Exception as exc:  # the maintainer outlives any one failure
+                log.warning("evidence_maintenance_failed", error_type=type(exc).__name__)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
+                continue
+            backoff = self.settings.poll_seconds
+            # At most one look per GATHER_SECONDS: a steady stream in batches (follower.py).
+            self._stop.wait(GATHER_SECONDS)
+            if not moved:
+                waker.wait(self.settings.poll_seconds, self._stop)
+        if waker is not None:
+            waker.close()

@@ -1,0 +1,242 @@
+"""Endpoints of case files: report, read (audited), and one POST per command on a case."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Request, Response
+
+from domain import commands as cmd
+from domain.access import Actor
+from domain.case import Case
+from domain.taxonomy import CATEGORY_LABELS, PROTECTION_FUNCTION_LABELS, SUBTYPES
+from gateway.auth import AuthenticationFailed
+from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep
+from gateway.http.examples import REPORT_CLUE_EXAMPLE
+from gateway.logs import get_logger
+from gateway.readmodels import status_summary
+
+log = get_logger("casetrail.api")
+
+
+def _created(response: Response, case_id: UUID, case_version: int | None = None) -> dict[str, Any]:
+    response.headers["Location"] = f"/v1/cases/{case_id}"
+    body: dict[str, Any] = {"id": str(case_id)}
+    if case_version is not None:
+        body["version"] = case_version
+    return body
+
+
+router = APIRouter()
+
+
+@router.get("/healthz", tags=["service"])
+def health(request: Request, svc: ServicesDep) -> dict[str, Any]:
+    """Liveness (`{"status": "ok"}`) for anyone. With a valid bearer token (any role), also the
+    store's position and the read models' lag, for monitoring: how many events the store holds
+    is not for anonymous callers. No case content either way."""
+    if not _authenticated(svc, request.headers.get("authorization", "")):
+        return {"status": "ok"}
+    return {
+        "status": "ok",
+        "store": svc.settings.store_kind,
+        "position": svc.application.recorder.max_notification_id() or 0,
+        "projections": status_summary(svc.readmodels),
+    }
+
+
+def _authenticated(svc: Services, authorization: str) -> bool:
+    """A liveness probe never fails on its token: a missing or bad one only withholds detail."""
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return False
+    try:
+        svc.verifier.verify(token.strip())
+    except AuthenticationFailed:
+        return False
+    return True
+
+
+@router.get("/v1/taxonomy", tags=["reference"])
+def taxonomy() -> dict[str, Any]:
+    """Category and subtype codes with their Chinese labels; protection functions."""
+    return {
+        "categories": [
+            {
+                "code": str(category),
+                "label": CATEGORY_LABELS[category],
+                "subtypes": [{"code": c, "label": lbl} for c, lbl in subtypes.items()],
+            }
+            for category, subtypes in SUBTYPES.items()
+        ],
+        "protection_functions": [
+            {"code": str(f), "label": lbl} for f, lbl in PROTECTION_FUNCTION_LABELS.items()
+        ],
+    }
+
+
+@router.post("/v1/cases", status_code=201, tags=["cases"])
+def report_clue(
+    command: Annotated[cmd.ReportClue, Body(openapi_examples=REPORT_CLUE_EXAMPLE)],
+    actor: ActorDep,
+    svc: ServicesDep,
+    response: Response,
+) -> dict[str, Any]:
+    """Report a clue: one clue, one file (一线索一档案). Answers the new case's id."""
+    case_id = svc.application.report_clue(command, actor)
+    log.info("clue_reported", case_id=str(case_id))
+    return _created(response, case_id, 1)
+
+
+@router.get("/v1/cases/{case_id}", tags=["cases"])
+def read_case(case_id: UUID, reader: ReaderDep) -> dict[str, Any]:
+    """The fields of the case you may see. The access is recorded before the answer."""
+    return reader.case(case_id)
+
+
+# --- one POST per command on a case ---
+
+
+def _run(
+    svc: Services, actor: Actor, case_id: UUID, action: str, change: Callable[[Case], Any]
+) -> dict[str, Any]:
+    result = svc.application.change_case(case_id, actor, action, change)
+    log.info("case_changed", case_id=str(case_id), action=action)
+    body: dict[str, Any] = {"id": str(case_id)}
+    if isinstance(result, UUID):
+        body["assignment_id"] = str(result)
+    return body
+
+
+@router.post("/v1/cases/{case_id}/reclassification", tags=["case commands"])
+def reclassify(case_id: UUID, command: cmd.Reclassify, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(
+        svc, actor, case_id, "reclassify", lambda c: c.reclassify(command, by=actor.as_record())
+    )
+
+
+@router.post("/v1/cases/{case_id}/risk-assessments", tags=["case commands"])
+def assess_risk(case_id: UUID, command: cmd.AssessRisk, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "assess_risk",
+        lambda c: c.assess_risk(command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/consultations", tags=["case commands"])
+def hold_consultation(
+    case_id: UUID, command: cmd.HoldConsultation, actor: ActorDep, svc: ServicesDep
+) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "hold_consultation",
+        lambda c: c.hold_consultation(command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/assignments", status_code=201, tags=["case commands"])
+def assign_unit(case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "assign_unit",
+        lambda c: svc.application.assignable(command.unit, c).assign_unit(
+            command, by=actor.as_record()
+        ),
+    )
+
+
+@router.post(
+    "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement", tags=["case commands"]
+)
+def acknowledge(case_id: UUID, assignment_id: UUID, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "acknowledge_assignment",
+        lambda c: c.acknowledge_assignment(assignment_id, unit=actor.unit, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/assignments/{assignment_id}/end", tags=["case commands"])
+def end_assignment(
+    case_id: UUID,
+    assignment_id: UUID,
+    command: cmd.EndAssignment,
+    actor: ActorDep,
+    svc: ServicesDep,
+) -> Any:
+    """End an assignment (completed, withdrawn, transferred); the unit keeps sight of the case
+    for the grace period only."""
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "end_assignment",
+        lambda c: c.end_assignment(assignment_id, outcome=command.outcome, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/interventions", status_code=201, tags=["case commands"])
+def record_intervention(
+    case_id: UUID, command: cmd.RecordIntervention, actor: ActorDep, svc: ServicesDep
+) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "record_intervention",
+        lambda c: c.record_intervention(command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/guardianship-letters", status_code=201, tags=["case commands"])
+def sign_letter(
+    case_id: UUID, command: cmd.SignGuardianshipLetter, actor: ActorDep, svc: ServicesDep
+) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "sign_guardianship_letter",
+        lambda c: c.sign_guardianship_letter(command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/follow-ups", status_code=201, tags=["case commands"])
+def record_follow_up(
+    case_id: UUID, command: cmd.RecordFollowUp, actor: ActorDep, svc: ServicesDep
+) -> Any:
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "record_follow_up",
+        lambda c: c.record_follow_up(command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/escalations", status_code=201, tags=["case commands"])
+def escalate(case_id: UUID, command: cmd.Escalate, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(
+        svc, actor, case_id, "escalate", lambda c: c.escalate(command, by=actor.as_record())
+    )
+
+
+@router.post("/v1/cases/{case_id}/closure", tags=["case commands"])
+def close(case_id: UUID, command: cmd.CloseCase, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(svc, actor, case_id, "close", lambda c: c.close(command, by=actor.as_record()))
+
+
+@router.post("/v1/cases/{case_id}/reopening", tags=["case commands"])
+def reopen(case_id: UUID, command: cmd.ReopenCase, actor: ActorDep, svc: ServicesDep) -> Any:
+    return _run(svc, actor, case_id, "reopen", lambda c: c.reopen(command, by=actor.as_record()))

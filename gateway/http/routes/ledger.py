@@ -1,0 +1,555 @@
+"""Endpoints of the read models: ledgers (台账), lookups, worklists, quarterly reports, exports.
+
+Who sees what:
+- `domain.access.ledger_scope` decides whether an actor has ledgers at all and pre-filters the
+  rows (street; own unit; units' assignments); each row's fields are then decided by
+  `domain.access.decide`, as for a case read, from what the ledger holds of the file.
+- Names and ID numbers are masked in every answer; a row that shows identity fields in clear
+  (school, gender, age) is recorded as one `CaseAccessed` per file, stored before the answer.
+- A full-identity export (`identity=true`) fetches names and ID numbers from the event store,
+  decides each file again on its live state, and records one access event per file with the
+  purpose and the fields exported, before the file is built.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from pydantic import Field
+
+from domain import commands as cmd
+from domain import errors
+from domain.access import (
+    IDENTITY_FIELDS,
+    ROLE_PURPOSES,
+    Actor,
+    CaseScope,
+    Decision,
+    LedgerScope,
+    ReadContext,
+    decide,
+    ledger_scope,
+)
+from domain.case import Case
+from domain.identity import InvalidIdNumber, parse_id_number
+from domain.taxonomy import CaseStatus, Category, Purpose, RiskLevel, is_known_subtype
+from gateway.http.dependencies import AuditedReader, ReaderDep, Services, ServicesDep
+from gateway.logs import get_logger
+from projections.ledger.exports import (
+    MEDIA_TYPES,
+    ExportFormat,
+    ledger_csv,
+    ledger_json,
+    ledger_xlsx,
+)
+from projections.ledger.quarters import FIRST_DAY, LAST_DAY, LOCAL_TZ, local_date, stamp, today
+from projections.ledger.reports import quarterly_report
+from projections.ledger.view import (
+    COLUMNS,
+    LedgerQuery,
+    LedgerRow,
+    cells,
+    export_columns,
+    export_disclosure,
+    ledger_page,
+    row_disclosure,
+)
+from projections.ledger.worklists import (
+    AssignmentState,
+    WorkItem,
+    assignments,
+    awaiting_consultation,
+    quarterly_updates,
+)
+from projections.readmodels import ReadModels
+
+log = get_logger("casetrail.api")
+router = APIRouter()
+
+MAX_PAGE: Final = 200
+MAX_EXPORT_ROWS: Final = 20_000
+
+
+class InvalidFilter(errors.DomainError):
+    status = 422
+    code = "invalid_filter"
+
+
+# --- who and where -------------------------------------------------------------------------------
+
+
+def _scope(actor: Actor, purpose: Purpose | None = None) -> LedgerScope:
+    if purpose is not None and purpose not in ROLE_PURPOSES[actor.role]:
+        raise errors.NotPermitted(
+            f"role '{actor.role}' may not declare purpose '{purpose}'; declare one of "
+            f"{', '.join(sorted(ROLE_PURPOSES[actor.role])) or 'none'}",
+            field="X-Purpose-Of-Use",
+        )
+    scope = ledger_scope(actor)
+    if scope is None:
+        log.info("ledger_refused", role=str(actor.role))
+        raise errors.NotPermitted(
+            f"role '{actor.role}' has no ledgers, worklists or reports; a case's history is "
+            "read through its own audited endpoints"
+        )
+    return scope
+
+
+def _readmodels(svc: Services) -> ReadModels:
+    found = svc.readmodels
+    if found is None:
+        raise HTTPException(
+            503,
+            "the read models are not available: see the service log "
+            "(projections_unavailable) and `casetrail projections status`",
+        )
+    return found
+
+
+def _freshness(readmodels: ReadModels, name: str) -> dict[str, int]:
+    status = readmodels.follower(name).status()
+    return {"position": status.position, "lag": status.lag}
+
+
+# Streets, villages and units are codes (as in commands and tokens): the pattern keeps NUL and
+# other characters no store accepts out of a query (PostgreSQL refuses NUL in text).
+Text = Annotated[cmd.Code | None, Query(min_length=1, max_length=64)]
+# Every date a query names lies in the window a command's dates may (JSON Schema's
+# minimum/maximum are for numbers, so the schema shows formatMinimum/formatMaximum): no date
+# arithmetic near date.max, no report "as of" a time the service had no data
+# (tests/integration/test_bounds.py).
+Day = Annotated[
+    date | None,
+    Query(
+        ge=FIRST_DAY,
+        le=LAST_DAY,
+        json_schema_extra={
+            "formatMinimum": FIRST_DAY.isoformat(),
+            "formatMaximum": LAST_DAY.isoformat(),
+        },
+    ),
+]
+
+
+def ledger_filters(
+    street: Text = None,
+    village: Text = None,
+    # The school as stored: normalised like the command's (no invisible characters).
+    school: Annotated[cmd.ShortText | None, Query(min_length=1, max_length=64)] = None,
+    category: Category | None = None,
+    subtype: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    risk: RiskLevel | None = None,
+    status: CaseStatus | None = None,
+    found_from: Day = None,
+    found_to: Day = None,
+) -> LedgerQuery:
+    """The ledger's filters, shared by its pages and its exports (a FastAPI dependency)."""
+    if subtype is not None:
+        categories = [category] if category is not None else list(Category)
+        if not any(is_known_subtype(c, subtype) for c in categories):
+            raise InvalidFilter(
+                f"'{subtype}' is not a subtype"
+                + (f" of category '{category}'" if category else "")
+                + "; GET /v1/taxonomy lists the codes",
+                field="subtype",
+            )
+    if found_from is not None and found_to is not None and found_from > found_to:
+        raise InvalidFilter("found_from is after found_to; swap them", field="found_from")
+    return LedgerQuery(
+        street=street,
+        village=village,
+        school=school,
+        category=str(category) if category else None,
+        subtype=subtype,
+        risk=str(risk) if risk else None,
+        status=str(status) if status else None,
+        found_from=found_from,
+        found_to=found_to,
+    )
+
+
+LedgerFilters = Annotated[LedgerQuery, Depends(ledger_filters)]
+
+
+# --- deciding each row ---------------------------------------------------------------------------
+
+
+def _granted(
+    actor: Actor, purpose: Purpose, rows: Sequence[LedgerRow], svc: Services, now: datetime
+) -> list[tuple[LedgerRow, Decision]]:
+    """Each row with the decision the access rules make on it; rows refused are left out."""
+    grace = svc.application.assignment_grace
+    found = []
+    for row in rows:
+        decision = decide(actor, ReadContext(scope=row.case_scope(), now=now, grace=grace), purpose)
+        if decision.granted and not decision.break_glass:
+            found.append((row, decision))
+    return found
+
+
+def _record(reader: AuditedReader, disclosures: Sequence[tuple[UUID, frozenset[str], str]]) -> None:
+    """One access event per file whose answer shows identity fields in clear, grouped by the
+    rule that granted it; stored before anything is returned (a failure answers 503)."""
+    by_rule: dict[str, list[tuple[UUID, frozenset[str]]]] = defaultdict(list)
+    for case_id, fields, rule in disclosures:
+        if fields & IDENTITY_FIELDS:
+            by_rule[rule].append((case_id, fields))
+    for rule, listed in sorted(by_rule.items()):
+        reader.record_disclosures(listed, rule)
+
+
+def _ended_since(svc: Services, now: datetime) -> str:
+    return stamp(now - svc.application.assignment_grace)
+
+
+def _page_answer(
+    reader: AuditedReader,
+    svc: Services,
+    readmodels: ReadModels,
+    scope: LedgerScope,
+    query: LedgerQuery,
+    *,
+    page: int,
+    per_page: int,
+    prefix: str,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    with readmodels.ledger.reading() as db:
+        total, rows = ledger_page(
+            db,
+            scope,
+            query,
+            limit=per_page,
+            offset=(page - 1) * per_page,
+            ended_since=_ended_since(svc, now),
+        )
+    granted = _granted(reader.actor, reader.purpose, rows, svc, now)
+    _record(
+        reader,
+        [(row.case_id, row_disclosure(row, d.fields), f"{prefix}:{d.rule}") for row, d in granted],
+    )
+    deadline = readmodels.consultation_deadline
+    return {
+        **_freshness(readmodels, "ledger"),
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+        "rows": [
+            row.as_dict(d.fields, now=now, consultation_deadline=deadline) for row, d in granted
+        ],
+    }
+
+
+# --- ledgers and lookups -------------------------------------------------------------------------
+
+
+@router.get("/v1/ledger", tags=["ledgers"])
+def ledger(
+    reader: ReaderDep,
+    svc: ServicesDep,
+    query: LedgerFilters,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 50,
+) -> dict[str, Any]:
+    """The ledger (台账) of your street, village, school...: one row per file, newest found
+    first, names and ID numbers masked. Rows showing identity fields are recorded as accesses."""
+    scope = _scope(reader.actor, reader.purpose)
+    readmodels = _readmodels(svc)
+    return _page_answer(
+        reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix="ledger"
+    )
+
+
+@router.get("/v1/cases", tags=["ledgers"])
+def find_cases(
+    reader: ReaderDep,
+    svc: ServicesDep,
+    id_number: Annotated[str | None, Query(max_length=32)] = None,
+    # Normalised and checked as a stored name is: a decomposed form or stray spaces still find
+    # the file; invisible or bidi characters are refused (422), never silently dropped.
+    name: Annotated[cmd.Name | None, Query(min_length=1, max_length=32)] = None,
+) -> dict[str, Any]:
+    """Files of a minor, found by exact ID number or name through the blind index (the read
+    models hold neither). Answers ledger rows, masked; recorded like a ledger page. A query
+    string may end up in proxies' logs: `POST /v1/cases/search` takes the same in its body."""
+    return _lookup(reader, svc, id_number, name)
+
+
+class Lookup(cmd.Command):
+    id_number: Annotated[str | None, Field(max_length=32)] = None
+    name: cmd.Name | None = None
+
+
+@router.post("/v1/cases/search", tags=["ledgers"])
+def search_cases(lookup: Lookup, reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
+    """`GET /v1/cases?id_number=` with the ID number or name in the body, out of URLs."""
+    return _lookup(reader, svc, lookup.id_number, lookup.name)
+
+
+def _lookup(
+    reader: AuditedReader, svc: Services, id_number: str | None, name: str | None
+) -> dict[str, Any]:
+    if id_number is None and name is None:
+        raise InvalidFilter("give id_number or name to look a minor up", field="id_number")
+    scope = _scope(reader.actor, reader.purpose)
+    readmodels = _readmodels(svc)
+    id_index = name_index = None
+    if id_number is not None:
+        try:
+            parse_id_number(id_number)
+        except InvalidIdNumber as exc:
+            raise InvalidFilter(f"resident ID number {exc}", field="id_number") from None
+        id_index = readmodels.blind_index.id_number(id_number)
+    if name is not None:
+        name_index = readmodels.blind_index.name(name)
+    query = LedgerQuery(id_index=id_index, name_index=name_index)
+    return _page_answer(
+        reader, svc, readmodels, scope, query, page=1, per_page=MAX_PAGE, prefix="lookup"
+    )
+
+
+# --- exports -------------------------------------------------------------------------------------
+
+
+def _identities(
+    reader: AuditedReader, svc: Services, rows: Sequence[LedgerRow], now: datetime
+) -> dict[UUID, tuple[tuple[str, str], Decision]]:
+    """Full name and ID number of each file, from the event store, for the files the access
+    rules grant both on the case's live state."""
+    found: dict[UUID, tuple[tuple[str, str], Decision]] = {}
+    application = svc.application
+    for row in rows:
+        try:
+            case: object = application.repository.get(row.case_id)
+        except AggregateNotFoundError:
+            continue
+        if not isinstance(case, Case):
+            continue
+        decision = decide(
+            reader.actor,
+            ReadContext(scope=CaseScope.of(case), now=now, grace=application.assignment_grace),
+            reader.purpose,
+        )
+        if decision.granted and {"minor.name", "minor.id_number"} <= decision.fields:
+            found[row.case_id] = ((case.minor["name"], case.minor["id_number"]), decision)
+    return found
+
+
+@router.get(
+    "/v1/ledger/export",
+    tags=["ledgers"],
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The ledger as a file (`format`: xlsx, csv or json)",
+            "content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+        }
+    },
+)
+def export_ledger(
+    reader: ReaderDep,
+    svc: ServicesDep,
+    query: LedgerFilters,
+    format: ExportFormat = ExportFormat.XLSX,
+    identity: bool = False,
+) -> Response:
+    """The ledger as a file: `.xlsx` laid out as a 台账 (with the quarter's counts on a second
+    sheet), CSV or JSON. `identity=true` puts full names and ID numbers in (coordinators of the
+    street; reporters for their own unit): each file exported is then recorded as disclosed,
+    with the purpose and the fields, before the file is made."""
+    scope = _scope(reader.actor, reader.purpose)
+    if identity and not scope.identity_export:
+        raise errors.NotPermitted(
+            f"role '{reader.actor.role}' may not export names and ID numbers; export without "
+            "identity=true (masked), or ask the street's coordinator",
+            field="identity",
+        )
+    readmodels = _readmodels(svc)
+    now = datetime.now(UTC)
+    with readmodels.ledger.reading() as db:
+        total, rows = ledger_page(
+            db, scope, query, limit=MAX_EXPORT_ROWS, ended_since=_ended_since(svc, now)
+        )
+    if total > MAX_EXPORT_ROWS:
+        raise InvalidFilter(
+            f"{total} files match; an export holds at most {MAX_EXPORT_ROWS}: narrow it by "
+            "village, category or dates",
+            field="village",
+        )
+    granted = _granted(reader.actor, reader.purpose, rows, svc, now)
+    identities = _identities(reader, svc, [r for r, _ in granted], now) if identity else {}
+    every_field = frozenset().union(*(d.fields for _, d in granted)) if granted else frozenset()
+    columns = export_columns(every_field) if granted else COLUMNS
+    disclosures = []
+    lines = []
+    deadline = readmodels.consultation_deadline
+    for row, decision in granted:
+        full = identities.get(row.case_id)
+        granting = full[1] if full else decision
+        fields, rule = granting.fields, f"export:{granting.rule}"
+        disclosures.append(
+            (row.case_id, export_disclosure(row, columns, fields, identity=bool(full)), rule)
+        )
+        lines.append(_cells(row, columns, fields, now, deadline, full[0] if full else None))
+    _record(reader, disclosures)
+    log.info(
+        "ledger_exported",
+        format=str(format),
+        identity=identity,
+        files=len(lines),
+        identities=len(identities),
+    )
+    body = _render(format, scope, query, columns, lines, readmodels, now, identity)
+    stamp_text = datetime.now(LOCAL_TZ).strftime("%Y%m%d-%H%M")
+    return Response(
+        body,
+        media_type=MEDIA_TYPES[format],
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="ledger-{scope.street}-{stamp_text}.{format}"'
+            ),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+def _cells(
+    row: LedgerRow,
+    columns: Sequence[Any],
+    fields: frozenset[str],
+    now: datetime,
+    deadline: timedelta,
+    identity: tuple[str, str] | None,
+) -> list[Any]:
+    return cells(row, columns, fields, now=now, consultation_deadline=deadline, identity=identity)
+
+
+def _render(
+    format: ExportFormat,
+    scope: LedgerScope,
+    query: LedgerQuery,
+    columns: Sequence[Any],
+    lines: list[list[Any]],
+    readmodels: ReadModels,
+    now: datetime,
+    identity: bool,
+) -> bytes:
+    place = query.village or "全部村(社区)"
+    when = now.astimezone(LOCAL_TZ).strftime("%Y-%m-%d %H:%M")
+    if format is ExportFormat.CSV:
+        return ledger_csv(columns, lines)
+    if format is ExportFormat.JSON:
+        meta = {"street": scope.street, "village": query.village, "as_of": now.isoformat()}
+        return ledger_json(columns, lines, meta)
+    report = None
+    if scope.reporting_unit is None and scope.assigned_unit is None:
+        with readmodels.reports.reading() as db:
+            report = quarterly_report(db, scope.street, local_date(now), village=query.village)
+    masked = "" if identity else "　姓名、身份证号已脱敏"
+    return ledger_xlsx(
+        title=f"{scope.street} 未成年学生苗头性问题台账",
+        subtitle=(
+            f"街道：{scope.street}　村(社区)：{place}　截至：{when}　共 {len(lines)} 条{masked}"
+        ),
+        columns=columns,
+        lines=lines,
+        report=report,
+    )
+
+
+# --- worklists and deadlines ---------------------------------------------------------------------
+
+
+def _items(items: list[WorkItem]) -> list[dict[str, Any]]:
+    return [item.as_dict() for item in items]
+
+
+@router.get("/v1/worklists/consultations", tags=["worklists"])
+def consultations(reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
+    """Clues awaiting a consultation (问题会商), longest waiting first, overdue flagged
+    (CASETRAIL_CONSULTATION_DEADLINE_HOURS after the report). Operational fields only."""
+    scope = _scope(reader.actor, reader.purpose)
+    readmodels = _readmodels(svc)
+    deadline = readmodels.consultation_deadline
+    with readmodels.ledger.reading() as db:
+        items = awaiting_consultation(db, scope, now=datetime.now(UTC), deadline=deadline)
+    return {
+        **_freshness(readmodels, "ledger"),
+        "deadline_hours": deadline.total_seconds() / 3600,
+        "overdue": sum(1 for i in items if i.values["overdue"]),
+        "items": _items(items),
+    }
+
+
+@router.get("/v1/worklists/assignments", tags=["worklists"])
+def unit_assignments(
+    reader: ReaderDep,
+    svc: ServicesDep,
+    unit: Text = None,
+    state: AssignmentState = AssignmentState.OPEN,
+    on: Day = None,
+) -> dict[str, Any]:
+    """Open assignments with their due dates: all units of your street (coordinators,
+    supervisors), or your own unit's. `state=unacknowledged|overdue` narrows; `on` is the day
+    deadlines are judged on (today by default)."""
+    scope = _scope(reader.actor, reader.purpose)
+    if scope.assigned_unit is not None:
+        unit = scope.assigned_unit
+    readmodels = _readmodels(svc)
+    day = on or today()
+    with readmodels.ledger.reading() as db:
+        items = assignments(db, scope, today=day, unit=unit, state=state)
+    return {
+        **_freshness(readmodels, "ledger"),
+        "on": day.isoformat(),
+        "unit": unit,
+        "overdue": sum(1 for i in items if i.values["overdue"]),
+        "unacknowledged": sum(1 for i in items if not i.values["acknowledged"]),
+        "items": _items(items),
+    }
+
+
+@router.get("/v1/worklists/quarterly-updates", tags=["worklists"])
+def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str, Any]:
+    """Open files without an update (follow-up) in the current quarter (每季度更新一次), due by
+    its last day; overdue when a whole quarter passed without one."""
+    scope = _scope(reader.actor, reader.purpose)
+    readmodels = _readmodels(svc)
+    day = on or today()
+    with readmodels.ledger.reading() as db:
+        items = quarterly_updates(db, scope, today=day)
+    return {
+        **_freshness(readmodels, "ledger"),
+        "on": day.isoformat(),
+        "overdue": sum(1 for i in items if i.values["overdue"]),
+        "items": _items(items),
+    }
+
+
+# --- reports -------------------------------------------------------------------------------------
+
+
+@router.get("/v1/reports/quarterly", tags=["reports"])
+def quarterly(
+    reader: ReaderDep, svc: ServicesDep, as_of: Day = None, village: Text = None
+) -> dict[str, Any]:
+    """The street's quarterly report (季度报表) as of a date (today by default): counts by
+    category, subtype, village, risk and status, files new and closed in the quarter. Counts
+    what was recorded up to the end of that day, so a past quarter is re-issued exactly.
+    For the street's coordinators and supervisors."""
+    scope = _scope(reader.actor, reader.purpose)
+    if scope.reporting_unit is not None or scope.assigned_unit is not None:
+        raise errors.NotPermitted(
+            "quarterly reports cover a whole street: coordinators and supervisors receive them"
+        )
+    readmodels = _readmodels(svc)
+    day = as_of or today()
+    with readmodels.reports.reading() as db:
+        report = quarterly_report(db, scope.street, day, village=village)
+    return {**_freshness(readmodels, "reports"), **report.as_dict()}

