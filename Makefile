@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck unit bench bench-quick demo clean venv
+.PHONY: run test lint typecheck imports unit bench bench-quick demo clean venv
 
 venv: $(STAMP)
 
@@ -22,8 +22,8 @@ run: venv
 	$(BIN)/casetrail keys init
 	$(BIN)/casetrail serve --host 127.0.0.1 --port 8000
 
-## test: lint, type-check and the whole test suite
-test: venv lint typecheck
+## test: lint, type-check, the import rules and the whole test suite
+test: venv lint typecheck imports
 	$(BIN)/python -m pytest
 
 lint: venv
@@ -31,6 +31,10 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy domain projections gateway tests bench
+
+## imports: the import rules ([tool.importlinter] in pyproject.toml); fails when one is broken
+imports: venv
+	$(BIN)/lint-imports --no-cache --no-logo
 
 ## demo: fill the embedded store with synthetic cases and print a token per role
 demo: venv
