@@ -22,6 +22,7 @@ from eventsourcing.domain import DomainEvent, Snapshot
 from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
 from eventsourcing.utils import get_topic, strtobool
 
+import domain.topics  # noqa: F401  (registers moved stored topics before any read)
 from domain import commands as cmd
 from domain import errors
 from domain.access import (
