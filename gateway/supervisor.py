@@ -25,7 +25,7 @@ from typing import Final
 
 from domain.application import CaseTrail
 from gateway.logs import get_logger
-from gateway.messaging.broker import BrokerProblem, EmbeddedBroker, NatsSettings
+from gateway.messaging.broker import BrokerProblem, EmbeddedBroker
 from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
 from gateway.messaging.registry import write_broker_config
 from gateway.settings import Settings
@@ -99,7 +99,7 @@ class Supervisor:
     ) -> None:
         self.settings = settings
         self.application = application
-        self.nats = NatsSettings.from_env()
+        self.nats = settings.nats
         self.layout = NatsLayout(settings.home)
         self.broker: EmbeddedBroker | None = None
         self.relay = _Process(RELAY_COMMAND)
@@ -131,7 +131,9 @@ class Supervisor:
             log.error("broker_config_failed", error=str(exc)[:300])
             return
         if self.nats.embedded:
-            self.broker = EmbeddedBroker(self.layout, host=self.nats.host, port=self.nats.port)
+            self.broker = EmbeddedBroker(
+                self.layout, host=self.nats.host, port=self.nats.port, binary=self.nats.binary
+            )
             broker = self.broker
             self._children.append(_Child("nats-server", broker.start, lambda: broker.running))
         if self.with_relay:

@@ -20,7 +20,6 @@ from gateway.cli import projections as projection_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.startup import StartupProblem, open_application
-from gateway.store.eventstore import store_environment
 from gateway.store.setup import StoreSetupProblem, setup_lock
 
 DEFAULT_STREET = "chengguan-street"
@@ -64,9 +63,8 @@ def _store_has_events(settings: Settings) -> bool:
         return False
     try:
         with setup_lock(settings.database_url):  # a missing schema is created here, or refused
-            application = CaseTrail(
-                env=store_environment(settings.database_url, cipher_keys=None)
-            )
+            # Without the key (it is missing), with the service's settings (CASETRAIL_CREATE_TABLE).
+            application = CaseTrail(env=settings.application_env(encrypted=False))
     except StoreSetupProblem as exc:
         raise UserError(str(exc)) from None
     try:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -75,10 +74,7 @@ def _opened() -> Iterator[tuple[Settings, CaseTrail]]:
 
 
 def _nats_settings() -> NatsSettings:
-    try:
-        return NatsSettings.from_env()
-    except BrokerProblem as exc:
-        raise MessagingProblem(str(exc)) from None
+    return Settings.from_env().nats
 
 
 def _run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -193,7 +189,7 @@ def unit_listen(
         raise MessagingProblem(
             f"{key_file} holds the credentials of unit {credentials.unit_id}, not {unit_id}"
         )
-    token = _unit_token(token_file)
+    token = _unit_token(settings, token_file)
     pinned = keyring.load_public_key(service_key, "service key") if service_key else None
     client = UnitClient(
         credentials,
@@ -206,7 +202,7 @@ def unit_listen(
     _run_until_signalled(client.run)
 
 
-def _unit_token(token_file: Path | None) -> str:
+def _unit_token(settings: Settings, token_file: Path | None) -> str:
     if token_file is not None:
         try:
             mode = token_file.stat().st_mode & 0o777
@@ -218,7 +214,7 @@ def _unit_token(token_file: Path | None) -> str:
                 f"{token_file} is readable by others (mode {mode:o}); run `chmod 600 {token_file}`"
             )
         return text
-    token = os.environ.get(ENV_UNIT_TOKEN, "").strip()
+    token = settings.unit_token.get_secret_value().strip() if settings.unit_token else ""
     if not token:
         raise MessagingProblem(
             f"--token-file or {ENV_UNIT_TOKEN} is needed: a unit_member token of the unit "
@@ -257,7 +253,10 @@ def nats_serve() -> None:
     with _opened() as (settings, application):
         write_broker_config(settings, application, nats_settings)
     broker = EmbeddedBroker(
-        NatsLayout(settings.home), host=nats_settings.host, port=nats_settings.port
+        NatsLayout(settings.home),
+        host=nats_settings.host,
+        port=nats_settings.port,
+        binary=nats_settings.binary,
     )
     try:
         broker.start()

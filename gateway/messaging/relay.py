@@ -487,7 +487,7 @@ class Relay:
     ) -> Relay:
         return cls(
             application,
-            nats_settings=NatsSettings.from_env(),
+            nats_settings=settings.nats,
             layout=NatsLayout(settings.home),
             signer=keyring.load_private_key(
                 settings.keys_dir / keyring.SERVICE_KEY, "service signing key"

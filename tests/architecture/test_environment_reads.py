@@ -2,9 +2,9 @@
 
 Scanned on the syntax tree of the service's packages (`domain`, `projections`, `gateway`): any
 `os.environ`, `os.environb`, `os.getenv`, or `environ`/`getenv` imported from `os`, outside
-`gateway.settings` fails here. What it cannot see: the eventsourcing library's `Application`
-merges `os.environ` into its own environment (`construct_env`), so a setting read through
-`self.env` there escapes this scan.
+`gateway.settings` fails here. What it cannot see, the eventsourcing library's `Application`
+merging `os.environ` into its own environment, `CaseTrail.construct_env` turns off
+(`tests/integration/test_settings.py` proves it).
 """
 
 from __future__ import annotations
@@ -18,16 +18,9 @@ SCANNED = ("domain", "projections", "gateway")
 READERS = frozenset({"environ", "environb", "getenv", "getenvb"})
 
 ALLOWED = frozenset({"gateway.settings"})
-# Read the environment today, before every variable moved into the one settings object
-# (issue 12, "one settings object"); this test fails once such a module no longer reads it, so
-# that its entry is removed.
-TRANSITIONAL = frozenset(
-    {
-        "gateway.cli.messaging",  # CASETRAIL_UNIT_TOKEN for `casetrail unit listen`
-        "gateway.evidence.maintainer",  # EvidenceSettings.from_env
-        "gateway.messaging.broker",  # NatsSettings.from_env and the nats-server binary override
-    }
-)
+# Modules that still read the environment on their way into the one settings object; each
+# entry fails `test_a_transitional_allowance_is_removed_once_unused` once it no longer does.
+TRANSITIONAL: frozenset[str] = frozenset()
 
 
 def module_name(path: Path) -> str:
