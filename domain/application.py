@@ -1,9 +1,7 @@
 """The event-sourced application: the services that orchestrate the domain.
 
 Storage and cipher arrive through the environment given to `CaseTrail(env=...)` (see
-`gateway.store.eventstore.store_environment`); nothing here imports them. That dict is the whole
-environment: the process's is not merged in (`construct_env`; `gateway.settings` is its one
-reader, `tests/integration/test_settings.py`). Every change is a
+`gateway.store.eventstore.store_environment`); nothing here imports them. Every change is a
 new event;
 no code path updates or deletes one.
 """
@@ -16,13 +14,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Final, TypeVar
+from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent, Snapshot
 from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
-from eventsourcing.utils import Environment, EnvType, get_topic, strtobool
+from eventsourcing.utils import get_topic, strtobool
 
 import domain.topics  # noqa: F401  (registers moved stored topics before any read)
 from domain import commands as cmd
@@ -90,6 +88,13 @@ def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:
     return aggregate
 
 
+# The case id of an `AccessDenied` for a read that named no case (a ledger page, a lookup, an
+# export): the nil UUID, never a case's (those are version-4 UUIDs), so the event keeps its
+# stored shape (`case_id: UUID`) for every reader of it, old and new, and no case's access
+# log lists it (tests/integration/test_one_reader.py).
+NO_CASE: Final = UUID(int=0)
+
+
 class AccessRefused(Exception):
     """A read was refused; its `AccessDenied` event is already stored."""
 
@@ -111,16 +116,6 @@ class CaseTrail(Application[UUID]):
     # asks the snapshot table first, one indexed SELECT more, short files included.
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Case: SNAPSHOT_EVERY}
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Case: replay}
-
-    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
-        """The library's environment without the process's merged over the given one: there a
-        stray `CASETRAIL_SQLITE_DBNAME` or `CASETRAIL_PERSISTENCE_MODULE` would outrank the store
-        the caller chose (the name's prefixed keys are looked up first)."""
-        given = dict(type(self).env)
-        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
-            given["IS_SNAPSHOTTING_ENABLED"] = "y"
-        given.update(env or {})
-        return Environment(name, given)
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env=env)
@@ -268,7 +263,31 @@ class CaseTrail(Application[UUID]):
         A refusal is stored as `AccessDenied` and raised as `AccessRefused`. `need` names a field
         the caller requires (e.g. `access_log`): a grant without it is refused instead.
         """
+        case, decision = self.authorise_read(
+            case_id, actor, purpose, request_id, break_glass_reason=break_glass_reason, need=need
+        )
+        if need == "access_log":
+            return {"id": str(case_id), "access_log": self.access_log(case_id)}
+        return disclose(case, decision.fields, reader_unit=actor.unit)
+
+    def authorise_read(
+        self,
+        case_id: UUID,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        break_glass_reason: str | None = None,
+        need: str | None = None,
+        narrow: Callable[[Decision], Decision] | None = None,
+    ) -> tuple[Case, Decision]:
+        """`read_case` up to its record: decide, let `narrow` restrict the decision (a read
+        of the case in another form, e.g. its evidence bundle, granted to fewer rules), store
+        the access event durably, and only then hand back the case and the grant. A refusal
+        is stored as `AccessDenied` and raised as `AccessRefused`."""
         case, decision = self._decide(case_id, actor, purpose, break_glass_reason)
+        if narrow is not None:
+            decision = narrow(decision)
         if decision.granted and need is not None:
             decision = (
                 Decision(True, decision.rule, frozenset({need}), decision.break_glass)
@@ -295,9 +314,30 @@ class CaseTrail(Application[UUID]):
         )
         if not decision.granted or case is None:
             raise AccessRefused(decision.rule)
-        if need == "access_log":
-            return {"id": str(case_id), "access_log": self.access_log(case_id)}
-        return disclose(case, decision.fields, reader_unit=actor.unit)
+        return case, decision
+
+    def record_refusal(
+        self,
+        rule: str,
+        *,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        case_id: UUID = NO_CASE,
+    ) -> NoReturn:
+        """Store a refused read that named no case (ledgers, lookups, exports, worklists,
+        reports) as `AccessDenied` with `rule`, then raise `AccessRefused`; if the store fails
+        its error propagates instead (answered 503, as for a case read)."""
+        self._record_access(
+            access_event(
+                Decision(False, rule),
+                case_id=case_id,
+                actor=actor,
+                purpose=purpose,
+                request_id=request_id,
+            )
+        )
+        raise AccessRefused(rule)
 
     def _decide(
         self, case_id: UUID, actor: Actor, purpose: Purpose, break_glass_reason: str | None

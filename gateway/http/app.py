@@ -46,6 +46,7 @@ from gateway.http import limits
 from gateway.http.dependencies import Services
 from gateway.http.limits import RequestLimits
 from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, validation_errors
+from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import evidence as evidence_routes
@@ -315,23 +316,18 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(AccessRefused)
     async def refused(request: Request, exc: AccessRefused) -> Response:
-        if exc.rule.startswith("purpose_not_allowed"):
-            return problem(
-                request,
-                status=403,
-                code="purpose-not-allowed",
-                title="This purpose of use is not allowed for your role",
-                detail="declare a purpose your role may use; the refusal was recorded",
-                errors=[{"field": "X-Purpose-Of-Use", "message": "not allowed for your role"}],
-            )
-        # The same answer, after the same time, whether the case does not exist or is not yours.
-        await _pad_refusal(request)
+        # One answer per rule, whatever the channel (gateway.http.reader): a "no such case"
+        # after the same time whether the case does not exist or is not yours.
+        answer = refusal_answer(exc.rule)
+        if answer.padded:
+            await _pad_refusal(request)
         return problem(
             request,
-            status=404,
-            code="case-not-found",
-            title="No such case is visible to you",
-            detail="no case with this id is visible to you; the attempt was recorded",
+            status=answer.status,
+            code=answer.code,
+            title=answer.title,
+            detail=answer.detail,
+            errors=answer.errors(),
         )
 
     @app.exception_handler(MapperDeserialisationError)

@@ -1,14 +1,15 @@
-"""FastAPI dependencies: who is asking, why, and the audited read.
+"""FastAPI dependencies: who is asking, why, and the audited reader.
 
 Every endpoint that touches a case takes `ActorDep` (authentication) and, to read, `ReaderDep`:
-the reader is the only way to get case content, and each read stores its access event first.
+the reader (`gateway.http.reader.AuditedReader`, built here per request) is the only way to get
+case content or ledger rows, and each read stores its access event first.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 from uuid import UUID
 
 import structlog
@@ -21,6 +22,7 @@ from domain.application import CaseTrail
 from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier
+from gateway.http.reader import AuditedReader
 from gateway.settings import Settings
 from projections.readmodels import ReadModels
 
@@ -102,38 +104,6 @@ async def purpose_of_use(
     ],
 ) -> Purpose:
     return x_purpose_of_use
-
-
-@dataclass
-class AuditedReader:
-    """The only way an endpoint gets case content: each read is recorded before it returns."""
-
-    application: CaseTrail
-    actor: Actor
-    purpose: Purpose
-    request_id: str
-
-    def case(
-        self, case_id: UUID, *, break_glass_reason: str | None = None, need: str | None = None
-    ) -> dict[str, Any]:
-        return self.application.read_case(
-            case_id,
-            self.actor,
-            self.purpose,
-            self.request_id,
-            break_glass_reason=break_glass_reason,
-            need=need,
-        )
-
-    def record_disclosures(self, disclosures: list[tuple[UUID, frozenset[str]]], rule: str) -> None:
-        """For lists and exports: one access event per case disclosed, stored before the answer."""
-        self.application.record_disclosures(
-            disclosures,
-            actor=self.actor,
-            purpose=self.purpose,
-            rule=rule,
-            request_id=self.request_id,
-        )
 
 
 async def audited_reader(

@@ -2,11 +2,12 @@
 per-case evidence bundle.
 
 Checkpoints and proofs hold no case content (sizes, hashes, signatures): any authenticated
-caller may fetch them. The bundle discloses a case's history, so it is an audited read: the
-reader's access event is stored before anything is built, through the same decision as a case
-read. It is for investigators under an investigation order in force (they also get the access
-events and orders about the case: the access log is theirs to see) and for coordinators of the
-case's street (the case's own events only). Anyone else is refused, and the refusal recorded.
+caller may fetch them. The bundle discloses a case's history, so it is an audited read, decided
+and recorded by the reader (`gateway.http.reader.AuditedReader.bundle`) before anything is
+built, through the same decision as a case read. It is for investigators under an investigation
+order in force (they also get the access events and orders about the case: the access log is
+theirs to see) and for coordinators of the case's street (the case's own events only). Anyone
+else is refused, the refusal recorded and answered as a case read's.
 
 The router's lifespan runs the evidence maintainer (`gateway.evidence.maintainer.Evidence`)
 beside the API:
@@ -30,9 +31,6 @@ from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
-from domain.access import Decision, access_event
-from domain.application import AccessRefused
-from domain.taxonomy import Role
 from gateway.evidence.documents import (
     EvidenceUnavailable,
     build_bundle,
@@ -40,14 +38,13 @@ from gateway.evidence.documents import (
     inclusion_document,
 )
 from gateway.evidence.maintainer import Evidence
-from gateway.http.dependencies import ActorDep, AuditedReader, ReaderDep, Services
+from gateway.http.dependencies import ActorDep, ReaderDep, Services
 from gateway.http.problems import problem
 from gateway.logs import get_logger
 from projections.evidence.checkpoints import key_id
 
 log = get_logger("casetrail.api")
 
-BUNDLE_ROLES: Final = (Role.INVESTIGATOR, Role.COORDINATOR)
 MAX_POSITION: Final = 2**53
 
 
@@ -174,29 +171,13 @@ def case_bundle(
     """The case's evidence bundle: its stored events, each with an inclusion proof in a
     checkpoint signed now, and the service's signature over it all. Check it offline with
     `casetrail verify-bundle FILE --public-key service-signing.pub`. An audited read."""
-    if reader.actor.role not in BUNDLE_ROLES:
-        _refuse(reader, case_id, f"evidence_bundle_not_for_role:{reader.actor.role}")
-    # The same decision as a case read; the access event is stored before anything is built.
-    reader.case(case_id)
-    with_audit = reader.actor.role is Role.INVESTIGATOR
-    if with_audit:
-        reader.case(case_id, need="access_log")
+    grant = reader.bundle(case_id)
     bundle = build_bundle(
-        evidence.application, evidence, case_id, include_content=content, with_audit=with_audit
+        evidence.application,
+        evidence,
+        case_id,
+        include_content=content,
+        with_audit=grant.with_audit,
     )
     log.info("evidence_bundle_issued", case_id=str(case_id), records=len(bundle["records"]))
     return bundle
-
-
-def _refuse(reader: AuditedReader, case_id: UUID, rule: str) -> None:
-    """Record the refusal, then answer exactly as for a case out of scope."""
-    reader.application.save(
-        access_event(
-            Decision(False, rule),
-            case_id=case_id,
-            actor=reader.actor,
-            purpose=reader.purpose,
-            request_id=reader.request_id,
-        )
-    )
-    raise AccessRefused(rule)

@@ -1,45 +1,34 @@
 """Endpoints of the read models: ledgers (台账), lookups, worklists, quarterly reports, exports.
 
-Who sees what:
-- `domain.access.ledger_scope` decides whether an actor has ledgers at all and pre-filters the
-  rows (street; own unit; units' assignments); each row's fields are then decided by
-  `domain.access.decide`, as for a case read, from what the ledger holds of the file.
+Who sees what is the reader's (`gateway.http.reader`); these endpoints ask it and show what
+it grants:
+- the reader's `ledger_scope` says whether an actor has ledgers at all (a refusal is stored as
+  `AccessDenied` and answered as a case read's) and pre-filters the rows (street; own unit;
+  units' assignments); `ledger_rows` decides each row's fields as for a case read, from what
+  the ledger holds of the file.
 - Names and ID numbers are masked in every answer; a row that shows identity fields in clear
   (school, gender, age) is recorded as one `CaseAccessed` per file, stored before the answer.
-- A full-identity export (`identity=true`) fetches names and ID numbers from the event store,
-  decides each file again on its live state, and records one access event per file with the
-  purpose and the fields exported, before the file is built.
+- A full-identity export (`identity=true`): the reader fetches names and ID numbers from the
+  event store, decides each file again on its live state, and records one access event per file
+  with the purpose and the fields exported, before the file is built.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final
-from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
 from domain import errors
-from domain.access import (
-    IDENTITY_FIELDS,
-    ROLE_PURPOSES,
-    Actor,
-    CaseScope,
-    Decision,
-    LedgerScope,
-    ReadContext,
-    decide,
-    ledger_scope,
-)
-from domain.case import Case
+from domain.access import LedgerScope
 from domain.identity import InvalidIdNumber, parse_id_number
-from domain.taxonomy import CaseStatus, Category, Purpose, RiskLevel, is_known_subtype
-from gateway.http.dependencies import AuditedReader, ReaderDep, Services, ServicesDep
+from domain.taxonomy import CaseStatus, Category, RiskLevel, is_known_subtype
+from gateway.http.dependencies import ReaderDep, Services, ServicesDep
+from gateway.http.reader import AuditedReader
 from gateway.logs import get_logger
 from projections.ledger.exports import (
     MEDIA_TYPES,
@@ -50,16 +39,7 @@ from projections.ledger.exports import (
 )
 from projections.ledger.quarters import FIRST_DAY, LAST_DAY, LOCAL_TZ, local_date, stamp, today
 from projections.ledger.reports import quarterly_report
-from projections.ledger.view import (
-    COLUMNS,
-    LedgerQuery,
-    LedgerRow,
-    cells,
-    export_columns,
-    export_disclosure,
-    ledger_page,
-    row_disclosure,
-)
+from projections.ledger.view import LedgerQuery, LedgerRow, cells, ledger_page
 from projections.ledger.worklists import (
     AssignmentState,
     WorkItem,
@@ -81,24 +61,7 @@ class InvalidFilter(errors.DomainError):
     code = "invalid_filter"
 
 
-# --- who and where -------------------------------------------------------------------------------
-
-
-def _scope(actor: Actor, purpose: Purpose | None = None) -> LedgerScope:
-    if purpose is not None and purpose not in ROLE_PURPOSES[actor.role]:
-        raise errors.NotPermitted(
-            f"role '{actor.role}' may not declare purpose '{purpose}'; declare one of "
-            f"{', '.join(sorted(ROLE_PURPOSES[actor.role])) or 'none'}",
-            field="X-Purpose-Of-Use",
-        )
-    scope = ledger_scope(actor)
-    if scope is None:
-        log.info("ledger_refused", role=str(actor.role))
-        raise errors.NotPermitted(
-            f"role '{actor.role}' has no ledgers, worklists or reports; a case's history is "
-            "read through its own audited endpoints"
-        )
-    return scope
+# --- where ------------------------------------------------------------------------------------
 
 
 def _readmodels(svc: Services) -> ReadModels:
@@ -177,31 +140,7 @@ def ledger_filters(
 LedgerFilters = Annotated[LedgerQuery, Depends(ledger_filters)]
 
 
-# --- deciding each row ---------------------------------------------------------------------------
-
-
-def _granted(
-    actor: Actor, purpose: Purpose, rows: Sequence[LedgerRow], svc: Services, now: datetime
-) -> list[tuple[LedgerRow, Decision]]:
-    """Each row with the decision the access rules make on it; rows refused are left out."""
-    grace = svc.application.assignment_grace
-    found = []
-    for row in rows:
-        decision = decide(actor, ReadContext(scope=row.case_scope(), now=now, grace=grace), purpose)
-        if decision.granted and not decision.break_glass:
-            found.append((row, decision))
-    return found
-
-
-def _record(reader: AuditedReader, disclosures: Sequence[tuple[UUID, frozenset[str], str]]) -> None:
-    """One access event per file whose answer shows identity fields in clear, grouped by the
-    rule that granted it; stored before anything is returned (a failure answers 503)."""
-    by_rule: dict[str, list[tuple[UUID, frozenset[str]]]] = defaultdict(list)
-    for case_id, fields, rule in disclosures:
-        if fields & IDENTITY_FIELDS:
-            by_rule[rule].append((case_id, fields))
-    for rule, listed in sorted(by_rule.items()):
-        reader.record_disclosures(listed, rule)
+# --- pages ---------------------------------------------------------------------------------------
 
 
 def _ended_since(svc: Services, now: datetime) -> str:
@@ -229,11 +168,7 @@ def _page_answer(
             offset=(page - 1) * per_page,
             ended_since=_ended_since(svc, now),
         )
-    granted = _granted(reader.actor, reader.purpose, rows, svc, now)
-    _record(
-        reader,
-        [(row.case_id, row_disclosure(row, d.fields), f"{prefix}:{d.rule}") for row, d in granted],
-    )
+    granted = reader.ledger_rows(rows, channel=prefix, now=now)
     deadline = readmodels.consultation_deadline
     return {
         **_freshness(readmodels, "ledger"),
@@ -259,7 +194,7 @@ def ledger(
 ) -> dict[str, Any]:
     """The ledger (台账) of your street, village, school...: one row per file, newest found
     first, names and ID numbers masked. Rows showing identity fields are recorded as accesses."""
-    scope = _scope(reader.actor, reader.purpose)
+    scope = reader.ledger_scope()
     readmodels = _readmodels(svc)
     return _page_answer(
         reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix="ledger"
@@ -297,7 +232,7 @@ def _lookup(
 ) -> dict[str, Any]:
     if id_number is None and name is None:
         raise InvalidFilter("give id_number or name to look a minor up", field="id_number")
-    scope = _scope(reader.actor, reader.purpose)
+    scope = reader.ledger_scope()
     readmodels = _readmodels(svc)
     id_index = name_index = None
     if id_number is not None:
@@ -315,30 +250,6 @@ def _lookup(
 
 
 # --- exports -------------------------------------------------------------------------------------
-
-
-def _identities(
-    reader: AuditedReader, svc: Services, rows: Sequence[LedgerRow], now: datetime
-) -> dict[UUID, tuple[tuple[str, str], Decision]]:
-    """Full name and ID number of each file, from the event store, for the files the access
-    rules grant both on the case's live state."""
-    found: dict[UUID, tuple[tuple[str, str], Decision]] = {}
-    application = svc.application
-    for row in rows:
-        try:
-            case: object = application.repository.get(row.case_id)
-        except AggregateNotFoundError:
-            continue
-        if not isinstance(case, Case):
-            continue
-        decision = decide(
-            reader.actor,
-            ReadContext(scope=CaseScope.of(case), now=now, grace=application.assignment_grace),
-            reader.purpose,
-        )
-        if decision.granted and {"minor.name", "minor.id_number"} <= decision.fields:
-            found[row.case_id] = ((case.minor["name"], case.minor["id_number"]), decision)
-    return found
 
 
 @router.get(
@@ -363,13 +274,7 @@ def export_ledger(
     sheet), CSV or JSON. `identity=true` puts full names and ID numbers in (coordinators of the
     street; reporters for their own unit): each file exported is then recorded as disclosed,
     with the purpose and the fields, before the file is made."""
-    scope = _scope(reader.actor, reader.purpose)
-    if identity and not scope.identity_export:
-        raise errors.NotPermitted(
-            f"role '{reader.actor.role}' may not export names and ID numbers; export without "
-            "identity=true (masked), or ask the street's coordinator",
-            field="identity",
-        )
+    scope = reader.export_scope(identity=identity)
     readmodels = _readmodels(svc)
     now = datetime.now(UTC)
     with readmodels.ledger.reading() as db:
@@ -382,30 +287,20 @@ def export_ledger(
             "village, category or dates",
             field="village",
         )
-    granted = _granted(reader.actor, reader.purpose, rows, svc, now)
-    identities = _identities(reader, svc, [r for r, _ in granted], now) if identity else {}
-    every_field = frozenset().union(*(d.fields for _, d in granted)) if granted else frozenset()
-    columns = export_columns(every_field) if granted else COLUMNS
-    disclosures = []
-    lines = []
+    grant = reader.export_rows(rows, identity=identity, now=now)
     deadline = readmodels.consultation_deadline
-    for row, decision in granted:
-        full = identities.get(row.case_id)
-        granting = full[1] if full else decision
-        fields, rule = granting.fields, f"export:{granting.rule}"
-        disclosures.append(
-            (row.case_id, export_disclosure(row, columns, fields, identity=bool(full)), rule)
-        )
-        lines.append(_cells(row, columns, fields, now, deadline, full[0] if full else None))
-    _record(reader, disclosures)
+    lines = [
+        _cells(line.row, grant.columns, line.fields, now, deadline, line.identity)
+        for line in grant.lines
+    ]
     log.info(
         "ledger_exported",
         format=str(format),
         identity=identity,
         files=len(lines),
-        identities=len(identities),
+        identities=sum(1 for line in grant.lines if line.identity is not None),
     )
-    body = _render(format, scope, query, columns, lines, readmodels, now, identity)
+    body = _render(format, scope, query, grant.columns, lines, readmodels, now, identity)
     stamp_text = datetime.now(LOCAL_TZ).strftime("%Y%m%d-%H%M")
     return Response(
         body,
@@ -474,7 +369,7 @@ def _items(items: list[WorkItem]) -> list[dict[str, Any]]:
 def consultations(reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
     """Clues awaiting a consultation (问题会商), longest waiting first, overdue flagged
     (CASETRAIL_CONSULTATION_DEADLINE_HOURS after the report). Operational fields only."""
-    scope = _scope(reader.actor, reader.purpose)
+    scope = reader.ledger_scope()
     readmodels = _readmodels(svc)
     deadline = readmodels.consultation_deadline
     with readmodels.ledger.reading() as db:
@@ -498,7 +393,7 @@ def unit_assignments(
     """Open assignments with their due dates: all units of your street (coordinators,
     supervisors), or your own unit's. `state=unacknowledged|overdue` narrows; `on` is the day
     deadlines are judged on (today by default)."""
-    scope = _scope(reader.actor, reader.purpose)
+    scope = reader.ledger_scope()
     if scope.assigned_unit is not None:
         unit = scope.assigned_unit
     readmodels = _readmodels(svc)
@@ -519,7 +414,7 @@ def unit_assignments(
 def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str, Any]:
     """Open files without an update (follow-up) in the current quarter (每季度更新一次), due by
     its last day; overdue when a whole quarter passed without one."""
-    scope = _scope(reader.actor, reader.purpose)
+    scope = reader.ledger_scope()
     readmodels = _readmodels(svc)
     day = on or today()
     with readmodels.ledger.reading() as db:
@@ -543,11 +438,7 @@ def quarterly(
     category, subtype, village, risk and status, files new and closed in the quarter. Counts
     what was recorded up to the end of that day, so a past quarter is re-issued exactly.
     For the street's coordinators and supervisors."""
-    scope = _scope(reader.actor, reader.purpose)
-    if scope.reporting_unit is not None or scope.assigned_unit is not None:
-        raise errors.NotPermitted(
-            "quarterly reports cover a whole street: coordinators and supervisors receive them"
-        )
+    scope = reader.report_scope()
     readmodels = _readmodels(svc)
     day = as_of or today()
     with readmodels.reports.reading() as db:

@@ -1,0 +1,384 @@
+"""The one reader: every disclosure the HTTP API makes is decided and recorded here.
+
+Case reads, access logs, break-glass reads, evidence bundles, ledger pages, lookups, exports,
+worklists, reports and the compliance lists ask an `AuditedReader` (built per request by
+`gateway.http.dependencies`) and get back only what may be disclosed, its access events already
+stored. In `gateway`, this is the only module that calls the domain's access decision
+(`domain.access.decide`, `ledger_scope`, `ROLE_PURPOSES`) or stores access events; the case
+decision itself is `CaseTrail.authorise_read` (decide, record, then hand back).
+
+Refusals are one vocabulary and one answer, whatever the channel:
+- the case read's rules: `purpose_not_allowed_for_role:<role>:<purpose>` (403
+  purpose-not-allowed), `no_such_case`, `out_of_scope`, `break_glass_without_reason`, and
+  narrowed grants (`<rule>:without_access_log`, `<rule>:no_case_content`) (404 "no such case is
+  visible to you", no sooner than the refusal floor);
+- for what a role never gets, `<channel>_not_for_role:<role>`: `evidence_bundle_not_for_role`
+  (a case is named: 404 as above), `ledger_not_for_role`, `identity_export_not_for_role`,
+  `report_not_for_role` (no case is named, nothing to hide: 403 not-permitted).
+Every refusal is stored as `AccessDenied` before the answer; one that names no case carries
+`domain.application.NO_CASE` as its case id. `refusal_answer` is the answer of each rule, used by
+the app's handler of `AccessRefused`.
+
+Proven by tests/integration/test_one_reader.py (every channel: the refusal stored, its answer
+equal to the case read's), with tests/integration/test_need_to_know.py (the rules table),
+tests/integration/test_audited_reads.py (the record before the answer) and
+tests/projections/test_ledger_api.py, tests/evidence/test_bundles.py.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, NoReturn
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+
+from domain import errors
+from domain.access import (
+    IDENTITY_FIELDS,
+    ROLE_PURPOSES,
+    Actor,
+    BreakGlassAccessed,
+    CaseScope,
+    Decision,
+    LedgerScope,
+    ReadContext,
+    decide,
+    ledger_scope,
+)
+from domain.application import CaseTrail
+from domain.case import Case
+from domain.refusals import AuthenticationRefused
+from domain.taxonomy import Purpose, Role
+from gateway.logs import get_logger
+from projections.ledger.view import (
+    COLUMNS,
+    LedgerRow,
+    export_columns,
+    export_disclosure,
+    row_disclosure,
+)
+
+log = get_logger("casetrail.api")
+
+# Who may have a case's evidence bundle: an investigator under an order in force, the case's
+# street's coordinator (the rules that grant them the case are the case read's).
+BUNDLE_ROLES: Final = frozenset({Role.INVESTIGATOR, Role.COORDINATOR})
+# A full-identity export shows both (the ledger masks them).
+_EXPORT_IDENTITY: Final = frozenset({"minor.name", "minor.id_number"})
+
+PURPOSE_NOT_ALLOWED: Final = "purpose_not_allowed_for_role"
+BUNDLE_NOT_FOR_ROLE: Final = "evidence_bundle_not_for_role"
+LEDGER_NOT_FOR_ROLE: Final = "ledger_not_for_role"
+IDENTITY_EXPORT_NOT_FOR_ROLE: Final = "identity_export_not_for_role"
+REPORT_NOT_FOR_ROLE: Final = "report_not_for_role"
+
+
+# --- the answer of a refusal -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefusalAnswer:
+    """What a refused read is answered (a problem+json): the same for every channel that
+    refuses by the same rule. `padded`: not sooner than the refusal floor."""
+
+    status: int
+    code: str
+    title: str
+    detail: str
+    field: str | None = None
+    field_message: str | None = None
+    padded: bool = False
+
+    def errors(self) -> list[dict[str, str]]:
+        if self.field is None:
+            return []
+        return [{"field": self.field, "message": self.field_message or self.detail}]
+
+
+_NOT_FOR_ROLE_TITLE: Final = "Your role may not read this"
+_NOT_FOR_ROLE: Final = {
+    LEDGER_NOT_FOR_ROLE: RefusalAnswer(
+        403,
+        "not-permitted",
+        _NOT_FOR_ROLE_TITLE,
+        "your role has no ledgers, worklists or reports; a case's history is read through its "
+        "own audited endpoints; the refusal was recorded",
+    ),
+    IDENTITY_EXPORT_NOT_FOR_ROLE: RefusalAnswer(
+        403,
+        "not-permitted",
+        _NOT_FOR_ROLE_TITLE,
+        "your role may not export names and ID numbers; export without identity=true (masked), "
+        "or ask the street's coordinator; the refusal was recorded",
+        field="identity",
+        field_message="not allowed for your role; leave it out for a masked export",
+    ),
+    REPORT_NOT_FOR_ROLE: RefusalAnswer(
+        403,
+        "not-permitted",
+        _NOT_FOR_ROLE_TITLE,
+        "quarterly reports cover a whole street: coordinators and supervisors receive them; "
+        "the refusal was recorded",
+    ),
+}
+_PURPOSE_NOT_ALLOWED: Final = RefusalAnswer(
+    403,
+    "purpose-not-allowed",
+    "This purpose of use is not allowed for your role",
+    "declare a purpose your role may use; the refusal was recorded",
+    field="X-Purpose-Of-Use",
+    field_message="not allowed for your role",
+)
+# A missing case and one not yours are answered alike, after the same time.
+_NO_SUCH_CASE: Final = RefusalAnswer(
+    404,
+    "case-not-found",
+    "No such case is visible to you",
+    "no case with this id is visible to you; the attempt was recorded",
+    padded=True,
+)
+
+
+def refusal_answer(rule: str) -> RefusalAnswer:
+    """The answer to a read refused by `rule` (its `AccessDenied` is stored already). Any rule
+    not named here refuses as a case that is not visible: the answer that reveals least."""
+    if rule.startswith(f"{PURPOSE_NOT_ALLOWED}:"):
+        return _PURPOSE_NOT_ALLOWED
+    return _NOT_FOR_ROLE.get(rule.partition(":")[0], _NO_SUCH_CASE)
+
+
+# --- what a grant hands back -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BundleGrant:
+    """A case's evidence bundle may be built; the access events are stored. `with_audit`:
+    the reader was granted the case's access log too (an investigator)."""
+
+    case_id: UUID
+    with_audit: bool
+
+
+@dataclass(frozen=True)
+class ExportLine:
+    """One file of an export: the fields granted, and its full name and ID number when a
+    full-identity export was granted on the file's live state."""
+
+    row: LedgerRow
+    fields: frozenset[str]
+    identity: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class ExportGrant:
+    columns: Sequence[Any]
+    lines: list[ExportLine]
+
+
+# --- the reader ---------------------------------------------------------------------------------
+
+
+@dataclass
+class AuditedReader:
+    """One request's reader: who asks, for what purpose. The only way an endpoint gets case
+    content or ledger rows; each disclosure and each refusal is recorded before it returns."""
+
+    application: CaseTrail
+    actor: Actor
+    purpose: Purpose
+    request_id: str
+
+    # --- one case ---
+
+    def case(self, case_id: UUID, *, break_glass_reason: str | None = None) -> dict[str, Any]:
+        """The fields of the case this reader may see (break-glass: with a written reason)."""
+        return self.application.read_case(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            break_glass_reason=break_glass_reason,
+        )
+
+    def access_log(self, case_id: UUID) -> dict[str, Any]:
+        """The case's access log, for readers granted `access_log` (no case content)."""
+        return self.application.read_case(
+            case_id, self.actor, self.purpose, self.request_id, need="access_log"
+        )
+
+    def bundle(self, case_id: UUID) -> BundleGrant:
+        """Whether the case's evidence bundle may be built: the case read's decision, granted
+        only to `BUNDLE_ROLES`; stored (the content read, and for an investigator the access
+        log read) before anything is built."""
+
+        def bundle_only(decision: Decision) -> Decision:
+            if decision.granted and (self.actor.role not in BUNDLE_ROLES or decision.break_glass):
+                return Decision(False, f"{BUNDLE_NOT_FOR_ROLE}:{self.actor.role}")
+            return decision
+
+        read = self.application.authorise_read
+        read(case_id, self.actor, self.purpose, self.request_id, narrow=bundle_only)
+        with_audit = self.actor.role is Role.INVESTIGATOR
+        if with_audit:
+            read(
+                case_id,
+                self.actor,
+                self.purpose,
+                self.request_id,
+                need="access_log",
+                narrow=bundle_only,
+            )
+        return BundleGrant(case_id, with_audit)
+
+    # --- ledgers, lookups, exports, worklists, reports ---
+
+    def ledger_scope(self) -> LedgerScope:
+        """Which files this reader's ledgers, lookups, worklists list; refused (and recorded)
+        for a purpose the role may not declare, and for roles without ledgers."""
+        if self.purpose not in ROLE_PURPOSES[self.actor.role]:
+            self._refuse(f"{PURPOSE_NOT_ALLOWED}:{self.actor.role}:{self.purpose}")
+        scope = ledger_scope(self.actor)
+        if scope is None:
+            log.info("ledger_refused", role=str(self.actor.role))
+            self._refuse(f"{LEDGER_NOT_FOR_ROLE}:{self.actor.role}")
+        return scope
+
+    def export_scope(self, *, identity: bool) -> LedgerScope:
+        """The ledger's scope, for an export; with `identity`, only for roles that may export
+        names and ID numbers (else refused and recorded)."""
+        scope = self.ledger_scope()
+        if identity and not scope.identity_export:
+            self._refuse(f"{IDENTITY_EXPORT_NOT_FOR_ROLE}:{self.actor.role}")
+        return scope
+
+    def report_scope(self) -> LedgerScope:
+        """The ledger's scope, for a street's report: whole streets only (else refused and
+        recorded)."""
+        scope = self.ledger_scope()
+        if scope.reporting_unit is not None or scope.assigned_unit is not None:
+            self._refuse(f"{REPORT_NOT_FOR_ROLE}:{self.actor.role}")
+        return scope
+
+    def ledger_rows(
+        self,
+        rows: Sequence[LedgerRow],
+        *,
+        channel: str,
+        now: datetime,
+    ) -> list[tuple[LedgerRow, Decision]]:
+        """The rows (already pre-filtered by `ledger_scope`) this reader may see, each with the
+        case read's decision on what the ledger holds of the file; rows refused are left out.
+        A row whose answer shows identity fields in clear (`row_disclosure`) is recorded as one
+        `CaseAccessed` (rule `<channel>:<rule>`: `ledger`, `lookup`) before this returns."""
+        granted = self._granted(rows, now)
+        self._record(
+            [
+                (row.case_id, row_disclosure(row, d.fields), f"{channel}:{d.rule}")
+                for row, d in granted
+            ]
+        )
+        return granted
+
+    def export_rows(
+        self, rows: Sequence[LedgerRow], *, identity: bool, now: datetime
+    ) -> ExportGrant:
+        """What an export may hold of the rows: each file's granted fields and, with `identity`
+        (granted by `export_scope`), its full name and ID number from the event store when the
+        access rules grant both on the file's live state. Every file exported with identity
+        fields is recorded (rule `export:<rule>`) before this returns."""
+        granted = self._granted(rows, now)
+        identities = self._identities([r for r, _ in granted], now) if identity else {}
+        every_field = frozenset().union(*(d.fields for _, d in granted)) if granted else frozenset()
+        columns = export_columns(every_field) if granted else COLUMNS
+        lines: list[ExportLine] = []
+        disclosures: list[tuple[UUID, frozenset[str], str]] = []
+        for row, decision in granted:
+            full = identities.get(row.case_id)
+            granting = full[1] if full else decision
+            lines.append(ExportLine(row, granting.fields, full[0] if full else None))
+            disclosures.append(
+                (
+                    row.case_id,
+                    export_disclosure(row, columns, granting.fields, identity=bool(full)),
+                    f"export:{granting.rule}",
+                )
+            )
+        self._record(disclosures)
+        return ExportGrant(columns, lines)
+
+    # --- the compliance lists (not case content: access records and refused requests) ---
+
+    def pending_break_glass_reviews(self) -> list[BreakGlassAccessed]:
+        self._require_compliance_review()
+        return self.application.pending_break_glass_reviews()
+
+    def authentication_refusals(
+        self, *, case_id: UUID | None, limit: int
+    ) -> list[AuthenticationRefused]:
+        self._require_compliance_review()
+        return self.application.authentication_refusals(case_id=case_id, limit=limit)
+
+    # --- inside ---
+
+    def _require_compliance_review(self) -> None:
+        if self.actor.role is not Role.COMPLIANCE_AUDITOR:
+            raise errors.NotPermitted("only compliance auditors review accesses and refusals")
+        if self.purpose is not Purpose.COMPLIANCE_REVIEW:
+            raise errors.NotPermitted("declare X-Purpose-Of-Use: compliance_review")
+
+    def _refuse(self, rule: str) -> NoReturn:
+        self.application.record_refusal(
+            rule, actor=self.actor, purpose=self.purpose, request_id=self.request_id
+        )
+
+    def _context(self, scope: CaseScope, now: datetime) -> ReadContext:
+        return ReadContext(scope=scope, now=now, grace=self.application.assignment_grace)
+
+    def _granted(
+        self, rows: Sequence[LedgerRow], now: datetime
+    ) -> list[tuple[LedgerRow, Decision]]:
+        found = []
+        for row in rows:
+            decision = decide(self.actor, self._context(row.case_scope(), now), self.purpose)
+            # A ledger is never an emergency's way in: break-glass opens one case, with a reason.
+            if decision.granted and not decision.break_glass:
+                found.append((row, decision))
+        return found
+
+    def _identities(
+        self, rows: Sequence[LedgerRow], now: datetime
+    ) -> dict[UUID, tuple[tuple[str, str], Decision]]:
+        """Full name and ID number of each file, from the event store, for the files the access
+        rules grant both on the case's live state (the ledger may lag behind it)."""
+        found: dict[UUID, tuple[tuple[str, str], Decision]] = {}
+        for row in rows:
+            try:
+                case: object = self.application.repository.get(row.case_id)
+            except AggregateNotFoundError:
+                continue
+            if not isinstance(case, Case):
+                continue
+            decision = decide(self.actor, self._context(CaseScope.of(case), now), self.purpose)
+            if decision.granted and decision.fields >= _EXPORT_IDENTITY:
+                found[row.case_id] = ((case.minor["name"], case.minor["id_number"]), decision)
+        return found
+
+    def _record(self, disclosures: Sequence[tuple[UUID, frozenset[str], str]]) -> None:
+        """One access event per file whose answer shows identity fields in clear, grouped by
+        the rule that granted it; stored before anything is returned (a failure answers 503)."""
+        by_rule: dict[str, list[tuple[UUID, frozenset[str]]]] = defaultdict(list)
+        for case_id, fields, rule in disclosures:
+            if fields & IDENTITY_FIELDS:
+                by_rule[rule].append((case_id, fields))
+        for rule, listed in sorted(by_rule.items()):
+            self.application.record_disclosures(
+                listed,
+                actor=self.actor,
+                purpose=self.purpose,
+                rule=rule,
+                request_id=self.request_id,
+            )
