@@ -1,7 +1,9 @@
 """The event-sourced application: the services that orchestrate the domain.
 
 Storage and cipher arrive through the environment given to `CaseTrail(env=...)` (see
-`gateway.store.eventstore.store_environment`); nothing here imports them. Every change is a
+`gateway.store.eventstore.store_environment`); nothing here imports them. That dict is the whole
+environment: the process's is not merged in (`construct_env`; `gateway.settings` is its one
+reader, `tests/integration/test_settings.py`). Every change is a
 new event;
 no code path updates or deletes one.
 """
@@ -20,7 +22,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent, Snapshot
 from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
-from eventsourcing.utils import get_topic, strtobool
+from eventsourcing.utils import Environment, EnvType, get_topic, strtobool
 
 import domain.topics  # noqa: F401  (registers moved stored topics before any read)
 from domain import commands as cmd
@@ -116,6 +118,16 @@ class CaseTrail(Application[UUID]):
     # asks the snapshot table first, one indexed SELECT more, short files included.
     snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Case: SNAPSHOT_EVERY}
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Case: replay}
+
+    def construct_env(self, name: str, env: EnvType | None = None) -> Environment:
+        """The library's environment without the process's merged over the given one: there a
+        stray `CASETRAIL_SQLITE_DBNAME` or `CASETRAIL_PERSISTENCE_MODULE` would outrank the store
+        the caller chose (the name's prefixed keys are looked up first)."""
+        given = dict(type(self).env)
+        if type(self).is_snapshotting_enabled or type(self).snapshotting_intervals:
+            given["IS_SNAPSHOTTING_ENABLED"] = "y"
+        given.update(env or {})
+        return Environment(name, given)
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         super().__init__(env=env)
