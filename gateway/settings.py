@@ -108,7 +108,7 @@ class Settings(BaseSettings):
     """One frozen object for every variable; build it with `from_env`."""
 
     model_config = SettingsConfigDict(
-        env_prefix=PREFIX, case_sensitive=False, frozen=True, extra="ignore"
+        env_prefix=PREFIX, case_sensitive=False, frozen=True, extra="forbid", validate_by_name=True
     )
 
     # Fields in the README's order; validators below may read the fields above them.
@@ -282,8 +282,8 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The environment only: no .env file, no secrets directory, nothing read implicitly.
-        return (_GivenEnvironment(settings_cls),)
+        # Keyword arguments (a test's), then the environment; no .env file, no secrets directory.
+        return (init_settings, _GivenEnvironment(settings_cls))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

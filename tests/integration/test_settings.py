@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from domain.application import CaseTrail
 from gateway.evidence.maintainer import EvidenceConfigError, EvidenceSettings
@@ -115,6 +116,16 @@ def test_the_group_commit_switches_keep_their_older_names() -> None:
     assert Settings.from_env({"ACCESS_GROUP_COMMIT_WAIT_MS": "7"}).access_group_commit_wait_ms == 7
     both = {"CASETRAIL_ACCESS_GROUP_COMMIT": "yes", "ACCESS_GROUP_COMMIT": "no"}
     assert Settings.from_env(both).access_group_commit is True  # the prefixed name wins
+
+
+def test_keyword_arguments_pass_the_same_rules() -> None:
+    """A test may build the object directly; a misspelt or unusable field is refused, not
+    silently ignored."""
+    assert Settings(workers=3, access_group_commit=False).access_group_commit is False
+    with pytest.raises(ValidationError):
+        Settings(wokers=3)  # type: ignore[call-arg]
+    with pytest.raises(ValidationError):
+        Settings(workers=0)
 
 
 def test_only_exact_upper_case_names_count() -> None:
