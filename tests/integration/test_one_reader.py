@@ -2,8 +2,9 @@
 evidence bundle, ledger page, lookup by GET and by POST, export, worklists, report) stores a
 refused attempt as `AccessDenied` with the case read's rule names, before it answers, and
 answers it exactly as a refused case read: the same problem (type, title, status, detail,
-errors) and, for a "no such case", no sooner than the refusal floor. Through the real ASGI app,
-on SQLite and PostgreSQL (`gateway/http/reader.py`).
+errors) and, for a "no such case", no sooner than the refusal floor; a refusal the store cannot
+record is answered 503, never as a refusal. Through the real ASGI app, on SQLite and PostgreSQL
+(`gateway/http/reader.py`).
 
 A refusal that names no case (a ledger, a lookup...) is stored with the nil UUID as its case id
 (`domain.application.NO_CASE`): the event keeps the stored shape of every other `AccessDenied`
@@ -14,19 +15,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import ACCESS_TOPICS, NO_CASE, CaseTrail
 from domain.taxonomy import Role
+from gateway.http.app import create_app
 from gateway.http.reader import refusal_answer
 from gateway.settings import Settings
-from tests.conftest import TokenFactory
+from tests.conftest import PG_DSN, TokenFactory
 from tests.integration.planted import planted_case
 
 VILLAGE = "dongshan-village"
@@ -291,3 +295,39 @@ def test_grants_are_unchanged_and_recorded_before_the_answer(
         response = LEDGER_CHANNELS[channel](client, coordinator, case_id)
         assert response.status_code == 200, (channel, response.text)
         assert not [e for e in stored(client, response) if isinstance(e, AccessDenied)]
+
+
+def test_a_refusal_that_cannot_be_stored_is_answered_503_on_every_channel(
+    pg_schema: str, home: Path, auth: TokenFactory
+) -> None:
+    """Refused, and the refusal not stored: the answer is the store's 503, never the refusal
+    (an unrecorded refusal would be an attempt nobody can reconstruct)."""
+    settings = Settings.from_env(
+        {"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": f"{PG_DSN}?schema={pg_schema}"}
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        created = client.post(
+            "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, VILLAGE)
+        )
+        case_id = created.json()["id"]
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(
+                f"CREATE FUNCTION {pg_schema}.refuse() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN RAISE EXCEPTION 'store is read-only'; END $$"
+            )
+            conn.execute(
+                f"CREATE TRIGGER refuse BEFORE INSERT ON {pg_schema}.casetrail_events "
+                f"FOR EACH ROW EXECUTE FUNCTION {pg_schema}.refuse()"
+            )
+        wrong_purpose = auth(Role.UNIT_MEMBER, POLICE, purpose="consultation")
+        no_ledger = auth(Role.INVESTIGATOR, "county", purpose="investigation")
+        reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
+        for channel, headers in (
+            *((name, wrong_purpose) for name in sorted(EVERY_CHANNEL)),
+            *((name, no_ledger) for name in sorted(LEDGER_CHANNELS)),
+            ("bundle", reporter),
+            ("case read", no_ledger),
+        ):
+            response = EVERY_CHANNEL[channel](client, headers, case_id)
+            assert response.status_code == 503, (channel, response.text)
+            assert response.json()["type"] == "urn:casetrail:problem:store-unavailable"
