@@ -15,9 +15,12 @@ Refusals are one vocabulary and one answer, whatever the channel:
 - for what a role never gets, `<channel>_not_for_role:<role>`: `evidence_bundle_not_for_role`
   (a case is named: 404 as above), `ledger_not_for_role`, `identity_export_not_for_role`,
   `report_not_for_role` (no case is named, nothing to hide: 403 not-permitted).
-Every refusal is stored as `AccessDenied` before the answer; one that names no case carries
-`domain.application.NO_CASE` as its case id. `refusal_answer` is the answer of each rule, used by
-the app's handler of `AccessRefused`.
+Every refusal is stored as `AccessDenied` before the answer (a store failure answers 503 instead);
+one that names no case carries `domain.application.NO_CASE` as its case id. `refusal_answer` is
+the answer of each rule, used by the app's handler of `AccessRefused`. Only the compliance lists
+(break-glass accesses awaiting review, refused authentications: access records, no case content)
+refuse other roles and purposes with a plain 403 not-permitted, not stored, as before.
+A ledger row the rules refuse is left out of its page, not refused.
 
 Proven by tests/integration/test_one_reader.py (every channel: the refusal stored, its answer
 equal to the case read's), with tests/integration/test_need_to_know.py (the rules table),
