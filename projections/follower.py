@@ -232,25 +232,6 @@ class View(ABC):
         """Fold the batch into the view's rows, inside the view's transaction."""
 
 
-class ViewRecorder(Protocol):
-    """What `Follower` needs of a view's recorder; both classes below provide it."""
-
-    view: View
-
-    def create_table(self) -> None: ...
-
-    def position(self, application_name: str) -> int: ...
-
-    def process(self, batch: Batch) -> None: ...
-
-    def reset(self, application_name: str) -> None: ...
-
-    @contextmanager
-    def reading(self) -> Iterator[Db]: ...
-
-    def dump(self, table: str) -> list[tuple[Any, ...]]: ...
-
-
 def _check_view(view: View) -> None:
     for name in (view.name, *view.tables):
         if not _NAME.match(name):
@@ -326,21 +307,6 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         except sqlite3.Error as exc:
             raise _persistence_error(exc) from exc
 
-    def _locked_position(self, db: Db, application_name: str) -> int:
-        rows = db.execute(
-            f"SELECT notification_id FROM {self.tracking_table_name} WHERE application_name=?",
-            (application_name,),
-        )
-        return int(rows[0]["notification_id"]) if rows else START
-
-    def _set_position(self, db: Db, application_name: str, position: int) -> None:
-        db.execute(
-            f"INSERT INTO {self.tracking_table_name} VALUES (?, ?) "
-            "ON CONFLICT (application_name) DO UPDATE "
-            "SET notification_id = excluded.notification_id",
-            (application_name, position),
-        )
-
     def position(self, application_name: str) -> int:
         return self.max_tracking_id(application_name) or START
 
@@ -391,22 +357,6 @@ class PostgresViewRecorder(PostgresTrackingRecorder):
         with self.datastore.transaction(commit=False) as cursor:
             yield Db(cursor, "postgres", self.datastore.schema)
 
-    def _locked_position(self, db: Db, application_name: str) -> int:
-        rows = db.execute(
-            f"SELECT notification_id FROM {{{self.tracking_table_name}}} "
-            "WHERE application_name=? FOR UPDATE",
-            (application_name,),
-        )
-        return int(rows[0]["notification_id"]) if rows else START
-
-    def _set_position(self, db: Db, application_name: str, position: int) -> None:
-        db.execute(
-            f"INSERT INTO {{{self.tracking_table_name}}} VALUES (?, ?) "
-            "ON CONFLICT (application_name) DO UPDATE "
-            "SET notification_id = excluded.notification_id",
-            (application_name, position),
-        )
-
     def position(self, application_name: str) -> int:
         return self.max_tracking_id(application_name) or START
 
@@ -434,10 +384,34 @@ def _persistence_error(exc: sqlite3.Error) -> PersistenceError:
     return PersistenceError(f"{type(exc).__name__}: {exc}")
 
 
+# The tracking SQL, once for both databases (`Db` qualifies the table on PostgreSQL).
+
+
+def _locked_position(recorder: AnyViewRecorder, db: Db, application_name: str) -> int:
+    """The view's position, its row locked to the end of the transaction: on PostgreSQL by
+    `FOR UPDATE`; on SQLite the transaction's `BEGIN IMMEDIATE` already holds the write lock."""
+    lock = " FOR UPDATE" if db.dialect == "postgres" else ""
+    rows = db.execute(
+        f"SELECT notification_id FROM {{{recorder.tracking_table_name}}} "
+        f"WHERE application_name=?{lock}",
+        (application_name,),
+    )
+    return int(rows[0]["notification_id"]) if rows else START
+
+
+def _set_position(recorder: AnyViewRecorder, db: Db, application_name: str, position: int) -> None:
+    db.execute(
+        f"INSERT INTO {{{recorder.tracking_table_name}}} VALUES (?, ?) "
+        "ON CONFLICT (application_name) DO UPDATE "
+        "SET notification_id = excluded.notification_id",
+        (application_name, position),
+    )
+
+
 def _process(recorder: AnyViewRecorder, db: Db, batch: Batch) -> None:
     # The position row exists from the first batch on (see `_reset`/`ensure_position`), so the
     # lock taken here serialises every writer of this view.
-    found = recorder._locked_position(db, batch.application_name)
+    found = _locked_position(recorder, db, batch.application_name)
     if found != batch.start:
         raise PositionMoved(
             f"view {recorder.view.name} is at {found}, not {batch.start}: another follower "
@@ -448,10 +422,10 @@ def _process(recorder: AnyViewRecorder, db: Db, batch: Batch) -> None:
 
 
 def _reset(recorder: AnyViewRecorder, db: Db, application_name: str) -> None:
-    recorder._locked_position(db, application_name)
+    _locked_position(recorder, db, application_name)
     for table in reversed(recorder.view.tables):
         db.execute(f"DELETE FROM {{{table}}}")
-    recorder._set_position(db, application_name, START)
+    _set_position(recorder, db, application_name, START)
 
 
 def ensure_position(recorder: AnyViewRecorder, application_name: str) -> None:
@@ -706,12 +680,15 @@ class Follower:
             updated_at=self.updated_at,
         )
 
-    def step(self, horizon: int | None = None) -> int:
-        """Apply one batch. Returns how far the position moved (0: nothing to do)."""
+    def next_batch(self, horizon: int | None = None) -> Batch | None:
+        """The events after the view's position, up to the settled end of the log (or
+        `horizon`), at most `batch_size` of its topics, decoded; None when there are none.
+        Nothing is recorded: `recorder.process(batch)` does that (`step`, or a follower that
+        must do something first, as the relay publishes before it moves its position)."""
         start = self.position()
         end_of_log = self.horizon(start) if horizon is None else horizon
         if end_of_log <= start:
-            return 0
+            return None
         notifications = self.application.recorder.select_notifications(
             start=start,
             limit=self.batch_size,
@@ -726,9 +703,16 @@ class Follower:
             if self.view.decodes
             else []
         )
-        self.recorder.process(Batch(self.application_name, start, end, notifications, events))
+        return Batch(self.application_name, start, end, notifications, events)
+
+    def step(self, horizon: int | None = None) -> int:
+        """Apply one batch. Returns how far the position moved (0: nothing to do)."""
+        batch = self.next_batch(horizon)
+        if batch is None:
+            return 0
+        self.recorder.process(batch)
         self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
-        return end - start
+        return batch.end - batch.start
 
     def catch_up(self, progress: Progress | None = None) -> int:
         """Apply everything stored up to now; returns how far the position moved."""

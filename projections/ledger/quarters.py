@@ -51,10 +51,6 @@ def local_date(moment: datetime) -> date:
     return moment.astimezone(LOCAL_TZ).date()
 
 
-def local_date_of_stamp(text: str) -> date:
-    return local_date(parse_stamp(text))
-
-
 def start_of_day(day: date) -> datetime:
     """Local midnight at the start of `day`, as an aware datetime."""
     return datetime.combine(day, time(0), tzinfo=LOCAL_TZ)

@@ -867,7 +867,6 @@ COLUMNS: Final = (
     Column("overdue", "逾期事项", tuple(sorted(DEADLINE_FIELDS)), 14),
 )
 HEADERS: Final = tuple(c.header for c in COLUMNS)
-IDENTITY_COLUMNS: Final = frozenset({"name", "id_number"})
 
 
 def _allows(column: Column, fields: frozenset[str]) -> bool:

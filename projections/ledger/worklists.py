@@ -36,11 +36,6 @@ from projections.sealed import KeyedDb
 DEFAULT_CONSULTATION_DEADLINE: Final = timedelta(hours=24)
 MAX_ITEMS: Final = 1000
 
-# The fields of `domain.access.FIELDS` a worklist item shows, recorded with each listing.
-WORKLIST_FIELDS: Final = frozenset(
-    {"id", "village", "reporting_unit", "status", "risk", "found_on", "assignments"}
-)
-
 
 class AssignmentState(StrEnum):
     OPEN = "open"
