@@ -67,6 +67,7 @@ from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring, logs
 from gateway.auth import issue_token
+from gateway.bootstrap import open_application
 from gateway.cli.demo import synthetic_report
 from gateway.messaging.broker import EmbeddedBroker, NatsSettings, quiet_asyncio_tls_notes
 from gateway.messaging.broker_config import NatsLayout
@@ -75,7 +76,6 @@ from gateway.messaging.relay import MESSAGE_ID_HEADER, Relay, RelayOptions
 from gateway.messaging.sealing import UnitCredentials
 from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 STREET: Final = "chengguan-street"
 OFFICE: Final = "chengguan-governance-office"

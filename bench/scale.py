@@ -75,11 +75,9 @@ from bench.workload import (
 )
 from domain.application import CaseTrail
 from gateway import keyring
+from gateway.bootstrap import open_application, open_evidence, open_read_models
 from gateway.cli.demo import VILLAGES
-from gateway.evidence.maintainer import Evidence
-from gateway.readmodels import open_read_models
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 CONCURRENCY: Final = 8
 READ_P99_TARGET_MS: Final = 20.0
@@ -141,7 +139,7 @@ def catch_up_evidence(settings: Settings) -> None:
     t0 = time.perf_counter()
     app = open_application(settings)  # also installs the store guard and the evidence tables
     try:
-        evidence = Evidence.open(app, settings)
+        evidence = open_evidence(settings, app)
         try:
             evidence.catch_up()
         finally:

@@ -47,10 +47,10 @@ from fastapi import FastAPI
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.refusals import AuthenticationRefused
-from gateway import logs, serving
+from gateway import bootstrap, logs, serving
+from gateway.bootstrap import open_application
 from gateway.http.app import create_app
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 VARIANTS: Final = ("audited", "no-access-write", "audited-no-group-commit")
 
@@ -99,7 +99,7 @@ def bench_app() -> FastAPI:
             "group_commit_events": committer.events if committer else 0,
         }
 
-    app = create_app(settings, application=application)
+    app = create_app(settings, bootstrap.api(settings, application))
     inner = app.router.lifespan_context
 
     @asynccontextmanager

@@ -35,11 +35,10 @@ import uvicorn
 from fastapi import FastAPI
 
 from domain.application import CaseTrail
-from gateway import logs, supervisor
+from gateway import bootstrap, logs, supervisor
+from gateway.bootstrap import StartupProblem
 from gateway.http.app import create_app
-from gateway.readmodels import open_read_models
 from gateway.settings import Settings
-from gateway.startup import StartupProblem, open_application
 
 log = logs.get_logger("casetrail.serve")
 
@@ -63,19 +62,20 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
 
 
 def service_app() -> FastAPI:
-    """One worker's app: settings from the environment, logs configured, the store opened.
+    """One worker's app: settings from the environment, logs configured, its service built
+    by the wiring point (`gateway.bootstrap.api`).
 
-    The store is opened here, before uvicorn runs the app's lifespan: a problem at start is
+    The service is built here, before uvicorn runs the app's lifespan: a problem at start is
     then one log line and exit status 2, where from the lifespan it would be uvicorn's
     "Application startup failed" and a traceback (tests/integration/test_first_start.py)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     try:
-        application = open_application(settings)
+        service = bootstrap.api(settings)
     except StartupProblem as exc:
         log.error("worker_start_failed", error=str(exc))
         raise SystemExit(2) from None
-    return create_app(settings, application)
+    return create_app(settings, service)
 
 
 def _prepare_read_models(settings: Settings, application: CaseTrail) -> None:
@@ -83,7 +83,7 @@ def _prepare_read_models(settings: Settings, application: CaseTrail) -> None:
     followers open them: several processes creating an index on a large table at once would
     wait on each other's locks (SQLite) until one gave up. Not fatal, as in the API itself."""
     try:
-        open_read_models(settings, application).close()
+        bootstrap.open_read_models(settings, application).close()
     except StartupProblem as exc:
         log.error("projections_unavailable", error=str(exc))
 
@@ -107,7 +107,8 @@ def run(
 ) -> None:
     """Serve until stopped. `app` is a factory's import string (benchmarks pass their own);
     `announce` is called once the keys and the store have been checked."""
-    application = open_application(settings)  # fails here, in one line, if keys or store are bad
+    # Fails here, in one line, if keys or store are bad.
+    application = bootstrap.open_application(settings)
     _prepare_read_models(settings, application)
     if announce is not None:
         announce()

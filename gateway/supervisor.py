@@ -94,7 +94,6 @@ class Supervisor:
         application: CaseTrail,
         *,
         messaging: bool = True,
-        relay: bool = True,
         projections: bool = False,
     ) -> None:
         self.settings = settings
@@ -105,7 +104,6 @@ class Supervisor:
         self.relay = _Process(RELAY_COMMAND)
         self.projections = _Process(PROJECTIONS_COMMAND)
         self.with_messaging = messaging
-        self.with_relay = messaging and relay
         self.with_projections = projections
         self._children: list[_Child] = []
         self._stop = threading.Event()
@@ -136,8 +134,7 @@ class Supervisor:
             )
             broker = self.broker
             self._children.append(_Child("nats-server", broker.start, lambda: broker.running))
-        if self.with_relay:
-            self._children.append(_Child("relay", self.relay.start, self.relay.alive))
+        self._children.append(_Child("relay", self.relay.start, self.relay.alive))
 
     def _watch(self) -> None:
         while not self._stop.wait(_CHECK_SECONDS):
@@ -154,4 +151,3 @@ class Supervisor:
         if self.broker is not None:
             self.broker.stop()
         log.info("children_stopped")
-

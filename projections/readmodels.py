@@ -6,7 +6,7 @@ of the application's log, and runs them in background threads (`start`/`stop`) o
 `casetrail projections run` (a follower process of its own).
 
 Where the tables live: a datastore built from a store environment (see
-`gateway.readmodels`): by default a SQLite file of their own next to the events'
+`gateway.bootstrap.readmodel_config`): by default a SQLite file of their own next to the events'
 (`$CASETRAIL_HOME/readmodels.sqlite`), or the events' own PostgreSQL database and schema.
 Either can be deleted and rebuilt from the events at any time.
 

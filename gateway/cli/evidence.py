@@ -26,16 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
-from gateway import keyring, logs
+from gateway import bootstrap, keyring, logs
 from gateway.evidence.documents import (
     EvidenceUnavailable,
     consistency_document,
     inclusion_document,
 )
 from gateway.evidence.maintainer import (
-    Evidence,
-    EvidenceConfigError,
-    EvidenceSettings,
     TreeInconsistent,
 )
 from gateway.evidence.verification import (
@@ -47,7 +44,6 @@ from gateway.evidence.verification import (
 )
 from gateway.settings import Settings
 from gateway.store import guard as store_guard
-from gateway.store.eventstore import store_environment
 from gateway.store.setup import StoreSetupProblem, setup_lock
 from projections.evidence.checkpoints import (
     CheckpointFormatError,
@@ -73,21 +69,10 @@ def _open_store(settings: Settings, *, create: bool = False) -> CaseTrail:
     read-only rights can run."""
     # Log lines go to stderr as JSON, never between a command's own lines on stdout.
     logs.configure(settings.log_level)
-    url = settings.database_url
-    if settings.store_kind == "sqlite":
-        path = url.removeprefix("sqlite:///")
-        if not path.startswith("file:") and not create and not Path(path).exists():
-            raise EvidenceUsageError(f"no event store at {path} (CASETRAIL_DATABASE_URL)")
-        settings.home.mkdir(parents=True, exist_ok=True)
     try:
-        env = store_environment(url, cipher_keys=None)
-        # Explicit either way: the service's own environment may say no (ops/README.md).
-        env["CASETRAIL_CREATE_TABLE"] = "yes" if create else "no"
-        return CaseTrail(env=env)
-    except (PersistenceError, OSError, ValueError) as exc:
-        raise EvidenceUsageError(
-            f"cannot open the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
-        ) from None
+        return bootstrap.open_unkeyed(settings, create=create)
+    except bootstrap.StartupProblem as exc:
+        raise EvidenceUsageError(str(exc)) from None
 
 
 def _public_key(settings: Settings, path: Path | None) -> Ed25519PublicKey:
@@ -206,20 +191,15 @@ def checkpoint() -> None:
 )
 def checkpoint_create() -> None:
     settings = Settings.from_env()
-    key = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
-    try:
-        evidence_settings = EvidenceSettings.from_env()
-    except EvidenceConfigError as exc:
-        raise EvidenceUsageError(str(exc)) from None
     application = _open_store(settings)
     try:
         store_guard.install(application.recorder)
-        evidence = Evidence(application, key, evidence_settings)
+        evidence = bootstrap.open_evidence(settings, application)
         try:
             signed = evidence.checkpoint_now()
         finally:
             evidence.close()
-    except store_guard.StoreGuardProblem as exc:
+    except (store_guard.StoreGuardProblem, bootstrap.StartupProblem) as exc:
         raise EvidenceUsageError(str(exc)) from None
     except TreeInconsistent as exc:
         click.echo(f"TAMPERED: {exc}")

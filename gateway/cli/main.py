@@ -10,16 +10,15 @@ from typing import Any
 import click
 import pydantic
 
-from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import keyring, logs, serving
+from gateway import bootstrap, keyring, logs, serving
 from gateway.auth import MAX_TTL_SECONDS, issue_token
+from gateway.bootstrap import StartupProblem
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
-from gateway.startup import StartupProblem, open_application
 from gateway.store.setup import StoreSetupProblem, setup_lock
 
 DEFAULT_STREET = "chengguan-street"
@@ -64,7 +63,7 @@ def _store_has_events(settings: Settings) -> bool:
     try:
         with setup_lock(settings.database_url):  # a missing schema is created here, or refused
             # Without the key (it is missing), with the service's settings (CASETRAIL_CREATE_TABLE).
-            application = CaseTrail(env=settings.application_env(encrypted=False))
+            application = bootstrap.open_unkeyed(settings, create=None)
     except StoreSetupProblem as exc:
         raise UserError(str(exc)) from None
     try:
@@ -130,7 +129,7 @@ def demo(cases: int, seed: int) -> None:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     keyring.init_keys(settings.keys_dir)
-    application = open_application(settings)
+    application = bootstrap.open_application(settings)
     try:
         summary = fill_demo(application, cases=cases, seed=seed, street=DEFAULT_STREET)
     finally:

@@ -32,7 +32,7 @@ from eventsourcing.persistence import PersistenceError
 from domain.application import CaseTrail
 from domain.errors import DomainError
 from domain.units import UNIT_KINDS, RegisterUnit
-from gateway import keyring, logs
+from gateway import bootstrap, keyring, logs
 from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker, NatsSettings
 from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
 from gateway.messaging.registry import (
@@ -41,11 +41,10 @@ from gateway.messaging.registry import (
     rotate_unit_keys,
     write_broker_config,
 )
-from gateway.messaging.relay import Relay, RelayOptions
+from gateway.messaging.relay import RelayOptions
 from gateway.messaging.sealing import CredentialsProblem, UnitCredentials
 from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 log = logs.get_logger("casetrail.messaging")
 
@@ -60,7 +59,7 @@ class MessagingProblem(click.ClickException):
 def _opened() -> Iterator[tuple[Settings, CaseTrail]]:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    application = open_application(settings)
+    application = bootstrap.open_application(settings)
     try:
         yield settings, application
     except (DomainError, CredentialsProblem, NatsConfigProblem, BrokerProblem) as exc:
@@ -304,7 +303,7 @@ def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
     )
     with _opened() as (settings, application):
         try:
-            worker = Relay.from_settings(settings, application, options)
+            worker = bootstrap.open_relay(settings, application, options)
         except BrokerProblem as exc:
             raise MessagingProblem(str(exc)) from None
         log.info("relay_started", position=worker.position(), lag=worker.lag())
@@ -316,7 +315,7 @@ def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def relay_status(as_json: bool) -> None:
     with _opened() as (settings, application):
-        worker = Relay.from_settings(settings, application)
+        worker = bootstrap.open_relay(settings, application)
         found = {"position": worker.position(), "lag": worker.lag()}
     text = f"position {found['position']}, lag {found['lag']}"
     click.echo(json.dumps(found) if as_json else text)

@@ -28,13 +28,9 @@ from typing import TYPE_CHECKING, Final
 import click
 from eventsourcing.persistence import PersistenceError
 
-from domain.application import CaseTrail
-from gateway import logs
-from gateway.evidence.maintainer import Evidence
-from gateway.readmodels import open_read_models, readmodel_url
+from gateway import bootstrap, logs
 from gateway.settings import Settings
-from gateway.startup import StartupProblem, open_application
-from projections.readmodels import VIEW_NAMES, ReadModels
+from projections.readmodels import VIEW_NAMES
 
 if TYPE_CHECKING:
     from click._termui_impl import ProgressBar
@@ -49,25 +45,19 @@ class ProjectionProblem(click.ClickException):
 
 
 @contextmanager
-def _opened(batch_size: int | None = None) -> Iterator[tuple[Settings, CaseTrail, ReadModels]]:
+def _opened(batch_size: int | None = None) -> Iterator[bootstrap.Followers]:
     settings = Settings.from_env()
     logs.configure(settings.log_level)
-    application = open_application(settings)
+    opened = bootstrap.followers(settings, batch_size=batch_size)
     try:
-        readmodels = open_read_models(settings, application, batch_size=batch_size)
-    except StartupProblem:
-        application.close()
-        raise
-    try:
-        yield settings, application, readmodels
+        yield opened
     except PersistenceError as exc:
         raise ProjectionProblem(
             f"the store failed: {type(exc).__name__}: {exc}; check that the database is "
             "reachable, then run the command again (nothing is applied twice)"
         ) from None
     finally:
-        readmodels.close()
-        application.close()
+        opened.close()
 
 
 @click.group(help="Read models (ledgers, worklists, reports) that follow the event store.")
@@ -78,9 +68,9 @@ def projections() -> None:
 @projections.command(help="Where each read model stands: position, the store's head, the lag.")
 @click.option("--json", "as_json", is_flag=True, help="one JSON document instead of a table")
 def status(as_json: bool) -> None:
-    with _opened() as (settings, _, readmodels):
-        found = readmodels.status()
-        where = readmodel_url(settings)
+    with _opened() as opened:
+        found = opened.readmodels.status()
+        where = bootstrap.readmodel_url(opened.settings)
     if as_json:
         click.echo(
             json.dumps(
@@ -98,9 +88,9 @@ def status(as_json: bool) -> None:
 @click.argument("name", type=click.Choice([*VIEW_NAMES, "all"]))
 @click.option("--batch-size", default=500, show_default=True, type=BATCH)
 def rebuild(name: str, batch_size: int) -> None:
-    with _opened(batch_size) as (_, _, readmodels):
+    with _opened(batch_size) as opened:
         for view in VIEW_NAMES if name == "all" else (name,):
-            follower = readmodels.follower(view)
+            follower = opened.readmodels.follower(view)
             head = follower.head()
             started = time.perf_counter()
             with click.progressbar(
@@ -123,7 +113,8 @@ def rebuild(name: str, batch_size: int) -> None:
     help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
 )
 def run(once: bool, batch_size: int, poll: float) -> None:
-    with _opened(batch_size) as (settings, application, readmodels):
+    with _opened(batch_size) as opened:
+        readmodels, evidence = opened.readmodels, opened.evidence
         if once:
             moved = readmodels.catch_up()
             click.echo(" ".join(f"{name}+{n}" for name, n in moved.items()))
@@ -135,7 +126,6 @@ def run(once: bool, batch_size: int, poll: float) -> None:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
-        evidence = Evidence.open(application, settings)
         readmodels.start(poll_seconds=poll)
         evidence.start()
         log.info("projections_running", projections=[*VIEW_NAMES, "evidence"], poll=poll)
@@ -144,7 +134,6 @@ def run(once: bool, batch_size: int, poll: float) -> None:
                 pass
         finally:
             log.info("projections_stopping")
-            evidence.close()
 
 
 class _ProgressBar:

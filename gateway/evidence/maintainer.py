@@ -1,6 +1,7 @@
 """Tamper evidence as the service runs it: the Merkle log kept up to date, signed checkpoints
-every N events or T seconds, each handed to the checkpoint publishers (the seam the messaging
-work plugs into), and on-demand checkpoints for proofs and bundles.
+every N events or T seconds, and on-demand checkpoints for proofs and bundles. The units get
+each stored checkpoint from the relay, which reads the checkpoint table like an outbox
+(`gateway.messaging.relay`).
 
 Settings (environment, read once at start by `gateway.settings`):
 
@@ -23,37 +24,25 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.persistence import IntegrityError
 
 from domain.application import CaseTrail
-from gateway import keyring
 from gateway.logs import get_logger
 from gateway.settings import Settings, SettingsProblem
-from gateway.store import writer_lock
-from gateway.store.guard import appends_are_ordered
+from gateway.store.horizon import settled_horizon
+from gateway.store.persistence import LockedSQLiteViewRecorder
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore
 from projections.evidence.log import MerkleLog, close_recorder, merkle_follower
 from projections.evidence.merkle import verify_consistency
-from projections.follower import GATHER_SECONDS, Follower, Horizon, sqlite_horizon, waker_for
+from projections.follower import GATHER_SECONDS, Follower, waker_for
 
 log = get_logger("casetrail.evidence")
 
 _MAX_BACKOFF_SECONDS: Final = 30.0
 _SIGN_ATTEMPTS: Final = 3
-
-
-class CheckpointPublisher(Protocol):
-    """Receives every checkpoint once it is stored (the messaging work publishes it to units).
-
-    Called on the thread that signed the checkpoint; keep it short (hand off to a queue). A
-    raised exception is logged and does not undo the checkpoint: it stays stored, and a unit
-    that missed it can fetch it (`GET /v1/evidence/checkpoints?after=SEQ`).
-    """
-
-    def publish(self, checkpoint: Checkpoint) -> None: ...
 
 
 class EvidenceConfigError(SettingsProblem):
@@ -95,7 +84,7 @@ def signed_at(checkpoint: Checkpoint) -> float:
 
 
 class Checkpointer:
-    """Signs checkpoints of the stored tree, stores them, hands them to the publishers."""
+    """Signs checkpoints of the stored tree and stores them."""
 
     def __init__(
         self,
@@ -111,17 +100,12 @@ class Checkpointer:
         self.public_key: Ed25519PublicKey = key.public_key()
         # Wall-clock seconds: checkpoint times are wall-clock times (replaceable in tests).
         self.clock: Callable[[], float] = time.time
-        self._publishers: list[CheckpointPublisher] = []
         # The newest checkpoint this process signed or checked: kept in memory, so deleting
         # rows from the table does not make it forget what it has vouched for.
         self._last: Checkpoint | None = None
         # Signatures already checked (the policy looks at the latest checkpoint every poll).
         self._verified: set[Checkpoint] = set()
         self._lock = threading.Lock()
-
-    def attach(self, publisher: CheckpointPublisher) -> None:
-        with self._lock:
-            self._publishers.append(publisher)
 
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint signed by this service's key (stored or remembered)."""
@@ -163,22 +147,19 @@ class Checkpointer:
         not grown since). Raises TreeInconsistent rather than sign a rewritten history."""
         for _attempt in range(_SIGN_ATTEMPTS):
             with self._lock:
-                signed = self._sign_current()
-                if signed is None:
-                    continue
-                fresh, checkpoint = signed
-                publishers = list(self._publishers)
-            if fresh:
-                self._publish(checkpoint, publishers)
-            return checkpoint
+                checkpoint = self._sign_current()
+            if checkpoint is not None:
+                return checkpoint
         raise IntegrityError("another writer kept taking the next checkpoint number")
 
-    def _sign_current(self) -> tuple[bool, Checkpoint] | None:
+    def _sign_current(self) -> Checkpoint | None:
+        """The checkpoint of the tree as it is (the latest, if it has not grown); None if
+        another process took the next number first."""
         size = self.merkle.size()
         previous = self.latest()
         if previous is not None and previous.size == size:
             self._last = previous
-            return False, previous
+            return previous
         root = self.merkle.root(size)
         if previous is not None:
             self._check_extends(previous, size, root)
@@ -192,7 +173,7 @@ class Checkpointer:
             return None
         self._last = checkpoint
         log.info("checkpoint_signed", seq=checkpoint.seq, size=checkpoint.size)
-        return True, checkpoint
+        return checkpoint
 
     def _check_extends(self, previous: Checkpoint, size: int, root: bytes) -> None:
         if size < previous.size:
@@ -204,26 +185,6 @@ class Checkpointer:
             problem = f"the stored tree of {size} leaves does not extend {previous.describe()}"
         log.error("merkle_tree_inconsistent", seq=previous.seq, size=size)
         raise TreeInconsistent(f"{problem}: history was rewritten; run `casetrail verify`")
-
-    def _publish(self, checkpoint: Checkpoint, publishers: list[CheckpointPublisher]) -> None:
-        for publisher in publishers:
-            try:
-                publisher.publish(checkpoint)
-            except Exception as exc:  # a publisher's failure never undoes the checkpoint
-                log.warning(
-                    "checkpoint_publish_failed",
-                    seq=checkpoint.seq,
-                    publisher=type(publisher).__name__,
-                    error_type=type(exc).__name__,
-                )
-
-
-def settled_horizon(application: CaseTrail) -> Horizon | None:
-    """With ordered appends the largest notification id is settled, on both stores; without
-    them (PostgreSQL, trigger missing) the follower's own horizon decides."""
-    if appends_are_ordered(application.recorder):
-        return sqlite_horizon(application.recorder)
-    return None
 
 
 class Evidence:
@@ -243,13 +204,6 @@ class Evidence:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    @classmethod
-    def open(cls, application: CaseTrail, settings: Settings) -> Evidence:
-        key = keyring.load_private_key(
-            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
-        )
-        return cls(application, key, EvidenceSettings.from_settings(settings))
-
     @property
     def public_key(self) -> Ed25519PublicKey:
         return self.checkpointer.public_key
@@ -258,18 +212,16 @@ class Evidence:
     def signing_key(self) -> Ed25519PrivateKey:
         return self._key
 
-    def attach_publisher(self, publisher: CheckpointPublisher) -> None:
-        """The seam for the messaging work: every checkpoint signed from now on is passed to
-        `publisher.publish(checkpoint)` after it is stored."""
-        self.checkpointer.attach(publisher)
-
     def follower(self) -> Follower:
         with self._follower_lock:
             if self._follower is None:
+                # On SQLite each batch takes the writer lock (gateway.store.persistence).
                 self._follower = merkle_follower(
-                    self.application, horizon=settled_horizon(self.application), log=log
+                    self.application,
+                    horizon=settled_horizon(self.application),
+                    log=log,
+                    sqlite_class=LockedSQLiteViewRecorder,
                 )
-                writer_lock.serialise_batches(self._follower.recorder)
             return self._follower
 
     def catch_up(self) -> int:

@@ -39,9 +39,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain import errors
 from domain.access import Actor
-from domain.application import AccessRefused, CaseTrail
-from gateway import keyring
-from gateway.auth import AuthenticationFailed, TokenVerifier
+from domain.application import AccessRefused
+from gateway import bootstrap
+from gateway.auth import AuthenticationFailed
+from gateway.bootstrap import Service
 from gateway.http import limits
 from gateway.http.dependencies import Services
 from gateway.http.limits import RequestLimits
@@ -52,9 +53,7 @@ from gateway.http.routes import cases as case_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.logs import get_logger
-from gateway.readmodels import start_embedded
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 # Each module of endpoints contributes one router.
 ROUTERS = (case_routes.router, access_routes.router, ledger_routes.router, evidence_routes.router)
@@ -73,30 +72,28 @@ _REQUEST_ID = re.compile(
 # --- the app ------------------------------------------------------------------------------------
 
 
-def create_app(settings: Settings | None = None, application: CaseTrail | None = None) -> FastAPI:
-    """The ASGI app; opens the store (unless given one) and checks the keys when it starts."""
+def create_app(settings: Settings | None = None, service: Service | None = None) -> FastAPI:
+    """The ASGI app. Its lifespan serves with `service`, what the wiring point built
+    (`gateway.bootstrap.api`: `casetrail serve` builds it in each worker before uvicorn runs);
+    without one it asks the wiring point for one when it starts (tests). It starts the service's
+    followers (when they run in the API) and closes it all when it stops."""
     settings = settings or Settings.from_env()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        nonlocal application
-        application = application or open_application(settings)
-        verifier = TokenVerifier(
-            [
-                keyring.load_public_key(p, "token public key")
-                for p in settings.token_public_key_paths
-            ]
+        nonlocal service
+        running = service or bootstrap.api(settings)
+        service = None  # used once: a second start builds its own
+        running.start()
+        app.state.services = Services(
+            running.application, running.verifier, settings, running.readmodels
         )
-        readmodels = start_embedded(settings, application)
-        app.state.services = Services(application, verifier, settings, readmodels)
+        app.state.evidence = running.evidence
         log.info("service_started", store=settings.store_kind)
         try:
             yield
         finally:
-            if readmodels is not None:
-                readmodels.close()
-            application.close()
-            application = None
+            running.close()
             log.info("service_stopped")
 
     app = _CaseTrailAPI(

@@ -29,8 +29,11 @@ Checkpoints follow the same outbox rule with a position of their own (`nats_chec
 the checkpoint seq last published): each loop the relay reads the stored checkpoints past it,
 checks each one's signature, broadcasts it to every registered unit (body: the checkpoint as
 `casetrail checkpoint export` writes one; message id from `checkpoint/<seq>` and the recipient),
-and moves the position only once JetStream has acknowledged every copy. `Publisher` is reusable
-for other notices to units.
+and moves the position only once JetStream has acknowledged every copy. Both go through one
+path, `Relay._publish_then_record`; the notices' batches are read by the generic follower
+(`projections.follower.Follower.next_batch`), whose tracking table holds both positions.
+Proven over a real nats-server by `tests/messaging/` (`test_outage.py`: relay SIGKILL and broker
+outage during a burst; `test_checkpoints.py`).
 """
 
 from __future__ import annotations
@@ -38,7 +41,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, ClassVar, Final
@@ -71,7 +73,6 @@ from domain.case import Case
 from domain.notices import DueDateReminder
 from domain.taxonomy import UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
-from gateway import keyring
 from gateway.logs import get_logger
 from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
@@ -82,20 +83,19 @@ from gateway.messaging.sealing import (
     public_key_from_text,
     seal,
 )
-from gateway.settings import Settings
-from gateway.store.guard import appends_are_ordered
+from gateway.store.horizon import settled_horizon
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore
 from projections.follower import (
     START,
     AnyViewRecorder,
     Batch,
     Dialect,
+    Follower,
     Horizon,
     PositionMoved,
     View,
     Waker,
     horizon_of,
-    sqlite_horizon,
     view_recorder,
     waker_for,
 )
@@ -325,9 +325,7 @@ class Router:
 class Publisher:
     """Seals and publishes messages to units; reusable by anything that notifies units."""
 
-    def __init__(
-        self, js: JetStreamContext, signer: Ed25519PrivateKey, message_key: bytes
-    ) -> None:
+    def __init__(self, js: JetStreamContext, signer: Ed25519PrivateKey, message_key: bytes) -> None:
         self.js = js
         self.signer = signer
         self.message_key = message_key
@@ -359,17 +357,6 @@ class Publisher:
             stream=STREAM,
             headers={MESSAGE_ID_HEADER: ident},
         )
-
-    async def broadcast(
-        self,
-        recipients: Sequence[Recipient],
-        kind: str,
-        event: str,
-        issued_at: str,
-        body: dict[str, Any],
-    ) -> list[asyncio.Future[PubAck]]:
-        """The same notice to each recipient, each sealed to its own key."""
-        return [await self.send(Outgoing(r, kind, event, issued_at, body)) for r in recipients]
 
 
 async def ensure_stream(js: JetStreamContext) -> None:
@@ -438,18 +425,6 @@ class NotConnected(Exception):
     pass
 
 
-def _horizon(application: CaseTrail) -> Horizon:
-    """How far the log is settled. With the store's ordered appends (`gateway.store.guard`) the
-    largest notification id is; otherwise the follower's own horizon decides (on PostgreSQL it
-    may briefly lock the events table to let a gap settle). As `gateway.readmodels` does."""
-    try:
-        if appends_are_ordered(application.recorder):
-            return sqlite_horizon(application.recorder)
-    except (PersistenceError, OSError):
-        log.warning("ordered_appends_unknown")
-    return horizon_of(application)
-
-
 class Relay:
     def __init__(
         self,
@@ -467,11 +442,22 @@ class Relay:
         self.signer = signer
         self.message_key = derive_key(index_key, "message-ids")
         self.options = options or RelayOptions()
-        self.recorder = relay_recorder(application)
+        self.horizon = (
+            self.options.horizon or settled_horizon(application) or horizon_of(application)
+        )
+        # The relay's position and how it reads the log are a follower's (projections.follower),
+        # whose batches it publishes before it records them.
+        self.follower = Follower(
+            application,
+            relay_recorder(application),
+            batch_size=self.options.batch_size,
+            horizon=self.horizon,
+            log=log,
+        )
+        self.recorder = self.follower.recorder
         self.checkpoint_recorder = checkpoint_recorder(application)
         self.checkpoints = CheckpointStore(application.recorder)
         self._checkpoints_exist = False
-        self.horizon = self.options.horizon or _horizon(application)
         self.directory = Directory(application)
         self.router = Router(application, self.directory)
         self.stats = RelayStats()
@@ -480,21 +466,6 @@ class Relay:
         self.publisher: Publisher | None = None
         self._next_scan = 0.0
         self._closing = False
-
-    @classmethod
-    def from_settings(
-        cls, settings: Settings, application: CaseTrail, options: RelayOptions | None = None
-    ) -> Relay:
-        return cls(
-            application,
-            nats_settings=settings.nats,
-            layout=NatsLayout(settings.home),
-            signer=keyring.load_private_key(
-                settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
-            ),
-            index_key=keyring.load_index_key(settings.keys_dir),
-            options=options,
-        )
 
     def position(self) -> int:
         return self.recorder.position(self.application.name)
@@ -559,57 +530,29 @@ class Relay:
 
     async def step(self) -> int:
         """Publish one batch and record the position past it. Returns how far it moved."""
-        if self.nc is None or self.publisher is None or not self.nc.is_connected:
-            raise NotConnected("the broker is not connected")
-        start = self.position()
-        end_of_log = self.horizon(start)
-        if end_of_log <= start:
+        self._check_connected()
+        batch = self.follower.next_batch()
+        if batch is None:
             return 0
-        notifications = self.application.recorder.select_notifications(
-            start=start,
-            limit=self.options.batch_size,
-            stop=end_of_log,
-            topics=RELAY_TOPICS,
-            inclusive_of_start=False,
-        )
-        full = len(notifications) == self.options.batch_size
-        end = notifications[-1].id if full else end_of_log
-        events = [self.application.mapper.to_domain_event(n) for n in notifications]
-        pending: list[asyncio.Future[PubAck]] = []
-        try:
-            for event in events:
-                if isinstance(event, Unit.Event):
-                    await self._unit_changed(event)
-                    continue
-                for out in self.router.route(event):
-                    pending.append(await self.publisher.send(out))
-            acks: list[PubAck] = []
-            if pending:
-                acks = await asyncio.wait_for(
-                    asyncio.gather(*pending), timeout=self.options.publish_timeout
-                )
-        except BaseException:
-            for future in pending:
-                future.cancel()
-            raise
-        try:
-            self.recorder.process(Batch(self.application.name, start, end, notifications, events))
-        except PositionMoved:
-            return 0  # another relay recorded it; the stream dropped our copies
-        duplicates = sum(1 for ack in acks if ack.duplicate)
-        self.stats.published += len(pending)
-        self.stats.duplicates += duplicates
+        outgoing: list[Outgoing] = []
+        for event in batch.events:
+            if isinstance(event, Unit.Event):
+                await self._unit_changed(event)
+                continue
+            outgoing += self.router.route(event)
+        sent = await self._publish_then_record(outgoing, self.recorder, batch)
+        if sent is None:
+            return 0
         self.stats.batches += 1
-        if pending:
+        if outgoing:
             # `duplicates`: already in the stream (published before a crash), dropped by it.
-            log.info("relay_published", messages=len(pending), duplicates=duplicates, position=end)
-        return end - start
+            log.info("relay_published", messages=len(outgoing), duplicates=sent, position=batch.end)
+        return batch.end - batch.start
 
     async def publish_checkpoints(self) -> int:
         """Broadcast the stored checkpoints past the checkpoint position to every registered
         unit, then record the position past them. Returns how many checkpoints it passed."""
-        if self.nc is None or self.publisher is None or not self.nc.is_connected:
-            raise NotConnected("the broker is not connected")
+        self._check_connected()
         if not self._checkpoints_exist:
             self._checkpoints_exist = self.checkpoints.exists()
             if not self._checkpoints_exist:
@@ -621,25 +564,53 @@ class Relay:
         recipients = self.directory.all()
         public_key = self.signer.public_key()
         sent: list[Checkpoint] = []
+        outgoing: list[Outgoing] = []
+        for checkpoint in found:
+            if not checkpoint.verify(public_key):
+                # Not what this service signed (the row was changed): never sent on.
+                log.error("checkpoint_signature_invalid", seq=checkpoint.seq)
+                continue
+            if not recipients:
+                log.warning("message_undeliverable", kind=CHECKPOINT_KIND, reason="no_recipient")
+            # The same notice to each unit, each sealed to its own key.
+            event, body = checkpoint_event(checkpoint.seq), checkpoint.to_json()
+            outgoing += [
+                Outgoing(r, CHECKPOINT_KIND, event, checkpoint.time, body) for r in recipients
+            ]
+            sent.append(checkpoint)
+        end = found[-1].seq
+        batch = Batch(self.application.name, start, end, (), ())
+        duplicates = await self._publish_then_record(outgoing, self.checkpoint_recorder, batch)
+        if duplicates is None:
+            return 0
+        if sent:
+            log.info(
+                "checkpoints_published",
+                checkpoints=len(sent),
+                messages=len(outgoing),
+                duplicates=duplicates,
+                seq=end,
+            )
+        return len(found)
+
+    def _check_connected(self) -> None:
+        if self.nc is None or self.publisher is None or not self.nc.is_connected:
+            raise NotConnected("the broker is not connected")
+
+    async def _publish_then_record(
+        self, outgoing: list[Outgoing], recorder: AnyViewRecorder, batch: Batch
+    ) -> int | None:
+        """The outbox rule, for notices and checkpoints alike: publish every message, wait
+        until JetStream has acknowledged each one, and only then record the position past
+        `batch`. Returns how many the stream already held (dropped as duplicates), or None
+        when another relay recorded the position first (the stream dropped our copies)."""
+        publisher = self.publisher
+        if publisher is None:
+            raise NotConnected("the broker is not connected")
         pending: list[asyncio.Future[PubAck]] = []
         try:
-            for checkpoint in found:
-                if not checkpoint.verify(public_key):
-                    # Not what this service signed (the row was changed): never sent on.
-                    log.error("checkpoint_signature_invalid", seq=checkpoint.seq)
-                    continue
-                if not recipients:
-                    log.warning(
-                        "message_undeliverable", kind=CHECKPOINT_KIND, reason="no_recipient"
-                    )
-                pending += await self.publisher.broadcast(
-                    recipients,
-                    CHECKPOINT_KIND,
-                    checkpoint_event(checkpoint.seq),
-                    checkpoint.time,
-                    checkpoint.to_json(),
-                )
-                sent.append(checkpoint)
+            for out in outgoing:
+                pending.append(await publisher.send(out))
             acks: list[PubAck] = []
             if pending:
                 acks = await asyncio.wait_for(
@@ -649,23 +620,14 @@ class Relay:
             for future in pending:
                 future.cancel()
             raise
-        end = found[-1].seq
         try:
-            self.checkpoint_recorder.process(Batch(self.application.name, start, end, (), ()))
+            recorder.process(batch)
         except PositionMoved:
-            return 0  # another relay recorded it; the stream dropped our copies
+            return None
         duplicates = sum(1 for ack in acks if ack.duplicate)
         self.stats.published += len(pending)
         self.stats.duplicates += duplicates
-        if sent:
-            log.info(
-                "checkpoints_published",
-                checkpoints=len(sent),
-                messages=len(pending),
-                duplicates=duplicates,
-                seq=end,
-            )
-        return len(found)
+        return duplicates
 
     async def _unit_changed(self, event: Any) -> None:
         """A unit registered or rotated its keys: seal to its current key, make its consumer."""

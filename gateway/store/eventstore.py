@@ -1,7 +1,8 @@
 """The encrypted event store: AES-256-GCM bound to each event's place, and the store's settings.
 
 The domain's `Application` receives these through its environment (`CIPHER_TOPIC`,
-`MAPPER_TOPIC`, `PERSISTENCE_MODULE`), never by import.
+`MAPPER_TOPIC`, `PERSISTENCE_MODULE`), never by import; `PERSISTENCE_MODULE` names the store's
+write path, `gateway.store.persistence`.
 
 Stored form of an event's state (all bytes):
 
@@ -162,10 +163,14 @@ class BoundMapper(Mapper[UUID]):
 
 CIPHER_TOPIC = get_topic(BoundAESGCMCipher)
 MAPPER_TOPIC = get_topic(BoundMapper)
+# The store's write path (`gateway.store.persistence`), named by topic as the library resolves
+# it: the writer lock is taken by the recorders that factory builds, on every store opened here.
+SQLITE_PERSISTENCE = "gateway.store.persistence:SQLiteStore"
+POSTGRES_PERSISTENCE = "eventsourcing.postgres"
 
 
 def sqlite_environment(path: str) -> dict[str, str]:
-    return {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": path}
+    return {"PERSISTENCE_MODULE": SQLITE_PERSISTENCE, "SQLITE_DBNAME": path}
 
 
 def postgres_environment(url: str) -> dict[str, str]:
@@ -174,7 +179,7 @@ def postgres_environment(url: str) -> dict[str, str]:
     if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):
         raise ValueError("CASETRAIL_DATABASE_URL must look like postgresql://user@host:5432/dbname")
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": POSTGRES_PERSISTENCE,
         "POSTGRES_DBNAME": unquote(parts.path.strip("/")),
         "POSTGRES_HOST": parts.hostname or "127.0.0.1",
         "POSTGRES_PORT": str(parts.port or 5432),

@@ -7,7 +7,10 @@ workers, and dozens of threads in each, a busy store answered some commands afte
 for the lock of its process, then for an exclusive `flock` on `<store>.writer-lock`, which the
 kernel hands over as soon as the holder lets go, and only then begins its transaction.
 
-PostgreSQL queues writers itself; nothing here applies to it.
+Who takes it: the recorders of `gateway.store.persistence`, built by the store's factory, so
+every insert of events and snapshots, and every batch of the Merkle log, on that file. PostgreSQL
+queues writers itself; nothing here applies to it. Proven by
+`tests/integration/test_command_commits.py` (`test_the_writer_lock_queues_threads_and_processes`).
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from eventsourcing.sqlite import SQLiteDatastore
 
@@ -74,31 +75,3 @@ def lock_for(recorder: object) -> WriterLock | None:
         if found is None:
             found = _LOCKS[path] = WriterLock(path)
         return found
-
-
-def _around(target: object, method: str) -> None:
-    """Make `target.<method>` take the writer lock of the file `target` writes to, if any.
-    The target is the library's recorder (or a follower's); nothing else of it changes."""
-    lock = lock_for(target)
-    if lock is None:
-        return
-    inner: Callable[..., Any] = getattr(target, method)
-
-    def locked(*args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return inner(*args, **kwargs)
-
-    setattr(target, method, locked)
-
-
-def serialise_inserts(recorder: object) -> None:
-    """Every `insert_events` of `recorder` (events, access events, snapshots) takes the
-    writer lock of its file first."""
-    _around(recorder, "insert_events")
-
-
-def serialise_batches(view_recorder: object) -> None:
-    """A follower's `process(batch)` on the events' own file (the evidence log) takes the
-    writer lock first: a batch that waited in SQLite's busy handler made the API's writers
-    sleep in theirs."""
-    _around(view_recorder, "process")

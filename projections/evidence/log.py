@@ -279,18 +279,21 @@ class StoreTables:
         return bool(rows)
 
 
-def merkle_recorder(recorder: ApplicationRecorder) -> AnyViewRecorder:
+def merkle_recorder(
+    recorder: ApplicationRecorder, *, sqlite_class: type[SQLiteViewRecorder] = SQLiteViewRecorder
+) -> AnyViewRecorder:
     """The view's recorder, writing to the events' own database. Creates nothing: see
     `create_table`.
 
     On SQLite it gets connections of its own to the same file: the follower's writer sets
     `synchronous=NORMAL` on the connection it uses (right for a view that can be re-applied),
     and a connection of the application's pool so changed would then commit events without
-    waiting for the disk. Close it with `close_recorder` when done."""
+    waiting for the disk. Close it with `close_recorder` when done. `sqlite_class`: the
+    service's takes the file's writer lock (`gateway.store.persistence`)."""
     datastore = StoreTables(recorder).datastore
     if isinstance(datastore, SQLiteDatastore):
         own = SQLiteDatastore(datastore.pool.db_name, pool_size=2, max_overflow=2)
-        return SQLiteViewRecorder(own, view=MerkleView())
+        return sqlite_class(own, view=MerkleView())
     return PostgresViewRecorder(datastore, view=MerkleView())
 
 
@@ -381,6 +384,7 @@ def merkle_follower(
     horizon: Horizon | None = None,
     batch_size: int = 500,
     log: Any = None,
+    sqlite_class: type[SQLiteViewRecorder] = SQLiteViewRecorder,
 ) -> Follower:
     """A follower that keeps the tree up to date (its tables must exist: `MerkleLog.create`).
 
@@ -390,7 +394,7 @@ def merkle_follower(
     """
     return Follower(
         application,
-        merkle_recorder(application.recorder),
+        merkle_recorder(application.recorder, sqlite_class=sqlite_class),
         batch_size=batch_size,
         horizon=horizon,
         log=log,

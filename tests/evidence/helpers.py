@@ -21,9 +21,9 @@ from domain.access import Actor
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import keyring
+from gateway.bootstrap import open_application
 from gateway.evidence.maintainer import Evidence, EvidenceSettings
 from gateway.settings import Settings
-from gateway.startup import open_application
 from gateway.store.eventstore import store_environment
 from gateway.store.guard import EVIDENCE_TABLES
 from projections.evidence.checkpoints import Checkpoint, checkpoints_document

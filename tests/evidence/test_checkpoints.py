@@ -1,5 +1,5 @@
-"""Checkpoints: signed every N events or T seconds, handed to publishers (the seam for
-messaging), refused over a rewritten tree, served with proofs over HTTP, checked offline."""
+"""Checkpoints: signed every N events or T seconds, refused over a rewritten tree, served with
+proofs over HTTP, checked offline. The relay sends them to units (tests/messaging)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import keyring
+from gateway.bootstrap import open_application
 from gateway.evidence.maintainer import (
     Evidence,
     EvidenceConfigError,
@@ -25,27 +26,11 @@ from gateway.evidence.maintainer import (
 from gateway.evidence.verification import check_proof, verify_store
 from gateway.http.app import create_app
 from gateway.settings import Settings
-from gateway.startup import open_application
-from projections.evidence.checkpoints import Checkpoint, parse_checkpoints
+from projections.evidence.checkpoints import parse_checkpoints
 from projections.evidence.log import StoredRecord
 from tests.conftest import TokenFactory
 from tests.evidence.helpers import REPORTER, Tamper, cli, first_line, populate
 from tests.integration.planted import planted_case
-
-
-class Recording:
-    """A publisher that keeps what it is given (what the unit client will do over NATS)."""
-
-    def __init__(self) -> None:
-        self.received: list[Checkpoint] = []
-
-    def publish(self, checkpoint: Checkpoint) -> None:
-        self.received.append(checkpoint)
-
-
-class Broken:
-    def publish(self, checkpoint: Checkpoint) -> None:
-        raise ConnectionError("the broker is down")
 
 
 @contextmanager
@@ -68,11 +53,8 @@ def _store_events(application: CaseTrail, pairs: int) -> None:
         application.read_case(case_id, REPORTER, Purpose.FOLLOW_UP, "req-checkpoints")
 
 
-def test_a_checkpoint_every_n_events_handed_to_every_publisher(settings: Settings) -> None:
+def test_a_checkpoint_every_n_events(settings: Settings) -> None:
     with evidence_for(settings, every_events=4, every_seconds=3600) as (application, evidence):
-        recording = Recording()
-        evidence.attach_publisher(Broken())
-        evidence.attach_publisher(recording)
         _store_events(application, 1)
         evidence.catch_up()
         first = evidence.checkpointer.maybe_checkpoint()  # the first one: as soon as any event
@@ -84,8 +66,7 @@ def test_a_checkpoint_every_n_events_handed_to_every_publisher(settings: Setting
         evidence.catch_up()
         second = evidence.checkpointer.maybe_checkpoint()
         assert second is not None and (second.seq, second.size) == (2, 6)
-        # The broken publisher did not stop the others, nor undo the checkpoint.
-        assert [c.seq for c in recording.received] == [1, 2]
+        assert [c.seq for c in evidence.checkpoints.all()] == [1, 2]
         assert evidence.checkpoints.latest() == second
         assert second.verify(evidence.public_key)
 
@@ -157,10 +138,13 @@ def test_settings_are_checked() -> None:
 
 
 def test_the_service_keeps_the_tree_and_serves_checkpoints_and_proofs(
-    settings: Settings, auth: TokenFactory, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, auth: TokenFactory
 ) -> None:
-    monkeypatch.setenv("CASETRAIL_CHECKPOINT_EVERY_EVENTS", "1")
-    monkeypatch.setenv("CASETRAIL_EVIDENCE_POLL_SECONDS", "0.05")
+    # The one settings object the service is built from (gateway.bootstrap), not the process
+    # environment after it was read.
+    settings = settings.model_copy(
+        update={"checkpoint_every_events": 1, "evidence_poll_seconds": 0.05}
+    )
     reporter = auth(Role.REPORTER, "dongshan-village")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/v1/evidence/checkpoints").status_code == 401

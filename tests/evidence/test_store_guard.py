@@ -19,10 +19,10 @@ from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose
 from gateway import keyring
+from gateway.bootstrap import StartupProblem, open_application
 from gateway.evidence.maintainer import Evidence, EvidenceSettings
 from gateway.evidence.verification import verify_store
 from gateway.settings import Settings
-from gateway.startup import StartupProblem, open_application
 from gateway.store import guard as store_guard
 from gateway.store.eventstore import store_environment
 from tests.conftest import PG_DSN, require_postgres

@@ -24,7 +24,7 @@ from domain.application import SNAPSHOT_EVERY, CaseTrail, replay
 from domain.case import Case
 from domain.group_commit import GroupCommit
 from gateway.store.eventstore import EventIntegrityError, new_key_text, store_environment
-from gateway.store.writer_lock import WriterLock, lock_for, serialise_inserts
+from gateway.store.writer_lock import WriterLock, lock_for
 from tests.conftest import PG_DSN
 from tests.domain.builders import COORDINATOR, REPORTER
 from tests.integration.planted import planted_case
@@ -321,7 +321,7 @@ def test_the_writer_lock_queues_threads_and_processes(tmp_path: Path) -> None:
 def test_sqlite_inserts_take_the_writer_lock_and_postgres_has_none(tmp_path: Path) -> None:
     app = _app(f"sqlite:///{tmp_path / 'locked.sqlite'}")
     try:
-        serialise_inserts(app.recorder)
+        # The store's own recorder takes it (gateway.store.persistence): nothing to install.
         lock = lock_for(app.recorder)
         assert lock is not None
         assert lock.path == (tmp_path / "locked.sqlite.writer-lock").resolve()

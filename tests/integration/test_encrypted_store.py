@@ -14,8 +14,8 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
+from gateway.bootstrap import StartupProblem, open_application
 from gateway.settings import Settings
-from gateway.startup import StartupProblem, open_application
 from gateway.store.eventstore import (
     EventIntegrityError,
     KeyMismatchError,

@@ -30,6 +30,7 @@ from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring
 from gateway.auth import issue_token
+from gateway.bootstrap import open_application
 from gateway.messaging.broker import (
     BrokerProblem,
     EmbeddedBroker,
@@ -41,7 +42,6 @@ from gateway.messaging.broker_config import NatsLayout
 from gateway.messaging.registry import register_unit, write_broker_config
 from gateway.messaging.sealing import UnitCredentials, open_envelope
 from gateway.settings import Settings
-from gateway.startup import open_application
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 STREET = "chengguan-street"

@@ -14,13 +14,13 @@ from domain.access import Actor
 from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring
+from gateway.bootstrap import open_application
 from gateway.messaging.broker import EmbeddedBroker, NatsSettings
 from gateway.messaging.broker_config import NatsLayout
 from gateway.messaging.registry import register_unit, write_broker_config
 from gateway.messaging.relay import Relay, RelayOptions
 from gateway.messaging.sealing import UnitCredentials, open_envelope
 from gateway.settings import Settings
-from gateway.startup import open_application
 from tests.conftest import pg_url
 from tests.integration.planted import planted_case
 from tests.messaging.stack import connect_as, free_port, require_nats_server

@@ -20,12 +20,12 @@ from domain.notices import DUE_SOON, OVERDUE, OpenAssignment, reminders_due
 from domain.taxonomy import Purpose, Role
 from domain.units import RegisterUnit, UnitAlreadyRegistered, UnknownUnit
 from gateway import keyring
+from gateway.bootstrap import open_application
 from gateway.messaging.broker_config import NatsLayout, render_config
 from gateway.messaging.registry import register_unit, rotate_unit_keys, unit_users
 from gateway.messaging.relay import Directory, Publisher, Router
 from gateway.messaging.sealing import UnitCredentials, open_envelope
 from gateway.settings import Settings
-from gateway.startup import open_application
 from tests.integration.planted import planted_case
 
 STREET, FAR = "chengguan-street", "far-street"

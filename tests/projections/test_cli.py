@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import structlog
 
+from gateway.bootstrap import open_application
 from gateway.cli.main import main
 from gateway.settings import Settings
-from gateway.startup import open_application
 from tests.projections.workload import Workload
 
 

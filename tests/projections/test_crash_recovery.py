@@ -21,9 +21,8 @@ from typing import IO, Any
 
 from domain.application import CaseTrail
 from gateway import keyring
-from gateway.readmodels import readmodel_config
+from gateway.bootstrap import open_application, readmodel_config
 from gateway.settings import Settings
-from gateway.startup import open_application
 from projections.follower import Follower
 from projections.readmodels import VIEW_NAMES, ReadModels
 from tests.projections.workload import Workload

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 from uuid import UUID
 
+from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Body, Request, Response
 
 from domain import commands as cmd
@@ -16,7 +17,7 @@ from gateway.auth import AuthenticationFailed
 from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep
 from gateway.http.examples import REPORT_CLUE_EXAMPLE
 from gateway.logs import get_logger
-from gateway.readmodels import status_summary
+from projections.readmodels import ReadModels
 
 log = get_logger("casetrail.api")
 
@@ -43,8 +44,20 @@ def health(request: Request, svc: ServicesDep) -> dict[str, Any]:
         "status": "ok",
         "store": svc.settings.store_kind,
         "position": svc.application.recorder.max_notification_id() or 0,
-        "projections": status_summary(svc.readmodels),
+        "projections": _projections_status(svc.readmodels),
     }
+
+
+def _projections_status(readmodels: ReadModels | None) -> dict[str, Any]:
+    """Each read model's position and lag, no case content."""
+    if readmodels is None:
+        return {"status": "unavailable", "projections": []}
+    try:
+        found = [s.as_dict() for s in readmodels.status()]
+    except PersistenceError as exc:
+        return {"status": "unavailable", "error": type(exc).__name__, "projections": []}
+    worst = max((p["lag"] for p in found), default=0)
+    return {"status": "ok", "max_lag": worst, "projections": found}
 
 
 def _authenticated(svc: Services, authorization: str) -> bool:

@@ -9,9 +9,9 @@ order in force (they also get the access events and orders about the case: the a
 theirs to see) and for coordinators of the case's street (the case's own events only). Anyone
 else is refused, the refusal recorded and answered as a case read's.
 
-The router's lifespan runs the evidence maintainer (`gateway.evidence.maintainer.Evidence`)
-beside the API:
-it keeps the Merkle log up to date and signs checkpoints every N events or T seconds.
+The evidence maintainer (`gateway.evidence.maintainer.Evidence`) is built by the wiring point
+(`gateway.bootstrap`) and, where the followers run in the API, runs beside it: it keeps the
+Merkle log up to date and signs checkpoints every N events or T seconds.
 
 Every integer parameter is bounded by `MAX_POSITION` (2**53): far beyond any store, exact in
 every JSON client (JavaScript's integers are exact up to 2**53), and with room for the
@@ -22,13 +22,11 @@ so an out-of-range value answers 422 instead of overflowing a driver
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Annotated, Any, Final
 from uuid import UUID
 
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.evidence.documents import (
@@ -38,7 +36,7 @@ from gateway.evidence.documents import (
     inclusion_document,
 )
 from gateway.evidence.maintainer import Evidence
-from gateway.http.dependencies import ActorDep, ReaderDep, Services
+from gateway.http.dependencies import ActorDep, ReaderDep
 from gateway.http.problems import problem
 from gateway.logs import get_logger
 from projections.evidence.checkpoints import key_id
@@ -48,25 +46,11 @@ log = get_logger("casetrail.api")
 MAX_POSITION: Final = 2**53
 
 
-@asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    services: Services = app.state.services
-    evidence = Evidence.open(services.application, services.settings)
-    app.state.evidence = evidence
-    if services.settings.followers_in_api:
-        # Otherwise `casetrail projections run` maintains the tree; requests that need it
-        # current (bundles, proofs) still catch it up themselves.
-        evidence.start()
-    try:
-        yield
-    finally:
-        evidence.close()
-
-
-router = APIRouter(lifespan=_lifespan)
+router = APIRouter()
 
 
 def _evidence(request: Request) -> Evidence:
+    # Built by the wiring point (gateway.bootstrap.api), set by the app's lifespan.
     found: Evidence = request.app.state.evidence
     return found
 

@@ -1,0 +1,338 @@
+"""The one wiring point: every process of casetrail gets its parts here, built from one
+`Settings`. Nothing else in `gateway/` constructs the application, the read models, the evidence
+log, the relay or the token verifier (`tests/architecture/test_wiring.py` scans for it).
+
+What each process builds:
+
+- an API worker (`gateway.serving.service_app`, and `create_app(settings)` in tests): `api` gives
+  a `Service`: the application (keys checked), the token verifier, the read models and the
+  evidence log; `Service.start` follows the store in this process when
+  `Settings.followers_in_api`, and the app's lifespan closes it;
+- `casetrail serve` itself: `open_application` and `open_read_models`, to check the keys and the
+  store and make the read models' tables once, before the workers start;
+- `casetrail projections run | status | rebuild` (the followers' child): `followers` gives
+  `Followers`: the application, the read models and the evidence log; the command starts them;
+- `casetrail relay run | status`: `open_application`, then `open_relay`;
+- `casetrail unit ...`, `nats ...`, `demo`, `relay remind`: `open_application`;
+- `casetrail verify`, `checkpoint ...`, `proof ...`, `store init`, `keys init`: `open_unkeyed`,
+  the store without its event key (the tree is over the stored bytes), and `open_evidence` for
+  `checkpoint create`.
+
+Everything that can stop a process at start raises `StartupProblem` with a one-line message that
+says what is wrong and what to do; the CLI prints it and exits 2, a worker logs it and exits 2,
+never a traceback (`tests/integration/test_first_start.py`, `tests/integration/test_cli.py`).
+
+The read models (`CASETRAIL_READMODEL_URL`) live by default in a SQLite file of their own,
+`$CASETRAIL_HOME/readmodels.sqlite`, when the events are in SQLite (the followers never take the
+events file's write lock), and in the events' own PostgreSQL database and schema otherwise.
+Their keys derive from `$CASETRAIL_HOME/keys/index.key` (`projections.sealed.ReadModelKeys`);
+they never enter the database. They can be deleted and rebuilt from the events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from eventsourcing.persistence import PersistenceError
+
+from domain.application import CaseTrail
+from gateway import keyring
+from gateway.auth import TokenVerifier
+from gateway.evidence.maintainer import Evidence, EvidenceSettings
+from gateway.logs import get_logger
+from gateway.messaging.broker_config import NatsLayout
+from gateway.messaging.relay import Relay, RelayOptions
+from gateway.settings import Settings
+from gateway.store import guard as store_guard
+from gateway.store.eventstore import (
+    EventIntegrityError,
+    KeyMismatchError,
+    redacted,
+    store_environment,
+)
+from gateway.store.horizon import settled_horizon
+from gateway.store.setup import StoreSetupProblem, setup_lock
+from projections.readmodels import ReadModelConfig, ReadModels
+
+log = get_logger("casetrail.projections")
+
+
+class StartupProblem(Exception):
+    """A process cannot start; the message says what to fix."""
+
+
+# --- the application ------------------------------------------------------------------------------
+
+
+def open_application(settings: Settings) -> CaseTrail:
+    """The application with its keys: store reached (tables, triggers and evidence tables
+    created if missing, under the setup lock), the event key proven to open the newest event,
+    and the service signing key readable."""
+    try:
+        env = settings.application_env()
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    try:
+        # Tables, functions and triggers are created by one process at a time (store/setup.py).
+        with setup_lock(settings.database_url):
+            application = _created(settings, env)
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    try:
+        check_key_opens_store(application)
+        keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service signing key")
+    except StartupProblem:
+        application.close()
+        raise
+    except keyring.KeyProblem as exc:
+        application.close()
+        raise StartupProblem(str(exc)) from None
+    return application
+
+
+def _created(settings: Settings, env: dict[str, str]) -> CaseTrail:
+    """The application, its store's tables created if missing, and the append-only triggers
+    and evidence tables installed (else only checked). On SQLite its recorders take the
+    writer lock (`gateway.store.persistence`, named by `env`)."""
+    try:
+        application = CaseTrail(env=env)
+    except (PersistenceError, OSError) as exc:
+        raise StartupProblem(
+            f"cannot open the {settings.store_kind} event store: {exc.__class__.__name__}: {exc}"
+        ) from None
+    try:
+        store_guard.install(application.recorder)
+    except store_guard.StoreGuardProblem as exc:
+        application.close()
+        raise StartupProblem(str(exc)) from None
+    return application
+
+
+def check_key_opens_store(application: CaseTrail) -> None:
+    """Decrypt the newest stored event: a wrong key is caught now, not at the first read."""
+    last = application.recorder.max_notification_id()
+    if not last:
+        return
+    newest = application.recorder.select_notifications(start=last, limit=1)
+    try:
+        application.mapper.to_domain_event(newest[0])
+    except KeyMismatchError:
+        raise StartupProblem(
+            "the configured event key is not the key this store was written with: use the "
+            "store's own key file (or CASETRAIL_EVENT_KEY); do not create a new key for an "
+            "existing store"
+        ) from None
+    except EventIntegrityError:
+        raise StartupProblem(
+            f"the newest stored event (position {last}) fails its integrity check with the "
+            "configured key: the store may have been tampered with; run `casetrail verify`"
+        ) from None
+
+
+def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrail:
+    """The store without its event key (events stay ciphertext): for verifying, checkpoints,
+    proofs, `store init` and `keys init`. `create=False` creates nothing and needs the store
+    to exist, so that a verifier with read-only rights can run; `True` creates the tables;
+    `None` leaves it to the settings (`CASETRAIL_CREATE_TABLE`)."""
+    url = settings.database_url
+    if settings.store_kind == "sqlite":
+        path = url.removeprefix("sqlite:///")
+        if not path.startswith("file:") and create is False and not Path(path).exists():
+            raise StartupProblem(f"no event store at {path} (CASETRAIL_DATABASE_URL)")
+        settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        env = settings.application_env(encrypted=False)
+        if create is not None:
+            # Explicit either way: the service's own environment may say no (ops/README.md).
+            env["CASETRAIL_CREATE_TABLE"] = "yes" if create else "no"
+        return CaseTrail(env=env)
+    except (PersistenceError, OSError, ValueError) as exc:
+        raise StartupProblem(
+            f"cannot open the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def token_verifier(settings: Settings) -> TokenVerifier:
+    try:
+        keys = [
+            keyring.load_public_key(path, "token public key")
+            for path in settings.token_public_key_paths
+        ]
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    return TokenVerifier(keys)
+
+
+# --- the read models ------------------------------------------------------------------------------
+
+
+def readmodel_url(settings: Settings) -> str:
+    if settings.readmodel_url:
+        return settings.readmodel_url
+    if settings.store_kind == "sqlite":
+        return f"sqlite:///{settings.home / 'readmodels.sqlite'}"
+    return settings.database_url
+
+
+def readmodel_config(settings: Settings, *, batch_size: int | None = None) -> ReadModelConfig:
+    """The read models' configuration; `StartupProblem` says what to fix."""
+    if not settings.consultation_deadline_hours > 0:
+        raise StartupProblem(
+            "CASETRAIL_CONSULTATION_DEADLINE_HOURS must be a number of hours above 0 (default 24)"
+        )
+    url = readmodel_url(settings)
+    try:
+        env = store_environment(url, cipher_keys=None)
+    except ValueError as exc:
+        raise StartupProblem(f"CASETRAIL_READMODEL_URL: {exc}") from None
+    if url.startswith("sqlite:///"):
+        settings.home.mkdir(parents=True, exist_ok=True)
+    try:
+        index_key = keyring.load_index_key(settings.keys_dir)
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    return ReadModelConfig(
+        env=env,
+        index_key=index_key,
+        batch_size=batch_size or 500,
+        consultation_deadline=timedelta(hours=settings.consultation_deadline_hours),
+    )
+
+
+def open_read_models(
+    settings: Settings, application: CaseTrail, *, batch_size: int | None = None
+) -> ReadModels:
+    """The read models, their tables created if missing; `StartupProblem` if they cannot be."""
+    config = readmodel_config(settings, batch_size=batch_size)
+    try:
+        # Created (or rebuilt on a new layout) by one process at a time (gateway/store/setup.py).
+        with setup_lock(settings.database_url):
+            horizon = settled_horizon(application)
+            return ReadModels(application, config, log=log, horizon=horizon)
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    except (PersistenceError, OSError, ValueError) as exc:
+        where = redacted(config.env)
+        raise StartupProblem(
+            f"cannot open the read models ({where.get('SQLITE_DBNAME') or 'PostgreSQL'}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
+
+
+def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadModels | None:
+    """For the API: a failure to open the read models is logged, not fatal; the case API still
+    serves, and the ledger endpoints answer 503 until they can be opened."""
+    try:
+        return open_read_models(settings, application)
+    except StartupProblem as exc:
+        log.error("projections_unavailable", error=str(exc))
+        return None
+
+
+# --- the evidence log and the relay ---------------------------------------------------------------
+
+
+def open_evidence(settings: Settings, application: CaseTrail) -> Evidence:
+    """The Merkle log and checkpoints over `application`'s store, signing with the service key."""
+    try:
+        key = keyring.load_private_key(
+            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
+        )
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    return Evidence(application, key, EvidenceSettings.from_settings(settings))
+
+
+def open_relay(
+    settings: Settings, application: CaseTrail, options: RelayOptions | None = None
+) -> Relay:
+    """The relay over `application`: broker settings, the service's signing key, the key its
+    message ids derive from."""
+    return Relay(
+        application,
+        nats_settings=settings.nats,
+        layout=NatsLayout(settings.home),
+        signer=keyring.load_private_key(
+            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
+        ),
+        index_key=keyring.load_index_key(settings.keys_dir),
+        options=options,
+    )
+
+
+# --- what each process runs -----------------------------------------------------------------------
+
+
+@dataclass
+class Service:
+    """What an API worker serves with. Built by `api`, started and closed by the app's lifespan."""
+
+    settings: Settings
+    application: CaseTrail
+    verifier: TokenVerifier
+    # None when they could not be opened (logged): the ledger endpoints answer 503.
+    readmodels: ReadModels | None
+    evidence: Evidence
+
+    def start(self) -> None:
+        """Follow the store here when the followers run in the API process; otherwise
+        `casetrail projections run` does, and requests that need the tree current (bundles,
+        proofs) catch it up themselves."""
+        if not self.settings.followers_in_api:
+            return
+        if self.readmodels is not None:
+            self.readmodels.start()
+        self.evidence.start()
+
+    def close(self) -> None:
+        self.evidence.close()
+        if self.readmodels is not None:
+            self.readmodels.close()
+        self.application.close()
+
+
+def api(settings: Settings, application: CaseTrail | None = None) -> Service:
+    """An API worker's parts. `application`: one already opened by `open_application` (the
+    benchmarks pass a variant of it); it is closed with the service."""
+    application = application or open_application(settings)
+    try:
+        verifier = token_verifier(settings)
+        evidence = open_evidence(settings, application)
+    except StartupProblem:
+        application.close()
+        raise
+    readmodels = _read_models_or_none(settings, application)
+    return Service(settings, application, verifier, readmodels, evidence)
+
+
+@dataclass
+class Followers:
+    """What `casetrail projections ...` works with: the read models and the evidence log."""
+
+    settings: Settings
+    application: CaseTrail
+    readmodels: ReadModels
+    evidence: Evidence
+
+    def close(self) -> None:
+        self.evidence.close()
+        self.readmodels.close()
+        self.application.close()
+
+
+def followers(settings: Settings, *, batch_size: int | None = None) -> Followers:
+    application = open_application(settings)
+    try:
+        readmodels = open_read_models(settings, application, batch_size=batch_size)
+    except StartupProblem:
+        application.close()
+        raise
+    try:
+        evidence = open_evidence(settings, application)
+    except StartupProblem:
+        readmodels.close()
+        application.close()
+        raise
+    return Followers(settings, application, readmodels, evidence)
