@@ -14,7 +14,7 @@ appear only as hashes inside the proofs.
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, Final
@@ -137,15 +137,19 @@ def build_bundle(
     *,
     include_content: bool,
     with_audit: bool,
+    own: OwnAccess | None = None,
 ) -> dict[str, Any]:
     """The case's evidence bundle against a checkpoint signed now. The caller has already
     stored the access event(s) of this disclosure; they are in the bundle too.
 
-    Records: the case's own stream; with `with_audit` (a reader granted the access log) also
-    every access event about the case (with its break-glass review, if any) and every
-    investigation order naming it."""
+    Records: the case's own stream and the bundle's own access events (`own`: those of this
+    request, kind "access"); with `with_audit` (a reader granted the access log) also every
+    access event about the case (with its break-glass review, if any) and every
+    investigation order naming it. Byte-exact form: `docs/specs/bundle.md`."""
     checkpoint = evidence.checkpoint_now()
-    found = _case_notifications(application, evidence.merkle, case_id, checkpoint.size, with_audit)
+    found = _case_notifications(
+        application, evidence.merkle, case_id, checkpoint.size, with_audit, own
+    )
     records, content = [], []
     for index, kind, notification in found:
         record = StoredRecord.of(notification)
@@ -185,8 +189,23 @@ def build_bundle(
     return document
 
 
+@dataclass(frozen=True)
+class OwnAccess:
+    """Which access events are the bundle's own: stored after position `since` (the store's
+    end before the read was decided) by the request `request_id`. Only stored records past
+    `since` are decrypted to find them."""
+
+    request_id: str
+    since: int
+
+
 def _case_notifications(
-    application: CaseTrail, merkle: MerkleLog, case_id: UUID, size: int, with_audit: bool
+    application: CaseTrail,
+    merkle: MerkleLog,
+    case_id: UUID,
+    size: int,
+    with_audit: bool,
+    own: OwnAccess | None = None,
 ) -> list[tuple[int, str, Notification]]:
     """(leaf index, kind, stored record) of the case's events among the first `size` leaves,
     in log order (see `build_bundle`)."""
@@ -204,6 +223,8 @@ def _case_notifications(
                 kind = _audit_kind(application, notification, case_id)
                 if kind is not None:
                     streams[notification.originator_id] = kind
+            elif kind is None and own is not None and notification.id > own.since:
+                kind = _own_access_kind(application, notification, case_id, own.request_id)
             if kind is not None:
                 picked.append((kind, notification))
         if len(page) < _SCAN_BATCH:
@@ -232,6 +253,23 @@ def _audit_kind(application: CaseTrail, notification: Notification, case_id: UUI
         event = application.mapper.to_domain_event(notification)
         if getattr(event, "case_id", None) == case_id:
             return "order"
+    return None
+
+
+def _own_access_kind(
+    application: CaseTrail, notification: Notification, case_id: UUID, request_id: str
+) -> str | None:
+    """ "access" when this is an access event of the request `request_id` about the case: the
+    bundle's own, which every bundle holds (the docs promise it to coordinators too)."""
+    if notification.topic not in ACCESS_TOPICS or notification.originator_version != 1:
+        return None
+    event = application.mapper.to_domain_event(notification)
+    if (
+        isinstance(event, CaseAccessed | AccessDenied)
+        and event.case_id == case_id
+        and event.request_id == request_id
+    ):
+        return "access"
     return None
 
 

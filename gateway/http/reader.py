@@ -160,10 +160,14 @@ def refusal_answer(rule: str) -> RefusalAnswer:
 @dataclass(frozen=True)
 class BundleGrant:
     """A case's evidence bundle may be built; the access events are stored. `with_audit`:
-    the reader was granted the case's access log too (an investigator)."""
+    the reader was granted the case's access log too (an investigator). The bundle's own
+    access events are those about the case stored after position `since` with `request_id`:
+    every bundle holds them (`gateway.evidence.documents.build_bundle`)."""
 
     case_id: UUID
     with_audit: bool
+    request_id: str = ""
+    since: int = 0
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,8 @@ class AuditedReader:
                 return Decision(False, f"{BUNDLE_NOT_FOR_ROLE}:{self.actor.role}")
             return decision
 
+        # The store's end before this read's access events: they are found after it.
+        since = self.application.recorder.max_notification_id() or 0
         read = self.application.authorise_read
         read(case_id, self.actor, self.purpose, self.request_id, narrow=bundle_only)
         with_audit = self.actor.role is Role.INVESTIGATOR
@@ -235,7 +241,7 @@ class AuditedReader:
                 need="access_log",
                 narrow=bundle_only,
             )
-        return BundleGrant(case_id, with_audit)
+        return BundleGrant(case_id, with_audit, self.request_id, since)
 
     # --- ledgers, lookups, exports, worklists, reports ---
 

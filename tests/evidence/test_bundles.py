@@ -144,19 +144,31 @@ def test_every_change_to_a_bundle_is_caught(
     assert not verify_bundle(bundle, other_key).intact
 
 
-def test_a_coordinators_bundle_holds_the_cases_own_events_only(
-    client: TestClient, auth: TokenFactory
+def test_a_coordinators_bundle_holds_the_cases_own_events_and_its_own_access_only(
+    settings: Settings, client: TestClient, auth: TokenFactory
 ) -> None:
     case_a, _, ours, _ = _two_cases(client, auth)
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    # An earlier read by the same coordinator: an access event of another request.
+    assert client.get(f"/v1/cases/{case_a}", headers=coordinator).status_code == 200
     bundle = _bundle(client, coordinator, case_a)
-    assert {r["kind"] for r in bundle["records"]} == {"case"}
-    assert [r["version"] for r in bundle["records"]] == [1]
-    assert bundle["content"][0]["event"]["minor"]["name"] == ours.name
+    case_records = [r for r in bundle["records"] if r["kind"] == "case"]
+    assert [r["version"] for r in case_records] == [1]
+    content = {c["leaf_index"]: c["event"] for c in bundle["content"]}
+    assert content[case_records[0]["leaf_index"]]["minor"]["name"] == ours.name
     events = _application(client).access_events(UUID(case_a))
     granted = [e for e in events if isinstance(e, CaseAccessed)]
     assert granted[-1].actor["role"] == "coordinator"
     assert granted[-1].rule == "coordinator_same_street"
+    # The bundle holds its own access event (the docs' promise), and no other access event:
+    # not the reporter's reads, not the coordinator's earlier case read.
+    access = [r for r in bundle["records"] if r["kind"] == "access"]
+    assert [r["stream_id"] for r in access] == [str(granted[-1].originator_id)]
+    own = content[access[0]["leaf_index"]]
+    assert own["rule"] == "coordinator_same_street"
+    assert own["request_id"] == granted[-1].request_id != granted[-2].request_id
+    key = keyring.load_public_key(settings.keys_dir / keyring.SERVICE_PUB, "key")
+    assert verify_bundle(bundle, key).intact
 
     proof_only = client.get(
         f"/v1/evidence/cases/{case_a}/bundle?content=false", headers=coordinator

@@ -31,6 +31,7 @@ from fastapi.responses import JSONResponse
 
 from gateway.evidence.documents import (
     EvidenceUnavailable,
+    OwnAccess,
     build_bundle,
     consistency_document,
     inclusion_document,
@@ -162,6 +163,7 @@ def case_bundle(
         case_id,
         include_content=content,
         with_audit=grant.with_audit,
+        own=OwnAccess(grant.request_id, grant.since),
     )
     log.info("evidence_bundle_issued", case_id=str(case_id), records=len(bundle["records"]))
     return bundle
