@@ -11,6 +11,9 @@ Stored form of an event's state (all bytes):
 The associated data authenticated with the ciphertext is the event's place: stream id, version
 and topic (plus the header). A state copied into another row, or a row whose id, version or topic
 was edited, fails authentication and is refused with `EventIntegrityError`; nothing is returned.
+The byte-exact construction is normative in `docs/specs/event-cipher.md`; its known-answer and
+negative vectors (`docs/specs/vectors/event_cipher.json`) are checked against this module by
+`tests/specs/test_event_cipher_vectors.py`.
 """
 
 from __future__ import annotations
@@ -71,9 +74,13 @@ def new_key_text() -> str:
     return base64.b64encode(AESGCM.generate_key(bit_length=256)).decode()
 
 
+AAD_LABEL = "casetrail/event/v1"
+
+
 def associated_data(originator_id: UUID | str, version: int, topic: str) -> bytes:
-    """An event's place; the cipher adds its header (format, key id, nonce) to this."""
-    return f"casetrail/event/v1\x00{originator_id}\x00{version}\x00{topic}".encode()
+    """An event's place; the cipher adds its header (format, key id, nonce) to this. The stream
+    id is written as `str(UUID)` (lowercase, hyphenated), the version in decimal."""
+    return f"{AAD_LABEL}\x00{originator_id}\x00{version}\x00{topic}".encode()
 
 
 class BoundAESGCMCipher(Cipher):
@@ -93,7 +100,14 @@ class BoundAESGCMCipher(Cipher):
         self._by_id = {key_id(k): AESGCM(k) for k in keys}
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
-        header = FORMAT_V1 + self.current_key_id + os.urandom(NONCE_SIZE)
+        return self.encrypt_with_nonce(plaintext, aad, os.urandom(NONCE_SIZE))
+
+    def encrypt_with_nonce(self, plaintext: bytes, aad: bytes, nonce: bytes) -> bytes:
+        """`encrypt` with a given nonce: only for known-answer vectors. A nonce must never be
+        used twice with one key; the service always takes a fresh random one (`encrypt`)."""
+        if len(nonce) != NONCE_SIZE:
+            raise ValueError(f"the nonce must be {NONCE_SIZE} bytes, found {len(nonce)}")
+        header = FORMAT_V1 + self.current_key_id + nonce
         aead = self._by_id[self.current_key_id]
         return header + aead.encrypt(header[1 + KEY_ID_SIZE :], plaintext, aad + header)
 
