@@ -6,12 +6,21 @@ the base-mode key schedule written here from the RFC (with cryptography's HKDF, 
 ChaCha20-Poly1305 primitives) reproduces the RFC's test vector A.2.1, and opens what the
 library's `Suite.encrypt` produces, so the library's output is RFC 9180 base mode for
 DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305.
+
+The envelope (docs/specs/notice.md; its vectors are checked by tests/specs/test_notice_vectors.py):
+each damage rejected with its reason, padding to size buckets and every other padded form refused,
+version 1 envelopes (unpadded, sealed before padding) still opened, and the sizes of sealed notices
+of every kind, built from real events by the relay's own router, all in one bucket.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import uuid
+from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,19 +31,44 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from domain import commands as cmd
+from domain.access import Actor
+from domain.application import CaseTrail
+from domain.commands import MAX_NOTE
+from domain.taxonomy import Purpose, Role
+from domain.units import RegisterUnit
+from gateway import keyring
+from gateway.bootstrap import open_application
 from gateway.messaging.broker_config import CertificateAuthority, NatsLayout, ensure_tls
+from gateway.messaging.registry import register_unit
+from gateway.messaging.relay import (
+    CHECKPOINT_KIND,
+    Directory,
+    Outgoing,
+    Publisher,
+    Router,
+    checkpoint_event,
+)
 from gateway.messaging.sealing import (
     SUITE,
     CredentialsProblem,
     Rejected,
     UnitCredentials,
+    content_bytes,
     derive_key,
+    envelope,
+    info,
     message_id,
     open_envelope,
+    pad,
     seal,
     street_token,
     unit_user,
+    unpad,
 )
+from gateway.settings import Settings
+from projections.evidence.checkpoints import Checkpoint
+from tests.integration.planted import planted_case
 
 # RFC 9180, Appendix A.2.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305, mode_base.
 A21 = {
@@ -53,6 +87,9 @@ A21 = {
     "21993c62ce81883d2dd1b51a28",
 }
 V = {k: bytes.fromhex(v) for k, v in A21.items()}
+
+# The envelope's size for each bucket of the padded plaintext (docs/specs/notice.md section 6).
+ENVELOPE_SIZES = {1024: 1605, 4096: 5701, 16384: 22085, 65536: 87621}
 
 # Identifiers of RFC 9180 section 7.
 KEM_ID, KDF_ID, AEAD_ID = 0x0020, 0x0001, 0x0003
@@ -107,9 +144,9 @@ def reference_open(ciphertext: bytes, sk_r: X25519PrivateKey, info: bytes, aad: 
 def test_the_reference_reproduces_rfc_9180_vector_a_2_1() -> None:
     sk_r = X25519PrivateKey.from_private_bytes(V["skRm"])
     assert sk_r.public_key().public_bytes_raw() == V["pkRm"]
-    assert X25519PrivateKey.from_private_bytes(V["skEm"]).public_key().public_bytes_raw() == V[
-        "enc"
-    ]
+    assert (
+        X25519PrivateKey.from_private_bytes(V["skEm"]).public_key().public_bytes_raw() == V["enc"]
+    )
     shared = reference_decap(V["enc"], sk_r)
     assert shared == V["shared_secret"]
     assert reference_key_schedule(shared, V["info"]) == (V["key"], V["base_nonce"])
@@ -180,9 +217,19 @@ def test_a_sealed_message_opens_for_its_unit_and_holds_nothing_in_clear() -> Non
         (lambda d: edit(d, "sig", json.loads(d)["sig"][:-4] + "AAAA"), "bad_signature"),
         (lambda d: edit(d, "id", "1e" * 16), "bad_signature"),
         (lambda d: edit(d, "to", "u" + "9" * 16), "wrong_recipient"),
-        (lambda d: edit(d, "v", 2), "unsupported_version"),  # type: ignore[arg-type]
+        (lambda d: edit(d, "v", 3), "unsupported_version"),  # type: ignore[arg-type]
+        # The label is signed: a version 2 envelope presented as version 1 does not verify.
+        (lambda d: edit(d, "v", 1), "bad_signature"),  # type: ignore[arg-type]
+        (lambda d: edit(d, "v", True), "malformed"),  # type: ignore[arg-type]
+        (lambda d: edit(d, "v", 2.0), "malformed"),  # type: ignore[arg-type]
+        (lambda d: edit(d, "v", "2"), "malformed"),
+        (lambda d: edit(d, "ct", json.loads(d)["ct"] + "=="), "malformed"),
+        (lambda d: edit(d, "ct", "+" + json.loads(d)["ct"][1:]), "malformed"),
+        (lambda d: edit(d, "id", "0F" * 16), "malformed"),
         (lambda d: d[:-5], "malformed"),
         (lambda d: b"\x00" * 40, "malformed"),
+        (lambda d: d.decode().encode("utf-16"), "malformed"),
+        (lambda d: b"[" + d + b"]", "malformed"),
     ],
 )
 def test_a_damaged_message_is_rejected_with_its_reason(damage: object, reason: str) -> None:
@@ -211,6 +258,87 @@ def test_a_message_for_another_unit_does_not_open_even_if_readdressed() -> None:
 def test_the_content_must_carry_the_message_id() -> None:
     with pytest.raises(ValueError, match="message id"):
         sealed({**CONTENT, "id": "other"})
+
+
+# --- padding to size buckets (docs/specs/notice.md section 4) ------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("length", "bucket"),
+    [(0, 1024), (1020, 1024), (1021, 4096), (4092, 4096), (4093, 16384), (65532, 65536)],
+)
+def test_a_content_is_padded_to_the_smallest_bucket_that_holds_it(length: int, bucket: int) -> None:
+    content = bytes(range(256)) * (length // 256) + b"x" * (length % 256)
+    padded = pad(content)
+    assert len(padded) == bucket
+    assert padded[:4] == length.to_bytes(4, "big")
+    assert padded[4 + length :] == bytes(bucket - 4 - length)
+    assert unpad(padded) == content
+
+
+def test_a_content_larger_than_the_last_bucket_is_not_sealed() -> None:
+    with pytest.raises(ValueError, match="at most 65532 bytes"):
+        pad(bytes(65533))
+
+
+@pytest.mark.parametrize(
+    ("padded", "why"),
+    [
+        ((5).to_bytes(4, "big") + b"hello" + bytes(1014), "not a bucket's size"),  # 1023 bytes
+        ((1021).to_bytes(4, "big") + bytes(1020), "exceeds its bucket"),
+        ((5).to_bytes(4, "big") + b"hello" + bytes(4087), "beyond the smallest bucket"),
+        ((5).to_bytes(4, "big") + b"hello" + bytes(1014) + b"\x01", "not all zero"),
+        (b"", "not a bucket's size"),
+    ],
+)
+def test_a_padded_plaintext_in_any_other_form_is_bad_padding(padded: bytes, why: str) -> None:
+    with pytest.raises(Rejected, match=why) as caught:
+        unpad(padded)
+    assert caught.value.reason == "bad_padding"
+
+
+def test_bad_padding_under_a_valid_seal_and_signature_is_rejected() -> None:
+    """Only a wrong sender can produce it (the padding is inside the AEAD and the signature):
+    the opening still refuses it, after the signature and the decryption pass."""
+    plaintext = pad(content_bytes(CONTENT))[:-1] + b"\x01"
+    ciphertext = SUITE.encrypt(plaintext, UNIT_KEY.public_key(), info=info(USER, MESSAGE))
+    data = envelope(recipient=USER, message=MESSAGE, ciphertext=ciphertext, signer=SERVICE)
+    with pytest.raises(Rejected) as caught:
+        opened(data)
+    assert caught.value.reason == "bad_padding"
+
+
+def test_an_unpadded_version_1_envelope_still_opens() -> None:
+    """What the service sealed before padding (and may still wait in a consumer: the stream
+    keeps 30 days), built here literally as the previous `seal` did."""
+    label = b"casetrail/msg/v1"
+    plaintext = json.dumps(CONTENT, ensure_ascii=False, separators=(",", ":")).encode()
+    hpke_info = label + b"\x00" + USER.encode() + b"\x00" + MESSAGE.encode()
+    ciphertext = SUITE.encrypt(plaintext, UNIT_KEY.public_key(), info=hpke_info)
+    signed = label + b"\x00sig\x00" + USER.encode() + b"\x00" + MESSAGE.encode() + b"\x00"
+    old = {
+        "v": 1,
+        "id": MESSAGE,
+        "to": USER,
+        "ct": base64.urlsafe_b64encode(ciphertext).decode().rstrip("="),
+        "sig": base64.urlsafe_b64encode(SERVICE.sign(signed + ciphertext)).decode().rstrip("="),
+    }
+    data = json.dumps(old, separators=(",", ":")).encode()
+    result = open_envelope(
+        data, recipient=USER, private_key=UNIT_KEY, service_key=SERVICE.public_key()
+    )
+    assert (result.content, result.version) == (CONTENT, 1)
+    # Relabelled as version 2 it does not verify.
+    with pytest.raises(Rejected) as caught:
+        opened(edit(data, "v", 2))  # type: ignore[arg-type]
+    assert caught.value.reason == "bad_signature"
+
+
+def test_a_new_seal_is_version_2_and_its_size_is_its_buckets_alone() -> None:
+    for task in ("家访。", "核实监护情况。" * 20):
+        data = sealed({**CONTENT, "body": {"assignment": {"task": task}}})
+        assert json.loads(data)["v"] == 2
+        assert len(data) == ENVELOPE_SIZES[1024]
 
 
 def test_names_and_message_ids_are_stable_opaque_and_keyed() -> None:
@@ -268,3 +396,135 @@ def test_a_file_that_is_not_casetrail_credentials_is_refused(tmp_path: Path) -> 
         handle.write("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
     with pytest.raises(CredentialsProblem, match="not a casetrail unit credentials file"):
         UnitCredentials.load(path)
+
+
+# --- sizes of sealed notices of every kind -------------------------------------------------------
+
+STREET = "chengguan-street"
+# Ids as long as their bounds allow (a unit code: 64 characters), so that the sizes below are the
+# largest the fixed-form kinds reach.
+LONG_UNIT = "chengguan-" + "x" * 54
+LONG_USER = "user-" + "y" * 59
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    home = tmp_path / "home"
+    keyring.init_keys(home / "keys")
+    return Settings.from_env({"CASETRAIL_HOME": str(home)})
+
+
+@pytest.fixture
+def application(settings: Settings) -> Iterator[CaseTrail]:
+    opened_application = open_application(settings)
+    try:
+        yield opened_application
+    finally:
+        opened_application.close()
+
+
+def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str) -> list[Outgoing]:
+    """Real events through the relay's own router: an assignment with `task`, an escalation,
+    both compliance alerts, a due-date reminder, and a checkpoint as the relay sends it."""
+    for unit, kind, street in (
+        (LONG_UNIT, "school_district_office", STREET),
+        ("chengguan-governance-office", "governance_office", STREET),
+        ("county-audit", "compliance_audit", "county"),
+    ):
+        register_unit(
+            settings,
+            application,
+            RegisterUnit(unit_id=unit, name="测试单位", type=kind, street=street),
+            settings.home / f"{unit}.pem",
+        )
+    coordinator = Actor(LONG_USER, Role.COORDINATOR, "chengguan-governance-office", STREET)
+    reporter = Actor(LONG_USER, Role.REPORTER, "dongshan-village", STREET)
+    case_id = application.report_clue(cmd.ReportClue(**planted_case().body), reporter)
+    due = date.today() + timedelta(days=1)
+    application.change_case(
+        case_id,
+        coordinator,
+        "assign_unit",
+        lambda c: c.assign_unit(
+            cmd.AssignUnit(unit=LONG_UNIT, function="family", task=task, due_on=due),
+            by=coordinator.as_record(),
+        ),
+    )
+    application.change_case(
+        case_id,
+        coordinator,
+        "escalate",
+        lambda c: c.escalate(
+            cmd.Escalate(to="school_district_office", to_level="county", reason="紧急。"),
+            by=coordinator.as_record(),
+        ),
+    )
+    outsider = Actor(LONG_USER, Role.UNIT_MEMBER, "far-" + "z" * 60, "far-street")
+    with pytest.raises(Exception):  # noqa: B017 (a refused read: AccessRefused, stored)
+        application.read_case(case_id, outsider, Purpose.COMPLIANCE_REVIEW, str(uuid.uuid4()))
+    emergency = Actor(LONG_USER, Role.COORDINATOR, "far-" + "z" * 60, "far-street")
+    application.read_case(
+        case_id, emergency, Purpose.EMERGENCY, str(uuid.uuid4()), break_glass_reason="急需。"
+    )
+    assert application.issue_due_reminders(due)
+
+    directory = Directory(application)
+    directory.load()
+    router = Router(application, directory)
+    found: list[Outgoing] = []
+    for notification in application.notifications():
+        found += router.route(application.mapper.to_domain_event(notification))
+    signer = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service key")
+    checkpoint = Checkpoint.sign(signer, seq=2**53, size=2**53, root=bytes(32))
+    found += [
+        Outgoing(
+            r,
+            CHECKPOINT_KIND,
+            checkpoint_event(checkpoint.seq),
+            checkpoint.time,
+            checkpoint.to_json(),
+        )
+        for r in directory.all()
+    ]
+    return found
+
+
+def sealed_sizes(settings: Settings, notices: list[Outgoing]) -> dict[str, set[int]]:
+    signer = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service key")
+    publisher = Publisher(None, signer, os.urandom(32))  # type: ignore[arg-type]
+    sizes: dict[str, set[int]] = {}
+    for out in notices:
+        _, data = publisher.envelope(out)
+        sizes.setdefault(out.kind, set()).add(len(data))
+    return sizes
+
+
+def test_sizes_of_sealed_notices_of_every_kind_fall_into_the_same_buckets(
+    settings: Settings, application: CaseTrail
+) -> None:
+    """An observer of the broker (who sees sizes) cannot tell a notice's kind: with an ordinary
+    task (here 100 CJK characters) every kind, its ids at their longest, is one 1 KiB bucket,
+    so every envelope has the same size to the byte."""
+    sizes = sealed_sizes(
+        settings, notices_of_every_kind(settings, application, "核实监护情况。" * 14 + "家")
+    )
+    assert set(sizes) == {
+        "assignment",
+        "case_escalated",
+        "compliance_alert",
+        "due_date_reminder",
+        "checkpoint",
+    }
+    assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
+
+
+@pytest.mark.parametrize(("char", "bucket"), [("家", 4096), ("\U00020000", 16384)])
+def test_only_a_long_task_leaves_the_first_bucket_and_the_longest_fits(
+    settings: Settings, application: CaseTrail, char: str, bucket: int
+) -> None:
+    """A task at its bound (1000 characters) of 3-byte (CJK) or 4-byte characters: the only
+    notice that can leave the first bucket, and never beyond 16 KiB."""
+    notices = notices_of_every_kind(settings, application, char * MAX_NOTE)
+    sizes = sealed_sizes(settings, notices)
+    assert sizes.pop("assignment") == {ENVELOPE_SIZES[bucket]}
+    assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
