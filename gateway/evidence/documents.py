@@ -35,14 +35,24 @@ from gateway.evidence.verification import (
     canonical,
     record_to_json,
 )
+from gateway.logs import get_logger
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore, key_id, utc_now
 from projections.evidence.log import MerkleLog, StoredRecord
+from projections.evidence.merkle import inclusion_proof, verify_consistency, verify_inclusion
 
 _SCAN_BATCH: Final = 1000
+
+log = get_logger("casetrail.evidence")
 
 
 class EvidenceUnavailable(LookupError):
     """What was asked for is not in the tree, or not covered by a checkpoint yet."""
+
+
+class EvidenceInconsistent(EvidenceUnavailable):
+    """The stored Merkle log does not lead to the signed root (or disagrees with the stored
+    record): a proof made from it would fail to check, so none is handed out. The store's
+    node table was altered or damaged; `casetrail verify` names where."""
 
 
 def latest_valid(store: CheckpointStore, public_key: Ed25519PublicKey) -> Checkpoint | None:
@@ -53,14 +63,27 @@ def latest_valid(store: CheckpointStore, public_key: Ed25519PublicKey) -> Checkp
 def _checkpoint_of(
     store: CheckpointStore, public_key: Ed25519PublicKey, size: int | None
 ) -> Checkpoint:
+    """The signed checkpoint a proof is made against: the latest, or the first of `size`.
+
+    Proofs are made only against signed tree sizes: the stored nodes could serve any past
+    size, but a proof is worth only as much as the root it leads to, and only a signed root
+    can be held against the service (docs/specs/merkle.md, "Which sizes")."""
     if size is None:
         found = latest_valid(store, public_key)
         if found is None:
             raise EvidenceUnavailable("there is no signed checkpoint yet")
         return found
-    candidates = [c for c in store.all() if c.size == size and c.verify(public_key)]
+    signed = [c for c in store.all() if c.verify(public_key)] if store.exists() else []
+    candidates = [c for c in signed if c.size == size]
     if not candidates:
-        raise EvidenceUnavailable(f"there is no signed checkpoint of size {size}")
+        sizes = sorted({c.size for c in signed})
+        below = [s for s in sizes if s < size][-1:]
+        above = [s for s in sizes if s > size][:1]
+        nearby = ", ".join(str(s) for s in below + above) or "none yet"
+        raise EvidenceUnavailable(
+            f"no signed checkpoint has that size: proofs are made against signed checkpoints "
+            f"only (the nearest signed sizes: {nearby}; `GET /v1/evidence/checkpoints` lists them)"
+        )
     return candidates[0]
 
 
@@ -74,7 +97,11 @@ def inclusion_document(
 ) -> dict[str, Any]:
     """The proof that the event at store `position` is in the checkpoint of `size` leaves
     (default: the latest). `with_record` adds the stored record (encrypted bytes, and its
-    stream id and topic): for operators, who can read the store anyway."""
+    stream id and topic): for operators, who can read the store anyway.
+
+    Checked before it is handed out: the leaf hash is recomputed from the stored record and
+    must equal the stored leaf, and the proof must lead to the checkpoint's signed root;
+    otherwise `EvidenceInconsistent`."""
     merkle = MerkleLog(recorder)
     index = merkle.leaf_index_of(position) if merkle.exists() else None
     if index is None:
@@ -85,19 +112,37 @@ def inclusion_document(
             f"position {position} (leaf index {index}) is not covered by "
             f"{checkpoint.describe()}; ask again after the next checkpoint"
         )
-    leaf = merkle.compute(lambda read: read(0, index))
+    found = recorder.select_notifications(start=position, limit=1)
+    if not found or found[0].id != position:
+        raise EvidenceInconsistent(
+            f"the Merkle log names a stored event at position {position} that the store no "
+            "longer holds: run `casetrail verify`"
+        )
+    record = StoredRecord.of(found[0])
+    leaf = record.leaf_hash()
+    stored_leaf, proof = merkle.compute(
+        lambda read: (read(0, index), inclusion_proof(index, checkpoint.size, read))
+    )
+    if stored_leaf != leaf or not verify_inclusion(
+        leaf, index, checkpoint.size, proof, checkpoint.root
+    ):
+        log.error("merkle_proof_refused", kind="inclusion", leaf_index=index, seq=checkpoint.seq)
+        raise EvidenceInconsistent(
+            f"the stored Merkle log does not prove leaf index {index} in {checkpoint.describe()}: "
+            "its nodes or the stored event were altered; no proof is handed out; an operator "
+            "should run `casetrail verify`"
+        )
     document: dict[str, Any] = {
         "format": INCLUSION_FORMAT,
         "position": position,
         "leaf_index": index,
         "leaf_hash": leaf.hex(),
         "tree_size": checkpoint.size,
-        "proof": [h.hex() for h in merkle.inclusion_proof(index, checkpoint.size)],
+        "proof": [h.hex() for h in proof],
         "checkpoint": checkpoint.to_json(),
     }
     if with_record:
-        (notification,) = recorder.select_notifications(start=position, limit=1)
-        document["record"] = record_to_json(StoredRecord.of(notification))
+        document["record"] = record_to_json(record)
     return document
 
 
@@ -108,7 +153,13 @@ def consistency_document(
     second_size: int | None = None,
 ) -> dict[str, Any]:
     """The proof that the checkpoint of `second_size` leaves (default: the latest) extends the
-    checkpoint of `first_size` leaves: nothing before it was changed or removed."""
+    checkpoint of `first_size` leaves: nothing before it was changed or removed. Checked
+    against both signed roots before it is handed out (`EvidenceInconsistent` otherwise)."""
+    if first_size < 1:
+        raise EvidenceUnavailable(
+            "a consistency proof starts at a signed checkpoint of at least 1 leaf: the empty "
+            "tree is a prefix of every tree, there is nothing to prove"
+        )
     store = CheckpointStore(recorder)
     second = _checkpoint_of(store, public_key, second_size)
     first = _checkpoint_of(store, public_key, first_size)
@@ -117,6 +168,13 @@ def consistency_document(
             f"{first.describe()} is larger than {second.describe()}: swap them"
         )
     proof = MerkleLog(recorder).consistency_proof(first.size, second.size)
+    if not verify_consistency(first.size, second.size, first.root, second.root, proof):
+        log.error("merkle_proof_refused", kind="consistency", first=first.seq, second=second.seq)
+        raise EvidenceInconsistent(
+            f"the stored Merkle log does not prove that {second.describe()} extends "
+            f"{first.describe()}: its nodes were altered, or history was rewritten; no proof is "
+            "handed out; an operator should run `casetrail verify`"
+        )
     return {
         "format": CONSISTENCY_FORMAT,
         "first": first.to_json(),

@@ -38,10 +38,12 @@ from projections.evidence.checkpoints import (
 from projections.evidence.log import MerkleLog, StoredRecord
 from projections.evidence.merkle import (
     EMPTY_ROOT,
+    HASH_SIZE,
     Frontier,
     LeafHashes,
     NodeReader,
     first_difference,
+    node_hash,
     verify_consistency,
     verify_inclusion,
 )
@@ -199,7 +201,67 @@ def verify_store(
             )
     if tree_size:
         report.findings += _against_stored_tree(merkle, tree_size, candidates, scan)
+        report.findings += _stored_nodes_against_recomputed(merkle, tree_size, scan)
     return report
+
+
+def _stored_nodes_against_recomputed(
+    merkle: MerkleLog, tree_size: int, scan: _StoreScan
+) -> list[Finding]:
+    """Every stored node against the tree recomputed from the store, level by level.
+
+    The roots compared above read only the few nodes on a tree's right edge; a node inside a
+    perfect subtree (a leaf, or an inner node) can be altered without changing any of them,
+    and every proof through it would then fail. Each stored node of the leaves both trees hold
+    is compared; a differing node is reported where it is the cause (its stored children, when
+    it has any, match), so a changed event shows as its leaf, not as every node above it."""
+    size = min(tree_size, scan.size)
+    level, current = 0, bytes(scan.leaves.buffer())
+    differing: set[int] = set()
+    causes: list[tuple[int, int, int]] = []  # (first leaf, level, index)
+    missing = 0
+    while size >> level:
+        count = size >> level
+        below, differing = differing, set()
+        seen = 0
+        for index, stored in merkle.level(level, count):
+            missing += index - seen
+            seen = index + 1
+            if stored != current[index * HASH_SIZE : (index + 1) * HASH_SIZE]:
+                differing.add(index)
+                if level == 0 or not {2 * index, 2 * index + 1} & below:
+                    causes.append((index << level, level, index))
+        missing += count - seen
+        current = _parents(current, count)
+        level += 1
+    findings = []
+    if causes:
+        lo, level, index = min(causes)
+        what = "leaf" if level == 0 else "node"
+        more = f" ({len(causes) - 1} more such node(s))" if len(causes) > 1 else ""
+        findings.append(
+            Finding(
+                lo,
+                lo + (1 << level),
+                f"the stored Merkle log's {what} (level {level}, index {index}) differs from the "
+                f"tree recomputed from the store, over {scan.where(lo, lo + (1 << level))}{more}: "
+                "its node table was altered, and proofs through that node fail",
+            )
+        )
+    if missing:
+        findings.append(Finding(0, size, f"the stored Merkle log is missing {missing} node(s)"))
+    return findings
+
+
+def _parents(hashes: bytes, count: int) -> bytes:
+    """The next level up of `count` packed hashes (an odd last one has no parent yet)."""
+    out = bytearray()
+    for i in range(0, count - 1, 2):
+        start = i * HASH_SIZE
+        out += node_hash(
+            hashes[start : start + HASH_SIZE], hashes[start + HASH_SIZE : start + 2 * HASH_SIZE]
+        )
+    return bytes(out)
 
 
 def _against_stored_tree(

@@ -21,9 +21,9 @@ or several: {"format": "casetrail-checkpoints/v1", "checkpoints": [ ... ]}.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,7 +36,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from eventsourcing.persistence import ApplicationRecorder
 
 from projections.evidence.log import StoreTables
-from projections.evidence.merkle import HASH_SIZE
 from projections.follower import Db
 
 FORMAT: Final = "casetrail-checkpoint/v1"
@@ -45,7 +44,21 @@ TABLE: Final = "casetrail_checkpoints"
 
 
 class CheckpointFormatError(ValueError):
-    """A checkpoint (or file of them) is not in the expected form; the message says where."""
+    """A checkpoint (or file of them) is not in the expected form; the message says where,
+    `reason` is its code in docs/specs/checkpoint.md."""
+
+    def __init__(self, message: str, reason: str = "malformed") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# The forms docs/specs/checkpoint.md allows: lowercase hex, RFC 3339 UTC with a final Z, and
+# standard base64 of exactly 64 bytes. Stricter than parsing needs, so that one checkpoint has
+# one JSON form and its signed text has no line a field could forge.
+_ROOT: Final = re.compile(r"[0-9a-f]{64}")
+_KEY_ID: Final = re.compile(r"[0-9a-f]{16}")
+_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+_SIGNATURE: Final = re.compile(r"[A-Za-z0-9+/]{86}==")
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
@@ -87,13 +100,18 @@ class Checkpoint:
 
     def verify(self, public_key: Ed25519PublicKey) -> bool:
         """True when this checkpoint was signed by `public_key`'s private key, as it stands."""
+        return self.problem(public_key) is None
+
+    def problem(self, public_key: Ed25519PublicKey) -> str | None:
+        """Why this checkpoint is not `public_key`'s (a reason code of
+        docs/specs/checkpoint.md: "signature-invalid", "key-id-mismatch"); None when it is."""
         try:
             public_key.verify(
                 self.signature, signed_message(self.seq, self.size, self.root, self.time)
             )
         except InvalidSignature:
-            return False
-        return self.key_id == key_id(public_key)
+            return "signature-invalid"
+        return None if self.key_id == key_id(public_key) else "key-id-mismatch"
 
     def describe(self) -> str:
         return f"checkpoint #{self.seq} (size {self.size}, signed {self.time})"
@@ -111,29 +129,59 @@ class Checkpoint:
 
     @classmethod
     def from_json(cls, data: Any) -> Checkpoint:
+        """Read a checkpoint object as docs/specs/checkpoint.md defines it; raises
+        CheckpointFormatError (with its `reason` code) for anything else."""
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CheckpointFormatError(f"not a checkpoint: expected format {FORMAT!r}")
-        try:
-            seq, size = data["seq"], data["size"]
-            root = bytes.fromhex(data["root"])
-            signature = base64.b64decode(data["signature"], validate=True)
-            time, key = data["time"], data["key_id"]
-        except KeyError as exc:
-            raise CheckpointFormatError(f"checkpoint has no {exc.args[0]!r}") from None
-        except (ValueError, TypeError, binascii.Error):
-            raise CheckpointFormatError("checkpoint root or signature is not valid") from None
-        valid = (
-            isinstance(seq, int)
-            and isinstance(size, int)
-            and seq > 0
-            and size >= 0
-            and len(root) == HASH_SIZE
-            and isinstance(time, str)
-            and isinstance(key, str)
+            raise CheckpointFormatError(
+                f"not a checkpoint: expected format {FORMAT!r}", "format-unknown"
+            )
+        missing = [name for name in _FIELDS if name not in data]
+        if missing:
+            raise CheckpointFormatError(f"checkpoint has no {missing[0]!r}", "field-missing")
+        seq, size, root, time, key, signature = (data[name] for name in _FIELDS)
+        # bool is an int in Python, not in the format.
+        if type(seq) is not int or type(size) is not int or seq < 1 or size < 0:
+            raise CheckpointFormatError(
+                "checkpoint seq must be an integer from 1, size an integer from 0",
+                "integer-invalid",
+            )
+        if seq >= 1 << 63 or size >= 1 << 63:
+            raise CheckpointFormatError(
+                "checkpoint seq and size must be below 2**63", "integer-invalid"
+            )
+        if not isinstance(root, str) or not _ROOT.fullmatch(root):
+            raise CheckpointFormatError(
+                "checkpoint root must be 64 lowercase hex digits", "root-invalid"
+            )
+        if not isinstance(time, str) or not _TIME.fullmatch(time):
+            raise CheckpointFormatError(
+                "checkpoint time must be UTC as YYYY-MM-DDTHH:MM:SS[.ffffff]Z", "time-invalid"
+            )
+        if not isinstance(key, str) or not _KEY_ID.fullmatch(key):
+            raise CheckpointFormatError(
+                "checkpoint key_id must be 16 lowercase hex digits", "key-id-invalid"
+            )
+        if (
+            not isinstance(signature, str)
+            or not _SIGNATURE.fullmatch(signature)
+            # One encoding per signature: the unused low bits of the last character are zero.
+            or base64.b64encode(base64.b64decode(signature)).decode() != signature
+        ):
+            raise CheckpointFormatError(
+                "checkpoint signature must be 64 bytes in standard base64 (88 characters)",
+                "signature-malformed",
+            )
+        return cls(
+            seq=seq,
+            size=size,
+            root=bytes.fromhex(root),
+            time=time,
+            key_id=key,
+            signature=base64.b64decode(signature, validate=True),
         )
-        if not valid:
-            raise CheckpointFormatError("checkpoint fields have the wrong types or sizes")
-        return cls(seq=seq, size=size, root=root, time=time, key_id=key, signature=signature)
+
+
+_FIELDS: Final = ("seq", "size", "root", "time", "key_id", "signature")
 
 
 def checkpoints_document(checkpoints: Sequence[Checkpoint]) -> dict[str, Any]:

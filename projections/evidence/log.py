@@ -353,6 +353,23 @@ class MerkleLog:
         self._check_size(second)
         return self.compute(lambda read: consistency_proof(first, second, read))
 
+    def level(self, level: int, count: int, page: int = 5000) -> Iterator[tuple[int, bytes]]:
+        """The stored nodes (index, hash) of one level with index < `count`, in index order,
+        read a page at a time (for checking every stored node against a recomputed tree)."""
+        start = 0
+        while start < count:
+            with self.tables.reading() as db:
+                rows = db.execute(
+                    f"SELECT idx, hash FROM {{{NODES}}} WHERE level = ? AND idx >= ? AND idx < ? "
+                    "ORDER BY idx LIMIT ?",
+                    (level, start, count, page),
+                )
+            for row in rows:
+                yield int(row["idx"]), bytes(row["hash"])
+            if len(rows) < page:
+                return
+            start = int(rows[-1]["idx"]) + 1
+
     def leaf_index_of(self, position: int) -> int | None:
         with self.tables.reading() as db:
             rows = db.execute(f"SELECT leaf_index FROM {{{LEAVES}}} WHERE position=?", (position,))

@@ -173,6 +173,10 @@ class LeafHashes:
     def append(self, leaf: bytes) -> None:
         self._buffer += leaf
 
+    def buffer(self) -> memoryview:
+        """The packed hashes, leaf 0 first (read-only)."""
+        return memoryview(self._buffer).toreadonly()
+
     def __getitem__(self, index: int) -> bytes:
         if not 0 <= index < len(self):
             raise IndexError(index)
@@ -301,29 +305,48 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
     return value
 
 
+def inclusion_problem(
+    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+) -> str | None:
+    """Why `proof` does not show the leaf hash `leaf` at `index` in the tree (`size`, `root`),
+    as one of the reason codes of docs/specs/merkle.md; None when it does."""
+    if not 0 <= index < size:
+        return "index-out-of-range"
+    if not _well_formed(leaf, root, *proof):
+        return "malformed-hash"
+    try:
+        found = root_from_inclusion_proof(leaf, index, size, proof)
+    except ProofError as exc:
+        return "proof-too-long" if "longer" in str(exc) else "proof-too-short"
+    return None if found == root else "root-mismatch"
+
+
 def verify_inclusion(
     leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
 ) -> bool:
     """True when `proof` shows the leaf hash `leaf` at `index` in the tree (`size`, `root`)."""
-    try:
-        return root_from_inclusion_proof(leaf, index, size, proof) == root
-    except ProofError:
-        return False
+    return inclusion_problem(leaf, index, size, proof, root) is None
 
 
-def verify_consistency(
+def consistency_problem(
     first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
-) -> bool:
-    """True when `proof` shows the tree (`first`, `first_root`) is a prefix of the tree
-    (`second`, `second_root`)."""
-    if not 0 <= first <= second or not _well_formed(*proof):
-        return False
+) -> str | None:
+    """Why `proof` does not show the tree (`first`, `first_root`) to be a prefix of the tree
+    (`second`, `second_root`), as one of the reason codes of docs/specs/merkle.md (RFC 9162
+    §2.1.4.2, step by step); None when it does."""
+    if not 0 <= first <= second:
+        return "sizes-out-of-order"
+    if not _well_formed(first_root, second_root, *proof):
+        return "malformed-hash"
     if first == second:
-        return not proof and first_root == second_root
+        if proof:
+            return "proof-not-empty"
+        return None if first_root == second_root else "root-mismatch"
     if first == 0:
-        return not proof
+        # The empty tree is a prefix of every tree: nothing to prove, nothing to accept.
+        return "proof-not-empty" if proof else None
     if not proof:
-        return False
+        return "proof-too-short"
     path = list(proof)
     if first & (first - 1) == 0:
         path.insert(0, first_root)
@@ -334,7 +357,7 @@ def verify_consistency(
     fr = sr = path[0]
     for value in path[1:]:
         if sn == 0:
-            return False
+            return "proof-too-long"
         if fn & 1 or fn == sn:
             fr = node_hash(value, fr)
             sr = node_hash(value, sr)
@@ -346,7 +369,21 @@ def verify_consistency(
             sr = node_hash(sr, value)
         fn >>= 1
         sn >>= 1
-    return sn == 0 and fr == first_root and sr == second_root
+    if sn != 0:
+        return "proof-too-short"
+    if fr != first_root:
+        return "first-root-mismatch"
+    if sr != second_root:
+        return "second-root-mismatch"
+    return None
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes]
+) -> bool:
+    """True when `proof` shows the tree (`first`, `first_root`) is a prefix of the tree
+    (`second`, `second_root`)."""
+    return consistency_problem(first, second, first_root, second_root, proof) is None
 
 
 # --- locating a difference --------------------------------------------------------------------

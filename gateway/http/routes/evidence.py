@@ -30,6 +30,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from gateway.evidence.documents import (
+    EvidenceInconsistent,
     EvidenceUnavailable,
     OwnAccess,
     build_bundle,
@@ -60,6 +61,16 @@ EvidenceDep = Annotated[Evidence, Depends(_evidence)]
 
 
 def _unavailable(request: Request, exc: EvidenceUnavailable) -> JSONResponse:
+    if isinstance(exc, EvidenceInconsistent):
+        # The stored tree does not lead to the signed root: a proof from it would fail to
+        # check. Refused as the store failing to serve, never handed out.
+        return problem(
+            request,
+            status=503,
+            code="evidence-inconsistent",
+            title="The Merkle log does not match its signed checkpoints",
+            detail=str(exc),
+        )
     return problem(
         request,
         status=404,
@@ -116,7 +127,9 @@ def inclusion_proof(
         Query(ge=1, le=MAX_POSITION, description="a checkpoint's size (default latest)"),
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
-    """The audit path of one stored event to a signed checkpoint (hashes only)."""
+    """The audit path of one stored event to a signed checkpoint (hashes only), checked
+    against the checkpoint's root before it is handed out (503 `evidence-inconsistent` when
+    the stored tree does not prove it). `size`: a signed checkpoint's (404 otherwise)."""
     try:
         return inclusion_document(
             evidence.application.recorder, evidence.public_key, position, size
@@ -130,12 +143,18 @@ def consistency_proof(
     request: Request,
     actor: ActorDep,
     evidence: EvidenceDep,
-    first: Annotated[int, Query(ge=0, le=MAX_POSITION, description="the older checkpoint's size")],
+    first: Annotated[
+        int,
+        Query(ge=1, le=MAX_POSITION, description="the older signed checkpoint's size (from 1)"),
+    ],
     second: Annotated[
-        int | None, Query(ge=0, le=MAX_POSITION, description="the newer one's (default latest)")
+        int | None,
+        Query(ge=1, le=MAX_POSITION, description="the newer one's (default latest)"),
     ] = None,
 ) -> dict[str, Any] | JSONResponse:
-    """Proof that the newer checkpoint extends the older: nothing before it changed."""
+    """Proof that the newer checkpoint extends the older: nothing before it changed. Sizes are
+    those of signed checkpoints (404 otherwise, naming the nearest); checked before it is
+    handed out (503 `evidence-inconsistent` when the stored tree does not prove it)."""
     try:
         return consistency_document(
             evidence.application.recorder, evidence.public_key, first, second
