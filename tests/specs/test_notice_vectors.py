@@ -1,0 +1,205 @@
+"""The sealed notice envelope against its spec (`docs/specs/notice.md`) and its vectors
+(`docs/specs/vectors/notice.json`), both ways.
+
+Build direction: from each vector's inputs the project's code (`gateway.messaging.sealing`)
+writes the content's bytes, the padded plaintext, the HPKE `info`, the signed bytes and, around
+the vector's ciphertext, the envelope byte for byte; its own `seal` (with a fresh ephemeral key)
+writes an envelope of the same size whose plaintext is the vector's padded bytes. Open direction:
+the project opens every positive vector (version 2 and the legacy version 1) to its content, its
+HPKE library agrees with the generator's step-by-step RFC 9180, and it refuses every negative
+vector with exactly the documented reason. The spec's table of envelope sizes is the code's, and
+the generator, run again, writes the committed file byte for byte.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from gateway.messaging.sealing import (
+    BUCKETS,
+    ENVELOPE_VERSION,
+    SUITE,
+    Rejected,
+    bucket_of,
+    content_bytes,
+    envelope,
+    info,
+    open_envelope,
+    pad,
+    seal,
+    signed_bytes,
+    unb64url,
+    unpad,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+SPEC = ROOT / "docs/specs/notice.md"
+VECTORS = ROOT / "docs/specs/vectors/notice.json"
+GENERATOR = ROOT / "docs/specs/vectors/gen_notice.py"
+DATA: dict[str, Any] = json.loads(VECTORS.read_text(encoding="utf-8"))
+KEYS = DATA["keys"]
+SERVICE = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["service_signing_seed_hex"]))
+UNIT = X25519PrivateKey.from_private_bytes(bytes.fromhex(KEYS["unit_sealing_private_hex"]))
+POSITIVE = {v["name"]: v for v in DATA["positive"]}
+NEGATIVE = {v["name"]: v for v in DATA["negative"]}
+# Section 7's reasons, each of which some negative vector must prove.
+REASONS = {
+    "malformed",
+    "unsupported_version",
+    "wrong_recipient",
+    "bad_signature",
+    "undecryptable",
+    "bad_padding",
+}
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("gen_notice", GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_generator_writes_the_committed_file_byte_for_byte() -> None:
+    assert _generator().render() == VECTORS.read_text(encoding="utf-8"), (
+        "docs/specs/vectors/notice.json is not what gen_notice.py writes: run "
+        "`python docs/specs/vectors/gen_notice.py` and review the difference"
+    )
+
+
+def test_the_vectors_keys_suite_and_buckets_are_the_codes() -> None:
+    assert SERVICE.public_key().public_bytes_raw().hex() == KEYS["service_signing_public_hex"]
+    assert UNIT.public_key().public_bytes_raw().hex() == KEYS["unit_sealing_public_hex"]
+    assert DATA["suite"] == {"mode": 0, "kem_id": 0x0020, "kdf_id": 0x0001, "aead_id": 0x0003}
+    assert tuple(DATA["buckets"]) == BUCKETS
+    for row in DATA["padding"]:
+        assert bucket_of(row["content_length"]) == row["bucket"]
+    assert {v["kind"] for v in POSITIVE.values()} == {
+        "assignment",
+        "case_escalated",
+        "due_date_reminder",
+        "compliance_alert",
+        "checkpoint",
+    }
+    assert {v["version"] for v in POSITIVE.values()} == {1, ENVELOPE_VERSION}
+
+
+@pytest.mark.parametrize("name", sorted(POSITIVE))
+def test_the_code_builds_each_vectors_bytes(name: str) -> None:
+    vector = POSITIVE[name]
+    version, to, message = vector["version"], vector["to"], vector["id"]
+    content = bytes.fromhex(vector["content_hex"])
+    ct = bytes.fromhex(vector["ct_hex"])
+    assert content_bytes(vector["content"]) == content
+    assert len(content) == vector["content_length"]
+    if version == 2:
+        padded = bytes.fromhex(vector["padded_hex"])
+        assert pad(content) == padded
+        assert len(padded) == vector["bucket"] == bucket_of(len(content))
+        assert unpad(padded) == content
+    assert info(to, message, version) == bytes.fromhex(vector["info_hex"])
+    assert vector["aad_hex"] == ""  # single shot, no AAD: `Suite.encrypt` takes none
+    assert ct[:32] == bytes.fromhex(vector["enc_hex"])
+    assert signed_bytes(to, message, ct, version) == bytes.fromhex(vector["signed_hex"])
+    built = envelope(recipient=to, message=message, ciphertext=ct, signer=SERVICE, version=version)
+    assert built == vector["envelope"].encode()
+    assert len(built) == vector["envelope_length"]
+
+
+@pytest.mark.parametrize("name", sorted(POSITIVE))
+def test_the_code_opens_each_vector_to_its_content(name: str) -> None:
+    vector = POSITIVE[name]
+    ct = bytes.fromhex(vector["ct_hex"])
+    # The library's HPKE agrees with the generator's RFC 9180, step by step.
+    plaintext = SUITE.decrypt(ct, UNIT, info=bytes.fromhex(vector["info_hex"]))
+    expected = vector["padded_hex"] if vector["version"] == 2 else vector["content_hex"]
+    assert plaintext == bytes.fromhex(expected)
+    opened = open_envelope(
+        vector["envelope"].encode(),
+        recipient=vector["to"],
+        private_key=UNIT,
+        service_key=SERVICE.public_key(),
+    )
+    assert opened.message_id == vector["id"]
+    assert opened.version == vector["version"]
+    assert opened.content == vector["content"]
+    assert content_bytes(opened.content) == bytes.fromhex(vector["content_hex"])
+
+
+@pytest.mark.parametrize("name", sorted(n for n, v in POSITIVE.items() if v["version"] == 2))
+def test_the_codes_own_seal_gives_the_vectors_plaintext_and_size(name: str) -> None:
+    """`seal` draws a fresh ephemeral key, so its bytes differ from the vector's; what must
+    not differ: the plaintext sealed, the size on the wire and every part but `ct` and `sig`."""
+    vector = POSITIVE[name]
+    data = seal(
+        vector["content"],
+        recipient=vector["to"],
+        message=vector["id"],
+        public_key=UNIT.public_key(),
+        signer=SERVICE,
+    )
+    assert len(data) == vector["envelope_length"]
+    document, expected = json.loads(data), json.loads(vector["envelope"])
+    assert list(document) == list(expected) == ["v", "id", "to", "ct", "sig"]
+    assert {k: document[k] for k in ("v", "id", "to")} == {
+        k: expected[k] for k in ("v", "id", "to")
+    }
+    ct = unb64url(document["ct"])
+    assert ct[:32] != bytes.fromhex(vector["enc_hex"])  # a fresh ephemeral key
+    plaintext = SUITE.decrypt(ct, UNIT, info=bytes.fromhex(vector["info_hex"]))
+    assert plaintext == bytes.fromhex(vector["padded_hex"])
+
+
+@pytest.mark.parametrize("name", sorted(NEGATIVE))
+def test_each_negative_vector_is_rejected_with_its_documented_reason(name: str) -> None:
+    vector = NEGATIVE[name]
+    data = (
+        bytes.fromhex(vector["envelope_hex"])
+        if "envelope_hex" in vector
+        else vector["envelope"].encode()
+    )
+    with pytest.raises(Rejected) as caught:
+        open_envelope(
+            data,
+            recipient=vector["recipient"],
+            private_key=UNIT,
+            service_key=SERVICE.public_key(),
+        )
+    assert caught.value.reason == vector["reason"], vector["why"]
+    assert str(caught.value)  # and a message that says what was wrong
+
+
+def test_every_documented_reason_has_negative_vectors() -> None:
+    assert {v["reason"] for v in NEGATIVE.values()} == REASONS
+    step_reasons = set(re.findall(r"^\| \d+ \|.*\| `([a-z_]+)` \|", SPEC.read_text(), re.M))
+    assert step_reasons == REASONS, "docs/specs/notice.md section 7 lists other reasons"
+
+
+def test_the_specs_table_of_envelope_sizes_is_the_codes() -> None:
+    """Section 6: the envelope's size is its bucket's alone; one content per bucket, sealed."""
+    table = re.findall(r"^\| (\d+) \| (\d+) \| (\d+) \|$", SPEC.read_text(), re.M)
+    assert [int(bucket) for bucket, _, _ in table] == list(BUCKETS)
+    base = dict(POSITIVE["assignment"]["content"])
+    overhead = len(content_bytes({**base, "pad": ""}))
+    for bucket, ct_length, size in table:
+        content = {**base, "pad": "a" * (int(bucket) - 4 - overhead)}
+        assert bucket_of(len(content_bytes(content))) == int(bucket)
+        data = seal(
+            content,
+            recipient=DATA["recipient"],
+            message=base["id"],
+            public_key=UNIT.public_key(),
+            signer=SERVICE,
+        )
+        assert len(unb64url(json.loads(data)["ct"])) == int(ct_length)
+        assert len(data) == int(size)
