@@ -8,7 +8,8 @@ writes an envelope of the same size whose plaintext is the vector's padded bytes
 the project opens every positive vector (version 2 and the legacy version 1) to its content, its
 HPKE library agrees with the generator's step-by-step RFC 9180, and it refuses every negative
 vector with exactly the documented reason. The spec's table of envelope sizes is the code's, and
-the generator, run again, writes the committed file byte for byte.
+the generator, run again, writes the committed file byte for byte. Section 10's table of the
+answers to the acknowledgement call is what the real API answers, case by case.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import uuid
+from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +26,9 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from fastapi.testclient import TestClient
 
+from domain.taxonomy import Role
 from gateway.messaging.sealing import (
     BUCKETS,
     ENVELOPE_VERSION,
@@ -40,6 +45,8 @@ from gateway.messaging.sealing import (
     unb64url,
     unpad,
 )
+from tests.conftest import TokenFactory
+from tests.integration.planted import planted_case
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs/specs/notice.md"
@@ -203,3 +210,93 @@ def test_the_specs_table_of_envelope_sizes_is_the_codes() -> None:
         )
         assert len(unb64url(json.loads(data)["ct"])) == int(ct_length)
         assert len(data) == int(size)
+
+
+# --- section 10: the call that confirms receipt, and every answer it gives ----------------------
+
+OFFICE = "chengguan-governance-office"
+POLICE = "chengguan-police-station"
+SCHOOL = "chengguan-school-district-office"
+ACK_PATH = "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement"
+
+
+def _answer_table() -> set[tuple[int, str]]:
+    """The (status, type code) rows of section 10's table."""
+    section = SPEC.read_text().split("## 10.")[1].split("## 11.")[0]
+    rows = re.findall(r"^\| (\d{3}) \| (`[^|]*`|—) \|", section, re.M)
+    return {
+        (int(status), code)
+        for status, codes in rows
+        for code in (re.findall(r"`([a-z-]+)`", codes) or ["—"])
+    }
+
+
+def test_the_acknowledgement_call_gives_the_answers_section_10_lists(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    table = _answer_table()
+    coordinator = auth(Role.COORDINATOR, OFFICE)
+    police = auth(Role.UNIT_MEMBER, POLICE)
+    case_id = client.post(
+        "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, "dongshan-village")
+    ).json()["id"]
+    due = (date.today() + timedelta(days=7)).isoformat()
+
+    def assign(unit: str, function: str) -> str:
+        answer = client.post(
+            f"/v1/cases/{case_id}/assignments",
+            json={"unit": unit, "function": function, "task": "家访。", "due_on": due},
+            headers=coordinator,
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["assignment_id"])
+
+    def end(assignment_id: str) -> None:
+        path = f"/v1/cases/{case_id}/assignments/{assignment_id}/end"
+        answer = client.post(path, json={"outcome": "completed"}, headers=coordinator)
+        assert answer.status_code == 200, answer.text
+
+    first, schools = assign(POLICE, "judicial"), assign(SCHOOL, "school")
+    seen: list[tuple[int, str]] = []
+
+    def acknowledge(
+        assignment_id: str, headers: dict[str, str], *, case: str = "", method: str = "POST"
+    ) -> None:
+        path = ACK_PATH.format(case_id=case or case_id, assignment_id=assignment_id)
+        answer = client.request(method, path, headers=headers)
+        code = "—" if answer.status_code < 300 else answer.json()["type"].rsplit(":", 1)[-1]
+        assert (answer.status_code, code) in table, f"{answer.status_code} {code}: not in the spec"
+        if answer.status_code == 200:
+            assert answer.json() == {"id": case_id}
+        seen.append((answer.status_code, code))
+
+    acknowledge(first, {})  # no token
+    acknowledge("not-a-uuid", police)
+    acknowledge(first, police, case=str(uuid.uuid4()))  # no such case
+    acknowledge(schools, police)  # another unit's assignment
+    acknowledge(str(uuid.uuid4()), police)  # no such assignment on the case
+    acknowledge(first, police, method="GET")
+    acknowledge(first, police)
+    acknowledge(first, police)  # again
+    second = assign(POLICE, "family")
+    end(second)
+    acknowledge(second, police)  # ended, while the first is still open
+    acknowledge(first, auth(Role.REPORTER, "dongshan-village"))  # a role that may not
+    end(first)
+    acknowledge(first, police)  # no open assignment left: within the grace period
+    assert seen == [
+        (401, "unauthenticated"),
+        (422, "validation-error"),
+        (404, "case-not-found"),
+        (403, "assignment-not-held"),
+        (404, "unknown-assignment"),
+        (405, "method-not-allowed"),
+        (200, "—"),
+        (409, "assignment-already-acknowledged"),
+        (409, "assignment-ended"),
+        (403, "not-permitted"),
+        (403, "not-permitted"),
+    ]
+    # Every status the OpenAPI document gives the operation is in the table.
+    operation = client.app.openapi()["paths"][ACK_PATH]["post"]  # type: ignore[attr-defined]
+    assert {int(status) for status in operation["responses"]} <= {s for s, _ in table}
