@@ -7,7 +7,8 @@ path, so that the project's editable install is not loaded: the test first shows
 the content the service sealed (opened here with the project's own code), with the signature
 checked; its confirmation is recorded by the service (the assignment's `acknowledged_at`); a
 notice altered in the stream, and every notice under a wrong service key, is refused with
-`bad_signature`, terminated, not kept and not confirmed. Beside that, the client's opening code
+`bad_signature`, a re-addressed one with `wrong_recipient` and a replayed one with `replayed`,
+none kept or confirmed. Beside that, the client's opening code
 agrees with every vector of `docs/specs/vectors/notice.json` (opens each positive one to its
 content, refuses each negative one with its reason), and the file is clean under ruff and
 mypy --strict, which `make lint`/`make typecheck` do not run on docs/.
@@ -280,30 +281,40 @@ def test_the_client_receives_verifies_opens_and_confirms_an_assignment(stack: St
     assert not [line for line in again if line["outcome"] in ("kept", "rejected")], again
 
 
-def test_a_notice_altered_in_the_stream_is_refused(stack: Stack) -> None:
+def test_altered_replayed_and_misaddressed_notices_are_refused(stack: Stack) -> None:
     case_id, assignment_id = assign_new_case(stack)
     subject, envelope, sealed = sealed_for_police(stack, assignment_id)
     altered = json.loads(envelope)
     ct = bytearray(altered["ct"].encode())
     ct[60] = ord("A") if ct[60] != ord("A") else ord("B")
     altered["ct"] = ct.decode()
+    misaddressed = {
+        **json.loads(envelope),
+        "to": UnitCredentials.load(stack.credentials[OFFICE]).user,
+    }
 
     async def inject() -> None:
         nc = await stack.connect(stack.layout.admin_bundle)
         try:
-            await nc.jetstream().publish(
-                subject,
-                json.dumps(altered).encode(),
-                headers={"Nats-Msg-Id": f"altered-{time.time_ns()}"},
-            )
+            js = nc.jetstream()
+            # After the genuine notice, on its subject: an altered copy, the same notice again
+            # as a new message (past the duplicate window, in effect), and one re-addressed.
+            for n, data in enumerate(
+                [json.dumps(altered).encode(), envelope, json.dumps(misaddressed).encode()]
+            ):
+                await js.publish(subject, data, headers={"Nats-Msg-Id": f"t{n}-{time.time_ns()}"})
         finally:
             await nc.close()
 
     asyncio.run(inject())
     lines, inbox = run_client(stack, "altered")
 
-    assert [line["reason"] for line in lines if line["outcome"] == "rejected"] == ["bad_signature"]
-    # The genuine notice is kept once; the altered copy is neither kept nor confirmed twice.
+    assert [line["reason"] for line in lines if line["outcome"] == "rejected"] == [
+        "bad_signature",
+        "replayed",
+        "wrong_recipient",
+    ]
+    # The genuine notice is kept and confirmed once; none of the copies is kept or confirmed.
     assert [line["message_id"] for line in lines if line["outcome"] == "kept"].count(
         sealed["id"]
     ) == 1
@@ -315,6 +326,9 @@ def test_a_notice_altered_in_the_stream_is_refused(stack: Stack) -> None:
         if line["outcome"] == "confirmation" and line["assignment_id"] == assignment_id
     ] == [200]
     assert acknowledged_at(stack, case_id, assignment_id) is not None
+    # Each was answered (acknowledged or terminated): a second run finds nothing left.
+    again, _ = run_client(stack, "altered")
+    assert not [line for line in again if line["outcome"] in ("kept", "rejected")], again
 
 
 def test_a_wrong_service_key_refuses_every_notice(stack: Stack) -> None:
