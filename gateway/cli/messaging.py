@@ -285,10 +285,11 @@ def relay() -> None:
 @click.option("--batch-size", default=200, show_default=True, type=click.IntRange(1, 5000))
 @click.option(
     "--poll",
-    default=0.02,
+    default=1.0,
     show_default=True,
     type=click.FloatRange(0.001, 60),
-    help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
+    help="seconds between looks when no commit woke the relay (it wakes on NOTIFY on "
+    "PostgreSQL, on PRAGMA data_version on SQLite)",
 )
 @click.option(
     "--reminder-interval",

@@ -34,25 +34,53 @@ path, `Relay._publish_then_record`; the notices' batches are read by the generic
 (`projections.follower.Follower.next_batch`), whose tracking table holds both positions.
 Proven over a real nats-server by `tests/messaging/` (`test_outage.py`: relay SIGKILL and broker
 outage during a burst; `test_checkpoints.py`).
+
+When the relay looks (`relay_waker`): at once after a commit, not on a timer. On PostgreSQL it
+LISTENs on the store's channel (the library's insert function sends NOTIFY at every commit of
+events), on a connection opened before its first look, so a commit between a look and the
+wait is not missed. On SQLite the relay is another process than the API (a supervised child of
+`casetrail serve`), so no in-process signal can reach it, and SQLite has no cross-process
+notification: it watches `PRAGMA data_version` on a read-only connection of its own, a counter
+in the WAL's shared memory that changes whenever another connection commits (about 5 µs a look,
+every `SQLITE_WATCH_SECONDS`), and reads the log only when it changed. Either way the relay also
+looks every `RelayOptions.poll_seconds` (the fallback, 1 s: a lost LISTEN connection, a store
+where neither applies) and at most once per `RelayOptions.gather_seconds` (5 ms), so that a
+stream of small commits (group-committed reads) costs at most 200 looks a second.
+`RelayStats.woken_by_commit` / `woken_by_timer` count why it looked
+(`tests/messaging/test_relay_wakeup.py`, on both stores); the latency it gives is measured
+against raw JetStream publish-to-fetch by `bench/notice_latency.py`.
+
+The stream denies deletes and purges (`ensure_stream`; a stream made before is updated at
+start, which the server allows in that direction only): a notice leaves it only by age
+(`tests/messaging/test_stream_policy.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import os
+import select
+import sqlite3
+import struct
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, ClassVar, Final
+from pathlib import Path
+from typing import Any, ClassVar, Final, Protocol
 
 import nats
 import nats.errors
 import nats.js.errors
+import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.application import Application
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
-from eventsourcing.postgres import PostgresFactory
-from eventsourcing.sqlite import SQLiteFactory
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 from eventsourcing.utils import get_topic
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -93,11 +121,10 @@ from projections.follower import (
     Follower,
     Horizon,
     PositionMoved,
+    PostgresWaker,
     View,
-    Waker,
     horizon_of,
     view_recorder,
-    waker_for,
 )
 
 log = get_logger("casetrail.relay")
@@ -359,8 +386,11 @@ class Publisher:
         )
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
-    config = StreamConfig(
+def stream_config() -> StreamConfig:
+    """The stream as casetrail wants it. Deletes and purges are denied: a notice leaves the
+    stream only by age (`MAX_AGE_SECONDS`), never by the hand of whoever holds the admin's
+    certificate or the service's (`tests/messaging/test_stream_policy.py`)."""
+    return StreamConfig(
         name=STREAM,
         description="casetrail sealed notices to units",
         subjects=[f"{SUBJECT_ROOT}.>"],
@@ -371,8 +401,16 @@ async def ensure_stream(js: JetStreamContext) -> None:
         duplicate_window=DUPLICATE_WINDOW_SECONDS,
         allow_direct=False,
         deny_delete=True,
+        deny_purge=True,
         num_replicas=1,
     )
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    """Create the stream, or bring one made earlier (by a previous version, whose streams
+    allowed purges) to `stream_config()`. The server accepts turning `deny_delete` and
+    `deny_purge` on for an existing stream, and refuses turning them off."""
+    config = stream_config()
     try:
         await js.add_stream(config)
     except nats.js.errors.BadRequestError:
@@ -405,7 +443,10 @@ async def ensure_consumer(js: JetStreamContext, address: UnitAddress) -> None:
 @dataclass
 class RelayOptions:
     batch_size: int = 200
-    poll_seconds: float = 0.02
+    # The fallback: the relay looks this often even when nothing woke it (see `relay_waker`).
+    poll_seconds: float = 1.0
+    # The least time between two looks: under a stream of commits the relay gathers them.
+    gather_seconds: float = 0.005
     publish_timeout: float = 10.0
     reminder_interval: float = 3600.0  # seconds; 0: no reminder scan
     horizon: Horizon | None = None
@@ -419,6 +460,8 @@ class RelayStats:
     failures: int = 0
     connected: bool = False
     last_error: str | None = None
+    woken_by_commit: int = 0  # looks caused by a commit (NOTIFY, or data_version moved)
+    woken_by_timer: int = 0  # looks after `poll_seconds` passed without one
 
 
 class NotConnected(Exception):
@@ -653,16 +696,25 @@ class Relay:
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set: connect (again and again while the broker is away), publish,
         wait for new events. Every failure is logged and retried with backoff."""
-        waker: Waker = waker_for(self.application, log)
+        # Made before the first look: a commit from then on wakes the wait that follows it.
+        waker = relay_waker(self.application)
         thread_stop = threading.Event()
         backoff = 0.2
         loop = asyncio.get_running_loop()
+        last_look = 0.0
+
+        async def relay_stop() -> None:
+            await stop.wait()
+            thread_stop.set()  # ends a wait in progress at once
+
+        stopper = asyncio.create_task(relay_stop())
         try:
             while not stop.is_set():
                 try:
                     if self.nc is None or self.nc.is_closed:
                         await self.connect()
                     await self._maybe_scan(loop.time())
+                    last_look = loop.time()
                     moved = await self.step()
                     moved += await self.publish_checkpoints()
                     backoff = 0.2
@@ -670,7 +722,7 @@ class Relay:
                         self.stats.last_error = None
                         log.info("relay_recovered", position=self.position())
                     if moved == 0:
-                        await asyncio.to_thread(waker.wait, self.options.poll_seconds, thread_stop)
+                        await self._idle(waker, thread_stop, last_look)
                     continue
                 except MapperDeserialisationError:
                     self._failed("event_integrity_failure", level="error")
@@ -687,8 +739,25 @@ class Relay:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
         finally:
             thread_stop.set()
+            stopper.cancel()
             waker.close()
             await self.close()
+
+    async def _idle(
+        self, waker: CommitWaker, thread_stop: threading.Event, last_look: float
+    ) -> None:
+        """Wait for a commit (or the fallback timer), then keep `gather_seconds` since the
+        last look (`last_look`, the loop's clock)."""
+        woken = await asyncio.to_thread(waker.wait, self.options.poll_seconds, thread_stop)
+        if thread_stop.is_set():
+            return
+        if woken:
+            self.stats.woken_by_commit += 1
+        else:
+            self.stats.woken_by_timer += 1
+        pause = last_look + self.options.gather_seconds - asyncio.get_running_loop().time()
+        if pause > 0:
+            await asyncio.sleep(pause)
 
     async def _maybe_scan(self, now: float) -> None:
         interval = self.options.reminder_interval
@@ -702,3 +771,227 @@ class Relay:
         self.stats.last_error = error
         if first:
             getattr(log, level)("relay_waiting", error=error, position=self.position())
+
+
+# --- waking up ------------------------------------------------------------------------------------
+
+# How often the SQLite watch reads `PRAGMA data_version` while a commit may be under way: at most
+# this much is added to a notice's latency.
+SQLITE_WATCH_SECONDS: Final = 0.001
+# After a write to the store's files, how long it reads `data_version` every
+# SQLITE_WATCH_SECONDS, then every SQLITE_SLOW_WATCH_SECONDS until SQLITE_WATCH_WINDOW has
+# passed: a commit is written (and fsync'd) before it becomes visible, and a slow disk may take
+# a while between the two. Without a write in sight it sleeps in the kernel (inotify).
+SQLITE_HOT_SECONDS: Final = 0.05
+SQLITE_SLOW_WATCH_SECONDS: Final = 0.01
+SQLITE_WATCH_WINDOW: Final = 1.0
+# A wait sleeps at most this long at a time, to see the relay's stop.
+_STOP_SLICE: Final = 0.1
+
+
+class CommitWaker(Protocol):
+    """Waits for a commit to the store. `wait` returns True when one (may have) happened,
+    False when `timeout` passed (or `stop` was set) without a sign of one."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class TimerWaker:
+    """No sign of commits to watch (an in-memory SQLite store): the fallback timer only."""
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        stop.wait(timeout)
+        return False
+
+    def close(self) -> None:
+        pass
+
+
+class _FileWrites:
+    """Linux inotify on the store's directory: tells that the store's file, its WAL or its
+    journal was written (IN_MODIFY), without polling. A directory watch, so that a WAL file
+    removed and made again is still seen; other files' events are read and dropped."""
+
+    _IN_MODIFY: Final = 0x2
+    _IN_CREATE: Final = 0x100
+    _IN_MOVED_TO: Final = 0x80
+    _HEADER: Final = struct.Struct("iIII")  # wd, mask, cookie, len; then the name
+
+    def __init__(self, path: Path) -> None:
+        self.names = {path.name, f"{path.name}-wal", f"{path.name}-journal"}
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        mask = self._IN_MODIFY | self._IN_CREATE | self._IN_MOVED_TO
+        if libc.inotify_add_watch(fd, os.fsencode(path.parent), mask) < 0:
+            errno = ctypes.get_errno()
+            os.close(fd)
+            raise OSError(errno, "inotify_add_watch failed")
+        self.fd: int | None = fd
+
+    def wait(self, timeout: float) -> bool:
+        """True when one of the store's files was written (now, or since the last call)."""
+        if self.fd is None:
+            return False
+        readable, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        return bool(readable) and self._drain()
+
+    def _drain(self) -> bool:
+        found = False
+        while self.fd is not None:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            offset = 0
+            while offset + self._HEADER.size <= len(data):
+                _, _, _, length = self._HEADER.unpack_from(data, offset)
+                start = offset + self._HEADER.size
+                name = data[start : start + length].rstrip(b"\0").decode(errors="replace")
+                found = found or name in self.names
+                offset = start + length
+        return found
+
+    def close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
+
+
+class SqliteCommitWaker:
+    """Tells the relay that another connection, in any process, committed to the SQLite file.
+
+    The sign is `PRAGMA data_version` on a connection of its own, which never writes: its value
+    changes when any other connection has committed since the last read
+    (https://sqlite.org/pragma.html#pragma_data_version), a read of the WAL's shared memory,
+    about 5 µs. The baseline is read when the waker is made, so a commit between the relay's
+    look and its wait still wakes it; a commit the look already saw (the relay's own position,
+    among others) costs one more look, never a missed one.
+
+    When to read it: on Linux, the waker sleeps in the kernel until one of the store's files is
+    written (inotify, `_FileWrites`), then reads `data_version` every `SQLITE_WATCH_SECONDS`
+    until it moves (the commit became visible) or `SQLITE_WATCH_WINDOW` has passed; idle, it
+    costs nothing. Elsewhere (or when inotify cannot be had) it reads it every
+    `SQLITE_WATCH_SECONDS` all the time: a few percent of one core while idle."""
+
+    def __init__(self, db_name: str, interval: float = SQLITE_WATCH_SECONDS) -> None:
+        self.db_name = db_name
+        self.interval = interval
+        self._connection: sqlite3.Connection | None = None
+        self._seen: int | None = None
+        self._written_at = time.monotonic()  # as if just written: look closely at first
+        self.writes: _FileWrites | None = None
+        path = Path(db_name.removeprefix("file:").split("?", 1)[0])
+        if sys.platform == "linux":
+            try:
+                self.writes = _FileWrites(path.resolve())
+            except OSError as exc:
+                log.warning("commit_watch_polls", reason=str(exc)[:200])
+        with contextlib.suppress(sqlite3.Error):
+            self._seen = self._version()
+
+    def _version(self) -> int:
+        if self._connection is None:
+            self._connection = sqlite3.connect(
+                self.db_name, uri=True, check_same_thread=False, isolation_level=None
+            )
+        row = self._connection.execute("PRAGMA data_version").fetchone()
+        return int(row[0])
+
+    def _pause(self, remaining: float) -> None:
+        """Until the next read of `data_version`: short while a commit may be under way."""
+        if self.writes is None:
+            time.sleep(min(self.interval, remaining))
+            return
+        since = time.monotonic() - self._written_at
+        if since < SQLITE_HOT_SECONDS:
+            step = self.interval
+        elif since < SQLITE_WATCH_WINDOW:
+            step = SQLITE_SLOW_WATCH_SECONDS
+        else:
+            # Nothing written lately: sleep until a write (or a slice, to see `stop`).
+            step = _STOP_SLICE
+        if self.writes.wait(min(step, remaining)):
+            self._written_at = time.monotonic()
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + timeout
+        while not stop.is_set():
+            try:
+                version = self._version()
+            except sqlite3.Error as exc:
+                # The file is away for a moment: fall back to the timer, reconnect next time.
+                log.warning("commit_watch_failed", error_type=type(exc).__name__)
+                self._close_connection()
+                stop.wait(max(0.0, deadline - time.monotonic()))
+                return False
+            if self._seen is None:
+                self._seen = version
+            elif version != self._seen:
+                self._seen = version
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._pause(remaining)
+        return False
+
+    def _close_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            with contextlib.suppress(sqlite3.Error):
+                connection.close()
+
+    def close(self) -> None:
+        self._close_connection()
+        if self.writes is not None:
+            self.writes.close()
+            self.writes = None
+
+
+class PostgresCommitWaker:
+    """The followers' LISTEN/NOTIFY waker (`projections.follower.PostgresWaker`, its connection
+    and channel), saying why it returned, and listening from the moment it is made rather than
+    from its first wait. The NOTIFY is delivered at the commit, once the events are visible to
+    the relay's next look."""
+
+    def __init__(self, recorder: PostgresApplicationRecorder) -> None:
+        self.listener = PostgresWaker(recorder, log)
+        with contextlib.suppress(psycopg.Error):
+            self.listener._listening()
+
+    def wait(self, timeout: float, stop: threading.Event) -> bool:
+        deadline = time.monotonic() + timeout
+        try:
+            connection = self.listener._listening()
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                slice_ = min(PostgresWaker._SLICE, remaining)
+                for _ in connection.notifies(timeout=slice_, stop_after=1):
+                    return True
+        except psycopg.Error as exc:
+            log.warning("listen_failed", error_type=type(exc).__name__)
+            self.close()
+            stop.wait(max(0.0, deadline - time.monotonic()))
+        return False
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def relay_waker(application: Application[Any]) -> CommitWaker:
+    """What tells the relay that something was committed: NOTIFY on PostgreSQL, the file's
+    `data_version` on SQLite, the timer alone for an in-memory store."""
+    recorder = application.recorder
+    if isinstance(recorder, PostgresApplicationRecorder):
+        return PostgresCommitWaker(recorder)
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        pool = recorder.datastore.pool
+        if not pool.is_sqlite_memory_mode:
+            return SqliteCommitWaker(pool.db_name)
+    return TimerWaker()
