@@ -45,6 +45,7 @@ from gateway.messaging.sealing import (
     unb64url,
     unpad,
 )
+from projections.evidence.checkpoints import Checkpoint
 from tests.conftest import TokenFactory
 from tests.integration.planted import planted_case
 
@@ -141,6 +142,12 @@ def test_the_code_opens_each_vector_to_its_content(name: str) -> None:
     assert opened.version == vector["version"]
     assert opened.content == vector["content"]
     assert content_bytes(opened.content) == bytes.fromhex(vector["content_hex"])
+    if vector["kind"] == "checkpoint":
+        # What the unit's client does next (section 3.2): the body is a checkpoint the project
+        # reads, signed by the same service key, named by the notice's `event`.
+        checkpoint = Checkpoint.from_json(opened.content["body"])
+        assert checkpoint.verify(SERVICE.public_key())
+        assert opened.content["event"] == f"checkpoint/{checkpoint.seq}"
 
 
 @pytest.mark.parametrize("name", sorted(n for n, v in POSITIVE.items() if v["version"] == 2))
