@@ -10,7 +10,8 @@ notice altered in the stream, and every notice under a wrong service key, is ref
 `bad_signature`, a re-addressed one with `wrong_recipient` and a replayed one with `replayed`,
 none kept or confirmed. Beside that, the client's opening code
 agrees with every vector of `docs/specs/vectors/notice.json` (opens each positive one to its
-content, refuses each negative one with its reason), and the file is clean under ruff and
+content, refuses each negative one with its reason) and its checkpoint check with every vector
+of `docs/specs/vectors/checkpoint.json`, and the file is clean under ruff and
 mypy --strict, which `make lint`/`make typecheck` do not run on docs/.
 """
 
@@ -43,6 +44,7 @@ from tests.messaging.stack import Stack, build_stack, wait_for
 
 CLIENT = Path(__file__).resolve().parents[2] / "docs" / "specs" / "examples" / "unit_client.py"
 VECTORS = CLIENT.parents[1] / "vectors" / "notice.json"
+CHECKPOINT_VECTORS = CLIENT.parents[1] / "vectors" / "checkpoint.json"
 POLICE = "chengguan-police-station"
 OFFICE = "chengguan-governance-office"
 VILLAGE = "dongshan-village"
@@ -197,8 +199,8 @@ def test_the_project_cannot_be_imported_where_the_client_runs(tmp_path: Path) ->
     assert result.returncode == 0, result.stderr
 
 
-def test_the_client_agrees_with_every_notice_vector() -> None:
-    # The same code the subprocess runs, loaded by path (it is not a package of the project).
+def load_client() -> Any:
+    """The same code the subprocess runs, loaded by path (it is not a package of the project)."""
     spec = importlib.util.spec_from_file_location("reference_unit_client", CLIENT)
     assert spec is not None and spec.loader is not None
     client = importlib.util.module_from_spec(spec)
@@ -207,6 +209,30 @@ def test_the_client_agrees_with_every_notice_vector() -> None:
         spec.loader.exec_module(client)
     finally:
         del sys.modules[spec.name]
+    return client
+
+
+def test_the_client_agrees_with_every_checkpoint_vector() -> None:
+    # A checkpoint notice's own signature is checked as docs/specs/checkpoint.md says.
+    client = load_client()
+    vectors = json.loads(CHECKPOINT_VECTORS.read_text(encoding="utf-8"))
+    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vectors["key"]["public_raw"]))
+    other = Ed25519PublicKey.from_public_bytes(bytes.fromhex(vectors["other_key"]["public_raw"]))
+    for vector in vectors["checkpoints"]:
+        assert client.checkpoint_text(vector["json"]) == bytes.fromhex(vector["signed_bytes"])
+        assert client.checkpoint_refusal(vector["json"], key) is None
+        assert client.checkpoint_refusal(vector["json"], other) == "signature-invalid"
+    for checkpoint in vectors["file"]["checkpoints"]:
+        assert client.checkpoint_refusal(checkpoint, key) is None
+    assert vectors["negative"]
+    for vector in vectors["negative"]:
+        assert client.checkpoint_refusal(vector["checkpoint"], key) == vector["reason"], vector[
+            "description"
+        ]
+
+
+def test_the_client_agrees_with_every_notice_vector() -> None:
+    client = load_client()
     vectors = json.loads(VECTORS.read_text(encoding="utf-8"))
     keys = vectors["keys"]
     sealing = X25519PrivateKey.from_private_bytes(bytes.fromhex(keys["unit_sealing_private_hex"]))

@@ -1,4 +1,5 @@
-"""A minimal unit client for casetrail's sealed notices, written from `docs/specs/notice.md` alone.
+"""A minimal unit client for casetrail's sealed notices, written from `docs/specs/notice.md` alone
+(and `docs/specs/checkpoint.md` for a checkpoint notice's own signature).
 
 It uses only the standard library, `nats-py` and `cryptography`, and does not import the
 project: it is the proof that the notice spec is enough to build a client (see
@@ -13,7 +14,8 @@ What it does, section by section of the spec:
   `_INBOX_<user>`, the user being the certificate's CN (sections 3, 9.1);
 - binds to the unit's existing durable pull consumer, waiting while it does not exist (9.2);
 - opens each envelope with the checks of section 7 in their order, versions 2 and 1 (4, 5, 8);
-- checks a checkpoint notice's own signature and keeps checkpoints by seq (3.2, 9.3);
+- checks a checkpoint notice's own signature with `checkpoint.md` section 4's steps, and keeps
+  checkpoints by seq (3.2, 9.3);
 - keeps each notice (a JSON line, fsync'd) before acknowledging it, tells redelivery from
   replay by the ack subject's delivery count (9.3), acks with confirmation or terminates (9.4);
 - confirms an assignment to the API and keeps the answers that must not be retried (10).
@@ -28,7 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -225,32 +226,63 @@ def open_envelope(
     return Opened(version, message_id, content)
 
 
+CHECKPOINT_MEMBERS = ("seq", "size", "root", "time", "key_id", "signature")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+HEX16 = re.compile(r"[0-9a-f]{16}")
+UTC_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z")
+STANDARD_B64_64 = re.compile(r"[A-Za-z0-9+/]{86}==")
+
+
 def checkpoint_text(body: dict[str, Any]) -> bytes:
-    """The signed text of a checkpoint (`docs/evidence.md`, "Checkpoints")."""
-    lines = [
-        CHECKPOINT_FORMAT,
-        f"seq {int(body['seq'])}",
-        f"size {int(body['size'])}",
-        f"root {body['root']}",
-        f"time {body['time']}",
-    ]
-    return ("\n".join(lines) + "\n").encode("utf-8")
+    """The signed message of a checkpoint (`checkpoint.md` section 2): five lines, each ending
+    with one LF, the last included."""
+    return (
+        f"{CHECKPOINT_FORMAT}\nseq {body['seq']}\nsize {body['size']}\n"
+        f"root {body['root']}\ntime {body['time']}\n"
+    ).encode()
+
+
+def checkpoint_refusal(body: dict[str, Any], service_key: Ed25519PublicKey) -> str | None:
+    """`checkpoint.md` section 4's nine steps in their order: the first failure's reason, or
+    None for a checkpoint the key signed."""
+    if body.get("format") != CHECKPOINT_FORMAT:  # 1
+        return "format-unknown"
+    if any(name not in body for name in CHECKPOINT_MEMBERS):  # 2
+        return "field-missing"
+    seq, size = body["seq"], body["size"]
+    if type(seq) is not int or type(size) is not int:  # 3: bool is refused too
+        return "integer-invalid"
+    if not (1 <= seq < 2**63 and 0 <= size < 2**63):
+        return "integer-invalid"
+    if not (isinstance(body["root"], str) and HEX64.fullmatch(body["root"])):  # 4
+        return "root-invalid"
+    # 5: also keeps a newline, and so a forged line, out of the signed text
+    if not (isinstance(body["time"], str) and UTC_TIME.fullmatch(body["time"])):
+        return "time-invalid"
+    if not (isinstance(body["key_id"], str) and HEX16.fullmatch(body["key_id"])):  # 6
+        return "key-id-invalid"
+    text = body["signature"]  # 7: canonical standard base64 of 64 bytes
+    if not (isinstance(text, str) and STANDARD_B64_64.fullmatch(text)):
+        return "signature-malformed"
+    signature = base64.b64decode(text, validate=True)
+    if base64.b64encode(signature).decode() != text:
+        return "signature-malformed"
+    try:  # 8
+        service_key.verify(signature, checkpoint_text(body))
+    except InvalidSignature:
+        return "signature-invalid"
+    raw = service_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    if body["key_id"] != hashlib.sha256(raw).digest()[:8].hex():  # 9
+        return "key-id-mismatch"
+    return None
 
 
 def check_checkpoint(body: dict[str, Any], service_key: Ed25519PublicKey) -> None:
-    """A checkpoint notice's own signature (section 3.2); `checkpoint_signature` otherwise."""
-    try:
-        if body.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError("format")
-        raw = service_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-        if body.get("key_id") != hashlib.sha256(raw).digest()[:8].hex():
-            raise ValueError("key_id")
-        signature = base64.b64decode(str(body["signature"]), validate=True)
-        service_key.verify(signature, checkpoint_text(body))
-    except (InvalidSignature, ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise Rejected(
-            "checkpoint_signature", "the checkpoint's own signature does not check"
-        ) from exc
+    """A checkpoint notice's own signature (`notice.md` section 3.2): the notice spec's reason
+    `checkpoint_signature`, with the checkpoint spec's reason as the detail."""
+    reason = checkpoint_refusal(body, service_key)
+    if reason is not None:
+        raise Rejected("checkpoint_signature", f"{reason}: the checkpoint does not check")
 
 
 # --- keeping, acknowledging, confirming (sections 9.3, 9.4, 10) ------------------------------
