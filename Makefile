@@ -27,10 +27,10 @@ test: venv lint typecheck imports
 	$(BIN)/python -m pytest
 
 lint: venv
-	$(BIN)/ruff check domain projections gateway tests bench
+	$(BIN)/ruff check domain projections gateway tests bench docs/specs/examples
 
 typecheck: venv
-	$(BIN)/mypy domain projections gateway tests bench
+	$(BIN)/mypy domain projections gateway tests bench docs/specs/examples
 
 ## imports: the import rules ([tool.importlinter] in pyproject.toml); fails when one is broken
 imports: venv
