@@ -10,11 +10,14 @@ DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305.
 The envelope (docs/specs/notice.md; its vectors are checked by tests/specs/test_notice_vectors.py):
 each damage rejected with its reason, padding to size buckets and every other padded form refused,
 version 1 envelopes (unpadded, sealed before padding) still opened, and the sizes of sealed notices
-of every kind, built from real events by the relay's own router, all in one bucket.
+of every kind, built from real events by the relay's own router, all in one bucket. Over a real
+nats-server, `casetrail unit listen` takes a version 1 envelope left in the stream and refuses a
+badly padded one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -22,7 +25,9 @@ import uuid
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes, hmac
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -61,6 +66,7 @@ from gateway.messaging.sealing import (
     message_id,
     open_envelope,
     pad,
+    public_key_from_text,
     seal,
     street_token,
     unit_user,
@@ -69,6 +75,7 @@ from gateway.messaging.sealing import (
 from gateway.settings import Settings
 from projections.evidence.checkpoints import Checkpoint
 from tests.integration.planted import planted_case
+from tests.messaging.stack import build_stack, wait_for
 
 # RFC 9180, Appendix A.2.1: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20Poly1305, mode_base.
 A21 = {
@@ -528,3 +535,108 @@ def test_only_a_long_task_leaves_the_first_bucket_and_the_longest_fits(
     sizes = sealed_sizes(settings, notices)
     assert sizes.pop("assignment") == {ENVELOPE_SIZES[bucket]}
     assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
+
+
+# --- through a real broker: what a stream may still hold ------------------------------------------
+
+POLICE = "chengguan-police-station"
+
+
+def version_1_envelope(
+    content: dict[str, object], recipient: str, public_key: X25519PublicKey, signer: Any
+) -> bytes:
+    """An envelope exactly as the service sealed before padding (envelope version 1)."""
+    label = b"casetrail/msg/v1"
+    message = str(content["id"])
+    plaintext = json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode()
+    hpke_info = label + b"\x00" + recipient.encode() + b"\x00" + message.encode()
+    ciphertext = SUITE.encrypt(plaintext, public_key, info=hpke_info)
+    signed = label + b"\x00sig\x00" + recipient.encode() + b"\x00" + message.encode() + b"\x00"
+    document = {
+        "v": 1,
+        "id": message,
+        "to": recipient,
+        "ct": base64.urlsafe_b64encode(ciphertext).decode().rstrip("="),
+        "sig": base64.urlsafe_b64encode(signer.sign(signed + ciphertext)).decode().rstrip("="),
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def test_the_unit_client_takes_a_version_1_envelope_left_in_the_stream_and_refuses_bad_padding(
+    tmp_path: Path,
+) -> None:
+    """Over a real nats-server, with `casetrail unit listen`: a notice sealed before padding
+    existed (still in the unit's consumer after the upgrade) is taken into the inbox like any
+    other; a version 2 notice whose padding is wrong, though signed by the service, is refused
+    with `bad_padding` and terminated."""
+    stack = build_stack(tmp_path, [(POLICE, "城关派出所", "police_station")])
+    try:
+        stack.start_api()
+        stack.start_relay()
+        listener = stack.start_listener(POLICE)
+        stack.wait_api()
+        # A real notice first: the stream and the unit's consumer exist once it arrives.
+        case_id = httpx.post(
+            f"{stack.api_url}/v1/cases",
+            json=planted_case().body,
+            headers=stack.headers(Role.REPORTER, "dongshan-village"),
+        ).json()["id"]
+        assigned = httpx.post(
+            f"{stack.api_url}/v1/cases/{case_id}/assignments",
+            json={
+                "unit": POLICE,
+                "function": "judicial",
+                "task": "家访。",
+                "due_on": (date.today() + timedelta(days=7)).isoformat(),
+            },
+            headers=stack.headers(Role.COORDINATOR, "chengguan-governance-office"),
+        )
+        assert assigned.status_code == 201, assigned.text
+        wait_for(lambda: len(listener.entries()) == 1, 30, "the first notice")
+
+        with stack.application() as application:
+            unit = application.unit(POLICE)
+        signer = keyring.load_private_key(
+            stack.settings.keys_dir / keyring.SERVICE_KEY, "service key"
+        )
+        public_key = public_key_from_text(unit.sealing_key)
+        old_id, bad_id = "a1" * 16, "b2" * 16
+        old = version_1_envelope(
+            {
+                "id": old_id,
+                "kind": "case_escalated",
+                "issued_at": "2026-03-02T08:15:00+00:00",
+                "event": f"{case_id}/9",
+                "body": {"case_ref": case_id, "to_level": "county", "to": None},
+            },
+            unit.nats_user,
+            public_key,
+            signer,
+        )
+        content = {"id": bad_id, "kind": "case_escalated", "body": {}}
+        wrong = pad(content_bytes(content))[:-1] + b"\x01"
+        ciphertext = SUITE.encrypt(wrong, public_key, info=info(unit.nats_user, bad_id))
+        bad = envelope(
+            recipient=unit.nats_user, message=bad_id, ciphertext=ciphertext, signer=signer
+        )
+        subject = f"ct.{unit.street_token}.{unit.nats_user}"
+
+        async def publish() -> None:
+            nc = await stack.connect(stack.layout.service_bundle)
+            js = nc.jetstream()
+            await js.publish(subject, old, headers={"Nats-Msg-Id": old_id})
+            await js.publish(subject, bad, headers={"Nats-Msg-Id": bad_id})
+            await nc.close()
+
+        asyncio.run(publish())
+        wait_for(lambda: len(listener.entries()) == 2, 30, "the version 1 notice")
+
+        def rejected() -> list[dict[str, Any]]:
+            return listener.process.events("message_rejected")
+
+        wait_for(lambda: bool(rejected()), 30, "the badly padded notice to be refused")
+        assert [e["message_id"] for e in listener.entries()][1] == old_id
+        assert listener.entries()[1]["body"]["case_ref"] == case_id
+        assert [line["cause"] for line in rejected()] == ["bad_padding"]
+    finally:
+        stack.close()
