@@ -13,11 +13,12 @@ generated config (mutual TLS, file storage), on a fresh SQLite store:
    (raw, relay, relay, raw), each with fresh message ids so that no copy is dropped as a
    duplicate. Ratio = relay messages/s over raw messages/s.
 2. **End-to-end latency.** The API (`casetrail serve`) and the relay (`casetrail relay run`,
-   default `--poll 0.02`) run as processes; a unit client (the real `UnitClient`) runs in this
-   process. One assignment at a time is posted over HTTP, after a random pause of 0-100 ms (so
-   that commands do not fall in step with the relay's polling); latency is from just before the
-   POST to the moment the client has verified, decrypted and written the message to its inbox,
-   split into the command (until the HTTP answer: the event is stored) and the delivery.
+   its defaults: woken by each commit) run as processes; a unit client (the real `UnitClient`)
+   runs in this process. One assignment at a time is posted over HTTP, after a random pause of
+   0-100 ms (so that commands do not fall in step with the relay's fallback timer); latency is
+   from just before the POST to the moment the client has verified, decrypted and written the
+   message to its inbox, split into the command (until the HTTP answer: the event is stored)
+   and the delivery. Against raw JetStream publish-to-fetch: `bench/notice_latency.py`.
 
     .venv/bin/python -m bench.relay            # 3000 notices x 3 rounds, 300 latency samples
     .venv/bin/python -m bench.relay --quick    # 500 notices x 1 round, 40 samples (~20 s)

@@ -42,6 +42,7 @@ SCENARIOS: Final = (
     ("rebuild", "rebuilding the read models (issue 5)"),
     ("merkle", "the Merkle log (issue 6)"),
     ("relay", "relaying events over NATS (issue 4)"),
+    ("notice_latency", "a notice end to end against raw JetStream publish-to-fetch (issue 20)"),
 )
 
 
