@@ -40,9 +40,11 @@ LISTENs on the store's channel (the library's insert function sends NOTIFY at ev
 events), on a connection opened before its first look, so a commit between a look and the
 wait is not missed. On SQLite the relay is another process than the API (a supervised child of
 `casetrail serve`), so no in-process signal can reach it, and SQLite has no cross-process
-notification: it watches `PRAGMA data_version` on a read-only connection of its own, a counter
-in the WAL's shared memory that changes whenever another connection commits (about 5 µs a look,
-every `SQLITE_WATCH_SECONDS`), and reads the log only when it changed. Either way the relay also
+notification: it watches `PRAGMA data_version` on a connection of its own that never writes, a
+counter in the WAL's shared memory that changes whenever another connection commits (about 5 µs
+a read), read every `SQLITE_WATCH_SECONDS` for a moment after inotify reports a write to the
+store's files (on Linux; elsewhere all the time), and reads the log only when it changed
+(`SqliteCommitWaker`). Either way the relay also
 looks every `RelayOptions.poll_seconds` (the fallback, 1 s: a lost LISTEN connection, a store
 where neither applies) and at most once per `RelayOptions.gather_seconds` (5 ms), so that a
 stream of small commits (group-committed reads) costs at most 200 looks a second.
