@@ -9,26 +9,34 @@ the project opens every positive vector (version 2 and the legacy version 1) to 
 HPKE library agrees with the generator's step-by-step RFC 9180, and it refuses every negative
 vector with exactly the documented reason. The spec's table of envelope sizes is the code's, and
 the generator, run again, writes the committed file byte for byte. Section 10's table of the
-answers to the acknowledgement call is what the real API answers, case by case.
+answers to the acknowledgement call is what the real API answers, case by case; section 9's
+stream, consumer and permissions are what the relay makes on a real nats-server.
 """
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import re
+import socket
+import subprocess
 import uuid
 from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi.testclient import TestClient
+from nats.js.api import AckPolicy, DeliverPolicy
 
 from domain.taxonomy import Role
+from gateway.messaging.broker_config import UnitAddress, unit_permissions
+from gateway.messaging.relay import ensure_consumer, ensure_stream
 from gateway.messaging.sealing import (
     BUCKETS,
     ENVELOPE_VERSION,
@@ -48,6 +56,7 @@ from gateway.messaging.sealing import (
 from projections.evidence.checkpoints import Checkpoint
 from tests.conftest import TokenFactory
 from tests.integration.planted import planted_case
+from tests.messaging.stack import free_port, require_nats_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT / "docs/specs/notice.md"
@@ -307,3 +316,60 @@ def test_the_acknowledgement_call_gives_the_answers_section_10_lists(
     # Every status the OpenAPI document gives the operation is in the table.
     operation = client.app.openapi()["paths"][ACK_PATH]["post"]  # type: ignore[attr-defined]
     assert {int(status) for status in operation["responses"]} <= {s for s, _ in table}
+
+
+# --- section 9: the broker's names and settings, as the relay makes them -------------------------
+
+
+def test_the_stream_consumer_and_permissions_are_what_section_9_says(tmp_path: Path) -> None:
+    """The relay's own `ensure_stream` and `ensure_consumer` against a real nats-server (plain,
+    for brevity: TLS and the permissions are exercised by tests/messaging/), read back."""
+    binary = require_nats_server()
+    port = free_port()
+    server = subprocess.Popen(
+        [str(binary), "-js", "-sd", str(tmp_path), "-a", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    user = DATA["recipient"]
+    address = UnitAddress(user, "s0123456789abcdef")
+
+    async def made() -> tuple[Any, Any]:
+        nc = await nats.connect(f"nats://127.0.0.1:{port}", connect_timeout=5)
+        try:
+            js = nc.jetstream()
+            await ensure_stream(js)
+            await ensure_consumer(js, address)
+            return await js.stream_info("CASETRAIL"), await js.consumer_info("CASETRAIL", user)
+        finally:
+            await nc.close()
+
+    try:
+        wait_for(lambda: _listening(port), 10, "nats-server")
+        stream, consumer = asyncio.run(made())
+    finally:
+        server.terminate()
+        server.wait(10)
+    assert stream.config.subjects == ["ct.>"]
+    assert stream.config.max_age == 30 * 24 * 3600
+    assert stream.config.duplicate_window == 24 * 3600
+    assert stream.config.deny_delete and stream.config.deny_purge
+    assert consumer.name == consumer.config.durable_name == user
+    assert consumer.config.filter_subject == f"ct.*.{user}"
+    assert consumer.config.deliver_policy == DeliverPolicy.ALL
+    assert consumer.config.ack_policy == AckPolicy.EXPLICIT
+    assert consumer.config.ack_wait == 30
+    assert consumer.config.max_ack_pending == 1000
+    assert address.subject == f"ct.s0123456789abcdef.{user}"
+    permissions: Any = unit_permissions(address)
+    assert permissions["publish"]["allow"] == [
+        f"$JS.API.CONSUMER.MSG.NEXT.CASETRAIL.{user}",
+        f"$JS.API.CONSUMER.INFO.CASETRAIL.{user}",
+        f"$JS.ACK.CASETRAIL.{user}.>",
+    ]
+    assert permissions["subscribe"]["allow"] == [f"_INBOX_{user}.>"]
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
