@@ -120,18 +120,7 @@ def inclusion_document(
         )
     record = StoredRecord.of(found[0])
     leaf = record.leaf_hash()
-    stored_leaf, proof = merkle.compute(
-        lambda read: (read(0, index), inclusion_proof(index, checkpoint.size, read))
-    )
-    if stored_leaf != leaf or not verify_inclusion(
-        leaf, index, checkpoint.size, proof, checkpoint.root
-    ):
-        log.error("merkle_proof_refused", kind="inclusion", leaf_index=index, seq=checkpoint.seq)
-        raise EvidenceInconsistent(
-            f"the stored Merkle log does not prove leaf index {index} in {checkpoint.describe()}: "
-            "its nodes or the stored event were altered; no proof is handed out; an operator "
-            "should run `casetrail verify`"
-        )
+    proof = checked_inclusion_proof(merkle, record, index, checkpoint)
     document: dict[str, Any] = {
         "format": INCLUSION_FORMAT,
         "position": position,
@@ -144,6 +133,29 @@ def inclusion_document(
     if with_record:
         document["record"] = record_to_json(record)
     return document
+
+
+def checked_inclusion_proof(
+    merkle: MerkleLog, record: StoredRecord, index: int, checkpoint: Checkpoint
+) -> list[bytes]:
+    """The audit path of `record` (leaf `index`) to `checkpoint`, checked before it is handed
+    out: the stored leaf must be the record's leaf hash, and the path must lead to the signed
+    root; otherwise `EvidenceInconsistent` (a node of the table altered, or the event). For
+    every document that carries inclusion proofs."""
+    leaf = record.leaf_hash()
+    stored_leaf, proof = merkle.compute(
+        lambda read: (read(0, index), inclusion_proof(index, checkpoint.size, read))
+    )
+    if stored_leaf != leaf or not verify_inclusion(
+        leaf, index, checkpoint.size, proof, checkpoint.root
+    ):
+        log.error("merkle_proof_refused", kind="inclusion", leaf_index=index, seq=checkpoint.seq)
+        raise EvidenceInconsistent(
+            f"the stored Merkle log does not prove leaf index {index} in {checkpoint.describe()}: "
+            "its nodes or the stored event were altered; no proof is handed out; an operator "
+            "should run `casetrail verify`"
+        )
+    return proof
 
 
 def consistency_document(
