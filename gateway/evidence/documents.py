@@ -14,6 +14,7 @@ appear only as hashes inside the proofs.
 from __future__ import annotations
 
 import base64
+import time
 from dataclasses import asdict, dataclass, is_dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -41,6 +42,9 @@ from projections.evidence.log import MerkleLog, StoredRecord
 from projections.evidence.merkle import inclusion_proof, verify_consistency, verify_inclusion
 
 _SCAN_BATCH: Final = 1000
+# How long a bundle waits for the tree to reach its own access event (see _covering_own_access).
+OWN_ACCESS_TRIES: Final = 40
+OWN_ACCESS_WAIT_SECONDS: Final = 0.025
 
 log = get_logger("casetrail.evidence")
 
@@ -216,10 +220,7 @@ def build_bundle(
     request, kind "access"); with `with_audit` (a reader granted the access log) also every
     access event about the case (with its break-glass review, if any) and every
     investigation order naming it. Byte-exact form: `docs/specs/bundle.md`."""
-    checkpoint = evidence.checkpoint_now()
-    found = _case_notifications(
-        application, evidence.merkle, case_id, checkpoint.size, with_audit, own
-    )
+    checkpoint, found = _covering_own_access(application, evidence, case_id, with_audit, own)
     records, content = [], []
     for index, kind, notification in found:
         record = StoredRecord.of(notification)
@@ -257,6 +258,39 @@ def build_bundle(
         "signature": base64.b64encode(key.sign(canonical(document))).decode(),
     }
     return document
+
+
+def _covering_own_access(
+    application: CaseTrail,
+    evidence: Evidence,
+    case_id: UUID,
+    with_audit: bool,
+    own: OwnAccess | None,
+) -> tuple[Checkpoint, list[tuple[int, str, Notification]]]:
+    """A checkpoint signed now and the case's records in it, which hold the request's own
+    access event. That event is stored before the bundle is built, but the tree follows only
+    the settled log (`gateway.store.horizon`: on PostgreSQL a concurrent insert with a lower
+    id, not committed yet, holds it back for a moment), so a checkpoint may end just before
+    it: then wait and sign again, rather than hand out a bundle without its own access event.
+    `EvidenceUnavailable` if it never arrives."""
+    for attempt in range(OWN_ACCESS_TRIES):
+        if attempt:
+            time.sleep(OWN_ACCESS_WAIT_SECONDS)
+        checkpoint = evidence.checkpoint_now()
+        found = _case_notifications(
+            application, evidence.merkle, case_id, checkpoint.size, with_audit, own
+        )
+        if own is None or any(
+            kind == "access"
+            and notification.id > own.since
+            and _own_access_kind(application, notification, case_id, own.request_id)
+            for _, kind, notification in found
+        ):
+            return checkpoint, found
+    raise EvidenceUnavailable(
+        "this request's own access event is not in the Merkle log yet, so no bundle can hold "
+        "it: ask again in a moment"
+    )
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,18 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring
+from gateway.evidence import documents
+from gateway.evidence.maintainer import Evidence
 from gateway.evidence.verification import verify_bundle
 from gateway.settings import Settings
+from projections.evidence.checkpoints import Checkpoint
 from tests.conftest import TokenFactory
 from tests.evidence.helpers import cli, first_line
 from tests.integration.planted import Planted, planted_case
@@ -195,3 +199,45 @@ def test_a_bundle_is_refused_to_others_and_the_refusal_recorded(
     assert denied == ["evidence_bundle_not_for_role:reporter", "out_of_scope"]
     no_token = client.get(f"/v1/evidence/cases/{case_a}/bundle")
     assert no_token.status_code == 401
+
+
+def _stale_checkpoints(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch, stale_calls: int
+) -> list[int]:
+    """The tree lags behind the store (as when the settled horizon holds it back): the first
+    `stale_calls` checkpoints end before this request's access event. Returns the calls' log."""
+    evidence: Evidence = client.app.state.evidence  # type: ignore[attr-defined]
+    before = evidence.checkpoint_now()
+    real = evidence.checkpoint_now
+    calls: list[int] = []
+
+    def lagging() -> Checkpoint:
+        calls.append(1)
+        return before if len(calls) <= stale_calls else real()
+
+    monkeypatch.setattr(evidence, "checkpoint_now", lagging)
+    return calls
+
+
+def test_a_bundle_waits_for_the_tree_to_reach_its_own_access_event(
+    client: TestClient, auth: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case_a, _, _, _ = _two_cases(client, auth)
+    calls = _stale_checkpoints(client, monkeypatch, stale_calls=2)
+    bundle = _bundle(client, auth(Role.COORDINATOR, OFFICE, purpose="consultation"), case_a)
+    assert len(calls) == 3
+    assert [r["kind"] for r in bundle["records"]] == ["case", "access"]
+
+
+def test_no_bundle_is_handed_out_without_its_own_access_event(
+    client: TestClient, auth: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    case_a, _, _, _ = _two_cases(client, auth)
+    monkeypatch.setattr(documents, "OWN_ACCESS_TRIES", 3)
+    calls = _stale_checkpoints(client, monkeypatch, stale_calls=1000)
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    response = client.get(f"/v1/evidence/cases/{case_a}/bundle", headers=coordinator)
+    assert response.status_code == 404
+    assert response.json()["type"] == "urn:casetrail:problem:evidence-unavailable"
+    assert "own access event" in response.json()["detail"]
+    assert len(calls) == 3

@@ -163,26 +163,30 @@ def consistency_proof(
         return _unavailable(request, exc)
 
 
-@router.get("/v1/evidence/cases/{case_id}/bundle", tags=["evidence"])
+@router.get("/v1/evidence/cases/{case_id}/bundle", tags=["evidence"], response_model=None)
 def case_bundle(
+    request: Request,
     case_id: UUID,
     reader: ReaderDep,
     evidence: EvidenceDep,
     content: Annotated[
         bool, Query(description="include the decrypted events (false: stored form only)")
     ] = True,
-) -> dict[str, Any]:
+) -> dict[str, Any] | JSONResponse:
     """The case's evidence bundle: its stored events, each with an inclusion proof in a
     checkpoint signed now, and the service's signature over it all. Check it offline with
     `casetrail verify-bundle FILE --public-key service-signing.pub`. An audited read."""
     grant = reader.bundle(case_id)
-    bundle = build_bundle(
-        evidence.application,
-        evidence,
-        case_id,
-        include_content=content,
-        with_audit=grant.with_audit,
-        own=OwnAccess(grant.request_id, grant.since),
-    )
+    try:
+        bundle = build_bundle(
+            evidence.application,
+            evidence,
+            case_id,
+            include_content=content,
+            with_audit=grant.with_audit,
+            own=OwnAccess(grant.request_id, grant.since),
+        )
+    except EvidenceUnavailable as exc:
+        return _unavailable(request, exc)
     log.info("evidence_bundle_issued", case_id=str(case_id), records=len(bundle["records"]))
     return bundle
