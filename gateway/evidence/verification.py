@@ -249,7 +249,14 @@ def _stored_nodes_against_recomputed(
             )
         )
     if missing:
-        findings.append(Finding(0, size, f"the stored Merkle log is missing {missing} node(s)"))
+        findings.append(
+            Finding(
+                0,
+                size,
+                f"the stored Merkle log is missing {missing} node(s) of its first {size} "
+                "leaves: its node table was altered, and proofs through them fail",
+            )
+        )
     return findings
 
 

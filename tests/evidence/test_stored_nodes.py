@@ -129,3 +129,20 @@ def test_proof_sizes_are_signed_sizes_and_first_0_is_refused(
     from_zero = cli(settings, "proof", "consistency", "--from", "0")
     assert from_zero.returncode == 2
     assert from_zero.stderr.startswith("casetrail: error: a consistency proof starts at")
+
+
+def test_a_deleted_node_makes_verify_exit_1(settings: Settings) -> None:
+    populate(settings, events=24, checkpoint_every=6)
+    store = Tamper(settings)
+    store.drop_triggers()
+    with store.connection() as conn:
+        conn.execute(
+            store.q(f"DELETE FROM {store.prefix}casetrail_merkle_nodes WHERE level=? AND idx=?"),
+            (1, 3),
+        )
+    result = cli(settings, "verify")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert first_line(result) == (
+        "TAMPERED: the stored Merkle log is missing 1 node(s) of its first 24 leaves: its node "
+        "table was altered, and proofs through them fail"
+    )
