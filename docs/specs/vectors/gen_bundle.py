@@ -138,7 +138,10 @@ ORDER: Final = _stream("the investigation order")
 LOG: Final[list[tuple[int, str, int, str, str | None, dict[str, Any]]]] = [
     (1, CASE, 1, REPORTED, "case", {"minor": {"name": "张小明"}, "description": "测试线索"}),
     (2, OTHER_CASE, 1, REPORTED, None, {}),
-    (3, CASE, 2, ASSESSED, "case", {"level": "high", "note": "需要会商\n复核"}),
+    # The note exercises the canonical JSON's string rules (bundle.md section 3): a named
+    # escape, a control character as \u001f, U+2028 and "/" as themselves, a quote, a backslash.
+    (3, CASE, 2, ASSESSED, "case",
+     {"level": "high", "note": "需要会商\n复核\u001f\u2028 a/b \"q\" \\", "score": -3}),
     (4, ORDER, 1, ORDERED, "order", {"case_id": CASE, "reason": "一案一倒查"}),
     (6, ACCESS_OTHER, 1, ACCESSED, None, {}),
     (7, OTHER_CASE, 2, ASSESSED, None, {}),
