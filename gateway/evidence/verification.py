@@ -400,7 +400,9 @@ def verify_bundle(document: Any, public_key: Ed25519PublicKey) -> BundleReport:
     content = document.get("content")
     if content is not None:
         indexes = {item.get("leaf_index") for item in records if isinstance(item, dict)}
-        described = {c.get("leaf_index") for c in content if isinstance(c, dict)}
+        # Not a list (a number, a string...) is a mismatch, not a crash.
+        items = content if isinstance(content, list) else []
+        described = {c.get("leaf_index") for c in items if isinstance(c, dict)}
         if not isinstance(content, list) or indexes != described:
             problems.append("the decrypted content does not match the records one for one")
     return report

@@ -314,6 +314,8 @@ def _negatives(
          lambda b: b["content"].pop(), True, ["content-mismatch"]),
         ("content-mismatch", "content not a list", investigator,
          lambda b: b.update({"content": {}}), True, ["content-mismatch"]),
+        ("content-mismatch", "content a number", investigator,
+         lambda b: b.update({"content": 5}), True, ["content-mismatch"]),
     ]  # fmt: skip
     found = []
     for reason, name, base, edit, resign, reasons in plans:
