@@ -230,7 +230,8 @@ def build_bundle(
                 "kind": kind,
                 "leaf_index": index,
                 "inclusion_proof": [
-                    h.hex() for h in evidence.merkle.inclusion_proof(index, checkpoint.size)
+                    h.hex()
+                    for h in checked_inclusion_proof(evidence.merkle, record, index, checkpoint)
                 ],
             }
         )

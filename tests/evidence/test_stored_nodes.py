@@ -146,3 +146,25 @@ def test_a_deleted_node_makes_verify_exit_1(settings: Settings) -> None:
         "TAMPERED: the stored Merkle log is missing 1 node(s) of its first 24 leaves: its node "
         "table was altered, and proofs through them fail"
     )
+
+
+def test_a_bundle_through_a_zeroed_node_is_refused(
+    settings: Settings, auth: TokenFactory
+) -> None:
+    """Bundles carry inclusion proofs too: each is checked before the bundle leaves."""
+    populate(settings, events=24, checkpoint_every=6)
+    _zero_node(settings, 0, 0)  # the leaf of the first case's first event
+    coordinator = auth(Role.COORDINATOR, "office", purpose="consultation")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        application = client.app.state.services.application  # type: ignore[attr-defined]
+        (first,) = application.recorder.select_notifications(start=1, limit=1)
+        refused = client.get(
+            f"/v1/evidence/cases/{first.originator_id}/bundle", headers=coordinator
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["type"] == "urn:casetrail:problem:evidence-inconsistent"
+        (second,) = application.recorder.select_notifications(start=3, limit=1)
+        served = client.get(
+            f"/v1/evidence/cases/{second.originator_id}/bundle", headers=coordinator
+        )
+        assert served.status_code == 200, served.text

@@ -27,7 +27,7 @@ Schema = dict[str, Any]
 HUGE_INTEGERS = (2**53 + 1, 2**63 - 1, 2**63, 2**64, 10**40)
 EXTREME_DATES = ("0001-01-01", "1999-12-31", "2100-01-01", "9999-12-31")
 # What each required parameter is given while another one is probed.
-REQUIRED_DEFAULTS = {"position": "1", "first": "0"}
+REQUIRED_DEFAULTS = {"position": "1", "first": "1"}
 
 
 def _resolve(document: Schema, schema: Schema) -> Schema:
