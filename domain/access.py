@@ -190,12 +190,6 @@ class CaseScope:
             ),
         )
 
-    @property
-    def assigned_units(self) -> frozenset[str]:
-        """Codes of the units holding an open assignment; they are units of the case's street,
-        the only street whose coordinator may assign (`domain.permissions`)."""
-        return frozenset(a.unit for a in self.assignments if a.ended_at is None)
-
     def reported_by(self, actor: Actor) -> bool:
         return actor.is_unit(self.reporting_unit, self.street)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from datetime import UTC, date, datetime, timedelta
@@ -103,6 +104,21 @@ class AccessRefused(Exception):
     def __init__(self, rule: str) -> None:
         super().__init__(rule)
         self.rule = rule
+
+
+def _for_need(decision: Decision, need: str | None) -> Decision:
+    """The decision for one form of a read: `need` alone (e.g. `access_log`), or, with no
+    need, the case content only (the access log has its own read)."""
+    if not decision.granted:
+        return decision
+    if need is not None:
+        if need in decision.fields:
+            return Decision(True, decision.rule, frozenset({need}), decision.break_glass)
+        return Decision(False, f"{decision.rule}:without_{need}")
+    content = decision.fields & CASE_CONTENT
+    if content:
+        return Decision(True, decision.rule, content, decision.break_glass)
+    return Decision(False, f"{decision.rule}:no_case_content")
 
 
 class CaseTrail(Application[UUID]):
@@ -198,14 +214,15 @@ class CaseTrail(Application[UUID]):
     ) -> list[AuthenticationRefused]:
         """Refused authentications, newest first (a scan of their topic), optionally only those
         whose path named a case."""
-        found: list[AuthenticationRefused] = []
+        # Only the newest `limit` are kept while scanning: refusals arrive in floods.
+        found: deque[AuthenticationRefused] = deque(maxlen=limit)
         for notification in self.notifications(topics=(get_topic(AuthenticationRefused),)):
             event = self.mapper.to_domain_event(notification)
             if isinstance(event, AuthenticationRefused) and (
                 case_id is None or event.case_id == case_id
             ):
                 found.append(event)
-        return found[::-1][:limit]
+        return list(reversed(found))
 
     def store_events(self, events: Sequence[DomainEvent]) -> None:
         """Store events (not aggregates) in one transaction. `save()` would first check each
@@ -291,42 +308,42 @@ class CaseTrail(Application[UUID]):
         *,
         break_glass_reason: str | None = None,
         need: str | None = None,
+        also_need: str | None = None,
         narrow: Callable[[Decision], Decision] | None = None,
     ) -> tuple[Case, Decision]:
         """`read_case` up to its record: decide, let `narrow` restrict the decision (a read
         of the case in another form, e.g. its evidence bundle, granted to fewer rules), store
-        the access event durably, and only then hand back the case and the grant. A refusal
-        is stored as `AccessDenied` and raised as `AccessRefused`."""
-        case, decision = self._decide(case_id, actor, purpose, break_glass_reason)
+        the access event durably, and only then hand back the case and the grant (for `need`).
+        With `also_need`, the same read discloses a second form too (a bundle with the access
+        log): both events are stored in one write, or, if either is refused, only that refusal.
+        A refusal is stored as `AccessDenied` and raised as `AccessRefused`."""
+        case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
         if narrow is not None:
-            decision = narrow(decision)
-        if decision.granted and need is not None:
-            decision = (
-                Decision(True, decision.rule, frozenset({need}), decision.break_glass)
-                if need in decision.fields
-                else Decision(False, f"{decision.rule}:without_{need}")
-            )
-        elif decision.granted:
-            # A case read discloses case content only; the access log has its own read.
-            content = decision.fields & CASE_CONTENT
-            decision = (
-                Decision(True, decision.rule, content, decision.break_glass)
-                if content
-                else Decision(False, f"{decision.rule}:no_case_content")
-            )
-        self._record_access(
+            decided = narrow(decided)
+        decisions = [_for_need(decided, need)]
+        if also_need is not None:
+            decisions.append(_for_need(decided, also_need))
+        refused = [d for d in decisions if not d.granted][:1]
+        events = [
             access_event(
-                decision,
+                d,
                 case_id=case_id,
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
                 break_glass_reason=break_glass_reason,
             )
-        )
-        if not decision.granted or case is None:
-            raise AccessRefused(decision.rule)
-        return case, decision
+            for d in (refused or decisions)
+        ]
+        if len(events) == 1:
+            self._record_access(events[0])
+        elif self.access_commits is None:
+            self.store_events(events)
+        else:
+            self.access_commits.record_all(events)
+        if refused or case is None:
+            raise AccessRefused((refused or decisions)[0].rule)
+        return case, decisions[0]
 
     def record_refusal(
         self,
@@ -335,7 +352,6 @@ class CaseTrail(Application[UUID]):
         actor: Actor,
         purpose: Purpose,
         request_id: str,
-        case_id: UUID = NO_CASE,
     ) -> NoReturn:
         """Store a refused read that named no case (ledgers, lookups, exports, worklists,
         reports) as `AccessDenied` with `rule`, then raise `AccessRefused`; if the store fails
@@ -343,7 +359,7 @@ class CaseTrail(Application[UUID]):
         self._record_access(
             access_event(
                 Decision(False, rule),
-                case_id=case_id,
+                case_id=NO_CASE,
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
@@ -457,15 +473,15 @@ class CaseTrail(Application[UUID]):
 
     def record_disclosures(
         self,
-        disclosures: list[tuple[UUID, frozenset[str]]],
+        disclosures: Sequence[tuple[UUID, frozenset[str], str]],
         *,
         actor: Actor,
         purpose: Purpose,
-        rule: str,
         request_id: str,
     ) -> None:
-        """Store one `CaseAccessed` per case (lists, exports) in one transaction, before the
-        caller returns any of it. Raises if the store fails: then nothing may be returned."""
+        """Store one `CaseAccessed` per (case, fields, rule) (lists, exports), all in one
+        transaction, before the caller returns any of it. Raises if the store fails: then
+        nothing may be returned, and nothing of it is recorded."""
         if not disclosures:
             return
         self.store_events(
@@ -477,7 +493,7 @@ class CaseTrail(Application[UUID]):
                     purpose=purpose,
                     request_id=request_id,
                 )
-                for case_id, fields in disclosures
+                for case_id, fields, rule in disclosures
             ]
         )
 
@@ -543,10 +559,10 @@ class CaseTrail(Application[UUID]):
         (street, code), so a registered unit of another street is refused (an unregistered code
         is a unit of the case's street that receives no sealed notices yet)."""
         try:
-            found: object = self.repository.get(unit_stream_id(unit_id))
-        except AggregateNotFoundError:
+            registered = self.unit(unit_id)
+        except UnknownUnit:
             return case
-        if isinstance(found, Unit) and found.street != case.street:
+        if registered.street != case.street:
             raise errors.UnitOfAnotherStreet(
                 "this unit is registered in another street; assign a member unit of the "
                 "case's own street",

@@ -89,11 +89,10 @@ async def _record_refusal(request: Request, svc: Services, reason: RefusalReason
     await run_in_threadpool(svc.application.record_authentication_refusal, event)
 
 
-def _uuid_or_none(value: object) -> UUID | None:
-    if isinstance(value, UUID):
-        return value
+def _uuid_or_none(value: str | None) -> UUID | None:
+    """The path's case id (still the raw text when dependencies run), if it is one."""
     try:
-        return UUID(str(value)) if value is not None else None
+        return UUID(value) if value is not None else None
     except ValueError:
         return None
 

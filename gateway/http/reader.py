@@ -30,7 +30,6 @@ tests/projections/test_ledger_api.py, tests/evidence/test_bundles.py.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -220,7 +219,7 @@ class AuditedReader:
     def bundle(self, case_id: UUID) -> BundleGrant:
         """Whether the case's evidence bundle may be built: the case read's decision, granted
         only to `BUNDLE_ROLES`; stored (the content read, and for an investigator the access
-        log read) before anything is built."""
+        log read, in one write) before anything is built."""
 
         def bundle_only(decision: Decision) -> Decision:
             if decision.granted and (self.actor.role not in BUNDLE_ROLES or decision.break_glass):
@@ -229,18 +228,15 @@ class AuditedReader:
 
         # The store's end before this read's access events: they are found after it.
         since = self.application.recorder.max_notification_id() or 0
-        read = self.application.authorise_read
-        read(case_id, self.actor, self.purpose, self.request_id, narrow=bundle_only)
         with_audit = self.actor.role is Role.INVESTIGATOR
-        if with_audit:
-            read(
-                case_id,
-                self.actor,
-                self.purpose,
-                self.request_id,
-                need="access_log",
-                narrow=bundle_only,
-            )
+        self.application.authorise_read(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            also_need="access_log" if with_audit else None,
+            narrow=bundle_only,
+        )
         return BundleGrant(case_id, with_audit, self.request_id, since)
 
     # --- ledgers, lookups, exports, worklists, reports ---
@@ -377,17 +373,12 @@ class AuditedReader:
         return found
 
     def _record(self, disclosures: Sequence[tuple[UUID, frozenset[str], str]]) -> None:
-        """One access event per file whose answer shows identity fields in clear, grouped by
-        the rule that granted it; stored before anything is returned (a failure answers 503)."""
-        by_rule: dict[str, list[tuple[UUID, frozenset[str]]]] = defaultdict(list)
-        for case_id, fields, rule in disclosures:
-            if fields & IDENTITY_FIELDS:
-                by_rule[rule].append((case_id, fields))
-        for rule, listed in sorted(by_rule.items()):
-            self.application.record_disclosures(
-                listed,
-                actor=self.actor,
-                purpose=self.purpose,
-                rule=rule,
-                request_id=self.request_id,
-            )
+        """One access event per file whose answer shows identity fields in clear, with the rule
+        that granted it; all stored in one transaction before anything is returned (a failure
+        answers 503 and records none of them)."""
+        self.application.record_disclosures(
+            [d for d in disclosures if d[1] & IDENTITY_FIELDS],
+            actor=self.actor,
+            purpose=self.purpose,
+            request_id=self.request_id,
+        )
