@@ -137,14 +137,8 @@ DOCS_URL: Final = "/docs"
 DOCS_STATIC: Final = "/docs/static"
 
 # Nothing of an API answer is to be run, framed or loaded by a browser.
-API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
-_ALWAYS: Final = (
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"x-frame-options", b"DENY"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-)
-_NO_STORE: Final = (b"cache-control", b"no-store")
+# The headers every answer carries: defined beside the protocol's own refusals (limits).
+API_CSP, _ALWAYS, _NO_STORE = limits.API_CSP, limits.ALWAYS_HEADERS, limits.NO_STORE
 
 
 class SecurityHeaders:

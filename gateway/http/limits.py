@@ -30,6 +30,17 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from gateway.http.problems import MEDIA_TYPE
 from gateway.logs import get_logger
 
+# The headers every answer carries, the app's (gateway.http.app.SecurityHeaders) and the
+# protocol's own refusals below alike.
+API_CSP: Final = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+ALWAYS_HEADERS: Final = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+)
+NO_STORE: Final = (b"cache-control", b"no-store")
+
 MAX_HEADERS: Final = 100
 MAX_HEADER_BYTES: Final = 16 * 1024  # names and values of all headers together
 MAX_HEAD_BYTES: Final = 32 * 1024  # request line and headers as sent, at the protocol
@@ -69,6 +80,15 @@ def refusal_body(status: int, reason: str, request_id: str | None = None) -> byt
 
 
 # --- the ASGI layer ------------------------------------------------------------------------------
+
+
+# The same headers as raw lines, for answers written by the protocol itself.
+_SECURITY_HEAD: Final = (
+    b"".join(name + b": " + value + b"\r\n" for name, value in (*ALWAYS_HEADERS, NO_STORE))
+    + b"content-security-policy: "
+    + API_CSP.encode()
+    + b"\r\n\r\n"
+)
 
 
 class _BodyTooLarge(Exception):
@@ -228,12 +248,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             f"content-type: {MEDIA_TYPE}\r\ncontent-length: {len(body)}\r\n"
-            "connection: close\r\ncache-control: no-store\r\n"
-            # The headers `gateway.http.app.SecurityHeaders` gives every answer of the app.
-            "x-content-type-options: nosniff\r\nreferrer-policy: no-referrer\r\n"
-            "x-frame-options: DENY\r\n"
-            "content-security-policy: default-src 'none'; frame-ancestors 'none'\r\n\r\n"
-        ).encode()
+            "connection: close\r\n"
+        ).encode() + _SECURITY_HEAD
         self._disarm_head_timer()
         self.transport.write(head + body)
         self.transport.close()  # `data_received` parses nothing more of a closing connection
