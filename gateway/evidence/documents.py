@@ -60,8 +60,10 @@ class EvidenceInconsistent(EvidenceUnavailable):
 
 
 def latest_valid(store: CheckpointStore, public_key: Ed25519PublicKey) -> Checkpoint | None:
-    valid = [c for c in store.all() if c.verify(public_key)] if store.exists() else []
-    return valid[-1] if valid else None
+    """The newest checkpoint whose signature checks (only as many verified as it takes)."""
+    if not store.exists():
+        return None
+    return next((c for c in reversed(store.all()) if c.verify(public_key)), None)
 
 
 def _checkpoint_of(
@@ -71,24 +73,26 @@ def _checkpoint_of(
 
     Proofs are made only against signed tree sizes: the stored nodes could serve any past
     size, but a proof is worth only as much as the root it leads to, and only a signed root
-    can be held against the service (docs/specs/merkle.md, "Which sizes")."""
+    can be held against the service (docs/specs/merkle.md, "Which sizes"). Only the
+    checkpoints a request needs are verified, not every one stored."""
     if size is None:
         found = latest_valid(store, public_key)
         if found is None:
             raise EvidenceUnavailable("there is no signed checkpoint yet")
         return found
-    signed = [c for c in store.all() if c.verify(public_key)] if store.exists() else []
-    candidates = [c for c in signed if c.size == size]
-    if not candidates:
-        sizes = sorted({c.size for c in signed})
-        below = [s for s in sizes if s < size][-1:]
-        above = [s for s in sizes if s > size][:1]
-        nearby = ", ".join(str(s) for s in below + above) or "none yet"
-        raise EvidenceUnavailable(
-            f"no signed checkpoint has that size: proofs are made against signed checkpoints "
-            f"only (the nearest signed sizes: {nearby}; `GET /v1/evidence/checkpoints` lists them)"
-        )
-    return candidates[0]
+    stored = store.all() if store.exists() else []
+    for checkpoint in stored:
+        if checkpoint.size == size and checkpoint.verify(public_key):
+            return checkpoint
+    below = next(
+        (c.size for c in reversed(stored) if c.size < size and c.verify(public_key)), None
+    )
+    above = next((c.size for c in stored if c.size > size and c.verify(public_key)), None)
+    nearby = ", ".join(str(s) for s in (below, above) if s is not None) or "none yet"
+    raise EvidenceUnavailable(
+        f"no signed checkpoint has that size: proofs are made against signed checkpoints "
+        f"only (the nearest signed sizes: {nearby}; `GET /v1/evidence/checkpoints` lists them)"
+    )
 
 
 def inclusion_document(
