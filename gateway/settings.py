@@ -41,6 +41,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from domain.application import DEFAULT_GRACE_HOURS, DEFAULT_GROUP_WAIT_MS
 from gateway import keyring
 from gateway.messaging.broker import NatsSettings
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
@@ -54,8 +55,6 @@ PREFIX: Final = "CASETRAIL_"
 PROJECTION_MODES: Final = ("auto", "embedded", "process", "off")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 MAX_WORKERS: Final = 32
-# The domain's own default (domain/application.py); the service always passes its setting.
-DEFAULT_GROUP_WAIT_MS: Final = 2.0
 _URL_FORMS: Final = "sqlite:///PATH or postgresql://USER@HOST:5432/DBNAME[?schema=NAME]"
 _BOOLEAN: Final = "yes or no (y/n, true/false, on/off, 1/0)"
 
@@ -143,7 +142,7 @@ class Settings(BaseSettings):
         must="one of " + ", ".join(LOG_LEVELS),
     )
     assignment_grace_hours: float = _var(
-        72.0,
+        float(DEFAULT_GRACE_HOURS),
         "how long a unit still sees a case after its assignment ended",
         shown="`72`",
         must="a number of hours, 0 or more",
