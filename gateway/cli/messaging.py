@@ -33,7 +33,7 @@ from domain.application import CaseTrail
 from domain.errors import DomainError
 from domain.units import UNIT_KINDS, RegisterUnit
 from gateway import bootstrap, keyring, logs
-from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker, NatsSettings
+from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker
 from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
 from gateway.messaging.registry import (
     apply_broker_config,
@@ -56,8 +56,8 @@ class MessagingProblem(click.ClickException):
 
 
 @contextmanager
-def _opened() -> Iterator[tuple[Settings, CaseTrail]]:
-    settings = Settings.from_env()
+def _opened(settings: Settings | None = None) -> Iterator[tuple[Settings, CaseTrail]]:
+    settings = settings or Settings.from_env()
     logs.configure(settings.log_level)
     application = bootstrap.open_application(settings)
     try:
@@ -70,10 +70,6 @@ def _opened() -> Iterator[tuple[Settings, CaseTrail]]:
         raise MessagingProblem(f"the store failed: {type(exc).__name__}: {exc}") from None
     finally:
         application.close()
-
-
-def _nats_settings() -> NatsSettings:
-    return Settings.from_env().nats
 
 
 def _run_until_signalled(main: Callable[[asyncio.Event], Coroutine[Any, Any, None]]) -> None:
@@ -108,10 +104,9 @@ def unit() -> None:
 def unit_add(unit_id: str, name: str, kind: str, street: str, out: Path | None) -> None:
     command = RegisterUnit(unit_id=unit_id, name=name, type=kind, street=street)
     target = out or Path(f"{command.unit_id}.credentials.pem")
-    nats = _nats_settings()
     with _opened() as (settings, application):
         registered = register_unit(settings, application, command, target)
-        outcome = apply_broker_config(settings, application, nats)
+        outcome = apply_broker_config(settings, application, settings.nats)
     click.echo(f"registered unit {registered.unit_id} ({registered.name}, {registered.type})")
     click.echo(f"credentials written to {target} (mode 0600): hand it to the unit's operator")
     click.echo(outcome)
@@ -122,10 +117,9 @@ def unit_add(unit_id: str, name: str, kind: str, street: str, out: Path | None) 
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path))
 def unit_rotate(unit_id: str, out: Path | None) -> None:
     target = out or Path(f"{unit_id}.credentials.pem")
-    nats = _nats_settings()
     with _opened() as (settings, application):
         rotated = rotate_unit_keys(settings, application, unit_id, target)
-        outcome = apply_broker_config(settings, application, nats)
+        outcome = apply_broker_config(settings, application, settings.nats)
     click.echo(f"unit {rotated.unit_id}: keys rotated (version {rotated.key_version})")
     click.echo(f"new credentials written to {target} (mode 0600)")
     click.echo(outcome)
@@ -195,7 +189,7 @@ def unit_listen(
         key_file,
         inbox=Inbox(inbox or Path(f"{unit_id}.inbox.jsonl")),
         reporter=ApiReporter(api, token),
-        nats_settings=_nats_settings(),
+        nats_settings=settings.nats,
         service_key=pinned,
     )
     _run_until_signalled(client.run)
@@ -234,9 +228,8 @@ def nats() -> None:
 @click.option("--san", multiple=True, help="another host name or IP for the server certificate")
 @click.option("--print", "show", is_flag=True, help="also print the config")
 def nats_config(san: tuple[str, ...], show: bool) -> None:
-    nats_settings = _nats_settings()
     with _opened() as (settings, application):
-        path = write_broker_config(settings, application, nats_settings, hosts=san)
+        path = write_broker_config(settings, application, settings.nats, hosts=san)
     layout = NatsLayout(settings.home)
     click.echo(f"broker config written to {path}")
     click.echo(f"TLS material in {layout.tls} (CA: {layout.ca_cert})")
@@ -246,10 +239,11 @@ def nats_config(san: tuple[str, ...], show: bool) -> None:
 
 @nats.command("serve", help="Run the embedded nats-server in the foreground with the config.")
 def nats_serve() -> None:
-    nats_settings = _nats_settings()
+    settings = Settings.from_env()
+    nats_settings = settings.nats
     if not nats_settings.embedded:
         raise MessagingProblem(f"{ENV_URL} is set: the broker is external, nothing to serve here")
-    with _opened() as (settings, application):
+    with _opened(settings) as (settings, application):
         write_broker_config(settings, application, nats_settings)
     broker = EmbeddedBroker(
         NatsLayout(settings.home),
