@@ -30,7 +30,6 @@ import binascii
 import hashlib
 import hmac
 import json
-import unicodedata
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
@@ -41,6 +40,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from domain.access import FIELDS, Sensitivity
+from domain.identity import normalise_name
 from domain.taxonomy import SUBTYPES
 from projections.follower import Db, Dialect
 
@@ -65,11 +65,6 @@ def _derive(master: bytes, purpose: str) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=None, info=_LABEL + purpose.encode()
     ).derive(master)
-
-
-def _normal(value: str) -> str:
-    # The same text typed twice may differ in Unicode form or surrounding spaces.
-    return unicodedata.normalize("NFC", value.strip())
 
 
 class ReadModelKeys:
@@ -98,7 +93,7 @@ class ReadModelKeys:
 
     def token(self, kind: str, value: str) -> str:
         """A keyed HMAC-SHA-256 of `value` (normalised), distinct for each kind of value."""
-        message = b"token\x00" + kind.encode() + b"\x00" + _normal(value).encode()
+        message = b"token\x00" + kind.encode() + b"\x00" + normalise_name(value).encode()
         return hmac.new(self._token_key, message, hashlib.sha256).hexdigest()
 
     def subtype(self, category: str, subtype: str) -> str:

@@ -27,7 +27,12 @@ NodeId = tuple[int, int]
 
 
 class ProofError(ValueError):
-    """A proof was asked for with arguments that have none (an index beyond the tree...)."""
+    """A proof was asked for with arguments that have none (an index beyond the tree...), or
+    leads nowhere; `reason` is the code of docs/specs/merkle.md where one applies."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def leaf_hash(data: bytes) -> bytes:
@@ -289,7 +294,7 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
     fn, sn, value = index, size - 1, leaf
     for sibling in proof:
         if sn == 0:
-            raise ProofError("inclusion proof longer than the tree is deep")
+            raise ProofError("inclusion proof longer than the tree is deep", "proof-too-long")
         if fn & 1 or fn == sn:
             value = node_hash(sibling, value)
             if not fn & 1:
@@ -301,7 +306,7 @@ def root_from_inclusion_proof(leaf: bytes, index: int, size: int, proof: Sequenc
         fn >>= 1
         sn >>= 1
     if sn != 0:
-        raise ProofError("inclusion proof shorter than the tree is deep")
+        raise ProofError("inclusion proof shorter than the tree is deep", "proof-too-short")
     return value
 
 
@@ -317,7 +322,7 @@ def inclusion_problem(
     try:
         found = root_from_inclusion_proof(leaf, index, size, proof)
     except ProofError as exc:
-        return "proof-too-long" if "longer" in str(exc) else "proof-too-short"
+        return exc.reason or "proof-too-short"
     return None if found == root else "root-mismatch"
 
 
