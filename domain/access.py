@@ -138,6 +138,11 @@ FUNCTION_DETAIL: Final = MappingProxyType(
 )
 UNIT_MEMBER_BASE: Final = OPERATIONAL | IDENTITY | {"interventions.own_unit"}
 
+# The rule of a read under a county order (`domain.orders.CountyOrder`, issued for an
+# investigation): the street under review is not told of it
+# (`domain.investigations.hidden_from_street`).
+COUNTY_ORDER_RULE: Final = "investigation_county_order"
+
 # Which purposes of use each role may declare.
 ROLE_PURPOSES: Final = MappingProxyType(
     {
@@ -214,6 +219,9 @@ class ReadContext:
     # Expiry of an active investigation order naming this case and this investigator.
     order_expires_at: datetime | None = None
     break_glass_reason: str | None = None
+    # That order is the county's (`domain.orders.CountyOrder`): its reads are recorded under
+    # COUNTY_ORDER_RULE, which the access log street roles see leaves out.
+    county_order: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,7 +271,8 @@ def scope_grant(actor: Actor, context: ReadContext) -> tuple[str, frozenset[str]
     if role is Role.INVESTIGATOR:
         expires = context.order_expires_at
         if expires is not None and expires > context.now:
-            return "investigation_order", INVESTIGATOR_FIELDS
+            rule = COUNTY_ORDER_RULE if context.county_order else "investigation_order"
+            return rule, INVESTIGATOR_FIELDS
         return None
     if role is Role.COMPLIANCE_AUDITOR:
         return "compliance_review", frozenset({"access_log"})

@@ -45,8 +45,17 @@ from domain.access import (
 )
 from domain.case import Case
 from domain.group_commit import GroupCommit
+from domain.investigation_commands import (
+    AddRectification,
+    CompleteRectification,
+    IssueCountyOrder,
+    OpenInvestigation,
+    RecordFinding,
+    RevokeCountyOrder,
+)
+from domain.investigations import COUNTY_ROLES, Investigation, hidden_from_street
 from domain.notices import ASSIGNMENT_TOPICS, DueDateReminder, OpenAssignments, reminders_due
-from domain.orders import InvestigationOrder, check_expiry, order_id
+from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_order_id, order_id
 from domain.permissions import require_permission
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
@@ -96,6 +105,40 @@ def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:
 # stored shape (`case_id: UUID`) for every reader of it, old and new, and no case's access
 # log lists it (tests/integration/test_one_reader.py).
 NO_CASE: Final = UUID(int=0)
+
+
+# Investigations: rules of their reads (stored in access events, as every rule).
+INVESTIGATION_NOT_FOR_READER: Final = "investigation_not_for_reader"
+INVESTIGATION_MEMBER_RULE: Final = "investigation_member"
+AS_OF_NOT_FOR_ROLE: Final = "as_of_not_for_role"
+NO_SUCH_CASE_AS_OF: Final = "no_such_case_as_of"
+
+
+def _require_county(actor: Actor, doing: str) -> None:
+    if actor.role not in COUNTY_ROLES:
+        raise errors.NotPermitted(f"only a county lead or an admin may {doing}")
+
+
+def version_as_of(timestamps: Sequence[datetime], as_of: datetime) -> int | None:
+    """How many of a stream's first events (its timestamps, in order) happened at or before
+    `as_of`: the version the stream had then, None if it did not exist yet."""
+    count = 0
+    for timestamp in timestamps:
+        if timestamp > as_of:
+            break
+        count += 1
+    return count or None
+
+
+def case_as_of(events: Sequence[DomainEvent], as_of: datetime) -> Case | None:
+    """A case as it stood at `as_of`, from its events alone: the pure form of
+    `CaseTrail.read_case_as_of` (which loads the same version through snapshots); proven equal
+    by tests/domain/test_as_of.py."""
+    version = version_as_of([e.timestamp for e in events], as_of)
+    if version is None:
+        return None
+    case = replay(None, events[:version])
+    return case if isinstance(case, Case) else None
 
 
 class AccessRefused(Exception):
@@ -296,7 +339,10 @@ class CaseTrail(Application[UUID]):
             case_id, actor, purpose, request_id, break_glass_reason=break_glass_reason, need=need
         )
         if need == "access_log":
-            return {"id": str(case_id), "access_log": self.access_log(case_id)}
+            log = [
+                e for e in self.access_log(case_id) if not hidden_from_street(e["rule"], actor.role)
+            ]
+            return {"id": str(case_id), "access_log": log}
         return disclose(case, decision.fields, reader_unit=actor.unit)
 
     def authorise_read(
@@ -376,16 +422,18 @@ class CaseTrail(Application[UUID]):
         except errors.CaseNotFound:
             case = None
         now = datetime.now(UTC)
+        order_expires_at, county_order = (
+            self._any_order_in_force(case_id, actor.user, now)
+            if actor.role is Role.INVESTIGATOR and case is not None
+            else (None, False)
+        )
         context = ReadContext(
             scope=CaseScope.of(case) if case is not None else None,
             now=now,
             grace=self.assignment_grace,
-            order_expires_at=(
-                self._order_in_force(case_id, actor.user, now)
-                if actor.role is Role.INVESTIGATOR and case is not None
-                else None
-            ),
+            order_expires_at=order_expires_at,
             break_glass_reason=break_glass_reason,
+            county_order=county_order,
         )
         return case, decide(actor, context, purpose)
 
@@ -439,6 +487,332 @@ class CaseTrail(Application[UUID]):
     def _order_in_force(self, case_id: UUID, investigator: str, now: datetime) -> datetime | None:
         order = self._get_order(case_id, investigator)
         return order.active_until(now) if order is not None else None
+
+    def _any_order_in_force(
+        self, case_id: UUID, investigator: str, now: datetime
+    ) -> tuple[datetime | None, bool]:
+        """The expiry of an order in force naming the investigator and the case, and whether it
+        is the county's: the street's order first (the street knows of reads under its own)."""
+        street = self._order_in_force(case_id, investigator, now)
+        if street is not None:
+            return street, False
+        county = self._get_county_order(case_id, investigator)
+        expires = county.active_until(now) if county is not None else None
+        return expires, expires is not None
+
+    # --- investigations (domain/investigations.py): the county's reverse investigations ---------
+
+    def open_investigation(
+        self, command: OpenInvestigation, case_ids: Sequence[UUID], actor: Actor
+    ) -> UUID:
+        """Open an investigation of the minor's files: `case_ids` are those the read models'
+        blind index found for the minor's ID number; each is kept only if the file itself names
+        that ID number. Every (file, investigator) gets a county order covering the minor; all
+        stored in one transaction."""
+        _require_county(actor, "open investigations")
+        now = datetime.now(UTC)
+        check_expiry(command.expires_at, now)
+        linked = self._files_of_minor(case_ids, command.minor.id_number)
+        investigation = Investigation.open(
+            kind=command.kind,
+            incident_on=command.incident_on,
+            id_number=command.minor.id_number,
+            name=command.minor.name or "",
+            case_ids=linked,
+            by=actor.as_record(),
+        )
+        investigation.assign_investigators(
+            list(command.investigators), reason=command.reason, by=actor.as_record()
+        )
+        orders = [
+            self._county_order(
+                investigation,
+                case_id,
+                investigator,
+                covers="minor",
+                reason=command.reason,
+                expires_at=command.expires_at,
+                now=now,
+                actor=actor,
+            )
+            for case_id in linked
+            for investigator in command.investigators
+        ]
+        self.save(investigation, *orders)
+        return investigation.id
+
+    def issue_county_order(
+        self,
+        investigation_id: UUID,
+        command: IssueCountyOrder,
+        minor_case_ids: Sequence[UUID],
+        actor: Actor,
+    ) -> list[UUID]:
+        """Issue (or renew) county orders for one investigator: for `command.case_id`, which
+        must be linked to the investigation, or (`minor`) for every file of the minor, linking
+        first the files of `minor_case_ids` (the blind index's answer now) not linked yet."""
+        _require_county(actor, "issue county orders")
+        investigation = self._get_investigation(investigation_id)
+        now = datetime.now(UTC)
+        check_expiry(command.expires_at, now)
+        if command.minor:
+            investigation.link_cases(
+                self._files_of_minor(minor_case_ids, investigation.minor["id_number"]),
+                by=actor.as_record(),
+            )
+            targets = [UUID(c) for c in investigation.case_ids]
+        else:
+            if command.case_id is None or str(command.case_id) not in investigation.case_ids:
+                raise errors.InvestigationInvalid(
+                    "the case is not linked to this investigation; give a file of its minor",
+                    field="case_id",
+                )
+            targets = [command.case_id]
+        orders = [
+            self._county_order(
+                investigation,
+                case_id,
+                command.investigator,
+                covers="minor" if command.minor else "case",
+                reason=command.reason,
+                expires_at=command.expires_at,
+                now=now,
+                actor=actor,
+            )
+            for case_id in targets
+        ]
+        self.save(investigation, *orders)
+        return [o.id for o in orders]
+
+    def revoke_county_order(
+        self, investigation_id: UUID, order: UUID, command: RevokeCountyOrder, actor: Actor
+    ) -> None:
+        _require_county(actor, "revoke county orders")
+        investigation = self._get_investigation(investigation_id)
+        investigation.record_order_revoked(order, reason=command.reason, by=actor.as_record())
+        found: object = self.repository.get(order, projector_func=replay)
+        if not isinstance(found, CountyOrder):
+            raise errors.OrderNotActive("no order of this investigation has this id")
+        found.revoke(reason=command.reason, now=datetime.now(UTC), by=actor.as_record())
+        self.save(investigation, found)
+
+    def read_investigation(
+        self, investigation_id: UUID, actor: Actor, request_id: str
+    ) -> dict[str, Any]:
+        """The investigation, for the county (without the minor's identity) and for the
+        investigators it names (with it: an audited disclosure, one `CaseAccessed` of the
+        minor's identity per linked file, purpose `investigation`, stored before the answer).
+        Anyone else is refused as if it did not exist, the refusal stored as `AccessDenied`."""
+        try:
+            investigation = self._get_investigation(investigation_id)
+        except errors.InvestigationNotFound:
+            investigation = None
+        if investigation is not None and actor.role in COUNTY_ROLES:
+            return investigation.summary(with_minor=False)
+        if (
+            investigation is None
+            or actor.role is not Role.INVESTIGATOR
+            or not investigation.names(actor.user)
+        ):
+            self._record_access(
+                access_event(
+                    Decision(False, f"{INVESTIGATION_NOT_FOR_READER}:{actor.role}"),
+                    case_id=NO_CASE,
+                    actor=actor,
+                    purpose=Purpose.INVESTIGATION,
+                    request_id=request_id,
+                )
+            )
+            raise errors.InvestigationNotFound(
+                "no investigation with this id is visible to you; the attempt was recorded"
+            )
+        fields = frozenset({"minor.id_number", "minor.name"})
+        self.record_disclosures(
+            [(UUID(c), fields, INVESTIGATION_MEMBER_RULE) for c in investigation.case_ids]
+            or [(NO_CASE, fields, INVESTIGATION_MEMBER_RULE)],
+            actor=actor,
+            purpose=Purpose.INVESTIGATION,
+            request_id=request_id,
+        )
+        return investigation.summary(with_minor=True)
+
+    def record_finding(self, investigation_id: UUID, command: RecordFinding, actor: Actor) -> None:
+        """A finding on a duty; every store position it cites must hold an event."""
+        investigation = self._investigation_for_work(investigation_id, actor)
+        end = self.recorder.max_notification_id() or 0
+        for index, position in enumerate(command.evidence):
+            if position > end:
+                raise errors.EvidenceUnknown(
+                    f"evidence cites a store position past the store's end ({end}); "
+                    "cite positions of stored events",
+                    field=f"evidence.{index}",
+                )
+        investigation.record_finding(
+            duty=command.duty,
+            unit=command.unit,
+            person=command.person,
+            determination=command.determination,
+            evidence=list(command.evidence),
+            note=command.note,
+            by=actor.as_record(),
+        )
+        self.save(investigation)
+
+    def add_rectification(
+        self, investigation_id: UUID, command: AddRectification, actor: Actor
+    ) -> UUID:
+        investigation = self._investigation_for_work(investigation_id, actor)
+        item_id = investigation.add_rectification(
+            item=command.item, owner=command.owner, due_on=command.due_on, by=actor.as_record()
+        )
+        self.save(investigation)
+        return item_id
+
+    def complete_rectification(
+        self, investigation_id: UUID, item_id: UUID, command: CompleteRectification, actor: Actor
+    ) -> None:
+        investigation = self._investigation_for_work(investigation_id, actor)
+        investigation.complete_rectification(
+            item_id, on=command.completed_on, note=command.note, by=actor.as_record()
+        )
+        self.save(investigation)
+
+    def record_report_issued(
+        self,
+        investigation_id: UUID,
+        format: str,
+        sha256: str,
+        actor: Actor,
+    ) -> None:
+        """The report of the investigation was issued (`format` html, pdf or json; `sha256` of
+        its bytes, lowercase hex): for the report's producer, by a county lead or one of the
+        investigators."""
+        investigation = self._investigation_for_work(investigation_id, actor)
+        investigation.issue_report(format=format, sha256=sha256, by=actor.as_record())
+        self.save(investigation)
+
+    def investigation(self, investigation_id: UUID) -> Investigation:
+        """The aggregate itself, for a caller that decided and recorded the read (the report)."""
+        return self._get_investigation(investigation_id)
+
+    def _get_investigation(self, investigation_id: UUID) -> Investigation:
+        try:
+            found: object = self.repository.get(investigation_id, projector_func=replay)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, Investigation):
+            raise errors.InvestigationNotFound("no investigation with this id is visible to you")
+        return found
+
+    def _investigation_for_work(self, investigation_id: UUID, actor: Actor) -> Investigation:
+        """The investigation, for a county lead or one of its investigators; anyone else is
+        answered as if it did not exist (an admin: not permitted, it holds no case content)."""
+        investigation = self._get_investigation(investigation_id)
+        if actor.role is Role.COUNTY_LEAD or (
+            actor.role is Role.INVESTIGATOR and investigation.names(actor.user)
+        ):
+            return investigation
+        if actor.role is Role.ADMIN:
+            raise errors.NotPermitted(
+                "findings, rectifications and reports are the county lead's and the "
+                "investigators'; an admin issues and revokes orders"
+            )
+        raise errors.InvestigationNotFound("no investigation with this id is visible to you")
+
+    def _files_of_minor(self, case_ids: Sequence[UUID], id_number: str) -> list[UUID]:
+        """The files among `case_ids` that name this ID number (the read models found them;
+        the files themselves decide)."""
+        found: list[UUID] = []
+        for case_id in dict.fromkeys(case_ids):
+            with suppress(errors.CaseNotFound):
+                if self._get_case(case_id).minor["id_number"] == id_number:
+                    found.append(case_id)
+        return found
+
+    def _county_order(
+        self,
+        investigation: Investigation,
+        case_id: UUID,
+        investigator: str,
+        *,
+        covers: str,
+        reason: str,
+        expires_at: datetime,
+        now: datetime,
+        actor: Actor,
+    ) -> CountyOrder:
+        """Issue or renew the county order of (case, investigator), and record it in the
+        investigation; the caller saves both."""
+        order = self._get_county_order(case_id, investigator)
+        if order is None:
+            order = CountyOrder(
+                investigation_id=investigation.id,
+                case_id=case_id,
+                investigator=investigator,
+                covers=covers,
+                reason=reason,
+                expires_at=expires_at.isoformat(),
+                by=actor.as_record(),
+            )
+        else:
+            order.renew(
+                investigation_id=investigation.id,
+                covers=covers,
+                reason=reason,
+                expires_at=expires_at,
+                now=now,
+                by=actor.as_record(),
+            )
+        investigation.record_order(
+            order_id=order.id,
+            case_id=case_id,
+            investigator=investigator,
+            covers=covers,
+            reason=reason,
+            expires_at=expires_at,
+            by=actor.as_record(),
+        )
+        return order
+
+    def _get_county_order(self, case_id: UUID, investigator: str) -> CountyOrder | None:
+        try:
+            order: object = self.repository.get(
+                county_order_id(case_id, investigator), projector_func=replay
+            )
+        except AggregateNotFoundError:
+            return None
+        return order if isinstance(order, CountyOrder) else None
+
+    # --- point in time: a case as it stood at an instant (GET /v1/cases/{id}?as_of=T) ---------
+
+    def read_case_as_of(
+        self, case_id: UUID, as_of: datetime, actor: Actor, purpose: Purpose, request_id: str
+    ) -> dict[str, Any]:
+        """The case as it stood at `as_of` (its last event at or before that instant), for an
+        investigator holding an order in force now; decided, then recorded, then built, like
+        every read. Anyone else is refused as for a case out of scope (`as_of_not_for_role`);
+        an instant before the clue was reported is refused as a missing case
+        (`no_such_case_as_of`); both stored as `AccessDenied`. A grant is stored with the rule
+        `<rule>:as_of:<version>`, the version disclosed."""
+        at_version: list[int] = []
+
+        def as_of_only(decision: Decision) -> Decision:
+            if not decision.granted:
+                return decision
+            if actor.role is not Role.INVESTIGATOR or decision.break_glass:
+                return Decision(False, f"{AS_OF_NOT_FOR_ROLE}:{actor.role}")
+            stored: list[Any] = list(self.events.get(case_id))
+            version = version_as_of([e.timestamp for e in stored], as_of)
+            if version is None:
+                return Decision(False, NO_SUCH_CASE_AS_OF)
+            at_version.append(version)
+            return Decision(True, f"{decision.rule}:as_of:{version}", decision.fields)
+
+        _, decision = self.authorise_read(case_id, actor, purpose, request_id, narrow=as_of_only)
+        case: object = self.repository.get(case_id, version=at_version[0], projector_func=replay)
+        if not isinstance(case, Case):
+            raise errors.CaseNotFound(f"no case {case_id} is visible to you")
+        return disclose(case, decision.fields, reader_unit=actor.unit)
 
     # --- break-glass reviews --------------------------------------------------------------------
 

@@ -24,6 +24,8 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain import errors
+from domain.access import COUNTY_ORDER_RULE
+from domain.taxonomy import Role
 
 Record = dict[str, Any]
 
@@ -32,6 +34,22 @@ DETERMINATIONS: Final = ("fulfilled", "late", "not_fulfilled")
 # What a county order covers: every file of the minor (and so the files linked later), or one.
 COVERS: Final = ("minor", "case")
 REPORT_FORMATS: Final = ("html", "pdf", "json")
+
+
+# The roles of the street under review: they are not told of county orders, nor of the reads
+# made under them.
+STREET_ROLES: Final = frozenset(
+    {Role.REPORTER, Role.COORDINATOR, Role.SUPERVISOR, Role.UNIT_MEMBER}
+)
+# Who leads investigations: opens them, issues and revokes county orders.
+COUNTY_ROLES: Final = frozenset({Role.COUNTY_LEAD, Role.ADMIN})
+
+
+def hidden_from_street(rule: str, reader: Role) -> bool:
+    """Whether an access recorded with `rule` is left out of what `reader` sees of a case's
+    accesses: a read under a county order, for the roles of the street under review
+    (compliance auditors, investigators and the county see it)."""
+    return reader in STREET_ROLES and rule.startswith(COUNTY_ORDER_RULE)
 
 
 def _at(timestamp: datetime | None) -> str:
