@@ -32,12 +32,11 @@ def stored() -> Iterator[tuple[CaseTrail, UUID, list[Any]]]:
     case_id = application.report_clue(report_clue(), COORDINATOR)
     for n in range(FOLLOW_UPS):
         follow_up = cmd.RecordFollowUp(visited_on=date.today(), notes=f"第{n + 1}次回访。")
-        application.change_case(
-            case_id,
-            COORDINATOR,
-            "record_follow_up",
-            lambda c, f=follow_up: c.record_follow_up(f, by=COORDINATOR.as_record()),
-        )
+
+        def visit(case: Case, command: cmd.RecordFollowUp = follow_up) -> None:
+            case.record_follow_up(command, by=COORDINATOR.as_record())
+
+        application.change_case(case_id, COORDINATOR, "record_follow_up", visit)
     events = list(application.events.get(case_id))
     assert application.snapshots is not None
     assert len(list(application.snapshots.get(case_id))) == (FOLLOW_UPS + 1) // SNAPSHOT_EVERY
