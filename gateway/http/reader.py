@@ -210,6 +210,13 @@ class AuditedReader:
             break_glass_reason=break_glass_reason,
         )
 
+    def case_as_of(self, case_id: UUID, as_of: datetime) -> dict[str, Any]:
+        """The case as it stood at `as_of`, for an investigator under an order in force now
+        (`CaseTrail.read_case_as_of`: decided and recorded there, refused like a case read)."""
+        return self.application.read_case_as_of(
+            case_id, as_of, self.actor, self.purpose, self.request_id
+        )
+
     def access_log(self, case_id: UUID) -> dict[str, Any]:
         """The case's access log, for readers granted `access_log` (no case content)."""
         return self.application.read_case(

@@ -58,6 +58,7 @@ ACTORS = {
         "user-auditor", Role.COMPLIANCE_AUDITOR, "county-audit", "county"
     ),
     Role.ADMIN: Actor("user-admin", Role.ADMIN, "county-admin", "county"),
+    Role.COUNTY_LEAD: Actor("user-county-lead", Role.COUNTY_LEAD, "county-office", "county"),
 }
 ASSIGNED_FUNCTION = ProtectionFunction.JUDICIAL
 FIELD_SETS: dict[str, frozenset[str]] = {

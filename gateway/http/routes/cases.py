@@ -7,9 +7,11 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
+from pydantic import AwareDatetime
 
 from domain import commands as cmd
+from domain import errors
 from domain.access import Actor
 from domain.case import Case
 from domain.taxonomy import CATEGORY_LABELS, PROTECTION_FUNCTION_LABELS, SUBTYPES
@@ -103,9 +105,33 @@ def report_clue(
     return _created(response, case_id, 1)
 
 
+# An instant with its offset (RFC 3339), in the window of every date the service takes.
+AsOf = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="the case as it stood at this instant (RFC 3339, with offset): "
+        "investigators holding an order in force for the case only",
+        json_schema_extra={
+            "formatMinimum": f"{cmd.EARLIEST_DATE}T00:00:00Z",
+            "formatMaximum": f"{cmd.LATEST_DATE}T23:59:59Z",
+        },
+    ),
+]
+
+
 @router.get("/v1/cases/{case_id}", tags=["cases"])
-def read_case(case_id: UUID, reader: ReaderDep) -> dict[str, Any]:
-    """The fields of the case you may see. The access is recorded before the answer."""
+def read_case(case_id: UUID, reader: ReaderDep, as_of: AsOf = None) -> dict[str, Any]:
+    """The fields of the case you may see. The access is recorded before the answer.
+    With `as_of`, the case as it stood then (its last event at or before that instant), for
+    an investigator under an order in force now; anyone else is refused as for a case out of
+    scope, and an instant before the clue was reported as for a missing case (both recorded)."""
+    if as_of is not None:
+        if not cmd.EARLIEST_DATE <= as_of.date() <= cmd.LATEST_DATE:
+            raise errors.InvestigationInvalid(
+                f"as_of must lie between {cmd.EARLIEST_DATE} and {cmd.LATEST_DATE}",
+                field="as_of",
+            )
+        return reader.case_as_of(case_id, as_of)
     return reader.case(case_id)
 
 
