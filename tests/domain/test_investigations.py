@@ -9,11 +9,13 @@ from uuid import uuid4
 import pytest
 
 from domain import errors
-from domain.application import replay
+from domain.access import Actor
+from domain.application import CaseTrail, replay
+from domain.investigation_commands import OpenInvestigation
 from domain.investigations import Investigation
 from domain.orders import CountyOrder, county_order_id, order_id
 from domain.taxonomy import Role
-from tests.domain.builders import id_number_for
+from tests.domain.builders import COORDINATOR, id_number_for, report_clue
 
 LEAD = {"user": "lead-1", "role": str(Role.COUNTY_LEAD), "unit": "county-office", "street": ""}
 ID_NUMBER = id_number_for(date(2014, 3, 9), male=True)
@@ -183,3 +185,32 @@ def test_county_orders_are_streams_apart_from_the_streets() -> None:
 
 def test_county_lead_is_a_role() -> None:
     assert Role("county_lead") is Role.COUNTY_LEAD
+
+
+def test_only_files_naming_the_minor_are_linked_and_ordered() -> None:
+    """The read models hand the application candidate ids; the files themselves decide."""
+    application = CaseTrail(env={})
+    try:
+        born = date(2015, 6, 1)
+        minors = report_clue(born=born), report_clue(born=born, male=False)
+        own, other = (application.report_clue(c, COORDINATOR) for c in minors)
+        lead = Actor("lead-1", Role.COUNTY_LEAD, "county-office", "county")
+        command = OpenInvestigation.model_validate(
+            {
+                "kind": "harm",
+                "incident_on": date.today().isoformat(),
+                "minor": {"id_number": minors[0].minor.id_number},
+                "investigators": ["inv-1"],
+                "reason": "倒查。",
+                "expires_at": (datetime.now(UTC) + timedelta(days=5)).isoformat(),
+            }
+        )
+        opened = application.investigation(
+            application.open_investigation(command, [own, other, uuid4()], lead)
+        )
+        assert opened.case_ids == [str(own)]
+        assert [o["case_id"] for o in opened.orders.values()] == [str(own)]
+        with pytest.raises(errors.NotPermitted):
+            application.open_investigation(command, [own], COORDINATOR)
+    finally:
+        application.close()
