@@ -510,36 +510,40 @@ class CaseTrail(Application[UUID]):
         that ID number. Every (file, investigator) gets a county order covering the minor; all
         stored in one transaction."""
         _require_county(actor, "open investigations")
-        now = datetime.now(UTC)
-        check_expiry(command.expires_at, now)
-        linked = self._files_of_minor(case_ids, command.minor.id_number)
-        investigation = Investigation.open(
-            kind=command.kind,
-            incident_on=command.incident_on,
-            id_number=command.minor.id_number,
-            name=command.minor.name or "",
-            case_ids=linked,
-            by=actor.as_record(),
-        )
-        investigation.assign_investigators(
-            list(command.investigators), reason=command.reason, by=actor.as_record()
-        )
-        orders = [
-            self._county_order(
-                investigation,
-                case_id,
-                investigator,
-                covers="minor",
-                reason=command.reason,
-                expires_at=command.expires_at,
-                now=now,
-                actor=actor,
+
+        def attempt() -> UUID:
+            now = datetime.now(UTC)
+            check_expiry(command.expires_at, now)
+            linked = self._files_of_minor(case_ids, command.minor.id_number)
+            investigation = Investigation.open(
+                kind=command.kind,
+                incident_on=command.incident_on,
+                id_number=command.minor.id_number,
+                name=command.minor.name or "",
+                case_ids=linked,
+                by=actor.as_record(),
             )
-            for case_id in linked
-            for investigator in command.investigators
-        ]
-        self.save(investigation, *orders)
-        return investigation.id
+            investigation.assign_investigators(
+                list(command.investigators), reason=command.reason, by=actor.as_record()
+            )
+            orders = [
+                self._county_order(
+                    investigation,
+                    case_id,
+                    investigator,
+                    covers="minor",
+                    reason=command.reason,
+                    expires_at=command.expires_at,
+                    now=now,
+                    actor=actor,
+                )
+                for case_id in linked
+                for investigator in command.investigators
+            ]
+            self.save(investigation, *orders)
+            return investigation.id
+
+        return self._retrying(NO_CASE, attempt)
 
     def issue_county_order(
         self,
@@ -552,49 +556,57 @@ class CaseTrail(Application[UUID]):
         must be linked to the investigation, or (`minor`) for every file of the minor, linking
         first the files of `minor_case_ids` (the blind index's answer now) not linked yet."""
         _require_county(actor, "issue county orders")
-        investigation = self._get_investigation(investigation_id)
-        now = datetime.now(UTC)
-        check_expiry(command.expires_at, now)
-        if command.minor:
-            investigation.link_cases(
-                self._files_of_minor(minor_case_ids, investigation.minor["id_number"]),
-                by=actor.as_record(),
-            )
-            targets = [UUID(c) for c in investigation.case_ids]
-        else:
-            if command.case_id is None or str(command.case_id) not in investigation.case_ids:
-                raise errors.InvestigationInvalid(
-                    "the case is not linked to this investigation; give a file of its minor",
-                    field="case_id",
+
+        def attempt() -> list[UUID]:
+            investigation = self._get_investigation(investigation_id)
+            now = datetime.now(UTC)
+            check_expiry(command.expires_at, now)
+            if command.minor:
+                investigation.link_cases(
+                    self._files_of_minor(minor_case_ids, investigation.minor["id_number"]),
+                    by=actor.as_record(),
                 )
-            targets = [command.case_id]
-        orders = [
-            self._county_order(
-                investigation,
-                case_id,
-                command.investigator,
-                covers="minor" if command.minor else "case",
-                reason=command.reason,
-                expires_at=command.expires_at,
-                now=now,
-                actor=actor,
-            )
-            for case_id in targets
-        ]
-        self.save(investigation, *orders)
-        return [o.id for o in orders]
+                targets = [UUID(c) for c in investigation.case_ids]
+            else:
+                if command.case_id is None or str(command.case_id) not in investigation.case_ids:
+                    raise errors.InvestigationInvalid(
+                        "the case is not linked to this investigation; give a file of its minor",
+                        field="case_id",
+                    )
+                targets = [command.case_id]
+            orders = [
+                self._county_order(
+                    investigation,
+                    case_id,
+                    command.investigator,
+                    covers="minor" if command.minor else "case",
+                    reason=command.reason,
+                    expires_at=command.expires_at,
+                    now=now,
+                    actor=actor,
+                )
+                for case_id in targets
+            ]
+            self.save(investigation, *orders)
+            return [o.id for o in orders]
+
+        return self._retrying(investigation_id, attempt)
 
     def revoke_county_order(
         self, investigation_id: UUID, order: UUID, command: RevokeCountyOrder, actor: Actor
     ) -> None:
         _require_county(actor, "revoke county orders")
-        investigation = self._get_investigation(investigation_id)
-        investigation.record_order_revoked(order, reason=command.reason, by=actor.as_record())
-        found: object = self.repository.get(order, projector_func=replay)
-        if not isinstance(found, CountyOrder):
-            raise errors.OrderNotActive("no order of this investigation has this id")
-        found.revoke(reason=command.reason, now=datetime.now(UTC), by=actor.as_record())
-        self.save(investigation, found)
+
+        def attempt() -> None:
+            investigation = self._get_investigation(investigation_id)
+            investigation.record_order_revoked(order, reason=command.reason, by=actor.as_record())
+            found: object = self.repository.get(order, projector_func=replay)
+            if not isinstance(found, CountyOrder):
+                raise errors.OrderNotActive("no order of this investigation has this id")
+            found.revoke(reason=command.reason, now=datetime.now(UTC), by=actor.as_record())
+            self.save(investigation, found)
+
+        self._retrying(investigation_id, attempt)
 
     def read_investigation(
         self, investigation_id: UUID, actor: Actor, request_id: str
@@ -638,44 +650,54 @@ class CaseTrail(Application[UUID]):
 
     def record_finding(self, investigation_id: UUID, command: RecordFinding, actor: Actor) -> None:
         """A finding on a duty; every store position it cites must hold an event."""
-        investigation = self._investigation_for_work(investigation_id, actor)
-        end = self.recorder.max_notification_id() or 0
-        for index, position in enumerate(command.evidence):
-            if position > end:
-                raise errors.EvidenceUnknown(
-                    f"evidence cites a store position past the store's end ({end}); "
-                    "cite positions of stored events",
-                    field=f"evidence.{index}",
-                )
-        investigation.record_finding(
-            duty=command.duty,
-            unit=command.unit,
-            person=command.person,
-            determination=command.determination,
-            evidence=list(command.evidence),
-            note=command.note,
-            by=actor.as_record(),
-        )
-        self.save(investigation)
+
+        def attempt() -> None:
+            investigation = self._investigation_for_work(investigation_id, actor)
+            end = self.recorder.max_notification_id() or 0
+            for index, position in enumerate(command.evidence):
+                if position > end:
+                    raise errors.EvidenceUnknown(
+                        f"evidence cites a store position past the store's end ({end}); "
+                        "cite positions of stored events",
+                        field=f"evidence.{index}",
+                    )
+            investigation.record_finding(
+                duty=command.duty,
+                unit=command.unit,
+                person=command.person,
+                determination=command.determination,
+                evidence=list(command.evidence),
+                note=command.note,
+                by=actor.as_record(),
+            )
+            self.save(investigation)
+
+        self._retrying(investigation_id, attempt)
 
     def add_rectification(
         self, investigation_id: UUID, command: AddRectification, actor: Actor
     ) -> UUID:
-        investigation = self._investigation_for_work(investigation_id, actor)
-        item_id = investigation.add_rectification(
-            item=command.item, owner=command.owner, due_on=command.due_on, by=actor.as_record()
-        )
-        self.save(investigation)
-        return item_id
+        def attempt() -> UUID:
+            investigation = self._investigation_for_work(investigation_id, actor)
+            item_id = investigation.add_rectification(
+                item=command.item, owner=command.owner, due_on=command.due_on, by=actor.as_record()
+            )
+            self.save(investigation)
+            return item_id
+
+        return self._retrying(investigation_id, attempt)
 
     def complete_rectification(
         self, investigation_id: UUID, item_id: UUID, command: CompleteRectification, actor: Actor
     ) -> None:
-        investigation = self._investigation_for_work(investigation_id, actor)
-        investigation.complete_rectification(
-            item_id, on=command.completed_on, note=command.note, by=actor.as_record()
-        )
-        self.save(investigation)
+        def attempt() -> None:
+            investigation = self._investigation_for_work(investigation_id, actor)
+            investigation.complete_rectification(
+                item_id, on=command.completed_on, note=command.note, by=actor.as_record()
+            )
+            self.save(investigation)
+
+        self._retrying(investigation_id, attempt)
 
     def record_report_issued(
         self,
@@ -687,9 +709,27 @@ class CaseTrail(Application[UUID]):
         """The report of the investigation was issued (`format` html, pdf or json; `sha256` of
         its bytes, lowercase hex): for the report's producer, by a county lead or one of the
         investigators."""
-        investigation = self._investigation_for_work(investigation_id, actor)
-        investigation.issue_report(format=format, sha256=sha256, by=actor.as_record())
-        self.save(investigation)
+
+        def attempt() -> None:
+            investigation = self._investigation_for_work(investigation_id, actor)
+            investigation.issue_report(format=format, sha256=sha256, by=actor.as_record())
+            self.save(investigation)
+
+        self._retrying(investigation_id, attempt)
+
+    def _retrying(self, key: UUID, attempt: Callable[[], T]) -> T:
+        """Run one read-change-save of an investigation (and its orders) again, on fresh state,
+        when another writer stored first (optimistic concurrency, as `change_case`); writers of
+        the same investigation in this process take turns."""
+        with self._case_locks[hash(key) % len(self._case_locks)]:
+            for tried in range(_COMMAND_ATTEMPTS):
+                try:
+                    return attempt()
+                except IntegrityError:
+                    if tried == _COMMAND_ATTEMPTS - 1:
+                        raise
+                    time.sleep(random.uniform(0, min(0.05, 0.001 * 2**tried)))  # noqa: S311
+        raise AssertionError("unreachable")
 
     def investigation(self, investigation_id: UUID) -> Investigation:
         """The aggregate itself, for a caller that decided and recorded the read (the report)."""

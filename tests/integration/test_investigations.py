@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -432,3 +433,25 @@ def test_bad_input_is_refused_by_field_and_stores_nothing(sqlite_world: World) -
     assert naive.status_code == 422
     assert naive.json()["errors"][0]["field"] == "as_of"
     assert world.end() == before
+
+
+def test_concurrent_writes_to_one_investigation_are_all_stored(sqlite_world: World) -> None:
+    world = sqlite_world
+    planted, _, _, _ = two_files_of_one_minor(world)
+    investigation_id = world.open(planted, [INVESTIGATOR.user]).json()["id"]
+
+    def add(n: int) -> int:
+        response = world.client.post(
+            f"/v1/investigations/{investigation_id}/rectifications",
+            json={"item": f"整改事项{n}。", "owner": "街道", "due_on": date.today().isoformat()},
+            headers=world.headers(LEAD),
+        )
+        return int(response.status_code)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        statuses = list(pool.map(add, range(12)))
+    assert statuses == [201] * 12
+    stored = world.application.investigation(UUID(investigation_id))
+    assert sorted(r["item"] for r in stored.rectifications.values()) == sorted(
+        f"整改事项{n}。" for n in range(12)
+    )
