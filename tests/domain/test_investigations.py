@@ -9,10 +9,10 @@ from uuid import uuid4
 import pytest
 
 from domain import errors
-from domain.access import Actor
+from domain.access import COUNTY_ORDER_RULE, Actor
 from domain.application import CaseTrail, replay
 from domain.investigation_commands import OpenInvestigation
-from domain.investigations import Investigation
+from domain.investigations import Investigation, hidden_from_street
 from domain.orders import CountyOrder, county_order_id, order_id
 from domain.taxonomy import Role
 from tests.domain.builders import COORDINATOR, id_number_for, report_clue
@@ -214,3 +214,41 @@ def test_only_files_naming_the_minor_are_linked_and_ordered() -> None:
             application.open_investigation(command, [own], COORDINATOR)
     finally:
         application.close()
+
+
+def test_a_report_issued_is_recorded_for_the_county_and_the_named_only() -> None:
+    application = CaseTrail(env={})
+    try:
+        lead = Actor("lead-1", Role.COUNTY_LEAD, "county-office", "county")
+        named = Actor("inv-1", Role.INVESTIGATOR, "county-team", "county")
+        stranger = Actor("inv-9", Role.INVESTIGATOR, "county-team", "county")
+        command = OpenInvestigation.model_validate(
+            {
+                "kind": "suicide",
+                "incident_on": date.today().isoformat(),
+                "minor": {"id_number": ID_NUMBER},
+                "investigators": [named.user],
+                "reason": "倒查。",
+                "expires_at": (datetime.now(UTC) + timedelta(days=5)).isoformat(),
+            }
+        )
+        investigation_id = application.open_investigation(command, [], lead)
+        application.record_report_issued(investigation_id, "pdf", "0f" * 32, named)
+        with pytest.raises(errors.InvestigationNotFound):
+            application.record_report_issued(investigation_id, "pdf", "0f" * 32, stranger)
+        with pytest.raises(errors.InvestigationInvalid):
+            application.record_report_issued(investigation_id, "docx", "0f" * 32, lead)
+        reports = application.investigation(investigation_id).reports
+        assert [(r["format"], r["sha256"], r["by"]["user"]) for r in reports] == [
+            ("pdf", "0f" * 32, named.user)
+        ]
+    finally:
+        application.close()
+
+
+@pytest.mark.parametrize("role", list(Role))
+def test_reads_under_county_orders_are_hidden_from_the_street_only(role: Role) -> None:
+    street = role in {Role.REPORTER, Role.COORDINATOR, Role.SUPERVISOR, Role.UNIT_MEMBER}
+    assert hidden_from_street(COUNTY_ORDER_RULE, role) is street
+    assert hidden_from_street(f"{COUNTY_ORDER_RULE}:as_of:3", role) is street
+    assert hidden_from_street("investigation_order", role) is False
