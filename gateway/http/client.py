@@ -91,13 +91,22 @@ def client_address(peer: str | None, forwarded: Sequence[str], trust: ProxyTrust
 
 
 def user_agent(value: str | None) -> str:
-    """The user agent, bounded and with control and format characters removed."""
+    """The user agent, bounded and with control and format characters removed. HTTP carries
+    header bytes, which the server hands over as Latin-1 text: UTF-8 agents are read as UTF-8
+    (so that a format character sent in UTF-8 is seen, and removed, as one)."""
     if not value:
         return ""
-    kept = "".join(
-        c for c in value[: USER_AGENT_MAX * 4] if unicodedata.category(c) not in {"Cc", "Cf"}
-    )
+    raw = value[: USER_AGENT_MAX * 4]
+    try:
+        text = raw.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        text = raw
+    kept = "".join(c for c in text if unicodedata.category(c) not in _UNWANTED)
     return kept[:USER_AGENT_MAX]
+
+
+# Control (Cc: NUL, newlines, DEL, C1) and format (Cf: bidi overrides, zero-width) characters.
+_UNWANTED: Final = frozenset({"Cc", "Cf"})
 
 
 def _bounded(text: str) -> str:
