@@ -375,8 +375,9 @@ def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[st
 # - `client`: `{"address", "user_agent"}` as seen by the service (`Client`, resolved by the HTTP
 #   gateway: the socket peer, or a trusted proxy's forwarded address).
 # Events stored before hold none of these: `upcast_v1_v2` gives them the values that say so
-# (`UNRECORDED_CHANNEL`, an empty client), never a guess. Proven by tests/domain/test_access.py
-# and the store written before (tests/architecture/test_stored_topics.py).
+# (`UNRECORDED_CHANNEL`, an empty client), never a guess. Proven by
+# tests/domain/test_access_events.py, and by tests/integration/test_knowledge_records.py (the
+# store written before, tests/fixtures/store_v1, and every channel over HTTP).
 
 
 class Channel(StrEnum):

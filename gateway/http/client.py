@@ -16,7 +16,8 @@ the network, so neither is believed beyond what the service itself can see:
   removed, and it is never logged.
 
 Proven by tests/integration/test_knowledge_records.py (over real HTTP: an untrusted peer's header
-ignored, a trusted proxy's used, the user agent bounded) and the unit tests beside it.
+ignored, a trusted proxy's used, the user agent bounded; the real server over a socket; and
+each rule of the address on its own).
 """
 
 from __future__ import annotations
