@@ -58,6 +58,11 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
     "log_config": None,  # our JSON logs (gateway.logs), configured by each worker
     "access_log": False,  # one line per request comes from gateway.http.app.RequestContext
     "timeout_graceful_shutdown": 10,
+    # The socket peer stays the peer: uvicorn would otherwise take X-Forwarded-For from any
+    # local client (its default trusts 127.0.0.1) before the service sees it. Which header,
+    # from which proxies, is the service's setting (CASETRAIL_TRUSTED_PROXY_HEADER,
+    # gateway/http/client.py).
+    "proxy_headers": False,
 }
 
 
