@@ -372,6 +372,7 @@ class CaseTrail(Application[UUID]):
         narrow: Callable[[Decision], Decision] | None = None,
         channel: Channel,
         client: Client,
+        disclosed_version: int | None = None,
     ) -> tuple[Case, Decision]:
         """`read_case` up to its record: decide, let `narrow` restrict the decision (a read
         of the case in another form, e.g. its evidence bundle, granted to fewer rules), store
@@ -379,8 +380,9 @@ class CaseTrail(Application[UUID]):
         With `also_need`, the same read discloses a second form too (a bundle with the access
         log): both events are stored in one write, or, if either is refused, only that refusal.
         A refusal is stored as `AccessDenied` and raised as `AccessRefused`. Each event records
-        the version of the case decided on (None when there is no such case), the `channel`
-        and the `client`."""
+        the version of the case decided on (None when there is no such case; `disclosed_version`
+        when the read discloses an earlier version, as a point-in-time read does), the
+        `channel` and the `client`."""
         case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
         if narrow is not None:
             decided = narrow(decided)
@@ -395,7 +397,13 @@ class CaseTrail(Application[UUID]):
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
-                case_version=case.version if case is not None else None,
+                case_version=(
+                    None
+                    if case is None
+                    else disclosed_version
+                    if disclosed_version is not None
+                    else case.version
+                ),
                 channel=channel,
                 client=client,
                 break_glass_reason=break_glass_reason,
@@ -636,7 +644,7 @@ class CaseTrail(Application[UUID]):
         self._retrying(investigation_id, attempt)
 
     def read_investigation(
-        self, investigation_id: UUID, actor: Actor, request_id: str
+        self, investigation_id: UUID, actor: Actor, request_id: str, *, client: Client
     ) -> dict[str, Any]:
         """The investigation, for the county (without the minor's identity) and for the
         investigators it names (with it: an audited disclosure, one `CaseAccessed` of the
@@ -660,6 +668,9 @@ class CaseTrail(Application[UUID]):
                     actor=actor,
                     purpose=Purpose.INVESTIGATION,
                     request_id=request_id,
+                    case_version=None,
+                    channel=Channel.API,
+                    client=client,
                 )
             )
             raise errors.InvestigationNotFound(
@@ -667,11 +678,13 @@ class CaseTrail(Application[UUID]):
             )
         fields = frozenset({"minor.id_number", "minor.name"})
         self.record_disclosures(
-            [(UUID(c), fields, INVESTIGATION_MEMBER_RULE) for c in investigation.case_ids]
-            or [(NO_CASE, fields, INVESTIGATION_MEMBER_RULE)],
+            [(UUID(c), fields, INVESTIGATION_MEMBER_RULE, None) for c in investigation.case_ids]
+            or [(NO_CASE, fields, INVESTIGATION_MEMBER_RULE, None)],
             actor=actor,
             purpose=Purpose.INVESTIGATION,
             request_id=request_id,
+            channel=Channel.API,
+            client=client,
         )
         return investigation.summary(with_minor=True)
 
@@ -853,30 +866,48 @@ class CaseTrail(Application[UUID]):
     # --- point in time: a case as it stood at an instant (GET /v1/cases/{id}?as_of=T) ---------
 
     def read_case_as_of(
-        self, case_id: UUID, as_of: datetime, actor: Actor, purpose: Purpose, request_id: str
+        self,
+        case_id: UUID,
+        as_of: datetime,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        channel: Channel,
+        client: Client,
     ) -> dict[str, Any]:
         """The case as it stood at `as_of` (its last event at or before that instant), for an
         investigator holding an order in force now; decided, then recorded, then built, like
         every read. Anyone else is refused as for a case out of scope (`as_of_not_for_role`);
         an instant before the clue was reported is refused as a missing case
         (`no_such_case_as_of`); both stored as `AccessDenied`. A grant is stored with the rule
-        `<rule>:as_of:<version>`, the version disclosed."""
-        at_version: list[int] = []
+        `<rule>:as_of:<version>` and that version as the access event's `case_version` (the
+        version disclosed, not the file's current one)."""
+        # The version as of T is found before deciding (timestamps only, nothing disclosed),
+        # so that the access event can record the version the answer discloses.
+        stored: list[Any] = list(self.events.get(case_id))
+        version = version_as_of([e.timestamp for e in stored], as_of)
 
         def as_of_only(decision: Decision) -> Decision:
             if not decision.granted:
                 return decision
             if actor.role is not Role.INVESTIGATOR or decision.break_glass:
                 return Decision(False, f"{AS_OF_NOT_FOR_ROLE}:{actor.role}")
-            stored: list[Any] = list(self.events.get(case_id))
-            version = version_as_of([e.timestamp for e in stored], as_of)
             if version is None:
                 return Decision(False, NO_SUCH_CASE_AS_OF)
-            at_version.append(version)
             return Decision(True, f"{decision.rule}:as_of:{version}", decision.fields)
 
-        _, decision = self.authorise_read(case_id, actor, purpose, request_id, narrow=as_of_only)
-        case: object = self.repository.get(case_id, version=at_version[0], projector_func=replay)
+        _, decision = self.authorise_read(
+            case_id,
+            actor,
+            purpose,
+            request_id,
+            narrow=as_of_only,
+            channel=channel,
+            client=client,
+            disclosed_version=version,
+        )
+        case: object = self.repository.get(case_id, version=version, projector_func=replay)
         if not isinstance(case, Case):
             raise errors.CaseNotFound(f"no case {case_id} is visible to you")
         return disclose(case, decision.fields, reader_unit=actor.unit)

@@ -227,7 +227,13 @@ class AuditedReader:
         """The case as it stood at `as_of`, for an investigator under an order in force now
         (`CaseTrail.read_case_as_of`: decided and recorded there, refused like a case read)."""
         return self.application.read_case_as_of(
-            case_id, as_of, self.actor, self.purpose, self.request_id
+            case_id,
+            as_of,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            channel=Channel.API,
+            client=self.client,
         )
 
     def access_log(self, case_id: UUID) -> dict[str, Any]:

@@ -169,6 +169,9 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
     assert isinstance(granted, CaseAccessed)
     assert granted.rule == f"{COUNTY_ORDER_RULE}:as_of:1"
     assert granted.purpose == "investigation"
+    # The version disclosed, not the file's current one (2, after the follow-up).
+    assert granted.case_version == 1
+    assert world.access(first, now.headers["X-Request-ID"]).case_version == 2
 
     too_early = world.client.get(
         f"/v1/cases/{first}", params={"as_of": before_report.isoformat()}, headers=reader

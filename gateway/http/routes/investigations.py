@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Request, Response
+from fastapi import APIRouter, HTTPException, Response
 
 from domain.investigation_commands import (
     AddRectification,
@@ -26,7 +26,7 @@ from domain.investigation_commands import (
     RecordFinding,
     RevokeCountyOrder,
 )
-from gateway.http.dependencies import ActorDep, Services, ServicesDep
+from gateway.http.dependencies import ActorDep, RequestContextDep, Services, ServicesDep
 from gateway.logs import get_logger
 from projections.readmodels import ReadModels
 
@@ -84,12 +84,14 @@ def open_investigation(
 
 @router.get("/v1/investigations/{investigation_id}", tags=["investigations"])
 def read_investigation(
-    investigation_id: UUID, actor: ActorDep, svc: ServicesDep, request: Request
+    investigation_id: UUID, actor: ActorDep, svc: ServicesDep, context: RequestContextDep
 ) -> dict[str, Any]:
     """The investigation: linked case ids, orders, findings, rectifications, reports issued.
     For the county (county leads, admins), without the minor's identity, and for the
     investigators it names, with it (recorded as a disclosure of each linked file first)."""
-    return svc.application.read_investigation(investigation_id, actor, request.state.request_id)
+    return svc.application.read_investigation(
+        investigation_id, actor, context.request_id, client=context.client
+    )
 
 
 @router.post(
