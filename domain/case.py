@@ -15,6 +15,7 @@ No rule's message quotes a submitted value or what the file holds (`tests/domain
 from __future__ import annotations
 
 from datetime import date, datetime
+from enum import StrEnum
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -85,6 +86,47 @@ def _upcast_assignment(assignment: Record) -> None:
     assignment.update(_DUTY_CYCLE_KEYS)
     assignment["received_at"] = received
     assignment["acknowledged_at"] = None
+
+
+class DutyState(StrEnum):
+    """Where a unit stands with one assignment (its inbox, the worklists, the ledger)."""
+
+    PUBLISHED = "published"  # assigned; its notice is on its way, no receipt known yet
+    RECEIVED = "received"  # the unit's client confirmed receipt (a machine)
+    SIGNED_FOR = "signed_for"  # a person of the unit signed for it (签收), due after today
+    RESULT_DUE = "result_due"  # signed for, and due today
+    OVERDUE = "overdue"  # the due date passed without a result
+    DECLINED = "declined"  # the unit declined it (ended)
+    RESULT_REPORTED = "result_reported"  # 办结反馈 (ended)
+    ENDED = "ended"  # ended otherwise: completed, withdrawn, transferred, case closed
+
+
+def duty_state(
+    *,
+    ended_at: str | None,
+    outcome: str | None,
+    due_on: str,
+    signed_for_at: str | None,
+    received_at: str | None,
+    today: date,
+) -> DutyState:
+    """The state of an assignment from its facts, on `today` (the local day): an ended one by
+    how it ended; an open one overdue once its due date has passed, else by how far the unit
+    got (signed for, received, only published). One rule for every reader of it."""
+    if ended_at is not None:
+        if outcome == "declined":
+            return DutyState.DECLINED
+        if outcome == "result_reported":
+            return DutyState.RESULT_REPORTED
+        return DutyState.ENDED
+    due = date.fromisoformat(due_on)
+    if due < today:
+        return DutyState.OVERDUE
+    if signed_for_at is not None:
+        return DutyState.RESULT_DUE if due == today else DutyState.SIGNED_FOR
+    if received_at is not None:
+        return DutyState.RECEIVED
+    return DutyState.PUBLISHED
 
 
 class Case(Aggregate):

@@ -51,6 +51,7 @@ from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import evidence as evidence_routes
+from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     _install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(inbox_routes.router)  # a unit's inbox (issue 14)
     _install_docs(app)
     return app
 
