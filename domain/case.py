@@ -101,6 +101,18 @@ class DutyState(StrEnum):
     ENDED = "ended"  # ended otherwise: completed, withdrawn, transferred, case closed
 
 
+DUTY_STATE_LABELS: dict[DutyState, str] = {
+    DutyState.PUBLISHED: "已发送",
+    DutyState.RECEIVED: "已接收",
+    DutyState.SIGNED_FOR: "已签收",
+    DutyState.RESULT_DUE: "今日应反馈",
+    DutyState.OVERDUE: "已逾期",
+    DutyState.DECLINED: "已退回",
+    DutyState.RESULT_REPORTED: "已办结反馈",
+    DutyState.ENDED: "已结束",
+}
+
+
 def duty_state(
     *,
     ended_at: str | None,

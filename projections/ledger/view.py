@@ -36,7 +36,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.access import CaseScope, HeldAssignment
-from domain.case import Case, duty_state
+from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.identity import age_on, mask_id_number, mask_name
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
@@ -620,7 +620,7 @@ class Assignment:
     def is_open(self) -> bool:
         return self.ended_at is None
 
-    def state(self, today: date) -> str:
+    def state(self, today: date) -> DutyState:
         """Where the unit stands with it (`duty_state`): published, received, signed_for,
         result_due, overdue, declined, result_reported, ended."""
         return duty_state(
@@ -648,7 +648,7 @@ class Assignment:
             "declined_at": self.declined_at,
             "result_at": self.result_at,
             "recommendation": self.recommendation,
-            "state": self.state(local_date(datetime.now(LOCAL_TZ))),
+            "state": str(self.state(local_date(datetime.now(LOCAL_TZ)))),
         }
 
 
@@ -996,7 +996,7 @@ def cells(
         "source": source_label(r),
         "assignments": "；".join(
             f"{a.unit}({PROTECTION_FUNCTION_LABELS[ProtectionFunction(a.function)]}"
-            f"{'' if a.is_open else '，已结束'})"
+            f"，{DUTY_STATE_LABELS[a.state(local_date(now))]})"
             for a in row.assignments
         ),
         "status": CASE_STATUS_LABELS[CaseStatus(r["status"])],

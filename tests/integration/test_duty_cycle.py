@@ -379,3 +379,38 @@ def test_worklists_and_the_ledger_carry_the_states(flow: Flow, auth: TokenFactor
         isinstance(e, CaseAccessed)
         for e in application_of(client).access_events(UUID(flow.case_id))
     )
+
+
+@SQLITE_ONLY
+def test_the_quarterly_report_counts_the_duty_cycle(flow: Flow, auth: TokenFactory) -> None:
+    client = flow.client
+    signed = flow.assign(POLICE, "judicial", days=1)
+    declined = flow.assign(POLICE, "family")
+    reported = flow.assign(SCHOOL, "school")
+    flow.assign(SCHOOL, "society", days=2)
+    assert flow.post(signed, "acknowledgement", flow.police).status_code == 200
+    assert flow.post(declined, "decline", flow.police, {"reason": REASON}).status_code == 200
+    assert flow.post(reported, "acknowledgement", flow.school).status_code == 200
+    assert flow.post(reported, "result", flow.school, result_body()).status_code == 200
+    client.app.state.services.readmodels.catch_up()  # type: ignore[attr-defined]
+    headers = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+
+    def counts(as_of: date) -> dict[str, int]:
+        answer = client.get(
+            "/v1/reports/quarterly", params={"as_of": as_of.isoformat()}, headers=headers
+        )
+        assert answer.status_code == 200, answer.text
+        return {c["code"]: c["count"] for c in answer.json()["assignments"]}
+
+    today = local_today()
+    assert counts(today) == {
+        "assigned": 4,
+        "signed_for": 2,
+        "declined": 1,
+        "result_reported": 1,
+        "overdue": 0,
+    }
+    # Three days on (same quarter or not, the open ones are past due then): the signed one
+    # (due in a day) and the unsigned school one (due in two) are overdue; the ended ones not.
+    later = counts(today + timedelta(days=3))
+    assert later["overdue"] == 2
