@@ -10,6 +10,14 @@ letter signed, a follow-up visit) did not happen before the clue was found (`fou
 command models (`domain.commands`) bound every date against today and a horizon. Proven in
 `tests/domain/test_dates.py` and over HTTP, nothing written, in `tests/integration/test_dates.py`.
 No rule's message quotes a submitted value or what the file holds (`tests/domain/test_messages.py`).
+
+The units' duty cycle on an assignment (issue 14): a person of the assigned unit signs for it
+(签收, `AssignmentAcknowledged` version 2), or declines it with a reason, and reports its result
+(办结反馈); declining and the result end it. Version 1 acknowledgements (sent by the unit's client
+on its own) are upcast as receipts, in events and in snapshots, so a store written before reads
+them as `received_at`, never as signed for. `duty_state` is the one rule for an assignment's
+state. Proven in `tests/domain/test_duty_cycle.py` (each refusal, the old store) and over HTTP
+in `tests/integration/test_duty_cycle.py`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,9 @@ Tables (see `LedgerView.create_statements`; every column, and why it is held as 
 - `ledger_issues`: the (category, subtype) pairs of each file, for filtering; subtypes of the
   mental-health and unlawful-harm categories as tokens, the others as codes.
 - `ledger_assignments`: each assignment of a unit under a protection function, for the
-  assigned-units column and the units' worklists (`projections.ledger.worklists`).
+  assigned-units column and the units' worklists (`projections.ledger.worklists`), with the
+  duty cycle's instants (received, signed for, declined, result) and the result's
+  recommendation; never a reason, an outcome's text or a person (layout 4).
 
 Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
 bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
