@@ -23,7 +23,7 @@ from eventsourcing.utils import get_topic
 from domain import commands as cmd
 from domain import errors
 from domain.application import CaseTrail
-from domain.case import Case
+from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.taxonomy import Purpose
 from gateway.store.eventstore import store_environment
 from tests.domain.builders import (
@@ -387,3 +387,37 @@ def test_the_old_store_shows_its_client_acknowledgements_as_receipts(tmp_path: P
         assert all(set(r) == ASSIGNMENT_KEYS for r in records)
     finally:
         application.close()
+
+
+# --- the state of an assignment --------------------------------------------------------------
+
+DAY = date(2026, 5, 20)
+AT = "2026-05-19T08:00:00+00:00"
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        ({}, DutyState.PUBLISHED),
+        ({"received_at": AT}, DutyState.RECEIVED),
+        ({"received_at": AT, "signed_for_at": AT}, DutyState.SIGNED_FOR),
+        ({"signed_for_at": AT, "due_on": DAY.isoformat()}, DutyState.RESULT_DUE),
+        ({"signed_for_at": AT, "due_on": "2026-05-19"}, DutyState.OVERDUE),
+        ({"due_on": "2026-05-19"}, DutyState.OVERDUE),
+        ({"due_on": DAY.isoformat()}, DutyState.PUBLISHED),
+        ({"ended_at": AT, "outcome": "declined", "due_on": "2026-05-01"}, DutyState.DECLINED),
+        ({"ended_at": AT, "outcome": "result_reported"}, DutyState.RESULT_REPORTED),
+        ({"ended_at": AT, "outcome": "case_closed", "due_on": "2026-05-01"}, DutyState.ENDED),
+        ({"ended_at": AT, "outcome": "withdrawn"}, DutyState.ENDED),
+    ],
+)
+def test_duty_state(facts: dict[str, str], expected: DutyState) -> None:
+    given: dict[str, Any] = {
+        "ended_at": None,
+        "outcome": None,
+        "due_on": "2026-05-25",
+        "signed_for_at": None,
+        "received_at": None,
+    } | facts
+    assert duty_state(**given, today=DAY) is expected
+    assert DutyState(expected) in DUTY_STATE_LABELS
