@@ -21,7 +21,9 @@ same growing store.
 from __future__ import annotations
 
 import argparse
+import base64
 import random
+import secrets
 import sys
 import tempfile
 import time
@@ -31,6 +33,9 @@ from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Final
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from bench.harness import (
     RESULTS_DIR,
@@ -60,6 +65,7 @@ from bench.stores import (
 from bench.workload import (
     COORDINATOR,
     DEFAULT_SEED,
+    STREET,
     CommandPool,
     StoredCase,
     event_counts,
@@ -71,6 +77,7 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.commands import MEASURES
 from domain.taxonomy import ProtectionFunction
+from domain.units import RegisterUnit, UnitKeys
 from gateway import keyring
 from gateway.cli.demo import MEMBER_UNITS
 from gateway.settings import Settings
@@ -88,6 +95,25 @@ class Plan:
     def __init__(self) -> None:
         self.requests: list[bytes] = []
         self.raw: list[tuple[str, Any]] = []
+
+
+def register_units(application: CaseTrail, unit_ids: Sequence[str]) -> None:
+    """Register member units with throwaway public keys (no credentials file, no broker):
+    the API refuses an assignment to an unregistered unit."""
+    for unit_id in unit_ids:
+        public = (
+            X25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+        keys = UnitKeys(
+            sealing_key=base64.b64encode(public).decode("ascii"),
+            nats_user="u" + secrets.token_hex(8),
+            street_token="s" + secrets.token_hex(8),
+            tls_fingerprint=secrets.token_hex(32),
+        )
+        command = RegisterUnit(unit_id=unit_id, name="压测单位", type="school", street=STREET)
+        application.register_unit(command, keys, {"user": "bench", "role": "admin"})
 
 
 def build_plan(
@@ -202,6 +228,18 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             random.Random(args.seed).shuffle(filled_cases)
             filled.append((url, filled_app, filled_cases))
         (url, api_app, cases), (_, app, raw_cases) = filled
+        # Only a registered unit can be assigned over the API (issue 14): register, before the
+        # server starts, every unit the plans below will name.
+        turns = (-1, -2, *range(args.blocks))
+        register_units(
+            api_app,
+            [
+                f"bench-unit-{turn}-{n}"
+                for turn in turns
+                for n in range(max(args.block, args.warmup))
+                if KINDS[n % 3] == "assign"
+            ],
+        )
         env = service_env(home, url)
         durability = store_settings(app)
         api_app.close()

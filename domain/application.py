@@ -1038,12 +1038,19 @@ class CaseTrail(Application[UUID]):
 
     def assignable(self, unit_id: str, case: Case) -> Case:
         """The case, once checked that the unit may be assigned to it: a unit is the pair
-        (street, code), so a registered unit of another street is refused (an unregistered code
-        is a unit of the case's street that receives no sealed notices yet)."""
+        (street, code), so a registered unit of another street is refused, and so is a code no
+        unit is registered under: its notice could never be delivered, and a task nobody is told
+        of is a silent drop (issue 14; tests/integration/test_duty_cycle.py)."""
         try:
             registered = self.unit(unit_id)
         except UnknownUnit:
-            return case
+            # The message names neither the code given nor the registered ones (no echo).
+            raise errors.UnitNotRegistered(
+                "no unit is registered under this code, so it would never receive the task; "
+                "register it first (casetrail unit add --unit CODE --name NAME --type TYPE "
+                "--street STREET, docs/messaging.md), then assign it",
+                field="unit",
+            ) from None
         if registered.street != case.street:
             raise errors.UnitOfAnotherStreet(
                 "this unit is registered in another street; assign a member unit of the "

@@ -43,6 +43,13 @@ class UnitOfAnotherStreet(DomainError):
     code = "unit_of_another_street"
 
 
+class UnitNotRegistered(DomainError):
+    """An assignment goes only to a registered unit: an unregistered one would never be told."""
+
+    status = 422
+    code = "unit_not_registered"
+
+
 class AssignmentNotHeld(DomainError):
     status = 403
     code = "assignment_not_held"
@@ -54,6 +61,12 @@ class AssignmentAlreadyAcknowledged(DomainError):
 
 class AssignmentEnded(DomainError):
     code = "assignment_ended"
+
+
+class AssignmentNotSignedFor(DomainError):
+    """A result (办结反馈) comes from a unit that signed for the task (签收) first."""
+
+    code = "assignment_not_signed_for"
 
 
 class DuplicateAssignment(DomainError):

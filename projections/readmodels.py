@@ -61,7 +61,9 @@ _JOIN_SECONDS: Final = 10.0
 # The layout of each view's tables; a change makes stores built before rebuild the view.
 # 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
 # 3: the units of assignments too.
-SCHEMA: Final = {"ledger": 3, "reports": 2}
+# 4: assignments carry the duty cycle: received, declined, result (issue 14).
+# Reports 3: the duty cycle's events (report_duty).
+SCHEMA: Final = {"ledger": 4, "reports": 3}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 

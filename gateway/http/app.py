@@ -51,6 +51,7 @@ from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import evidence as evidence_routes
+from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.logs import get_logger
@@ -63,6 +64,7 @@ ROUTERS = (
     ledger_routes.router,
     evidence_routes.router,
     investigation_routes.router,
+    inbox_routes.router,
 )
 
 log = get_logger("casetrail.api")

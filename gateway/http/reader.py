@@ -136,6 +136,15 @@ _NOT_FOR_ROLE: Final = {
         "the refusal was recorded",
     ),
 }
+# A unit's inbox (gateway/http/routes/inbox.py): unit members only; no case is named.
+INBOX_NOT_FOR_ROLE: Final = "inbox_not_for_role"
+_NOT_FOR_ROLE[INBOX_NOT_FOR_ROLE] = RefusalAnswer(
+    403,
+    "not-permitted",
+    _NOT_FOR_ROLE_TITLE,
+    "the inbox lists a unit's own assignments: members of an assigned unit read it; the "
+    "worklists list assignments for the street; the refusal was recorded",
+)
 _PURPOSE_NOT_ALLOWED: Final = RefusalAnswer(
     403,
     "purpose-not-allowed",
@@ -301,6 +310,15 @@ class AuditedReader:
         scope = self.ledger_scope(channel=Channel.REPORT)
         if scope.reporting_unit is not None or scope.assigned_unit is not None:
             self._refuse(f"{REPORT_NOT_FOR_ROLE}:{self.actor.role}", Channel.REPORT)
+        return scope
+
+    def inbox_scope(self) -> LedgerScope:
+        """The ledger's scope, for a unit's inbox: a unit member's own unit only (else refused
+        and recorded). The inbox shows assignment metadata, no case content: nothing to record
+        for a grant."""
+        scope = self.ledger_scope()
+        if scope.assigned_unit is None:
+            self._refuse(f"{INBOX_NOT_FOR_ROLE}:{self.actor.role}")
         return scope
 
     def ledger_rows(

@@ -167,6 +167,7 @@ def summary_lines(report: QuarterlyReport) -> list[tuple[str, str, int]]:
     lines += [("按村(社区)", c.label, c.count) for c in report.by_village]
     lines += [("按风险等级", c.label, c.count) for c in report.by_risk]
     lines += [("按状态", c.label, c.count) for c in report.by_status]
+    lines += [("交办任务", c.label, c.count) for c in report.assignments]
     return lines
 
 

@@ -9,6 +9,10 @@ altered, and later ones carry later times.
 Counted: files by category, subtype, village, risk and status; files new in the quarter
 (reported, i.e. recorded, between the quarter's first day and the as-of date) and closed in it.
 A file with issues in two categories counts once under each category, once in every total.
+The units' duty cycle (issue 14, `report_duty`: one row per assignment event, its instant, the
+assignment's id and due date, no text): assignments made, signed for (签收), declined and with
+their result reported (办结反馈) in the quarter, and those open and past their due date at the
+end of the as-of day (`QuarterlyReport.assignments`).
 
 Nothing that identifies a child or reveals a sensitive subtype is in clear (`projections.sealed`):
 the village is a keyed token (`village_index`, for the village filter and the count by village)
@@ -65,7 +69,7 @@ _VILLAGE: Final = "report_village"
 
 class ReportsView(View):
     name = "reports"
-    tables = ("report_cases", "report_history")
+    tables = ("report_cases", "report_history", "report_duty")
     topics = CASE_TOPICS
 
     def __init__(self, keys: ReadModelKeys) -> None:
@@ -82,6 +86,12 @@ class ReportsView(View):
             "status TEXT NOT NULL, risk TEXT NOT NULL, issues TEXT NOT NULL, "
             "PRIMARY KEY (case_id, version))",
             "CREATE INDEX IF NOT EXISTS report_history_street_at ON {report_history} (street, at)",
+            "CREATE TABLE IF NOT EXISTS {report_duty} (case_id TEXT NOT NULL, "
+            "version BIGINT NOT NULL, at TEXT NOT NULL, event TEXT NOT NULL, "
+            "street TEXT NOT NULL, village_index TEXT NOT NULL, assignment_id TEXT NOT NULL, "
+            "due_on TEXT NOT NULL, PRIMARY KEY (case_id, version))",
+            "CREATE INDEX IF NOT EXISTS report_duty_street_at ON {report_duty} (street, at)",
+            "CREATE INDEX IF NOT EXISTS report_duty_assignment ON {report_duty} (assignment_id)",
         ]
 
     def apply(self, db: Db, batch: Batch) -> None:
@@ -97,6 +107,7 @@ class ReportsView(View):
             ):
                 current[row["case_id"]] = row
         history: list[list[Any]] = []
+        duty: list[list[Any]] = []
         for event in batch.events:
             case_id, kind, data = str(event.originator_id), type(event).__name__, vars(event)
             if kind == "ClueReported":
@@ -116,6 +127,12 @@ class ReportsView(View):
                 before = tuple(state[k] for k in _STATE)
                 self._fold(state, kind, data)
             current[case_id] = state
+            step = _duty_step(kind, data)
+            if step is not None:
+                duty.append(
+                    [case_id, event.originator_version, stamp(data["timestamp"]), step[0],
+                     state["street"], state["village_index"], step[1], step[2]]
+                )  # fmt: skip
             if before is None or before != tuple(state[k] for k in _STATE):
                 row = {**state, "version": event.originator_version, "event": kind}
                 row["at"] = stamp(data["timestamp"])
@@ -127,6 +144,7 @@ class ReportsView(View):
             key=("case_id",),
         )
         db.insert("report_history", _HISTORY_COLUMNS, history)
+        db.insert("report_duty", _DUTY_COLUMNS, duty)
 
     def _issues(self, issues: list[dict[str, str]]) -> str:
         return self.keys.issues([(i["category"], i["subtype"]) for i in issues])
@@ -143,6 +161,39 @@ class ReportsView(View):
             state["status"] = CaseStatus.CLOSED.value
         elif kind == "Reopened":
             state["status"] = CaseStatus.AWAITING_CONSULTATION.value
+
+
+# The duty cycle's events, as `report_duty` names them; `case_closed` ends every open one.
+_DUTY_EVENTS: Final = {
+    "UnitAssigned": "assigned",
+    "AssignmentDeclined": "declined",
+    "AssignmentResultReported": "result_reported",
+    "AssignmentEnded": "ended",
+}
+_DUTY_COLUMNS: Final = (
+    "case_id",
+    "version",
+    "at",
+    "event",
+    "street",
+    "village_index",
+    "assignment_id",
+    "due_on",
+)
+
+
+def _duty_step(kind: str, data: dict[str, Any]) -> tuple[str, str, str] | None:
+    """(event, assignment id, due date) of a duty-cycle event for `report_duty`, else None."""
+    if kind == "Closed":
+        return ("case_closed", "", "")
+    if kind == "AssignmentAcknowledged":
+        # Version 1 (upcast, `receipt` True) was the unit client's receipt: not signed for.
+        if data.get("receipt", False):
+            return None
+        return ("signed_for", data["assignment_id"], "")
+    if kind in _DUTY_EVENTS:
+        return (_DUTY_EVENTS[kind], data["assignment_id"], data.get("due_on", ""))
+    return None
 
 
 # --- the report ----------------------------------------------------------------------------------
@@ -177,6 +228,7 @@ class QuarterlyReport:
     by_village: tuple[Count, ...]
     by_risk: tuple[Count, ...]
     by_status: tuple[Count, ...]
+    assignments: tuple[Count, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -198,6 +250,7 @@ class QuarterlyReport:
             "by_village": [c.as_dict() for c in self.by_village],
             "by_risk": [c.as_dict() for c in self.by_risk],
             "by_status": [c.as_dict() for c in self.by_status],
+            "assignments": [c.as_dict() for c in self.assignments],
         }
 
 
@@ -246,6 +299,7 @@ def quarterly_report(
         villages[village_names[token]] += 1
         risks[row["risk"]] += 1
         statuses[row["status"]] += 1
+    duty = _duty_counts(db, street, village, since=since, until=until, as_of=as_of)
     return QuarterlyReport(
         street=street,
         village=village,
@@ -268,4 +322,47 @@ def quarterly_report(
         by_status=tuple(
             Count(str(s), label, statuses[str(s)]) for s, label in CASE_STATUS_LABELS.items()
         ),
+        assignments=duty,
+    )
+
+
+DUTY_COUNT_LABELS: Final = {
+    "assigned": "本季度交办",
+    "signed_for": "本季度签收",
+    "declined": "本季度退回",
+    "result_reported": "本季度办结反馈",
+    "overdue": "逾期未办结",
+}
+
+
+def _duty_counts(
+    db: KeyedDb, street: str, village: str | None, *, since: str, until: str, as_of: date
+) -> tuple[Count, ...]:
+    """The duty cycle's counts: events in [since, until), and assignments made before `until`,
+    not ended before it (by a decline, a result, an end or the file's closure) and due before
+    `as_of` (overdue at the end of that day)."""
+    place, params = "a.street = ?", [street]
+    if village is not None:
+        place += " AND a.village_index = ?"
+        params.append(db.keys.token("village", village))
+    counted = {
+        str(row["event"]): int(row["n"])
+        for row in db.execute(
+            f"SELECT a.event, COUNT(*) AS n FROM {{report_duty}} a WHERE {place} "
+            "AND a.at >= ? AND a.at < ? GROUP BY a.event",
+            [*params, since, until],
+        )
+    }
+    (overdue,) = db.execute(
+        f"SELECT COUNT(*) AS n FROM {{report_duty}} a WHERE {place} AND a.event = 'assigned' "
+        "AND a.at < ? AND a.due_on < ? "
+        "AND NOT EXISTS (SELECT 1 FROM {report_duty} e WHERE e.assignment_id = a.assignment_id "
+        "AND e.event IN ('declined', 'result_reported', 'ended') AND e.at < ?) "
+        "AND NOT EXISTS (SELECT 1 FROM {report_duty} e WHERE e.case_id = a.case_id "
+        "AND e.event = 'case_closed' AND e.at >= a.at AND e.at < ?)",
+        [*params, until, as_of.isoformat(), until, until],
+    )
+    counted["overdue"] = int(overdue["n"])
+    return tuple(
+        Count(code, label, counted.get(code, 0)) for code, label in DUTY_COUNT_LABELS.items()
     )

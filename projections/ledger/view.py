@@ -12,7 +12,9 @@ Tables (see `LedgerView.create_statements`; every column, and why it is held as 
 - `ledger_issues`: the (category, subtype) pairs of each file, for filtering; subtypes of the
   mental-health and unlawful-harm categories as tokens, the others as codes.
 - `ledger_assignments`: each assignment of a unit under a protection function, for the
-  assigned-units column and the units' worklists (`projections.ledger.worklists`).
+  assigned-units column and the units' worklists (`projections.ledger.worklists`), with the
+  duty cycle's instants (received, signed for, declined, result) and the result's
+  recommendation; never a reason, an outcome's text or a person (layout 4).
 
 Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
 bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
@@ -36,7 +38,7 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.access import CaseScope, HeldAssignment
-from domain.case import Case
+from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.identity import age_on, mask_id_number, mask_name
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
@@ -76,6 +78,8 @@ CASE_EVENTS: Final = (
     "ConsultationHeld",
     "UnitAssigned",
     "AssignmentAcknowledged",
+    "AssignmentDeclined",
+    "AssignmentResultReported",
     "AssignmentEnded",
     "InterventionRecorded",
     "GuardianshipLetterSigned",
@@ -131,6 +135,11 @@ SEALED_VALUES: Final = (
     "issues",
 )
 _SEALED_IN: Final = "ledger_cases"
+# The units' duty cycle (issue 14), instants and a code only (no reason, outcome or person):
+# `received_at` the unit client's receipt, `declined_at`, `result_at` and the result's
+# `recommendation` (close | continue). `acknowledged_at` is the instant a person signed for the
+# task (签收), as in the case's state.
+_DUTY_CYCLE_COLUMNS: Final = ("received_at", "declined_at", "result_at", "recommendation")
 # Stored columns of `ledger_assignments`: the unit as a token (filters) and sealed (shown), for
 # the same reason as the reporting unit's.
 _STORED_ASSIGNMENT_COLUMNS: Final = (
@@ -144,6 +153,7 @@ _STORED_ASSIGNMENT_COLUMNS: Final = (
     "acknowledged_at",
     "ended_at",
     "outcome",
+    *_DUTY_CYCLE_COLUMNS,
 )
 _ASSIGNMENTS_IN: Final = "ledger_assignments"
 _ASSIGNMENT_COLUMNS: Final = (
@@ -156,6 +166,7 @@ _ASSIGNMENT_COLUMNS: Final = (
     "acknowledged_at",
     "ended_at",
     "outcome",
+    *_DUTY_CYCLE_COLUMNS,
 )
 
 
@@ -225,7 +236,8 @@ class LedgerView(View):
             "case_id TEXT NOT NULL, unit_index TEXT NOT NULL, unit_sealed TEXT NOT NULL, "
             "function TEXT NOT NULL, "
             "due_on TEXT NOT NULL, assigned_at TEXT NOT NULL, acknowledged_at TEXT, "
-            "ended_at TEXT, outcome TEXT)",
+            "ended_at TEXT, outcome TEXT, received_at TEXT, declined_at TEXT, result_at TEXT, "
+            "recommendation TEXT)",
             "CREATE INDEX IF NOT EXISTS ledger_assignments_case ON {ledger_assignments} (case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_assignments_unit ON {ledger_assignments} "
             "(unit_index, ended_at)",
@@ -387,10 +399,11 @@ def _fold(row: Row, assignments: dict[str, Row], kind: str, data: dict[str, Any]
             "acknowledged_at": None,
             "ended_at": None,
             "outcome": None,
+            **dict.fromkeys(_DUTY_CYCLE_COLUMNS),
         }
         _intervening(row)
-    elif kind == "AssignmentAcknowledged":
-        assignments[data["assignment_id"]]["acknowledged_at"] = at
+    elif kind in _DUTY_CYCLE_EVENTS:
+        _fold_duty_cycle(assignments[data["assignment_id"]], kind, data, at)
     elif kind == "AssignmentEnded":
         assignment = assignments[data["assignment_id"]]
         assignment["ended_at"], assignment["outcome"] = at, data["outcome"]
@@ -418,6 +431,38 @@ def _fold(row: Row, assignments: dict[str, Row], kind: str, data: dict[str, Any]
         row["awaiting_since"] = at
         row["closed_at"] = row["closing_reason"] = None
         row["update_due_on"] = quarterly_update_due(local_date(data["timestamp"])).isoformat()
+
+
+_DUTY_CYCLE_EVENTS: Final = (
+    "AssignmentAcknowledged",
+    "AssignmentDeclined",
+    "AssignmentResultReported",
+)
+
+
+def _fold_duty_cycle(assignment: Row, kind: str, data: dict[str, Any], at: str) -> None:
+    """A unit's step on its assignment, as `domain.case` records it."""
+    if kind == "AssignmentAcknowledged":
+        # Version 1 (upcast: `receipt` True) was the unit client's receipt, not a person's.
+        if data.get("receipt", False):
+            record_receipt(assignment, at)
+        else:
+            assignment["acknowledged_at"] = at
+    elif kind == "AssignmentDeclined":
+        assignment["declined_at"] = at
+        assignment["ended_at"], assignment["outcome"] = at, "declined"
+    elif kind == "AssignmentResultReported":
+        assignment["result_at"], assignment["recommendation"] = at, data["recommendation"]
+        assignment["ended_at"], assignment["outcome"] = at, "result_reported"
+
+
+def record_receipt(assignment: Row, at: str) -> None:
+    """The unit's client confirmed receipt of the assignment's notice: the first time counts.
+    Today only version 1 acknowledgements (upcast, `receipt` True) say so; the messaging's
+    `NoticeReceived` fact (domain.notices, its own stream) is to be folded in through here
+    once this view follows its topic."""
+    if assignment.get("received_at") is None:
+        assignment["received_at"] = at
 
 
 def _intervening(row: Row) -> None:
@@ -568,10 +613,26 @@ class Assignment:
     acknowledged_at: str | None
     ended_at: str | None
     outcome: str | None
+    received_at: str | None = None
+    declined_at: str | None = None
+    result_at: str | None = None
+    recommendation: str | None = None
 
     @property
     def is_open(self) -> bool:
         return self.ended_at is None
+
+    def state(self, today: date) -> DutyState:
+        """Where the unit stands with it (`duty_state`): published, received, signed_for,
+        result_due, overdue, declined, result_reported, ended."""
+        return duty_state(
+            ended_at=self.ended_at,
+            outcome=self.outcome,
+            due_on=self.due_on,
+            signed_for_at=self.acknowledged_at,
+            received_at=self.received_at,
+            today=today,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -584,6 +645,12 @@ class Assignment:
             "acknowledged_at": self.acknowledged_at,
             "ended_at": self.ended_at,
             "outcome": self.outcome,
+            "received_at": self.received_at,
+            "signed_for_at": self.acknowledged_at,
+            "declined_at": self.declined_at,
+            "result_at": self.result_at,
+            "recommendation": self.recommendation,
+            "state": str(self.state(local_date(datetime.now(LOCAL_TZ)))),
         }
 
 
@@ -931,7 +998,7 @@ def cells(
         "source": source_label(r),
         "assignments": "；".join(
             f"{a.unit}({PROTECTION_FUNCTION_LABELS[ProtectionFunction(a.function)]}"
-            f"{'' if a.is_open else '，已结束'})"
+            f"，{DUTY_STATE_LABELS[a.state(local_date(now))]})"
             for a in row.assignments
         ),
         "status": CASE_STATUS_LABELS[CaseStatus(r["status"])],

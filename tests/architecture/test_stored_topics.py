@@ -52,7 +52,9 @@ EVENT_TOPICS = frozenset(
         "domain.access:BreakGlassReviewed",
         "domain.access:CaseAccessed",
         "domain.case:Case.AssignmentAcknowledged",
+        "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentEnded",
+        "domain.case:Case.AssignmentResultReported",
         "domain.case:Case.Closed",
         "domain.case:Case.ClueReported",
         "domain.case:Case.ConsultationHeld",
@@ -83,6 +85,13 @@ EVENT_TOPICS = frozenset(
         "domain.refusals:AuthenticationRefused",
         "domain.units:Unit.UnitKeyRotated",
         "domain.units:Unit.UnitRegistered",
+    }
+)
+# Topics first stored after the fixture store was written (each still pinned above).
+SINCE_STORE_V1 = frozenset(
+    {
+        "domain.case:Case.AssignmentDeclined",
+        "domain.case:Case.AssignmentResultReported",
     }
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.

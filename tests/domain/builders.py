@@ -6,16 +6,21 @@ province uses ("99"), so no generated number can be a real person's.
 
 from __future__ import annotations
 
+import base64
+import secrets
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Protocol
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from faker import Faker
 
 from domain import commands as cmd
 from domain.access import Actor
 from domain.case import Case
 from domain.identity import make_id_number
-from domain.taxonomy import Role
+from domain.taxonomy import Role, UnitType
+from domain.units import RegisterUnit, UnitKeys
 
 SYNTHETIC_AREA = "990101"
 STREET = "chengguan-street"
@@ -95,3 +100,40 @@ def report_clue(**kwargs: Any) -> cmd.ReportClue:
 def new_case(**kwargs: Any) -> Case:
     """A case reported by REPORTER in STREET; its ClueReported event is still pending."""
     return Case.report(report_clue(**kwargs), street=STREET, by=REPORTER.as_record())
+
+
+# --- member units: only a registered unit can be assigned (domain.application.assignable) ------
+
+
+class _Registry(Protocol):
+    def register_unit(self, command: RegisterUnit, keys: UnitKeys, by: dict[str, str]) -> Any: ...
+
+
+def _kind_of(unit_id: str) -> str:
+    """The unit type its code ends with (`chengguan-police-station` -> police_station)."""
+    for kind in sorted(UnitType, key=lambda k: -len(k.value)):
+        if unit_id.replace("-", "_").endswith(kind.value):
+            return kind.value
+    return UnitType.VILLAGE.value
+
+
+def register_units(application: _Registry, *unit_ids: str, street: str = STREET) -> None:
+    """Register member units of `street` with synthetic public keys, as `casetrail unit add`
+    stores them (no credentials file, no broker): the one helper every test that assigns a
+    unit uses, since an unregistered unit is refused (422 `unit-not-registered`)."""
+    for unit_id in unit_ids:
+        public = (
+            X25519PrivateKey.generate()
+            .public_key()
+            .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        )
+        keys = UnitKeys(
+            sealing_key=base64.b64encode(public).decode("ascii"),
+            nats_user="u" + secrets.token_hex(8),
+            street_token="s" + secrets.token_hex(8),
+            tls_fingerprint=secrets.token_hex(32),
+        )
+        command = RegisterUnit(
+            unit_id=unit_id, name="测试单位", type=_kind_of(unit_id), street=street
+        )
+        application.register_unit(command, keys, {"user": "test-admin", "role": "admin"})

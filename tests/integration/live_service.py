@@ -23,6 +23,10 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from gateway.bootstrap import open_application
+from gateway.settings import Settings
+from tests.domain.builders import register_units
+
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 
 
@@ -46,6 +50,19 @@ def service_env(home: Path, extra: dict[str, str] | None = None) -> dict[str, st
     environ["CASETRAIL_HOME"] = str(home)
     environ.update(extra or {})
     return environ
+
+
+def register_units_before_start(
+    home: Path, *unit_ids: str, env: dict[str, str] | None = None
+) -> None:
+    """Register member units in the store of `home` before its service starts (only a
+    registered unit can be assigned): `tests.domain.builders.register_units` on this store."""
+    settings = Settings.from_env({**(env or {}), "CASETRAIL_HOME": str(home)})
+    application = open_application(settings)
+    try:
+        register_units(application, *unit_ids)
+    finally:
+        application.close()
 
 
 def cli(home: Path, *args: str, env: dict[str, str] | None = None) -> str:

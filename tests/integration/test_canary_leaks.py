@@ -43,7 +43,7 @@ from openpyxl import load_workbook
 
 from tests.conftest import PG_DSN, pg_url, require_postgres
 from tests.integration.canaries import Canaries, found_in, plant
-from tests.integration.live_service import LiveService, cli
+from tests.integration.live_service import LiveService, cli, register_units_before_start
 
 STREET: Final = "chengguan-street"
 OFFICE: Final = "chengguan-governance-office"
@@ -508,6 +508,7 @@ def _exercise(store: str, home: Path, env: dict[str, str], schema: str | None) -
     canaries, body = plant()
     cli(home, "keys", "init", env=env)
     cli(home, "demo", "--cases", "6", "--seed", "5", env=env)
+    register_units_before_start(home, POLICE, env=env)
     service = LiveService(home, home.parent / "service.log", env=env).start()
     probe = Probe(store, service, canaries, schema=schema)
     try:

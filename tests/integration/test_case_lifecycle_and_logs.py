@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from domain.taxonomy import Role
 from gateway import logs
 from tests.conftest import TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 
 VILLAGE = "dongshan-village"
@@ -21,6 +22,7 @@ TASK = "到校了解欺凌情况并约谈相关学生家长。"
 
 
 def _lifecycle(client: TestClient, auth: TokenFactory, body: dict[str, object]) -> str:
+    register_units(client.app.state.services.application, POLICE)  # type: ignore[attr-defined]
     reporter = auth(Role.REPORTER, VILLAGE)
     coordinator = auth(Role.COORDINATOR, OFFICE)
     police = auth(Role.UNIT_MEMBER, POLICE)

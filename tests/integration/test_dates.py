@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from domain import commands as cmd
 from domain.taxonomy import Role
 from tests.conftest import TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 
 VILLAGE = "dongshan-village"
@@ -108,6 +109,7 @@ def test_a_date_that_cannot_have_happened_is_refused_and_nothing_is_written(
 def test_a_due_date_past_or_beyond_the_horizon_is_refused_and_nothing_is_written(
     client: TestClient, auth: TokenFactory, case_id: str
 ) -> None:
+    register_units(_application(client), POLICE)
     url = f"/v1/cases/{case_id}/assignments"
     coordinator = auth(Role.COORDINATOR, OFFICE)
     body = {"unit": POLICE, "function": "judicial", "task": "到校了解情况。"}

@@ -134,6 +134,7 @@ def test_the_due_date_rule() -> None:
 def test_reminders_are_stored_once_and_skip_ended_assignments(application: CaseTrail) -> None:
     case_id = application.report_clue(cmd.ReportClue(**planted_case().body), REPORTER)
     due_on = date.today() + timedelta(days=3)
+
     def assign(unit: str) -> UUID:
         found: UUID = application.change_case(
             case_id,
@@ -280,4 +281,8 @@ def test_a_registered_unit_of_another_street_cannot_be_assigned(
     assert refused.value.field == "unit"
     assert application.repository.get(case_id).version == version
     assert isinstance(assign("chengguan-tribunal"), UUID)  # same street: registered, accepted
-    assert isinstance(assign("chengguan-school"), UUID)  # not registered: a unit of the street
+    # Not registered: refused, and how to register it is said (a silent drop otherwise).
+    with pytest.raises(errors.UnitNotRegistered) as unregistered:
+        assign("chengguan-school")
+    assert unregistered.value.field == "unit"
+    assert "casetrail unit add" in unregistered.value.message

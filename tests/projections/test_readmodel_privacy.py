@@ -29,6 +29,7 @@ from gateway.settings import Settings
 from projections.readmodels import SCHEMA_TABLE, ReadModelConfig, ReadModels
 from projections.sealed import ReadModelKeys, SealedValueError
 from tests.conftest import PG_DSN, TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 from tests.projections.conftest import readmodel_env
 from tests.projections.test_privacy import _postgres_bytes, _sqlite_bytes, readmodels_of
@@ -58,6 +59,8 @@ def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
         "cases": {},
     }
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    application = client.app.state.services.application  # type: ignore[attr-defined]
+    register_units(application, POLICE, *planted["villages"])
     # Two sensitive subtypes per file, so that every one of them is planted somewhere; and one
     # file with maltreatment (虐待) under growth_environment only, the code of two categories.
     pairs = [SENSITIVE[i : i + 2] for i in range(0, len(SENSITIVE), 2)]

@@ -55,6 +55,7 @@ from gateway.messaging.sealing import (
 )
 from projections.evidence.checkpoints import Checkpoint
 from tests.conftest import TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 from tests.messaging.stack import free_port, require_nats_server, wait_for
 
@@ -251,6 +252,7 @@ def test_the_acknowledgement_call_gives_the_answers_section_10_lists(
     client: TestClient, auth: TokenFactory
 ) -> None:
     table = _answer_table()
+    register_units(client.app.state.services.application, POLICE, SCHOOL)  # type: ignore[attr-defined]
     coordinator = auth(Role.COORDINATOR, OFFICE)
     police = auth(Role.UNIT_MEMBER, POLICE)
     case_id = client.post(

@@ -197,12 +197,54 @@ def assign_unit(case_id: UUID, command: cmd.AssignUnit, actor: ActorDep, svc: Se
     "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement", tags=["case commands"]
 )
 def acknowledge(case_id: UUID, assignment_id: UUID, actor: ActorDep, svc: ServicesDep) -> Any:
+    """签收: a member of the assigned unit (same street, same unit code) signs for the task; the
+    stored event names that person. 409 when it is already signed for, declined or ended. The
+    unit's client confirming receipt of the notice is another fact (`NoticeReceived`)."""
     return _run(
         svc,
         actor,
         case_id,
         "acknowledge_assignment",
         lambda c: c.acknowledge_assignment(assignment_id, unit=actor.unit, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/assignments/{assignment_id}/decline", tags=["case commands"])
+def decline_assignment(
+    case_id: UUID,
+    assignment_id: UUID,
+    command: cmd.DeclineAssignment,
+    actor: ActorDep,
+    svc: ServicesDep,
+) -> Any:
+    """A member of the assigned unit declines the task, with a reason; the assignment ends and
+    the coordinator can assign again. 409 once it is signed for (report its result instead)."""
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "decline_assignment",
+        lambda c: c.decline_assignment(assignment_id, command, by=actor.as_record()),
+    )
+
+
+@router.post("/v1/cases/{case_id}/assignments/{assignment_id}/result", tags=["case commands"])
+def report_assignment_result(
+    case_id: UUID,
+    assignment_id: UUID,
+    command: cmd.ReportAssignmentResult,
+    actor: ActorDep,
+    svc: ServicesDep,
+) -> Any:
+    """办结反馈: the unit that signed for the task reports the measures taken (the plan's kinds
+    of measure), the outcome and whether it recommends closing the file or continuing; the
+    assignment ends. 409 before it is signed for, or once it ended."""
+    return _run(
+        svc,
+        actor,
+        case_id,
+        "report_assignment_result",
+        lambda c: c.report_assignment_result(assignment_id, command, by=actor.as_record()),
     )
 
 
