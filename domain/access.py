@@ -401,6 +401,7 @@ class Channel(StrEnum):
     BUNDLE = "bundle"
     REPORT = "report"
     WORKLIST = "worklist"
+    INBOX = "inbox"  # a unit's inbox (assignment metadata; only its refusals are recorded)
     # Reserved for the investigation workbench's reads (issue 13).
     TIMELINE = "timeline"
     KNOWLEDGE = "knowledge"

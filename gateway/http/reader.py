@@ -316,9 +316,9 @@ class AuditedReader:
         """The ledger's scope, for a unit's inbox: a unit member's own unit only (else refused
         and recorded). The inbox shows assignment metadata, no case content: nothing to record
         for a grant."""
-        scope = self.ledger_scope()
+        scope = self.ledger_scope(channel=Channel.INBOX)
         if scope.assigned_unit is None:
-            self._refuse(f"{INBOX_NOT_FOR_ROLE}:{self.actor.role}")
+            self._refuse(f"{INBOX_NOT_FOR_ROLE}:{self.actor.role}", Channel.INBOX)
         return scope
 
     def ledger_rows(

@@ -87,13 +87,6 @@ EVENT_TOPICS = frozenset(
         "domain.units:Unit.UnitRegistered",
     }
 )
-# Topics first stored after the fixture store was written (each still pinned above).
-SINCE_STORE_V1 = frozenset(
-    {
-        "domain.case:Case.AssignmentDeclined",
-        "domain.case:Case.AssignmentResultReported",
-    }
-)
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
 AGGREGATE_TOPICS = frozenset(
     {
@@ -104,9 +97,12 @@ AGGREGATE_TOPICS = frozenset(
         "domain.units:Unit",
     }
 )
-# Pinned above, written only since the fixture store: investigations and county orders (issue 13).
+# Topics pinned above but first stored after the fixture store was written: the duty cycle
+# (issue 14), investigations and county orders (issue 13).
 SINCE_STORE_V1 = frozenset(
     {
+        "domain.case:Case.AssignmentDeclined",
+        "domain.case:Case.AssignmentResultReported",
         "domain.investigations:Investigation",
         "domain.investigations:Investigation.CasesLinked",
         "domain.investigations:Investigation.FindingRecorded",

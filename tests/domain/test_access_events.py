@@ -34,6 +34,7 @@ def test_the_channels_are_the_contracts() -> None:
         "bundle",
         "report",
         "worklist",
+        "inbox",
         "timeline",
         "knowledge",
         "deadlines",
