@@ -25,11 +25,13 @@ missed, and the fact is due from `now >= D` on, not a microsecond earlier. Dates
 quarters) are local dates in China Standard Time (UTC+8, no daylight saving), as the whole
 service counts them (`domain.quarters`, README); stored instants are UTC ISO texts.
 
-Each fact is stored once: its id is a uuid5 over its kind, the case, the assignment and the
-instant D (an escalation's over the id of the fact it escalates), and it is the version 1 of a
-stream of its own, so a second save (a rescan, another process, a restart after SIGKILL) is
-refused by the store. Whether a fact is due depends only on the history and `now`, never on when
-a scan ran: a scanner that was down for a day records the same facts, once, when it returns.
+Each fact is stored once: its id is a uuid5 over its kind, the case, the assignment and what
+fixes the duty (the instant the wait began, the due date, the quarter: not D, so that a changed
+period never records a fact twice; an escalation's over the id of the fact it escalates), and it
+is the version 1 of a stream of its own, so a second save (a rescan, another process, a restart
+after SIGKILL) is refused by the store. Whether a fact is due depends only on the history and
+`now`, never on when a scan ran: a scanner that was down for a day records the same facts, once,
+when it returns.
 
 `CaseDuties` is what a scan needs of one case, folded from its events (`fold`), small and
 JSON-serialisable, so that the scheduler (`gateway.messaging.scheduler`) can keep it in a table
@@ -317,22 +319,25 @@ class CaseDuties:
             if since is None:
                 continue
             due = _at(since) + periods.consultation
-            found += _if_missed(ConsultationOverdue, case, NO_ASSIGNMENT, due, met, now)
+            found += _if_missed(ConsultationOverdue, case, NO_ASSIGNMENT, since, due, met, now)
         for aid, a in self.assignments.items():
             assigned_at = str(a["assigned_at"])
             signed = [t for t in (a["signed_at"], a["ended_at"]) if t is not None]
             due = _at(assigned_at) + periods.sign_for
-            found += _if_missed(
-                AssignmentNotSignedFor, case, aid, due, min(signed, default=None), now
-            )
-            due = _end_of(date.fromisoformat(str(a["due_on"])))
-            found += _if_missed(AssignmentOverdue, case, aid, due, a["ended_at"], now)
+            met = min(signed, default=None)
+            found += _if_missed(AssignmentNotSignedFor, case, aid, assigned_at, due, met, now)
+            due_on = str(a["due_on"])
+            due = _end_of(date.fromisoformat(due_on))
+            found += _if_missed(AssignmentOverdue, case, aid, due_on, due, a["ended_at"], now)
         for quarter in self._missed_quarters(now):
             due = _end_of(quarter.end)
             met = min(
                 (t for t in (*self.follow_ups, *self.closures) if _at(t) >= due), default=None
             )
-            found.append(Missed(QuarterlyUpdateMissed, case, NO_ASSIGNMENT, due, met, quarter))
+            code = _quarter_code(quarter)
+            found.append(
+                Missed(QuarterlyUpdateMissed, case, NO_ASSIGNMENT, code, due, met, quarter)
+            )
         return found
 
     def _missed_quarters(self, now: datetime) -> list[Quarter]:
@@ -426,37 +431,42 @@ class CaseDuties:
 
 @dataclass(frozen=True)
 class Missed:
-    """One missed deadline: its kind, where, the instant D, and when the duty was met after
+    """One missed deadline: its kind, where, what fixed the duty (`anchor`: the instant the
+    wait began, the due date, the quarter), the instant D, and when the duty was met after
     all (at or after D; None: not yet)."""
 
     kind: type[DomainEvent]
     case_id: UUID
     assignment_id: str
+    anchor: str
     due: datetime
     met_at: str | None
     quarter: Quarter | None = None
 
     @property
     def fact_id(self) -> UUID:
-        return fact_id(self.kind.__name__, self.case_id, self.assignment_id, self.due)
+        return fact_id(self.kind.__name__, self.case_id, self.assignment_id, self.anchor)
 
 
 def _if_missed(
     kind: type[DomainEvent],
     case: UUID,
     assignment_id: str,
+    anchor: str,
     due: datetime,
     met: str | None,
     now: datetime,
 ) -> list[Missed]:
     if now < due or (met is not None and _at(met) < due):
         return []
-    return [Missed(kind, case, assignment_id, due, met)]
+    return [Missed(kind, case, assignment_id, anchor, due, met)]
 
 
-def fact_id(kind: str, case_id: UUID, assignment_id: str, due: datetime) -> UUID:
-    """The stream id of a missed-deadline fact: the same fact always has the same id."""
-    return uuid5(NAMESPACE, f"{kind}:{case_id}:{assignment_id}:{_iso(due)}")
+def fact_id(kind: str, case_id: UUID, assignment_id: str, anchor: str) -> UUID:
+    """The stream id of a missed-deadline fact: the same fact always has the same id. Over
+    what fixes the duty (when the wait began, the due date, the quarter), not over the
+    instant D, so that changing a period (CASETRAIL_*_HOURS) never records a fact twice."""
+    return uuid5(NAMESPACE, f"{kind}:{case_id}:{assignment_id}:{anchor}")
 
 
 def escalation_id(missed_fact_id: UUID) -> UUID:

@@ -289,3 +289,14 @@ def test_the_periods_come_from_the_environment() -> None:
     assert [type(f) for f in scanner.scan(event.timestamp + timedelta(hours=2))] == [
         ConsultationOverdue
     ]
+
+
+def test_a_changed_period_does_not_record_a_fact_twice() -> None:
+    scanner, _, at = reported()
+    (fact,) = scanner.scan(at + HOURS_24, ConsultationOverdue)
+    scanner.periods = Periods(consultation=2 * HOURS_24)
+    assert scanner.scan(at + 2 * HOURS_24, ConsultationOverdue) == []
+    # Its escalation counts from the instant the rules now give.
+    assert scanner.scan(at + 3 * HOURS_24 - US, DeadlineEscalated) == []
+    (escalation,) = scanner.scan(at + 3 * HOURS_24, DeadlineEscalated)
+    assert escalation.fact_id == fact.originator_id
