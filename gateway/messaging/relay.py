@@ -518,7 +518,9 @@ class Relay:
         self.js: JetStreamContext | None = None
         self.publisher: Publisher | None = None
         self._next_scan = 0.0
-        self.scheduler: DeadlineScheduler | None = None
+        # Made here, not at the first scan: its table exists once the relay could start (on
+        # PostgreSQL with restricted roles the owner's `casetrail relay status` creates it).
+        self.scheduler = DeadlineScheduler(application)
         self._closing = False
 
     def position(self) -> int:
@@ -700,8 +702,6 @@ class Relay:
         return len(await asyncio.to_thread(self._scan_deadlines))
 
     def _scan_deadlines(self) -> list[Any]:
-        if self.scheduler is None:
-            self.scheduler = DeadlineScheduler(self.application)
         return self.scheduler.scan()
 
     # --- the loop ---
