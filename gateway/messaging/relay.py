@@ -776,7 +776,14 @@ class Relay:
         interval = self.options.reminder_interval
         if interval and now >= self._next_scan:
             self._next_scan = now + interval
-            await self.scan_deadlines()
+            try:
+                await self.scan_deadlines()
+            except PersistenceError:
+                raise  # the store is away: the loop waits and tries again, as for notices
+            except Exception as exc:
+                # A scan that fails otherwise must not stop the notices: logged, tried again
+                # at the next interval.
+                log.error("deadline_scan_failed", error_type=type(exc).__name__)
 
     def _failed(self, error: str, level: str = "warning") -> None:
         self.stats.failures += 1

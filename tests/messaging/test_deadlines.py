@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -48,6 +49,7 @@ from gateway.messaging.registry import register_unit
 from gateway.messaging.relay import Directory, Router
 from gateway.messaging.scheduler import DeadlineScheduler
 from gateway.settings import Settings
+from gateway.store.eventstore import store_environment
 from tests.integration.planted import planted_case
 from tests.messaging.stack import CASETRAIL, Listener, Stack, build_stack, wait_for
 
@@ -58,6 +60,8 @@ POLICE = "chengguan-police-station"
 VILLAGE = "dongshan-village"
 REPORTER = Actor("user-reporter", Role.REPORTER, VILLAGE, STREET)
 COORDINATOR = Actor("user-coordinator", Role.COORDINATOR, OFFICE, STREET)
+# The store written by the main before issue 12 (tests/architecture/test_stored_topics.py).
+FIXTURE_HOME = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1" / "home"
 
 
 def register(settings: Settings, application: CaseTrail, unit: str, kind: str) -> None:
@@ -381,3 +385,32 @@ def test_an_unheld_consultation_reaches_the_office_then_the_supervisor(stack: St
     everything = json.dumps(office.entries() + supervisor.entries(), ensure_ascii=False)
     assert planted.name not in everything
     assert planted.body["minor"]["id_number"] not in everything
+
+
+class BrokenScheduler(DeadlineScheduler):
+    def scan(self, now: datetime | None = None) -> list[Any]:
+        raise RuntimeError("a fault in a rule")
+
+
+def test_a_failing_scan_does_not_stop_the_relay(settings: Settings, application: CaseTrail) -> None:
+    relay = open_relay(settings, application)
+    relay.scheduler = BrokenScheduler(application)
+    asyncio.run(relay._maybe_scan(0.0))  # logged (deadline_scan_failed), not raised
+    with pytest.raises(RuntimeError):
+        asyncio.run(relay.scan_deadlines())
+
+
+def test_the_store_written_before_issue_12_is_scanned(tmp_path: Path) -> None:
+    """Old stores hold version-1 acknowledgements and due-date reminders: a scan reads them."""
+    home = tmp_path / "home"
+    shutil.copytree(FIXTURE_HOME, home)
+    key = (home / "keys" / "event.key").read_text(encoding="utf-8").strip()
+    application = CaseTrail(env=store_environment(f"sqlite:///{home / 'casetrail.sqlite'}", [key]))
+    try:
+        now = datetime.now(UTC) + timedelta(days=3)
+        facts = DeadlineScheduler(application).scan(now)
+        assert {f.originator_id for f in facts} == expected(application, now)
+        assert facts
+        assert DeadlineScheduler(application).scan(now) == []
+    finally:
+        application.close()
