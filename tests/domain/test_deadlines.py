@@ -14,6 +14,7 @@ from uuid import UUID
 
 from domain import commands as cmd
 from domain.case import Case
+from domain.commands import MEASURES
 from domain.deadlines import (
     AssignmentNotSignedFor,
     AssignmentOverdue,
@@ -300,3 +301,33 @@ def test_a_changed_period_does_not_record_a_fact_twice() -> None:
     assert scanner.scan(at + 3 * HOURS_24 - US, DeadlineEscalated) == []
     (escalation,) = scanner.scan(at + 3 * HOURS_24, DeadlineEscalated)
     assert escalation.fact_id == fact.originator_id
+
+
+def test_a_decline_or_a_result_ends_the_duty_and_a_client_receipt_does_not() -> None:
+    scanner, case, _ = reported()
+    held(case)
+    scanner.see(case)
+    week = TODAY + timedelta(days=7)
+    declined, at = assigned(case, scanner, week)
+    finished, _ = assigned(case, scanner, week, "family")
+    received, _ = assigned(case, scanner, week, "school")
+    by = POLICE_MEMBER.as_record()
+    case.decline_assignment(UUID(declined), cmd.DeclineAssignment(reason="不属本单位职能。"), by=by)
+    case.acknowledge_assignment(UUID(finished), unit=POLICE, by=by)
+    case.report_assignment_result(
+        UUID(finished),
+        cmd.ReportAssignmentResult(
+            measures=[MEASURES[0]], outcome="已家访。", recommendation="continue"
+        ),
+        by=by,
+    )
+    # What a version-1 acknowledgement is read as: the unit's client, a receipt.
+    case._assignment_acknowledged(assignment_id=received, unit=POLICE, by=by, receipt=True)
+    scanner.see(case)
+    later = start_of_day(week + timedelta(days=3))
+    facts = scanner.due(later, AssignmentNotSignedFor) + scanner.due(later, AssignmentOverdue)
+    assert {(type(f).__name__, f.assignment_id) for f in facts} == {
+        ("AssignmentNotSignedFor", received),
+        ("AssignmentOverdue", received),
+    }
+    assert at < later
