@@ -18,6 +18,7 @@ from datetime import datetime
 import click
 from eventsourcing.persistence import PersistenceError
 
+from domain.commands import EARLIEST_DATE, LATEST_DATE
 from domain.deadlines import FACTS
 from gateway import bootstrap, logs
 from gateway.messaging.scheduler import DeadlineScheduler
@@ -39,6 +40,11 @@ def _instant(text: str | None) -> datetime | None:
         ) from None
     if found.tzinfo is None:
         raise DeadlineProblem("--now needs its offset, e.g. 2026-12-01T08:00:00+08:00")
+    if not EARLIEST_DATE <= found.date() <= LATEST_DATE:
+        # As every date the service takes: the rules count quarters up to it.
+        raise DeadlineProblem(
+            f"--now must lie between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}"
+        )
     return found
 
 

@@ -302,17 +302,27 @@ def test_the_scan_command_killed_mid_run_and_run_again_stores_each_fact_once(
     assert again.stdout.decode().startswith("0 fact(s) stored")
 
 
-def test_the_scan_command_refuses_an_instant_without_its_offset(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("2026-12-01T08:00:00", "--now needs its offset, e.g. 2026-12-01T08:00:00+08:00"),
+        ("yesterday", "--now must be an ISO 8601 instant, e.g. 2026-12-01T08:00:00+08:00"),
+        ("9999-12-31T23:00:00+00:00", "--now must lie between 2000-01-01 and 2099-12-31"),
+    ],
+)
+def test_the_scan_command_refuses_a_bad_instant_in_one_line(
+    tmp_path: Path, given: str, message: str
+) -> None:
     found = subprocess.run(
-        [CASETRAIL, "deadlines", "scan", "--now", "2026-12-01T08:00:00"],
+        [CASETRAIL, "deadlines", "scan", "--now", given],
         env={"CASETRAIL_HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin"},
         capture_output=True,
         timeout=60,
         check=False,
     )
     assert found.returncode == 2
-    lines = found.stderr.decode().strip().splitlines()
-    assert lines == ["casetrail: error: --now needs its offset, e.g. 2026-12-01T08:00:00+08:00"]
+    assert found.stderr.decode().strip().splitlines() == [f"casetrail: error: {message}"]
+    assert not (tmp_path / "home").exists()  # nothing opened, nothing written
 
 
 # --- end to end over a real nats-server -----------------------------------------------------------
