@@ -122,15 +122,19 @@ def fill(application: CaseTrail, count: int, seed: int = 0) -> dict[str, list[UU
     return found
 
 
+def unaware(application: CaseTrail) -> list[CaseDuties]:
+    """Every case's duties from the case events alone, as if no fact were stored yet."""
+    duties: dict[UUID, CaseDuties] = {}
+    found = application.notifications(topics=DUTY_TOPICS)
+    events = [application.mapper.to_domain_event(n) for n in found]
+    fold(duties, [e for e in events if not isinstance(e, DeadlineFact)])
+    return list(duties.values())
+
+
 def expected(application: CaseTrail, now: datetime) -> set[UUID]:
     """What the rules say is due by `now`, from the case events alone (no fact folded)."""
-    duties: dict[UUID, CaseDuties] = {}
-    events = [
-        application.mapper.to_domain_event(n) for n in application.notifications(topics=DUTY_TOPICS)
-    ]
-    fold(duties, [e for e in events if not isinstance(e, DeadlineFact)])
     periods = Periods.from_env(application.env.get)
-    return {f.originator_id for d in duties.values() for f in d.due(now, periods, {})}
+    return {f.originator_id for d in unaware(application) for f in d.due(now, periods, {})}
 
 
 def stored(application: CaseTrail) -> list[Any]:
@@ -175,6 +179,22 @@ def test_a_scan_stores_each_due_fact_once_and_closed_files_leave_the_scan(
     assert len(stored(application)) == len(want)
     # Closed files with nothing owed are no longer read by a scan.
     assert scheduler.open_duties() == len(cases["open"])
+
+
+def test_a_scan_that_does_not_know_what_another_stored_stores_only_the_rest(
+    settings: Settings, application: CaseTrail
+) -> None:
+    fill(application, 6)
+    start = datetime.now(UTC)
+    first = DeadlineScheduler(application).scan(start + timedelta(hours=25))
+    assert first
+    # Another process, its table behind: it asks for all of them; the store keeps the first.
+    later = start + timedelta(days=3)
+    second = application.record_missed_deadlines(later, unaware(application))
+    want = expected(application, later)
+    assert {f.originator_id for f in second} == want - {f.originator_id for f in first}
+    facts = stored(application)
+    assert len(facts) == len({f.originator_id for f in facts}) == len(want)
 
 
 def test_the_relay_scans_on_its_own_clock_and_routes_the_facts(
