@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
 
@@ -47,6 +47,7 @@ from domain.access import (
     review_event,
 )
 from domain.case import Case
+from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
     AddRectification,
@@ -57,11 +58,10 @@ from domain.investigation_commands import (
     RevokeCountyOrder,
 )
 from domain.investigations import COUNTY_ROLES, Investigation, hidden_from_street
-from domain.notices import ASSIGNMENT_TOPICS, DueDateReminder, OpenAssignments, reminders_due
 from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_order_id, order_id
 from domain.permissions import require_permission
 from domain.refusals import AuthenticationRefused
-from domain.taxonomy import Purpose, Role
+from domain.taxonomy import Purpose, Role, UnitType
 from domain.units import (
     RegisterUnit,
     Unit,
@@ -1008,7 +1008,7 @@ class CaseTrail(Application[UUID]):
             for e in self.access_events(case_id)
         ]
 
-    # --- the unit registry (domain.units) and due-date reminders (domain.notices) -------------
+    # --- the unit registry (domain.units) ---------------------------------------------------------
 
     def register_unit(self, command: RegisterUnit, keys: UnitKeys, by: dict[str, str]) -> Unit:
         unit = Unit.register(command, keys, by=by)
@@ -1066,20 +1066,46 @@ class CaseTrail(Application[UUID]):
         found: list[object] = [self.repository.get(i) for i in ids]
         return sorted((u for u in found if isinstance(u, Unit)), key=lambda u: u.unit_id)
 
-    def issue_due_reminders(self, today: date) -> list[DueDateReminder]:
-        """Store the reminders the rule asks for today and were not stored before (a scan of
-        the assignment events; a projection of open assignments can replace it)."""
-        open_assignments = OpenAssignments()
-        for notification in self.notifications(topics=ASSIGNMENT_TOPICS):
-            open_assignments.apply(self.mapper.to_domain_event(notification))
-        issued: list[DueDateReminder] = []
-        for reminder in reminders_due(open_assignments.all(), today):
+    # --- missed deadlines (domain.deadlines) ---------------------------------------------------
+
+    def record_missed_deadlines(
+        self, now: datetime, duties: Iterable[CaseDuties] | None = None
+    ) -> list[DomainEvent]:
+        """Store the deadline facts due by `now` that are not stored yet; returns those this
+        call stored (a fact another scan stored first is refused by the store and skipped).
+
+        `duties`: the open duties as the scheduler keeps them (`gateway.messaging.scheduler`,
+        a table following the log: O(new events) + O(open duties) a scan). Without it, the
+        whole log's case events are folded here: O(the log), for a one-off look or a test."""
+        periods = Periods.from_env(self.env.get)
+        if duties is None:
+            folded: dict[UUID, CaseDuties] = {}
+            fold(
+                folded,
+                (self.mapper.to_domain_event(n) for n in self.notifications(topics=DUTY_TOPICS)),
+            )
+            duties = folded.values()
+        offices: dict[str, str] = {}
+        for unit in self.units():  # sorted by code: the first office of a street is named
+            if unit.type == UnitType.GOVERNANCE_OFFICE.value:
+                offices.setdefault(unit.street, unit.unit_id)
+        facts = [fact for case in duties for fact in case.due(now, periods, offices)]
+        if not facts:
+            return []
+        try:
+            # Usually none is stored yet: one commit for all of them.
+            self.store_events(facts)
+            return facts
+        except IntegrityError:
+            pass  # some were stored by another scan: one at a time, skipping those
+        stored: list[DomainEvent] = []
+        for fact in facts:
             try:
-                self.save(reminder)
+                self.store_events([fact])
             except IntegrityError:
-                continue  # stored by an earlier scan
-            issued.append(reminder)
-        return issued
+                continue
+            stored.append(fact)
+        return stored
 
     def access_events(self, case_id: UUID) -> list[CaseAccessed | AccessDenied]:
         """All access events about one case, oldest first (a full scan; projections index it)."""

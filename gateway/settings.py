@@ -189,6 +189,24 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
     )
+    sign_for_due_hours: float = _var(
+        24.0,
+        "how long an assigned unit may take to sign for its task (签收) before "
+        "`AssignmentNotSignedFor` is recorded (`domain/deadlines.py`)",
+        shown="`24`",
+        must="a number of hours above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
+    escalation_after_hours: float = _var(
+        24.0,
+        "how long after a missed deadline, the duty still unmet, `DeadlineEscalated` goes to "
+        "the street supervisor",
+        shown="`24`",
+        must="a number of hours above 0",
+        gt=0,
+        allow_inf_nan=False,
+    )
     checkpoint_every_events: int = _var(
         100,
         "sign a checkpoint of the Merkle log once it has grown by this many events",
@@ -460,6 +478,10 @@ class Settings(BaseSettings):
         env["COMMAND_GROUP_COMMIT"] = _yes_no(self.command_group_commit)
         env["ACCESS_GROUP_COMMIT_WAIT_MS"] = str(self.access_group_commit_wait_ms)
         env["CREATE_TABLE"] = _yes_no(self.create_table)
+        # The deadline rules' periods (domain.deadlines.Periods.from_env).
+        env["CONSULTATION_DEADLINE_HOURS"] = str(self.consultation_deadline_hours)
+        env["SIGN_FOR_DUE_HOURS"] = str(self.sign_for_due_hours)
+        env["ESCALATION_AFTER_HOURS"] = str(self.escalation_after_hours)
         return env
 
 

@@ -14,6 +14,7 @@ from domain.taxonomy import Role
 from gateway import bootstrap, keyring, logs, serving
 from gateway.auth import MAX_TTL_SECONDS, issue_token
 from gateway.bootstrap import StartupProblem
+from gateway.cli import deadlines as deadlines_cli
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
@@ -152,6 +153,7 @@ cli.add_command(projection_cli.projections)
 cli.add_command(messaging_cli.unit)
 cli.add_command(messaging_cli.nats)
 cli.add_command(messaging_cli.relay)
+cli.add_command(deadlines_cli.deadlines)
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -22,7 +22,6 @@ import json
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
 from domain.errors import DomainError
+from domain.quarters import start_of_day
 from domain.units import UNIT_KINDS, RegisterUnit
 from gateway import bootstrap, keyring, logs
 from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker
@@ -42,6 +42,7 @@ from gateway.messaging.registry import (
     write_broker_config,
 )
 from gateway.messaging.relay import RelayOptions
+from gateway.messaging.scheduler import DeadlineScheduler
 from gateway.messaging.sealing import CredentialsProblem, UnitCredentials
 from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
 from gateway.settings import Settings
@@ -287,10 +288,10 @@ def relay() -> None:
 )
 @click.option(
     "--reminder-interval",
-    default=3600.0,
+    default=60.0,
     show_default=True,
     type=click.FloatRange(0),
-    help="seconds between due-date scans (0: none)",
+    help="seconds between scans for missed deadlines (0: none)",
 )
 def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
     options = RelayOptions(
@@ -316,10 +317,14 @@ def relay_status(as_json: bool) -> None:
     click.echo(json.dumps(found) if as_json else text)
 
 
-@relay.command("remind", help="Store today's due-date reminders now (the relay sends them).")
-@click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), help="default: today")
+@relay.command("remind", help="Store the deadline facts due now (as `deadlines scan`).")
+@click.option(
+    "--today",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    help="judge at the local midnight that starts this day (default: now)",
+)
 def relay_remind(today: Any) -> None:
-    day = today.date() if today is not None else date.today()
+    now = start_of_day(today.date()) if today is not None else None
     with _opened() as (_, application):
-        issued = application.issue_due_reminders(day)
-    click.echo(f"{len(issued)} reminder(s) stored for {day.isoformat()}")
+        stored = DeadlineScheduler(application).scan(now)
+    click.echo(f"{len(stored)} deadline fact(s) stored")

@@ -19,11 +19,14 @@ Which events become messages (`Router`):
 |---|---|---|
 | `Case.UnitAssigned` | the assigned unit | `assignment` |
 | `Case.Escalated` | the street's 街道综治办, and units of the type named | `case_escalated` |
-| `DueDateReminder` (stored by the periodic scan) | the assigned unit | `due_date_reminder` |
+| `DueDateReminder` (stored by scans before issue 14) | the assigned unit | `due_date_reminder` |
+| a missed-deadline fact (`domain.deadlines`) | the unit responsible | `deadline_missed` |
+| `DeadlineEscalated` | the street's `street_supervision` units | `deadline_escalated` |
 | `AccessDenied`, `BreakGlassAccessed` | every `compliance_audit` unit | `compliance_alert` |
 | a stored signed checkpoint (its own table) | every registered unit | `checkpoint` |
 
-A unit that is not registered gets nothing (logged as `message_undeliverable`).
+A unit that is not registered gets nothing (logged as `message_undeliverable`). The deadline
+facts' notices are `gateway.messaging.scheduler.deadline_notices`.
 
 Checkpoints follow the same outbox rule with a position of their own (`nats_checkpoint_relay`,
 the checkpoint seq last published): each loop the relay reads the stored checkpoints past it,
@@ -70,7 +73,6 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import date
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 
@@ -100,12 +102,14 @@ from nats.js.api import (
 from domain.access import AccessDenied, BreakGlassAccessed
 from domain.application import CaseTrail, replay
 from domain.case import Case
+from domain.deadlines import FACT_TOPICS, DeadlineFact
 from domain.notices import DueDateReminder
 from domain.taxonomy import UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
 from gateway.logs import get_logger
 from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
+from gateway.messaging.scheduler import DeadlineScheduler, deadline_notices
 from gateway.messaging.sealing import (
     derive_key,
     event_id,
@@ -162,7 +166,7 @@ class RelayView(View):
 
     name: ClassVar[str] = RELAY_NAME
     tables: ClassVar[tuple[str, ...]] = ()
-    topics: ClassVar[tuple[str, ...]] = RELAY_TOPICS
+    topics: ClassVar[tuple[str, ...]] = RELAY_TOPICS + FACT_TOPICS
 
     def create_statements(self, dialect: Dialect) -> list[str]:
         return []
@@ -301,6 +305,9 @@ class Router:
             return self._escalated(event, ident, at)
         if isinstance(event, AccessDenied | BreakGlassAccessed):
             return self._compliance_alert(event, ident, at)
+        if isinstance(event, DeadlineFact):
+            notices = deadline_notices(event, self.directory)
+            return [Outgoing(r, kind, ident, at, body) for r, kind, body in notices]
         return []
 
     def _to_unit(
@@ -450,7 +457,8 @@ class RelayOptions:
     # The least time between two looks: under a stream of commits the relay gathers them.
     gather_seconds: float = 0.005
     publish_timeout: float = 10.0
-    reminder_interval: float = 3600.0  # seconds; 0: no reminder scan
+    # Seconds between scans for missed deadlines (`Relay.scan_deadlines`); 0: none.
+    reminder_interval: float = 60.0
     horizon: Horizon | None = None
 
 
@@ -510,6 +518,9 @@ class Relay:
         self.js: JetStreamContext | None = None
         self.publisher: Publisher | None = None
         self._next_scan = 0.0
+        # Made here, not at the first scan: its table exists once the relay could start (on
+        # PostgreSQL with restricted roles the owner's `casetrail relay status` creates it).
+        self.scheduler = DeadlineScheduler(application)
         self._closing = False
 
     def position(self) -> int:
@@ -683,15 +694,15 @@ class Relay:
         if self.js is not None:
             await ensure_consumer(self.js, recipient.address)
 
-    # --- reminders ---
+    # --- missed deadlines (gateway.messaging.scheduler) ---
 
-    async def scan_reminders(self, today: date | None = None) -> int:
-        issued = await asyncio.to_thread(
-            self.application.issue_due_reminders, today or date.today()
-        )
-        if issued:
-            log.info("reminders_issued", count=len(issued))
-        return len(issued)
+    async def scan_deadlines(self) -> int:
+        """Store the deadline facts now due (the loop then publishes them as it does every
+        event); returns how many this scan stored."""
+        return len(await asyncio.to_thread(self._scan_deadlines))
+
+    def _scan_deadlines(self) -> list[Any]:
+        return self.scheduler.scan()
 
     # --- the loop ---
 
@@ -765,7 +776,14 @@ class Relay:
         interval = self.options.reminder_interval
         if interval and now >= self._next_scan:
             self._next_scan = now + interval
-            await self.scan_reminders()
+            try:
+                await self.scan_deadlines()
+            except PersistenceError:
+                raise  # the store is away: the loop waits and tries again, as for notices
+            except Exception as exc:
+                # A scan that fails otherwise must not stop the notices: logged, tried again
+                # at the next interval.
+                log.error("deadline_scan_failed", error_type=type(exc).__name__)
 
     def _failed(self, error: str, level: str = "warning") -> None:
         self.stats.failures += 1

@@ -75,6 +75,11 @@ EVENT_TOPICS = frozenset(
         "domain.investigations:Investigation.RectificationAdded",
         "domain.investigations:Investigation.RectificationCompleted",
         "domain.investigations:Investigation.ReportIssued",
+        "domain.deadlines:AssignmentNotSignedFor",
+        "domain.deadlines:AssignmentOverdue",
+        "domain.deadlines:ConsultationOverdue",
+        "domain.deadlines:DeadlineEscalated",
+        "domain.deadlines:QuarterlyUpdateMissed",
         "domain.notices:DueDateReminder",
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
@@ -117,6 +122,11 @@ SINCE_STORE_V1 = frozenset(
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
         "domain.orders:CountyOrder.CountyOrderRevoked",
+        "domain.deadlines:AssignmentNotSignedFor",
+        "domain.deadlines:AssignmentOverdue",
+        "domain.deadlines:ConsultationOverdue",
+        "domain.deadlines:DeadlineEscalated",
+        "domain.deadlines:QuarterlyUpdateMissed",
     }
 )
 # The snapshot table's rows (the library's class).

@@ -53,6 +53,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_WORKERS": "4",
         "CASETRAIL_PROJECTIONS": "Process",
         "CASETRAIL_CONSULTATION_DEADLINE_HOURS": "48",
+        "CASETRAIL_SIGN_FOR_DUE_HOURS": "6",
+        "CASETRAIL_ESCALATION_AFTER_HOURS": "0.5",
         "CASETRAIL_CHECKPOINT_EVERY_EVENTS": "7",
         "CASETRAIL_CHECKPOINT_EVERY_SECONDS": "2.5",
         "CASETRAIL_EVIDENCE_POLL_SECONDS": "0.05",
@@ -83,6 +85,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.projections == "process"
     assert s.followers_in_child and not s.followers_in_api
     assert s.consultation_deadline_hours == 48
+    assert (s.sign_for_due_hours, s.escalation_after_hours) == (6, 0.5)
     assert EvidenceSettings.from_settings(s) == EvidenceSettings(7, 2.5, 0.05)
     assert EvidenceSettings.from_env(given) == EvidenceSettings(7, 2.5, 0.05)
     assert s.nats.servers == ["tls://n1:4222", "tls://n2:4222"]
@@ -107,6 +110,7 @@ def test_defaults_and_blank_values_are_unset() -> None:
         assert s.followers_in_api and not s.followers_in_child
         assert (s.refusal_floor_ms, s.assignment_grace_hours) == (40, 72)
         assert s.consultation_deadline_hours == 24
+        assert (s.sign_for_due_hours, s.escalation_after_hours) == (24, 24)
         assert EvidenceSettings.from_settings(s) == EvidenceSettings()
         assert s.nats.embedded and s.nats.servers == ["tls://127.0.0.1:4223"]
         assert s.nats.binary is None

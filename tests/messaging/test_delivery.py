@@ -348,7 +348,7 @@ def test_escalations_reminders_and_compliance_alerts_reach_their_units(
         headers=stack.headers(Role.UNIT_MEMBER, SCHOOL, purpose="intervention"),
     )
     assert refused.status_code == 404
-    # The due-date scan, as the relay runs it daily (here: the day after the due date).
+    # The deadline scan, as the relay runs it every minute (here: the day after the due date).
     remind = stack.spawn(
         "remind", "relay", "remind", "--today", (date.today() + timedelta(days=2)).isoformat()
     )
@@ -359,12 +359,18 @@ def test_escalations_reminders_and_compliance_alerts_reach_their_units(
 
     wait_for(lambda: any(e["kind"] == "case_escalated" for e in kinds(OFFICE)), 30, "escalation")
     wait_for(lambda: any(e["kind"] == "case_escalated" for e in kinds(POLICE)), 30, "escalation")
-    wait_for(lambda: any(e["kind"] == "due_date_reminder" for e in kinds(POLICE)), 30, "reminder")
+
+    def overdue() -> list[dict[str, Any]]:
+        return [
+            e["body"]
+            for e in kinds(POLICE)
+            if e["kind"] == "deadline_missed" and e["body"]["fact"] == "AssignmentOverdue"
+        ]
+
+    wait_for(lambda: bool(overdue()), 30, "the overdue assignment's notice")
     wait_for(lambda: any(e["kind"] == "compliance_alert" for e in kinds(AUDIT)), 30, "alert")
 
-    [reminder] = [e for e in kinds(POLICE) if e["kind"] == "due_date_reminder"]
-    assert reminder["body"]["assignment_id"] == assignment_id
-    assert reminder["body"]["reminder"] == "overdue"
+    assert [b["assignment_id"] for b in overdue()] == [assignment_id]
     [alert] = [e for e in kinds(AUDIT) if e["kind"] == "compliance_alert"]
     assert alert["body"]["alert"] == "access_denied"
     assert alert["body"]["actor"]["unit"] == SCHOOL
@@ -378,7 +384,7 @@ def test_escalations_reminders_and_compliance_alerts_reach_their_units(
         "remind-again", "relay", "remind", "--today", (date.today() + timedelta(days=2)).isoformat()
     )
     assert again.popen.wait(30) == 0
-    assert "0 reminder(s)" in again.text()
+    assert "0 deadline fact(s)" in again.text()
 
 
 def test_a_restarted_unit_client_does_not_report_or_take_anything_twice(

@@ -131,36 +131,6 @@ def test_the_due_date_rule() -> None:
     assert again[0].originator_id == reminders_due([due(1)], today)[0].originator_id
 
 
-def test_reminders_are_stored_once_and_skip_ended_assignments(application: CaseTrail) -> None:
-    case_id = application.report_clue(cmd.ReportClue(**planted_case().body), REPORTER)
-    due_on = date.today() + timedelta(days=3)
-
-    def assign(unit: str) -> UUID:
-        found: UUID = application.change_case(
-            case_id,
-            COORDINATOR,
-            "assign_unit",
-            lambda c: c.assign_unit(
-                cmd.AssignUnit(unit=unit, function="family", task="家访。", due_on=due_on),
-                by=COORDINATOR.as_record(),
-            ),
-        )
-        return found
-
-    ids = [assign("unit-a"), assign("unit-b")]
-    application.change_case(
-        case_id,
-        COORDINATOR,
-        "end_assignment",
-        lambda c: c.end_assignment(ids[1], outcome="done", by=COORDINATOR.as_record()),
-    )
-    day = due_on + timedelta(days=1)
-    issued = application.issue_due_reminders(day)
-    assert [(r.unit, r.reminder) for r in issued] == [("unit-a", OVERDUE)]
-    assert application.issue_due_reminders(day) == []
-    assert application.issue_due_reminders(date.today()) == []
-
-
 def routed(application: CaseTrail, topic_suffix: str) -> list[Any]:
     directory = Directory(application)
     directory.load()

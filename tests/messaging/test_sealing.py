@@ -23,7 +23,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.commands import MAX_NOTE
+from domain.notices import OpenAssignment, reminders_due
 from domain.taxonomy import Purpose, Role
 from domain.units import RegisterUnit
 from gateway import keyring
@@ -432,11 +433,13 @@ def application(settings: Settings) -> Iterator[CaseTrail]:
 
 def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str) -> list[Outgoing]:
     """Real events through the relay's own router: an assignment with `task`, an escalation,
-    both compliance alerts, a due-date reminder, and a checkpoint as the relay sends it."""
+    both compliance alerts, a due-date reminder, deadline facts, and a checkpoint as the relay
+    sends it."""
     for unit, kind, street in (
         (LONG_UNIT, "school_district_office", STREET),
         ("chengguan-governance-office", "governance_office", STREET),
         ("county-audit", "compliance_audit", "county"),
+        ("chengguan-" + "s" * 54, "street_supervision", STREET),
     ):
         register_unit(
             settings,
@@ -448,7 +451,7 @@ def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str)
     reporter = Actor(LONG_USER, Role.REPORTER, "dongshan-village", STREET)
     case_id = application.report_clue(cmd.ReportClue(**planted_case().body), reporter)
     due = date.today() + timedelta(days=1)
-    application.change_case(
+    assignment_id = application.change_case(
         case_id,
         coordinator,
         "assign_unit",
@@ -473,7 +476,12 @@ def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str)
     application.read_case(
         case_id, emergency, Purpose.EMERGENCY, str(uuid.uuid4()), break_glass_reason="急需。"
     )
-    assert application.issue_due_reminders(due)
+    # A due-date reminder as scans stored them before issue 14 (still routed), and every
+    # deadline fact, escalations included, a year and more on.
+    old = OpenAssignment(case_id, str(assignment_id), LONG_UNIT, due)
+    application.store_events(reminders_due([old], due + timedelta(days=1)))
+    facts = application.record_missed_deadlines(datetime.now(UTC) + timedelta(days=400))
+    assert {type(f).__name__ for f in facts} >= {"ConsultationOverdue", "DeadlineEscalated"}
 
     directory = Directory(application)
     directory.load()
@@ -520,6 +528,8 @@ def test_sizes_of_sealed_notices_of_every_kind_fall_into_the_same_buckets(
         "case_escalated",
         "compliance_alert",
         "due_date_reminder",
+        "deadline_missed",
+        "deadline_escalated",
         "checkpoint",
     }
     assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
