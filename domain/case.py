@@ -65,8 +65,38 @@ def _check_floor(issues: list[Record], level: str, field: str) -> None:
         )
 
 
+# Keys of an assignment record added with the units' duty cycle (issue 14), all None at first:
+# `received_at` (the unit client's receipt, only from a version 1 acknowledgement), `signed_for`
+# ({"at", "user", "unit"}), `declined` ({"at", "reason", "user"}), `result` ({"at", "measures",
+# "outcome", "recommendation", "user"}).
+_DUTY_CYCLE_KEYS: dict[str, Any] = {
+    "received_at": None,
+    "signed_for": None,
+    "declined": None,
+    "result": None,
+}
+
+
+def _upcast_assignment(assignment: Record) -> None:
+    """An assignment record of a snapshot taken before the duty cycle: its `acknowledged_at`
+    came from the unit client's automatic acknowledgement, a receipt (as `upcast_v1_v2` of the
+    event says), so it moves to `received_at` and nothing is signed for."""
+    received = assignment.get("acknowledged_at")
+    assignment.update(_DUTY_CYCLE_KEYS)
+    assignment["received_at"] = received
+    assignment["acknowledged_at"] = None
+
+
 class Case(Aggregate):
     """One clue about one minor, from report to closure."""
+
+    # Version 2 of the state (snapshots): assignment records carry the duty cycle's keys.
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        for assignment in state.get("assignments", {}).values():
+            _upcast_assignment(assignment)
 
     # --- creation -----------------------------------------------------------------------------
 
@@ -211,28 +241,142 @@ class Case(Aggregate):
             "assigned_at": _at(timestamp),
             "acknowledged_at": None,
             "ended": None,
+            **_DUTY_CYCLE_KEYS,
         }
         self.status = CaseStatus.INTERVENING.value
 
-    def acknowledge_assignment(self, assignment_id: UUID, *, unit: str, by: Record) -> None:
+    # --- the unit's duty cycle on an assignment: signing for (签收), declining, its result ------
+    #
+    # Four facts a reverse investigation (一案一倒查) tells apart: the unit's client received the
+    # notice (a machine: `domain.notices.NoticeReceived`, never in this stream), a person of the
+    # unit signed for the task (`AssignmentAcknowledged` v2), or declined it with a reason
+    # (`AssignmentDeclined`), and the unit reported its result (办结反馈,
+    # `AssignmentResultReported`). Declining and the result end the assignment. Each refusal
+    # is its own named error (tests/domain/test_duty_cycle.py).
+
+    def _held_by(self, assignment_id: UUID | str, by: Record, doing: str) -> Record:
+        """The assignment, once checked that `by` is a person of the assigned unit (the pair
+        street + unit code) and that it is still open."""
         assignment = self._assignment(assignment_id)
-        if assignment["unit"] != unit:
+        if assignment["unit"] != by["unit"] or by.get("street", self.street) != self.street:
             raise errors.AssignmentNotHeld(
-                "your unit does not hold this assignment; only the assigned unit can acknowledge it"
+                f"your unit does not hold this assignment; only a member of the assigned unit "
+                f"can {doing} it"
             )
         if assignment["ended"] is not None:
-            raise errors.AssignmentEnded("the assignment has already ended")
-        if assignment["acknowledged_at"] is not None:
-            raise errors.AssignmentAlreadyAcknowledged(
-                f"the assignment was acknowledged at {assignment['acknowledged_at']}"
+            declined = assignment.get("declined") is not None
+            raise errors.AssignmentEnded(
+                "the assignment was declined and has ended; the coordinator may assign again"
+                if declined
+                else "the assignment has already ended"
             )
-        self._assignment_acknowledged(assignment_id=str(assignment_id), unit=unit, by=by)
+        return assignment
 
-    @event("AssignmentAcknowledged")
+    def acknowledge_assignment(self, assignment_id: UUID, *, unit: str, by: Record) -> None:
+        """签收: a person of the assigned unit takes responsibility for the task (once)."""
+        assignment = self._held_by(assignment_id, {**by, "unit": unit}, "sign for")
+        signed = assignment.get("signed_for")
+        if signed is not None:
+            raise errors.AssignmentAlreadyAcknowledged(
+                f"the assignment was already signed for at {signed['at']}"
+            )
+        self._assignment_acknowledged(
+            assignment_id=str(assignment_id), unit=unit, by=by, receipt=False
+        )
+
+    class AssignmentAcknowledged(Aggregate.Event):
+        """Version 2: a person of the assigned unit signed for the task (签收), `receipt` False.
+
+        Version 1 (stored before the duty cycle) was sent by the unit's client on its own as
+        soon as the notice arrived: a machine's receipt, not a person's. `upcast_v1_v2` keeps
+        that meaning (`receipt` True), so that an old store shows those as receipts
+        (`received_at`), never as signed for (tests/domain/test_duty_cycle.py)."""
+
+        class_version = 2
+        assignment_id: str
+        unit: str
+        by: Record
+        receipt: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["receipt"] = True
+
+    @event(AssignmentAcknowledged)
     def _assignment_acknowledged(
-        self, assignment_id: str, unit: str, by: Record, timestamp: datetime | None = None
+        self,
+        assignment_id: str,
+        unit: str,
+        by: Record,
+        receipt: bool,
+        timestamp: datetime | None = None,
     ) -> None:
-        self.assignments[assignment_id]["acknowledged_at"] = _at(timestamp)
+        assignment = self.assignments[assignment_id]
+        at = _at(timestamp)
+        if receipt:
+            if assignment.get("received_at") is None:
+                assignment["received_at"] = at
+            return
+        assignment["signed_for"] = {"at": at, "user": by.get("user"), "unit": unit}
+        # Kept for readers of the state written before the duty cycle: the time signed for.
+        assignment["acknowledged_at"] = at
+
+    def decline_assignment(
+        self, assignment_id: UUID, command: cmd.DeclineAssignment, *, by: Record
+    ) -> None:
+        """The unit declines the task with a reason (not after signing for it): it ends."""
+        assignment = self._held_by(assignment_id, by, "decline")
+        signed = assignment.get("signed_for")
+        if signed is not None:
+            raise errors.AssignmentAlreadyAcknowledged(
+                f"the assignment was signed for at {signed['at']}; report its result instead, "
+                "or ask the coordinator to end it"
+            )
+        self._assignment_declined(assignment_id=str(assignment_id), reason=command.reason, by=by)
+
+    @event("AssignmentDeclined")
+    def _assignment_declined(
+        self, assignment_id: str, reason: str, by: Record, timestamp: datetime | None = None
+    ) -> None:
+        at = _at(timestamp)
+        assignment = self.assignments[assignment_id]
+        assignment["declined"] = {"at": at, "reason": reason, "user": by.get("user")}
+        assignment["ended"] = {"at": at, "outcome": "declined"}
+
+    def report_assignment_result(
+        self, assignment_id: UUID, command: cmd.ReportAssignmentResult, *, by: Record
+    ) -> None:
+        """办结反馈: the unit that signed for the task reports what it did; the assignment ends."""
+        assignment = self._held_by(assignment_id, by, "report the result of")
+        if assignment.get("signed_for") is None:
+            raise errors.AssignmentNotSignedFor(
+                "the assignment has not been signed for; a member of the unit signs for it "
+                "(POST .../acknowledgement) before reporting its result"
+            )
+        self._assignment_result_reported(
+            assignment_id=str(assignment_id), **cmd.plain(command), by=by
+        )
+
+    @event("AssignmentResultReported")
+    def _assignment_result_reported(
+        self,
+        assignment_id: str,
+        measures: list[str],
+        outcome: str,
+        recommendation: str,
+        by: Record,
+        timestamp: datetime | None = None,
+    ) -> None:
+        at = _at(timestamp)
+        assignment = self.assignments[assignment_id]
+        assignment["result"] = {
+            "at": at,
+            "measures": measures,
+            "outcome": outcome,
+            "recommendation": recommendation,
+            "user": by.get("user"),
+        }
+        assignment["ended"] = {"at": at, "outcome": "result_reported"}
 
     def end_assignment(self, assignment_id: UUID, *, outcome: str, by: Record) -> None:
         assignment = self._assignment(assignment_id)

@@ -319,6 +319,40 @@ class EndAssignment(Command):
     outcome: Annotated[str, Field(pattern=r"^(completed|withdrawn|transferred)$")]
 
 
+# --- the unit's duty cycle on an assignment (domain.case): declining, reporting its result ---
+
+# What a unit may recommend when it reports its result (办结反馈).
+RECOMMENDATIONS: Final = ("close", "continue")
+MAX_RESULT_MEASURES: Final = len(MEASURES)
+
+
+class DeclineAssignment(Command):
+    """The assigned unit declines the task, saying why (e.g. outside its protection function)."""
+
+    reason: Note
+
+
+class ReportAssignmentResult(Command):
+    """办结反馈: the measures the unit took (the plan's kinds of measure, each once), what came
+    of them, and whether it recommends closing the file or continuing."""
+
+    measures: Annotated[
+        list[Annotated[str, Field(max_length=32, json_schema_extra={"enum": list(MEASURES)})]],
+        Field(min_length=1, max_length=MAX_RESULT_MEASURES),
+    ]
+    outcome: Note
+    recommendation: Annotated[str, Field(pattern=r"^(close|continue)$")]
+
+    @field_validator("measures")
+    @classmethod
+    def _known_measures(cls, value: list[str]) -> list[str]:
+        if any(m not in MEASURES for m in value):
+            raise ValueError(f"each measure must be one of {', '.join(MEASURES)}")
+        if len(set(value)) != len(value):
+            raise ValueError("each measure may be listed once")
+        return value
+
+
 class RecordIntervention(Command):
     assignment_id: UUID | None = None
     function: ProtectionFunction

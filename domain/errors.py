@@ -56,6 +56,12 @@ class AssignmentEnded(DomainError):
     code = "assignment_ended"
 
 
+class AssignmentNotSignedFor(DomainError):
+    """A result (办结反馈) comes from a unit that signed for the task (签收) first."""
+
+    code = "assignment_not_signed_for"
+
+
 class DuplicateAssignment(DomainError):
     code = "duplicate_assignment"
 

@@ -28,6 +28,9 @@ COMMAND_RULES: Final = MappingProxyType(
         "assign_unit": {(R.COORDINATOR, "street")},
         "end_assignment": {(R.COORDINATOR, "street")},
         "acknowledge_assignment": {(R.UNIT_MEMBER, "assigned")},
+        # The duty cycle (domain.case): a person of the assigned unit, never a coordinator for it.
+        "decline_assignment": {(R.UNIT_MEMBER, "assigned")},
+        "report_assignment_result": {(R.UNIT_MEMBER, "assigned")},
         "record_intervention": {
             (R.UNIT_MEMBER, "assigned"),
             (R.COORDINATOR, "street"),

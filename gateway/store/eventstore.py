@@ -136,6 +136,11 @@ class BoundMapper(Mapper[UUID]):
         cipher = self._bound_cipher()
         topic = get_topic(domain_event.__class__)
         state = dict(vars(domain_event))
+        # As the library's mapper: a class at version 2 or later stores its version, so that a
+        # later version knows which upcasters to run (`upcast_vN_vM` on the event class).
+        class_version = getattr(type(domain_event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
         originator_id = state.pop("originator_id")
         version = state.pop("originator_version")
         plaintext = self.transcoder.encode(state)
@@ -163,6 +168,12 @@ class BoundMapper(Mapper[UUID]):
         state: dict[str, Any] = self.transcoder.decode(plaintext)
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
+        # An event stored by an older version of its class is upcast, as the library does.
+        class_version = getattr(cls, "class_version", 1)
+        from_version = state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
         domain_event = object.__new__(cls)
         object.__setattr__(domain_event, "__dict__", state)
         return domain_event  # type: ignore[no-any-return]
