@@ -82,6 +82,15 @@ SINCE_STORE_V1 = frozenset(
         "domain.case:Case.AssignmentResultReported",
     }
 )
+# Topics first stored after tests/fixtures/store_v1 was written (pinned all the same; the old
+# store does not hold them). Notice facts (domain/notices.py):
+STORED_SINCE_V1 = frozenset(
+    {
+        "domain.notices:NoticePublished",
+        "domain.notices:NoticeReceived",
+        "domain.notices:NoticeUndeliverable",
+    }
+)
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
 AGGREGATE_TOPICS = frozenset(
     {"domain.case:Case", "domain.orders:InvestigationOrder", "domain.units:Unit"}
@@ -125,12 +134,12 @@ def stored_event_classes() -> set[type]:
 
 def test_every_stored_topic_is_pinned_and_still_resolves() -> None:
     current = {get_topic(c) for c in stored_event_classes()}
-    unpinned = sorted(current - EVENT_TOPICS)
+    unpinned = sorted(current - EVENT_TOPICS - STORED_SINCE_V1)
     assert not unpinned, (
         f"new stored event classes {unpinned}: pin their topics in EVENT_TOPICS, or, if they "
         "were moved or renamed, register the old topics in domain/topics.py (moved(...))"
     )
-    for topic in sorted(EVENT_TOPICS | AGGREGATE_TOPICS):
+    for topic in sorted(EVENT_TOPICS | STORED_SINCE_V1 | AGGREGATE_TOPICS):
         try:
             cls = resolve_topic(topic)
         except Exception as exc:
