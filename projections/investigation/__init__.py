@@ -28,6 +28,9 @@ Public functions, their final signatures (the report and the HTTP routes build o
     PURPOSE_LABELS, DUTY_LABELS, STEP_LABELS, STATUS_LABELS
         # labels.py: `label_zh` for every code above (the taxonomy's labels where it has them)
 
+`TIMELINE_FIELDS`, `KNOWLEDGE_FIELDS`, `DEADLINE_FIELDS`: what each answer discloses of the file
+(field names of `domain.access`), the fields its access event records.
+
 Nothing here decides or records an access: the HTTP routes reach these through the one reader
 (`gateway.http.reader.AuditedReader.timeline`, `.knowledge`, `.deadlines`), which records the
 read first. The answers carry codes, dates, unit codes and user ids: never a name, an ID
@@ -36,12 +39,15 @@ number, a description, a note or a reason.
 
 from __future__ import annotations
 
-from projections.investigation.deadlines import deadlines
+from projections.investigation.deadlines import DEADLINE_FIELDS, deadlines
 from projections.investigation.history import CaseHistory, EventLog, FileState, Step, gather
-from projections.investigation.knowledge import knowledge
-from projections.investigation.timeline import timeline
+from projections.investigation.knowledge import KNOWLEDGE_FIELDS, knowledge
+from projections.investigation.timeline import TIMELINE_FIELDS, timeline
 
 __all__ = [
+    "DEADLINE_FIELDS",
+    "KNOWLEDGE_FIELDS",
+    "TIMELINE_FIELDS",
     "CaseHistory",
     "EventLog",
     "FileState",

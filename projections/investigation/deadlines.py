@@ -46,6 +46,22 @@ from projections.ledger.quarters import (
 DEFAULT_CONSULTATION_DUE: Final = timedelta(hours=24)
 _DONE_OUTCOMES: Final = frozenset({"completed"})
 
+# What a deadline analysis discloses of the file (field names of `domain.access`), recorded with
+# its read: dates and units of the duties; no access log.
+DEADLINE_FIELDS: Final = frozenset(
+    {
+        "id",
+        "status",
+        "found_on",
+        "reported_at",
+        "assignments",
+        "consultations",
+        "interventions",
+        "follow_ups",
+        "closure",
+    }
+)
+
 
 @dataclass
 class _Assignment:

@@ -34,7 +34,7 @@ from eventsourcing.persistence import Mapper, Notification
 
 from domain.access import AccessDenied, BreakGlassAccessed, BreakGlassReviewed, CaseAccessed
 from domain.case import Case
-from domain.notices import DueDateReminder
+from domain.notices import DueDateReminder, NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.orders import InvestigationOrder
 from domain.topics import topics_of
 
@@ -71,7 +71,15 @@ ORDER_LATER: Final = frozenset(
 REVIEW_TOPICS: Final = frozenset(topics_of(BreakGlassReviewed))
 # Facts about the case stored in streams of their own: the case id is in the payload.
 NAMING_TOPICS: Final = frozenset(
-    topics_of(CaseAccessed, BreakGlassAccessed, AccessDenied, DueDateReminder)
+    topics_of(
+        CaseAccessed,
+        BreakGlassAccessed,
+        AccessDenied,
+        DueDateReminder,
+        NoticePublished,
+        NoticeReceived,
+        NoticeUndeliverable,
+    )
 )
 ALL_TOPICS: Final = tuple(
     sorted(CASE_TOPICS | ORDER_ISSUED | ORDER_LATER | REVIEW_TOPICS | NAMING_TOPICS)

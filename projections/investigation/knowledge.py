@@ -49,6 +49,23 @@ _CHANNEL_HOW: Final = {
 _IDENTITY: Final = frozenset({"minor.name", "minor.id_number"})
 _CONTENT: Final = frozenset(CASE_CONTENT)
 
+# What a knowledge matrix discloses of the file (field names of `domain.access`), recorded with
+# its read: the facts it names (subtypes, risk levels, assignments, escalations) and who took
+# part in consultations; with the access log (who read), in a second access event.
+KNOWLEDGE_FIELDS: Final = frozenset(
+    {
+        "id",
+        "risk",
+        "issues.growth_environment",
+        "issues.social_abnormality",
+        "issues.mental_health",
+        "issues.unlawful_harm",
+        "assignments",
+        "escalations",
+        "consultations",
+    }
+)
+
 
 def _all_facts(state: FileState) -> list[str]:
     return [
@@ -85,6 +102,8 @@ class _Matrix:
         # fact -> (user, unit) -> entry; dicts keep the order facts and knowers appeared in.
         self.facts: dict[str, dict[tuple[str | None, str | None], dict[str, Any]]] = {}
         self.details: dict[str, dict[str, str]] = {}
+        # The case version of each escalation -> its number (a notice names its source event).
+        self.escalation_at: dict[int, int] = {}
 
     def teach(
         self,
@@ -160,6 +179,8 @@ def _learn(matrix: _Matrix, history: CaseHistory, step: Step) -> None:
                 facts, user=None, unit=participant, role=None, step=step, how="consultation"
             )
         return
+    if kind == "escalated":
+        matrix.escalation_at[state.version] = len(state.escalations)
     authored = _AUTHORED.get(kind)
     if authored is not None:
         user, unit, role = _person(step, event.by)
@@ -189,12 +210,30 @@ def _learn(matrix: _Matrix, history: CaseHistory, step: Step) -> None:
         )
         return
     if kind in ("notice_published", "notice_received"):
-        facts = []
-        if getattr(event, "assignment_id", None):
-            facts.append(f"assignment:{event.assignment_id}")
-        if getattr(event, "kind", None) == "new_clue":
-            facts.extend(["clue", f"risk:{state.risk}"])
-        matrix.teach(facts, user=None, unit=event.unit, role=None, step=step, how=kind)
+        matrix.teach(
+            _notice_facts(matrix, event, state),
+            user=None,
+            unit=event.unit,
+            role=None,
+            step=step,
+            how=kind,
+        )
+
+
+def _notice_facts(matrix: _Matrix, event: Any, state: FileState) -> list[str]:
+    """What a notice's body carried (gateway/messaging/relay.py): an assignment or a due-date
+    reminder its assignment; an escalation that escalation (its source event's version names
+    it); a new clue that the clue exists and its risk level."""
+    kind = getattr(event, "kind", None)
+    if kind == "new_clue":
+        return ["clue", f"risk:{state.risk}"]
+    if kind == "case_escalated":
+        _, _, version = str(event.source_event).rpartition("/")
+        number = matrix.escalation_at.get(int(version)) if version.isdigit() else None
+        return [f"escalation:{number}"] if number is not None else []
+    if getattr(event, "assignment_id", None):
+        return [f"assignment:{event.assignment_id}"]
+    return []
 
 
 _AUTHORED: Final = {

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
+from domain.access import OPERATIONAL
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import (
     CHANNEL_LABELS,
@@ -30,6 +31,21 @@ from projections.investigation.labels import (
 )
 
 Details = dict[str, Any]
+
+# What a timeline discloses of the file (field names of `domain.access`), recorded with its read:
+# the operational fields, every category's subtypes, when consultations, interventions, letters
+# and follow-ups happened and their codes; with the access log, in a second access event.
+TIMELINE_FIELDS: Final = frozenset(
+    OPERATIONAL
+    | {
+        "issues.mental_health",
+        "issues.unlawful_harm",
+        "consultations",
+        "interventions",
+        "letters",
+        "follow_ups",
+    }
+)
 
 
 def _actor(record: dict[str, str] | None) -> dict[str, Any] | None:
