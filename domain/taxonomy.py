@@ -176,6 +176,7 @@ class UnitType(StrEnum):
     SCHOOL_DISTRICT_OFFICE = "school_district_office"
     SCHOOL = "school"
     VILLAGE = "village"
+    STREET_SUPERVISION = "street_supervision"
 
 
 UNIT_TYPE_LABELS: Final = MappingProxyType(

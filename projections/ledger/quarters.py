@@ -12,14 +12,34 @@ cannot stop a read model (`tests/domain/test_quarters.py`). Requests are bounded
 
 from __future__ import annotations
 
-import calendar
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
 from domain.commands import EARLIEST_DATE, LATEST_DATE
 
-LOCAL_TZ: Final = timezone(timedelta(hours=8), "CST")
+# The calendar rules are the domain's (the missed-deadline facts use them too); re-exported.
+from domain.quarters import (
+    LOCAL_TZ,
+    Quarter,
+    local_date,
+    quarterly_update_due,
+    start_of_day,
+)
+
+__all__ = [
+    "FIRST_DAY",
+    "LAST_DAY",
+    "LOCAL_TZ",
+    "Quarter",
+    "end_of_day_stamp",
+    "local_date",
+    "parse_stamp",
+    "quarterly_update_due",
+    "stamp",
+    "start_of_day",
+    "today",
+]
+
 _STAMP: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
 # The dates a query may name (a report as of, a worklist on, a ledger from/to): those a command
 # may carry. Nothing before the service existed; nothing near date.max.
@@ -47,15 +67,6 @@ def parse_stamp(text: str) -> datetime:
     return datetime.strptime(text, _STAMP).replace(tzinfo=UTC)
 
 
-def local_date(moment: datetime) -> date:
-    return moment.astimezone(LOCAL_TZ).date()
-
-
-def start_of_day(day: date) -> datetime:
-    """Local midnight at the start of `day`, as an aware datetime."""
-    return datetime.combine(day, time(0), tzinfo=LOCAL_TZ)
-
-
 def end_of_day_stamp(day: date) -> str:
     """The first instant after `day` (local), as a stamp: events before it belong to `day`."""
     if day == date.max:
@@ -65,49 +76,3 @@ def end_of_day_stamp(day: date) -> str:
 
 def today() -> date:
     return datetime.now(LOCAL_TZ).date()
-
-
-@dataclass(frozen=True, order=True)
-class Quarter:
-    year: int
-    number: int  # 1..4
-
-    @classmethod
-    def of(cls, day: date) -> Quarter:
-        return cls(day.year, (day.month - 1) // 3 + 1)
-
-    @property
-    def start(self) -> date:
-        return date(self.year, 3 * self.number - 2, 1)
-
-    @property
-    def end(self) -> date:
-        """The last day of the quarter."""
-        month = 3 * self.number
-        return date(self.year, month, calendar.monthrange(self.year, month)[1])
-
-    @property
-    def is_last(self) -> bool:
-        """The last quarter Python's dates can hold (9999Q4): it has no next."""
-        return self.year == date.max.year and self.number == 4
-
-    def next(self) -> Quarter:
-        if self.is_last:
-            return self
-        if self.number == 4:
-            return Quarter(self.year + 1, 1)
-        return Quarter(self.year, self.number + 1)
-
-    @property
-    def code(self) -> str:
-        return f"{self.year}Q{self.number}"
-
-    @property
-    def label(self) -> str:
-        return f"{self.year}年第{self.number}季度"
-
-
-def quarterly_update_due(last_update: date) -> date:
-    """Every open file is updated each quarter (每季度更新一次): a file last reported or updated
-    in one quarter is due by the end of the next (date.max for the last quarter there is)."""
-    return Quarter.of(last_update).next().end

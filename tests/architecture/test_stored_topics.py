@@ -91,6 +91,16 @@ STORED_SINCE_V1 = frozenset(
         "domain.notices:NoticeUndeliverable",
     }
 )
+# Topics stored since the fixture store (below) was written: pinned as well, absent from it.
+TOPICS_SINCE_STORE_V1 = frozenset(
+    {
+        "domain.deadlines:AssignmentNotSignedFor",
+        "domain.deadlines:AssignmentOverdue",
+        "domain.deadlines:ConsultationOverdue",
+        "domain.deadlines:DeadlineEscalated",
+        "domain.deadlines:QuarterlyUpdateMissed",
+    }
+)
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
 AGGREGATE_TOPICS = frozenset(
     {"domain.case:Case", "domain.orders:InvestigationOrder", "domain.units:Unit"}
@@ -134,12 +144,12 @@ def stored_event_classes() -> set[type]:
 
 def test_every_stored_topic_is_pinned_and_still_resolves() -> None:
     current = {get_topic(c) for c in stored_event_classes()}
-    unpinned = sorted(current - EVENT_TOPICS - STORED_SINCE_V1)
+    unpinned = sorted(current - EVENT_TOPICS - STORED_SINCE_V1 - TOPICS_SINCE_STORE_V1)
     assert not unpinned, (
         f"new stored event classes {unpinned}: pin their topics in EVENT_TOPICS, or, if they "
         "were moved or renamed, register the old topics in domain/topics.py (moved(...))"
     )
-    for topic in sorted(EVENT_TOPICS | STORED_SINCE_V1 | AGGREGATE_TOPICS):
+    for topic in sorted(EVENT_TOPICS | STORED_SINCE_V1 | TOPICS_SINCE_STORE_V1 | AGGREGATE_TOPICS):
         try:
             cls = resolve_topic(topic)
         except Exception as exc:
