@@ -465,11 +465,18 @@ class AuditedReader:
         return investigation_knowledge(history, as_of=as_of)
 
     def deadlines(
-        self, case_id: UUID, *, now: datetime, consultation_due: timedelta
+        self,
+        case_id: UUID,
+        *,
+        now: datetime,
+        consultation_due: timedelta,
+        sign_for_due: timedelta | None,
     ) -> dict[str, Any]:
         """Each duty on the case met or missed (`projections.investigation.deadlines`)."""
         history = self._workbench(case_id, Channel.DEADLINES, DEADLINE_FIELDS, with_log=False)
-        return investigation_deadlines(history, now=now, consultation_due=consultation_due)
+        return investigation_deadlines(
+            history, now=now, consultation_due=consultation_due, sign_for_due=sign_for_due
+        )
 
     def _workbench(
         self, case_id: UUID, channel: Channel, fields: frozenset[str], *, with_log: bool

@@ -17,7 +17,8 @@ Public functions, their final signatures (the report and the HTTP routes build o
         # knowledge.py: {"case_id", "as_of", "facts": [{"fact", "label_zh", "known_by":
         #   [{"user", "unit", "role", "first_at", "how", "position"}]}]}
     deadlines(history: CaseHistory, *, now: datetime,
-              consultation_due: timedelta = timedelta(hours=24)) -> dict[str, Any]
+              consultation_due: timedelta = timedelta(hours=24),
+              sign_for_due: timedelta | None = None) -> dict[str, Any]
         # deadlines.py: {"case_id", "now", "consultation_due_hours", "found_on",
         #   "milestones": [{"step", "label_zh", "at", "position", "hours_since_found",
         #                   ("assignment_id", "unit")}],

@@ -6,8 +6,9 @@ signing for (签收), and to the first intervention, in hours, each with its ins
 position.
 
 `checks`: each duty with its due instant, when it was done, and its `status`:
-`met` (done by the due instant), `late` (done after it), `missed` (not done and the due instant
-passed, or the duty ended undone after it), `open` (not done, not yet due), `ended` (the
+`met` (done before the due instant), `late` (done at or after it), `missed` (not done and the
+due instant reached, or the duty ended undone after it; instants are half-open as the
+scheduler's, `domain.deadlines`), `open` (not done, not yet due), `ended` (the
 assignment ended undone before it was due: withdrawn, transferred, declined, the file closed).
 Each names the unit and the person responsible at the time:
 - `consultation`: due `consultation_due` after the report (setting
@@ -15,8 +16,9 @@ Each names the unit and the person responsible at the time:
   recorded (the instant the store proves; its `held_on` is beside it); the unit and person who
   recorded it, or, undone, the unit a `ConsultationOverdue` fact named;
 - `sign_for`, per assignment: done when a person of the unit signed for it; due at the instant
-  an `AssignmentNotSignedFor` fact gave, when there is one (a signature after such a fact is
-  `late`); without one, `missed` once the assignment ended unsigned;
+  an `AssignmentNotSignedFor` fact gave, when there is one, else `sign_for_due` after the
+  assignment (the scheduler's period, `domain.deadlines.Periods.sign_for`), else no due instant:
+  then `missed` once the assignment ended unsigned;
 - `assignment_due`, per assignment: its `due_on` (to the end of that local day); done when its
   result was reported (办结反馈) or it ended `completed`; the unit assigned and the person who
   signed for it;
@@ -108,12 +110,12 @@ def _status(
     done: datetime | None, due: datetime | None, ended: datetime | None, now: datetime
 ) -> str:
     if done is not None:
-        return "met" if due is None or done <= due else "late"
+        return "met" if due is None or done < due else "late"
     if due is None:
         return "missed" if ended is not None else "open"
     if ended is not None:
-        return "missed" if ended > due else "ended"
-    return "missed" if now > due else "open"
+        return "missed" if ended >= due else "ended"
+    return "missed" if now >= due else "open"
 
 
 def _check(
@@ -291,13 +293,21 @@ def _consultation_unit(scan: _Scan) -> str | None:
     return None
 
 
-def _assignment_checks(held: _Assignment, now: datetime) -> list[dict[str, Any]]:
+def _assignment_checks(
+    held: _Assignment, now: datetime, sign_for_due: timedelta | None
+) -> list[dict[str, Any]]:
     ended_at = held.ended.at if held.ended is not None else None
     fact = held.not_signed_fact
+    if fact is not None:
+        sign_due: datetime | None = datetime.fromisoformat(fact.event.due_at)
+    elif sign_for_due is not None:
+        sign_due = held.assigned.at + sign_for_due
+    else:
+        sign_due = None
     return [
         _check(
             "sign_for",
-            due=datetime.fromisoformat(fact.event.due_at) if fact is not None else None,
+            due=sign_due,
             done=held.signed,
             ended=ended_at if held.signed is None else None,
             now=now,
@@ -323,8 +333,11 @@ def deadlines(
     *,
     now: datetime,
     consultation_due: timedelta = DEFAULT_CONSULTATION_DUE,
+    sign_for_due: timedelta | None = None,
 ) -> dict[str, Any]:
-    """`{"case_id", "now", "consultation_due_hours", "found_on", "milestones", "checks"}`."""
+    """`{"case_id", "now", "consultation_due_hours", "found_on", "milestones", "checks"}`.
+    `sign_for_due`: how long after an assignment a person of the unit must sign for it (the
+    scheduler's period); None: only an `AssignmentNotSignedFor` fact sets that due instant."""
     scan = _Scan()
     for step in history.steps:
         scan.apply(step)
@@ -356,7 +369,7 @@ def deadlines(
         )
     ]
     for held in scan.assignments.values():
-        checks.extend(_assignment_checks(held, now))
+        checks.extend(_assignment_checks(held, now, sign_for_due))
     checks.extend(
         _quarterly(
             scan.updates,

@@ -34,6 +34,13 @@ from eventsourcing.persistence import Mapper, Notification
 
 from domain.access import AccessDenied, BreakGlassAccessed, BreakGlassReviewed, CaseAccessed
 from domain.case import Case
+from domain.deadlines import (
+    AssignmentNotSignedFor,
+    AssignmentOverdue,
+    ConsultationOverdue,
+    DeadlineEscalated,
+    QuarterlyUpdateMissed,
+)
 from domain.notices import DueDateReminder, NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.orders import InvestigationOrder
 from domain.topics import topics_of
@@ -79,6 +86,11 @@ NAMING_TOPICS: Final = frozenset(
         NoticePublished,
         NoticeReceived,
         NoticeUndeliverable,
+        ConsultationOverdue,
+        AssignmentNotSignedFor,
+        AssignmentOverdue,
+        QuarterlyUpdateMissed,
+        DeadlineEscalated,
     )
 )
 ALL_TOPICS: Final = tuple(

@@ -11,7 +11,8 @@ are `projections.investigation`; the answers hold codes, dates, unit codes and u
 a name, an ID number or free text.
 
 `as_of` is an instant with its offset, between 2000-01-01 and 2099-12-31 (422 naming `as_of`
-otherwise). The consultation deadline is the setting `CASETRAIL_CONSULTATION_DEADLINE_HOURS`.
+otherwise). The consultation deadline is the setting `CASETRAIL_CONSULTATION_DEADLINE_HOURS`;
+the period for signing for an assignment is the scheduler's (`domain.deadlines.Periods`).
 Proven by tests/integration/test_workbench.py.
 """
 
@@ -25,6 +26,7 @@ from fastapi import APIRouter, Query
 from pydantic import AfterValidator, AwareDatetime
 
 from domain.commands import EARLIEST_DATE, LATEST_DATE
+from domain.deadlines import Periods
 from gateway.http.dependencies import ReaderDep, ServicesDep
 from gateway.logs import get_logger
 
@@ -79,6 +81,10 @@ def case_deadlines(case_id: UUID, reader: ReaderDep, svc: ServicesDep) -> dict[s
     intervention; each duty (consultation, signing for, due dates, quarterly updates) met, late,
     missed or open, with the unit and person responsible. Investigators under an order."""
     due = timedelta(hours=svc.settings.consultation_deadline_hours)
-    answer = reader.deadlines(case_id, now=datetime.now(UTC), consultation_due=due)
+    # The scheduler's periods, from the application's environment (domain.deadlines).
+    sign_for = Periods.from_env(svc.application.env.get).sign_for
+    answer = reader.deadlines(
+        case_id, now=datetime.now(UTC), consultation_due=due, sign_for_due=sign_for
+    )
     log.info("deadlines_read", case_id=str(case_id), checks=len(answer["checks"]))
     return answer
