@@ -104,6 +104,10 @@ class _Matrix:
         self.details: dict[str, dict[str, str]] = {}
         # The case version of each escalation -> its number (a notice names its source event).
         self.escalation_at: dict[int, int] = {}
+        # Reads already taught: (user, unit, state, fields); facts a (state, fields) discloses.
+        # States are the history's own objects, alive as long as it is: their ids are stable.
+        self.reads: set[tuple[str | None, str | None, int, tuple[str, ...]]] = set()
+        self.read_facts: dict[tuple[int, tuple[str, ...]], list[str]] = {}
 
     def teach(
         self,
@@ -156,15 +160,19 @@ def _learn(matrix: _Matrix, history: CaseHistory, step: Step) -> None:
         if disclosed is None:
             return
         user, unit, role = _person(step, event.actor)
+        # A reader who read the same version with the same fields before learned nothing new
+        # (the first instant is kept): the common case of a long file, skipped in one lookup.
+        fields = tuple(event.fields)
+        seen = (user, unit, id(disclosed), fields)
+        if seen in matrix.reads:
+            return
+        matrix.reads.add(seen)
+        facts = matrix.read_facts.get((id(disclosed), fields))
+        if facts is None:
+            facts = _read_facts(disclosed, frozenset(fields))
+            matrix.read_facts[(id(disclosed), fields)] = facts
         how = _CHANNEL_HOW.get(channel_of(event), "read")
-        matrix.teach(
-            _read_facts(disclosed, frozenset(event.fields)),
-            user=user,
-            unit=unit,
-            role=role,
-            step=step,
-            how=how,
-        )
+        matrix.teach(facts, user=user, unit=unit, role=role, step=step, how=how)
         return
     if kind == "clue_reported":
         user, unit, role = _person(step, event.reported_by)

@@ -31,6 +31,7 @@ from projections.investigation.labels import (
 )
 
 Details = dict[str, Any]
+_MISSING: Final[Any] = object()
 
 # What a timeline discloses of the file (field names of `domain.access`), recorded with its read:
 # the operational fields, every category's subtypes, when consultations, interventions, letters
@@ -224,9 +225,18 @@ def _state(state: FileState | None) -> dict[str, Any] | None:
     }
 
 
-def entry(step: Step) -> dict[str, Any]:
-    """One timeline entry (see the module's docstring)."""
+def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+    """One timeline entry (see the module's docstring). `states`: the state answers already
+    built, by the id of their `FileState` (most steps share one: reads change nothing)."""
     details = _DETAILS.get(step.kind)
+    if states is None:
+        states = {}
+    before = states.get(id(step.before), _MISSING)
+    if before is _MISSING:
+        before = states[id(step.before)] = _state(step.before)
+    after = states.get(id(step.after), _MISSING)
+    if after is _MISSING:
+        after = states[id(step.after)] = _state(step.after)
     return {
         "at": step.at.isoformat(),
         "position": step.position,
@@ -234,7 +244,7 @@ def entry(step: Step) -> dict[str, Any]:
         "label_zh": kind_label(step.kind),
         "actor": actor_of(step),
         "details": details(step.event) if details is not None else {},
-        "state": {"before": _state(step.before), "after": _state(step.after)},
+        "state": {"before": before, "after": after},
     }
 
 

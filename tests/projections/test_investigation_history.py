@@ -5,9 +5,11 @@ its reads) are proven left out, and the file's state at each step is the aggrega
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -16,8 +18,9 @@ from domain import commands as cmd
 from domain.application import AccessRefused, CaseTrail
 from domain.taxonomy import Purpose
 from gateway.store.eventstore import new_key_text, store_environment
-from projections.investigation import gather
+from projections.investigation import FileState, gather
 from tests.domain import builders as b
+from tests.projections.investigation_scenario import play
 
 
 @pytest.fixture
@@ -114,3 +117,107 @@ def test_state_follows_assignments_and_closure(app: CaseTrail) -> None:
     )
     assert assigned.after.status == "intervening"
     assert closed.after is not None and closed.after.status == "closed"
+
+
+def _aggregate_states(app: CaseTrail, case_id: UUID) -> dict[int, FileState]:
+    """The file's state at each version, from the aggregate's own replay (the domain's rules)."""
+    found: dict[int, FileState] = {}
+    case: Any = None
+    events: list[Any] = list(app.events.get(case_id))
+    for event in events:
+        case = event.mutate(case)
+        found[case.version] = FileState(
+            version=case.version,
+            status=case.status,
+            risk=case.risk,
+            street=case.street,
+            reporting_unit=case.reporting_unit,
+            found_on=case.found_on,
+            issues=tuple((i["category"], i["subtype"]) for i in case.issues),
+            assignments=tuple(
+                (a["id"], a["unit"], a["function"]) for a in case.assignments.values()
+            ),
+            escalations=tuple((n, e["to_level"]) for n, e in enumerate(case.escalations, 1)),
+        )
+    return found
+
+
+def test_the_fold_equals_the_aggregates_replay_at_every_version(app: CaseTrail) -> None:
+    """Every kind of change, twice over, in a seeded order: the history's states are the
+    aggregate's, version by version."""
+    scenario = play(app)
+    case_id = app.report_clue(b.report_clue(), b.REPORTER)
+    coordinator = b.COORDINATOR.as_record()
+    rng = random.Random(20261201)
+    closed = False
+
+    def change(action: str, apply: Any) -> Any:
+        return app.change_case(case_id, b.COORDINATOR, action, apply)
+
+    for n in range(60):
+        draw = rng.random()
+        if closed:
+            change("reopen", lambda c: c.reopen(cmd.ReopenCase(reason="情况反复"), by=coordinator))
+            closed = False
+        elif draw < 0.15:
+            issues = [{"category": "unlawful_harm", "subtype": rng.choice(["bullying", "beating"])}]
+            change(
+                "reclassify",
+                lambda c, issues=issues: c.reclassify(
+                    cmd.Reclassify(issues=issues, reason="复核"), by=coordinator
+                ),
+            )
+        elif draw < 0.3:
+            _assess(app, case_id, rng.choice(["low", "medium", "high", "urgent"]))
+        elif draw < 0.4:
+            change(
+                "hold_consultation",
+                lambda c: c.hold_consultation(
+                    cmd.HoldConsultation(
+                        held_on=date.today(), participants=[b.POLICE], decision="跟进"
+                    ),
+                    by=coordinator,
+                ),
+            )
+        elif draw < 0.55:
+            unit = f"unit-{n}"
+            change(
+                "assign_unit",
+                lambda c, unit=unit: c.assign_unit(
+                    cmd.AssignUnit(
+                        unit=unit,
+                        function="society",
+                        task="走访",
+                        due_on=date.today() + timedelta(days=3),
+                    ),
+                    by=coordinator,
+                ),
+            )
+        elif draw < 0.7:
+            change(
+                "escalate",
+                lambda c: c.escalate(
+                    cmd.Escalate(to_level=rng.choice(["street", "county"]), reason="升级"),
+                    by=coordinator,
+                ),
+            )
+        elif draw < 0.8:
+            change(
+                "close",
+                lambda c: c.close(cmd.CloseCase(reason="resolved", note="好转"), by=coordinator),
+            )
+            closed = True
+        else:
+            change(
+                "record_follow_up",
+                lambda c: c.record_follow_up(
+                    cmd.RecordFollowUp(visited_on=date.today(), notes="回访"), by=coordinator
+                ),
+            )
+    for case in (scenario.case_id, case_id):
+        history = gather(app, case)
+        assert history.states == _aggregate_states(app, case)
+        assert [s.after for s in history.steps if s.before is not s.after] == list(
+            history.states.values()
+        )
+    assert len(gather(app, case_id).states) == 61
