@@ -184,10 +184,10 @@ def _fold(kind: str, event: Any, previous: FileState | None) -> FileState:
         )
     if previous is None:  # pragma: no cover - a case stream starts with its report
         raise ValueError("a case stream that does not start with its report")
+    # Positional, not `_replace` (several times slower): one state per case event.
+    state = FileState(version, *previous[1:])
     change = _CHANGES.get(kind)
-    if change is None:
-        return previous._replace(version=version)
-    return change(event, previous._replace(version=version))
+    return state if change is None else change(event, state)
 
 
 def _assigned(event: Any, state: FileState) -> FileState:

@@ -23,9 +23,9 @@ from domain.access import OPERATIONAL
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import (
     CHANNEL_LABELS,
+    KIND_LABELS,
     function_label,
     issue_label,
-    kind_label,
     risk_label,
     status_label,
 )
@@ -199,18 +199,25 @@ _UNIT_KINDS: Final = frozenset(
 )
 
 
+# Where each kind of event names who acted (`by` for the others).
+_ACTOR_FIELD: Final = {
+    "clue_reported": "reported_by",
+    "case_accessed": "actor",
+    "break_glass_accessed": "actor",
+    "access_denied": "actor",
+    "break_glass_reviewed": "reviewer",
+}
+
+
 def actor_of(step: Step) -> dict[str, Any] | None:
     """Who acted at a step: the person recorded with it, or the unit for a notice, a unit
     client's receipt or a deadline fact (none for an escalation of a deadline)."""
     event = step.event
-    street = step.after.street if step.after is not None else None
     if step.kind in _UNIT_KINDS:
+        street = step.after.street if step.after is not None else None
         return _unit_actor(getattr(event, "unit", None), getattr(event, "street", street))
-    for name in ("by", "reported_by", "actor", "reviewer"):
-        record = getattr(event, name, None)
-        if isinstance(record, dict):
-            return _actor(record)
-    return None
+    record = getattr(event, _ACTOR_FIELD.get(step.kind, "by"), None)
+    return _actor(record) if isinstance(record, dict) else None
 
 
 def _state(state: FileState | None) -> dict[str, Any] | None:
@@ -241,7 +248,7 @@ def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) ->
         "at": step.at.isoformat(),
         "position": step.position,
         "kind": step.kind,
-        "label_zh": kind_label(step.kind),
+        "label_zh": KIND_LABELS.get(step.kind, step.kind),
         "actor": actor_of(step),
         "details": details(step.event) if details is not None else {},
         "state": {"before": before, "after": after},
