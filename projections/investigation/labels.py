@@ -51,6 +51,7 @@ KIND_LABELS: Final = MappingProxyType(
         "case_accessed": "查阅",
         "break_glass_accessed": "紧急查阅",
         "access_denied": "查阅被拒",
+        "break_glass_reviewed": "紧急查阅复核",
         # notices to the units
         "due_date_reminder": "到期提醒",
         "notice_published": "通知已发送",
