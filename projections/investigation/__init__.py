@@ -8,6 +8,9 @@ Public functions, their final signatures (the report and the HTTP routes build o
         # stored order, each with the file's state before and after (`Step`, `FileState`).
         # `EventLog` is a Protocol: `notifications(start=1, topics=(), batch=500)` and
         # `mapper`; `domain.application.CaseTrail` satisfies it.
+    history_of(case_id: UUID, events: Iterable[tuple[int, Any]]) -> CaseHistory
+        # history.py: the same from events already selected and decoded, with their store
+        # positions, in stored order (a bundle's records; tests).
     timeline(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str, Any]
         # timeline.py: {"case_id", "as_of", "entries": [{"at", "position", "kind",
         #   "label_zh", "actor": {"user", "role", "unit", "street"} | None, "details": {...},
@@ -41,7 +44,14 @@ number, a description, a note or a reason.
 from __future__ import annotations
 
 from projections.investigation.deadlines import DEADLINE_FIELDS, deadlines
-from projections.investigation.history import CaseHistory, EventLog, FileState, Step, gather
+from projections.investigation.history import (
+    CaseHistory,
+    EventLog,
+    FileState,
+    Step,
+    gather,
+    history_of,
+)
 from projections.investigation.knowledge import KNOWLEDGE_FIELDS, knowledge
 from projections.investigation.timeline import TIMELINE_FIELDS, timeline
 
@@ -55,6 +65,7 @@ __all__ = [
     "Step",
     "deadlines",
     "gather",
+    "history_of",
     "knowledge",
     "timeline",
 ]

@@ -23,7 +23,7 @@ tests/projections/test_investigation_history.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple, Protocol
@@ -67,6 +67,7 @@ def _event_classes(owner: type) -> list[type[DomainEvent]]:
 
 
 CASE_TOPICS: Final = frozenset(topics_of(*_event_classes(Case)))
+_CASE_CLASSES: Final = frozenset(_event_classes(Case))
 ORDER_ISSUED: Final = frozenset(
     topics_of(InvestigationOrder.InvestigationOrderIssued)  # type: ignore[attr-defined]
 )
@@ -156,6 +157,17 @@ class CaseHistory:
     steps: list[Step] = field(default_factory=list)
     # The file's state at each version (for a read that names the version it disclosed).
     states: dict[int, FileState] = field(default_factory=dict)
+    current: FileState | None = None
+
+    def add(self, position: int, event: Any) -> None:
+        """One more event about the case, in stored order: an event of its own stream moves
+        the file's state on; any other is a step at the current state."""
+        before = self.current
+        kind = kind_of(event)
+        if type(event) in _CASE_CLASSES:
+            self.current = _fold(kind, event, before)
+            self.states[self.current.version] = self.current
+        self.steps.append(Step(position, event.timestamp, kind, event, before, self.current))
 
     def state_at(self, version: int | None, current: FileState | None) -> FileState | None:
         if version is None:
@@ -217,24 +229,19 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
     history = CaseHistory(case_id)
     # The log holds stream ids as UUIDs or as text, depending on the store: both compare.
     wanted = str(case_id)
-    current: FileState | None = None
     orders: set[str] = set()
     break_glass: set[str] = set()
     decode = log.mapper.to_domain_event
-    steps = history.steps
+    add = history.add
     for notification in log.notifications(topics=ALL_TOPICS):
         topic = notification.topic
         origin = notification.originator_id
         if topic in CASE_TOPICS:
             if origin not in (case_id, wanted):
                 continue  # another case's: never decrypted
-            event: Any = decode(notification)
-            before = current
-            kind = kind_of(event)
-            current = _fold(kind, event, before)
-            history.states[current.version] = current
-            steps.append(Step(notification.id, event.timestamp, kind, event, before, current))
+            add(notification.id, decode(notification))
             continue
+        event: Any
         if topic in ORDER_LATER or topic in REVIEW_TOPICS:
             if str(origin) not in (orders if topic in ORDER_LATER else break_glass):
                 continue
@@ -247,7 +254,14 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
                 orders.add(str(origin))
             elif isinstance(event, BreakGlassAccessed):
                 break_glass.add(str(origin))
-        steps.append(
-            Step(notification.id, event.timestamp, kind_of(event), event, current, current)
-        )
+        add(notification.id, event)
+    return history
+
+
+def history_of(case_id: UUID, events: Iterable[tuple[int, Any]]) -> CaseHistory:
+    """The history of events already selected and decoded, each with its store position, in
+    stored order (a bundle's records, a test's events): what `gather` builds from the store."""
+    history = CaseHistory(case_id)
+    for position, event in events:
+        history.add(position, event)
     return history
