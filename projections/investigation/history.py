@@ -138,10 +138,10 @@ class FileState(NamedTuple):
     escalations: tuple[tuple[int, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
+class Step(NamedTuple):
     """One gathered event: its position in the store, its instant, its timeline code, the
-    file's state before it and after it (the same object for events outside the case stream)."""
+    file's state before it and after it (the same object for events outside the case stream).
+    A tuple, as `FileState`: one per event."""
 
     position: int
     at: datetime

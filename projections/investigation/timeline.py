@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from domain.access import OPERATIONAL
+from domain.taxonomy import CaseStatus, RiskLevel
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import (
     CHANNEL_LABELS,
@@ -32,6 +33,8 @@ from projections.investigation.labels import (
 
 Details = dict[str, Any]
 _MISSING: Final[Any] = object()
+_STATUS_LABEL: Final = {str(s): status_label(s) for s in CaseStatus}
+_RISK_LABEL: Final = {str(r): risk_label(r) for r in RiskLevel}
 
 # What a timeline discloses of the file (field names of `domain.access`), recorded with its read:
 # the operational fields, every category's subtypes, when consultations, interventions, letters
@@ -225,9 +228,9 @@ def _state(state: FileState | None) -> dict[str, Any] | None:
         return None
     return {
         "status": state.status,
-        "status_label_zh": status_label(state.status),
+        "status_label_zh": _STATUS_LABEL.get(state.status, state.status),
         "risk": state.risk,
-        "risk_label_zh": risk_label(state.risk),
+        "risk_label_zh": _RISK_LABEL.get(state.risk, state.risk),
         "version": state.version,
     }
 
@@ -238,12 +241,15 @@ def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) ->
     details = _DETAILS.get(step.kind)
     if states is None:
         states = {}
-    before = states.get(id(step.before), _MISSING)
-    if before is _MISSING:
-        before = states[id(step.before)] = _state(step.before)
     after = states.get(id(step.after), _MISSING)
     if after is _MISSING:
         after = states[id(step.after)] = _state(step.after)
+    if step.before is step.after:  # a read, a notice, a fact: the file did not change
+        before = after
+    else:
+        before = states.get(id(step.before), _MISSING)
+        if before is _MISSING:
+            before = states[id(step.before)] = _state(step.before)
     return {
         "at": step.at.isoformat(),
         "position": step.position,
