@@ -57,6 +57,8 @@ class Scenario:
     held_on: date = field(default_factory=date.today)
     due_on: date = field(default_factory=lambda: date.today() + timedelta(days=10))
     marks: dict[str, Mark] = field(default_factory=dict)
+    # Every free text and identifying value the scenario stored: no analysis may repeat one.
+    secrets: list[str] = field(default_factory=list)
 
 
 def _mark(app: CaseTrail) -> Mark:
@@ -76,6 +78,17 @@ def play(app: CaseTrail) -> Scenario:
     body["method"] = "grid_patrol"
     case_id = app.report_clue(cmd.ReportClue.model_validate(body), GRID)
     s = Scenario(app, case_id)
+    s.secrets += [
+        body["minor"]["name"],
+        body["minor"]["id_number"],
+        body["guardians"][0]["name"],
+        body["guardians"][0]["phone"],
+        body["description"],
+        "学校与派出所分别跟进",
+        "跟进核查",
+        "学生情绪失控,需立即联系监护人",
+        "已稳定",
+    ]
     marks = s.marks
     marks["reported"] = _mark(app)
 

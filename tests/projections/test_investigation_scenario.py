@@ -9,6 +9,7 @@ of the scenario; the analyses never see them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -313,3 +314,14 @@ def test_the_deadline_findings(scenario: Scenario) -> None:
         "met",
         (marks["reported"].at + timedelta(hours=24)).astimezone(UTC).isoformat(),
     )
+
+
+def test_no_analysis_repeats_a_name_a_number_or_free_text(scenario: Scenario) -> None:
+    s = scenario
+    history = gather(s.app, s.case_id)
+    text = json.dumps(
+        [timeline(history), knowledge(history), deadlines(history, now=datetime.now(UTC))],
+        ensure_ascii=False,
+    )
+    assert len(s.secrets) == 9
+    assert [secret for secret in s.secrets if secret in text] == []
