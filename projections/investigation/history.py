@@ -163,8 +163,11 @@ class CaseHistory:
         """One more event about the case, in stored order: an event of its own stream moves
         the file's state on; any other is a step at the current state."""
         before = self.current
-        kind = kind_of(event)
-        if type(event) in _CASE_CLASSES:
+        cls = type(event)
+        kind = _KINDS.get(cls) or kind_of(event)
+        if kind == "assignment_acknowledged":
+            kind = kind_of(event)
+        if cls in _CASE_CLASSES:
             self.current = _fold(kind, event, before)
             self.states[self.current.version] = self.current
         self.steps.append(Step(position, event.timestamp, kind, event, before, self.current))

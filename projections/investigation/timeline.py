@@ -19,7 +19,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Final
 
-from domain.access import OPERATIONAL
+from domain.access import OPERATIONAL, BreakGlassAccessed
 from domain.taxonomy import CaseStatus, RiskLevel
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import (
@@ -50,17 +50,6 @@ TIMELINE_FIELDS: Final = frozenset(
         "follow_ups",
     }
 )
-
-
-def _actor(record: dict[str, str] | None) -> dict[str, Any] | None:
-    if not record:
-        return None
-    return {
-        "user": record.get("user"),
-        "role": record.get("role"),
-        "unit": record.get("unit"),
-        "street": record.get("street"),
-    }
 
 
 def _unit_actor(unit: str | None, street: str | None) -> dict[str, Any]:
@@ -124,20 +113,20 @@ def _assigned(e: Any) -> Details:
 
 
 def _access(e: Any) -> Details:
-    granted = hasattr(e, "fields")
+    # The event's own list of fields (decoded for this answer alone): not copied.
+    fields = getattr(e, "fields", None)
     channel = channel_of(e)
-    found: Details = {
-        "granted": granted,
+    return {
+        "granted": fields is not None,
         "purpose": e.purpose,
         "rule": e.rule,
         "channel": channel,
         "channel_label_zh": CHANNEL_LABELS.get(channel, channel),
-        "fields": list(e.fields) if granted else [],
-        "break_glass": type(e).__name__ == "BreakGlassAccessed",
+        "fields": fields if fields is not None else [],
+        "break_glass": isinstance(e, BreakGlassAccessed),
         "request_id": e.request_id,
         "case_version": getattr(e, "case_version", None),
     }
-    return found
 
 
 _DETAILS: Final[dict[str, Callable[[Any], Details]]] = {
@@ -203,7 +192,8 @@ _UNIT_KINDS: Final = frozenset(
 
 
 # Where each kind of event names who acted (`by` for the others).
-_ACTOR_FIELD: Final = {
+_ACTOR_FIELD: Final[dict[str, str | None]] = {
+    **dict.fromkeys(_UNIT_KINDS),
     "clue_reported": "reported_by",
     "case_accessed": "actor",
     "break_glass_accessed": "actor",
@@ -216,11 +206,12 @@ def actor_of(step: Step) -> dict[str, Any] | None:
     """Who acted at a step: the person recorded with it, or the unit for a notice, a unit
     client's receipt or a deadline fact (none for an escalation of a deadline)."""
     event = step.event
-    if step.kind in _UNIT_KINDS:
+    field = _ACTOR_FIELD.get(step.kind, "by")
+    if field is None:
         street = step.after.street if step.after is not None else None
         return _unit_actor(getattr(event, "unit", None), getattr(event, "street", street))
-    record = getattr(event, _ACTOR_FIELD.get(step.kind, "by"), None)
-    return _actor(record) if isinstance(record, dict) else None
+    record = getattr(event, field, None)
+    return dict(record) if isinstance(record, dict) and record else None
 
 
 def _state(state: FileState | None) -> dict[str, Any] | None:
@@ -263,8 +254,11 @@ def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) ->
 
 def timeline(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str, Any]:
     """`{"case_id", "as_of", "entries": [...]}`, in the store's order."""
+    states: dict[int, dict[str, Any] | None] = {}
     return {
         "case_id": str(history.case_id),
         "as_of": as_of.isoformat() if as_of is not None else None,
-        "entries": [entry(step) for step in history.steps if as_of is None or step.at <= as_of],
+        "entries": [
+            entry(step, states) for step in history.steps if as_of is None or step.at <= as_of
+        ],
     }
