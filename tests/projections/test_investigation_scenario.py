@@ -16,10 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from domain.application import CaseTrail
 from gateway.store.eventstore import new_key_text, store_environment
-from projections.investigation import deadlines, gather, knowledge, timeline
+from projections.investigation import deadlines, gather, history_of, knowledge, timeline
 from projections.investigation.labels import HOW_LABELS, KIND_LABELS
 from projections.ledger.quarters import LOCAL_TZ, start_of_day
 from tests.domain import builders as b
@@ -325,3 +327,21 @@ def test_no_analysis_repeats_a_name_a_number_or_free_text(scenario: Scenario) ->
     )
     assert len(s.secrets) == 9
     assert [secret for secret in s.secrets if secret in text] == []
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cut=st.integers(min_value=0, max_value=14), nudge=st.sampled_from([-1, 0, 1]))
+def test_as_of_t_equals_the_analysis_of_only_the_events_up_to_t(
+    scenario: Scenario, cut: int, nudge: int
+) -> None:
+    """For any instant T (each step's instant, a microsecond either side), the matrix and the
+    timeline as of T are those of a history holding only the events recorded up to T."""
+    s = scenario
+    history = gather(s.app, s.case_id)
+    steps = history.steps
+    as_of = (steps[cut].at if cut < len(steps) else steps[-1].at) + timedelta(microseconds=nudge)
+    only = history_of(s.case_id, [(p.position, p.event) for p in steps if p.at <= as_of])
+    assert knowledge(history, as_of=as_of)["facts"] == knowledge(only)["facts"]
+    assert timeline(history, as_of=as_of)["entries"] == timeline(only)["entries"]
