@@ -32,7 +32,6 @@ from projections.investigation.labels import (
 )
 
 Details = dict[str, Any]
-_MISSING: Final[Any] = object()
 _STATUS_LABEL: Final = {str(s): status_label(s) for s in CaseStatus}
 _RISK_LABEL: Final = {str(r): risk_label(r) for r in RiskLevel}
 
@@ -146,7 +145,7 @@ _DETAILS: Final[dict[str, Callable[[Any], Details]]] = {
     "assignment_ended": lambda e: _plain(e, "assignment_id", "outcome"),
     "intervention_recorded": lambda e: _plain(e, "assignment_id", "function", "measure", "done_on"),
     "guardianship_letter_signed": lambda e: _plain(e, "guardian_index", "reason", "signed_on"),
-    "follow_up_recorded": lambda e: _plain(e, "visited_on"),
+    "follow_up_recorded": lambda e: {"visited_on": e.visited_on},
     "escalated": lambda e: _plain(e, "to", "to_level"),
     "closed": lambda e: _plain(e, "reason"),
     "reopened": lambda e: {},
@@ -222,25 +221,24 @@ def _state(state: FileState | None) -> dict[str, Any] | None:
         "status_label_zh": _STATUS_LABEL.get(state.status, state.status),
         "risk": state.risk,
         "risk_label_zh": _RISK_LABEL.get(state.risk, state.risk),
-        "version": state.version,
     }
 
 
-def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) -> dict[str, Any]:
+def entry(step: Step, states: dict[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
     """One timeline entry (see the module's docstring). `states`: the state answers already
-    built, by the id of their `FileState` (most steps share one: reads change nothing)."""
+    built, by status and risk (shared between entries: build the answer, never change it)."""
     details = _DETAILS.get(step.kind)
     if states is None:
         states = {}
-    after = states.get(id(step.after), _MISSING)
-    if after is _MISSING:
-        after = states[id(step.after)] = _state(step.after)
-    if step.before is step.after:  # a read, a notice, a fact: the file did not change
-        before = after
-    else:
-        before = states.get(id(step.before), _MISSING)
-        if before is _MISSING:
-            before = states[id(step.before)] = _state(step.before)
+    # One answer per change of (status, risk): most steps share a handful of them.
+    after_state, before_state = step.after, step.before
+    key = (
+        (before_state.status, before_state.risk) if before_state is not None else None,
+        (after_state.status, after_state.risk) if after_state is not None else None,
+    )
+    state = states.get(key)
+    if state is None:
+        state = states[key] = {"before": _state(before_state), "after": _state(after_state)}
     return {
         "at": step.at.isoformat(),
         "position": step.position,
@@ -248,13 +246,13 @@ def entry(step: Step, states: dict[int, dict[str, Any] | None] | None = None) ->
         "label_zh": KIND_LABELS.get(step.kind, step.kind),
         "actor": actor_of(step),
         "details": details(step.event) if details is not None else {},
-        "state": {"before": before, "after": after},
+        "state": state,
     }
 
 
 def timeline(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str, Any]:
     """`{"case_id", "as_of", "entries": [...]}`, in the store's order."""
-    states: dict[int, dict[str, Any] | None] = {}
+    states: dict[Any, dict[str, Any]] = {}
     return {
         "case_id": str(history.case_id),
         "as_of": as_of.isoformat() if as_of is not None else None,
