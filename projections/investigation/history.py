@@ -236,6 +236,7 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
     break_glass: set[str] = set()
     decode = log.mapper.to_domain_event
     add = history.add
+    steps = history.steps
     for notification in log.notifications(topics=ALL_TOPICS):
         topic = notification.topic
         origin = notification.originator_id
@@ -257,7 +258,12 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
                 orders.add(str(origin))
             elif isinstance(event, BreakGlassAccessed):
                 break_glass.add(str(origin))
-        add(notification.id, event)
+        # Outside the case stream: a step at the current state (what `add` does, inline: the
+        # most frequent event of a long file is a read).
+        cls = type(event)
+        kind = _KINDS.get(cls) or kind_of(event)
+        current = history.current
+        steps.append(Step(notification.id, event.timestamp, kind, event, current, current))
     return history
 
 

@@ -230,15 +230,21 @@ def entry(step: Step, states: dict[Any, dict[str, Any]] | None = None) -> dict[s
     details = _DETAILS.get(step.kind)
     if states is None:
         states = {}
-    # One answer per change of (status, risk): most steps share a handful of them.
+    # One answer per change of (status, risk): most steps share a handful of them; a step that
+    # changed nothing (a read, a notice, a fact) is found by its state alone.
     after_state, before_state = step.after, step.before
-    key = (
-        (before_state.status, before_state.risk) if before_state is not None else None,
-        (after_state.status, after_state.risk) if after_state is not None else None,
-    )
-    state = states.get(key)
+    fast = id(after_state) if before_state is after_state else None
+    state = states.get(fast) if fast is not None else None
     if state is None:
-        state = states[key] = {"before": _state(before_state), "after": _state(after_state)}
+        key = (
+            (before_state.status, before_state.risk) if before_state is not None else None,
+            (after_state.status, after_state.risk) if after_state is not None else None,
+        )
+        state = states.get(key)
+        if state is None:
+            state = states[key] = {"before": _state(before_state), "after": _state(after_state)}
+        if fast is not None:
+            states[fast] = state
     return {
         "at": step.at.isoformat(),
         "position": step.position,
