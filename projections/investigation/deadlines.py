@@ -11,7 +11,8 @@ due instant reached, or the duty ended undone after it; instants are half-open a
 scheduler's, `domain.deadlines`), `open` (not done, not yet due), `ended` (the
 assignment ended undone before it was due: withdrawn, transferred, declined, the file closed).
 Each names the unit and the person responsible at the time:
-- `consultation`: due `consultation_due` after the report (setting
+- `consultation`, one per wait (the report, and each reopening, as the scheduler counts them):
+  due `consultation_due` after it (setting
   `CASETRAIL_CONSULTATION_DEADLINE_HOURS`, default 24); done when the first consultation was
   recorded (the instant the store proves; its `held_on` is beside it); the unit and person who
   recorded it, or, undone, the unit a `ConsultationOverdue` fact named;
@@ -228,12 +229,31 @@ def _quarterly(
 
 
 @dataclass
+class _Round:
+    """One wait for a consultation: from the report, or from a reopening, to the first
+    consultation after it (or the file's closure)."""
+
+    start: Step
+    consultation: Step | None = None
+    overdue: Step | None = None
+    closed: Step | None = None
+
+    def unit(self) -> str | None:
+        if self.consultation is not None:
+            unit = self.consultation.event.by.get("unit")
+            return str(unit) if unit else None
+        if self.overdue is not None:
+            return getattr(self.overdue.event, "unit", None) or None
+        return None
+
+
+@dataclass
 class _Scan:
     """What the analysis needs of the steps, collected in one loop."""
 
     reported: Step | None = None
     consultation: Step | None = None
-    consultation_overdue: Step | None = None
+    rounds: list[_Round] = field(default_factory=list)
     first_intervention: Step | None = None
     closed: Step | None = None
     assignments: dict[str, _Assignment] = field(default_factory=dict)
@@ -241,12 +261,17 @@ class _Scan:
 
     def apply(self, step: Step) -> None:
         kind, event = step.kind, step.event
+        waiting = self.rounds[-1] if self.rounds and self.rounds[-1].consultation is None else None
         if kind == "clue_reported":
             self.reported = step
+            self.rounds.append(_Round(step))
         elif kind == "consultation_held":
             self.consultation = self.consultation or step
+            if waiting is not None:
+                waiting.consultation = step
         elif kind == "consultation_overdue":
-            self.consultation_overdue = self.consultation_overdue or step
+            if waiting is not None:
+                waiting.overdue = waiting.overdue or step
         elif kind == "unit_assigned":
             self.assignments[event.assignment_id] = _Assignment(
                 event.assignment_id, event.unit, event.due_on, step
@@ -257,16 +282,17 @@ class _Scan:
             self.updates.append((date.fromisoformat(event.visited_on), step))
         elif kind == "closed":
             self.closed = step
+            if waiting is not None:
+                waiting.closed = step
+            # Closing ends every open assignment (domain.case), and the wait for a signature.
+            for open_one in self.assignments.values():
+                open_one.ended = open_one.ended or step
         elif kind == "reopened":
             self.closed = None
+            self.rounds.append(_Round(step))
         held = self.assignments.get(str(getattr(event, "assignment_id", "")))
         if held is not None:
             held.apply(step)
-
-    def finish(self) -> None:
-        if self.closed is not None:
-            for held in self.assignments.values():
-                held.ended = held.ended or self.closed
 
 
 def _milestones(scan: _Scan, reported: Step, found: datetime) -> list[dict[str, Any]]:
@@ -282,15 +308,6 @@ def _milestones(scan: _Scan, reported: Step, found: datetime) -> list[dict[str, 
         milestones.append(_milestone("first_intervention", scan.first_intervention, found))
     milestones.sort(key=lambda m: int(m["position"]))
     return milestones
-
-
-def _consultation_unit(scan: _Scan) -> str | None:
-    if scan.consultation is not None:
-        unit = scan.consultation.event.by.get("unit")
-        return str(unit) if unit else None
-    if scan.consultation_overdue is not None:
-        return getattr(scan.consultation_overdue.event, "unit", None) or None
-    return None
 
 
 def _assignment_checks(
@@ -341,7 +358,6 @@ def deadlines(
     scan = _Scan()
     for step in history.steps:
         scan.apply(step)
-    scan.finish()
     reported = scan.reported
     answer: dict[str, Any] = {
         "case_id": str(history.case_id),
@@ -360,13 +376,14 @@ def deadlines(
     checks = [
         _check(
             "consultation",
-            due=reported.at + consultation_due,
-            done=scan.consultation,
-            ended=closed_at if scan.consultation is None else None,
+            due=wait.start.at + consultation_due,
+            done=wait.consultation,
+            ended=wait.closed.at if wait.consultation is None and wait.closed else None,
             now=now,
-            unit=_consultation_unit(scan),
-            person=_who(scan.consultation),
+            unit=wait.unit(),
+            person=_who(wait.consultation),
         )
+        for wait in scan.rounds
     ]
     for held in scan.assignments.values():
         checks.extend(_assignment_checks(held, now, sign_for_due))

@@ -180,3 +180,43 @@ def test_deadline_facts_are_on_the_timeline_with_their_units() -> None:
     ]
     result = next(e for e in entries if e["kind"] == "assignment_result_reported")
     assert result["label_zh"] == "办结反馈" and result["details"]["recommendation"] == "continue"
+
+
+def test_each_reopening_waits_for_a_consultation_of_its_own() -> None:
+    """Reported, consulted in time, closed (ending its open assignment), reopened: a second
+    wait, met by the next consultation only if it comes within the period."""
+    case = Case.report(
+        b.report_clue(found_on=date(2026, 1, 8)), street=b.STREET, by=b.REPORTER.as_record()
+    )
+    held = cmd.HoldConsultation(held_on=date(2026, 1, 10), participants=[b.POLICE], decision="跟进")
+    case.hold_consultation(held, by=COORDINATOR)
+    case.assign_unit(
+        cmd.AssignUnit.model_construct(
+            unit=b.POLICE,
+            function=ProtectionFunction.JUDICIAL,
+            task="走访",
+            due_on=date(2026, 9, 1),
+        ),
+        by=COORDINATOR,
+    )
+    case.close(cmd.CloseCase(reason="resolved", note="好转"), by=COORDINATOR)
+    case.reopen(cmd.ReopenCase(reason="情况反复"), by=COORDINATOR)
+    case.hold_consultation(held, by=COORDINATOR)
+    instants = [
+        REPORTED,
+        REPORTED + timedelta(hours=3),
+        REPORTED + timedelta(hours=4),
+        datetime(2026, 2, 1, 9, 0, tzinfo=LOCAL_TZ),
+        datetime(2026, 3, 1, 9, 0, tzinfo=LOCAL_TZ),
+        datetime(2026, 3, 3, 9, 0, tzinfo=LOCAL_TZ),  # two days after the reopening: late
+    ]
+    events = [_at(e, t) for e, t in zip(case.collect_events(), instants, strict=True)]
+    found = deadlines(history_of(case.id, list(enumerate(events, 1))), now=NOW.astimezone(UTC))
+    got = [(c["duty"], c["status"], c["due_at"], c["position"]) for c in found["checks"]]
+    assert got[:4] == [
+        ("consultation", "met", (REPORTED + timedelta(hours=24)).astimezone(UTC).isoformat(), 2),
+        ("consultation", "late", "2026-03-02T01:00:00+00:00", 6),
+        # The assignment ended with the file, unsigned and before its due date.
+        ("sign_for", "missed", None, None),
+        ("assignment_due", "ended", "2026-09-01T16:00:00+00:00", None),
+    ]
