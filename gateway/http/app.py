@@ -54,6 +54,7 @@ from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
+from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
 
@@ -65,6 +66,7 @@ ROUTERS = (
     evidence_routes.router,
     investigation_routes.router,
     inbox_routes.router,
+    workbench_routes.router,
 )
 
 log = get_logger("casetrail.api")

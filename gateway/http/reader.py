@@ -13,7 +13,9 @@ Refusals are one vocabulary and one answer, whatever the channel:
   narrowed grants (`<rule>:without_access_log`, `<rule>:no_case_content`) (404 "no such case is
   visible to you", no sooner than the refusal floor);
 - for what a role never gets, `<channel>_not_for_role:<role>`: `evidence_bundle_not_for_role`
-  (a case is named: 404 as above), `ledger_not_for_role`, `identity_export_not_for_role`,
+  (a case is named: 404 as above), `investigation_workbench_not_for_role` (timeline, knowledge
+  matrix, deadline analysis: investigators under an order only; 404 as above),
+  `ledger_not_for_role`, `identity_export_not_for_role`,
   `report_not_for_role` (no case is named, nothing to hide: 403 not-permitted).
 Every refusal is stored as `AccessDenied` before the answer (a store failure answers 503 instead);
 one that names no case carries `domain.application.NO_CASE` as its case id. `refusal_answer` is
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
 from uuid import UUID
 
@@ -65,6 +67,16 @@ from domain.case import Case
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
 from gateway.logs import get_logger
+from projections.investigation import (
+    DEADLINE_FIELDS,
+    KNOWLEDGE_FIELDS,
+    TIMELINE_FIELDS,
+    CaseHistory,
+    gather,
+)
+from projections.investigation import deadlines as investigation_deadlines
+from projections.investigation import knowledge as investigation_knowledge
+from projections.investigation import timeline as investigation_timeline
 from projections.ledger.view import (
     COLUMNS,
     LedgerRow,
@@ -86,6 +98,9 @@ BUNDLE_NOT_FOR_ROLE: Final = "evidence_bundle_not_for_role"
 LEDGER_NOT_FOR_ROLE: Final = "ledger_not_for_role"
 IDENTITY_EXPORT_NOT_FOR_ROLE: Final = "identity_export_not_for_role"
 REPORT_NOT_FOR_ROLE: Final = "report_not_for_role"
+# The investigation workbench (timeline, knowledge, deadlines): under an order only.
+WORKBENCH_NOT_FOR_ROLE: Final = "investigation_workbench_not_for_role"
+WORKBENCH_RULE: Final = "investigation_order"
 
 
 # --- the answer of a refusal -----------------------------------------------------------------
@@ -460,6 +475,61 @@ class AuditedReader:
             channel=channel,
             client=self.client,
         )
+
+    # --- the investigation workbench: timeline, knowledge matrix, deadline analysis ---
+    # (issue 13; the analyses are projections/investigation, pure functions over the events)
+    # Granted only by an investigation order in force naming the reader and the case (rule
+    # `investigation_order`): the street under review and compliance auditors (the access log,
+    # never the file's content) are refused `investigation_workbench_not_for_role:<role>`,
+    # answered as a case not visible. Each read records the fields its answer discloses
+    # (`TIMELINE_FIELDS`, ...), and the access log in the same write when the answer names who
+    # read; the analysis is built after the record, from the store as it then stands.
+
+    def timeline(self, case_id: UUID, *, as_of: datetime | None) -> dict[str, Any]:
+        """The case's timeline (`projections.investigation.timeline`), as of an instant."""
+        history = self._workbench(case_id, Channel.TIMELINE, TIMELINE_FIELDS, with_log=True)
+        return investigation_timeline(history, as_of=as_of)
+
+    def knowledge(self, case_id: UUID, *, as_of: datetime | None) -> dict[str, Any]:
+        """Who knew what of the case, and when (`projections.investigation.knowledge`)."""
+        history = self._workbench(case_id, Channel.KNOWLEDGE, KNOWLEDGE_FIELDS, with_log=True)
+        return investigation_knowledge(history, as_of=as_of)
+
+    def deadlines(
+        self,
+        case_id: UUID,
+        *,
+        now: datetime,
+        consultation_due: timedelta,
+        sign_for_due: timedelta | None,
+    ) -> dict[str, Any]:
+        """Each duty on the case met or missed (`projections.investigation.deadlines`)."""
+        history = self._workbench(case_id, Channel.DEADLINES, DEADLINE_FIELDS, with_log=False)
+        return investigation_deadlines(
+            history, now=now, consultation_due=consultation_due, sign_for_due=sign_for_due
+        )
+
+    def _workbench(
+        self, case_id: UUID, channel: Channel, fields: frozenset[str], *, with_log: bool
+    ) -> CaseHistory:
+        def order_only(decision: Decision) -> Decision:
+            if not decision.granted:
+                return decision
+            if decision.rule != WORKBENCH_RULE:
+                return Decision(False, f"{WORKBENCH_NOT_FOR_ROLE}:{self.actor.role}")
+            return Decision(True, decision.rule, (decision.fields & fields) | {"access_log"})
+
+        self.application.authorise_read(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            also_need="access_log" if with_log else None,
+            narrow=order_only,
+            channel=channel,
+            client=self.client,
+        )
+        return gather(self.application, case_id)
 
 
 def _row_version(row: LedgerRow) -> int | None:

@@ -81,6 +81,9 @@ EVENT_TOPICS = frozenset(
         "domain.deadlines:DeadlineEscalated",
         "domain.deadlines:QuarterlyUpdateMissed",
         "domain.notices:DueDateReminder",
+        "domain.notices:NoticePublished",
+        "domain.notices:NoticeReceived",
+        "domain.notices:NoticeUndeliverable",
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
         "domain.orders:CountyOrder.CountyOrderRevoked",
@@ -102,12 +105,17 @@ AGGREGATE_TOPICS = frozenset(
         "domain.units:Unit",
     }
 )
-# Topics pinned above but first stored after the fixture store was written: the duty cycle
-# (issue 14), investigations and county orders (issue 13).
+# Topics pinned above but first stored after the fixture store was written: the duty cycle and
+# the deadline facts (issue 14), notice facts, investigations and county orders (issue 13).
 SINCE_STORE_V1 = frozenset(
     {
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
+        "domain.deadlines:AssignmentNotSignedFor",
+        "domain.deadlines:AssignmentOverdue",
+        "domain.deadlines:ConsultationOverdue",
+        "domain.deadlines:DeadlineEscalated",
+        "domain.deadlines:QuarterlyUpdateMissed",
         "domain.investigations:Investigation",
         "domain.investigations:Investigation.CasesLinked",
         "domain.investigations:Investigation.FindingRecorded",
@@ -118,15 +126,13 @@ SINCE_STORE_V1 = frozenset(
         "domain.investigations:Investigation.RectificationAdded",
         "domain.investigations:Investigation.RectificationCompleted",
         "domain.investigations:Investigation.ReportIssued",
+        "domain.notices:NoticePublished",
+        "domain.notices:NoticeReceived",
+        "domain.notices:NoticeUndeliverable",
         "domain.orders:CountyOrder",
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
         "domain.orders:CountyOrder.CountyOrderRevoked",
-        "domain.deadlines:AssignmentNotSignedFor",
-        "domain.deadlines:AssignmentOverdue",
-        "domain.deadlines:ConsultationOverdue",
-        "domain.deadlines:DeadlineEscalated",
-        "domain.deadlines:QuarterlyUpdateMissed",
     }
 )
 # The snapshot table's rows (the library's class).

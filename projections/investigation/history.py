@@ -1,0 +1,276 @@
+"""One case's history, gathered in one scan of the store: the events the workbench analyses.
+
+`gather(log, case_id)` reads the store's log once, in the order it was recorded, selecting by
+topic: the case's own stream (picked by its stream id, which the log holds in clear, so no other
+case's event is decrypted), the access events that name the case (their case id is inside the
+ciphertext: every access event is decoded, the one cost that grows with the store rather than
+the case; a read model indexing access events by case would remove it), the notices and
+deadline facts that name it, and the investigation orders for it and their renewals and
+revocations, and the reviews of its break-glass reads.
+
+While it reads, it folds the case's events into a `FileState` after each: what the file held at
+that version (status, risk, issues, assignments, escalations), as the aggregate sets them (`_fold`;
+proven equal to the aggregate's own replay, version by version). Every later
+`Step` points at the state it saw, so the analyses (`timeline`, `knowledge`, `deadlines`) are
+plain loops over the steps: the whole analysis is linear in the events gathered
+(`bench/investigation.py` measures it against decoding the same events).
+
+The log is anything with the application's `notifications(topics=...)` and `mapper`
+(`EventLog`): `domain.application.CaseTrail` is one. Proven by
+tests/projections/test_investigation_history.py.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final, NamedTuple, Protocol
+from uuid import UUID
+
+from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Mapper, Notification
+
+from domain.access import AccessDenied, BreakGlassAccessed, BreakGlassReviewed, CaseAccessed
+from domain.case import Case
+from domain.deadlines import (
+    AssignmentNotSignedFor,
+    AssignmentOverdue,
+    ConsultationOverdue,
+    DeadlineEscalated,
+    QuarterlyUpdateMissed,
+)
+from domain.notices import DueDateReminder, NoticePublished, NoticeReceived, NoticeUndeliverable
+from domain.orders import InvestigationOrder
+from domain.taxonomy import CaseStatus
+from domain.topics import topics_of
+
+
+class EventLog(Protocol):
+    """What the history needs of the application: its log in stored order, and its mapper."""
+
+    @property
+    def mapper(self) -> Mapper[UUID]: ...
+
+    def notifications(
+        self, start: int = 1, topics: tuple[str, ...] = (), batch: int = 500
+    ) -> Iterator[Notification]: ...
+
+
+def _event_classes(owner: type) -> list[type[DomainEvent]]:
+    return [
+        v
+        for v in vars(owner).values()
+        if isinstance(v, type) and issubclass(v, DomainEvent) and v.__name__ not in ("Event",)
+    ]
+
+
+CASE_TOPICS: Final = frozenset(topics_of(*_event_classes(Case)))
+_CASE_CLASSES: Final = frozenset(_event_classes(Case))
+ORDER_ISSUED: Final = frozenset(
+    topics_of(InvestigationOrder.InvestigationOrderIssued)  # type: ignore[attr-defined]
+)
+ORDER_LATER: Final = frozenset(
+    topics_of(
+        InvestigationOrder.InvestigationOrderRenewed,  # type: ignore[attr-defined]
+        InvestigationOrder.InvestigationOrderRevoked,  # type: ignore[attr-defined]
+    )
+)
+REVIEW_TOPICS: Final = frozenset(topics_of(BreakGlassReviewed))
+# Facts about the case stored in streams of their own: the case id is in the payload.
+NAMING_TOPICS: Final = frozenset(
+    topics_of(
+        CaseAccessed,
+        BreakGlassAccessed,
+        AccessDenied,
+        DueDateReminder,
+        NoticePublished,
+        NoticeReceived,
+        NoticeUndeliverable,
+        ConsultationOverdue,
+        AssignmentNotSignedFor,
+        AssignmentOverdue,
+        QuarterlyUpdateMissed,
+        DeadlineEscalated,
+    )
+)
+ALL_TOPICS: Final = tuple(
+    sorted(CASE_TOPICS | ORDER_ISSUED | ORDER_LATER | REVIEW_TOPICS | NAMING_TOPICS)
+)
+
+_SNAKE: Final = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+# Class -> its timeline code: the name is converted once per class, not once per event.
+_KINDS: dict[type, str] = {}
+
+
+def kind_of(event: object) -> str:
+    """The timeline code of an event: its class name in snake_case; an assignment's
+    acknowledgement is a person signing for it (签收, `receipt` false) or, for the events
+    stored before that distinction (`receipt` true after their upcast, or absent), the unit
+    client's automatic receipt."""
+    cls = type(event)
+    kind = _KINDS.get(cls)
+    if kind is None:
+        kind = _KINDS[cls] = _SNAKE.sub("_", cls.__name__).lower()
+    if kind == "assignment_acknowledged":
+        return "assignment_received" if getattr(event, "receipt", True) else "assignment_signed_for"
+    return kind
+
+
+class FileState(NamedTuple):
+    """What the case file held at one version: codes only (the content stays in the events).
+    A tuple: one is built per case event, and a tuple builds several times faster than a
+    frozen dataclass."""
+
+    version: int
+    status: str
+    risk: str
+    street: str
+    reporting_unit: str
+    found_on: str
+    issues: tuple[tuple[str, str], ...]
+    # (assignment id, unit, function)
+    assignments: tuple[tuple[str, str, str], ...]
+    # (escalation number from 1, level)
+    escalations: tuple[tuple[int, str], ...]
+
+
+class Step(NamedTuple):
+    """One gathered event: its position in the store, its instant, its timeline code, the
+    file's state before it and after it (the same object for events outside the case stream).
+    A tuple, as `FileState`: one per event."""
+
+    position: int
+    at: datetime
+    kind: str
+    event: Any
+    before: FileState | None
+    after: FileState | None
+
+
+@dataclass
+class CaseHistory:
+    case_id: UUID
+    steps: list[Step] = field(default_factory=list)
+    # The file's state at each version (for a read that names the version it disclosed).
+    states: dict[int, FileState] = field(default_factory=dict)
+    current: FileState | None = None
+
+    def add(self, position: int, event: Any) -> None:
+        """One more event about the case, in stored order: an event of its own stream moves
+        the file's state on; any other is a step at the current state."""
+        before = self.current
+        cls = type(event)
+        kind = _KINDS.get(cls) or kind_of(event)
+        if kind == "assignment_acknowledged":
+            kind = kind_of(event)
+        if cls in _CASE_CLASSES:
+            self.current = _fold(kind, event, before)
+            self.states[self.current.version] = self.current
+        self.steps.append(Step(position, event.timestamp, kind, event, before, self.current))
+
+    def state_at(self, version: int | None, current: FileState | None) -> FileState | None:
+        if version is None:
+            return current
+        return self.states.get(version, current)
+
+
+def _fold(kind: str, event: Any, previous: FileState | None) -> FileState:
+    """The file's state after one of its events, from the state before: the fields the analyses
+    need, as `domain.case.Case` sets them (status, risk, issues, assignments, escalations).
+    Folded here rather than by replaying the aggregate (`event.mutate`), which costs more than
+    decoding the event; tests/projections/test_investigation_history.py proves it equal to the
+    aggregate's replay at every version of the scenario and of a long seeded file."""
+    version = event.originator_version
+    if kind == "clue_reported":
+        return FileState(
+            version=version,
+            status=CaseStatus.AWAITING_CONSULTATION.value,
+            risk=event.risk,
+            street=event.street,
+            reporting_unit=event.reported_by["unit"],
+            found_on=event.found_on,
+            issues=tuple((i["category"], i["subtype"]) for i in event.issues),
+            assignments=(),
+            escalations=(),
+        )
+    if previous is None:  # pragma: no cover - a case stream starts with its report
+        raise ValueError("a case stream that does not start with its report")
+    # Positional, not `_replace` (several times slower): one state per case event.
+    state = FileState(version, *previous[1:])
+    change = _CHANGES.get(kind)
+    return state if change is None else change(event, state)
+
+
+def _assigned(event: Any, state: FileState) -> FileState:
+    added = ((event.assignment_id, event.unit, event.function),)
+    return state._replace(
+        status=CaseStatus.INTERVENING.value, assignments=state.assignments + added
+    )
+
+
+_CHANGES: Final[dict[str, Callable[[Any, FileState], FileState]]] = {
+    "reclassified": lambda e, s: s._replace(
+        issues=tuple((i["category"], i["subtype"]) for i in e.issues), risk=e.risk
+    ),
+    "risk_assessed": lambda e, s: s._replace(risk=e.level),
+    "consultation_held": lambda e, s: s._replace(status=CaseStatus.INTERVENING.value),
+    "unit_assigned": _assigned,
+    "escalated": lambda e, s: s._replace(
+        escalations=(*s.escalations, (len(s.escalations) + 1, e.to_level))
+    ),
+    "closed": lambda e, s: s._replace(status=CaseStatus.CLOSED.value),
+    "reopened": lambda e, s: s._replace(status=CaseStatus.AWAITING_CONSULTATION.value),
+}
+
+
+def gather(log: EventLog, case_id: UUID) -> CaseHistory:
+    """Every stored event about the case, in stored order, with the file's state at each."""
+    history = CaseHistory(case_id)
+    # The log holds stream ids as UUIDs or as text, depending on the store: both compare.
+    wanted = str(case_id)
+    orders: set[str] = set()
+    break_glass: set[str] = set()
+    decode = log.mapper.to_domain_event
+    add = history.add
+    steps = history.steps
+    for notification in log.notifications(topics=ALL_TOPICS):
+        topic = notification.topic
+        origin = notification.originator_id
+        if topic in CASE_TOPICS:
+            if origin not in (case_id, wanted):
+                continue  # another case's: never decrypted
+            add(notification.id, decode(notification))
+            continue
+        event: Any
+        if topic in ORDER_LATER or topic in REVIEW_TOPICS:
+            if str(origin) not in (orders if topic in ORDER_LATER else break_glass):
+                continue
+            event = decode(notification)
+        else:
+            event = decode(notification)
+            if getattr(event, "case_id", None) != case_id:
+                continue
+            if topic in ORDER_ISSUED:
+                orders.add(str(origin))
+            elif isinstance(event, BreakGlassAccessed):
+                break_glass.add(str(origin))
+        # Outside the case stream: a step at the current state (what `add` does, inline: the
+        # most frequent event of a long file is a read).
+        cls = type(event)
+        kind = _KINDS.get(cls) or kind_of(event)
+        current = history.current
+        steps.append(Step(notification.id, event.timestamp, kind, event, current, current))
+    return history
+
+
+def history_of(case_id: UUID, events: Iterable[tuple[int, Any]]) -> CaseHistory:
+    """The history of events already selected and decoded, each with its store position, in
+    stored order (a bundle's records, a test's events): what `gather` builds from the store."""
+    history = CaseHistory(case_id)
+    for position, event in events:
+        history.add(position, event)
+    return history
