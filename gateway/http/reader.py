@@ -49,6 +49,7 @@ from eventsourcing.application import AggregateNotFoundError
 
 from domain import errors
 from domain.access import (
+    COUNTY_ORDER_RULE,
     IDENTITY_FIELDS,
     ROLE_PURPOSES,
     Actor,
@@ -100,7 +101,7 @@ IDENTITY_EXPORT_NOT_FOR_ROLE: Final = "identity_export_not_for_role"
 REPORT_NOT_FOR_ROLE: Final = "report_not_for_role"
 # The investigation workbench (timeline, knowledge, deadlines): under an order only.
 WORKBENCH_NOT_FOR_ROLE: Final = "investigation_workbench_not_for_role"
-WORKBENCH_RULE: Final = "investigation_order"
+WORKBENCH_RULES: Final = frozenset({"investigation_order", COUNTY_ORDER_RULE})
 
 
 # --- the answer of a refusal -----------------------------------------------------------------
@@ -515,7 +516,7 @@ class AuditedReader:
         def order_only(decision: Decision) -> Decision:
             if not decision.granted:
                 return decision
-            if decision.rule != WORKBENCH_RULE:
+            if decision.rule not in WORKBENCH_RULES:
                 return Decision(False, f"{WORKBENCH_NOT_FOR_ROLE}:{self.actor.role}")
             return Decision(True, decision.rule, (decision.fields & fields) | {"access_log"})
 

@@ -181,6 +181,17 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
     refused = world.access(first, too_early.headers["X-Request-ID"])
     assert isinstance(refused, AccessDenied) and refused.rule == "no_such_case_as_of"
 
+    # The workbench answers under a county order as under a street's order.
+    for view in ("timeline", "knowledge", "deadlines"):
+        answered = world.client.get(f"/v1/cases/{first}/{view}", headers=reader)
+        assert answered.status_code == 200, (view, answered.text)
+        stored = [
+            e
+            for e in world.application.access_events(UUID(first))
+            if e.request_id == answered.headers["X-Request-ID"]
+        ]
+        assert stored and {e.rule for e in stored} == {COUNTY_ORDER_RULE}
+
     street = world.client.get(
         f"/v1/cases/{first}",
         params={"as_of": as_reported.isoformat()},
