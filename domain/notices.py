@@ -30,8 +30,9 @@ The rule: an open assignment gets one `due_soon` reminder once its due date is a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any, Final
 from uuid import UUID, uuid5
@@ -40,6 +41,7 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
 from domain.case import Case
+from domain.errors import DomainError
 
 # The case id of a notice about no case (a compliance alert for a refused list read): the nil
 # UUID, as `domain.application.NO_CASE` (which cannot be imported here: it imports this module).
@@ -131,6 +133,14 @@ def reminders_due(assignments: Iterable[OpenAssignment], today: date) -> list[Du
 
 
 # --- notice facts -------------------------------------------------------------------------------
+
+
+class NoticeNotFound(DomainError):
+    """No notice with this id was published to the caller's unit (or none at all, yet: the
+    relay stores the fact a moment after JetStream took the notice; a client asks again)."""
+
+    status = 404
+    code = "notice_not_found"
 
 
 class NoticePublished(DomainEvent):
@@ -259,3 +269,12 @@ def notice_undeliverable(
         reason=reason,
     )
     return event
+
+
+@dataclass
+class UndeliverableSeen:
+    """The undeliverable facts an application has read so far, and where it reads on from."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    events: list[NoticeUndeliverable] = field(default_factory=list)
+    next: int = 1
