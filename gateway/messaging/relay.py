@@ -385,7 +385,7 @@ class Router:
         unit: str | None = None,
         street: str | None = None,
     ) -> None:
-        log.warning("message_undeliverable", kind=kind, reason=reason)
+        log.warning("message_undeliverable", kind=kind, cause=reason)
         found.undeliverable.append(
             notice_undeliverable(
                 source_event=ident,
