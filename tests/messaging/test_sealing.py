@@ -431,8 +431,9 @@ def application(settings: Settings) -> Iterator[CaseTrail]:
 
 
 def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str) -> list[Outgoing]:
-    """Real events through the relay's own router: an assignment with `task`, an escalation,
-    both compliance alerts, a due-date reminder, and a checkpoint as the relay sends it."""
+    """Real events through the relay's own router: a new-clue alert, an assignment with `task`,
+    an escalation, both compliance alerts, a due-date reminder, and a checkpoint as the relay
+    sends it."""
     for unit, kind, street in (
         (LONG_UNIT, "school_district_office", STREET),
         ("chengguan-governance-office", "governance_office", STREET),
@@ -521,6 +522,7 @@ def test_sizes_of_sealed_notices_of_every_kind_fall_into_the_same_buckets(
         "compliance_alert",
         "due_date_reminder",
         "checkpoint",
+        "new_clue",
     }
     assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
 
