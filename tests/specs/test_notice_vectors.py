@@ -107,6 +107,7 @@ def test_the_vectors_keys_suite_and_buckets_are_the_codes() -> None:
         "due_date_reminder",
         "compliance_alert",
         "checkpoint",
+        "new_clue",
     }
     assert {v["version"] for v in POSITIVE.values()} == {1, ENVELOPE_VERSION}
 
