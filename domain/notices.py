@@ -9,7 +9,8 @@ once, whoever stores it and however often):
   acknowledged it (the event's timestamp is that instant). Id: `published_id(message_id)`.
   Stored by `gateway.messaging.relay` after the acks and before its position moves past the
   batch, so a relay killed in between publishes again (the stream drops the copy) and stores
-  again (the store refuses the copy): `tests/messaging/test_notice_facts.py`.
+  again (the store refuses the copy): `tests/messaging/test_outage.py` (SIGKILL mid-burst),
+  `tests/messaging/test_notice_events.py` (ids), `tests/messaging/test_routing_facts.py`.
 - `NoticeReceived`: the unit's client confirmed receipt, automatically (a machine, not a person:
   a person signing for a task is `Case.AssignmentAcknowledged`). Id: `received_id(message_id)`.
   Stored by `POST /v1/notices/{message_id}/receipt` (`gateway.http.routes.notices`).

@@ -34,8 +34,9 @@ after a crash is stored again and refused by the store: each fact is stored once
 transaction is retried event by event, each copy already stored skipped). The relay reads
 neither topic, so facts never cause notices. Checkpoint broadcasts get no facts: they concern
 no case, the checkpoint table is their record, and a unit that missed one fetches it over the
-API (`docs/evidence.md`). Proven by `tests/messaging/test_notice_facts.py` (a relay SIGKILLed
-mid-burst stores each fact once).
+API (`docs/evidence.md`). Proven by `tests/messaging/test_outage.py` (a relay SIGKILLed
+mid-burst, and one whose position is lost, store each fact once), `test_notice_facts.py` (alerts,
+receipts, undeliverable facts end to end) and `test_routing_facts.py` (who gets what).
 
 Checkpoints follow the same outbox rule with a position of their own (`nats_checkpoint_relay`,
 the checkpoint seq last published): each loop the relay reads the stored checkpoints past it,
@@ -749,13 +750,21 @@ class Relay:
             routed = self.router.routed(event)
             outgoing += routed.outgoing
             undeliverable += routed.undeliverable
+        facts_before = self.stats.facts_stored
         sent = await self._publish_then_record(outgoing, self.recorder, batch, undeliverable)
         if sent is None:
             return 0
         self.stats.batches += 1
-        if outgoing:
-            # `duplicates`: already in the stream (published before a crash), dropped by it.
-            log.info("relay_published", messages=len(outgoing), duplicates=sent, position=batch.end)
+        if outgoing or undeliverable:
+            # `duplicates`: already in the stream (published before a crash), dropped by it;
+            # `facts`: notice facts stored now (copies stored before a crash are not counted).
+            log.info(
+                "relay_published",
+                messages=len(outgoing),
+                duplicates=sent,
+                facts=self.stats.facts_stored - facts_before,
+                position=batch.end,
+            )
         return batch.end - batch.start
 
     async def publish_checkpoints(self) -> int:

@@ -51,6 +51,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     built.write_config()
     built.broker.stop()
     built.broker.start()
+    # Its client's token names the county's code as its street, as its registration does.
+    (built.root / f"{COUNTY}.token").write_text(
+        built.token(Role.UNIT_MEMBER, COUNTY, street="county"), encoding="ascii"
+    )
+    (built.root / f"{COUNTY}.token").chmod(0o600)
     try:
         built.start_api()
         built.start_relay()
@@ -177,6 +182,14 @@ def test_an_escalation_to_the_county_reaches_the_county_unit(stack: Stack) -> No
         if str(f.case_id) == case_id and f.kind == "case_escalated"
     }
     assert escalation_units == {OFFICE, COUNTY}
+    # The county's client confirmed its receipt, as a member of the county's unit.
+    wait_for(
+        lambda: any(
+            f.unit == COUNTY and str(f.case_id) == case_id for f in facts(stack, NoticeReceived)
+        ),
+        30,
+        "the county's receipt",
+    )
 
 
 def test_a_clue_without_recipients_is_an_undeliverable_fact_counted_in_healthz(
