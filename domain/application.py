@@ -573,17 +573,20 @@ class CaseTrail(Application[UUID]):
 
     def undeliverable_notices(self, street: str | None = None) -> list[NoticeUndeliverable]:
         """Notices that could not be sent, oldest first; with `street`, those about that street
-        (for its coordinator's worklist). Read incrementally: each call scans only the events
-        stored since the last one."""
+        (for its coordinator's worklist). Read incrementally: each call scans the events stored
+        since the last one, and `RESCAN_WINDOW` positions before them again, since on
+        PostgreSQL a position may become visible after higher ones (its transaction committed
+        later); a fact is kept once (by its id)."""
         seen: UndeliverableSeen = self.__dict__.setdefault("_undeliverable", UndeliverableSeen())
         with seen.lock:
             topics = (get_topic(NoticeUndeliverable),)
-            for notification in self.notifications(seen.next, topics=topics):
+            start = max(1, seen.next - UndeliverableSeen.RESCAN_WINDOW)
+            for notification in self.notifications(start, topics=topics):
                 event = self.mapper.to_domain_event(notification)
                 if isinstance(event, NoticeUndeliverable):
-                    seen.events.append(event)
-                seen.next = notification.id + 1
-            found = list(seen.events)
+                    seen.events.setdefault(event.originator_id, event)
+                seen.next = max(seen.next, notification.id + 1)
+            found = list(seen.events.values())
         return [e for e in found if street is None or e.street == street]
 
     # --- the unit registry (domain.units) and due-date reminders (domain.notices) -------------

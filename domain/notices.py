@@ -35,7 +35,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import DomainEvent
@@ -276,6 +276,9 @@ def notice_undeliverable(
 class UndeliverableSeen:
     """The undeliverable facts an application has read so far, and where it reads on from."""
 
+    # Positions read again at each call: a later commit may hold a lower position.
+    RESCAN_WINDOW: ClassVar[int] = 10_000
+
     lock: threading.Lock = field(default_factory=threading.Lock)
-    events: list[NoticeUndeliverable] = field(default_factory=list)
+    events: dict[UUID, NoticeUndeliverable] = field(default_factory=dict)  # by id, in order
     next: int = 1
