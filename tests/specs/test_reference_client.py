@@ -194,6 +194,14 @@ def sealed_for_police(stack: Stack, assignment_id: str) -> tuple[str, bytes, dic
         return False
 
     wait_for(look, 30, "the relay to publish the assignment")
+
+    def recorded() -> bool:
+        # The relay stores its NoticePublished just after the stream's acknowledgement; a
+        # receipt before that is answered 404 and retried (section 10), slower than `--idle`.
+        with stack.application() as application:
+            return application.published_notice(found[0][2]["id"]) is not None
+
+    wait_for(recorded, 30, "the relay to record the publication")
     return found[0]
 
 
