@@ -789,7 +789,7 @@ class Relay:
                 log.error("checkpoint_signature_invalid", seq=checkpoint.seq)
                 continue
             if not recipients:
-                log.warning("message_undeliverable", kind=CHECKPOINT_KIND, reason="no_recipient")
+                log.warning("message_undeliverable", kind=CHECKPOINT_KIND, cause="no_recipient")
             # The same notice to each unit, each sealed to its own key.
             event, body = checkpoint_event(checkpoint.seq), checkpoint.to_json()
             outgoing += [
