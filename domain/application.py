@@ -58,6 +58,16 @@ from domain.investigation_commands import (
     RevokeCountyOrder,
 )
 from domain.investigations import COUNTY_ROLES, Investigation, hidden_from_street
+from domain.notices import (
+    NoticeNotFound,
+    NoticePublished,
+    NoticeReceived,
+    NoticeUndeliverable,
+    UndeliverableSeen,
+    notice_received,
+    published_id,
+    received_id,
+)
 from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_order_id, order_id
 from domain.permissions import require_permission
 from domain.refusals import AuthenticationRefused
@@ -1007,6 +1017,56 @@ class CaseTrail(Application[UUID]):
             }
             for e in self.access_events(case_id)
         ]
+
+    # --- notice facts (domain.notices) --------------------------------------------------------
+
+    def published_notice(self, message_id: str) -> NoticePublished | None:
+        """The relay's record of a notice it published (by its deterministic id), or None."""
+        for event in self.events.get(published_id(message_id)):
+            if isinstance(event, NoticePublished):
+                return event
+        return None
+
+    def record_notice_receipt(
+        self, message_id: str, actor: Actor, client: dict[str, Any]
+    ) -> NoticeReceived:
+        """The unit's client holds the notice: store `NoticeReceived` once (its id derives from
+        the message id). Only a member of the unit it was published to may confirm it; to
+        anyone else it does not exist (no answer tells a unit what another was sent). A second
+        receipt stores nothing and answers the first."""
+        published = self.published_notice(message_id)
+        if published is None or (published.unit, published.street) != (actor.unit, actor.street):
+            raise NoticeNotFound(
+                "no notice with this id was published to your unit (yet): check the id, "
+                "or confirm again in a moment"
+            )
+        receipt = notice_received(published, client)
+        try:
+            self.store_events([receipt])
+        except IntegrityError:
+            for event in self.events.get(received_id(message_id)):
+                if isinstance(event, NoticeReceived):
+                    return event
+            raise
+        return receipt
+
+    def undeliverable_notices(self, street: str | None = None) -> list[NoticeUndeliverable]:
+        """Notices that could not be sent, oldest first; with `street`, those about that street
+        (for its coordinator's worklist). Read incrementally: each call scans the events stored
+        since the last one, and `RESCAN_WINDOW` positions before them again, since on
+        PostgreSQL a position may become visible after higher ones (its transaction committed
+        later); a fact is kept once (by its id)."""
+        seen: UndeliverableSeen = self.__dict__.setdefault("_undeliverable", UndeliverableSeen())
+        with seen.lock:
+            topics = (get_topic(NoticeUndeliverable),)
+            start = max(1, seen.next - UndeliverableSeen.RESCAN_WINDOW)
+            for notification in self.notifications(start, topics=topics):
+                event = self.mapper.to_domain_event(notification)
+                if isinstance(event, NoticeUndeliverable):
+                    seen.events.setdefault(event.originator_id, event)
+                seen.next = max(seen.next, notification.id + 1)
+            found = list(seen.events.values())
+        return [e for e in found if street is None or e.street == street]
 
     # --- the unit registry (domain.units) ---------------------------------------------------------
 

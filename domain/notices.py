@@ -9,7 +9,8 @@ once, whoever stores it and however often):
   acknowledged it (the event's timestamp is that instant). Id: `published_id(message_id)`.
   Stored by `gateway.messaging.relay` after the acks and before its position moves past the
   batch, so a relay killed in between publishes again (the stream drops the copy) and stores
-  again (the store refuses the copy): `tests/messaging/test_notice_facts.py`.
+  again (the store refuses the copy): `tests/messaging/test_outage.py` (SIGKILL mid-burst),
+  `tests/messaging/test_notice_events.py` (ids), `tests/messaging/test_routing_facts.py`.
 - `NoticeReceived`: the unit's client confirmed receipt, automatically (a machine, not a person:
   a person signing for a task is `Case.AssignmentAcknowledged`). Id: `received_id(message_id)`.
   Stored by `POST /v1/notices/{message_id}/receipt` (`gateway.http.routes.notices`).
@@ -30,16 +31,18 @@ The rule: an open assignment gets one `due_soon` reminder once its due date is a
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
 from domain.case import Case
+from domain.errors import DomainError
 
 # The case id of a notice about no case (a compliance alert for a refused list read): the nil
 # UUID, as `domain.application.NO_CASE` (which cannot be imported here: it imports this module).
@@ -131,6 +134,14 @@ def reminders_due(assignments: Iterable[OpenAssignment], today: date) -> list[Du
 
 
 # --- notice facts -------------------------------------------------------------------------------
+
+
+class NoticeNotFound(DomainError):
+    """No notice with this id was published to the caller's unit (or none at all, yet: the
+    relay stores the fact a moment after JetStream took the notice; a client asks again)."""
+
+    status = 404
+    code = "notice_not_found"
 
 
 class NoticePublished(DomainEvent):
@@ -259,3 +270,15 @@ def notice_undeliverable(
         reason=reason,
     )
     return event
+
+
+@dataclass
+class UndeliverableSeen:
+    """The undeliverable facts an application has read so far, and where it reads on from."""
+
+    # Positions read again at each call: a later commit may hold a lower position.
+    RESCAN_WINDOW: ClassVar[int] = 10_000
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    events: dict[UUID, NoticeUndeliverable] = field(default_factory=dict)  # by id, in order
+    next: int = 1

@@ -176,7 +176,8 @@ class UnitType(StrEnum):
     SCHOOL_DISTRICT_OFFICE = "school_district_office"
     SCHOOL = "school"
     VILLAGE = "village"
-    STREET_SUPERVISION = "street_supervision"
+    STREET_SUPERVISION = "street_supervision"  # the street's leader in charge: high/urgent alerts
+    COUNTY_OFFICE = "county_office"  # the county's coordination body: escalations to the county
 
 
 UNIT_TYPE_LABELS: Final = MappingProxyType(
@@ -189,6 +190,8 @@ UNIT_TYPE_LABELS: Final = MappingProxyType(
         UnitType.SCHOOL_DISTRICT_OFFICE: "学区办",
         UnitType.SCHOOL: "学校",
         UnitType.VILLAGE: "村社区",
+        UnitType.STREET_SUPERVISION: "街道分管领导",
+        UnitType.COUNTY_OFFICE: "县级未成年人保护工作协调机制",
     }
 )
 

@@ -17,16 +17,30 @@ Which events become messages (`Router`):
 
 | event | to | kind |
 |---|---|---|
+| `Case.ClueReported` | the street's 街道综治办; `high`/`urgent`: also 街道分管领导 | `new_clue` |
 | `Case.UnitAssigned` | the assigned unit | `assignment` |
-| `Case.Escalated` | the street's 街道综治办, and units of the type named | `case_escalated` |
+| `Case.Escalated` | street's 街道综治办, type named; `county`: the county's | `case_escalated` |
 | `DueDateReminder` (stored by scans before issue 14) | the assigned unit | `due_date_reminder` |
 | a missed-deadline fact (`domain.deadlines`) | the unit responsible | `deadline_missed` |
 | `DeadlineEscalated` | the street's `street_supervision` units | `deadline_escalated` |
 | `AccessDenied`, `BreakGlassAccessed` | every `compliance_audit` unit | `compliance_alert` |
 | a stored signed checkpoint (its own table) | every registered unit | `checkpoint` |
 
-A unit that is not registered gets nothing (logged as `message_undeliverable`). The deadline
-facts' notices are `gateway.messaging.scheduler.deadline_notices`.
+The deadline facts' notices are `gateway.messaging.scheduler.deadline_notices`.
+
+**Notice facts** (`domain.notices`): for every notice JetStream acknowledged, the relay stores a
+`NoticePublished` (unit, kind, case, assignment, source event; timestamped after the acks), and
+for every notice it could not address a `NoticeUndeliverable` (a unit that is not registered:
+`unit_not_registered`; no registered unit of the type a rule names: `no_<type>`), both after the
+acks and before it records its position past the batch, in one transaction. Their ids derive
+from the message id (or the source event, kind, target and reason), so a batch published again
+after a crash is stored again and refused by the store: each fact is stored once (a refused
+transaction is retried event by event, each copy already stored skipped). The relay reads
+neither topic, so facts never cause notices. Checkpoint broadcasts get no facts: they concern
+no case, the checkpoint table is their record, and a unit that missed one fetches it over the
+API (`docs/evidence.md`). Proven by `tests/messaging/test_outage.py` (a relay SIGKILLed
+mid-burst, and one whose position is lost, store each fact once), `test_notice_facts.py` (alerts,
+receipts, undeliverable facts end to end) and `test_routing_facts.py` (who gets what).
 
 Checkpoints follow the same outbox rule with a position of their own (`nats_checkpoint_relay`,
 the checkpoint seq last published): each loop the relay reads the stored checkpoints past it,
@@ -75,14 +89,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
+from uuid import UUID
 
 import nats
 import nats.errors
 import nats.js.errors
 import psycopg
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from eventsourcing.application import Application
-from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError, MapperDeserialisationError, PersistenceError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresFactory
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteFactory
 from eventsourcing.utils import get_topic
@@ -102,14 +117,24 @@ from nats.js.api import (
 from domain.access import AccessDenied, BreakGlassAccessed
 from domain.application import CaseTrail, replay
 from domain.case import Case
-from domain.deadlines import FACT_TOPICS, DeadlineFact
-from domain.notices import DueDateReminder
-from domain.taxonomy import UnitType
+from domain.deadlines import FACT_TOPICS, DeadlineEscalated, DeadlineFact
+from domain.notices import (
+    DueDateReminder,
+    NoticeUndeliverable,
+    notice_published,
+    notice_undeliverable,
+)
+from domain.taxonomy import RiskLevel, UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
 from gateway.logs import get_logger
 from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
-from gateway.messaging.scheduler import DeadlineScheduler, deadline_notices
+from gateway.messaging.scheduler import (
+    ESCALATED_KIND,
+    MISSED_KIND,
+    DeadlineScheduler,
+    deadline_notices,
+)
 from gateway.messaging.sealing import (
     derive_key,
     event_id,
@@ -149,6 +174,7 @@ _MAX_BACKOFF: Final = 10.0
 RELAY_TOPICS: Final = tuple(
     get_topic(cls)
     for cls in (
+        Case.ClueReported,  # type: ignore[attr-defined]
         Case.UnitAssigned,  # type: ignore[attr-defined]
         Case.Escalated,  # type: ignore[attr-defined]
         DueDateReminder,
@@ -237,6 +263,24 @@ class Outgoing:
     event: str  # the event id (stream/version): the message id derives from it
     issued_at: str
     body: dict[str, Any]
+    # For its `NoticePublished` fact: the case (None: no case) and assignment it is about, and
+    # whether it gets one at all (checkpoint broadcasts do not).
+    case_id: UUID | None = None
+    assignment_id: str | None = None
+    fact: bool = True
+
+
+@dataclass
+class Routed:
+    """What one event causes: the notices to send, and the notices that cannot be sent."""
+
+    outgoing: list[Outgoing]
+    undeliverable: list[NoticeUndeliverable]
+
+
+# Clues at these risk levels also alert the street's 街道分管领导 (`street_supervision` unit).
+SUPERVISOR_ALERT_RISKS: Final = frozenset({RiskLevel.HIGH.value, RiskLevel.URGENT.value})
+NEW_CLUE_KIND: Final = "new_clue"
 
 
 class Directory:
@@ -272,16 +316,23 @@ class Directory:
 
 
 class Router:
-    """Turns one stored event into the messages it causes (none for most events)."""
+    """Turns one stored event into the messages it causes (none for most events), and the
+    notices it should cause but cannot (no registered unit to take them)."""
 
     def __init__(self, application: CaseTrail, directory: Directory) -> None:
         self.application = application
         self.directory = directory
 
     def route(self, event: Any) -> list[Outgoing]:
+        return self.routed(event).outgoing
+
+    def routed(self, event: Any) -> Routed:
+        found = Routed([], [])
         ident = event_id(event.originator_id, event.originator_version)
         at = event.timestamp.isoformat()
-        if isinstance(event, Case.UnitAssigned):  # type: ignore[attr-defined]
+        if isinstance(event, Case.ClueReported):  # type: ignore[attr-defined]
+            self._new_clue(found, event, ident, at)
+        elif isinstance(event, Case.UnitAssigned):  # type: ignore[attr-defined]
             body: dict[str, Any] = {
                 "assignment": {
                     "id": event.assignment_id,
@@ -292,53 +343,194 @@ class Router:
                     "assigned_at": at,
                 }
             }
-            return self._to_unit(event.unit, "assignment", ident, at, body)
-        if isinstance(event, DueDateReminder):
+            self._to_unit(
+                found,
+                event.unit,
+                "assignment",
+                ident,
+                at,
+                body,
+                case_id=event.originator_id,
+                assignment_id=event.assignment_id,
+            )
+        elif isinstance(event, DueDateReminder):
             body = {
                 "reminder": event.reminder,
                 "assignment_id": event.assignment_id,
                 "case_ref": str(event.case_id),
                 "due_on": event.due_on,
             }
-            return self._to_unit(event.unit, "due_date_reminder", ident, at, body)
-        if isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
-            return self._escalated(event, ident, at)
-        if isinstance(event, AccessDenied | BreakGlassAccessed):
-            return self._compliance_alert(event, ident, at)
-        if isinstance(event, DeadlineFact):
-            notices = deadline_notices(event, self.directory)
-            return [Outgoing(r, kind, ident, at, body) for r, kind, body in notices]
-        return []
+            self._to_unit(
+                found,
+                event.unit,
+                "due_date_reminder",
+                ident,
+                at,
+                body,
+                case_id=event.case_id,
+                assignment_id=event.assignment_id,
+            )
+        elif isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
+            self._escalated(found, event, ident, at)
+        elif isinstance(event, AccessDenied | BreakGlassAccessed):
+            self._compliance_alert(found, event, ident, at)
+        elif isinstance(event, DeadlineFact):
+            self._deadline(found, event, ident, at)
+        return found
+
+    def _deadline(self, found: Routed, event: DeadlineFact, ident: str, at: str) -> None:
+        """A missed deadline's reminder, or its escalation (`scheduler.deadline_notices` says
+        to whom); when nobody registered can take it, an undeliverable fact like any notice's."""
+        case_id: UUID = event.case_id  # type: ignore[attr-defined]
+        assignment_id: str | None = getattr(event, "assignment_id", None)
+        notices = deadline_notices(event, self.directory)
+        if not notices:
+            escalation = isinstance(event, DeadlineEscalated)
+            unit = None if escalation else (str(getattr(event, "unit", "")) or None)
+            self._undeliverable(
+                found,
+                ident=ident,
+                kind=ESCALATED_KIND if escalation else MISSED_KIND,
+                case_id=case_id,
+                reason=(
+                    f"no_{UnitType.STREET_SUPERVISION.value}"
+                    if escalation
+                    else "unit_not_registered"
+                    if unit
+                    else f"no_{UnitType.GOVERNANCE_OFFICE.value}"
+                ),
+                unit=unit,
+                street=str(getattr(event, "street", "")) or None,
+            )
+        for recipient, kind, body in notices:
+            found.outgoing.append(
+                Outgoing(recipient, kind, ident, at, body, case_id, assignment_id)
+            )
+
+    def _street_of(self, case_id: UUID) -> str | None:
+        """The case's street, for an undeliverable fact (a rare path: one load of the case)."""
+        try:
+            case: object = self.application.repository.get(case_id, projector_func=replay)
+        except AggregateNotFoundError:
+            return None
+        street = getattr(case, "street", None)
+        return street if isinstance(street, str) else None
+
+    def _undeliverable(
+        self,
+        found: Routed,
+        *,
+        ident: str,
+        kind: str,
+        case_id: UUID | None,
+        reason: str,
+        unit: str | None = None,
+        street: str | None = None,
+    ) -> None:
+        log.warning("message_undeliverable", kind=kind, cause=reason)
+        found.undeliverable.append(
+            notice_undeliverable(
+                source_event=ident,
+                kind=kind,
+                unit=unit,
+                street=street,
+                case_id=case_id,
+                reason=reason,
+            )
+        )
 
     def _to_unit(
-        self, unit_id: str, kind: str, ident: str, at: str, body: dict[str, Any]
-    ) -> list[Outgoing]:
+        self,
+        found: Routed,
+        unit_id: str,
+        kind: str,
+        ident: str,
+        at: str,
+        body: dict[str, Any],
+        *,
+        case_id: UUID,
+        assignment_id: str | None,
+    ) -> None:
         recipient = self.directory.get(unit_id)
         if recipient is None:
-            log.warning("message_undeliverable", kind=kind, reason="unit_not_registered")
-            return []
-        return [Outgoing(recipient, kind, ident, at, body)]
+            self._undeliverable(
+                found,
+                ident=ident,
+                kind=kind,
+                case_id=case_id,
+                reason="unit_not_registered",
+                unit=unit_id,
+                street=self._street_of(case_id),
+            )
+            return
+        found.outgoing.append(Outgoing(recipient, kind, ident, at, body, case_id, assignment_id))
 
-    def _escalated(self, event: Any, ident: str, at: str) -> list[Outgoing]:
-        case: object = self.application.repository.get(
-            event.originator_id, version=event.originator_version, projector_func=replay
-        )
-        street = getattr(case, "street", None)
-        recipients = self.directory.where(type=UnitType.GOVERNANCE_OFFICE.value, street=street)
-        if event.to:
-            recipients += self.directory.where(type=str(event.to), street=street)
+    def _to_type(
+        self,
+        found: Routed,
+        unit_type: str,
+        street: str | None,
+        kind: str,
+        ident: str,
+        at: str,
+        body: dict[str, Any],
+        case_id: UUID | None,
+    ) -> None:
+        """To every registered unit of `unit_type` (in `street`, when given); none registered
+        is an undeliverable notice (`no_<unit_type>`). A unit already addressed for this event
+        (a type named twice) gets the notice once."""
+        recipients = self.directory.where(type=unit_type, street=street)
+        if not recipients:
+            self._undeliverable(
+                found,
+                ident=ident,
+                kind=kind,
+                case_id=case_id,
+                reason=f"no_{unit_type}",
+                street=street,
+            )
+        held = {o.recipient.unit_id for o in found.outgoing}
+        found.outgoing += [
+            Outgoing(r, kind, ident, at, body, case_id) for r in recipients if r.unit_id not in held
+        ]
+
+    def _new_clue(self, found: Routed, event: Any, ident: str, at: str) -> None:
+        # Codes, dates and the case's random id only: no name, ID number, issue or description.
+        body = {
+            "case_ref": str(event.originator_id),
+            "risk": event.risk,
+            "found_on": event.found_on,
+            "reported_at": at,
+        }
+        street, case_id = event.street, event.originator_id
+        office = UnitType.GOVERNANCE_OFFICE.value
+        self._to_type(found, office, street, NEW_CLUE_KIND, ident, at, body, case_id)
+        if event.risk in SUPERVISOR_ALERT_RISKS:
+            supervision = UnitType.STREET_SUPERVISION.value
+            self._to_type(found, supervision, street, NEW_CLUE_KIND, ident, at, body, case_id)
+
+    def _escalated(self, found: Routed, event: Any, ident: str, at: str) -> None:
+        street = self._street_of(event.originator_id)
         body = {
             "case_ref": str(event.originator_id),
             "to_level": event.to_level,
             "to": event.to,
             "escalated_at": at,
         }
-        if not recipients:
-            log.warning("message_undeliverable", kind="case_escalated", reason="no_recipient")
-        unique = {r.unit_id: r for r in recipients}
-        return [Outgoing(r, "case_escalated", ident, at, body) for r in unique.values()]
+        case_id = event.originator_id
+        kind = "case_escalated"
+        self._to_type(
+            found, UnitType.GOVERNANCE_OFFICE.value, street, kind, ident, at, body, case_id
+        )
+        if event.to:
+            self._to_type(found, str(event.to), street, kind, ident, at, body, case_id)
+        if event.to_level == "county":
+            # The county's unit is registered with the county's code as its `street`: it is
+            # found by its type alone (one county per deployment).
+            county = UnitType.COUNTY_OFFICE.value
+            self._to_type(found, county, None, kind, ident, at, body, case_id)
 
-    def _compliance_alert(self, event: Any, ident: str, at: str) -> list[Outgoing]:
+    def _compliance_alert(self, found: Routed, event: Any, ident: str, at: str) -> None:
         # No reason text (free text may name someone): ids, codes and times only.
         body = {
             "alert": "break_glass" if isinstance(event, BreakGlassAccessed) else "access_denied",
@@ -349,10 +541,9 @@ class Router:
             "request_id": event.request_id,
             "at": at,
         }
-        recipients = self.directory.where(type=COMPLIANCE_AUDIT)
-        if not recipients:
-            log.warning("message_undeliverable", kind="compliance_alert", reason="no_recipient")
-        return [Outgoing(r, "compliance_alert", ident, at, body) for r in recipients]
+        self._to_type(
+            found, COMPLIANCE_AUDIT, None, "compliance_alert", ident, at, body, event.case_id
+        )
 
 
 # --- publishing ---------------------------------------------------------------------------------
@@ -366,9 +557,13 @@ class Publisher:
         self.signer = signer
         self.message_key = message_key
 
+    def message_id(self, out: Outgoing) -> str:
+        """The message's id: from the causing event and the recipient, so it repeats."""
+        return message_id(self.message_key, out.event, out.recipient.address.user)
+
     def envelope(self, out: Outgoing) -> tuple[str, bytes]:
         user = out.recipient.address.user
-        ident = message_id(self.message_key, out.event, user)
+        ident = self.message_id(out)
         content = {
             "id": ident,
             "kind": out.kind,
@@ -472,6 +667,7 @@ class RelayStats:
     last_error: str | None = None
     woken_by_commit: int = 0  # looks caused by a commit (NOTIFY, or data_version moved)
     woken_by_timer: int = 0  # looks after `poll_seconds` passed without one
+    facts_stored: int = 0  # NoticePublished / NoticeUndeliverable stored (copies refused: not)
 
 
 class NotConnected(Exception):
@@ -591,18 +787,29 @@ class Relay:
         if batch is None:
             return 0
         outgoing: list[Outgoing] = []
+        undeliverable: list[NoticeUndeliverable] = []
         for event in batch.events:
             if isinstance(event, Unit.Event):
                 await self._unit_changed(event)
                 continue
-            outgoing += self.router.route(event)
-        sent = await self._publish_then_record(outgoing, self.recorder, batch)
+            routed = self.router.routed(event)
+            outgoing += routed.outgoing
+            undeliverable += routed.undeliverable
+        facts_before = self.stats.facts_stored
+        sent = await self._publish_then_record(outgoing, self.recorder, batch, undeliverable)
         if sent is None:
             return 0
         self.stats.batches += 1
-        if outgoing:
-            # `duplicates`: already in the stream (published before a crash), dropped by it.
-            log.info("relay_published", messages=len(outgoing), duplicates=sent, position=batch.end)
+        if outgoing or undeliverable:
+            # `duplicates`: already in the stream (published before a crash), dropped by it;
+            # `facts`: notice facts stored now (copies stored before a crash are not counted).
+            log.info(
+                "relay_published",
+                messages=len(outgoing),
+                duplicates=sent,
+                facts=self.stats.facts_stored - facts_before,
+                position=batch.end,
+            )
         return batch.end - batch.start
 
     async def publish_checkpoints(self) -> int:
@@ -627,11 +834,12 @@ class Relay:
                 log.error("checkpoint_signature_invalid", seq=checkpoint.seq)
                 continue
             if not recipients:
-                log.warning("message_undeliverable", kind=CHECKPOINT_KIND, reason="no_recipient")
+                log.warning("message_undeliverable", kind=CHECKPOINT_KIND, cause="no_recipient")
             # The same notice to each unit, each sealed to its own key.
             event, body = checkpoint_event(checkpoint.seq), checkpoint.to_json()
             outgoing += [
-                Outgoing(r, CHECKPOINT_KIND, event, checkpoint.time, body) for r in recipients
+                Outgoing(r, CHECKPOINT_KIND, event, checkpoint.time, body, fact=False)
+                for r in recipients
             ]
             sent.append(checkpoint)
         end = found[-1].seq
@@ -654,12 +862,17 @@ class Relay:
             raise NotConnected("the broker is not connected")
 
     async def _publish_then_record(
-        self, outgoing: list[Outgoing], recorder: AnyViewRecorder, batch: Batch
+        self,
+        outgoing: list[Outgoing],
+        recorder: AnyViewRecorder,
+        batch: Batch,
+        undeliverable: list[NoticeUndeliverable] | None = None,
     ) -> int | None:
         """The outbox rule, for notices and checkpoints alike: publish every message, wait
-        until JetStream has acknowledged each one, and only then record the position past
-        `batch`. Returns how many the stream already held (dropped as duplicates), or None
-        when another relay recorded the position first (the stream dropped our copies)."""
+        until JetStream has acknowledged each one, store the notice facts (`store_facts`), and
+        only then record the position past `batch`. Returns how many the stream already held
+        (dropped as duplicates), or None when another relay recorded the position first (the
+        stream dropped our copies, the store refused our facts)."""
         publisher = self.publisher
         if publisher is None:
             raise NotConnected("the broker is not connected")
@@ -676,6 +889,22 @@ class Relay:
             for future in pending:
                 future.cancel()
             raise
+        # Timestamped now: the instant JetStream had acknowledged every notice of the batch.
+        facts: list[Any] = [
+            notice_published(
+                message_id=publisher.message_id(out),
+                unit=out.recipient.unit_id,
+                street=out.recipient.street,
+                kind=out.kind,
+                case_id=out.case_id,
+                assignment_id=out.assignment_id,
+                source_event=out.event,
+            )
+            for out in outgoing
+            if out.fact
+        ]
+        facts += undeliverable or []
+        self.stats.facts_stored += self.store_facts(facts)
         try:
             recorder.process(batch)
         except PositionMoved:
@@ -684,6 +913,25 @@ class Relay:
         self.stats.published += len(pending)
         self.stats.duplicates += duplicates
         return duplicates
+
+    def store_facts(self, facts: list[Any]) -> int:
+        """Store the notice facts in one transaction; if the store refuses it (some were
+        stored before a crash, or by another relay: their ids repeat), one by one, skipping
+        each copy already stored. Returns how many were stored now."""
+        if not facts:
+            return 0
+        try:
+            self.application.store_events(facts)
+            return len(facts)
+        except IntegrityError:
+            stored = 0
+            for fact in facts:
+                try:
+                    self.application.store_events([fact])
+                except IntegrityError:
+                    continue
+                stored += 1
+            return stored
 
     async def _unit_changed(self, event: Any) -> None:
         """A unit registered or rotated its keys: seal to its current key, make its consumer."""

@@ -1,4 +1,4 @@
-"""The unit's side: `casetrail unit listen`. Pull, verify, decrypt, keep, acknowledge, report.
+"""The unit's side: `casetrail unit listen`. Pull, verify, decrypt, keep, acknowledge, confirm.
 
 For each message from the unit's durable consumer:
 
@@ -10,9 +10,13 @@ For each message from the unit's durable consumer:
    published again) is refused with a `message_rejected` line;
 3. append it to the local inbox (JSON lines, fsync'd, mode 0600), then acknowledge it to
    JetStream: a crash in between means a redelivery, which step 2 drops;
-4. for an assignment, call the API so that `AssignmentAcknowledged` records when the unit came
-   to know. Each report done is noted in `<inbox>.reported`, so a restart reports only what was
-   not reported yet (an API that is down is retried until it answers).
+4. confirm its receipt to the API (`POST /v1/notices/{message_id}/receipt`, the message id
+   only), which stores `NoticeReceived`: the unit's client holds it, a machine's receipt, not a
+   person signing for a task (that is `POST .../assignments/{aid}/acknowledgement`, by a person,
+   never by this client). Each receipt confirmed is noted in `<inbox>.reported`, so a restart
+   confirms only what was not confirmed yet; an API that is down is retried until it answers,
+   and a notice the API does not know yet (the relay stores its `NoticePublished` a moment after
+   the stream took it) is asked about again for `RECEIPT_PATIENCE_SECONDS`.
 
 A `checkpoint` message (a signed tree head the relay broadcasts to every unit) is not put in the
 inbox nor reported: its own Ed25519 signature is checked with the service key as well, and it
@@ -62,6 +66,12 @@ log = get_logger("casetrail.unit")
 _FETCH_BATCH: Final = 64
 _FETCH_SECONDS: Final = 1.0
 _REPORT_RETRY_SECONDS: Final = 5.0
+_RECEIPT_SOON_SECONDS: Final = 0.2
+# How long a receipt the API answers "no such notice" is tried again: the relay stores the
+# notice's `NoticePublished` after the stream's acknowledgement, and after a crash of the relay
+# only at its restart. The stream's duplicate window, the same day.
+RECEIPT_PATIENCE_SECONDS: Final = 24 * 3600.0
+USER_AGENT: Final = "casetrail-unit/2"
 
 
 def _append_line(path: Path, record: dict[str, Any]) -> None:
@@ -114,11 +124,9 @@ class Inbox:
         return entry
 
     def unreported(self) -> list[dict[str, Any]]:
-        return [
-            e
-            for e in self.entries
-            if e.get("kind") == "assignment" and e["message_id"] not in self.reported
-        ]
+        """The notices whose receipt the API has not confirmed yet (checkpoints are not in the
+        inbox: they have no receipt)."""
+        return [e for e in self.entries if e["message_id"] not in self.reported]
 
     def mark_reported(self, message: str, outcome: str) -> None:
         _append_line(
@@ -180,39 +188,42 @@ class CheckpointFile:
 
 
 class ReportFailed(Exception):
-    """The API did not take the report now; it is tried again later."""
+    """The API did not take the receipt now; it is tried again later."""
+
+
+NOT_YET: Final = "refused:404:notice-not-found"
 
 
 @dataclass(frozen=True)
 class ApiReporter:
-    """Tells the API that the unit came to know of an assignment (`AssignmentAcknowledged`)."""
+    """Confirms to the API that the unit's client holds a notice (`NoticeReceived`)."""
 
     base_url: str
     token: str
     timeout: float = 10.0
 
-    def acknowledge(self, case_ref: str, assignment_id: str) -> str:
-        url = (
-            f"{self.base_url.rstrip('/')}/v1/cases/{case_ref}/assignments/"
-            f"{assignment_id}/acknowledgement"
-        )
+    def receipt(self, message: str) -> str:
+        """`received` (stored now, or before: the API answers a repeat the same), `NOT_YET`
+        (no such notice published to this unit, yet), or `refused:<status>:<problem>`."""
+        url = f"{self.base_url.rstrip('/')}/v1/notices/{message}/receipt"
         if not url.startswith(("http://", "https://")):
             raise ReportFailed("the API URL must start with http:// or https://")
         request = urllib.request.Request(  # noqa: S310 (scheme checked above)
             url,
             method="POST",
-            headers={"Authorization": f"Bearer {self.token}", "Content-Length": "0"},
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Content-Length": "0",
+                "User-Agent": USER_AGENT,
+            },
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
                 answer.read()
-                return "acknowledged"
+                return "received"
         except urllib.error.HTTPError as exc:
             problem = _problem_type(exc)
-            if exc.code == 409 and problem.endswith("assignment-already-acknowledged"):
-                return "already_acknowledged"
             if exc.code in (403, 404, 409, 422):
-                # The assignment ended, the case closed or moved out of sight: nothing to retry.
                 return f"refused:{exc.code}:{problem.rsplit(':', 1)[-1]}"
             raise ReportFailed(f"the API answered {exc.code} ({problem})") from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
@@ -399,18 +410,32 @@ class UnitClient:
         loop = asyncio.get_running_loop()
         if loop.time() < self._next_report:
             return
+        retry = _REPORT_RETRY_SECONDS
         for entry in self.inbox.unreported():
-            assignment = (entry.get("body") or {}).get("assignment") or {}
+            message = entry["message_id"]
             try:
-                outcome = await asyncio.to_thread(
-                    self.reporter.acknowledge, assignment["case_ref"], assignment["id"]
-                )
+                outcome = await asyncio.to_thread(self.reporter.receipt, message)
             except ReportFailed as exc:
-                log.warning("report_failed", message_id=entry["message_id"], error=str(exc))
+                log.warning("receipt_failed", message_id=message, error=str(exc))
                 self._next_report = loop.time() + _REPORT_RETRY_SECONDS
                 return
-            except KeyError:
-                outcome = "refused:malformed"
-            self.inbox.mark_reported(entry["message_id"], outcome)
-            log.info("assignment_reported", message_id=entry["message_id"], outcome=outcome)
-        self._next_report = loop.time() + _REPORT_RETRY_SECONDS
+            age = _age_seconds(entry)
+            if outcome == NOT_YET and age < RECEIPT_PATIENCE_SECONDS:
+                # The relay has not stored its fact yet (it does so a moment after the stream's
+                # acknowledgement): asked again soon, then at the usual pace.
+                retry = min(retry, _RECEIPT_SOON_SECONDS if age < 10 else retry)
+                continue
+            self.inbox.mark_reported(message, outcome)
+            log.info(
+                "receipt_confirmed", message_id=message, kind=entry.get("kind"), outcome=outcome
+            )
+        self._next_report = loop.time() + retry
+
+
+def _age_seconds(entry: dict[str, Any]) -> float:
+    """How long ago the client took the notice (0 if the inbox line does not say)."""
+    try:
+        taken = datetime.fromisoformat(str(entry.get("received_at")))
+    except ValueError:
+        return 0.0
+    return (datetime.now(UTC) - taken).total_seconds()

@@ -210,7 +210,7 @@ class Stack:
             except httpx.TransportError:
                 return False
 
-        wait_for(up, 30, "the API to answer")
+        wait_for(up, 90, "the API to answer")  # a loaded machine starts it slowly
 
     def start_relay(self, *extra: str) -> Process:
         self.relay = self.spawn("relay", "relay", "run", "--reminder-interval", "0", *extra)

@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from nats.js.api import ConsumerConfig
 
+from domain.notices import NoticeReceived, received_id
 from domain.taxonomy import Role
 from domain.units import Unit
 from gateway.messaging.broker_config import CertificateAuthority, client_bundle
@@ -101,7 +102,7 @@ def received(listener: Listener, assignment_id: str) -> list[dict[str, Any]]:
     return [a for a in listener.assignments() if a["id"] == assignment_id]
 
 
-def test_an_assignment_over_http_reaches_its_unit_decrypted_and_is_acknowledged(
+def test_an_assignment_over_http_reaches_its_unit_decrypted_and_its_receipt_is_stored(
     stack: Stack, listeners: dict[str, Listener]
 ) -> None:
     planted = planted_case(VILLAGE)
@@ -127,16 +128,28 @@ def test_an_assignment_over_http_reaches_its_unit_decrypted_and_is_acknowledged(
     # No other unit gets it.
     assert not received(listeners[SCHOOL], assignment_id)
 
-    # The unit's client told the API: AssignmentAcknowledged is stored, after the assignment.
-    wait_for(
-        lambda: assignment_state(stack, case_id, assignment_id)["acknowledged_at"] is not None,
-        20,
-        "AssignmentAcknowledged",
-    )
-    state = assignment_state(stack, case_id, assignment_id)
-    assert state["acknowledged_at"] >= state["assigned_at"]
+    # The unit's client confirmed its receipt: NoticeReceived (a machine's), after the
+    # relay's NoticePublished; nobody signed for the task (a person does that, not the client).
+    def receipts() -> list[NoticeReceived]:
+        with stack.application() as application:
+            return [
+                e
+                for e in application.events.get(received_id(entry["message_id"]))
+                if isinstance(e, NoticeReceived)
+            ]
+
+    wait_for(lambda: bool(receipts()), 20, "NoticeReceived")
+    [receipt] = receipts()
+    with stack.application() as application:
+        published = application.published_notice(entry["message_id"])
+    assert published is not None
+    assert (receipt.unit, receipt.kind, str(receipt.case_id)) == (POLICE, "assignment", case_id)
+    assert receipt.assignment_id == assignment_id
+    assert receipt.timestamp >= published.timestamp
+    assert receipt.client["user"] == f"user-{Role.UNIT_MEMBER}-{POLICE}"
+    assert assignment_state(stack, case_id, assignment_id)["acknowledged_at"] is None
     assert [r["outcome"] for r in police.reported() if r["message_id"] == entry["message_id"]] == [
-        "acknowledged"
+        "received"
     ]
 
 
@@ -201,6 +214,7 @@ def test_a_unit_cannot_fetch_subscribe_to_or_read_another_units_messages(
             with pytest.raises((nats.errors.TimeoutError, TimeoutError)):
                 msgs = await pull.fetch(1, timeout=1)
                 stolen.extend(m.subject for m in msgs)
+
             # 2. Subscribe to the school's subject, to every subject, and to its inbox prefix.
             async def keep(msg: Any) -> None:
                 stolen.append(msg.subject)
@@ -234,7 +248,7 @@ def test_a_unit_cannot_fetch_subscribe_to_or_read_another_units_messages(
     errors, stolen = asyncio.run(attempt())
     assert stolen == []
     joined = "\n".join(errors).lower()
-    assert f"publish to \"$js.api.consumer.msg.next.casetrail.{school.nats_user}\"" in joined
+    assert f'publish to "$js.api.consumer.msg.next.casetrail.{school.nats_user}"' in joined
     assert 'subscription to "ct.>"' in joined
     assert f'subscription to "_inbox_{school.nats_user}.>"' in joined
     assert 'publish to "$js.api.direct.get.casetrail"' in joined
@@ -304,7 +318,12 @@ def test_tampered_replayed_and_misaddressed_messages_are_rejected_with_a_log_lin
     for_school = next(
         data for subject, _, data in messages if subject.endswith(school_unit.nats_user)
     )
-    before = len(office.entries())
+
+    # New clues alert the office too, at their own pace: count the other notices only.
+    def not_alerts() -> list[dict[str, Any]]:
+        return [e for e in office.entries() if e["kind"] != "new_clue"]
+
+    before = len(not_alerts())
 
     async def inject() -> None:
         nc = await stack.connect(stack.layout.admin_bundle)
@@ -326,7 +345,7 @@ def test_tampered_replayed_and_misaddressed_messages_are_rejected_with_a_log_lin
         assert line["level"] == "warning"
         assert line["detail"]
     # None of them entered the inbox; the genuine message is there once.
-    assert len(office.entries()) == before
+    assert len(not_alerts()) == before
     assert len(received(office, assignment_id)) == 1
     assert school_assignment not in {a["id"] for a in office.assignments()}
 
@@ -399,9 +418,7 @@ def test_a_restarted_unit_client_does_not_report_or_take_anything_twice(
         for e in police.entries()
         if e["kind"] == "assignment" and e["body"]["assignment"]["id"] == first
     ]
-    wait_for(
-        lambda: taken in {r["message_id"] for r in police.reported()}, 30, "the first report"
-    )
+    wait_for(lambda: taken in {r["message_id"] for r in police.reported()}, 30, "the first report")
     entries_before = police.entries()
     reported_before = police.reported()
     assert police.process.stop() in (0, -15)
@@ -416,8 +433,8 @@ def test_a_restarted_unit_client_does_not_report_or_take_anything_twice(
     assert len(ids) == len(set(ids))
     reported = [r["message_id"] for r in police.reported()]
     assert len(reported) == len(set(reported))
-    assert police.process.events("assignment_reported")[-1]["outcome"] == "acknowledged"
-    assert len(police.process.events("assignment_reported")) == 1
+    assert police.process.events("receipt_confirmed")[-1]["outcome"] == "received"
+    assert len(police.process.events("receipt_confirmed")) == 1
 
 
 def test_unit_add_on_a_running_broker_reloads_it_and_keeps_private_keys_out_of_the_store(
@@ -455,8 +472,7 @@ def test_unit_add_on_a_running_broker_reloads_it_and_keeps_private_keys_out_of_t
     credentials = UnitCredentials.load(out)
     secrets = {
         "sealing key": credentials.sealing_key.private_bytes_raw(),
-        "tls key": serialization.load_pem_private_key(credentials.tls_key_pem, None)
-        .private_bytes(
+        "tls key": serialization.load_pem_private_key(credentials.tls_key_pem, None).private_bytes(
             serialization.Encoding.DER,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),

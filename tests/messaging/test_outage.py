@@ -2,10 +2,12 @@
 
 A burst of assignments over HTTP to two units; during it the relay is killed with SIGKILL and the
 nats-server is stopped; the API keeps taking commands; then both come back. Every assignment
-must reach its unit's inbox exactly once, be stored once in the stream, and be acknowledged.
+must reach its unit's inbox exactly once, be stored once in the stream, have one
+`NoticePublished` fact (stored by the relay after the acks, before its position: the SIGKILLed
+relay's copies are refused by the store) and one `NoticeReceived` (the unit client's receipt).
 Then the relay's position is lost outright (as if it had been killed after JetStream acknowledged
-a batch but before recording the position): it publishes everything again, and the stream's
-deduplication by `Nats-Msg-Id` drops every copy.
+a batch but before recording the position): it publishes everything again, the stream's
+deduplication by `Nats-Msg-Id` drops every copy, and the store refuses every copy of the facts.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import json
 import signal
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import date, timedelta
@@ -23,8 +24,9 @@ from typing import Any
 
 import httpx
 import pytest
+from eventsourcing.utils import get_topic
 
-from domain.case import Case
+from domain.notices import NoticePublished, NoticeReceived
 from domain.taxonomy import Role
 from gateway.messaging.relay import relay_recorder
 from tests.integration.planted import planted_case
@@ -55,6 +57,29 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield built
     finally:
         built.close()
+
+
+def facts(stack: Stack, cls: type[Any]) -> list[Any]:
+    """Every stored event of one notice fact class."""
+    with stack.application() as application:
+        return [
+            e
+            for n in application.notifications(topics=(get_topic(cls),))
+            if isinstance(e := application.mapper.to_domain_event(n), cls)
+        ]
+
+
+def stream_ids(stack: Stack) -> list[tuple[str, bytes]]:
+    return [(json.loads(data)["id"], data) for _, _, data in stack.stream_messages()]
+
+
+def inbox_ids(stack: Stack) -> set[str]:
+    return {
+        e["message_id"]
+        for listener in stack.listeners.values()
+        for e in listener.entries()
+        if e["kind"] == "assignment"
+    }
 
 
 def post(client: httpx.Client, url: str, body: dict[str, Any], headers: dict[str, str]) -> str:
@@ -155,17 +180,21 @@ def test_a_burst_through_a_relay_crash_and_a_broker_outage_arrives_exactly_once(
     assert kinds["assignment"] == len(plan)
     assert set(kinds) <= {"assignment", "checkpoint"}
 
-    # And each assignment acknowledged once through the API.
-    def acknowledged() -> int:
-        with stack.application() as application:
-            found = 0
-            for case in cases:
-                state: object = application.repository.get(uuid.UUID(case))
-                assert isinstance(state, Case)
-                found += sum(1 for a in state.assignments.values() if a["acknowledged_at"])
-            return found
+    # One NoticePublished per message in the stream, naming its unit and assignment; the
+    # assignments of the burst, no more (the case ids of the burst only).
+    assignment_messages = {
+        mid: json.loads(data)["to"] for mid, data in stream_ids(stack) if mid in inbox_ids(stack)
+    }
+    wait_for(lambda: len(facts(stack, NoticePublished)) >= len(plan), 30, "the facts")
+    published = facts(stack, NoticePublished)
+    assert Counter(f.message_id for f in published) == Counter(set(assignment_messages))
+    assert {f.assignment_id for f in published} == set().union(*expected.values())
+    assert {str(f.case_id) for f in published} == set(cases)
 
-    wait_for(lambda: acknowledged() == len(plan), 60, "every AssignmentAcknowledged")
+    # And each notice's receipt stored once through the API, by its unit's client.
+    wait_for(lambda: len(facts(stack, NoticeReceived)) == len(plan), 60, "every NoticeReceived")
+    received = facts(stack, NoticeReceived)
+    assert Counter(f.message_id for f in received) == Counter(set(assignment_messages))
     for listener in stack.listeners.values():
         reported = Counter(r["message_id"] for r in listener.reported())
         assert max(reported.values()) == 1
@@ -198,5 +227,9 @@ def test_a_lost_relay_position_republishes_and_the_stream_drops_every_copy(
         line["messages"] for line in republished
     )
     assert len(stack.stream_messages()) == stored_before
+    # The facts of every re-published notice: refused by the store, none stored twice.
+    published = facts(stack, NoticePublished)
+    assert len(published) == len({f.message_id for f in published}) > 0
+    assert sum(line["facts"] for line in republished) == 0  # every copy refused by the store
     time.sleep(1.0)
     assert {unit: lst.entries() for unit, lst in stack.listeners.items()} == before

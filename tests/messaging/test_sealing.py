@@ -432,8 +432,9 @@ def application(settings: Settings) -> Iterator[CaseTrail]:
 
 
 def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str) -> list[Outgoing]:
-    """Real events through the relay's own router: an assignment with `task`, an escalation,
-    both compliance alerts, a due-date reminder, deadline facts, and a checkpoint as the relay
+    """Real events through the relay's own router: a new-clue alert, an assignment with `task`,
+    an escalation, both compliance alerts, a due-date reminder, deadline facts, and a checkpoint
+    as the relay
     sends it."""
     for unit, kind, street in (
         (LONG_UNIT, "school_district_office", STREET),
@@ -531,6 +532,7 @@ def test_sizes_of_sealed_notices_of_every_kind_fall_into_the_same_buckets(
         "deadline_missed",
         "deadline_escalated",
         "checkpoint",
+        "new_clue",
     }
     assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
 

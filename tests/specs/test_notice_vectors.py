@@ -22,7 +22,6 @@ import re
 import socket
 import subprocess
 import uuid
-from datetime import date, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from fastapi.testclient import TestClient
 from nats.js.api import AckPolicy, DeliverPolicy
 
+from domain.notices import notice_published
 from domain.taxonomy import Role
 from gateway.messaging.broker_config import UnitAddress, unit_permissions
 from gateway.messaging.relay import ensure_consumer, ensure_stream
@@ -55,8 +55,6 @@ from gateway.messaging.sealing import (
 )
 from projections.evidence.checkpoints import Checkpoint
 from tests.conftest import TokenFactory
-from tests.domain.builders import register_units
-from tests.integration.planted import planted_case
 from tests.messaging.stack import free_port, require_nats_server, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,6 +106,7 @@ def test_the_vectors_keys_suite_and_buckets_are_the_codes() -> None:
         "due_date_reminder",
         "compliance_alert",
         "checkpoint",
+        "new_clue",
     }
     assert {v["version"] for v in POSITIVE.values()} == {1, ENVELOPE_VERSION}
 
@@ -234,7 +233,7 @@ def test_the_specs_table_of_envelope_sizes_is_the_codes() -> None:
 OFFICE = "chengguan-governance-office"
 POLICE = "chengguan-police-station"
 SCHOOL = "chengguan-school-district-office"
-ACK_PATH = "/v1/cases/{case_id}/assignments/{assignment_id}/acknowledgement"
+RECEIPT_PATH = "/v1/notices/{message_id}/receipt"
 
 
 def _answer_table() -> set[tuple[int, str]]:
@@ -248,75 +247,57 @@ def _answer_table() -> set[tuple[int, str]]:
     }
 
 
-def test_the_acknowledgement_call_gives_the_answers_section_10_lists(
+def test_the_receipt_call_gives_the_answers_section_10_lists(
     client: TestClient, auth: TokenFactory
 ) -> None:
     table = _answer_table()
-    register_units(client.app.state.services.application, POLICE, SCHOOL)  # type: ignore[attr-defined]
-    coordinator = auth(Role.COORDINATOR, OFFICE)
+    application = client.app.state.services.application  # type: ignore[attr-defined]
+    message = "0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    application.store_events(
+        [
+            notice_published(
+                message_id=message,
+                unit=POLICE,
+                street="chengguan-street",
+                kind="assignment",
+                case_id=uuid.uuid4(),
+                assignment_id=str(uuid.uuid4()),
+                source_event=f"{uuid.uuid4()}/2",
+            )
+        ]
+    )
     police = auth(Role.UNIT_MEMBER, POLICE)
-    case_id = client.post(
-        "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, "dongshan-village")
-    ).json()["id"]
-    due = (date.today() + timedelta(days=7)).isoformat()
-
-    def assign(unit: str, function: str) -> str:
-        answer = client.post(
-            f"/v1/cases/{case_id}/assignments",
-            json={"unit": unit, "function": function, "task": "家访。", "due_on": due},
-            headers=coordinator,
-        )
-        assert answer.status_code == 201, answer.text
-        return str(answer.json()["assignment_id"])
-
-    def end(assignment_id: str) -> None:
-        path = f"/v1/cases/{case_id}/assignments/{assignment_id}/end"
-        answer = client.post(path, json={"outcome": "completed"}, headers=coordinator)
-        assert answer.status_code == 200, answer.text
-
-    first, schools = assign(POLICE, "judicial"), assign(SCHOOL, "school")
     seen: list[tuple[int, str]] = []
+    answers: list[dict[str, Any]] = []
 
-    def acknowledge(
-        assignment_id: str, headers: dict[str, str], *, case: str = "", method: str = "POST"
-    ) -> None:
-        path = ACK_PATH.format(case_id=case or case_id, assignment_id=assignment_id)
-        answer = client.request(method, path, headers=headers)
+    def confirm(ident: str, headers: dict[str, str], *, method: str = "POST") -> None:
+        answer = client.request(method, RECEIPT_PATH.format(message_id=ident), headers=headers)
         code = "—" if answer.status_code < 300 else answer.json()["type"].rsplit(":", 1)[-1]
         assert (answer.status_code, code) in table, f"{answer.status_code} {code}: not in the spec"
         if answer.status_code == 200:
-            assert answer.json() == {"id": case_id}
+            answers.append(answer.json())
         seen.append((answer.status_code, code))
 
-    acknowledge(first, {})  # no token
-    acknowledge("not-a-uuid", police)
-    acknowledge(first, police, case=str(uuid.uuid4()))  # no such case
-    acknowledge(schools, police)  # another unit's assignment
-    acknowledge(str(uuid.uuid4()), police)  # no such assignment on the case
-    acknowledge(first, police, method="GET")
-    acknowledge(first, police)
-    acknowledge(first, police)  # again
-    second = assign(POLICE, "family")
-    end(second)
-    acknowledge(second, police)  # ended, while the first is still open
-    acknowledge(first, auth(Role.REPORTER, "dongshan-village"))  # a role that may not
-    end(first)
-    acknowledge(first, police)  # no open assignment left: within the grace period
+    confirm(message, {})  # no token
+    confirm("not-a-message-id", police)
+    confirm("f" * 32, police)  # never published
+    confirm(message, auth(Role.UNIT_MEMBER, SCHOOL))  # another unit's notice
+    confirm(message, police, method="GET")
+    confirm(message, police)
+    confirm(message, police)  # again: the same answer, nothing stored
     assert seen == [
         (401, "unauthenticated"),
         (422, "validation-error"),
-        (404, "case-not-found"),
-        (403, "assignment-not-held"),
-        (404, "unknown-assignment"),
+        (404, "notice-not-found"),
+        (404, "notice-not-found"),
         (405, "method-not-allowed"),
         (200, "—"),
-        (409, "assignment-already-acknowledged"),
-        (409, "assignment-ended"),
-        (403, "not-permitted"),
-        (403, "not-permitted"),
+        (200, "—"),
     ]
+    assert answers[0] == answers[1]
+    assert set(answers[0]) == {"message_id", "received_at"}
     # Every status the OpenAPI document gives the operation is in the table.
-    operation = client.app.openapi()["paths"][ACK_PATH]["post"]  # type: ignore[attr-defined]
+    operation = client.app.openapi()["paths"][RECEIPT_PATH]["post"]  # type: ignore[attr-defined]
     assert {int(status) for status in operation["responses"]} <= {s for s, _ in table}
 
 

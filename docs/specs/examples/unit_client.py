@@ -6,7 +6,7 @@ project: it is the proof that the notice spec is enough to build a client (see
 `docs/specs/examples/README.md`). `tests/specs/test_reference_client.py` runs it as a
 subprocess, where the project cannot be imported, against a real nats-server and the real
 service, and checks that it prints the notice the service sealed, that the service recorded its
-confirmation, and that an altered notice or a wrong service key is refused.
+receipt, and that an altered notice or a wrong service key is refused.
 
 What it does, section by section of the spec:
 
@@ -18,7 +18,8 @@ What it does, section by section of the spec:
   checkpoints by seq (3.2, 9.3);
 - keeps each notice (a JSON line, fsync'd) before acknowledging it, tells redelivery from
   replay by the ack subject's delivery count (9.3), acks with confirmation or terminates (9.4);
-- confirms an assignment to the API and keeps the answers that must not be retried (10).
+- confirms the receipt of every notice kept (not checkpoints) to the API, and keeps the answers
+  that must not be retried (10).
 
 Output: one JSON line per outcome on stdout, so that a person or a test can read what happened:
 `{"outcome": "kept", ...}`, `{"outcome": "rejected", "reason": ...}`, `{"outcome":
@@ -324,7 +325,7 @@ class Inbox:
         return [
             e
             for e in self.entries
-            if e["content"].get("kind") == "assignment" and e["message_id"] not in self.reported
+            if e["content"].get("kind") != "checkpoint" and e["message_id"] not in self.reported
         ]
 
 
@@ -348,18 +349,15 @@ def say(**fields: Any) -> None:
     sys.stdout.flush()
 
 
-def confirm(api: str, token: str, assignment: dict[str, Any]) -> tuple[int, str]:
-    """Section 10's call: the status and the problem's type code (or `acknowledged`)."""
-    url = (
-        f"{api.rstrip('/')}/v1/cases/{assignment['case_ref']}"
-        f"/assignments/{assignment['id']}/acknowledgement"
-    )
+def confirm(api: str, token: str, message_id: str) -> tuple[int, str]:
+    """Section 10's call: the status and the problem's type code (or `received`)."""
+    url = f"{api.rstrip('/')}/v1/notices/{message_id}/receipt"
     request = urllib.request.Request(  # noqa: S310 (the API's URL, given by the operator)
         url, data=b"", method="POST", headers={"Authorization": f"Bearer {token}"}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
-            return answer.status, "acknowledged"
+            return answer.status, "received"
     except urllib.error.HTTPError as exc:
         try:
             problem = json.loads(exc.read().decode("utf-8"))
@@ -371,28 +369,33 @@ def confirm(api: str, token: str, assignment: dict[str, Any]) -> tuple[int, str]
         return 0, f"unreachable: {type(exc).__name__}"
 
 
-def retryable(status: int) -> bool:
-    # Section 10: 401 (renew the token), 5xx and an unreachable API are retried; 403, 404,
-    # 409 and 422 are final answers, noted once.
+# Section 10: how long a 404 (the publication not recorded yet) is asked about again.
+NOT_YET_SECONDS = 24 * 3600
+
+
+def retryable(status: int, kept_at: float) -> bool:
+    # Section 10: 401 (renew the token), 5xx and an unreachable API are retried, and a 404
+    # within a day of keeping the notice; 403, 404, 409 and 422 are final answers, noted once.
+    if status == 404:
+        return time.time() - kept_at < NOT_YET_SECONDS
     return status in (0, 401) or status >= 500
 
 
 async def confirm_pending(inbox: Inbox, api: str | None, token: str | None) -> bool:
-    """Confirm every kept assignment not yet answered for good; False if some must wait."""
+    """Confirm every kept notice not yet answered for good; False if some must wait."""
     if api is None or token is None:
         return True
     done = True
     for entry in inbox.unreported():
-        assignment = entry["content"]["body"]["assignment"]
-        status, code = await asyncio.to_thread(confirm, api, token, assignment)
+        status, code = await asyncio.to_thread(confirm, api, token, entry["message_id"])
         say(
             outcome="confirmation",
             message_id=entry["message_id"],
-            assignment_id=assignment["id"],
+            kind=entry["content"].get("kind"),
             status=status,
             code=code,
         )
-        if retryable(status):
+        if retryable(status, float(entry["received_at"])):
             done = False
         else:
             inbox.note_reported(entry["message_id"], f"{status}:{code}")

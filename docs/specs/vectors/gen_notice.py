@@ -269,6 +269,21 @@ def contents() -> list[tuple[str, dict[str, Any]]]:
                 "body": checkpoint_body(),
             },
         ),
+        (
+            "new_clue",
+            {
+                "id": message_of(9),
+                "kind": "new_clue",
+                "issued_at": AT,
+                "event": f"{CASE}/1",
+                "body": {
+                    "case_ref": CASE,
+                    "risk": "urgent",
+                    "found_on": "2026-03-01",
+                    "reported_at": AT,
+                },
+            },
+        ),
     ]
     # The task that makes the content exactly 1020 bytes (the most the first bucket holds),
     # and one byte more (the second bucket).

@@ -47,6 +47,7 @@ def health(request: Request, svc: ServicesDep) -> dict[str, Any]:
         "store": svc.settings.store_kind,
         "position": svc.application.recorder.max_notification_id() or 0,
         "projections": _projections_status(svc.readmodels),
+        "undeliverable_notices": len(svc.application.undeliverable_notices()),  # a count only
     }
 
 
