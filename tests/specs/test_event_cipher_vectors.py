@@ -126,6 +126,9 @@ def test_the_mapper_binds_a_real_events_place_as_the_spec_says() -> None:
         rule="coordinator_same_street",
         request_id="r-1",
         fields=["minor"],
+        case_version=3,
+        channel="api",
+        client={"address": "127.0.0.1", "user_agent": "spec-test"},
     )
     stored = _mapper(key_text).to_stored_event(event)
     key = base64.b64decode(key_text)
