@@ -154,6 +154,8 @@ ROLE_PURPOSES: Final = MappingProxyType(
         Role.INVESTIGATOR: frozenset({Purpose.INVESTIGATION}),
         Role.COMPLIANCE_AUDITOR: frozenset({Purpose.COMPLIANCE_REVIEW}),
         Role.ADMIN: frozenset(),
+        # Declares `investigation` for the investigations it leads; no case rule grants it.
+        Role.COUNTY_LEAD: frozenset({Purpose.INVESTIGATION}),
     }
 )
 

@@ -98,3 +98,34 @@ class UnknownAccessRecord(DomainError):
 
 class AlreadyReviewed(DomainError):
     code = "already_reviewed"
+
+
+# --- investigations (domain/investigations.py) ---------------------------------------------------
+
+
+class InvestigationNotFound(DomainError):
+    """No investigation with this id is visible to the caller (missing and not-yours alike)."""
+
+    status = 404
+    code = "investigation_not_found"
+
+
+class InvestigationInvalid(DomainError):
+    status = 422
+    code = "investigation_invalid"
+
+
+class UnknownRectification(DomainError):
+    status = 404
+    code = "unknown_rectification"
+
+
+class RectificationAlreadyCompleted(DomainError):
+    code = "rectification_already_completed"
+
+
+class EvidenceUnknown(DomainError):
+    """A finding cites a store position that holds no event."""
+
+    status = 422
+    code = "evidence_unknown"

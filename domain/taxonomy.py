@@ -250,6 +250,9 @@ class Role(StrEnum):
     INVESTIGATOR = "investigator"
     COMPLIANCE_AUDITOR = "compliance_auditor"
     ADMIN = "admin"
+    # The county's lead of reverse investigations (一案一倒查): opens investigations and issues
+    # county orders the street under review can neither see nor revoke; reads no case content.
+    COUNTY_LEAD = "county_lead"
 
 
 class Purpose(StrEnum):

@@ -64,7 +64,19 @@ EVENT_TOPICS = frozenset(
         "domain.case:Case.Reopened",
         "domain.case:Case.RiskAssessed",
         "domain.case:Case.UnitAssigned",
+        "domain.investigations:Investigation.CasesLinked",
+        "domain.investigations:Investigation.FindingRecorded",
+        "domain.investigations:Investigation.InvestigationOpened",
+        "domain.investigations:Investigation.InvestigatorsAssigned",
+        "domain.investigations:Investigation.OrderIssued",
+        "domain.investigations:Investigation.OrderRevoked",
+        "domain.investigations:Investigation.RectificationAdded",
+        "domain.investigations:Investigation.RectificationCompleted",
+        "domain.investigations:Investigation.ReportIssued",
         "domain.notices:DueDateReminder",
+        "domain.orders:CountyOrder.CountyOrderIssued",
+        "domain.orders:CountyOrder.CountyOrderRenewed",
+        "domain.orders:CountyOrder.CountyOrderRevoked",
         "domain.orders:InvestigationOrder.InvestigationOrderIssued",
         "domain.orders:InvestigationOrder.InvestigationOrderRenewed",
         "domain.orders:InvestigationOrder.InvestigationOrderRevoked",
@@ -75,7 +87,32 @@ EVENT_TOPICS = frozenset(
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
 AGGREGATE_TOPICS = frozenset(
-    {"domain.case:Case", "domain.orders:InvestigationOrder", "domain.units:Unit"}
+    {
+        "domain.case:Case",
+        "domain.investigations:Investigation",
+        "domain.orders:CountyOrder",
+        "domain.orders:InvestigationOrder",
+        "domain.units:Unit",
+    }
+)
+# Pinned above, written only since the fixture store: investigations and county orders (issue 13).
+SINCE_STORE_V1 = frozenset(
+    {
+        "domain.investigations:Investigation",
+        "domain.investigations:Investigation.CasesLinked",
+        "domain.investigations:Investigation.FindingRecorded",
+        "domain.investigations:Investigation.InvestigationOpened",
+        "domain.investigations:Investigation.InvestigatorsAssigned",
+        "domain.investigations:Investigation.OrderIssued",
+        "domain.investigations:Investigation.OrderRevoked",
+        "domain.investigations:Investigation.RectificationAdded",
+        "domain.investigations:Investigation.RectificationCompleted",
+        "domain.investigations:Investigation.ReportIssued",
+        "domain.orders:CountyOrder",
+        "domain.orders:CountyOrder.CountyOrderIssued",
+        "domain.orders:CountyOrder.CountyOrderRenewed",
+        "domain.orders:CountyOrder.CountyOrderRevoked",
+    }
 )
 # The snapshot table's rows (the library's class).
 SNAPSHOT_TOPICS = frozenset({"eventsourcing.domain:Snapshot"})
@@ -183,7 +220,7 @@ def test_the_old_store_holds_exactly_the_pinned_topics(old_home: Path) -> None:
     with sqlite3.connect(old_home / "casetrail.sqlite") as db:
         rows = {t for (t,) in db.execute("SELECT DISTINCT topic FROM stored_events")}
         snapshots = {t for (t,) in db.execute("SELECT DISTINCT topic FROM stored_snapshots")}
-    assert rows == EVENT_TOPICS
+    assert rows == EVENT_TOPICS - SINCE_STORE_V1
     assert snapshots == SNAPSHOT_TOPICS
 
     application = open_store(old_home)
@@ -202,7 +239,7 @@ def test_the_old_store_holds_exactly_the_pinned_topics(old_home: Path) -> None:
         }
     finally:
         application.close()
-    assert inside - {None} == AGGREGATE_TOPICS
+    assert inside - {None} == AGGREGATE_TOPICS - SINCE_STORE_V1
     assert snapshot_topics == {"domain.case:Case"}
 
 
