@@ -119,7 +119,7 @@ def timeline_chart(entries: list[dict[str, Any]]) -> Chart:
     lane_of = {code: i for i, (code, _, _) in enumerate(lanes)}
     height = _TOP + _LANE * len(lanes) + _AXIS
     axis_y = float(_TOP + _LANE * len(lanes))
-    times = []
+    times: list[datetime | None] = []
     for entry in entries:
         try:
             times.append(datetime.fromisoformat(str(entry.get("at"))))

@@ -1,0 +1,433 @@
+"""The investigation report's document: one plain dict, the single source of its three forms
+(html, pdf, json: `gateway.reports.render`).
+
+Shape (`REPORT_DOCUMENT` names its version; `docs/specs/report.md` describes every member):
+
+    {"document": "casetrail-investigation-report/v1",
+     "investigation": {id, kind, incident_on, opened_at, opened_by, investigators,
+                       orders: [{id, case_id, investigator, covers, issued_at, expires_at,
+                                 revoked}]},
+     "cases": [{case_id, unreadable: str|None,
+                timeline: [{at, position, kind, label_zh, lane, user, unit, detail_zh}],
+                knowledge: {case_id, as_of, facts: [{fact, label_zh, known_by: [{user, unit,
+                            role, first_at, how, position}]}]},
+                deadlines: [{deadline, label_zh, due_at, done_at, status, unit, user}]}],
+     "findings": [{duty, unit, person, determination, evidence, note, by, at}],
+     "rectifications": [{item_id, item, owner, due_on, completed_on, status}],
+     "integrity": {status: intact|tampered|unavailable, statement_zh, checked_at,
+                   checkpoint: {seq, size, root, time, key_id}|None,
+                   cases: [{case_id, events, included, problems}]},
+     "generated_at", "generated_by": {user, role, unit}}
+
+What it leaves out on purpose: the minor's name and ID number (the report is about who knew
+what and when; the investigation holds the identity), and the free text of case events (the
+timeline names what happened, the case read shows what was written).
+
+The integrity statement needs no decryption: every stored event of each case's stream is
+looked up in the Merkle log, its leaf recomputed from the stored bytes and its inclusion proof
+checked against a signed checkpoint (`gateway.evidence.documents.checked_inclusion_proof`); a
+missing version, an event not in the log or one whose bytes changed makes the statement say
+the case was TAMPERED (篡改), naming the store positions. The analyses of a case whose events
+no longer decrypt are replaced by a note instead of failing the report.
+
+Proven by tests/reports/test_document.py (the shape, from a real store; a tampered case event
+makes the statement say so, on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, Final, Protocol
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.persistence import Notification
+
+from domain.access import BreakGlassAccessed, CaseAccessed
+from domain.application import CaseTrail
+from domain.investigations import Investigation
+from gateway.evidence.documents import (
+    EvidenceInconsistent,
+    EvidenceUnavailable,
+    checked_inclusion_proof,
+)
+from gateway.evidence.maintainer import Evidence, TreeInconsistent
+from gateway.store.eventstore import EventIntegrityError, KeyMismatchError
+from projections.evidence.checkpoints import Checkpoint, key_id
+from projections.evidence.log import StoredRecord
+
+REPORT_DOCUMENT: Final = "casetrail-investigation-report/v1"
+_SCAN_BATCH: Final = 1000
+
+# Chinese labels of the case's own events (the analysis adds its own, richer ones).
+EVENT_ZH: Final = {
+    "ClueReported": "上报线索",
+    "Reclassified": "重新分类",
+    "RiskAssessed": "风险评估",
+    "ConsultationHeld": "问题会商",
+    "UnitAssigned": "交办单位",
+    "AssignmentAcknowledged": "签收交办",
+    "AssignmentDeclined": "退回交办",
+    "AssignmentResultReported": "办结反馈",
+    "AssignmentEnded": "交办结束",
+    "InterventionRecorded": "干预措施",
+    "GuardianshipLetterSigned": "签订监护责任书",
+    "FollowUpRecorded": "跟踪回访",
+    "Escalated": "上报升级",
+    "Closed": "结案",
+    "Reopened": "重新开案",
+}
+
+
+class Analysis(Protocol):
+    """What the report shows of one case, from the analyses of issue 13 (`GET
+    /v1/cases/{id}/timeline`, `/knowledge`, `/deadlines`). Each returns the report's shape."""
+
+    def timeline(self, case_id: UUID) -> list[dict[str, Any]]: ...
+
+    def knowledge(self, case_id: UUID) -> dict[str, Any]: ...
+
+    def deadlines(self, case_id: UUID) -> list[dict[str, Any]]: ...
+
+
+class InvestigationNotFound(LookupError):
+    """No investigation has this id."""
+
+
+def load_investigation(application: CaseTrail, investigation_id: UUID) -> Investigation:
+    try:
+        found: object = application.repository.get(investigation_id)
+    except AggregateNotFoundError:
+        found = None
+    if not isinstance(found, Investigation):
+        raise InvestigationNotFound("no investigation has this id")
+    return found
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def build_document(
+    application: CaseTrail,
+    evidence: Evidence,
+    investigation: Investigation,
+    *,
+    generated_by: dict[str, str],
+    analysis: Analysis | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> dict[str, Any]:
+    """The report document of `investigation`. The caller has recorded the access already
+    (`gateway.http.reader.AuditedReader.investigation_report`, or the CLI)."""
+    case_ids = [UUID(c) for c in investigation.case_ids]
+    scan = CaseStreams.scan(application, case_ids)
+    analysis = analysis or BasicAnalysis(application, scan)
+    integrity = integrity_statement(evidence, scan)
+    cases = [_case_section(analysis, case_id, integrity) for case_id in case_ids]
+    today = now().date()
+    return {
+        "document": REPORT_DOCUMENT,
+        "investigation": _investigation_section(investigation),
+        "cases": cases,
+        "findings": [_finding(f) for f in investigation.findings],
+        "rectifications": [
+            _rectification(r, today) for r in investigation.rectifications.values()
+        ],
+        "integrity": integrity,
+        "generated_at": now().isoformat(),
+        "generated_by": {k: str(generated_by.get(k, "")) for k in ("user", "role", "unit")},
+    }
+
+
+def _user(record: Any) -> str:
+    return str(record.get("user", "")) if isinstance(record, dict) else str(record or "")
+
+
+def _investigation_section(investigation: Investigation) -> dict[str, Any]:
+    return {
+        "id": str(investigation.id),
+        "kind": investigation.kind,
+        "incident_on": investigation.incident_on,
+        "opened_at": investigation.created_on.isoformat(),
+        "opened_by": _user(investigation.opened_by),
+        "investigators": list(investigation.investigators),
+        "orders": [
+            {
+                "id": order["id"],
+                "case_id": order["case_id"],
+                "investigator": order["investigator"],
+                "covers": order["covers"],
+                "issued_at": order["issued_at"],
+                "expires_at": order["expires_at"],
+                "revoked": order.get("revoked") is not None,
+            }
+            for order in investigation.orders.values()
+        ],
+    }
+
+
+def _finding(finding: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "duty": finding["duty"],
+        "unit": finding["unit"],
+        "person": finding["person"],
+        "determination": finding["determination"],
+        "evidence": [int(p) for p in finding["evidence"]],
+        "note": finding["note"],
+        "by": _user(finding["by"]),
+        "at": finding["at"],
+    }
+
+
+def _rectification(item: dict[str, Any], today: date) -> dict[str, Any]:
+    completed = item.get("completed")
+    if completed is not None:
+        status = "done"
+    elif date.fromisoformat(item["due_on"]) < today:
+        status = "overdue"
+    else:
+        status = "open"
+    return {
+        "item_id": item["id"],
+        "item": item["item"],
+        "owner": item["owner"],
+        "due_on": item["due_on"],
+        "completed_on": completed["on"] if completed else None,
+        "status": status,
+    }
+
+
+UNREADABLE_ZH: Final = (
+    "此档案的事件已无法解密和校验（见完整性声明）：时间线、知情矩阵和时限分析无法给出。"
+)
+
+
+def _case_section(
+    analysis: Analysis, case_id: UUID, integrity: dict[str, Any]
+) -> dict[str, Any]:
+    section: dict[str, Any] = {"case_id": str(case_id), "unreadable": None}
+    try:
+        section["timeline"] = analysis.timeline(case_id)
+        section["knowledge"] = analysis.knowledge(case_id)
+        section["deadlines"] = analysis.deadlines(case_id)
+    except (EventIntegrityError, KeyMismatchError):
+        # A stored event of the case no longer decrypts: it was altered (the integrity
+        # statement names it). The report still states what can be stated.
+        section.update(
+            unreadable=UNREADABLE_ZH,
+            timeline=[],
+            knowledge={"case_id": str(case_id), "as_of": integrity.get("checked_at"), "facts": []},
+            deadlines=[],
+        )
+    return section
+
+
+# --- the case streams, as stored -------------------------------------------------------------
+
+
+@dataclass
+class CaseStreams:
+    """Every stored record of each case's own stream, with its store position, in log order:
+    read once (no decryption) for the integrity statement and the timeline."""
+
+    case_ids: list[UUID]
+    records: dict[UUID, list[Notification]]
+
+    @classmethod
+    def scan(cls, application: CaseTrail, case_ids: Sequence[UUID]) -> CaseStreams:
+        wanted = set(case_ids)
+        records: dict[UUID, list[Notification]] = {c: [] for c in case_ids}
+        start = 0
+        while True:
+            page = application.recorder.select_notifications(
+                start=start, limit=_SCAN_BATCH, inclusive_of_start=False
+            )
+            for notification in page:
+                if notification.originator_id in wanted:
+                    records[UUID(str(notification.originator_id))].append(notification)
+            if len(page) < _SCAN_BATCH:
+                break
+            start = page[-1].id
+        return cls(list(case_ids), records)
+
+
+# --- the integrity statement -----------------------------------------------------------------
+
+
+def integrity_statement(evidence: Evidence, scan: CaseStreams) -> dict[str, Any]:
+    """Whether every stored event of each case is in the Merkle log as it was appended, and
+    included in the latest signed checkpoint: checked from the stored bytes, no key needed."""
+    checked_at = datetime.now(UTC).isoformat()
+    try:
+        checkpoint = evidence.checkpoint_now()
+    except TreeInconsistent:
+        return {
+            "status": "tampered",
+            "statement_zh": (
+                "完整性校验未通过：存储的默克尔树已不再延续上一个签名检查点，历史记录被改写。"
+                "本报告所依据的事件不可信，请运行 casetrail verify 核查。"
+            ),
+            "checkpoint": None,
+            "checked_at": checked_at,
+            "cases": [
+                {"case_id": str(c), "events": len(scan.records[c]), "included": 0, "problems": []}
+                for c in scan.case_ids
+            ],
+        }
+    except EvidenceUnavailable:
+        return _unavailable(scan, checked_at)
+    cases = [_case_integrity(evidence, checkpoint, c, scan.records[c]) for c in scan.case_ids]
+    tampered = any(item["tampered"] for item in cases)
+    uncovered = any(item["included"] < item["events"] for item in cases)
+    for item in cases:
+        del item["tampered"]
+    size, seq = checkpoint.size, checkpoint.seq
+    if tampered:
+        status = "tampered"
+        statement = (
+            f"完整性校验未通过：下列档案中有事件已被篡改、删除或不在签名检查点 #{seq}"
+            f"（大小 {size}）所覆盖的默克尔树中。本报告中这些档案的内容不可信。"
+        )
+    elif uncovered:
+        status = "unavailable"
+        statement = (
+            f"部分事件尚未纳入签名检查点 #{seq}（大小 {size}）；已纳入的事件均与签名根哈希一致。"
+        )
+    else:
+        events = sum(item["events"] for item in cases)
+        status = "intact"
+        statement = (
+            f"完整性校验通过：{len(cases)} 份档案的全部 {events} 个事件均包含在签名检查点 #{seq}"
+            f"（大小 {size}）中，每个事件的包含证明均已按签名根哈希核验，未发现篡改。"
+        )
+    return {
+        "status": status,
+        "statement_zh": statement,
+        "checkpoint": {
+            "seq": seq,
+            "size": size,
+            "root": checkpoint.root.hex(),
+            "time": checkpoint.time,
+            "key_id": key_id(evidence.public_key),
+        },
+        "checked_at": checked_at,
+        "cases": cases,
+    }
+
+
+def _unavailable(scan: CaseStreams, checked_at: str) -> dict[str, Any]:
+    return {
+        "status": "unavailable",
+        "statement_zh": "尚无签名检查点，无法作出完整性声明；请稍后重新生成报告。",
+        "checkpoint": None,
+        "checked_at": checked_at,
+        "cases": [
+            {"case_id": str(c), "events": len(scan.records[c]), "included": 0, "problems": []}
+            for c in scan.case_ids
+        ],
+    }
+
+
+def _case_integrity(
+    evidence: Evidence, checkpoint: Checkpoint, case_id: UUID, records: list[Notification]
+) -> dict[str, Any]:
+    problems: list[str] = []
+    tampered = False
+    versions = [n.originator_version for n in records]
+    expected = list(range(1, len(versions) + 1))
+    if versions != expected:
+        tampered = True
+        missing = sorted(set(range(1, max(versions, default=0) + 1)) - set(versions))
+        problems.append(
+            "事件版本不连续（缺少第 " + "、".join(str(v) for v in missing[:10]) + " 版）"
+            if missing
+            else "事件版本重复或顺序错乱"
+        )
+    if not records:
+        tampered = True
+        problems.append("存储中没有此档案的任何事件")
+    indexes = evidence.merkle.leaf_indexes([n.id for n in records])
+    included = 0
+    for notification in records:
+        index = indexes.get(notification.id)
+        if index is None:
+            tampered = True
+            problems.append(f"位置 {notification.id} 的事件不在默克尔树中")
+            continue
+        if index >= checkpoint.size:
+            continue  # stored after the checkpoint: not covered yet, not a fault
+        try:
+            checked_inclusion_proof(
+                evidence.merkle, StoredRecord.of(notification), index, checkpoint
+            )
+        except EvidenceInconsistent:
+            tampered = True
+            problems.append(f"位置 {notification.id} 的事件与签名检查点不符（已被篡改）")
+            continue
+        included += 1
+    return {
+        "case_id": str(case_id),
+        "events": len(records),
+        "included": included,
+        "problems": problems,
+        "tampered": tampered,
+    }
+
+
+# --- the analyses, until (or besides) issue 13's own ------------------------------------------
+
+
+class BasicAnalysis:
+    """The case's own events and every access to it, labelled; no knowledge matrix or
+    deadlines. Used when no richer analysis is given."""
+
+    def __init__(self, application: CaseTrail, scan: CaseStreams) -> None:
+        self.application = application
+        self.scan = scan
+
+    def timeline(self, case_id: UUID) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for notification in self.scan.records.get(case_id, []):
+            event: Any = self.application.mapper.to_domain_event(notification)
+            name = notification.topic.rsplit(".", 1)[-1]
+            by = getattr(event, "by", None) or getattr(event, "reported_by", None) or {}
+            entries.append(
+                {
+                    "at": event.timestamp.isoformat(),
+                    "position": notification.id,
+                    "kind": name,
+                    "label_zh": EVENT_ZH.get(name, name),
+                    "lane": "change",
+                    "user": _user(by),
+                    "unit": str(by.get("unit", "")) if isinstance(by, dict) else "",
+                    "detail_zh": "",
+                }
+            )
+        for access in self.application.access_events(case_id):
+            granted = isinstance(access, CaseAccessed)
+            entries.append(
+                {
+                    "at": access.timestamp.isoformat(),
+                    "position": None,
+                    "kind": type(access).__name__,
+                    "label_zh": (
+                        "紧急查阅"
+                        if isinstance(access, BreakGlassAccessed)
+                        else ("查阅" if granted else "拒绝查阅")
+                    ),
+                    "lane": "access" if granted else "refusal",
+                    "user": _user(access.actor),
+                    "unit": str(access.actor.get("unit", "")),
+                    "detail_zh": f"目的 {access.purpose}；规则 {access.rule}",
+                }
+            )
+        entries.sort(key=lambda e: str(e["at"]))
+        return entries
+
+    def knowledge(self, case_id: UUID) -> dict[str, Any]:
+        return {"case_id": str(case_id), "as_of": datetime.now(UTC).isoformat(), "facts": []}
+
+    def deadlines(self, case_id: UUID) -> list[dict[str, Any]]:
+        return []
+
