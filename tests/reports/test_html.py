@@ -1,0 +1,48 @@
+"""The HTML report (gateway/reports/html.py) as text: self-contained (no URL but data:, no
+script, the CSP meta tag), every section, values escaped, misses marked."""
+
+from __future__ import annotations
+
+import html as markup
+import re
+
+from gateway.reports.html import CSP, render_html
+from tests.reports.fixtures import SECTION_HEADINGS, fixture_document
+
+
+def test_the_page_loads_nothing_from_outside() -> None:
+    html = render_html(fixture_document())
+    assert not re.search(r"https?://", html, re.IGNORECASE)
+    # No element has an attribute that fetches (values in text are escaped: no `<` before).
+    assert not re.search(r"<[^>]*\b(src|href|action|srcset|poster|data)\s*=", html, re.I)
+    assert "<script" not in html.lower()
+    assert "@import" not in html and "url(" not in html
+    found = re.search(r'<meta http-equiv="Content-Security-Policy" content="([^"]*)">', html)
+    assert found is not None
+    assert markup.unescape(found[1]) == CSP
+    assert CSP == "default-src 'none'; style-src 'unsafe-inline'; img-src data:"
+
+
+def test_every_section_and_the_chart_and_matrix_are_there() -> None:
+    html = render_html(fixture_document())
+    for heading in SECTION_HEADINGS:
+        assert f">{heading}</h2>" in html
+    assert html.count("<circle ") == len(fixture_document()["cases"][0]["timeline"])
+    assert '<table class="matrix">' in html
+    assert html.startswith("<!DOCTYPE html>")
+    assert '<html lang="zh-CN">' in html
+
+
+def test_values_are_escaped() -> None:
+    html = render_html(fixture_document(note='<script>alert(1)</script><img src="x">'))
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert not re.search(r"<[^>]*\bsrc\s*=", html)
+
+
+def test_misses_are_marked() -> None:
+    html = render_html(fixture_document())
+    # Two deadlines missed in the fixture, one met.
+    assert html.count("逾期 ✗") == 2
+    assert html.count('<tr class="missed">') >= 2
+    assert "按时" in html
