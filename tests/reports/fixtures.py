@@ -171,7 +171,9 @@ def fixture_document(*, note: str = "学校未签收交办任务，未开展家�
         ],
         "integrity": {
             "status": "intact",
-            "statement_zh": "完整性校验通过：1 份档案的全部 12 个事件均包含在签名检查点 #3（大小 60）中。",
+            "statement_zh": (
+                "完整性校验通过：1 份档案的全部 12 个事件均包含在签名检查点 #3（大小 60）中。"
+            ),
             "checked_at": "2026-10-10T03:00:00+00:00",
             "checkpoint": {
                 "seq": 3,

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from gateway.reports.html import render_html
 from gateway.reports.pdf import PdfUnavailable, html_to_pdf
+from tests.reports.conftest import chromium_path
 from tests.reports.fixtures import SECTION_HEADINGS, fixture_document
 
 pytestmark = pytest.mark.browser
@@ -31,8 +32,6 @@ OVERFLOWING = """() => [...document.querySelectorAll(
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    from tests.reports.conftest import chromium_path
-
     binary = chromium_path()
     with sync_playwright() as playwright:
         found = playwright.chromium.launch(executable_path=binary, args=["--no-sandbox"])

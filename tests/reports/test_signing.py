@@ -4,6 +4,7 @@ so is a file signed by another key."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -88,8 +89,6 @@ def test_json_with_the_same_meaning_but_other_bytes_is_refused() -> None:
 
 
 def test_the_json_report_is_the_document() -> None:
-    import json
-
     envelope = json.loads(_signed("json"))
     assert envelope["report"] == fixture_document()
     assert canonical_json(envelope) + b"\n" == _signed("json")
