@@ -38,14 +38,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Protocol
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification
 
-from domain.access import BreakGlassAccessed, CaseAccessed
 from domain.application import CaseTrail
 from domain.investigations import Investigation
 from gateway.evidence.documents import (
@@ -55,31 +54,12 @@ from gateway.evidence.documents import (
 )
 from gateway.evidence.maintainer import Evidence, TreeInconsistent
 from gateway.store.eventstore import EventIntegrityError, KeyMismatchError
+from projections import investigation as analyses
 from projections.evidence.checkpoints import Checkpoint, key_id
 from projections.evidence.log import StoredRecord
 
 REPORT_DOCUMENT: Final = "casetrail-investigation-report/v1"
 _SCAN_BATCH: Final = 1000
-
-# Chinese labels of the case's own events (the analysis adds its own, richer ones).
-EVENT_ZH: Final = {
-    "ClueReported": "上报线索",
-    "Reclassified": "重新分类",
-    "RiskAssessed": "风险评估",
-    "ConsultationHeld": "问题会商",
-    "UnitAssigned": "交办单位",
-    "AssignmentAcknowledged": "签收交办",
-    "AssignmentDeclined": "退回交办",
-    "AssignmentResultReported": "办结反馈",
-    "AssignmentEnded": "交办结束",
-    "InterventionRecorded": "干预措施",
-    "GuardianshipLetterSigned": "签订监护责任书",
-    "FollowUpRecorded": "跟踪回访",
-    "Escalated": "上报升级",
-    "Closed": "结案",
-    "Reopened": "重新开案",
-}
-
 
 class Analysis(Protocol):
     """What the report shows of one case, from the analyses of issue 13 (`GET
@@ -115,14 +95,18 @@ def build_document(
     investigation: Investigation,
     *,
     generated_by: dict[str, str],
+    consultation_due: timedelta = timedelta(hours=24),
     analysis: Analysis | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> dict[str, Any]:
     """The report document of `investigation`. The caller has recorded the access already
-    (`gateway.http.reader.AuditedReader.investigation_report`, or the CLI)."""
+    (`gateway.http.reader.AuditedReader.investigation_report`, or the CLI). `analysis`:
+    issue 13's (`CaseAnalysis`) unless another is given."""
     case_ids = [UUID(c) for c in investigation.case_ids]
     scan = CaseStreams.scan(application, case_ids)
-    analysis = analysis or BasicAnalysis(application, scan)
+    analysis = analysis or CaseAnalysis(
+        application, now=now(), consultation_due=consultation_due
+    )
     integrity = integrity_statement(evidence, scan)
     cases = [_case_section(analysis, case_id, integrity) for case_id in case_ids]
     today = now().date()
@@ -229,7 +213,7 @@ def _case_section(
 @dataclass
 class CaseStreams:
     """Every stored record of each case's own stream, with its store position, in log order:
-    read once (no decryption) for the integrity statement and the timeline."""
+    read once, without decrypting, for the integrity statement."""
 
     case_ids: list[UUID]
     records: dict[UUID, list[Notification]]
@@ -375,59 +359,95 @@ def _case_integrity(
     }
 
 
-# --- the analyses, until (or besides) issue 13's own ------------------------------------------
+# --- issue 13's analyses (projections.investigation), in the report's shape -----------------
+
+_LANES: Final = {
+    "case_accessed": "access",
+    "break_glass_accessed": "access",
+    "access_denied": "refusal",
+    "due_date_reminder": "notice",
+    "notice_published": "notice",
+    "notice_received": "notice",
+    "notice_undeliverable": "notice",
+    "assignment_received": "notice",
+    "assignment_signed_for": "notice",
+    "consultation_overdue": "deadline",
+    "assignment_not_signed_for": "deadline",
+    "assignment_overdue": "deadline",
+    "quarterly_update_missed": "deadline",
+    "deadline_escalated": "deadline",
+    "investigation_order_issued": "order",
+    "investigation_order_renewed": "order",
+    "investigation_order_revoked": "order",
+}
 
 
-class BasicAnalysis:
-    """The case's own events and every access to it, labelled; no knowledge matrix or
-    deadlines. Used when no richer analysis is given."""
+class CaseAnalysis:
+    """`projections.investigation`'s timeline, knowledge matrix and deadline analysis of each
+    case, from one gathered history per case (the same functions the workbench's routes
+    answer with), mapped to the report's rows."""
 
-    def __init__(self, application: CaseTrail, scan: CaseStreams) -> None:
+    def __init__(
+        self,
+        application: CaseTrail,
+        *,
+        now: datetime,
+        consultation_due: timedelta,
+    ) -> None:
         self.application = application
-        self.scan = scan
+        self.now = now
+        self.consultation_due = consultation_due
+        self._histories: dict[UUID, analyses.CaseHistory] = {}
+
+    def _history(self, case_id: UUID) -> analyses.CaseHistory:
+        if case_id not in self._histories:
+            self._histories[case_id] = analyses.gather(self.application, case_id)
+        return self._histories[case_id]
 
     def timeline(self, case_id: UUID) -> list[dict[str, Any]]:
-        entries: list[dict[str, Any]] = []
-        for notification in self.scan.records.get(case_id, []):
-            event: Any = self.application.mapper.to_domain_event(notification)
-            name = notification.topic.rsplit(".", 1)[-1]
-            by = getattr(event, "by", None) or getattr(event, "reported_by", None) or {}
-            entries.append(
-                {
-                    "at": event.timestamp.isoformat(),
-                    "position": notification.id,
-                    "kind": name,
-                    "label_zh": EVENT_ZH.get(name, name),
-                    "lane": "change",
-                    "user": _user(by),
-                    "unit": str(by.get("unit", "")) if isinstance(by, dict) else "",
-                    "detail_zh": "",
-                }
-            )
-        for access in self.application.access_events(case_id):
-            granted = isinstance(access, CaseAccessed)
-            entries.append(
-                {
-                    "at": access.timestamp.isoformat(),
-                    "position": None,
-                    "kind": type(access).__name__,
-                    "label_zh": (
-                        "紧急查阅"
-                        if isinstance(access, BreakGlassAccessed)
-                        else ("查阅" if granted else "拒绝查阅")
-                    ),
-                    "lane": "access" if granted else "refusal",
-                    "user": _user(access.actor),
-                    "unit": str(access.actor.get("unit", "")),
-                    "detail_zh": f"目的 {access.purpose}；规则 {access.rule}",
-                }
-            )
-        entries.sort(key=lambda e: str(e["at"]))
-        return entries
+        found = analyses.timeline(self._history(case_id))
+        return [_timeline_row(entry) for entry in found["entries"]]
 
     def knowledge(self, case_id: UUID) -> dict[str, Any]:
-        return {"case_id": str(case_id), "as_of": datetime.now(UTC).isoformat(), "facts": []}
+        found = analyses.knowledge(self._history(case_id))
+        return {"case_id": str(case_id), "as_of": found["as_of"], "facts": found["facts"]}
 
     def deadlines(self, case_id: UUID) -> list[dict[str, Any]]:
-        return []
+        found = analyses.deadlines(
+            self._history(case_id), now=self.now, consultation_due=self.consultation_due
+        )
+        return [
+            {
+                "deadline": check["duty"],
+                "label_zh": check["label_zh"],
+                "due_at": check["due_at"],
+                "done_at": check["done_at"],
+                "status": check["status"],
+                "status_zh": check["status_label_zh"],
+                "unit": check["unit"] or "",
+                "user": check["person"] or "",
+            }
+            for check in found["checks"]
+        ]
 
+
+def _timeline_row(entry: dict[str, Any]) -> dict[str, Any]:
+    actor = entry.get("actor") or {}
+    state = entry.get("state") or {}
+    before, after = state.get("before") or {}, state.get("after") or {}
+    changes = [
+        f"{what}：{before.get(label) or '—'} → {after.get(label)}"
+        for what, label in (("状态", "status_label_zh"), ("风险", "risk_label_zh"))
+        if after and before.get(label) != after.get(label)
+    ]
+    kind = str(entry["kind"])
+    return {
+        "at": entry["at"],
+        "position": entry.get("position"),
+        "kind": kind,
+        "label_zh": entry["label_zh"],
+        "lane": _LANES.get(kind, "change"),
+        "user": str(actor.get("user", "")),
+        "unit": str(actor.get("unit", "")),
+        "detail_zh": "；".join(changes),
+    }

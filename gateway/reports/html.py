@@ -58,13 +58,20 @@ DETERMINATION_ZH: Final = {
     "late": "迟延履职",
     "not_fulfilled": "未履职",
 }
-STATUS_ZH: Final = {"met": "按时", "missed": "逾期", "open": "未到期", "late": "逾期完成"}
+STATUS_ZH: Final = {
+    "met": "按时",
+    "missed": "逾期",
+    "open": "未到期",
+    "late": "逾期完成",
+    "ended": "任务已结束",
+}
 LANES: Final = (
     ("change", "档案变更", "#1f5fa8"),
     ("notice", "通知与签收", "#2e7d32"),
     ("access", "查阅", "#6a4c93"),
     ("refusal", "拒绝", "#c62828"),
     ("deadline", "时限", "#e65100"),
+    ("order", "调查令", "#546e7a"),
 )
 
 _TEMPLATES: Final = Path(__file__).with_name("templates")
