@@ -52,11 +52,18 @@ from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import ledger as ledger_routes
+from gateway.http.routes import reports as report_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
 
 # Each module of endpoints contributes one router.
-ROUTERS = (case_routes.router, access_routes.router, ledger_routes.router, evidence_routes.router)
+ROUTERS = (
+    case_routes.router,
+    access_routes.router,
+    ledger_routes.router,
+    evidence_routes.router,
+    report_routes.router,
+)
 
 log = get_logger("casetrail.api")
 

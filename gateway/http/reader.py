@@ -53,9 +53,11 @@ from domain.access import (
 )
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.investigations import Investigation
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
 from gateway.logs import get_logger
+from gateway.reports.service import authorise_report
 from projections.ledger.view import (
     COLUMNS,
     LedgerRow,
@@ -381,4 +383,15 @@ class AuditedReader:
             actor=self.actor,
             purpose=self.purpose,
             request_id=self.request_id,
+        )
+
+    # --- investigation reports (gateway/reports) ---
+
+    def investigation_report(self, investigation_id: UUID) -> Investigation:
+        """The investigation, once this reader (an investigator it names) was granted every
+        case file of it, content and access log, by the case read's rules, each recorded
+        before the report is built (`gateway.reports.service.authorise_report`); a refusal
+        is stored and answered as a case read's (404, padded)."""
+        return authorise_report(
+            self.application, self.actor, self.purpose, self.request_id, investigation_id
         )
