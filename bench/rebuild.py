@@ -47,7 +47,7 @@ from psycopg import sql
 
 from bench.harness import describe, filesystem_of, machine, write_results
 from domain import commands as cmd
-from domain.access import Actor, Decision, access_event
+from domain.access import IN_PROCESS_CLIENT, Actor, Channel, Decision, access_event
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import ProtectionFunction, Purpose, Role
@@ -158,6 +158,9 @@ def fill(app: CaseTrail, events: int, seed: int) -> tuple[int, int]:
                     actor=COORDINATOR,
                     purpose=Purpose.CONSULTATION,
                     request_id=secrets.token_hex(8),
+                    case_version=None,
+                    channel=Channel.API,
+                    client=IN_PROCESS_CLIENT,
                 )
             )
             stored += 1

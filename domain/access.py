@@ -368,10 +368,68 @@ def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[st
 
 
 # --- access events: one per read attempt, each its own stream (no contention between readers) ---
+#
+# Version 2 of the access events (issue 13, "exact knowledge records") adds what a reverse
+# investigation (一案一倒查) needs to say exactly who knew what, and how:
+# - `case_version`: the version of the case the decision was taken on, the one disclosed when
+#   granted (None when no case was loaded: a missing case, a refusal naming none);
+# - `channel`: the way the read came (`Channel`);
+# - `client`: `{"address", "user_agent"}` as seen by the service (`Client`, resolved by the HTTP
+#   gateway: the socket peer, or a trusted proxy's forwarded address).
+# Events stored before hold none of these: `upcast_v1_v2` gives them the values that say so
+# (`UNRECORDED_CHANNEL`, an empty client), never a guess. Proven by tests/domain/test_access.py
+# and the store written before (tests/architecture/test_stored_topics.py).
+
+
+class Channel(StrEnum):
+    """How a read reached the service: recorded on every access event."""
+
+    API = "api"  # a case read, its access log, a break-glass read
+    LEDGER = "ledger"
+    LOOKUP = "lookup"
+    EXPORT = "export"
+    BUNDLE = "bundle"
+    REPORT = "report"
+    WORKLIST = "worklist"
+    # Reserved for the investigation workbench's reads (issue 13).
+    TIMELINE = "timeline"
+    KNOWLEDGE = "knowledge"
+    DEADLINES = "deadlines"
+
+
+# The channel of an access event stored before channels were recorded (class version 1).
+UNRECORDED_CHANNEL: Final = "unrecorded"
+
+
+@dataclass(frozen=True)
+class Client:
+    """The client of a read as the service saw it. Both values come from the network and the
+    request, never from a token: the gateway bounds and sanitises them before they get here."""
+
+    address: str
+    user_agent: str
+
+    def as_record(self) -> dict[str, str]:
+        return {"address": self.address, "user_agent": self.user_agent}
+
+
+# The client of a read made inside a process (a test, a benchmark, a command of the service
+# itself), not over the network.
+IN_PROCESS_CLIENT: Final = Client(address="in-process", user_agent="")
+UNRECORDED_CLIENT: Final = MappingProxyType({"address": "", "user_agent": ""})
+
+
+def _upcast_knowledge(state: dict[str, Any]) -> None:
+    state["case_version"] = None
+    state["channel"] = UNRECORDED_CHANNEL
+    state["client"] = dict(UNRECORDED_CLIENT)
 
 
 class CaseAccessed(DomainEvent):
-    """A case was disclosed: to whom, for what purpose, which fields."""
+    """A case was disclosed: to whom, for what purpose, which fields, of which version of the
+    case, through which channel, to which client."""
+
+    class_version = 2
 
     case_id: UUID
     actor: dict[str, str]
@@ -379,10 +437,18 @@ class CaseAccessed(DomainEvent):
     rule: str
     fields: list[str]
     request_id: str
+    case_version: int | None
+    channel: str
+    client: dict[str, str]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        _upcast_knowledge(state)
 
 
 class BreakGlassAccessed(CaseAccessed):
-    """A case opened outside the reader's scope in an emergency: awaits a compliance review."""
+    """A case opened outside the reader's scope in an emergency: awaits a compliance review.
+    (Version 2 and its upcast are `CaseAccessed`'s.)"""
 
     reason: str
 
@@ -396,13 +462,23 @@ class BreakGlassReviewed(DomainEvent):
 
 
 class AccessDenied(DomainEvent):
-    """A read was refused, and by which rule."""
+    """A read was refused, and by which rule; with the case version decided on, the channel
+    and the client, as `CaseAccessed`."""
+
+    class_version = 2
 
     case_id: UUID
     actor: dict[str, str]
     purpose: str
     rule: str
     request_id: str
+    case_version: int | None
+    channel: str
+    client: dict[str, str]
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        _upcast_knowledge(state)
 
 
 def access_event(
@@ -412,8 +488,13 @@ def access_event(
     actor: Actor,
     purpose: Purpose,
     request_id: str,
+    case_version: int | None,
+    channel: Channel,
+    client: Client,
     break_glass_reason: str | None = None,
 ) -> CaseAccessed | AccessDenied:
+    """The access event of one decision. `case_version` is the version of the case the decision
+    was taken on (None when no case was loaded); `channel` and `client` how the read came."""
     common: dict[str, Any] = {
         "originator_id": uuid4(),
         "originator_version": 1,
@@ -423,6 +504,9 @@ def access_event(
         "purpose": str(purpose),
         "rule": decision.rule,
         "request_id": request_id,
+        "case_version": case_version,
+        "channel": str(channel),
+        "client": client.as_record(),
     }
     if decision.granted:
         common["fields"] = sorted(decision.fields)

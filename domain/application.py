@@ -30,12 +30,15 @@ from domain import commands as cmd
 from domain import errors
 from domain.access import (
     CASE_CONTENT,
+    IN_PROCESS_CLIENT,
     AccessDenied,
     Actor,
     BreakGlassAccessed,
     BreakGlassReviewed,
     CaseAccessed,
     CaseScope,
+    Channel,
+    Client,
     Decision,
     ReadContext,
     access_event,
@@ -285,15 +288,26 @@ class CaseTrail(Application[UUID]):
         *,
         break_glass_reason: str | None = None,
         need: str | None = None,
+        channel: Channel = Channel.API,
+        client: Client = IN_PROCESS_CLIENT,
     ) -> dict[str, Any]:
         """Decide, store the access event durably, and only then build the answer.
 
         If storing the access event fails the exception propagates and nothing is disclosed.
         A refusal is stored as `AccessDenied` and raised as `AccessRefused`. `need` names a field
         the caller requires (e.g. `access_log`): a grant without it is refused instead.
+        `channel` and `client` are recorded with the event (a read inside the process, with
+        neither given, is recorded as such: `IN_PROCESS_CLIENT`).
         """
         case, decision = self.authorise_read(
-            case_id, actor, purpose, request_id, break_glass_reason=break_glass_reason, need=need
+            case_id,
+            actor,
+            purpose,
+            request_id,
+            break_glass_reason=break_glass_reason,
+            need=need,
+            channel=channel,
+            client=client,
         )
         if need == "access_log":
             return {"id": str(case_id), "access_log": self.access_log(case_id)}
@@ -310,13 +324,17 @@ class CaseTrail(Application[UUID]):
         need: str | None = None,
         also_need: str | None = None,
         narrow: Callable[[Decision], Decision] | None = None,
+        channel: Channel,
+        client: Client,
     ) -> tuple[Case, Decision]:
         """`read_case` up to its record: decide, let `narrow` restrict the decision (a read
         of the case in another form, e.g. its evidence bundle, granted to fewer rules), store
         the access event durably, and only then hand back the case and the grant (for `need`).
         With `also_need`, the same read discloses a second form too (a bundle with the access
         log): both events are stored in one write, or, if either is refused, only that refusal.
-        A refusal is stored as `AccessDenied` and raised as `AccessRefused`."""
+        A refusal is stored as `AccessDenied` and raised as `AccessRefused`. Each event records
+        the version of the case decided on (None when there is no such case), the `channel`
+        and the `client`."""
         case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
         if narrow is not None:
             decided = narrow(decided)
@@ -331,6 +349,9 @@ class CaseTrail(Application[UUID]):
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
+                case_version=case.version if case is not None else None,
+                channel=channel,
+                client=client,
                 break_glass_reason=break_glass_reason,
             )
             for d in (refused or decisions)
@@ -352,10 +373,13 @@ class CaseTrail(Application[UUID]):
         actor: Actor,
         purpose: Purpose,
         request_id: str,
+        channel: Channel,
+        client: Client,
     ) -> NoReturn:
         """Store a refused read that named no case (ledgers, lookups, exports, worklists,
-        reports) as `AccessDenied` with `rule`, then raise `AccessRefused`; if the store fails
-        its error propagates instead (answered 503, as for a case read)."""
+        reports) as `AccessDenied` with `rule`, the `channel` and the `client` (no case, no
+        case version), then raise `AccessRefused`; if the store fails its error propagates
+        instead (answered 503, as for a case read)."""
         self._record_access(
             access_event(
                 Decision(False, rule),
@@ -363,6 +387,9 @@ class CaseTrail(Application[UUID]):
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
+                case_version=None,
+                channel=channel,
+                client=client,
             )
         )
         raise AccessRefused(rule)
@@ -473,15 +500,18 @@ class CaseTrail(Application[UUID]):
 
     def record_disclosures(
         self,
-        disclosures: Sequence[tuple[UUID, frozenset[str], str]],
+        disclosures: Sequence[tuple[UUID, frozenset[str], str, int | None]],
         *,
         actor: Actor,
         purpose: Purpose,
         request_id: str,
+        channel: Channel,
+        client: Client,
     ) -> None:
-        """Store one `CaseAccessed` per (case, fields, rule) (lists, exports), all in one
-        transaction, before the caller returns any of it. Raises if the store fails: then
-        nothing may be returned, and nothing of it is recorded."""
+        """Store one `CaseAccessed` per (case, fields, rule, case version) (lists, exports), all
+        in one transaction, before the caller returns any of it; the case version is the one
+        the disclosed values are of (a ledger row's, or the live case's). Raises if the store
+        fails: then nothing may be returned, and nothing of it is recorded."""
         if not disclosures:
             return
         self.store_events(
@@ -492,8 +522,11 @@ class CaseTrail(Application[UUID]):
                     actor=actor,
                     purpose=purpose,
                     request_id=request_id,
+                    case_version=case_version,
+                    channel=channel,
+                    client=client,
                 )
-                for case_id, fields, rule in disclosures
+                for case_id, fields, rule, case_version in disclosures
             ]
         )
 
@@ -511,7 +544,8 @@ class CaseTrail(Application[UUID]):
             start = page[-1].id + 1
 
     def access_log(self, case_id: UUID) -> list[dict[str, Any]]:
-        """Who accessed the case, when, why and which fields: no case content."""
+        """Who accessed the case, when, why, which fields, of which version of the case, by
+        which channel, from which client: an access record, no case content."""
         return [
             {
                 "at": e.timestamp.isoformat(),
@@ -522,6 +556,9 @@ class CaseTrail(Application[UUID]):
                 "fields": getattr(e, "fields", []),
                 "break_glass": isinstance(e, BreakGlassAccessed),
                 "request_id": e.request_id,
+                "case_version": e.case_version,
+                "channel": e.channel,
+                "client": e.client,
             }
             for e in self.access_events(case_id)
         ]

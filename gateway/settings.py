@@ -17,6 +17,7 @@ log's cadence is read by `gateway.evidence.maintainer.EvidenceSettings.from_sett
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -271,6 +272,24 @@ class Settings(BaseSettings):
         "member's token (`docs/messaging.md`)",
         shown="unset",
     )
+    # --- the client of a read, as recorded on its access event (issue 13) ---
+    trusted_proxy_header: str | None = _var(
+        None,
+        "a header that carries the client's address (e.g. `X-Forwarded-For`), read only from "
+        "the proxies in `CASETRAIL_TRUSTED_PROXIES`; unset: the socket peer's address is "
+        "recorded (`gateway/http/client.py`)",
+        shown="unset",
+        must="an HTTP header name (letters, digits and hyphens), set together with "
+        f"{PREFIX}TRUSTED_PROXIES",
+    )
+    trusted_proxies: str | None = _var(
+        None,
+        "comma-separated CIDRs of the proxies allowed to set that header (e.g. "
+        "`10.0.0.0/8,127.0.0.1/32`)",
+        shown="unset",
+        must=f"comma-separated CIDRs (e.g. 10.0.0.0/8), set together with {PREFIX}"
+        "TRUSTED_PROXY_HEADER",
+    )
 
     # --- the investigation report (gateway/reports) ---
     chromium: str = _var(
@@ -340,6 +359,45 @@ class Settings(BaseSettings):
             raise ValueError("not a host")
         return value.strip()
 
+    @field_validator("trusted_proxy_header", mode="after")
+    @classmethod
+    def _header_name(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name = value.strip()
+        if (
+            not name
+            or len(name) > 64
+            or not all(c.isascii() and (c.isalnum() or c == "-") for c in name)
+        ):
+            raise ValueError("not a header name")
+        return name.lower()
+
+    @field_validator("trusted_proxies", mode="after")
+    @classmethod
+    def _cidrs(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        try:
+            for part in parts:
+                ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ValueError("not a list of CIDRs") from None
+        return ",".join(parts) if parts else None
+
+    @model_validator(mode="after")
+    def _proxy_header_with_proxies(self) -> Settings:
+        if (self.trusted_proxy_header is None) != (self.trusted_proxies is None):
+            # A header without proxies would never be read; proxies without a header trust
+            # nothing: either is a setting that does not do what its writer meant.
+            raise PydanticCustomError(
+                "settings",
+                f"{PREFIX}TRUSTED_PROXY_HEADER and {PREFIX}TRUSTED_PROXIES go together: set both "
+                "(the header, and the CIDRs of the proxies allowed to set it) or neither",
+            )
+        return self
+
     @model_validator(mode="after")
     def _followers_fit_workers(self) -> Settings:
         if self.projections == "embedded" and self.workers > 1:
@@ -376,6 +434,13 @@ class Settings(BaseSettings):
     def followers_in_child(self) -> bool:
         """`casetrail serve` runs `casetrail projections run` as a supervised child process."""
         return self.projections == "process" or (self.projections == "auto" and self.workers > 1)
+
+    @property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The networks of `trusted_proxies` (checked at `from_env`)."""
+        if not self.trusted_proxies:
+            return ()
+        return tuple(ipaddress.ip_network(p, strict=False) for p in self.trusted_proxies.split(","))
 
     @property
     def keys_dir(self) -> Path:

@@ -1,14 +1,19 @@
-"""FastAPI dependencies: who is asking, why, and the audited reader.
+"""FastAPI dependencies: who is asking, why, from where, and the audited reader.
 
 Every endpoint that touches a case takes `ActorDep` (authentication) and, to read, `ReaderDep`:
 the reader (`gateway.http.reader.AuditedReader`, built here per request) is the only way to get
-case content or ledger rows, and each read stores its access event first.
+case content or ledger rows, and each read stores its access event first. The request's
+`RequestContext` holds its client as the service saw it (`gateway.http.client`: the socket peer,
+or a trusted proxy's forwarded address; the user agent bounded), recorded with every access
+event the reader stores and with every refused authentication
+(tests/integration/test_knowledge_records.py).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Annotated
 from uuid import UUID
 
@@ -17,11 +22,12 @@ from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from domain.access import Actor
+from domain.access import Actor, Client
 from domain.application import CaseTrail
 from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier
+from gateway.http.client import ProxyTrust, resolve_client
 from gateway.http.reader import AuditedReader
 from gateway.settings import Settings
 from projections.readmodels import ReadModels
@@ -37,12 +43,52 @@ class Services:
     # Which refused authentications are stored as events (domain.refusals), per worker.
     refusals: RefusalThrottle = field(default_factory=RefusalThrottle)
 
+    @cached_property
+    def proxy_trust(self) -> ProxyTrust:
+        """Which header names the client's address, and which peers may set it (settings)."""
+        return ProxyTrust(self.settings.trusted_proxy_header, self.settings.trusted_proxy_networks)
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """What the service itself saw of a request, recorded with its access events: the
+    client's address and user agent (`gateway.http.client`), and the request id."""
+
+    client: Client
+    request_id: str
+
+
+def request_context_of(request: Request, svc: Services) -> RequestContext:
+    """The request's context, resolved once per request (kept in `request.state`)."""
+    found = getattr(request.state, "request_context", None)
+    if isinstance(found, RequestContext):
+        return found
+    trust = svc.proxy_trust
+    forwarded = request.headers.getlist(trust.header) if trust.header else []
+    context = RequestContext(
+        client=resolve_client(
+            request.client.host if request.client else None,
+            forwarded,
+            request.headers.get("user-agent"),
+            trust,
+        ),
+        request_id=request.state.request_id,
+    )
+    request.state.request_context = context
+    return context
+
 
 # The dependencies below do no I/O, so they are coroutines: FastAPI runs a plain `def`
 # dependency in its thread pool, and each hop there costs a thread switch per request.
 async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
+
+
+async def request_context(
+    request: Request, svc: Annotated[Services, Depends(services)]
+) -> RequestContext:
+    return request_context_of(request, svc)
 
 
 _bearer = HTTPBearer(auto_error=False, description="Ed25519 JWT from `casetrail token issue`")
@@ -70,7 +116,8 @@ async def current_actor(
 async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:
     """Store the refusal (unless the throttle counts it into a later event) before the 401
     leaves: no token content, the route's template, and the case id the path names."""
-    client = request.client.host if request.client else "unknown"
+    # The address every access event of the service records (a trusted proxy's forwarded one).
+    client = request_context_of(request, svc).client.address
     suppressed = svc.refusals.admit(client, reason, time.monotonic())
     if suppressed is None:
         return
@@ -110,20 +157,25 @@ async def audited_reader(
     svc: Annotated[Services, Depends(services)],
     actor: Annotated[Actor, Depends(current_actor)],
     purpose: Annotated[Purpose, Depends(purpose_of_use)],
+    context: Annotated[RequestContext, Depends(request_context)],
 ) -> AuditedReader:
-    return AuditedReader(svc.application, actor, purpose, request.state.request_id)
+    return AuditedReader(svc.application, actor, purpose, context.request_id, context.client)
 
 
 async def emergency_reader(
     request: Request,
     svc: Annotated[Services, Depends(services)],
     actor: Annotated[Actor, Depends(current_actor)],
+    context: Annotated[RequestContext, Depends(request_context)],
 ) -> AuditedReader:
     """Break-glass reads declare their purpose by their endpoint: always `emergency`."""
-    return AuditedReader(svc.application, actor, Purpose.EMERGENCY, request.state.request_id)
+    return AuditedReader(
+        svc.application, actor, Purpose.EMERGENCY, context.request_id, context.client
+    )
 
 
 ActorDep = Annotated[Actor, Depends(current_actor)]
 EmergencyReaderDep = Annotated[AuditedReader, Depends(emergency_reader)]
 ServicesDep = Annotated[Services, Depends(services)]
+RequestContextDep = Annotated[RequestContext, Depends(request_context)]
 ReaderDep = Annotated[AuditedReader, Depends(audited_reader)]

@@ -22,6 +22,13 @@ the answer of each rule, used by the app's handler of `AccessRefused`. Only the 
 refuse other roles and purposes with a plain 403 not-permitted, not stored, as before.
 A ledger row the rules refuse is left out of its page, not refused.
 
+Every access event, granted or refused, also records how the reader knew what it knew
+(issue 13): the version of the case decided on (a case read's loaded case; a ledger row's version
+as the ledger holds it; the live case for a full-identity export; None when no case is named),
+the channel (`domain.access.Channel`: `api` for a case read, its access log and break-glass;
+`bundle`, `ledger`, `lookup`, `export`, `worklist`, `report`), and the client as the service saw
+it (`gateway.http.client`). Proven by tests/integration/test_knowledge_records.py.
+
 Proven by tests/integration/test_one_reader.py (every channel: the refusal stored, its answer
 equal to the case read's), with tests/integration/test_need_to_know.py (the rules table),
 tests/integration/test_audited_reads.py (the record before the answer) and
@@ -45,6 +52,8 @@ from domain.access import (
     Actor,
     BreakGlassAccessed,
     CaseScope,
+    Channel,
+    Client,
     Decision,
     LedgerScope,
     ReadContext,
@@ -192,13 +201,15 @@ class ExportGrant:
 
 @dataclass
 class AuditedReader:
-    """One request's reader: who asks, for what purpose. The only way an endpoint gets case
-    content or ledger rows; each disclosure and each refusal is recorded before it returns."""
+    """One request's reader: who asks, for what purpose, from which client. The only way an
+    endpoint gets case content or ledger rows; each disclosure and each refusal is recorded
+    before it returns, with its channel and the client."""
 
     application: CaseTrail
     actor: Actor
     purpose: Purpose
     request_id: str
+    client: Client
 
     # --- one case ---
 
@@ -210,12 +221,20 @@ class AuditedReader:
             self.purpose,
             self.request_id,
             break_glass_reason=break_glass_reason,
+            channel=Channel.API,
+            client=self.client,
         )
 
     def access_log(self, case_id: UUID) -> dict[str, Any]:
         """The case's access log, for readers granted `access_log` (no case content)."""
         return self.application.read_case(
-            case_id, self.actor, self.purpose, self.request_id, need="access_log"
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            need="access_log",
+            channel=Channel.API,
+            client=self.client,
         )
 
     def bundle(self, case_id: UUID) -> BundleGrant:
@@ -238,55 +257,65 @@ class AuditedReader:
             self.request_id,
             also_need="access_log" if with_audit else None,
             narrow=bundle_only,
+            channel=Channel.BUNDLE,
+            client=self.client,
         )
         return BundleGrant(case_id, with_audit, self.request_id, since)
 
     # --- ledgers, lookups, exports, worklists, reports ---
 
-    def ledger_scope(self) -> LedgerScope:
-        """Which files this reader's ledgers, lookups, worklists list; refused (and recorded)
-        for a purpose the role may not declare, and for roles without ledgers."""
+    def ledger_scope(self, *, channel: Channel) -> LedgerScope:
+        """Which files this reader's ledgers, lookups, worklists list; refused (and recorded,
+        with `channel`: `ledger`, `lookup`, `worklist`) for a purpose the role may not
+        declare, and for roles without ledgers."""
         if self.purpose not in ROLE_PURPOSES[self.actor.role]:
-            self._refuse(f"{PURPOSE_NOT_ALLOWED}:{self.actor.role}:{self.purpose}")
+            self._refuse(f"{PURPOSE_NOT_ALLOWED}:{self.actor.role}:{self.purpose}", channel)
         scope = ledger_scope(self.actor)
         if scope is None:
             log.info("ledger_refused", role=str(self.actor.role))
-            self._refuse(f"{LEDGER_NOT_FOR_ROLE}:{self.actor.role}")
+            self._refuse(f"{LEDGER_NOT_FOR_ROLE}:{self.actor.role}", channel)
         return scope
 
     def export_scope(self, *, identity: bool) -> LedgerScope:
         """The ledger's scope, for an export; with `identity`, only for roles that may export
         names and ID numbers (else refused and recorded)."""
-        scope = self.ledger_scope()
+        scope = self.ledger_scope(channel=Channel.EXPORT)
         if identity and not scope.identity_export:
-            self._refuse(f"{IDENTITY_EXPORT_NOT_FOR_ROLE}:{self.actor.role}")
+            self._refuse(f"{IDENTITY_EXPORT_NOT_FOR_ROLE}:{self.actor.role}", Channel.EXPORT)
         return scope
 
     def report_scope(self) -> LedgerScope:
         """The ledger's scope, for a street's report: whole streets only (else refused and
         recorded)."""
-        scope = self.ledger_scope()
+        scope = self.ledger_scope(channel=Channel.REPORT)
         if scope.reporting_unit is not None or scope.assigned_unit is not None:
-            self._refuse(f"{REPORT_NOT_FOR_ROLE}:{self.actor.role}")
+            self._refuse(f"{REPORT_NOT_FOR_ROLE}:{self.actor.role}", Channel.REPORT)
         return scope
 
     def ledger_rows(
         self,
         rows: Sequence[LedgerRow],
         *,
-        channel: str,
+        channel: Channel,
         now: datetime,
     ) -> list[tuple[LedgerRow, Decision]]:
         """The rows (already pre-filtered by `ledger_scope`) this reader may see, each with the
         case read's decision on what the ledger holds of the file; rows refused are left out.
         A row whose answer shows identity fields in clear (`row_disclosure`) is recorded as one
-        `CaseAccessed` (rule `<channel>:<rule>`: `ledger`, `lookup`) before this returns."""
+        `CaseAccessed` (rule `<channel>:<rule>`: `ledger`, `lookup`; the case version the row
+        is of) before this returns."""
         granted = self._granted(rows, now)
         self._record(
             [
-                (row.case_id, row_disclosure(row, d.fields), f"{channel}:{d.rule}")
+                (
+                    row.case_id,
+                    row_disclosure(row, d.fields),
+                    f"{channel}:{d.rule}",
+                    _row_version(row),
+                )
                 for row, d in granted
-            ]
+            ],
+            channel,
         )
         return granted
 
@@ -296,13 +325,14 @@ class AuditedReader:
         """What an export may hold of the rows: each file's granted fields and, with `identity`
         (granted by `export_scope`), its full name and ID number from the event store when the
         access rules grant both on the file's live state. Every file exported with identity
-        fields is recorded (rule `export:<rule>`) before this returns."""
+        fields is recorded (rule `export:<rule>`, the case version exported: the live case's
+        when identity came from it, else the ledger row's) before this returns."""
         granted = self._granted(rows, now)
         identities = self._identities([r for r, _ in granted], now) if identity else {}
         every_field = frozenset().union(*(d.fields for _, d in granted)) if granted else frozenset()
         columns = export_columns(every_field) if granted else COLUMNS
         lines: list[ExportLine] = []
-        disclosures: list[tuple[UUID, frozenset[str], str]] = []
+        disclosures: list[tuple[UUID, frozenset[str], str, int | None]] = []
         for row, decision in granted:
             full = identities.get(row.case_id)
             granting = full[1] if full else decision
@@ -312,9 +342,10 @@ class AuditedReader:
                     row.case_id,
                     export_disclosure(row, columns, granting.fields, identity=bool(full)),
                     f"export:{granting.rule}",
+                    full[2] if full else _row_version(row),
                 )
             )
-        self._record(disclosures)
+        self._record(disclosures, Channel.EXPORT)
         return ExportGrant(columns, lines)
 
     # --- the compliance lists (not case content: access records and refused requests) ---
@@ -337,9 +368,14 @@ class AuditedReader:
         if self.purpose is not Purpose.COMPLIANCE_REVIEW:
             raise errors.NotPermitted("declare X-Purpose-Of-Use: compliance_review")
 
-    def _refuse(self, rule: str) -> NoReturn:
+    def _refuse(self, rule: str, channel: Channel) -> NoReturn:
         self.application.record_refusal(
-            rule, actor=self.actor, purpose=self.purpose, request_id=self.request_id
+            rule,
+            actor=self.actor,
+            purpose=self.purpose,
+            request_id=self.request_id,
+            channel=channel,
+            client=self.client,
         )
 
     def _context(self, scope: CaseScope, now: datetime) -> ReadContext:
@@ -358,10 +394,11 @@ class AuditedReader:
 
     def _identities(
         self, rows: Sequence[LedgerRow], now: datetime
-    ) -> dict[UUID, tuple[tuple[str, str], Decision]]:
+    ) -> dict[UUID, tuple[tuple[str, str], Decision, int]]:
         """Full name and ID number of each file, from the event store, for the files the access
-        rules grant both on the case's live state (the ledger may lag behind it)."""
-        found: dict[UUID, tuple[tuple[str, str], Decision]] = {}
+        rules grant both on the case's live state (the ledger may lag behind it), with the
+        version of that state."""
+        found: dict[UUID, tuple[tuple[str, str], Decision, int]] = {}
         for row in rows:
             try:
                 case: object = self.application.repository.get(row.case_id)
@@ -371,18 +408,28 @@ class AuditedReader:
                 continue
             decision = decide(self.actor, self._context(CaseScope.of(case), now), self.purpose)
             if decision.granted and decision.fields >= _EXPORT_IDENTITY:
-                found[row.case_id] = ((case.minor["name"], case.minor["id_number"]), decision)
+                found[row.case_id] = (
+                    (case.minor["name"], case.minor["id_number"]),
+                    decision,
+                    case.version,
+                )
         return found
 
-    def _record(self, disclosures: Sequence[tuple[UUID, frozenset[str], str]]) -> None:
+    def _record(
+        self,
+        disclosures: Sequence[tuple[UUID, frozenset[str], str, int | None]],
+        channel: Channel,
+    ) -> None:
         """One access event per file whose answer shows identity fields in clear, with the rule
-        that granted it; all stored in one transaction before anything is returned (a failure
-        answers 503 and records none of them)."""
+        that granted it and the case version shown; all stored in one transaction before
+        anything is returned (a failure answers 503 and records none of them)."""
         self.application.record_disclosures(
             [d for d in disclosures if d[1] & IDENTITY_FIELDS],
             actor=self.actor,
             purpose=self.purpose,
             request_id=self.request_id,
+            channel=channel,
+            client=self.client,
         )
 
     # --- investigation reports (gateway/reports) ---
@@ -393,5 +440,17 @@ class AuditedReader:
         before the report is built (`gateway.reports.service.authorise_report`); a refusal
         is stored and answered as a case read's (404, padded)."""
         return authorise_report(
-            self.application, self.actor, self.purpose, self.request_id, investigation_id
+            self.application,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            investigation_id,
+            client=self.client,
         )
+
+
+def _row_version(row: LedgerRow) -> int | None:
+    """The version of the case a ledger row holds (the ledger follows the store, and may lag
+    behind the live case: what was shown is the row's)."""
+    version = row.row["version"]
+    return int(version) if version is not None else None

@@ -26,7 +26,7 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eventsourcing.persistence import IntegrityError
 
-from domain.access import Actor
+from domain.access import Actor, Channel, Client
 from domain.application import CaseTrail
 from domain.investigations import Investigation
 from domain.taxonomy import Purpose, Role
@@ -46,21 +46,40 @@ def authorise_report(
     purpose: Purpose,
     request_id: str,
     investigation_id: UUID,
+    *,
+    client: Client,
 ) -> Investigation:
-    """The investigation, once every case file of it was granted to `actor` and recorded."""
+    """The investigation, once every case file of it was granted to `actor` and recorded
+    (channel `report`, with the client as the service saw it)."""
     try:
         investigation = load_investigation(application, investigation_id)
     except InvestigationNotFound:
         application.record_refusal(
-            NO_SUCH_INVESTIGATION, actor=actor, purpose=purpose, request_id=request_id
+            NO_SUCH_INVESTIGATION,
+            actor=actor,
+            purpose=purpose,
+            request_id=request_id,
+            channel=Channel.REPORT,
+            client=client,
         )
     if actor.role is not Role.INVESTIGATOR or not investigation.names(actor.user):
         application.record_refusal(
-            f"{NOT_FOR}:{actor.role}", actor=actor, purpose=purpose, request_id=request_id
+            f"{NOT_FOR}:{actor.role}",
+            actor=actor,
+            purpose=purpose,
+            request_id=request_id,
+            channel=Channel.REPORT,
+            client=client,
         )
     for case_id in investigation.case_ids:
         application.authorise_read(
-            UUID(case_id), actor, purpose, request_id, also_need="access_log"
+            UUID(case_id),
+            actor,
+            purpose,
+            request_id,
+            also_need="access_log",
+            channel=Channel.REPORT,
+            client=client,
         )
     return investigation
 

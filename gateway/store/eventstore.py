@@ -138,6 +138,10 @@ class BoundMapper(Mapper[UUID]):
         state = dict(vars(domain_event))
         originator_id = state.pop("originator_id")
         version = state.pop("originator_version")
+        # As the library's Mapper: a class past version 1 stores its version, for upcasting.
+        class_version = getattr(type(domain_event), "class_version", 1)
+        if class_version > 1:
+            state["class_version"] = class_version
         plaintext = self.transcoder.encode(state)
         ciphertext = cipher.encrypt(plaintext, associated_data(originator_id, version, topic))
         return StoredEvent(
@@ -163,6 +167,13 @@ class BoundMapper(Mapper[UUID]):
         state: dict[str, Any] = self.transcoder.decode(plaintext)
         state["originator_id"] = stored_event.originator_id
         state["originator_version"] = stored_event.originator_version
+        # As the library's Mapper: an event stored by an older class version is upcast step by
+        # step (`upcast_vN_vM` of its class), so stored rows are never rewritten.
+        class_version = getattr(cls, "class_version", 1)
+        from_version = state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(state)
+            from_version += 1
         domain_event = object.__new__(cls)
         object.__setattr__(domain_event, "__dict__", state)
         return domain_event  # type: ignore[no-any-return]

@@ -66,6 +66,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS": "0.5",
         "CASETRAIL_UNIT_TOKEN": "unit-token",
         "CASETRAIL_CHROMIUM": "/usr/lib/chromium/chromium",
+        "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
+        "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -92,6 +94,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert (s.access_group_commit, s.command_group_commit) == (False, False)
     assert s.access_group_commit_wait_ms == 0.5
     assert s.unit_token is not None and s.unit_token.get_secret_value() == "unit-token"
+    assert s.trusted_proxy_header == "x-forwarded-for"
+    assert [str(n) for n in s.trusted_proxy_networks] == ["10.0.0.0/8", "192.0.2.1/32"]
 
 
 def test_defaults_and_blank_values_are_unset() -> None:

@@ -24,7 +24,7 @@ from pydantic import Field
 
 from domain import commands as cmd
 from domain import errors
-from domain.access import LedgerScope
+from domain.access import Channel, LedgerScope
 from domain.identity import InvalidIdNumber, parse_id_number
 from domain.taxonomy import CaseStatus, Category, RiskLevel, is_known_subtype
 from gateway.http.dependencies import ReaderDep, Services, ServicesDep
@@ -156,7 +156,7 @@ def _page_answer(
     *,
     page: int,
     per_page: int,
-    prefix: str,
+    prefix: Channel,
 ) -> dict[str, Any]:
     now = datetime.now(UTC)
     with readmodels.ledger.reading() as db:
@@ -194,10 +194,10 @@ def ledger(
 ) -> dict[str, Any]:
     """The ledger (台账) of your street, village, school...: one row per file, newest found
     first, names and ID numbers masked. Rows showing identity fields are recorded as accesses."""
-    scope = reader.ledger_scope()
+    scope = reader.ledger_scope(channel=Channel.LEDGER)
     readmodels = _readmodels(svc)
     return _page_answer(
-        reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix="ledger"
+        reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix=Channel.LEDGER
     )
 
 
@@ -232,7 +232,7 @@ def _lookup(
 ) -> dict[str, Any]:
     if id_number is None and name is None:
         raise InvalidFilter("give id_number or name to look a minor up", field="id_number")
-    scope = reader.ledger_scope()
+    scope = reader.ledger_scope(channel=Channel.LOOKUP)
     readmodels = _readmodels(svc)
     id_index = name_index = None
     if id_number is not None:
@@ -245,7 +245,7 @@ def _lookup(
         name_index = readmodels.blind_index.name(name)
     query = LedgerQuery(id_index=id_index, name_index=name_index)
     return _page_answer(
-        reader, svc, readmodels, scope, query, page=1, per_page=MAX_PAGE, prefix="lookup"
+        reader, svc, readmodels, scope, query, page=1, per_page=MAX_PAGE, prefix=Channel.LOOKUP
     )
 
 
@@ -369,7 +369,7 @@ def _items(items: list[WorkItem]) -> list[dict[str, Any]]:
 def consultations(reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
     """Clues awaiting a consultation (问题会商), longest waiting first, overdue flagged
     (CASETRAIL_CONSULTATION_DEADLINE_HOURS after the report). Operational fields only."""
-    scope = reader.ledger_scope()
+    scope = reader.ledger_scope(channel=Channel.WORKLIST)
     readmodels = _readmodels(svc)
     deadline = readmodels.consultation_deadline
     with readmodels.ledger.reading() as db:
@@ -393,7 +393,7 @@ def unit_assignments(
     """Open assignments with their due dates: all units of your street (coordinators,
     supervisors), or your own unit's. `state=unacknowledged|overdue` narrows; `on` is the day
     deadlines are judged on (today by default)."""
-    scope = reader.ledger_scope()
+    scope = reader.ledger_scope(channel=Channel.WORKLIST)
     if scope.assigned_unit is not None:
         unit = scope.assigned_unit
     readmodels = _readmodels(svc)
@@ -414,7 +414,7 @@ def unit_assignments(
 def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str, Any]:
     """Open files without an update (follow-up) in the current quarter (每季度更新一次), due by
     its last day; overdue when a whole quarter passed without one."""
-    scope = reader.ledger_scope()
+    scope = reader.ledger_scope(channel=Channel.WORKLIST)
     readmodels = _readmodels(svc)
     day = on or today()
     with readmodels.ledger.reading() as db:
