@@ -5,7 +5,7 @@ report tests that need the real application (document, CLI, route)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from uuid import UUID
 
 from domain import commands as cmd
@@ -26,7 +26,7 @@ class Scenario:
     investigation_id: UUID
 
 
-def investigated_case(application: CaseTrail) -> Scenario:
+def investigated_case(application: CaseTrail, investigator: str = INVESTIGATOR) -> Scenario:
     planted = planted_case()
     case_id = application.report_clue(cmd.ReportClue.model_validate(planted.body), REPORTER)
     application.read_case(case_id, REPORTER, Purpose.FOLLOW_UP, "req-scenario-1")
@@ -39,7 +39,7 @@ def investigated_case(application: CaseTrail) -> Scenario:
         case_ids=[case_id],
         by=LEAD,
     )
-    investigation.assign_investigators([INVESTIGATOR], reason="县级倒查", by=LEAD)
+    investigation.assign_investigators([investigator], reason="县级倒查", by=LEAD)
     investigation.record_finding(
         duty="签收并落实交办任务",
         unit="no1-middle-school",
@@ -47,7 +47,7 @@ def investigated_case(application: CaseTrail) -> Scenario:
         determination="not_fulfilled",
         evidence=[1, 2],
         note="学校未签收交办任务。",
-        by={"user": INVESTIGATOR, "role": "investigator", "unit": "county-inspection"},
+        by={"user": investigator, "role": "investigator", "unit": "county-inspection"},
     )
     investigation.add_rectification(
         item="建立交办任务签收督办机制",
@@ -57,3 +57,17 @@ def investigated_case(application: CaseTrail) -> Scenario:
     )
     application.save(investigation)
     return Scenario(case_id, investigation.id)
+
+
+def order_for(application: CaseTrail, case_id: UUID, investigator: str) -> None:
+    """An investigation order in force for `investigator` on the case, by its coordinator."""
+    coordinator = Actor("user-c1", Role.COORDINATOR, "chengguan-office", "chengguan-street")
+    application.issue_investigation_order(
+        cmd.IssueInvestigationOrder(
+            case_id=case_id,
+            investigator=investigator,
+            reason="县级一案一倒查",
+            expires_at=datetime.now(UTC) + timedelta(days=30),
+        ),
+        coordinator,
+    )
