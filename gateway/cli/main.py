@@ -17,6 +17,7 @@ from gateway.bootstrap import StartupProblem
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
+from gateway.cli import reports as report_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.setup import StoreSetupProblem, setup_lock
@@ -152,6 +153,8 @@ cli.add_command(projection_cli.projections)
 cli.add_command(messaging_cli.unit)
 cli.add_command(messaging_cli.nats)
 cli.add_command(messaging_cli.relay)
+cli.add_command(report_cli.investigate)
+cli.add_command(report_cli.verify_report_command)
 
 
 # --- entry point --------------------------------------------------------------------------------
