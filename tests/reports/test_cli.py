@@ -1,11 +1,16 @@
-"""`casetrail investigate` and `casetrail verify-report`, as the real command (a subprocess):
-the investigator's report is written in each form and its read recorded; `verify-report`
-accepts the file and refuses a one-byte change with one line and exit 1; a refused report
-and a file that is no report are one line and exit 2."""
+"""`casetrail investigate` and `casetrail verify-report`: the investigator's report is written
+in each form and its read recorded; `verify-report` accepts the file and refuses a one-byte
+change with one line and exit 1; a refused report and a file that is no report are one line
+and exit 2. The html report is made by the real command (a subprocess); the other forms and
+the checks run the same entry point in this process (`gateway.cli.main.main`), to keep the
+suite fast. On SQLite: the store plays no part in what is tested here beyond the document's
+own tests (tests/reports/test_document.py, both stores)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -15,12 +20,46 @@ from domain.taxonomy import Role
 from gateway import keyring
 from gateway.auth import issue_token
 from gateway.bootstrap import open_application
+from gateway.cli.main import main
 from gateway.settings import Settings
 from tests.evidence.helpers import cli, first_line
 from tests.reports.conftest import chromium_path
 from tests.reports.scenario import Scenario, investigated_case, order_for
 
 INVESTIGATOR = "user-inv-cli"
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'home' / 'casetrail.sqlite'}"
+
+
+@dataclass(frozen=True)
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Any:
+    """The `casetrail` entry point in this process, with the store's environment."""
+    monkeypatch.setenv("CASETRAIL_HOME", str(settings.home))
+    monkeypatch.setenv("CASETRAIL_DATABASE_URL", settings.database_url)
+
+    def invoke(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            main(list(args))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        captured = capsys.readouterr()
+        return Ran(code, captured.out, captured.err)
+
+    return invoke
 
 
 def _scenario(settings: Settings, *, order: bool = True) -> Scenario:
@@ -57,6 +96,11 @@ def _report_reads(settings: Settings) -> list[CaseAccessed | AccessDenied]:
         application.close()
 
 
+def run_cli(run: Any) -> Any:
+    """`run` with the subprocess helper's signature (settings first)."""
+    return lambda _settings, *args: run(*args)
+
+
 def _pub(settings: Settings) -> str:
     return str(settings.keys_dir / keyring.SERVICE_PUB)
 
@@ -65,13 +109,13 @@ def _pub(settings: Settings) -> str:
     "form", ["html", "json", pytest.param("pdf", marks=pytest.mark.browser)]
 )
 def test_investigate_writes_a_report_that_verifies_and_a_changed_byte_does_not(
-    settings: Settings, tmp_path: Path, form: str
+    settings: Settings, tmp_path: Path, form: str, run: Any
 ) -> None:
     if form == "pdf":
         chromium_path()
     scenario = _scenario(settings)
     out = tmp_path / f"report.{form}"
-    made = cli(
+    made = (cli if form == "html" else run_cli(run))(
         settings,
         "investigate",
         "--investigation",
@@ -91,7 +135,7 @@ def test_investigate_writes_a_report_that_verifies_and_a_changed_byte_does_not(
     assert {e.case_id for e in reads} == {scenario.case_id}
     assert {e.client["address"] for e in reads} == {"cli"}
 
-    checked = cli(settings, "verify-report", str(out), "--public-key", _pub(settings))
+    checked = run("verify-report", str(out), "--public-key", _pub(settings))
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert checked.stdout.startswith(f"intact: the {form} report is signed")
 
@@ -99,18 +143,19 @@ def test_investigate_writes_a_report_that_verifies_and_a_changed_byte_does_not(
     data[len(data) // 2] ^= 0x20
     changed = tmp_path / f"changed.{form}"
     changed.write_bytes(bytes(data))
-    refused = cli(settings, "verify-report", str(changed), "--public-key", _pub(settings))
+    refused = run("verify-report", str(changed), "--public-key", _pub(settings))
     assert refused.returncode == 1
     assert refused.stdout.startswith("TAMPERED: ")
     assert len(refused.stdout.strip().splitlines()) == 1
     assert "Traceback" not in refused.stderr
 
 
-def test_a_refused_report_is_recorded_and_one_line(settings: Settings, tmp_path: Path) -> None:
+def test_a_refused_report_is_recorded_and_one_line(
+    settings: Settings, tmp_path: Path, run: Any
+) -> None:
     scenario = _scenario(settings, order=False)
     out = tmp_path / "report.html"
-    made = cli(
-        settings,
+    made = run(
         "investigate",
         "--investigation",
         str(scenario.investigation_id),
@@ -128,11 +173,12 @@ def test_a_refused_report_is_recorded_and_one_line(settings: Settings, tmp_path:
     assert refusal.case_id == scenario.case_id
 
 
-def test_verify_report_of_something_else_is_one_line(settings: Settings, tmp_path: Path) -> None:
-    keyring.init_keys(settings.keys_dir)
+def test_verify_report_of_something_else_is_one_line(
+    settings: Settings, tmp_path: Path, run: Any
+) -> None:
     other = tmp_path / "notes.txt"
     other.write_text(f"not a report {uuid4()}", encoding="utf-8")
-    result = cli(settings, "verify-report", str(other), "--public-key", _pub(settings))
+    result = run("verify-report", str(other), "--public-key", _pub(settings))
     assert result.returncode == 2
     assert result.stderr.startswith("casetrail: error: ")
     assert "not a casetrail report" in result.stderr
