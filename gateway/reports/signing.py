@@ -110,10 +110,14 @@ def detect_form(data: bytes) -> Form:
 
 @dataclass(frozen=True)
 class ReportCheck:
+    """The outcome; `reason` is the spec's code of the first problem found
+    (`docs/specs/report.md`, "Verifying")."""
+
     form: Form
     key_id: str
     intact: bool
     problem: str | None = None
+    reason: str | None = None
 
     def summary(self) -> str:
         if self.intact:
@@ -135,25 +139,34 @@ def verify_report(data: bytes, public_key: Ed25519PublicKey) -> ReportCheck:
     try:
         content, kid, signature = _parts(form, data)
     except _Altered as exc:
-        return ReportCheck(form, "", False, str(exc))
+        return ReportCheck(form, "", False, str(exc), exc.reason)
     if kid != expected:
         return ReportCheck(
             form,
             kid,
             False,
             f"the report is signed by key {kid}, not by the given public key ({expected})",
+            "key-mismatch",
         )
     try:
         public_key.verify(signature, signed_message(form, content))
     except InvalidSignature:
         return ReportCheck(
-            form, kid, False, "the signature does not match the report's content: it was changed"
+            form,
+            kid,
+            False,
+            "the signature does not match the report's content: it was changed",
+            "signature-mismatch",
         )
     return ReportCheck(form, kid, True)
 
 
 class _Altered(ValueError):
-    """The file is a report of its form, but not as it was signed."""
+    """The file is a report of its form, but not as it was signed; `reason`: the spec's code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _parts(form: Form, data: bytes) -> tuple[bytes, str, bytes]:
@@ -163,6 +176,7 @@ def _parts(form: Form, data: bytes) -> tuple[bytes, str, bytes]:
     found = _TRAILER_PATTERN[form].search(data)
     if found is None:
         raise _Altered(
+            "trailer-missing",
             f"the {form} file carries no report signature at its end: it was changed, or not "
             "written by casetrail"
         )
@@ -173,25 +187,34 @@ def _json_parts(data: bytes) -> tuple[bytes, str, bytes]:
     try:
         envelope = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise _Altered("the JSON report is not valid JSON: it was changed") from None
+        raise _Altered(
+            "json-malformed", "the JSON report is not valid JSON: it was changed"
+        ) from None
     if not isinstance(envelope, dict) or envelope.get("format") != REPORT_FORMAT:
-        raise _Altered(f"not a JSON report (expected format {REPORT_FORMAT!r})")
+        raise _Altered("json-envelope", f"not a JSON report (expected format {REPORT_FORMAT!r})")
     signature = envelope.get("signature")
     report = envelope.get("report")
     if set(envelope) != {"format", "report", "signature"} or not isinstance(report, dict):
-        raise _Altered("the JSON report has other members than format, report, signature")
+        raise _Altered(
+            "json-envelope", "the JSON report has other members than format, report, signature"
+        )
     if not isinstance(signature, dict) or signature.get("algorithm") != "Ed25519":
-        raise _Altered("the JSON report's signature is not an Ed25519 signature object")
+        raise _Altered(
+            "json-envelope", "the JSON report's signature is not an Ed25519 signature object"
+        )
     kid, value = signature.get("key_id"), signature.get("value")
     if not isinstance(kid, str) or not isinstance(value, str):
-        raise _Altered("the JSON report's signature lacks its key_id or value")
+        raise _Altered("json-envelope", "the JSON report's signature lacks its key_id or value")
     try:
         raw = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise _Altered("the JSON report's signature value is not base64") from None
+        raise _Altered(
+            "json-envelope", "the JSON report's signature value is not base64"
+        ) from None
     if canonical_json(envelope) + b"\n" != data:
         # Same meaning, other bytes: refused, so that every byte of the file is vouched for.
         raise _Altered(
+            "json-not-canonical",
             "the JSON report is not in its canonical form (sorted keys, no spaces, one final "
             "newline): it was changed"
         )
