@@ -141,19 +141,30 @@ def timeline_chart(entries: list[dict[str, Any]]) -> Chart:
     def x_of(instant: datetime) -> float:
         return round(_LEFT + plot * (instant - start).total_seconds() / span, 1)
 
-    marks = []
+    # One mark per lane and unit of width: a case of thousands of reads stays a small page;
+    # the mark's title says how many entries it stands for.
+    placed: dict[tuple[int, float], tuple[Mark, int]] = {}
     for entry, instant in zip(entries, times, strict=True):
         if instant is None or instant.tzinfo is None:
             continue
         lane = lane_of.get(str(entry.get("lane")), 0)
-        marks.append(
-            Mark(
-                x=x_of(instant),
-                y=float(_TOP + _LANE * lane + _LANE / 2),
-                colour=lanes[lane][2],
-                title=f"{local_time(entry.get('at'))} {entry.get('label_zh') or entry.get('kind')}",
-            )
+        x = x_of(instant)
+        spot = (lane, float(round(x)))
+        if spot in placed:
+            first, count = placed[spot]
+            placed[spot] = (first, count + 1)
+            continue
+        mark = Mark(
+            x=x,
+            y=float(_TOP + _LANE * lane + _LANE / 2),
+            colour=lanes[lane][2],
+            title=f"{local_time(entry.get('at'))} {entry.get('label_zh') or entry.get('kind')}",
         )
+        placed[spot] = (mark, 1)
+    marks = [
+        mark if count == 1 else Mark(mark.x, mark.y, mark.colour, f"{mark.title} 等 {count} 条")
+        for mark, count in placed.values()
+    ]
     ticks = [
         (
             round(_LEFT + plot * i / (_TICKS - 1), 1),
@@ -170,6 +181,28 @@ def timeline_chart(entries: list[dict[str, Any]]) -> Chart:
         marks=marks,
         axis_y=axis_y,
     )
+
+
+def timeline_rows(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The timeline's table: every entry, except that a granted read by someone who read the
+    case before through the same way is folded into that first row ("其后又查阅 N 次"): the
+    first instant each person knew is what the table must show; the JSON form keeps them all."""
+    rows: list[dict[str, Any]] = []
+    first: dict[tuple[str, str, str], dict[str, Any]] = {}
+    for entry in entries:
+        if entry.get("lane") == "access":
+            key = (str(entry.get("user")), str(entry.get("unit")), str(entry.get("label_zh")))
+            seen = first.get(key)
+            if seen is not None:
+                seen["repeats"] += 1
+                seen["last_at"] = entry.get("at")
+                continue
+            row = {**entry, "repeats": 0, "last_at": None}
+            first[key] = row
+            rows.append(row)
+        else:
+            rows.append({**entry, "repeats": 0, "last_at": None})
+    return rows
 
 
 @dataclass(frozen=True)
@@ -223,6 +256,7 @@ def render_html(document: dict[str, Any]) -> str:
         {
             **case,
             "chart": timeline_chart(case.get("timeline") or []),
+            "rows": timeline_rows(case.get("timeline") or []),
             "matrix": knowledge_matrix(case.get("knowledge") or {}),
         }
         for case in document.get("cases") or []
