@@ -55,8 +55,12 @@ from projections import investigation as analyses
 from projections.evidence.checkpoints import Checkpoint, key_id
 from projections.evidence.log import StoredRecord
 from projections.evidence.merkle import inclusion_proof, verify_inclusion
+from projections.investigation.history import CASE_TOPICS
 
 REPORT_DOCUMENT: Final = "casetrail-investigation-report/v1"
+# Only the case file's own topics are read: an event of a case stream stored under any other
+# topic leaves a gap in its versions, which the statement reports as tampering.
+_CASE_TOPICS: Final = tuple(sorted(CASE_TOPICS))
 _SCAN_BATCH: Final = 1000
 
 class Analysis(Protocol):
@@ -223,7 +227,7 @@ class CaseStreams:
         start = 0
         while True:
             page = application.recorder.select_notifications(
-                start=start, limit=_SCAN_BATCH, inclusive_of_start=False
+                start=start, limit=_SCAN_BATCH, inclusive_of_start=False, topics=_CASE_TOPICS
             )
             for notification in page:
                 if notification.originator_id in wanted:
