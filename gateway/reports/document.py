@@ -24,15 +24,17 @@ what and when; the investigation holds the identity), and the free text of case 
 timeline names what happened, the case read shows what was written).
 
 The integrity statement needs no decryption: every stored event of each case's stream is
-looked up in the Merkle log, its leaf recomputed from the stored bytes and its inclusion proof
-checked against a signed checkpoint (as `gateway.evidence.documents.checked_inclusion_proof`
-does for one event; here the nodes of all of them are fetched in one query); a
-missing version, an event not in the log or one whose bytes changed makes the statement say
+looked up in the Merkle log and its leaf recomputed from the stored bytes; the root of the
+latest signed checkpoint is then recomputed from those leaves and the stored nodes beside them
+(`_root_with`: the inclusion proofs of all of them at once, each node read once) and must equal
+the signed root. When it does not, each event's own inclusion proof (as
+`gateway.evidence.documents.checked_inclusion_proof` checks one) names the events that differ.
+A missing version, an event not in the log or one whose bytes changed makes the statement say
 the case was TAMPERED (篡改), naming the store positions. The analyses of a case whose events
 no longer decrypt are replaced by a note instead of failing the report.
 
 Proven by tests/reports/test_document.py (the shape, from a real store; a tampered case event
-makes the statement say so, on SQLite and PostgreSQL).
+makes the statement say so, on SQLite and PostgreSQL) and tests/reports/test_integrity_root.py.
 """
 
 from __future__ import annotations
