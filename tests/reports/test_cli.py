@@ -8,6 +8,7 @@ own tests (tests/reports/test_document.py, both stores)."""
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.taxonomy import Role
-from gateway import keyring
+from gateway import keyring, logs
 from gateway.auth import issue_token
 from gateway.bootstrap import open_application
 from gateway.cli.main import main
@@ -48,6 +49,13 @@ def run(
     """The `casetrail` entry point in this process, with the store's environment."""
     monkeypatch.setenv("CASETRAIL_HOME", str(settings.home))
     monkeypatch.setenv("CASETRAIL_DATABASE_URL", settings.database_url)
+    # The commands configure the process's logging to write to stderr as they find it (here
+    # the capture of this test, closed after it): to the process's own stderr instead.
+    configure = logs.configure
+    monkeypatch.setattr(
+        "gateway.logs.configure",
+        lambda level="info", stream=None: configure(level, stream or sys.__stderr__),
+    )
 
     def invoke(*args: str) -> Ran:
         capsys.readouterr()
