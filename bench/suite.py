@@ -43,6 +43,7 @@ SCENARIOS: Final = (
     ("merkle", "the Merkle log (issue 6)"),
     ("relay", "relaying events over NATS (issue 4)"),
     ("notice_latency", "a notice end to end against raw JetStream publish-to-fetch (issue 20)"),
+    ("report", "the investigation report of a case of 10,000 events vs raw decode (issue 13)"),
 )
 
 

@@ -309,6 +309,15 @@ class Settings(BaseSettings):
         "TRUSTED_PROXY_HEADER",
     )
 
+    # --- the investigation report (gateway/reports) ---
+    chromium: str = _var(
+        "chromium",
+        "the Chromium binary (a name on PATH or a path) that prints investigation reports to "
+        "PDF (`gateway/reports/pdf.py`; Debian: `apt-get install chromium`)",
+        must="a program name or path",
+        min_length=1,
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,

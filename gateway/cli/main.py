@@ -18,6 +18,7 @@ from gateway.cli import deadlines as deadlines_cli
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
+from gateway.cli import reports as report_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.setup import StoreSetupProblem, setup_lock
@@ -154,6 +155,8 @@ cli.add_command(messaging_cli.unit)
 cli.add_command(messaging_cli.nats)
 cli.add_command(messaging_cli.relay)
 cli.add_command(deadlines_cli.deadlines)
+cli.add_command(report_cli.investigate)
+cli.add_command(report_cli.verify_report_command)
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -55,6 +55,7 @@ from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
+from gateway.http.routes import reports as report_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -69,6 +70,7 @@ ROUTERS = (
     inbox_routes.router,
     workbench_routes.router,
     notice_routes.router,
+    report_routes.router,
 )
 
 log = get_logger("casetrail.api")

@@ -65,9 +65,11 @@ from domain.access import (
 )
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.investigations import Investigation
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
 from gateway.logs import get_logger
+from gateway.reports.service import authorise_report
 from projections.investigation import (
     DEADLINE_FIELDS,
     KNOWLEDGE_FIELDS,
@@ -531,6 +533,22 @@ class AuditedReader:
             client=self.client,
         )
         return gather(self.application, case_id)
+
+    # --- investigation reports (gateway/reports) ---
+
+    def investigation_report(self, investigation_id: UUID) -> Investigation:
+        """The investigation, once this reader (an investigator it names) was granted every
+        case file of it, content and access log, by the case read's rules, each recorded
+        before the report is built (`gateway.reports.service.authorise_report`); a refusal
+        is stored and answered as a case read's (404, padded)."""
+        return authorise_report(
+            self.application,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            investigation_id,
+            client=self.client,
+        )
 
 
 def _row_version(row: LedgerRow) -> int | None:

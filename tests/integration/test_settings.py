@@ -67,6 +67,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_COMMAND_GROUP_COMMIT": "false",
         "CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS": "0.5",
         "CASETRAIL_UNIT_TOKEN": "unit-token",
+        "CASETRAIL_CHROMIUM": "/usr/lib/chromium/chromium",
         "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
         "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
     }
@@ -82,6 +83,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.refusal_floor_ms == 0
     assert s.readmodel_url == "sqlite:///tmp/rm.sqlite"
     assert s.workers == 4
+    assert s.chromium == "/usr/lib/chromium/chromium"
     assert s.projections == "process"
     assert s.followers_in_child and not s.followers_in_api
     assert s.consultation_deadline_hours == 48

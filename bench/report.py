@@ -1,0 +1,246 @@
+"""report: the investigation report of one case of 10,000 events, against decrypting and
+decoding the same events (issue 13's benchmark, its report half).
+
+Subject: what `GET /v1/investigations/{id}/report?format=html` computes after its access record:
+the report document (`gateway.reports.document.build_document`: the case's stored stream read
+once for the integrity statement, every event's inclusion proof checked against the signed
+checkpoint, then issue 13's analyses: the history gathered, decrypted and replayed, the
+timeline, knowledge matrix and deadline checks), rendered to HTML with its SVG chart and signed
+(`gateway.reports.render.produce`). The PDF adds Chromium's printing, a constant of the page's
+size, not of the events: measured apart, once. Baseline: the same events selected and turned
+into domain events by hand, nothing analysed. Target (issue 13): the subject at most 1.5x the
+baseline.
+
+The case (encrypted, the service's configuration) holds half changes, built through the
+aggregate's methods (`bench/workload.py`), and half access events naming it (case reads,
+ledger rows, lookups, break-glass reads and refusals). Variants take turns (ABBA) round by
+round; each figure is the median of the rounds.
+
+    .venv/bin/python -m bench.report            # 10,000 events, 5 rounds
+    .venv/bin/python -m bench.report --quick    # 1,000 events, 3 rounds
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any, Final
+from uuid import UUID
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from bench.harness import Target, describe, machine, print_targets, ratio_of, write_results
+from bench.stores import DEFAULT_POSTGRES_URL, Store, fresh_store, selected_stores, store_settings
+from bench.workload import COORDINATOR, DEFAULT_SEED, STREET, CommandPool, member_of, new_case
+from domain.access import (
+    ALL_FIELDS,
+    BREAK_GLASS_FIELDS,
+    UNIT_MEMBER_BASE,
+    Actor,
+    Channel,
+    Client,
+    Decision,
+    access_event,
+)
+from domain.application import CaseTrail
+from domain.investigations import Investigation
+from domain.taxonomy import Purpose, Role
+from gateway.evidence.maintainer import Evidence, EvidenceSettings
+from gateway.reports.document import build_document
+from gateway.reports.render import produce
+from gateway.store import guard as store_guard
+from gateway.store.eventstore import new_key_text, store_environment
+from projections.investigation.history import ALL_TOPICS
+
+TARGET: Final = 1.5
+_CLIENT: Final = Client(address="10.0.0.7", user_agent="bench")
+_BATCH: Final = 500
+_BY: Final = {"user": "bench-inv", "role": "investigator", "unit": "county-inspection"}
+
+
+def _accesses(case_id: UUID, count: int, rng: random.Random, version: int) -> list[Any]:
+    """`count` access events naming the case, in a seeded mix of readers and channels."""
+    unit = member_of("chengguan-police-station")
+    stranger = Actor("bench-health", Role.UNIT_MEMBER, "chengguan-health-centre", STREET)
+    kinds: list[tuple[float, Actor, Decision, Channel, Purpose]] = [
+        (0.4, COORDINATOR, Decision(True, "coordinator_same_street", ALL_FIELDS), Channel.API,
+         Purpose.CONSULTATION),
+        (0.65, unit, Decision(True, "unit_member_assigned", UNIT_MEMBER_BASE), Channel.API,
+         Purpose.INTERVENTION),
+        (0.8, COORDINATOR, Decision(True, "ledger:coordinator_same_street",
+                                    frozenset({"id", "risk", "minor.name"})),
+         Channel.LEDGER, Purpose.CONSULTATION),
+        (0.88, COORDINATOR, Decision(True, "lookup:coordinator_same_street",
+                                     frozenset({"id", "minor.name", "minor.id_number"})),
+         Channel.LOOKUP, Purpose.CONSULTATION),
+        (0.94, stranger, Decision(True, "break_glass", BREAK_GLASS_FIELDS, break_glass=True),
+         Channel.API, Purpose.EMERGENCY),
+        (1.0, stranger, Decision(False, "out_of_scope"), Channel.API, Purpose.INTERVENTION),
+    ]  # fmt: skip
+    found = []
+    for n in range(count):
+        draw = rng.random()
+        _, actor, decision, channel, purpose = next(k for k in kinds if draw < k[0])
+        found.append(
+            access_event(
+                decision,
+                case_id=case_id,
+                actor=actor,
+                purpose=purpose,
+                request_id=f"bench-{n}",
+                case_version=version,
+                channel=channel,
+                client=_CLIENT,
+                break_glass_reason="紧急联系监护人" if decision.break_glass else None,
+            )
+        )
+    return found
+
+
+def _investigation(case_id: UUID) -> Investigation:
+    investigation = Investigation.open(
+        kind="suicide",
+        incident_on=date.today() - timedelta(days=3),
+        id_number="110101201001010015",
+        name="测试",
+        case_ids=[case_id],
+        by=_BY,
+    )
+    investigation.assign_investigators(["bench-inv"], reason="bench", by=_BY)
+    return investigation
+
+
+def variants(
+    app: CaseTrail, evidence: Evidence, investigation: Investigation, key: Ed25519PrivateKey
+) -> dict[str, Callable[[], int]]:
+    def subject() -> int:
+        document = build_document(app, evidence, investigation, generated_by=_BY)
+        assert document["integrity"]["status"] == "intact", document["integrity"]
+        return len(produce(document, "html", key, chromium="chromium"))
+
+    def raw() -> int:
+        return len([app.mapper.to_domain_event(n) for n in app.notifications(topics=ALL_TOPICS)])
+
+    return {"report (html)": subject, "raw decrypt+decode": raw}
+
+
+def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    with fresh_store(store, "report", tmp, args.postgres_url, prefix="bench_report") as url:
+        app = CaseTrail(
+            env={**store_environment(url, [new_key_text()]), "IS_SNAPSHOTTING_ENABLED": "n"}
+        )
+        # The evidence tables and the append-only triggers, as the service creates them.
+        store_guard.install(app.recorder)
+        key = Ed25519PrivateKey.generate()
+        evidence = Evidence(app, key, EvidenceSettings())
+        try:
+            rng = random.Random(args.seed)
+            pool = CommandPool(args.seed, reports=20, notes=300)
+            changes = args.events // 2
+            case, _ = new_case(pool, rng, changes - 1)
+            app.save(case)
+            reads = _accesses(case.id, args.events - changes, rng, case.version)
+            for start in range(0, len(reads), _BATCH):
+                app.store_events(reads[start : start + _BATCH])
+            investigation = _investigation(case.id)
+            app.save(investigation)
+            evidence.checkpoint_now()  # the Merkle log over every event, signed
+            settings = store_settings(app)
+            print(
+                f"\n== report / {store}: one case of {args.events} events "
+                f"({changes} changes, {len(reads)} accesses) =="
+            )
+            print("  store    " + " ".join(f"{k}={v}" for k, v in settings.items()))
+            runs = variants(app, evidence, investigation, key)
+            for run in runs.values():  # warm-up: page cache, connections
+                run()
+            seconds: dict[str, list[float]] = {name: [] for name in runs}
+            for round_no in range(args.rounds):
+                names = list(runs)
+                for name in names if round_no % 2 == 0 else names[::-1]:
+                    t0 = time.perf_counter()
+                    runs[name]()
+                    seconds[name].append(time.perf_counter() - t0)
+            pdf_seconds = None
+            if args.pdf:
+                document = build_document(app, evidence, investigation, generated_by=_BY)
+                t0 = time.perf_counter()
+                size = len(produce(document, "pdf", key, chromium="chromium"))
+                pdf_seconds = time.perf_counter() - t0
+                print(f"  pdf: printed in {pdf_seconds:.1f} s ({size:,} bytes)")
+        finally:
+            evidence.close()
+            app.close()
+    medians = {name: statistics.median(s) for name, s in seconds.items()}
+    base = medians["raw decrypt+decode"]
+    for name, median in medians.items():
+        print(
+            f"  {name:<22} {1000 * median:8.1f} ms  ({args.events / median:9,.0f} events/s)  "
+            f"x{median / base:.3f} of raw"
+        )
+    return {
+        "store": store,
+        "settings": settings,
+        "events": args.events,
+        "seconds_median": {k: round(v, 4) for k, v in medians.items()},
+        "seconds_per_round": {k: [round(x, 4) for x in v] for k, v in seconds.items()},
+        "pdf_seconds": round(pdf_seconds, 2) if pdf_seconds is not None else None,
+        "ratio": ratio_of(medians["report (html)"], base),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--events", type=int)
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--pdf", action="store_true", help="also time printing the PDF once")
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
+    parser.add_argument("--no-postgres", action="store_true")
+    args = parser.parse_args(argv)
+    args.events = args.events or (1000 if args.quick else 10_000)
+    args.rounds = args.rounds or (3 if args.quick else 5)
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    info = machine()
+    print(f"report benchmark: one encrypted case of {args.events} events, {args.rounds} rounds")
+    print(f"machine: {describe(info)}")
+    stores, skipped = selected_stores(args.postgres_url, sqlite=True, postgres=not args.no_postgres)
+    results = []
+    targets: list[Target] = []
+    with tempfile.TemporaryDirectory(prefix="casetrail-bench-report-") as tmp:
+        for store in stores:
+            found = run_store(store, args, Path(tmp))
+            results.append(found)
+            metric = f"report html/raw decode, {args.events} ev"
+            targets.append(Target("report", store, metric, found["ratio"], TARGET, "max"))
+    print_targets(targets)
+    path = write_results(
+        "report",
+        {
+            "benchmark": "report",
+            "unit": "seconds to build, render and sign one case's report",
+            "machine": info,
+            "workload": {"events": args.events, "rounds": args.rounds, "seed": args.seed},
+            "results": results,
+            "targets": [t.as_dict() for t in targets],
+            "skipped": skipped,
+        },
+    )
+    print(f"\nresults written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
