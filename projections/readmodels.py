@@ -62,8 +62,9 @@ _JOIN_SECONDS: Final = 10.0
 # 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
 # 3: the units of assignments too.
 # 4: assignments carry the duty cycle: received, declined, result (issue 14).
+# 5: receipts from the unit clients' `NoticeReceived` facts (issue 14).
 # Reports 3: the duty cycle's events (report_duty).
-SCHEMA: Final = {"ledger": 4, "reports": 3}
+SCHEMA: Final = {"ledger": 5, "reports": 3}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 

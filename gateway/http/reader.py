@@ -163,6 +163,15 @@ _NOT_FOR_ROLE[INBOX_NOT_FOR_ROLE] = RefusalAnswer(
     "the inbox lists a unit's own assignments: members of an assigned unit read it; the "
     "worklists list assignments for the street; the refusal was recorded",
 )
+# The street's worklist of notices nobody could take: coordinators and supervisors only.
+STREET_WORKLIST_NOT_FOR_ROLE: Final = "street_worklist_not_for_role"
+_NOT_FOR_ROLE[STREET_WORKLIST_NOT_FOR_ROLE] = RefusalAnswer(
+    403,
+    "not-permitted",
+    _NOT_FOR_ROLE_TITLE,
+    "this worklist covers a whole street: its coordinators and supervisors read it; the "
+    "refusal was recorded",
+)
 _PURPOSE_NOT_ALLOWED: Final = RefusalAnswer(
     403,
     "purpose-not-allowed",
@@ -328,6 +337,14 @@ class AuditedReader:
         scope = self.ledger_scope(channel=Channel.REPORT)
         if scope.reporting_unit is not None or scope.assigned_unit is not None:
             self._refuse(f"{REPORT_NOT_FOR_ROLE}:{self.actor.role}", Channel.REPORT)
+        return scope
+
+    def street_worklist_scope(self) -> LedgerScope:
+        """The ledger's scope, for a worklist of the whole street (notices nobody could take):
+        coordinators and supervisors only (else refused and recorded, channel `worklist`)."""
+        scope = self.ledger_scope(channel=Channel.WORKLIST)
+        if scope.reporting_unit is not None or scope.assigned_unit is not None:
+            self._refuse(f"{STREET_WORKLIST_NOT_FOR_ROLE}:{self.actor.role}", Channel.WORKLIST)
         return scope
 
     def inbox_scope(self) -> LedgerScope:

@@ -14,7 +14,8 @@ Tables (see `LedgerView.create_statements`; every column, and why it is held as 
 - `ledger_assignments`: each assignment of a unit under a protection function, for the
   assigned-units column and the units' worklists (`projections.ledger.worklists`), with the
   duty cycle's instants (received, signed for, declined, result) and the result's
-  recommendation; never a reason, an outcome's text or a person (layout 4).
+  recommendation; never a reason, an outcome's text or a person (layout 5: receipts from
+  `NoticeReceived` facts).
 
 Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
 bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
@@ -40,6 +41,7 @@ from eventsourcing.utils import get_topic
 from domain.access import CaseScope, HeldAssignment
 from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.identity import age_on, mask_id_number, mask_name
+from domain.notices import NoticeReceived
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
     CATEGORY_LABELS,
@@ -89,6 +91,16 @@ CASE_EVENTS: Final = (
     "Reopened",
 )
 CASE_TOPICS: Final = tuple(get_topic(getattr(Case, name)) for name in CASE_EVENTS)
+# The ledger also follows the unit clients' receipts (their own streams, naming the case).
+LEDGER_TOPICS: Final = (*CASE_TOPICS, get_topic(NoticeReceived))
+
+
+def _case_of(event: Any) -> str:
+    """The case an event is about: its stream, or, for a receipt, the case it names."""
+    if isinstance(event, NoticeReceived):
+        return str(event.case_id)
+    return str(event.originator_id)
+
 
 # Stored columns of `ledger_cases`.
 _CASE_COLUMNS: Final = (
@@ -178,7 +190,7 @@ def _in_chunks(values: Sequence[str], size: int = 400) -> Iterable[Sequence[str]
 class LedgerView(View):
     name = "ledger"
     tables = ("ledger_cases", "ledger_issues", "ledger_assignments")
-    topics = CASE_TOPICS
+    topics = LEDGER_TOPICS
 
     def __init__(self, blind_index: BlindIndex, keys: ReadModelKeys) -> None:
         self.blind_index = blind_index
@@ -248,7 +260,7 @@ class LedgerView(View):
     def apply(self, db: Db, batch: Batch) -> None:
         if not batch.events:
             return
-        case_ids = sorted({str(e.originator_id) for e in batch.events})
+        case_ids = sorted({_case_of(e) for e in batch.events})
         cases: dict[str, Row] = {}
         assignments: dict[str, Row] = {}
         for chunk in _in_chunks(case_ids):
@@ -263,6 +275,12 @@ class LedgerView(View):
                 assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
         reclassified: set[str] = set()
         for event in batch.events:
+            if isinstance(event, NoticeReceived):
+                # The first receipt of an assignment's notice (a machine's, not a person's).
+                receipt_of = assignments.get(event.assignment_id or "")
+                if receipt_of is not None:
+                    record_receipt(receipt_of, stamp(event.timestamp))
+                continue
             case_id = str(event.originator_id)
             kind = type(event).__name__
             if kind == "ClueReported":
@@ -458,9 +476,9 @@ def _fold_duty_cycle(assignment: Row, kind: str, data: dict[str, Any], at: str) 
 
 def record_receipt(assignment: Row, at: str) -> None:
     """The unit's client confirmed receipt of the assignment's notice: the first time counts.
-    Today only version 1 acknowledgements (upcast, `receipt` True) say so; the messaging's
-    `NoticeReceived` fact (domain.notices, its own stream) is to be folded in through here
-    once this view follows its topic."""
+    Said by a `NoticeReceived` fact of an assignment notice (domain.notices, its own stream),
+    and, in stores written before those facts, by a version 1 acknowledgement (upcast,
+    `receipt` True)."""
     if assignment.get("received_at") is None:
         assignment["received_at"] = at
 

@@ -96,10 +96,9 @@ def assignment_values(row: Row, today: date) -> dict[str, Any]:
 
 
 def received_at(row: Row) -> str | None:
-    """When the unit's client confirmed receipt of the assignment's notice, if known. Today the
-    ledger knows it from version 1 acknowledgements only (`received_at`); the messaging's
-    `NoticeReceived` fact is to be folded into that column (`view.record_receipt`), or read
-    here, once the ledger follows it."""
+    """When the unit's client confirmed receipt of the assignment's notice, if known: the
+    ledger's `received_at`, folded from `NoticeReceived` facts and old version 1
+    acknowledgements (`view.record_receipt`)."""
     value = row.get("received_at")
     return None if value is None else str(value)
 

@@ -21,8 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import AccessDenied, CaseAccessed
-from domain.application import CaseTrail
+from domain.application import NO_CASE, CaseTrail
 from domain.case import Case
+from domain.notices import notice_published, notice_undeliverable
 from domain.taxonomy import Role
 from projections.ledger.quarters import today as local_today
 from tests.conftest import TokenFactory
@@ -317,6 +318,40 @@ def test_the_inbox_shows_each_state_and_no_case_content(flow: Flow, auth: TokenF
 
 
 @SQLITE_ONLY
+def test_a_unit_clients_receipt_shows_as_received_not_as_signed_for(flow: Flow) -> None:
+    """The machine's receipt (`NoticeReceived`, through the receipt call the unit's client
+    makes) reaches the inbox and the ledger as `received`; only a person signs for."""
+    aid = flow.assign(POLICE, "judicial", days=3)
+    other = flow.assign(POLICE, "family", days=3)
+    message = "5e1f0c3b2a49d8e7f6a5b4c3d2e1f0a9"
+    application_of(flow.client).store_events(
+        [
+            notice_published(
+                message_id=message,
+                unit=POLICE,
+                street="chengguan-street",
+                kind="assignment",
+                case_id=UUID(flow.case_id),
+                assignment_id=aid,
+                source_event=f"{flow.case_id}/3",
+            )
+        ]
+    )
+    receipt = flow.client.post(f"/v1/notices/{message}/receipt", headers=flow.police)
+    assert receipt.status_code == 200, receipt.text
+
+    states = {i["assignment_id"]: i for i in inbox(flow, flow.police_reader)["items"]}
+    assert states[aid]["state"] == "received"
+    assert states[aid]["received_at"] is not None and states[aid]["signed_for_at"] is None
+    assert states[other]["state"] == "published"
+    # A person signs for it: the receipt stays, the state moves on.
+    assert flow.post(aid, "acknowledgement", flow.police).status_code == 200
+    states = {i["assignment_id"]: i for i in inbox(flow, flow.police_reader)["items"]}
+    assert states[aid]["state"] == "signed_for"
+    assert states[aid]["received_at"] is not None
+
+
+@SQLITE_ONLY
 def test_other_roles_have_no_inbox_and_their_refusal_is_stored(
     flow: Flow, auth: TokenFactory
 ) -> None:
@@ -414,3 +449,48 @@ def test_the_quarterly_report_counts_the_duty_cycle(flow: Flow, auth: TokenFacto
     # (due in a day) and the unsigned school one (due in two) are overdue; the ended ones not.
     later = counts(today + timedelta(days=3))
     assert later["overdue"] == 2
+
+
+# --- notices nobody could take -----------------------------------------------------------------
+
+
+@SQLITE_ONLY
+def test_the_street_worklist_lists_undeliverable_notices_of_its_street_only(
+    flow: Flow, auth: TokenFactory
+) -> None:
+    application = application_of(flow.client)
+    ours = notice_undeliverable(
+        source_event=f"{flow.case_id}/1",
+        kind="new_clue",
+        unit=None,
+        street="chengguan-street",
+        case_id=UUID(flow.case_id),
+        reason="no_governance_office",
+    )
+    theirs = notice_undeliverable(
+        source_event=f"{UUID(int=7)}/1",
+        kind="new_clue",
+        unit=None,
+        street="another-street",
+        case_id=UUID(int=7),
+        reason="no_governance_office",
+    )
+    application.store_events([ours, theirs])
+
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    answer = flow.client.get("/v1/worklists/undeliverable-notices", headers=coordinator)
+    assert answer.status_code == 200, answer.text
+    page = answer.json()
+    assert page["count"] == 1
+    (item,) = page["items"]
+    assert item["case_id"] == flow.case_id
+    assert (item["kind"], item["reason"]) == ("new_clue", "no_governance_office")
+
+    refused = flow.client.get("/v1/worklists/undeliverable-notices", headers=flow.police_reader)
+    assert refused.status_code == 403, refused.text
+    stored = [
+        e
+        for e in application.access_events(NO_CASE)
+        if e.request_id == refused.headers["X-Request-ID"]
+    ]
+    assert [e.rule for e in stored] == [f"street_worklist_not_for_role:{Role.UNIT_MEMBER}"]

@@ -16,9 +16,9 @@ no `CaseAccessed`; a role without an inbox is refused through the one reader
 (`AuditedReader.inbox_scope`: `AccessDenied`, 403 not-permitted). Proven in
 `tests/integration/test_duty_cycle.py`.
 
-The receipt (`received`) comes from the ledger's `received_at` (`worklists.received_at`): today
-set only by acknowledgements stored before the duty cycle; the messaging's `NoticeReceived`
-fact is to be folded in there.
+The receipt (`received`) comes from the ledger's `received_at` (`worklists.received_at`): the
+unit client's `NoticeReceived` fact for the assignment's notice, or, in stores written before
+those facts, a version 1 acknowledgement.
 """
 
 from __future__ import annotations

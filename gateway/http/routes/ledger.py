@@ -25,6 +25,7 @@ from pydantic import Field
 from domain import commands as cmd
 from domain import errors
 from domain.access import Channel, LedgerScope
+from domain.application import NO_CASE
 from domain.identity import InvalidIdNumber, parse_id_number
 from domain.taxonomy import CaseStatus, Category, RiskLevel, is_known_subtype
 from gateway.http.dependencies import ReaderDep, Services, ServicesDep
@@ -424,6 +425,31 @@ def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str
         "on": day.isoformat(),
         "overdue": sum(1 for i in items if i.values["overdue"]),
         "items": _items(items),
+    }
+
+
+@router.get("/v1/worklists/undeliverable-notices", tags=["worklists"])
+def undeliverable_notices(reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
+    """Notices about your street's cases that nobody could take (`NoticeUndeliverable`: the
+    unit is not registered, or no unit of the type a rule names is), oldest first: register
+    the unit (`casetrail unit add`) and tell it by other means. Codes, ids and instants only.
+    Coordinators and supervisors of the street; others are refused, the refusal recorded."""
+    scope = reader.street_worklist_scope()
+    found = svc.application.undeliverable_notices(scope.street)
+    return {
+        "street": scope.street,
+        "count": len(found),
+        "items": [
+            {
+                "at": e.timestamp.isoformat(),
+                "kind": e.kind,
+                "unit": e.unit,
+                "case_id": None if e.case_id == NO_CASE else str(e.case_id),
+                "reason": e.reason,
+                "source_event": e.source_event,
+            }
+            for e in found
+        ],
     }
 
 
