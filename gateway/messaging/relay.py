@@ -20,6 +20,7 @@ Which events become messages (`Router`):
 | `Case.ClueReported` | the street's 街道综治办; `high`/`urgent`: also 街道分管领导 | `new_clue` |
 | `Case.UnitAssigned` | the assigned unit | `assignment` |
 | `Case.Escalated` | street's 街道综治办, type named; `county`: the county's | `case_escalated` |
+| `Case.AssignmentDeclined`, `...ResultReported` | the office | `assignment_declined`, `_result` |
 | `DueDateReminder` (stored by scans before issue 14) | the assigned unit | `due_date_reminder` |
 | a missed-deadline fact (`domain.deadlines`) | the unit responsible | `deadline_missed` |
 | `DeadlineEscalated` | the street's `street_supervision` units | `deadline_escalated` |
@@ -177,6 +178,8 @@ RELAY_TOPICS: Final = tuple(
         Case.ClueReported,  # type: ignore[attr-defined]
         Case.UnitAssigned,  # type: ignore[attr-defined]
         Case.Escalated,  # type: ignore[attr-defined]
+        Case.AssignmentDeclined,  # type: ignore[attr-defined]
+        Case.AssignmentResultReported,  # type: ignore[attr-defined]
         DueDateReminder,
         AccessDenied,
         BreakGlassAccessed,
@@ -281,6 +284,9 @@ class Routed:
 # Clues at these risk levels also alert the street's 街道分管领导 (`street_supervision` unit).
 SUPERVISOR_ALERT_RISKS: Final = frozenset({RiskLevel.HIGH.value, RiskLevel.URGENT.value})
 NEW_CLUE_KIND: Final = "new_clue"
+# A unit's answer to its assignment, to the coordination office (issue 14).
+DECLINED_KIND: Final = "assignment_declined"
+RESULT_KIND: Final = "assignment_result"
 
 
 class Directory:
@@ -372,6 +378,11 @@ class Router:
             )
         elif isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
             self._escalated(found, event, ident, at)
+        elif isinstance(
+            event,
+            Case.AssignmentDeclined | Case.AssignmentResultReported,  # type: ignore[attr-defined]
+        ):
+            self._unit_answered(found, event, ident, at)
         elif isinstance(event, AccessDenied | BreakGlassAccessed):
             self._compliance_alert(found, event, ident, at)
         elif isinstance(event, DeadlineFact):
@@ -529,6 +540,24 @@ class Router:
             # found by its type alone (one county per deployment).
             county = UnitType.COUNTY_OFFICE.value
             self._to_type(found, county, None, kind, ident, at, body, case_id)
+
+    def _unit_answered(self, found: Routed, event: Any, ident: str, at: str) -> None:
+        """A unit declined its task, or reported its result (办结反馈): the street's coordination
+        office is told, to reassign or to decide on closing. No reason or outcome text (free
+        text may name someone): the unit, the assignment and the recommendation's code."""
+        declined = isinstance(event, Case.AssignmentDeclined)  # type: ignore[attr-defined]
+        kind = DECLINED_KIND if declined else RESULT_KIND
+        body: dict[str, Any] = {
+            "case_ref": str(event.originator_id),
+            "assignment_id": event.assignment_id,
+            "unit": event.by.get("unit"),
+            "at": at,
+        }
+        if not declined:
+            body["recommendation"] = event.recommendation
+        street = self._street_of(event.originator_id)
+        office = UnitType.GOVERNANCE_OFFICE.value
+        self._to_type(found, office, street, kind, ident, at, body, event.originator_id)
 
     def _compliance_alert(self, found: Routed, event: Any, ident: str, at: str) -> None:
         # No reason text (free text may name someone): ids, codes and times only.

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import date, timedelta
 from functools import partial
 from typing import Any
 
@@ -227,3 +228,44 @@ def test_a_clue_without_recipients_is_an_undeliverable_fact_counted_in_healthz(
             f.originator_id for f in found
         }
         assert application.undeliverable_notices("no-such-street") == []
+
+
+def test_a_declined_assignment_and_a_result_reach_the_coordination_office(stack: Stack) -> None:
+    """A unit's answer to its task (退回 with a reason, 办结反馈) is told to the street's office,
+    without the reason's or the outcome's text."""
+    case_id = report(stack, clue("medium"))
+    coordinator = stack.headers(Role.COORDINATOR, OFFICE)
+    member = stack.headers(Role.UNIT_MEMBER, SUPERVISION)
+    due = (date.today() + timedelta(days=7)).isoformat()
+
+    def assign(function: str) -> str:
+        answer = httpx.post(
+            f"{stack.api_url}/v1/cases/{case_id}/assignments",
+            json={"unit": SUPERVISION, "function": function, "task": "家访。", "due_on": due},
+            headers=coordinator,
+        )
+        assert answer.status_code == 201, answer.text
+        return str(answer.json()["assignment_id"])
+
+    declined, done = assign("family"), assign("society")
+    base = f"{stack.api_url}/v1/cases/{case_id}/assignments"
+    reason = "该事项不属本单位职责范围。"
+    answer = httpx.post(f"{base}/{declined}/decline", json={"reason": reason}, headers=member)
+    assert answer.status_code == 200, answer.text
+    assert httpx.post(f"{base}/{done}/acknowledgement", headers=member).status_code == 200
+    outcome = "已约谈监护人,情况稳定。"
+    answer = httpx.post(
+        f"{base}/{done}/result",
+        json={"measures": ["home_visit"], "outcome": outcome, "recommendation": "close"},
+        headers=member,
+    )
+    assert answer.status_code == 200, answer.text
+
+    office = stack.listeners[OFFICE]
+    wait_for(lambda: bool(notices(office, case_id, "assignment_result")), 30, "the result")
+    [decline] = notices(office, case_id, "assignment_declined")
+    [result] = notices(office, case_id, "assignment_result")
+    assert (decline["body"]["assignment_id"], decline["body"]["unit"]) == (declined, SUPERVISION)
+    assert (result["body"]["assignment_id"], result["body"]["recommendation"]) == (done, "close")
+    text = office.inbox.read_text(encoding="utf-8")
+    assert reason not in text and outcome not in text
