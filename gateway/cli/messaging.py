@@ -44,7 +44,7 @@ from gateway.messaging.registry import (
 from gateway.messaging.relay import RelayOptions
 from gateway.messaging.scheduler import DeadlineScheduler
 from gateway.messaging.sealing import CredentialsProblem, UnitCredentials
-from gateway.messaging.unit_client import ApiReporter, Inbox, UnitClient
+from gateway.messaging.unit_client import ApiReporter, Inbox, ReportFailed, UnitClient
 from gateway.settings import Settings
 
 log = logs.get_logger("casetrail.messaging")
@@ -194,6 +194,37 @@ def unit_listen(
         service_key=pinned,
     )
     _run_until_signalled(client.run)
+
+
+@unit.command(
+    "inbox", help="The unit's assignments and their states (签收, 退回, 办结), from the API."
+)
+@click.option("--api", default="http://127.0.0.1:8000", show_default=True)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help=f"a unit member's bearer token (or {ENV_UNIT_TOKEN})",
+)
+@click.option("--on", "on", default=None, help="judge deadlines on this day (YYYY-MM-DD)")
+@click.option("--json", "as_json", is_flag=True, help="print the API's answer as JSON")
+def unit_inbox(api: str, token_file: Path | None, on: str | None, as_json: bool) -> None:
+    """The same states as `GET /v1/inbox`: what the unit's client shows a person."""
+    settings = Settings.from_env()
+    token = _unit_token(settings, token_file)
+    try:
+        page = ApiReporter(api, token).inbox(on)
+    except ReportFailed as exc:
+        raise MessagingProblem(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(page, ensure_ascii=False, indent=2))
+        return
+    items = page.get("items", [])
+    click.echo(f"unit {page.get('unit')}: {len(items)} assignment(s) on {page.get('on')}")
+    for item in items:
+        click.echo(
+            f"{item['state']:<16} due {item['due_on']}  {item['function_label']}  "
+            f"case {item['case_id']}  assignment {item['assignment_id']}"
+        )
 
 
 def _unit_token(settings: Settings, token_file: Path | None) -> str:

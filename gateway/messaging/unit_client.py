@@ -38,6 +38,7 @@ import contextlib
 import json
 import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -227,6 +228,33 @@ class ApiReporter:
                 return f"refused:{exc.code}:{problem.rsplit(':', 1)[-1]}"
             raise ReportFailed(f"the API answered {exc.code} ({problem})") from None
         except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            raise ReportFailed(f"the API is not reachable: {type(exc).__name__}") from None
+
+
+    def inbox(self, on: str | None = None) -> dict[str, Any]:
+        """The unit's assignments and their states as the API knows them (`GET /v1/inbox`):
+        published, received, signed for, declined, result due, overdue, result reported,
+        ended. No case content; `on` (YYYY-MM-DD) is the day deadlines are judged on."""
+        url = f"{self.base_url.rstrip('/')}/v1/inbox"
+        if on is not None:
+            url += "?" + urllib.parse.urlencode({"on": on})
+        if not url.startswith(("http://", "https://")):
+            raise ReportFailed("the API URL must start with http:// or https://")
+        request = urllib.request.Request(  # noqa: S310 (scheme checked above)
+            url,
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "X-Purpose-Of-Use": "intervention",
+                "User-Agent": USER_AGENT,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as answer:  # noqa: S310
+                found: dict[str, Any] = json.loads(answer.read())
+                return found
+        except urllib.error.HTTPError as exc:
+            raise ReportFailed(f"the API answered {exc.code} ({_problem_type(exc)})") from None
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             raise ReportFailed(f"the API is not reachable: {type(exc).__name__}") from None
 
 

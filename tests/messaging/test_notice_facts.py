@@ -24,10 +24,12 @@ from typing import Any
 
 import httpx
 import pytest
+from click.testing import CliRunner
 from eventsourcing.utils import get_topic
 
 from domain.notices import NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.taxonomy import Role
+from gateway.cli.main import cli
 from tests.integration.planted import Planted, planted_case
 from tests.messaging.stack import Listener, Stack, build_stack, wait_for
 
@@ -269,3 +271,19 @@ def test_a_declined_assignment_and_a_result_reach_the_coordination_office(stack:
     assert (result["body"]["assignment_id"], result["body"]["recommendation"]) == (done, "close")
     text = office.inbox.read_text(encoding="utf-8")
     assert reason not in text and outcome not in text
+
+    # The unit's client shows the states the API's inbox gives (`casetrail unit inbox`).
+    token = stack.root / "supervision-member.token"
+    token.write_text(stack.token(Role.UNIT_MEMBER, SUPERVISION), encoding="ascii")
+    token.chmod(0o600)
+    shown = CliRunner().invoke(
+        cli, ["unit", "inbox", "--api", stack.api_url, "--token-file", str(token), "--json"]
+    )
+    assert shown.exit_code == 0, shown.output
+    states = {i["assignment_id"]: i["state"] for i in json.loads(shown.output)["items"]}
+    assert (states[declined], states[done]) == ("declined", "result_reported")
+    listed = CliRunner().invoke(
+        cli, ["unit", "inbox", "--api", stack.api_url, "--token-file", str(token)]
+    )
+    assert listed.exit_code == 0, listed.output
+    assert f"declined         due {due}" in listed.output
