@@ -108,6 +108,7 @@ CHANNEL_LABELS: Final = MappingProxyType(
         "bundle": "证据包",
         "report": "报告",
         "worklist": "工作清单",
+        "inbox": "单位待办",
         "timeline": "时间线",
         "knowledge": "知情矩阵",
         "deadlines": "时限分析",

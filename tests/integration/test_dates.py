@@ -23,8 +23,19 @@ from tests.integration.planted import planted_case
 VILLAGE = "dongshan-village"
 OFFICE = "chengguan-governance-office"
 POLICE = "chengguan-police-station"
-TODAY = date.today()
-FOUND_ON = TODAY - timedelta(days=10)
+
+
+# Days are taken when a test runs, never when the module is collected: a run that goes past
+# midnight would otherwise send "tomorrow" when it has become today.
+def today() -> date:
+    return date.today()
+
+
+def found_on() -> date:
+    return today() - timedelta(days=10)
+
+
+TOMORROW = "tomorrow"  # a parameter, turned into a date by the test itself
 EXTREMES = ["0001-01-01", "1999-12-31", "2100-01-01", "9999-12-31"]
 
 # endpoint, body with the date left out, the date's field
@@ -42,12 +53,15 @@ HAPPENED: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("follow-ups", {"notes": "季度回访,情况稳定。"}, "visited_on"),
 ]
-IMPOSSIBLE_HAPPENED = [
-    (FOUND_ON - timedelta(days=1)).isoformat(),
-    (FOUND_ON - timedelta(days=400)).isoformat(),
-    (TODAY + timedelta(days=1)).isoformat(),
-    *EXTREMES,
-]
+
+
+def impossible_happened() -> list[str]:
+    return [
+        (found_on() - timedelta(days=1)).isoformat(),
+        (found_on() - timedelta(days=400)).isoformat(),
+        (today() + timedelta(days=1)).isoformat(),
+        *EXTREMES,
+    ]
 
 
 def _application(client: TestClient) -> Any:
@@ -65,7 +79,7 @@ def _version(client: TestClient, case_id: str) -> int:
 @pytest.fixture
 def case_id(client: TestClient, auth: TokenFactory) -> str:
     body = copy.deepcopy(planted_case(seed=71).body)
-    body["found_on"] = FOUND_ON.isoformat()
+    body["found_on"] = found_on().isoformat()
     body["guardians"][0]["works_away"] = True  # a guardianship letter applies
     response = client.post("/v1/cases", json=body, headers=auth(Role.REPORTER, VILLAGE))
     assert response.status_code == 201, response.text
@@ -95,12 +109,12 @@ def test_a_date_that_cannot_have_happened_is_refused_and_nothing_is_written(
     url = f"/v1/cases/{case_id}/{endpoint}"
     coordinator = auth(Role.COORDINATOR, OFFICE)
     version, position = _version(client, case_id), _position(client)
-    for day in IMPOSSIBLE_HAPPENED:
+    for day in impossible_happened():
         _refused(client, url, {**body, field: day}, coordinator, field)
     assert _version(client, case_id) == version
     assert _position(client) == position
     # The day the clue was found and today are possible: the refusals were the date's.
-    for possible in (FOUND_ON, TODAY):
+    for possible in (found_on(), today()):
         response = client.post(url, json={**body, field: possible.isoformat()}, headers=coordinator)
         assert response.status_code in (200, 201), response.text
     assert _version(client, case_id) == version + 2
@@ -115,16 +129,16 @@ def test_a_due_date_past_or_beyond_the_horizon_is_refused_and_nothing_is_written
     body = {"unit": POLICE, "function": "judicial", "task": "到校了解情况。"}
     version, position = _version(client, case_id), _position(client)
     for day in (
-        (TODAY - timedelta(days=1)).isoformat(),
-        (FOUND_ON - timedelta(days=1)).isoformat(),
-        (TODAY + cmd.DUE_HORIZON + timedelta(days=1)).isoformat(),
-        (TODAY + timedelta(days=3650)).isoformat(),
+        (today() - timedelta(days=1)).isoformat(),
+        (found_on() - timedelta(days=1)).isoformat(),
+        (today() + cmd.DUE_HORIZON + timedelta(days=1)).isoformat(),
+        (today() + timedelta(days=3650)).isoformat(),
         *EXTREMES,
     ):
         _refused(client, url, {**body, "due_on": day}, coordinator, "due_on")
     assert _version(client, case_id) == version
     assert _position(client) == position
-    due = (TODAY + timedelta(days=30)).isoformat()
+    due = (today() + timedelta(days=30)).isoformat()
     response = client.post(url, json={**body, "due_on": due}, headers=coordinator)
     assert response.status_code == 201, response.text
 
@@ -135,7 +149,7 @@ def test_a_due_date_past_or_beyond_the_horizon_is_refused_and_nothing_is_written
         ("found_on", "0001-01-01"),
         ("found_on", "1999-12-31"),
         ("found_on", "9999-12-31"),
-        ("found_on", (TODAY + timedelta(days=1)).isoformat()),
+        ("found_on", TOMORROW),
         ("minor.date_of_birth", "0001-01-01"),
         ("minor.date_of_birth", "9999-12-31"),
     ],
@@ -144,6 +158,8 @@ def test_a_report_with_a_date_that_cannot_be_is_refused(
     client: TestClient, auth: TokenFactory, path: str, value: str
 ) -> None:
     body = copy.deepcopy(planted_case(seed=72).body)
+    if value == TOMORROW:
+        value = (today() + timedelta(days=1)).isoformat()
     if path == "found_on":
         body["found_on"] = value
     else:
