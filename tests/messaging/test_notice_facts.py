@@ -30,6 +30,7 @@ from eventsourcing.utils import get_topic
 from domain.notices import NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.taxonomy import Role
 from gateway.cli.main import cli
+from gateway.messaging.unit_client import ApiReporter
 from tests.integration.planted import Planted, planted_case
 from tests.messaging.stack import Listener, Stack, build_stack, wait_for
 
@@ -276,6 +277,14 @@ def test_a_declined_assignment_and_a_result_reach_the_coordination_office(stack:
     token = stack.root / "supervision-member.token"
     token.write_text(stack.token(Role.UNIT_MEMBER, SUPERVISION), encoding="ascii")
     token.chmod(0o600)
+
+    def answered() -> bool:
+        # The inbox reads the ledger, which follows the store (eventually consistent).
+        page = ApiReporter(stack.api_url, token.read_text(encoding="ascii")).inbox()
+        states = {i["assignment_id"]: i["state"] for i in page["items"]}
+        return (states.get(declined), states.get(done)) == ("declined", "result_reported")
+
+    wait_for(answered, 30, "the ledger to hold both answers")
     shown = CliRunner().invoke(
         cli, ["unit", "inbox", "--api", stack.api_url, "--token-file", str(token), "--json"]
     )
