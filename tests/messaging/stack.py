@@ -306,8 +306,11 @@ class Stack:
                     # The relay makes the stream once it has connected: under load, after the
                     # first look of a test that waits for it. Nothing stored yet.
                     return []
-                found = []
-                for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                found: list[tuple[str, dict[str, str], bytes]] = []
+                if not info.state.messages:
+                    # Made, nothing stored yet: its sequences are 0, which no message has.
+                    return found
+                for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
                     msg = await jsm.get_msg("CASETRAIL", seq)
                     found.append((msg.subject or "", dict(msg.headers or {}), msg.data or b""))
                 return found
