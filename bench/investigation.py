@@ -60,8 +60,9 @@ _CLIENT: Final = Client(address="10.0.0.7", user_agent="bench")
 _BATCH: Final = 500
 
 
-def _accesses(case_id: UUID, count: int, rng: random.Random, version: int) -> list[Any]:
-    """`count` access events naming the case, in a seeded mix of readers and channels."""
+def case_accesses(case_id: UUID, count: int, rng: random.Random, version: int) -> list[Any]:
+    """`count` access events naming the case, in a seeded mix of readers and channels (the
+    workbench's and the report's benchmarks both store these)."""
     unit = member_of("chengguan-police-station")
     stranger = Actor("bench-health", Role.UNIT_MEMBER, "chengguan-health-centre", STREET)
     kinds: list[tuple[float, Actor, Decision, Channel, Purpose]] = [
@@ -171,7 +172,7 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             changes = args.events // 2
             case, _ = new_case(pool, rng, changes - 1)
             app.save(case)
-            reads = _accesses(case.id, args.events - changes, rng, case.version)
+            reads = case_accesses(case.id, args.events - changes, rng, case.version)
             for start in range(0, len(reads), _BATCH):
                 app.store_events(reads[start : start + _BATCH])
             settings = store_settings(app)

@@ -37,21 +37,11 @@ from uuid import UUID
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bench.harness import Target, describe, machine, print_targets, ratio_of, write_results
+from bench.investigation import case_accesses
 from bench.stores import DEFAULT_POSTGRES_URL, Store, fresh_store, selected_stores, store_settings
-from bench.workload import COORDINATOR, DEFAULT_SEED, STREET, CommandPool, member_of, new_case
-from domain.access import (
-    ALL_FIELDS,
-    BREAK_GLASS_FIELDS,
-    UNIT_MEMBER_BASE,
-    Actor,
-    Channel,
-    Client,
-    Decision,
-    access_event,
-)
+from bench.workload import DEFAULT_SEED, CommandPool, new_case
 from domain.application import CaseTrail
 from domain.investigations import Investigation
-from domain.taxonomy import Purpose, Role
 from gateway.evidence.maintainer import Evidence, EvidenceSettings
 from gateway.reports.document import build_document
 from gateway.reports.render import produce
@@ -60,48 +50,8 @@ from gateway.store.eventstore import new_key_text, store_environment
 from projections.investigation.history import ALL_TOPICS
 
 TARGET: Final = 1.5
-_CLIENT: Final = Client(address="10.0.0.7", user_agent="bench")
 _BATCH: Final = 500
 _BY: Final = {"user": "bench-inv", "role": "investigator", "unit": "county-inspection"}
-
-
-def _accesses(case_id: UUID, count: int, rng: random.Random, version: int) -> list[Any]:
-    """`count` access events naming the case, in a seeded mix of readers and channels."""
-    unit = member_of("chengguan-police-station")
-    stranger = Actor("bench-health", Role.UNIT_MEMBER, "chengguan-health-centre", STREET)
-    kinds: list[tuple[float, Actor, Decision, Channel, Purpose]] = [
-        (0.4, COORDINATOR, Decision(True, "coordinator_same_street", ALL_FIELDS), Channel.API,
-         Purpose.CONSULTATION),
-        (0.65, unit, Decision(True, "unit_member_assigned", UNIT_MEMBER_BASE), Channel.API,
-         Purpose.INTERVENTION),
-        (0.8, COORDINATOR, Decision(True, "ledger:coordinator_same_street",
-                                    frozenset({"id", "risk", "minor.name"})),
-         Channel.LEDGER, Purpose.CONSULTATION),
-        (0.88, COORDINATOR, Decision(True, "lookup:coordinator_same_street",
-                                     frozenset({"id", "minor.name", "minor.id_number"})),
-         Channel.LOOKUP, Purpose.CONSULTATION),
-        (0.94, stranger, Decision(True, "break_glass", BREAK_GLASS_FIELDS, break_glass=True),
-         Channel.API, Purpose.EMERGENCY),
-        (1.0, stranger, Decision(False, "out_of_scope"), Channel.API, Purpose.INTERVENTION),
-    ]  # fmt: skip
-    found = []
-    for n in range(count):
-        draw = rng.random()
-        _, actor, decision, channel, purpose = next(k for k in kinds if draw < k[0])
-        found.append(
-            access_event(
-                decision,
-                case_id=case_id,
-                actor=actor,
-                purpose=purpose,
-                request_id=f"bench-{n}",
-                case_version=version,
-                channel=channel,
-                client=_CLIENT,
-                break_glass_reason="紧急联系监护人" if decision.break_glass else None,
-            )
-        )
-    return found
 
 
 def _investigation(case_id: UUID) -> Investigation:
@@ -146,7 +96,7 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             changes = args.events // 2
             case, _ = new_case(pool, rng, changes - 1)
             app.save(case)
-            reads = _accesses(case.id, args.events - changes, rng, case.version)
+            reads = case_accesses(case.id, args.events - changes, rng, case.version)
             for start in range(0, len(reads), _BATCH):
                 app.store_events(reads[start : start + _BATCH])
             investigation = _investigation(case.id)
