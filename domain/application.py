@@ -382,7 +382,7 @@ class CaseTrail(Application[UUID]):
         narrow: Callable[[Decision], Decision] | None = None,
         channel: Channel,
         client: Client,
-        disclosed_version: int | None = None,
+        disclosed_version: Callable[[], int | None] | None = None,
     ) -> tuple[Case, Decision]:
         """`read_case` up to its record: decide, let `narrow` restrict the decision (a read
         of the case in another form, e.g. its evidence bundle, granted to fewer rules), store
@@ -390,8 +390,9 @@ class CaseTrail(Application[UUID]):
         With `also_need`, the same read discloses a second form too (a bundle with the access
         log): both events are stored in one write, or, if either is refused, only that refusal.
         A refusal is stored as `AccessDenied` and raised as `AccessRefused`. Each event records
-        the version of the case decided on (None when there is no such case; `disclosed_version`
-        when the read discloses an earlier version, as a point-in-time read does), the
+        the version of the case decided on (None when there is no such case; what
+        `disclosed_version` gives, after `narrow`, when the read discloses an earlier version, as
+        a point-in-time read does), the
         `channel` and the `client`."""
         case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
         if narrow is not None:
@@ -400,6 +401,9 @@ class CaseTrail(Application[UUID]):
         if also_need is not None:
             decisions.append(_for_need(decided, also_need))
         refused = [d for d in decisions if not d.granted][:1]
+        version = None if case is None else case.version
+        if case is not None and disclosed_version is not None:
+            version = disclosed_version() or version
         events = [
             access_event(
                 d,
@@ -407,13 +411,7 @@ class CaseTrail(Application[UUID]):
                 actor=actor,
                 purpose=purpose,
                 request_id=request_id,
-                case_version=(
-                    None
-                    if case is None
-                    else disclosed_version
-                    if disclosed_version is not None
-                    else case.version
-                ),
+                case_version=version,
                 channel=channel,
                 client=client,
                 break_glass_reason=break_glass_reason,
@@ -893,18 +891,19 @@ class CaseTrail(Application[UUID]):
         (`no_such_case_as_of`); both stored as `AccessDenied`. A grant is stored with the rule
         `<rule>:as_of:<version>` and that version as the access event's `case_version` (the
         version disclosed, not the file's current one)."""
-        # The version as of T is found before deciding (timestamps only, nothing disclosed),
-        # so that the access event can record the version the answer discloses.
-        stored: list[Any] = list(self.events.get(case_id))
-        version = version_as_of([e.timestamp for e in stored], as_of)
+        at_version: list[int] = []
 
         def as_of_only(decision: Decision) -> Decision:
             if not decision.granted:
                 return decision
             if actor.role is not Role.INVESTIGATOR or decision.break_glass:
                 return Decision(False, f"{AS_OF_NOT_FOR_ROLE}:{actor.role}")
+            # Timestamps only, nothing disclosed; read only for a reader the rules grant.
+            stored: list[Any] = list(self.events.get(case_id))
+            version = version_as_of([e.timestamp for e in stored], as_of)
             if version is None:
                 return Decision(False, NO_SUCH_CASE_AS_OF)
+            at_version.append(version)
             return Decision(True, f"{decision.rule}:as_of:{version}", decision.fields)
 
         _, decision = self.authorise_read(
@@ -915,9 +914,9 @@ class CaseTrail(Application[UUID]):
             narrow=as_of_only,
             channel=channel,
             client=client,
-            disclosed_version=version,
+            disclosed_version=lambda: at_version[0] if at_version else None,
         )
-        case: object = self.repository.get(case_id, version=version, projector_func=replay)
+        case: object = self.repository.get(case_id, version=at_version[0], projector_func=replay)
         if not isinstance(case, Case):
             raise errors.CaseNotFound(f"no case {case_id} is visible to you")
         return disclose(case, decision.fields, reader_unit=actor.unit)
