@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
@@ -175,6 +176,22 @@ def _for_need(decision: Decision, need: str | None) -> Decision:
     if content:
         return Decision(True, decision.rule, content, decision.break_glass)
     return Decision(False, f"{decision.rule}:no_case_content")
+
+
+@dataclass(frozen=True)
+class _DecidedRead:
+    """A read decided, its access events made but not yet stored."""
+
+    case: Case | None
+    decisions: list[Decision]
+    events: list[CaseAccessed | AccessDenied]
+    refused: bool
+
+    def granted(self) -> tuple[Case, Decision]:
+        """The case and the grant; `AccessRefused` for a refusal (its event stored first)."""
+        if self.refused or self.case is None:
+            raise AccessRefused(self.decisions[0].rule)
+        return self.case, self.decisions[0]
 
 
 class CaseTrail(Application[UUID]):
@@ -392,8 +409,73 @@ class CaseTrail(Application[UUID]):
         A refusal is stored as `AccessDenied` and raised as `AccessRefused`. Each event records
         the version of the case decided on (None when there is no such case; what
         `disclosed_version` gives, after `narrow`, when the read discloses an earlier version, as
-        a point-in-time read does), the
-        `channel` and the `client`."""
+        a point-in-time read does), the `channel` and the `client`."""
+        read = self._read_decided(
+            case_id,
+            actor,
+            purpose,
+            request_id,
+            break_glass_reason=break_glass_reason,
+            need=need,
+            also_need=also_need,
+            narrow=narrow,
+            channel=channel,
+            client=client,
+            disclosed_version=disclosed_version,
+        )
+        self._record_accesses(read.events)
+        return read.granted()
+
+    def authorise_reads(
+        self,
+        case_ids: Sequence[UUID],
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        also_need: str | None = None,
+        channel: Channel,
+        client: Client,
+    ) -> list[tuple[Case, Decision]]:
+        """`authorise_read` for several case files disclosed together (an investigation's
+        report): all granted and stored in one write, or, if any is refused, only the first
+        refusal stored (nothing recorded as disclosed that was not) and raised."""
+        reads = [
+            self._read_decided(
+                case_id,
+                actor,
+                purpose,
+                request_id,
+                also_need=also_need,
+                channel=channel,
+                client=client,
+            )
+            for case_id in case_ids
+        ]
+        refused = next((r for r in reads if r.refused), None)
+        if refused is not None:
+            self._record_accesses(refused.events)
+            refused.granted()  # raises AccessRefused
+        self._record_accesses([e for r in reads for e in r.events])
+        return [r.granted() for r in reads]
+
+    def _read_decided(
+        self,
+        case_id: UUID,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        break_glass_reason: str | None = None,
+        need: str | None = None,
+        also_need: str | None = None,
+        narrow: Callable[[Decision], Decision] | None = None,
+        channel: Channel,
+        client: Client,
+        disclosed_version: Callable[[], int | None] | None = None,
+    ) -> _DecidedRead:
+        """One read decided and its access events made (the grants', or the refusal's alone):
+        nothing stored yet."""
         case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
         if narrow is not None:
             decided = narrow(decided)
@@ -418,15 +500,16 @@ class CaseTrail(Application[UUID]):
             )
             for d in (refused or decisions)
         ]
+        return _DecidedRead(case, refused or decisions, events, bool(refused) or case is None)
+
+    def _record_accesses(self, events: Sequence[CaseAccessed | AccessDenied]) -> None:
+        """Durably store the access events of one read, in one write."""
         if len(events) == 1:
             self._record_access(events[0])
         elif self.access_commits is None:
             self.store_events(events)
         else:
             self.access_commits.record_all(events)
-        if refused or case is None:
-            raise AccessRefused((refused or decisions)[0].rule)
-        return case, decisions[0]
 
     def record_refusal(
         self,

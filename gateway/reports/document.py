@@ -46,7 +46,6 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final, Protocol
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.persistence import Notification
 
 from domain.application import CaseTrail
@@ -81,20 +80,6 @@ class Analysis(Protocol):
     def knowledge(self, case_id: UUID) -> dict[str, Any]: ...
 
     def deadlines(self, case_id: UUID) -> list[dict[str, Any]]: ...
-
-
-class InvestigationNotFound(LookupError):
-    """No investigation has this id."""
-
-
-def load_investigation(application: CaseTrail, investigation_id: UUID) -> Investigation:
-    try:
-        found: object = application.repository.get(investigation_id)
-    except AggregateNotFoundError:
-        found = None
-    if not isinstance(found, Investigation):
-        raise InvestigationNotFound("no investigation has this id")
-    return found
 
 
 # --- the document ----------------------------------------------------------------------------

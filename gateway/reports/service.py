@@ -6,12 +6,13 @@ Who: an investigator the investigation names (`Investigation.names`), and then f
 file of the investigation the case read's own rules (`CaseTrail.authorise_read`: an
 investigation order in force), for the case's content and its access log together, since the
 report shows both (the timeline and the knowledge matrix are made of accesses). Every grant is
-stored as `CaseAccessed` before anything is built, in one write per case file; a refusal is
-stored as `AccessDenied` and raised as `AccessRefused`, answered as a case read's refusal (404
-"no such case is visible to you", padded): `investigation_report_not_for:<role>` for someone
-the investigation does not name, `no_such_investigation` for an unknown id, or the case read's
-rule. The report made is recorded on the investigation as `ReportIssued` (its form and the
-SHA-256 of the signed file), so a report shown later can be matched to the one issued.
+stored as `CaseAccessed` before anything is built, all in one write (`CaseTrail.authorise_reads`);
+a refusal is stored alone (no file recorded as disclosed), as `AccessDenied`, and raised as
+`AccessRefused`, answered as a case read's refusal (404 "no such case is visible to you",
+padded): `investigation_report_not_for:<role>` for someone the investigation does not name,
+`no_such_investigation` for an unknown id, or the case read's rule. The report made is
+recorded on the investigation as `ReportIssued` (its form and the SHA-256 of the signed
+file), so a report shown later can be matched to the one issued.
 
 Proven by tests/reports/test_route.py (the grant and refusals stored, the report issued
 recorded) and tests/reports/test_cli.py.
@@ -20,18 +21,18 @@ recorded) and tests/reports/test_cli.py.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Final
+from typing import Final
 from uuid import UUID
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from eventsourcing.persistence import IntegrityError
 
+from domain import errors
 from domain.access import Actor, Channel, Client
 from domain.application import CaseTrail
 from domain.investigations import Investigation
 from domain.taxonomy import Purpose, Role
 from gateway.evidence.maintainer import Evidence
-from gateway.reports.document import InvestigationNotFound, build_document, load_investigation
+from gateway.reports.document import build_document
 from gateway.reports.render import produce, sha256_hex
 from gateway.reports.signing import Form
 
@@ -52,8 +53,8 @@ def authorise_report(
     """The investigation, once every case file of it was granted to `actor` and recorded
     (channel `report`, with the client as the service saw it)."""
     try:
-        investigation = load_investigation(application, investigation_id)
-    except InvestigationNotFound:
+        investigation = application.investigation(investigation_id)
+    except errors.InvestigationNotFound:
         application.record_refusal(
             NO_SUCH_INVESTIGATION,
             actor=actor,
@@ -71,16 +72,17 @@ def authorise_report(
             channel=Channel.REPORT,
             client=client,
         )
-    for case_id in investigation.case_ids:
-        application.authorise_read(
-            UUID(case_id),
-            actor,
-            purpose,
-            request_id,
-            also_need="access_log",
-            channel=Channel.REPORT,
-            client=client,
-        )
+    # All the files granted and stored in one write, or only the refusal: a report refused
+    # for one file records no disclosure of the others.
+    application.authorise_reads(
+        [UUID(c) for c in investigation.case_ids],
+        actor,
+        purpose,
+        request_id,
+        also_need="access_log",
+        channel=Channel.REPORT,
+        client=client,
+    )
     return investigation
 
 
@@ -105,21 +107,5 @@ def make_report(
         consultation_due=consultation_due,
     )
     data = produce(document, form, key, chromium=chromium)
-    _record_issued(application, investigation.id, form, sha256_hex(data), actor.as_record())
+    application.record_report_issued(investigation.id, form, sha256_hex(data), actor)
     return data
-
-
-def _record_issued(
-    application: CaseTrail, investigation_id: UUID, form: str, sha256: str, by: dict[str, Any]
-) -> None:
-    """`ReportIssued` on the investigation, retried on fresh state if another change to it
-    was stored meanwhile."""
-    for attempt in range(_ISSUE_ATTEMPTS):
-        investigation = load_investigation(application, investigation_id)
-        investigation.issue_report(format=form, sha256=sha256, by=by)
-        try:
-            application.save(investigation)
-            return
-        except IntegrityError:
-            if attempt == _ISSUE_ATTEMPTS - 1:
-                raise

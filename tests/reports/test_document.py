@@ -20,7 +20,6 @@ from gateway.reports.document import (
     UNREADABLE_ZH,
     CaseStreams,
     build_document,
-    load_investigation,
 )
 from gateway.reports.html import render_html
 from gateway.settings import Settings
@@ -45,7 +44,7 @@ def stack(settings: Settings) -> Iterator[tuple[CaseTrail, Evidence]]:
 def test_the_document_of_an_untouched_store(stack: tuple[CaseTrail, Evidence]) -> None:
     application, evidence = stack
     scenario = investigated_case(application)
-    investigation = load_investigation(application, scenario.investigation_id)
+    investigation = application.investigation(scenario.investigation_id)
     document = build_document(
         application, evidence, investigation, generated_by=BY, consultation_due=timedelta(hours=24)
     )
@@ -91,7 +90,7 @@ def test_a_tampered_case_event_makes_the_statement_say_so(
     store.drop_triggers()
     store.modify(position)
 
-    investigation = load_investigation(application, scenario.investigation_id)
+    investigation = application.investigation(scenario.investigation_id)
     document = build_document(application, evidence, investigation, generated_by=BY)
     integrity = document["integrity"]
     assert integrity["status"] == "tampered"

@@ -18,7 +18,6 @@ from domain.access import AccessDenied, CaseAccessed
 from domain.application import NO_CASE, CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring
-from gateway.reports.document import load_investigation
 from gateway.reports.signing import verify_report
 from gateway.settings import Settings
 from tests.conftest import TokenFactory
@@ -82,7 +81,7 @@ def test_the_investigator_gets_the_signed_report_and_the_read_is_recorded(
     assert {str(e.channel) for e in granted} == {"report"}
     assert {tuple(e.fields) == ("access_log",) for e in granted} == {True, False}
 
-    issued = load_investigation(application, scenario.investigation_id).reports
+    issued = application.investigation(scenario.investigation_id).reports
     assert [(r["format"], r["sha256"]) for r in issued] == [
         (form, hashlib.sha256(answer.content).hexdigest())
     ]
@@ -107,7 +106,7 @@ def test_an_investigator_without_an_order_is_refused_and_it_is_recorded(
     assert isinstance(event, AccessDenied)
     assert event.case_id == scenario.case_id
     assert str(event.channel) == "report"
-    assert load_investigation(application, scenario.investigation_id).reports == []
+    assert application.investigation(scenario.investigation_id).reports == []
 
 
 @pytest.mark.parametrize(
