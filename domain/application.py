@@ -725,11 +725,17 @@ class CaseTrail(Application[UUID]):
 
         def attempt() -> None:
             investigation = self._get_investigation(investigation_id)
-            investigation.record_order_revoked(order, reason=command.reason, by=actor.as_record())
-            found: object = self.repository.get(order, projector_func=replay)
-            if not isinstance(found, CountyOrder):
+            try:
+                found: object = self.repository.get(order, projector_func=replay)
+            except AggregateNotFoundError:
+                found = None
+            # The order stream is per (file, investigator): a later investigation of the same
+            # minor renews it and holds it now; an earlier one may not revoke it.
+            if not isinstance(found, CountyOrder) or found.investigation_id != investigation.id:
                 raise errors.OrderNotActive("no order of this investigation has this id")
+            # Every rule checked before any event is triggered.
             found.revoke(reason=command.reason, now=datetime.now(UTC), by=actor.as_record())
+            investigation.record_order_revoked(order, reason=command.reason, by=actor.as_record())
             self.save(investigation, found)
 
         self._retrying(investigation_id, attempt)

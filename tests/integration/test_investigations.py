@@ -254,6 +254,37 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
     assert planted.id_number not in county.text
 
 
+
+def test_an_earlier_investigation_cannot_revoke_the_order_a_later_one_holds(
+    sqlite_world: World,
+) -> None:
+    """County orders are one stream per (file, investigator): a second investigation of the
+    same minor renews it and holds it; the first may no longer revoke it."""
+    world = sqlite_world
+    planted, first, _, _ = two_files_of_one_minor(world)
+    earlier = world.open(planted, [INVESTIGATOR.user]).json()["id"]
+    later = world.open(planted, [INVESTIGATOR.user]).json()["id"]
+    order = county_order_id(UUID(first), INVESTIGATOR.user)
+    position = world.application.recorder.max_notification_id()
+
+    refused = world.client.post(
+        f"/v1/investigations/{earlier}/orders/{order}/revocation",
+        json={"reason": "调查结束。"},
+        headers=world.headers(LEAD),
+    )
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["type"] == "urn:casetrail:problem:order-not-active"
+    assert world.application.recorder.max_notification_id() == position
+    reader = world.headers(INVESTIGATOR, "investigation")
+    assert world.client.get(f"/v1/cases/{first}", headers=reader).status_code == 200
+
+    revoked = world.client.post(
+        f"/v1/investigations/{later}/orders/{order}/revocation",
+        json={"reason": "调查结束。"},
+        headers=world.headers(LEAD),
+    )
+    assert revoked.status_code == 200, revoked.text
+
 # --- the street under review ----------------------------------------------------------------------
 
 
