@@ -391,6 +391,13 @@ def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[st
 # store written before, tests/fixtures/store_v1, and every channel over HTTP).
 
 
+# The case id of an event about no case (an `AccessDenied` for a read that named none: a
+# ledger page, a lookup, an export; a notice about no case): the nil UUID, never a case's (those
+# are version-4 UUIDs), so the event keeps its stored shape (`case_id: UUID`) for every reader of
+# it, old and new, and no case's access log lists it (tests/integration/test_one_reader.py).
+NO_CASE: Final = UUID(int=0)
+
+
 class Channel(StrEnum):
     """How a read reached the service: recorded on every access event."""
 

@@ -32,6 +32,7 @@ from domain import errors
 from domain.access import (
     CASE_CONTENT,
     IN_PROCESS_CLIENT,
+    NO_CASE,
     AccessDenied,
     Actor,
     BreakGlassAccessed,
@@ -114,11 +115,6 @@ def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:
     return aggregate
 
 
-# The case id of an `AccessDenied` for a read that named no case (a ledger page, a lookup, an
-# export): the nil UUID, never a case's (those are version-4 UUIDs), so the event keeps its
-# stored shape (`case_id: UUID`) for every reader of it, old and new, and no case's access
-# log lists it (tests/integration/test_one_reader.py).
-NO_CASE: Final = UUID(int=0)
 
 
 # Investigations: rules of their reads (stored in access events, as every rule).

@@ -50,10 +50,10 @@ from typing import Any, Final
 from uuid import UUID, uuid5
 
 from eventsourcing.domain import DomainEvent
-from eventsourcing.utils import get_topic
 
 from domain.case import Case
 from domain.quarters import Quarter, local_date, quarterly_update_due, start_of_day
+from domain.topics import topics_of
 
 NAMESPACE: Final = UUID("4d3c8f0e-9a51-5b7e-8c2f-6e0a1d9b7c53")
 DEFAULT_CONSULTATION_HOURS: Final = 24.0
@@ -129,7 +129,7 @@ MISSED_FACTS: Final = (
     QuarterlyUpdateMissed,
 )
 FACTS: Final = (*MISSED_FACTS, DeadlineEscalated)
-FACT_TOPICS: Final = tuple(get_topic(c) for c in FACTS)
+FACT_TOPICS: Final = topics_of(*FACTS)
 
 
 # --- which case events matter ---------------------------------------------------------------------
@@ -158,7 +158,8 @@ _CASE_EVENTS: Final = {
 }
 _NAMES: Final = {cls: name for name, cls in _CASE_EVENTS.items()}
 # The topics a scan folds: the case events above and the facts themselves (already stored).
-DUTY_TOPICS: Final = (*(get_topic(c) for c in _CASE_EVENTS.values()), *FACT_TOPICS)
+# By `topics_of`: once a class moves, its events stored under the old topic still count.
+DUTY_TOPICS: Final = (*topics_of(*_CASE_EVENTS.values()), *FACT_TOPICS)
 
 
 def signs_for(event: Any) -> bool:

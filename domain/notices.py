@@ -41,12 +41,10 @@ from uuid import UUID, uuid5
 from eventsourcing.domain import DomainEvent
 from eventsourcing.utils import get_topic
 
+from domain.access import NO_CASE
 from domain.case import Case
 from domain.errors import DomainError
 
-# The case id of a notice about no case (a compliance alert for a refused list read): the nil
-# UUID, as `domain.application.NO_CASE` (which cannot be imported here: it imports this module).
-NO_CASE: Final = UUID(int=0)
 # Namespace of the notice facts' ids (uuid5): "published:<mid>", "received:<mid>", ...
 NOTICE_FACTS_NAMESPACE: Final = UUID("5b0e4e43-1d6c-5c3c-9f55-7a2f0b4c8e61")
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 import pydantic
+from eventsourcing.persistence import PersistenceError
 
 from domain.taxonomy import Role
 from gateway import bootstrap, keyring, logs, serving
@@ -174,6 +175,14 @@ def main(argv: list[str] | None = None) -> Any:
         sys.exit(exc.exit_code if isinstance(exc, UserError) else 2)
     except (StartupProblem, keyring.KeyProblem, SettingsProblem) as exc:
         click.echo(f"casetrail: error: {exc}", err=True)
+        sys.exit(2)
+    except PersistenceError as exc:
+        # Any command, one line: never a traceback (nor the driver's text, which may quote SQL).
+        click.echo(
+            f"casetrail: error: the event store failed ({type(exc).__name__}); check that it is "
+            "reachable and that CASETRAIL_DATABASE_URL names it",
+            err=True,
+        )
         sys.exit(2)
     except pydantic.ValidationError as exc:
         first = exc.errors()[0]

@@ -221,9 +221,11 @@ def unit_inbox(api: str, token_file: Path | None, on: str | None, as_json: bool)
     items = page.get("items", [])
     click.echo(f"unit {page.get('unit')}: {len(items)} assignment(s) on {page.get('on')}")
     for item in items:
+        # .get: an answer of another server version prints what it has, never a traceback.
         click.echo(
-            f"{item['state']:<16} due {item['due_on']}  {item['function_label']}  "
-            f"case {item['case_id']}  assignment {item['assignment_id']}"
+            f"{item.get('state', '?'):<16} due {item.get('due_on')}  "
+            f"{item.get('function_label')}  case {item.get('case_id')}  "
+            f"assignment {item.get('assignment_id')}"
         )
 
 

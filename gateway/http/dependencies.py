@@ -18,7 +18,7 @@ from typing import Annotated
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -89,6 +89,18 @@ async def request_context(
     request: Request, svc: Annotated[Services, Depends(services)]
 ) -> RequestContext:
     return request_context_of(request, svc)
+
+
+def readmodels_of(svc: Services) -> ReadModels:
+    """The read models (ledgers, worklists, inbox, lookups), or 503 saying where to look."""
+    found = svc.readmodels
+    if found is None:
+        raise HTTPException(
+            503,
+            "the read models are not available: see the service log "
+            "(projections_unavailable) and `casetrail projections status`",
+        )
+    return found
 
 
 _bearer = HTTPBearer(auto_error=False, description="Ed25519 JWT from `casetrail token issue`")

@@ -419,9 +419,12 @@ class Router:
             )
 
     def _street_of(self, case_id: UUID) -> str | None:
-        """The case's street, for an undeliverable fact (a rare path: one load of the case)."""
+        """The case's street (set when the clue was reported, never changed): its first
+        event decoded, not the whole file replayed."""
         try:
-            case: object = self.application.repository.get(case_id, projector_func=replay)
+            case: object = self.application.repository.get(
+                case_id, version=1, projector_func=replay
+            )
         except AggregateNotFoundError:
             return None
         street = getattr(case, "street", None)

@@ -205,8 +205,9 @@ class Units(Protocol[R]):
 
 
 def deadline_notices(event: DeadlineFact, units: Units[R]) -> list[tuple[R, str, dict[str, Any]]]:
-    """(recipient, kind, body) of each notice a deadline fact causes; none, logged, when no
-    unit that should hear of it is registered. Bodies carry ids, codes and instants only."""
+    """(recipient, kind, body) of each notice a deadline fact causes; none when no unit that
+    should hear of it is registered (the relay's router stores that as undeliverable).
+    Bodies carry ids, codes and instants only."""
     street = str(getattr(event, "street", ""))
     case_ref = str(getattr(event, "case_id", ""))
     if isinstance(event, DeadlineEscalated):
@@ -218,8 +219,6 @@ def deadline_notices(event: DeadlineFact, units: Units[R]) -> list[tuple[R, str,
             "due": event.due_at,
         }
         recipients = units.where(type=UnitType.STREET_SUPERVISION.value, street=street)
-        if not recipients:
-            log.warning("message_undeliverable", kind=ESCALATED_KIND, reason="no_recipient")
         return [(r, ESCALATED_KIND, body) for r in recipients]
     due: str
     assignment_id: str | None = None
@@ -247,6 +246,5 @@ def deadline_notices(event: DeadlineFact, units: Units[R]) -> list[tuple[R, str,
         offices = units.where(type=UnitType.GOVERNANCE_OFFICE.value, street=street)
         found = offices[0] if offices else None
     if found is None:
-        log.warning("message_undeliverable", kind=MISSED_KIND, reason="unit_not_registered")
-        return []
+        return []  # the relay's router stores (and logs) it as undeliverable
     return [(found, MISSED_KIND, body)]

@@ -20,8 +20,8 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.access import AccessDenied, CaseAccessed
-from domain.application import NO_CASE, CaseTrail
+from domain.access import NO_CASE, AccessDenied, CaseAccessed
+from domain.application import CaseTrail
 from domain.case import Case
 from domain.notices import notice_published, notice_undeliverable
 from domain.taxonomy import Role

@@ -28,8 +28,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.access import AccessDenied, BreakGlassAccessed, CaseAccessed, Channel, Client
-from domain.application import NO_CASE, CaseTrail
+from domain.access import NO_CASE, AccessDenied, BreakGlassAccessed, CaseAccessed, Channel, Client
+from domain.application import CaseTrail
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role
 from gateway import keyring

@@ -24,8 +24,8 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.access import AccessDenied, CaseAccessed
-from domain.application import ACCESS_TOPICS, NO_CASE, CaseTrail
+from domain.access import NO_CASE, AccessDenied, CaseAccessed
+from domain.application import ACCESS_TOPICS, CaseTrail
 from domain.taxonomy import Role
 from gateway.http.app import create_app
 from gateway.http.reader import refusal_answer

@@ -10,7 +10,8 @@ from uuid import uuid4
 import pytest
 from eventsourcing.persistence import IntegrityError
 
-from domain.application import NO_CASE, CaseTrail
+from domain.access import NO_CASE
+from domain.application import CaseTrail
 from domain.notices import (
     NoticePublished,
     NoticeReceived,

@@ -14,8 +14,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from fastapi.testclient import TestClient
 
-from domain.access import AccessDenied, CaseAccessed
-from domain.application import NO_CASE, CaseTrail
+from domain.access import NO_CASE, AccessDenied, CaseAccessed
+from domain.application import CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.reports.signing import verify_report

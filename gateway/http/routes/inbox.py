@@ -23,43 +23,20 @@ those facts, a version 1 acknowledgement.
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Query
 
-from gateway.http.dependencies import ReaderDep, Services, ServicesDep
-from projections.ledger.quarters import FIRST_DAY, LAST_DAY, today
+from gateway.http.dependencies import ReaderDep, ServicesDep, readmodels_of
+from gateway.http.routes.ledger import Day
+from projections.ledger.quarters import today
 from projections.ledger.worklists import MAX_ITEMS, inbox
-from projections.readmodels import ReadModels
 
 router = APIRouter()
 
-# The day the states are judged on, bounded as every date a query names (test_bounds.py).
-Day = Annotated[
-    date | None,
-    Query(
-        ge=FIRST_DAY,
-        le=LAST_DAY,
-        json_schema_extra={
-            "formatMinimum": FIRST_DAY.isoformat(),
-            "formatMaximum": LAST_DAY.isoformat(),
-        },
-    ),
-]
+# The day the states are judged on: `Day`, bounded as every date a query names (test_bounds.py).
 Limit = Annotated[int, Query(ge=1, le=MAX_ITEMS)]
 DEFAULT_LIMIT: Final = 200
-
-
-def _readmodels(svc: Services) -> ReadModels:
-    found = svc.readmodels
-    if found is None:
-        raise HTTPException(
-            503,
-            "the read models are not available: see the service log "
-            "(projections_unavailable) and `casetrail projections status`",
-        )
-    return found
 
 
 @router.get("/v1/inbox", tags=["worklists"])
@@ -75,7 +52,7 @@ def unit_inbox(
     unit = scope.assigned_unit
     if unit is None:  # inbox_scope refuses every other scope
         raise AssertionError("an inbox without a unit")
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     day = on or today()
     with readmodels.ledger.reading() as db:
         items = inbox(db, street=scope.street, unit=unit, today=day, limit=limit)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException, Response
+from fastapi import APIRouter, Response
 
 from domain.investigation_commands import (
     AddRectification,
@@ -26,29 +26,23 @@ from domain.investigation_commands import (
     RecordFinding,
     RevokeCountyOrder,
 )
-from gateway.http.dependencies import ActorDep, RequestContextDep, Services, ServicesDep
+from gateway.http.dependencies import (
+    ActorDep,
+    RequestContextDep,
+    Services,
+    ServicesDep,
+    readmodels_of,
+)
 from gateway.logs import get_logger
-from projections.readmodels import ReadModels
 
 log = get_logger("casetrail.api")
 router = APIRouter()
 
 
-def _readmodels(svc: Services) -> ReadModels:
-    found = svc.readmodels
-    if found is None:
-        raise HTTPException(
-            503,
-            "the read models are not available: see the service log "
-            "(projections_unavailable) and `casetrail projections status`",
-        )
-    return found
-
-
 def files_of_minor(svc: Services, id_number: str) -> list[UUID]:
     """The ids of every case file the ledger holds for this ID number, in every street (the
     blind index: a keyed token of the number, never the number itself, is compared)."""
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     token = readmodels.blind_index.id_number(id_number)
     with readmodels.ledger.reading() as db:
         rows = db.execute(

@@ -19,16 +19,15 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
 from domain import errors
-from domain.access import Channel, LedgerScope
-from domain.application import NO_CASE
+from domain.access import NO_CASE, Channel, LedgerScope
 from domain.identity import InvalidIdNumber, parse_id_number
 from domain.taxonomy import CaseStatus, Category, RiskLevel, is_known_subtype
-from gateway.http.dependencies import ReaderDep, Services, ServicesDep
+from gateway.http.dependencies import ReaderDep, Services, ServicesDep, readmodels_of
 from gateway.http.reader import AuditedReader
 from gateway.logs import get_logger
 from projections.ledger.exports import (
@@ -63,17 +62,6 @@ class InvalidFilter(errors.DomainError):
 
 
 # --- where ------------------------------------------------------------------------------------
-
-
-def _readmodels(svc: Services) -> ReadModels:
-    found = svc.readmodels
-    if found is None:
-        raise HTTPException(
-            503,
-            "the read models are not available: see the service log "
-            "(projections_unavailable) and `casetrail projections status`",
-        )
-    return found
 
 
 def _freshness(readmodels: ReadModels, name: str) -> dict[str, int]:
@@ -196,7 +184,7 @@ def ledger(
     """The ledger (台账) of your street, village, school...: one row per file, newest found
     first, names and ID numbers masked. Rows showing identity fields are recorded as accesses."""
     scope = reader.ledger_scope(channel=Channel.LEDGER)
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     return _page_answer(
         reader, svc, readmodels, scope, query, page=page, per_page=per_page, prefix=Channel.LEDGER
     )
@@ -234,7 +222,7 @@ def _lookup(
     if id_number is None and name is None:
         raise InvalidFilter("give id_number or name to look a minor up", field="id_number")
     scope = reader.ledger_scope(channel=Channel.LOOKUP)
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     id_index = name_index = None
     if id_number is not None:
         try:
@@ -276,7 +264,7 @@ def export_ledger(
     street; reporters for their own unit): each file exported is then recorded as disclosed,
     with the purpose and the fields, before the file is made."""
     scope = reader.export_scope(identity=identity)
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     now = datetime.now(UTC)
     with readmodels.ledger.reading() as db:
         total, rows = ledger_page(
@@ -371,7 +359,7 @@ def consultations(reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
     """Clues awaiting a consultation (问题会商), longest waiting first, overdue flagged
     (CASETRAIL_CONSULTATION_DEADLINE_HOURS after the report). Operational fields only."""
     scope = reader.ledger_scope(channel=Channel.WORKLIST)
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     deadline = readmodels.consultation_deadline
     with readmodels.ledger.reading() as db:
         items = awaiting_consultation(db, scope, now=datetime.now(UTC), deadline=deadline)
@@ -397,7 +385,7 @@ def unit_assignments(
     scope = reader.ledger_scope(channel=Channel.WORKLIST)
     if scope.assigned_unit is not None:
         unit = scope.assigned_unit
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     day = on or today()
     with readmodels.ledger.reading() as db:
         items = assignments(db, scope, today=day, unit=unit, state=state)
@@ -416,7 +404,7 @@ def updates_due(reader: ReaderDep, svc: ServicesDep, on: Day = None) -> dict[str
     """Open files without an update (follow-up) in the current quarter (每季度更新一次), due by
     its last day; overdue when a whole quarter passed without one."""
     scope = reader.ledger_scope(channel=Channel.WORKLIST)
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     day = on or today()
     with readmodels.ledger.reading() as db:
         items = quarterly_updates(db, scope, today=day)
@@ -465,7 +453,7 @@ def quarterly(
     what was recorded up to the end of that day, so a past quarter is re-issued exactly.
     For the street's coordinators and supervisors."""
     scope = reader.report_scope()
-    readmodels = _readmodels(svc)
+    readmodels = readmodels_of(svc)
     day = as_of or today()
     with readmodels.reports.reading() as db:
         report = quarterly_report(db, scope.street, day, village=village)
