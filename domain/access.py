@@ -546,3 +546,47 @@ def review_event(access_id: UUID, outcome: str, note: str, reviewer: Actor) -> B
         "reviewer": reviewer.as_record(),
     }
     return BreakGlassReviewed(**values)
+
+
+# --- refused commands (issue 15): a command refused by a rule is a fact, as a refused read is ---
+
+
+class CommandRefused(DomainEvent):
+    """A command was refused by a permission rule (`domain.permissions`): who tried, on which
+    case (`NO_CASE` when it named none, or when the case was not visible: then `rule` says
+    `not_visible` and the case id the request named is kept, so a reviewer sees the attempt),
+    which command, which rule refused it, the request id, the channel and the client. No value
+    of the command itself is kept (no echo of submitted data)."""
+
+    case_id: UUID
+    actor: dict[str, str]
+    command: str
+    rule: str
+    request_id: str
+    channel: str
+    client: dict[str, str]
+
+
+def command_refused(
+    *,
+    case_id: UUID,
+    actor: Actor,
+    command: str,
+    rule: str,
+    request_id: str,
+    channel: Channel,
+    client: Client,
+) -> CommandRefused:
+    values: dict[str, Any] = {
+        "originator_id": uuid4(),
+        "originator_version": 1,
+        "timestamp": DomainEvent.create_timestamp(),
+        "case_id": case_id,
+        "actor": actor.as_record(),
+        "command": command,
+        "rule": rule,
+        "request_id": request_id,
+        "channel": str(channel),
+        "client": client.as_record(),
+    }
+    return CommandRefused(**values)

@@ -51,6 +51,7 @@ EVENT_TOPICS = frozenset(
         "domain.access:BreakGlassAccessed",
         "domain.access:BreakGlassReviewed",
         "domain.access:CaseAccessed",
+        "domain.access:CommandRefused",
         "domain.case:Case.AssignmentAcknowledged",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentEnded",
@@ -109,6 +110,7 @@ AGGREGATE_TOPICS = frozenset(
 # the deadline facts (issue 14), notice facts, investigations and county orders (issue 13).
 SINCE_STORE_V1 = frozenset(
     {
+        "domain.access:CommandRefused",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
         "domain.deadlines:AssignmentNotSignedFor",

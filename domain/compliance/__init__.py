@@ -1,0 +1,1 @@
+"""Compliance on information access (issue 15): the records rules look at, the rules, findings."""

@@ -1,0 +1,105 @@
+"""One access record: what every compliance rule, the access-log read model, the disclosure
+accounting and the FHIR export see of an access event, and nothing of the case's content.
+
+`record_of(position, event)` turns a stored access event (`CaseAccessed`, `BreakGlassAccessed`,
+`AccessDenied`) or a refused command (`CommandRefused`) into an `AccessRecord`; any other event
+gives None. Pure: the same event at the same position always gives the same record, so a rule
+re-run over the whole history sees exactly what incremental evaluation saw. `position` is the
+event's notification id in the store (the evidence a finding cites). Proven by
+tests/domain/test_access_records.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+from uuid import UUID
+
+from eventsourcing.domain import DomainEvent
+
+from domain.access import (
+    NO_CASE,
+    AccessDenied,
+    BreakGlassAccessed,
+    CaseAccessed,
+    CommandRefused,
+)
+from domain.topics import topics_of
+
+
+class RecordKind(StrEnum):
+    READ = "read"  # a disclosure (CaseAccessed, BreakGlassAccessed)
+    REFUSED_READ = "refused_read"  # AccessDenied
+    REFUSED_COMMAND = "refused_command"  # CommandRefused
+
+
+# The stored topics `record_of` understands (old topics included, see domain.topics).
+RECORD_TOPICS: Final = topics_of(CaseAccessed, BreakGlassAccessed, AccessDenied, CommandRefused)
+
+
+@dataclass(frozen=True)
+class AccessRecord:
+    """An access as a compliance reviewer sees it. `case_id` is None for a read or command that
+    named no case (a ledger page, a lookup refused before any case). `fields` are the fields
+    disclosed (empty when refused); `command` the refused command's name (else "")."""
+
+    position: int
+    event_id: UUID
+    at: datetime
+    kind: RecordKind
+    case_id: UUID | None
+    user: str
+    role: str
+    unit: str
+    street: str
+    purpose: str
+    rule: str
+    channel: str
+    fields: tuple[str, ...]
+    break_glass: bool
+    request_id: str
+    case_version: int | None
+    client_address: str
+    client_user_agent: str
+    command: str = ""
+
+    @property
+    def granted(self) -> bool:
+        return self.kind is RecordKind.READ
+
+
+def record_of(position: int, event: DomainEvent) -> AccessRecord | None:
+    """The access record of a stored event, or None when the event is not an access event."""
+    if isinstance(event, CaseAccessed | AccessDenied):
+        kind = RecordKind.READ if isinstance(event, CaseAccessed) else RecordKind.REFUSED_READ
+        fields = tuple(getattr(event, "fields", ()))
+        purpose, command, case_version = event.purpose, "", event.case_version
+    elif isinstance(event, CommandRefused):
+        kind, fields = RecordKind.REFUSED_COMMAND, ()
+        purpose, command, case_version = "", event.command, None
+    else:
+        return None
+    actor, client = event.actor, event.client
+    return AccessRecord(
+        position=position,
+        event_id=event.originator_id,
+        at=event.timestamp,
+        kind=kind,
+        case_id=None if event.case_id == NO_CASE else event.case_id,
+        user=actor.get("user", ""),
+        role=actor.get("role", ""),
+        unit=actor.get("unit", ""),
+        street=actor.get("street", ""),
+        purpose=purpose,
+        rule=event.rule,
+        channel=event.channel,
+        fields=fields,
+        break_glass=isinstance(event, BreakGlassAccessed),
+        request_id=event.request_id,
+        case_version=case_version,
+        client_address=client.get("address", ""),
+        client_user_agent=client.get("user_agent", ""),
+        command=command,
+    )
