@@ -285,18 +285,6 @@ def _read_everything(probe: Probe, tokens: dict[str, str]) -> None:
                 {},
             )
     for who, headers in (("coordinator", coordinator), ("reporter", reporter)):
-        masked[f"lookup by ID number ({who})"] = (
-            "GET",
-            "/v1/cases",
-            headers,
-            {"params": {"id_number": c["minor.id_number"]}},
-        )
-        masked[f"lookup by name ({who})"] = (
-            "GET",
-            "/v1/cases",
-            headers,
-            {"params": {"name": c["minor.name"]}},
-        )
         masked[f"search by ID number ({who})"] = (
             "POST",
             "/v1/cases/search",
@@ -320,7 +308,7 @@ def _read_everything(probe: Probe, tokens: dict[str, str]) -> None:
         probe.masked[label] = _content(probe.ok(label, method, path, headers, **kw))
     found = [
         label
-        for label in ("lookup by ID number (coordinator)", "lookup by name (coordinator)")
+        for label in ("search by ID number (coordinator)", "search by name (coordinator)")
         if case.encode() in probe.masked[label]
     ]
     assert len(found) == 2, f"the lookups did not find the planted case: {found}"

@@ -58,7 +58,7 @@ def test_every_answer_has_security_headers_and_no_store(
         created,
         client.get(f"/v1/cases/{case_id}", headers=coordinator),  # a case read
         client.get("/v1/ledger", headers=coordinator),  # a ledger page
-        client.get("/v1/cases", params={"name": "张三"}, headers=coordinator),  # a lookup
+        client.post("/v1/cases/search", json={"name": "张三"}, headers=coordinator),  # a lookup
         client.get("/v1/worklists/consultations", headers=coordinator),  # a worklist
         client.get("/v1/ledger/export", params={"format": "csv"}, headers=coordinator),
         client.get("/v1/taxonomy"),

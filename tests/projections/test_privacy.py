@@ -90,12 +90,14 @@ def test_read_models_hold_no_personal_data_yet_find_a_minor_by_blind_index(
     caplog.set_level(logging.DEBUG)
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
     try:
-        by_id = client.get(
-            "/v1/cases", params={"id_number": planted.id_number}, headers=coordinator
+        by_id = client.post(
+            "/v1/cases/search", json={"id_number": planted.id_number}, headers=coordinator
         )
-        by_name = client.get("/v1/cases", params={"name": planted.name}, headers=coordinator)
+        by_name = client.post("/v1/cases/search", json={"name": planted.name}, headers=coordinator)
         lowercase_x = planted.id_number.lower()
-        again = client.get("/v1/cases", params={"id_number": lowercase_x}, headers=coordinator)
+        again = client.post(
+            "/v1/cases/search", json={"id_number": lowercase_x}, headers=coordinator
+        )
         by_body = client.post(
             "/v1/cases/search", json={"id_number": planted.id_number}, headers=coordinator
         )
@@ -119,7 +121,7 @@ def test_read_models_hold_no_personal_data_yet_find_a_minor_by_blind_index(
     # The service's own log lines (the test's HTTP client logs the URLs it requests: not ours).
     service_records = [r.getMessage() for r in caplog.records if not r.name.startswith("httpx")]
     output = captured.getvalue() + "\n".join(service_records)
-    assert '"route": "/v1/cases"' in output, "the lookups produced no log lines to search"
+    assert '"route": "/v1/cases/search"' in output, "the lookups produced no log lines to search"
     for text in texts:
         assert text not in output
 
@@ -135,17 +137,42 @@ def test_lookup_by_an_unknown_id_number_finds_nothing_and_a_malformed_one_is_422
 ) -> None:
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
     unknown = planted_case(seed=99).id_number
-    found = client.get("/v1/cases", params={"id_number": unknown}, headers=coordinator)
+    found = client.post("/v1/cases/search", json={"id_number": unknown}, headers=coordinator)
     assert found.status_code == 200
     assert found.json()["rows"] == []
-    bad = client.get("/v1/cases", params={"id_number": "110101200001011234"}, headers=coordinator)
+    bad = client.post(
+        "/v1/cases/search", json={"id_number": "110101200001011234"}, headers=coordinator
+    )
     assert bad.status_code == 422
     assert bad.headers["content-type"] == "application/problem+json"
     assert bad.json()["errors"][0]["field"] == "id_number"
     assert "110101200001011234" not in bad.text
-    neither = client.get("/v1/cases", headers=coordinator)
+    neither = client.post("/v1/cases/search", json={}, headers=coordinator)
     assert neither.status_code == 422
     assert neither.json()["errors"][0]["field"] == "id_number"
+
+
+def test_an_id_number_or_name_in_a_url_is_refused_unread_and_unechoed(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """Promise 2: no personal data in URLs. The old lookup by query string answers 400, naming
+    the field and the body-borne search to use instead, without echoing, deciding or recording."""
+    planted = planted_case(seed=5)
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    since = client.app.state.services.application.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+    for params, field in (
+        ({"id_number": planted.id_number}, "id_number"),
+        ({"name": planted.name}, "name"),
+        ({}, "id_number"),
+    ):
+        answer = client.get("/v1/cases", params=params, headers=coordinator)
+        assert answer.status_code == 400, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["errors"][0]["field"] == field
+        assert "POST /v1/cases/search" in answer.json()["detail"]
+        assert planted.id_number not in answer.text and planted.name not in answer.text
+    after = client.app.state.services.application.recorder.max_notification_id() or 0  # type: ignore[attr-defined]
+    assert after == since
 
 
 def test_a_lookup_never_tells_a_hidden_case_from_a_missing_one(
@@ -164,8 +191,10 @@ def test_a_lookup_never_tells_a_hidden_case_from_a_missing_one(
     other_street = auth(Role.COORDINATOR, "far-office", street="far-street", purpose="consultation")
     missing = planted_case(seed=8).id_number
     for headers in (outsider, other_street):
-        hidden = client.get("/v1/cases", params={"id_number": planted.id_number}, headers=headers)
-        absent = client.get("/v1/cases", params={"id_number": missing}, headers=headers)
+        hidden = client.post(
+            "/v1/cases/search", json={"id_number": planted.id_number}, headers=headers
+        )
+        absent = client.post("/v1/cases/search", json={"id_number": missing}, headers=headers)
         assert hidden.status_code == absent.status_code == 200
         assert hidden.json() == absent.json()
         assert created.json()["id"] not in hidden.text
@@ -173,9 +202,9 @@ def test_a_lookup_never_tells_a_hidden_case_from_a_missing_one(
     assert events == []
 
     # The owner finds it, and that disclosure is recorded.
-    mine = client.get(
-        "/v1/cases",
-        params={"id_number": planted.id_number},
+    mine = client.post(
+        "/v1/cases/search",
+        json={"id_number": planted.id_number},
         headers=auth(Role.REPORTER, "dongshan-village", purpose="follow_up"),
     )
     assert [row["id"] for row in mine.json()["rows"]] == [created.json()["id"]]

@@ -190,19 +190,26 @@ def ledger(
     )
 
 
+class PersonalDataInUrl(errors.DomainError):
+    status = 400
+    code = "personal_data_in_url"
+
+
 @router.get("/v1/cases", tags=["ledgers"])
 def find_cases(
-    reader: ReaderDep,
-    svc: ServicesDep,
     id_number: Annotated[str | None, Query(max_length=32)] = None,
-    # Normalised and checked as a stored name is: a decomposed form or stray spaces still find
-    # the file; invisible or bidi characters are refused (422), never silently dropped.
-    name: Annotated[cmd.Name | None, Query(min_length=1, max_length=32)] = None,
+    name: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
-    """Files of a minor, found by exact ID number or name through the blind index (the read
-    models hold neither). Answers ledger rows, masked; recorded like a ledger page. A query
-    string may end up in proxies' logs: `POST /v1/cases/search` takes the same in its body."""
-    return _lookup(reader, svc, id_number, name)
+    """Refused: a minor's ID number or name never travels in a URL (proxies, browsers and
+    servers keep URLs in their logs and histories). Look a minor up with
+    `POST /v1/cases/search`, the ID number or name in the body. Answered 400 before anything is
+    read or decided; the value given is neither parsed nor echoed."""
+    field = "name" if id_number is None and name is not None else "id_number"
+    raise PersonalDataInUrl(
+        "a minor's ID number or name is not accepted in a URL: send it in the JSON body of "
+        "POST /v1/cases/search instead",
+        field=field,
+    )
 
 
 class Lookup(cmd.Command):
@@ -212,7 +219,9 @@ class Lookup(cmd.Command):
 
 @router.post("/v1/cases/search", tags=["ledgers"])
 def search_cases(lookup: Lookup, reader: ReaderDep, svc: ServicesDep) -> dict[str, Any]:
-    """`GET /v1/cases?id_number=` with the ID number or name in the body, out of URLs."""
+    """Files of a minor, found by exact ID number or name through the blind index (the read
+    models hold neither), given in the body (never in a URL). Answers ledger rows, masked;
+    recorded like a ledger page."""
     return _lookup(reader, svc, lookup.id_number, lookup.name)
 
 
