@@ -195,7 +195,19 @@ class PersonalDataInUrl(errors.DomainError):
     code = "personal_data_in_url"
 
 
-@router.get("/v1/cases", tags=["ledgers"])
+@router.get(
+    "/v1/cases",
+    tags=["ledgers"],
+    responses={
+        400: {
+            "description": "Always: an ID number or name is not accepted in a URL "
+            "(`urn:casetrail:problem:personal_data_in_url`); use POST /v1/cases/search",
+            "content": {
+                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
+            },
+        }
+    },
+)
 def find_cases(
     id_number: Annotated[str | None, Query(max_length=32)] = None,
     name: Annotated[str | None, Query(max_length=32)] = None,
