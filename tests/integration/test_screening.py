@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.utils import get_topic
 from fastapi.testclient import TestClient
@@ -43,7 +44,7 @@ def reports_about(client: TestClient, kid: Kid) -> list[Case]:
     app = application_of(client)
     found = []
     for n in app.notifications(topics=(get_topic(Case.ClueReported),)):  # type: ignore[attr-defined]
-        case = app.repository.get(n.originator_id)
+        case: object = app.repository.get(UUID(str(n.originator_id)))
         if isinstance(case, Case) and case.minor["id_number"] == kid.id_number:
             found.append(case)
     return found
