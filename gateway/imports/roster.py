@@ -138,9 +138,14 @@ def _sheet_rows(data: bytes) -> Iterator[tuple[int, list[Any]]]:
                 "program as .xlsx or CSV"
             ) from None
         try:
+            # Streamed (read-only mode): the row limit stops a sheet that unpacks to millions.
             sheet = book.worksheets[0]
             for number, cells in enumerate(sheet.iter_rows(values_only=True), start=1):
                 yield number, list(cells)
+        except Exception:
+            raise ImportFileError(
+                "the workbook's first sheet cannot be read; save it again as .xlsx or CSV"
+            ) from None
         finally:
             book.close()
         return
@@ -152,7 +157,13 @@ def _sheet_rows(data: bytes) -> Iterator[tuple[int, list[Any]]]:
             continue
     else:
         raise ImportFileError("the CSV file is neither UTF-8 nor GB 18030 text; save it as UTF-8")
-    for number, row in enumerate(csv.reader(io.StringIO(text)), start=1):
+    try:
+        rows_read = list(csv.reader(io.StringIO(text)))
+    except csv.Error:
+        raise ImportFileError(
+            "the file is not a CSV table (or a cell is malformed); save it again as CSV or .xlsx"
+        ) from None
+    for number, row in enumerate(rows_read, start=1):
         yield number, list(row)
 
 

@@ -152,7 +152,12 @@ def test_a_file_that_is_no_roster_is_one_problem_naming_the_file(
     client: TestClient, auth: TokenFactory
 ) -> None:
     reporter = auth(Role.REPORTER, VILLAGE)
-    for data in (b"PK\x03\x04 not a workbook", "姓名,性别\n张三,男\n".encode()):
+    for data in (
+        b"PK\x03\x04 not a workbook",
+        "姓名,性别\n张三,男\n".encode(),
+        b"\xe5\xa7\x93\xe5\x90\x8d,a\x00b\n",
+        b"",
+    ):
         answer = upload(client, reporter, data)
         assert answer.status_code == 422, answer.text
         assert answer.json()["errors"][0]["field"] == "file"

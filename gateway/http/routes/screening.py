@@ -299,7 +299,7 @@ def street_coverage(
     actor: ActorDep,
     svc: ServicesDep,
     quarter: Annotated[
-        str, Query(pattern=r"^\d{4}Q[1-4]$", description="the quarter, e.g. 2026Q3")
+        str, Query(pattern=r"^20\d{2}Q[1-4]$", description="the quarter, e.g. 2026Q3")
     ],
 ) -> dict[str, Any]:
     """The street's visit coverage (走访) and guardianship-letter coverage (监护责任书) for a
