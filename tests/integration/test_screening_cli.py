@@ -1,0 +1,98 @@
+"""`casetrail roster import` and `casetrail screening coverage` as a user runs them: real
+processes, a real SQLite store, real files. A file with an error prints each rejected row and
+stores nothing (exit 2, one line on stderr); `--store-valid` stores the rest; the coverage
+counts what was listed. (Re-imports and refusals are proven over HTTP in
+tests/integration/test_screening_import.py: the same function does the work.)"""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+from pathlib import Path
+
+from domain.access import Actor
+from domain.screening import OpenCampaign
+from domain.taxonomy import Role
+from gateway import bootstrap, keyring
+from gateway.auth import issue_token
+from gateway.settings import Settings
+from tests.integration.screening_roster import csv_bytes, kids, with_bad_checksum
+from tests.integration.test_cli import assert_one_line_error, run
+
+VILLAGE = "dongshan-village"
+
+
+def token(home: Path, role: Role, unit: str) -> Path:
+    """A token file, issued in-process (each `casetrail` start costs ~2 s of CPU)."""
+    key = keyring.load_private_key(home / "keys" / keyring.TOKEN_KEY, "token key")
+    path = home / f"{role}.token"
+    path.write_text(
+        issue_token(key, user=f"u-{role}", role=role, unit=unit, street="chengguan-street"),
+        encoding="utf-8",
+    )
+    return path
+
+
+def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    keyring.init_keys(home / "keys")
+    minors = kids(6, VILLAGE, seed=8)
+    rows = [k.cells() for k in minors]
+    rows[3] = with_bad_checksum(minors[3]).cells()  # sheet row 5
+    roster = tmp_path / "名册.csv"
+    roster.write_bytes(csv_bytes(rows))
+    reporter = token(home, Role.REPORTER, VILLAGE)
+
+    refused = run(
+        home, "roster", "import", str(roster), "--village", VILLAGE, "--token-file", str(reporter)
+    )
+    assert_one_line_error(refused, "nothing stored")
+    assert refused.returncode == 2
+    assert "第5行 身份证号" in refused.stdout
+    for kid in minors:
+        assert kid.id_number not in refused.stdout + refused.stderr
+    assert with_bad_checksum(minors[3]).id_number not in refused.stdout
+
+    stored = run(
+        home,
+        "roster",
+        "import",
+        str(roster),
+        "--village",
+        VILLAGE,
+        "--token-file",
+        str(reporter),
+        "--store-valid",
+        "--json",
+    )
+    assert stored.returncode == 0, stored.stderr
+    assert json.loads(stored.stdout)["listed"] == 5
+    settings = Settings.from_env({"CASETRAIL_HOME": str(home)})
+    application = bootstrap.open_application(settings)
+    try:
+        campaign_id = application.open_campaign(
+            OpenCampaign(
+                name="走访排查",
+                villages=[VILLAGE],
+                starts_on=date.today() - timedelta(days=3),
+                ends_on=date.today(),
+            ),
+            Actor("u-c", Role.COORDINATOR, "office", "chengguan-street"),
+        )
+    finally:
+        application.close()
+    coordinator = token(home, Role.COORDINATOR, "chengguan-governance-office")
+    figures = run(
+        home,
+        "screening",
+        "coverage",
+        "--campaign",
+        str(campaign_id),
+        "--token-file",
+        str(coordinator),
+        "--json",
+    )
+    assert figures.returncode == 0, figures.stderr
+    total = json.loads(figures.stdout)["total"]
+    assert (total["minors"], total["visited"], total["not_visited"]) == (5, 0, 5)
+    assert all(k.name not in figures.stdout for k in minors)
