@@ -1399,6 +1399,7 @@ class CaseTrail(Application[UUID]):
                 case_id=None if case is None else str(case.id),
                 linked=linked,
                 notes=command.notes,
+                clue=None if command.clue is None else command.clue.model_dump(mode="json"),
                 by=actor.as_record(),
             )
             try:

@@ -248,8 +248,11 @@ class RosterEntry(Aggregate):
         case_id: str | None,
         linked: bool,
         notes: str,
+        clue: Record | None,
         by: Record,
     ) -> None:
+        # `clue` (issues, description, risk, who found it) is kept with the visit itself: when
+        # it linked an existing file instead of opening one, this is where it is recorded.
         self.visits.append(
             {
                 "campaign_id": campaign_id,

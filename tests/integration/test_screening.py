@@ -274,3 +274,39 @@ def test_the_names_not_yet_visited_are_a_recorded_disclosure(
     assert counts.status_code == 200, counts.text
     assert counts.json()["total"]["visited"] == 3
     assert all(k.name not in counts.text for k in home + other)
+
+
+def test_a_minors_visits_are_read_back_and_the_read_recorded(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    home, _ = listed(client, auth)
+    campaign_id = campaign(client, auth, [VILLAGE])
+    reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
+    first = visit(client, reporter, campaign_id, home[4], notes="家中无人，电话联系监护人。")
+    visit(client, reporter, campaign_id, home[4], result="clue", clue=clue(), method="phone")
+    entry_id = first.json()["entry_id"]
+    app = application_of(client)
+    mark = app.recorder.max_notification_id() or 0
+
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    answer = client.get(f"/v1/roster/entries/{entry_id}", headers=coordinator)
+    assert answer.status_code == 200, answer.text
+    visits = answer.json()["visits"]
+    assert [(v["method"], v["result"], v["linked"]) for v in visits] == [
+        ("home_visit", "no_issue", False),
+        ("phone", "clue", False),
+    ]
+    assert visits[1]["case_id"] == str(reports_about(client, home[4])[0].id)
+    assert answer.json()["minor"]["id_number"] == home[4].id_number
+    read = [
+        app.mapper.to_domain_event(n)
+        for n in app.notifications(mark + 1, topics=(get_topic(CaseAccessed),))
+    ]
+    assert [str(e.case_id) for e in read] == [entry_id]  # type: ignore[attr-defined]
+
+    mark = app.recorder.max_notification_id() or 0
+    member = auth(Role.UNIT_MEMBER, "chengguan-police-station", purpose="intervention")
+    refused = client.get(f"/v1/roster/entries/{entry_id}", headers=member)
+    assert refused.status_code == 404
+    assert home[4].name not in refused.text
+    assert len(list(app.notifications(mark + 1, topics=(get_topic(AccessDenied),)))) == 1

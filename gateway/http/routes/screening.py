@@ -49,6 +49,7 @@ from gateway.http.dependencies import (
     purpose_of_use,
     readmodels_of,
 )
+from gateway.http.limits import MAX_BODY_BYTES
 from gateway.http.problems import MEDIA_TYPE, problem
 from gateway.imports.roster import ImportFileError, import_roster
 from gateway.logs import get_logger
@@ -72,7 +73,14 @@ NOT_VISITED_RULE_REFUSED = "roster_not_for_reader"
 @router.post("/v1/roster/imports")
 def import_roster_file(
     request: Request,
-    file: Annotated[UploadFile, File(description=".xlsx or CSV, columns in docs/screening.md")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".xlsx or CSV, columns in docs/screening.md",
+            # Bounded by the request body's limit (gateway.http.limits), documented here.
+            json_schema_extra={"maxLength": MAX_BODY_BYTES},
+        ),
+    ],
     village: VillageCode,
     actor: ActorDep,
     svc: ServicesDep,
@@ -133,6 +141,79 @@ def sign_roster_letter(
     """监护责任书 signed for a minor on the roster (left-behind or unsupervised)."""
     svc.application.sign_roster_letter(entry_id, command, actor)
     return {"entry_id": str(entry_id), "letter": "recorded"}
+
+
+# The fields a roster entry's read discloses (recorded with its access event).
+ENTRY_FIELDS = frozenset(
+    {
+        "roster.name",
+        "roster.gender",
+        "roster.date_of_birth",
+        "roster.id_number",
+        "roster.school",
+        "roster.grade_class",
+        "roster.village",
+        "roster.grid",
+        "roster.guardian",
+        "roster.markers",
+        "roster.letters",
+        "roster.visits",
+    }
+)
+
+
+@router.get("/v1/roster/entries/{entry_id}")
+def read_roster_entry(
+    entry_id: UUID,
+    actor: ActorDep,
+    svc: ServicesDep,
+    context: RequestContextDep,
+    purpose: Annotated[Purpose, Depends(purpose_of_use)],
+) -> dict[str, Any]:
+    """A minor on the roster: details, markers, letters, and every visit (who, when, how, what
+    was found): "was this child's household visited, by whom, when?". For the street's
+    coordinator and the village's reporters; the read is recorded first (its roster entry as
+    the subject), a refusal too, answered as a missing entry."""
+    application: CaseTrail = svc.application
+    try:
+        entry = application.roster_entry(entry_id)
+    except RosterEntryNotFound:
+        entry = None
+    rule = None
+    if entry is not None and purpose in ROLE_PURPOSES[actor.role]:
+        rule = roster_rule(actor, entry.street, entry.village)
+    if entry is None or rule is None:
+        application.record_refusal(
+            NOT_VISITED_RULE_REFUSED,
+            actor=actor,
+            purpose=purpose,
+            request_id=context.request_id,
+            channel=Channel.API,
+            client=context.client,
+        )
+    application.record_disclosures(
+        [(entry.id, ENTRY_FIELDS, rule, entry.version)],
+        actor=actor,
+        purpose=purpose,
+        request_id=context.request_id,
+        channel=Channel.API,
+        client=context.client,
+    )
+    coordinator = actor.role is Role.COORDINATOR
+    return {
+        "id": str(entry.id),
+        "street": entry.street,
+        "minor": dict(entry.minor),
+        "letters": entry.letters,
+        "visits": [
+            {
+                **{k: v for k, v in visit.items() if k != "case_id"},
+                # The file's id to the coordinator (every file of the street is theirs).
+                **({"case_id": visit["case_id"]} if coordinator else {}),
+            }
+            for visit in entry.visits
+        ],
+    }
 
 
 @router.post("/v1/screening/campaigns", status_code=201)
@@ -299,7 +380,8 @@ def street_coverage(
     actor: ActorDep,
     svc: ServicesDep,
     quarter: Annotated[
-        str, Query(pattern=r"^20\d{2}Q[1-4]$", description="the quarter, e.g. 2026Q3")
+        str,
+        Query(max_length=6, pattern=r"^20\d{2}Q[1-4]$", description="the quarter, e.g. 2026Q3"),
     ],
 ) -> dict[str, Any]:
     """The street's visit coverage (走访) and guardianship-letter coverage (监护责任书) for a
