@@ -1464,6 +1464,22 @@ class CaseTrail(Application[UUID]):
             ) from None
         return Case.report(report, street=actor.street, by=actor.as_record()), False
 
+    def clues_reported_since(
+        self, position: int, about: Callable[[str], bool], street: str
+    ) -> list[UUID]:
+        """Case files of `street` reported after `position` (what a read model has not
+        followed yet) whose minor's ID number `about` accepts: a visit's clue links one of them
+        rather than opening a second file while the ledger lags. Nothing is disclosed."""
+        found: list[UUID] = []
+        topics = (get_topic(Case.ClueReported),)  # type: ignore[attr-defined]
+        for notification in self.notifications(position + 1, topics=topics):
+            event = self.mapper.to_domain_event(notification)
+            if getattr(event, "street", None) == street and about(
+                str(getattr(event, "minor", {}).get("id_number", ""))
+            ):
+                found.append(UUID(str(event.originator_id)))
+        return found[::-1]
+
     def sign_roster_letter(
         self, entry_id: UUID, command: screening.SignRosterLetter, actor: Actor
     ) -> None:

@@ -256,8 +256,17 @@ def record_visit(
     if command.clue is not None:
         if index is None:
             index = application.roster_entry(entry_id).id_index
-        with readmodels_of(svc).screening.reading() as db:
+        readmodels = readmodels_of(svc)
+        # The ledger's position first: a file reported after it is found in the store itself.
+        followed = readmodels.follower("ledger").position()
+        with readmodels.screening.reading() as db:
             open_files = coverage.open_files(db, index)
+        wanted = index
+        open_files += application.clues_reported_since(
+            followed,
+            lambda number: readmodels.blind_index.id_number(number) == wanted,
+            actor.street,
+        )
     outcome = application.record_visit(campaign_id, entry_id, command, actor, open_files=open_files)
     answer: dict[str, Any] = {"entry_id": str(outcome.entry_id), "visit": "recorded"}
     if outcome.opened:
