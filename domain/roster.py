@@ -117,8 +117,9 @@ def roster_entry_id(street: str, id_index: str) -> UUID:
 # --- who may see or change a village's roster ----------------------------------------------------
 
 
-class RosterNotPermitted(errors.DomainError):
-    status = 403
+class RosterNotPermitted(errors.NotPermitted):
+    """A permission refusal like any other (`errors.NotPermitted`), about a village's roster."""
+
     code = "roster_not_permitted"
 
 
