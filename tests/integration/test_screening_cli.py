@@ -10,11 +10,15 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+import pytest
+import structlog
+
 from domain.access import Actor
 from domain.screening import OpenCampaign
 from domain.taxonomy import Role
 from gateway import bootstrap, keyring
 from gateway.auth import issue_token
+from gateway.cli.main import main
 from gateway.settings import Settings
 from tests.integration.screening_roster import csv_bytes, kids, with_bad_checksum
 from tests.integration.test_cli import assert_one_line_error, run
@@ -33,7 +37,31 @@ def token(home: Path, role: Role, unit: str) -> Path:
     return path
 
 
-def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> None:
+def in_process(
+    home: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `casetrail ARGS...` run in this process (a process's
+    start costs ~2 s of CPU: one command below runs as a real process, the rest here)."""
+    monkeypatch.setenv("CASETRAIL_HOME", str(home))
+    monkeypatch.delenv("CASETRAIL_DATABASE_URL", raising=False)
+    monkeypatch.delenv("CASETRAIL_EVENT_KEY", raising=False)
+    monkeypatch.setenv("CASETRAIL_LOG_LEVEL", "warning")
+    capsys.readouterr()
+    code = 0
+    saved = structlog.get_config()
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    finally:
+        structlog.configure(**saved)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_roster_import_and_coverage_from_the_command_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     home = tmp_path / "home"
     keyring.init_keys(home / "keys")
     minors = kids(6, VILLAGE, seed=8)
@@ -53,8 +81,10 @@ def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> Non
         assert kid.id_number not in refused.stdout + refused.stderr
     assert with_bad_checksum(minors[3]).id_number not in refused.stdout
 
-    stored = run(
+    code, out, err = in_process(
         home,
+        capsys,
+        monkeypatch,
         "roster",
         "import",
         str(roster),
@@ -65,8 +95,9 @@ def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> Non
         "--store-valid",
         "--json",
     )
-    assert stored.returncode == 0, stored.stderr
-    assert json.loads(stored.stdout)["listed"] == 5
+    assert code == 0, err
+    assert json.loads(out)["listed"] == 5
+
     settings = Settings.from_env({"CASETRAIL_HOME": str(home)})
     application = bootstrap.open_application(settings)
     try:
@@ -82,8 +113,10 @@ def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> Non
     finally:
         application.close()
     coordinator = token(home, Role.COORDINATOR, "chengguan-governance-office")
-    figures = run(
+    code, out, err = in_process(
         home,
+        capsys,
+        monkeypatch,
         "screening",
         "coverage",
         "--campaign",
@@ -92,7 +125,7 @@ def test_roster_import_and_coverage_from_the_command_line(tmp_path: Path) -> Non
         str(coordinator),
         "--json",
     )
-    assert figures.returncode == 0, figures.stderr
-    total = json.loads(figures.stdout)["total"]
+    assert code == 0, err
+    total = json.loads(out)["total"]
     assert (total["minors"], total["visited"], total["not_visited"]) == (5, 0, 5)
-    assert all(k.name not in figures.stdout for k in minors)
+    assert all(k.name not in out for k in minors)
