@@ -1,5 +1,6 @@
-"""`casetrail roster import` and `casetrail screening coverage` as a user runs them: real
-processes, a real SQLite store, real files. A file with an error prints each rejected row and
+"""`casetrail roster import` and `casetrail screening coverage` as a user runs them: a real
+process (the refused import), then the same entry point in this process; a real SQLite store,
+real files. A file with an error prints each rejected row and
 stores nothing (exit 2, one line on stderr); `--store-valid` stores the rest; the coverage
 counts what was listed. (Re-imports and refusals are proven over HTTP in
 tests/integration/test_screening_import.py: the same function does the work.)"""
