@@ -1376,19 +1376,28 @@ class CaseTrail(Application[UUID]):
         names the linked file only when the actor may see it."""
         campaign = self.campaign(campaign_id, actor)
         for attempt in range(_COMMAND_ATTEMPTS):
-            entry = self.roster_entry(entry_id)
-            if entry.street != actor.street:
-                raise roster.RosterEntryNotFound(
-                    "no minor with this id is on the roster of your street", field="entry_id"
-                )
-            roster.require_roster(actor, entry.street, entry.village, "record a visit on")
-            if not campaign.covers(entry.village):
-                raise screening.VisitOutsideCampaign(
-                    "the campaign does not cover this minor's village", field="entry_id"
-                )
+            entry = self._visitable(campaign, entry_id, actor, "entry_id")
             if not campaign.in_period(command.visited_on):
                 raise errors.DateOutOfOrder(
                     "visited_on lies outside the campaign's period", field="visited_on"
+                )
+            # The other minors of the household seen on the same visit: nothing found for them.
+            household = [
+                self._visitable(campaign, other, actor, "household")
+                for other in dict.fromkeys(command.household)
+                if other != entry_id
+            ]
+            for other in household:
+                other._visited(
+                    campaign_id=str(campaign.id),
+                    visited_on=command.visited_on.isoformat(),
+                    method=str(command.method),
+                    result=str(screening.VisitResult.NO_ISSUE),
+                    case_id=None,
+                    linked=False,
+                    notes=command.notes,
+                    clue=None,
+                    by=actor.as_record(),
                 )
             case, linked = self._visit_case(entry, command, actor, open_files)
             entry._visited(
@@ -1404,9 +1413,9 @@ class CaseTrail(Application[UUID]):
             )
             try:
                 if case is not None and not linked:
-                    self.save(case, entry)
+                    self.save(case, entry, *household)
                 else:
-                    self.save(entry)
+                    self.save(entry, *household)
             except IntegrityError:
                 if attempt == _COMMAND_ATTEMPTS - 1:
                     raise
@@ -1417,8 +1426,25 @@ class CaseTrail(Application[UUID]):
                 case_id=case.id if case is not None and visible else None,
                 opened=case is not None and not linked,
                 linked=linked,
+                household=tuple(other.id for other in household),
             )
         raise AssertionError("unreachable")
+
+    def _visitable(
+        self, campaign: screening.Campaign, entry_id: UUID, actor: Actor, field: str
+    ) -> roster.RosterEntry:
+        """The roster entry, once checked that the actor may record its visit in the campaign."""
+        entry = self.roster_entry(entry_id)
+        if entry.street != actor.street:
+            raise roster.RosterEntryNotFound(
+                "no minor with this id is on the roster of your street", field=field
+            )
+        roster.require_roster(actor, entry.street, entry.village, "record a visit on")
+        if not campaign.covers(entry.village):
+            raise screening.VisitOutsideCampaign(
+                "the campaign does not cover this minor's village", field=field
+            )
+        return entry
 
     def _visit_case(
         self,
@@ -1526,3 +1552,4 @@ class VisitOutcome:
     case_id: UUID | None
     opened: bool
     linked: bool
+    household: tuple[UUID, ...] = ()

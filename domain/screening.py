@@ -109,7 +109,7 @@ class VisitClue(cmd.Command):
 
 class RecordVisit(cmd.Command):
     """A visit (走访) of one minor on the roster, named by the roster entry's id or by the
-    minor's ID number."""
+    minor's ID number, and of the other minors of the household seen with them."""
 
     entry_id: UUID | None = None
     id_number: Annotated[str, Field(max_length=32)] | None = None
@@ -120,6 +120,9 @@ class RecordVisit(cmd.Command):
         str, StringConstraints(strip_whitespace=True, max_length=cmd.MAX_NOTE), cmd._NFC, cmd._CLEAN
     ] = ""
     clue: VisitClue | None = None
+    # The household's other minors seen on the same visit (roster entry ids): each is recorded
+    # as visited, with nothing found (a clue about one of them is a visit of its own).
+    household: Annotated[list[UUID], Field(default_factory=list, max_length=10)]
 
     @model_validator(mode="after")
     def _shape(self) -> Self:

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.roster import roster_entry_id
 from domain.taxonomy import Role
 from projections.readmodels import ReadModels
 from tests.conftest import TokenFactory
@@ -27,6 +28,7 @@ OTHER_VILLAGE = "xishan-village"
 OFFICE = "chengguan-governance-office"
 SCHOOL_UNIT = "chengguan-central-school"
 TODAY = date.today()
+STREET = "chengguan-street"
 
 
 def application_of(client: TestClient) -> CaseTrail:
@@ -313,3 +315,33 @@ def test_a_minors_visits_are_read_back_and_the_read_recorded(
     assert refused.status_code == 404
     assert home[4].name not in refused.text
     assert len(list(app.notifications(mark + 1, topics=(get_topic(AccessDenied),)))) == 1
+
+
+def test_a_household_visit_counts_its_other_minors_in_one_write(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    home, other = listed(client, auth)
+    campaign_id = campaign(client, auth, [VILLAGE])
+    index = synced(client).blind_index
+
+    def entry(kid: Kid) -> str:
+        return str(roster_entry_id(STREET, index.id_number(kid.id_number)))
+
+    reporter = auth(Role.REPORTER, VILLAGE)
+    app = application_of(client)
+    position = app.recorder.max_notification_id()
+    # A household member the reporter may not visit (another village): nothing is stored.
+    refused = visit(client, reporter, campaign_id, home[5], household=[entry(other[0])])
+    assert refused.status_code == 403
+    assert app.recorder.max_notification_id() == position
+
+    answer = visit(
+        client, reporter, campaign_id, home[5], household=[entry(home[6]), entry(home[7])]
+    )
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["household"] == [entry(home[6]), entry(home[7])]
+    synced(client)
+    figures = client.get(
+        f"/v1/screening/campaigns/{campaign_id}/coverage", headers=auth(Role.COORDINATOR, OFFICE)
+    ).json()
+    assert figures["total"]["visited"] == 3

@@ -268,7 +268,11 @@ def record_visit(
             actor.street,
         )
     outcome = application.record_visit(campaign_id, entry_id, command, actor, open_files=open_files)
-    answer: dict[str, Any] = {"entry_id": str(outcome.entry_id), "visit": "recorded"}
+    answer: dict[str, Any] = {
+        "entry_id": str(outcome.entry_id),
+        "visit": "recorded",
+        "household": [str(other) for other in outcome.household],
+    }
     if outcome.opened:
         answer["case"] = {"outcome": "opened", "id": str(outcome.case_id), "message": "已立档"}
     elif outcome.linked:
