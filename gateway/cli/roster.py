@@ -12,6 +12,7 @@ line on stderr says why). Proven by `tests/integration/test_screening_cli.py`.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -20,6 +21,7 @@ import click
 from domain import errors
 from domain.access import Actor
 from domain.roster import may_see_counts
+from domain.screening import OpenCampaign
 from gateway import bootstrap, keyring, logs
 from gateway.auth import AuthenticationFailed
 from gateway.imports.roster import ImportFileError, import_roster
@@ -113,6 +115,40 @@ def import_command(
 @click.group(help="Screening campaigns (走访排查) and their coverage.")
 def screening() -> None:
     pass
+
+
+@screening.command("open", help="Open a screening campaign (走访排查) of your street.")
+@click.option("--name", required=True, help="the campaign's name, e.g. 暑期走访排查")
+@click.option("--village", "villages", multiple=True, help="a village covered (repeat); none: all")
+@click.option("--from", "starts_on", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@click.option("--to", "ends_on", required=True, type=click.DateTime(["%Y-%m-%d"]))
+@_TOKEN_FILE
+def open_command(
+    name: str,
+    villages: tuple[str, ...],
+    starts_on: datetime,
+    ends_on: datetime,
+    token_file: Path,
+) -> None:
+    settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    actor = _actor(settings, token_file)
+    command = OpenCampaign.model_validate(
+        {
+            "name": name,
+            "villages": list(villages),
+            "starts_on": starts_on.date(),
+            "ends_on": ends_on.date(),
+        }
+    )
+    application = bootstrap.open_application(settings)
+    try:
+        campaign_id = application.open_campaign(command, actor)
+    except errors.DomainError as exc:
+        raise RosterUsageError(exc.message) from None
+    finally:
+        application.close()
+    click.echo(str(campaign_id))
 
 
 @screening.command("coverage", help="A campaign's coverage per village and grid (counts only).")

@@ -14,13 +14,10 @@ from pathlib import Path
 import pytest
 import structlog
 
-from domain.access import Actor
-from domain.screening import OpenCampaign
 from domain.taxonomy import Role
-from gateway import bootstrap, keyring
+from gateway import keyring
 from gateway.auth import issue_token
 from gateway.cli.main import main
-from gateway.settings import Settings
 from tests.integration.screening_roster import csv_bytes, kids, with_bad_checksum
 from tests.integration.test_cli import assert_one_line_error, run
 
@@ -99,21 +96,26 @@ def test_roster_import_and_coverage_from_the_command_line(
     assert code == 0, err
     assert json.loads(out)["listed"] == 5
 
-    settings = Settings.from_env({"CASETRAIL_HOME": str(home)})
-    application = bootstrap.open_application(settings)
-    try:
-        campaign_id = application.open_campaign(
-            OpenCampaign(
-                name="走访排查",
-                villages=[VILLAGE],
-                starts_on=date.today() - timedelta(days=3),
-                ends_on=date.today(),
-            ),
-            Actor("u-c", Role.COORDINATOR, "office", "chengguan-street"),
-        )
-    finally:
-        application.close()
     coordinator = token(home, Role.COORDINATOR, "chengguan-governance-office")
+    code, out, err = in_process(
+        home,
+        capsys,
+        monkeypatch,
+        "screening",
+        "open",
+        "--name",
+        "走访排查",
+        "--village",
+        VILLAGE,
+        "--from",
+        (date.today() - timedelta(days=3)).isoformat(),
+        "--to",
+        date.today().isoformat(),
+        "--token-file",
+        str(coordinator),
+    )
+    assert code == 0, err
+    campaign_id = out.strip()
     code, out, err = in_process(
         home,
         capsys,
