@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
@@ -25,10 +25,11 @@ from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEvent, Snapshot
 from eventsourcing.persistence import IntegrityError, Notification, PersistenceError
 from eventsourcing.utils import Environment, EnvType, get_topic, strtobool
+from pydantic import ValidationError
 
 import domain.topics  # noqa: F401  (registers moved stored topics before any read)
 from domain import commands as cmd
-from domain import errors
+from domain import errors, roster, screening
 from domain.access import (
     CASE_CONTENT,
     IN_PROCESS_CLIENT,
@@ -44,6 +45,7 @@ from domain.access import (
     Decision,
     ReadContext,
     access_event,
+    can_see,
     decide,
     disclose,
     review_event,
@@ -1259,3 +1261,295 @@ class CaseTrail(Application[UUID]):
             if isinstance(event, CaseAccessed | AccessDenied) and event.case_id == case_id:
                 found.append(event)
         return found
+
+    # --- screening: the roster of minors, campaigns and visits (issue 17) ---
+    #
+    # A roster entry is one stream per minor and street (`domain.roster`); the gateway computes
+    # the blind index of the ID number (the domain never holds the index key) and hands rows in
+    # with it. An import is all or nothing unless `store_valid`; a visit is stored in one write
+    # with the case file it opens, so that neither exists without the other.
+
+    def roster_entry(self, entry_id: UUID) -> roster.RosterEntry:
+        try:
+            found: object = self.repository.get(entry_id)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, roster.RosterEntry):
+            raise roster.RosterEntryNotFound(
+                "no minor with this id is on the roster of your street", field="entry_id"
+            )
+        return found
+
+    def import_roster(
+        self,
+        rows: Sequence[tuple[int, roster.RosterMinor, str]],
+        *,
+        village: str,
+        actor: Actor,
+        source: dict[str, Any],
+        rejected_rows: int,
+        store_valid: bool,
+    ) -> RosterImport:
+        """List the valid rows (row number, minor, blind index of the ID number) of a file for
+        `village`: a minor already on the street's roster with the same details stores nothing,
+        changed details store `DetailsUpdated`, a minor listed in another village is refused
+        (a conflict row). Nothing is stored when the file had rejected rows (`rejected_rows`,
+        found by the importer) or conflicts, unless `store_valid`; then the valid rows are
+        stored, all in one write."""
+        roster.require_roster(actor, actor.street, village, "import into")
+        by = actor.as_record()
+        changed: list[roster.RosterEntry] = []
+        outcome = RosterImport()
+        for row, minor, id_index in rows:
+            record = minor.model_dump(mode="json")
+            entry_id = roster.roster_entry_id(actor.street, id_index)
+            try:
+                entry: roster.RosterEntry | None = self.roster_entry(entry_id)
+            except roster.RosterEntryNotFound:
+                entry = None
+            if entry is None:
+                changed.append(
+                    roster.RosterEntry(
+                        street=actor.street,
+                        id_index=id_index,
+                        minor=record,
+                        source={**source, "row": row},
+                        by=by,
+                    )
+                )
+                outcome.listed += 1
+                continue
+            try:
+                if entry.listed_again(record, {**source, "row": row}, by):
+                    changed.append(entry)
+                    outcome.updated += 1
+                else:
+                    outcome.unchanged += 1
+            except roster.RosterConflict as exc:
+                outcome.conflicts.append((row, exc.field or "village", exc.message))
+        if (rejected_rows or outcome.conflicts) and not store_valid:
+            return outcome
+        if changed:
+            self.save(*changed)
+        outcome.stored = True
+        return outcome
+
+    def open_campaign(self, command: screening.OpenCampaign, actor: Actor) -> UUID:
+        if actor.role not in (Role.COORDINATOR, Role.SUPERVISOR):
+            raise errors.NotPermitted(
+                "only the street's coordinator or supervisor opens a screening campaign"
+            )
+        campaign = screening.Campaign(
+            street=actor.street,
+            name=command.name,
+            villages=list(command.villages),
+            starts_on=command.starts_on.isoformat(),
+            ends_on=command.ends_on.isoformat(),
+            by=actor.as_record(),
+        )
+        self.save(campaign)
+        return campaign.id
+
+    def campaign(self, campaign_id: UUID, actor: Actor) -> screening.Campaign:
+        """The campaign, if it is of the actor's street (else as if it did not exist)."""
+        try:
+            found: object = self.repository.get(campaign_id)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, screening.Campaign) or found.street != actor.street:
+            raise CampaignNotFound("no screening campaign with this id in your street")
+        return found
+
+    def record_visit(
+        self,
+        campaign_id: UUID,
+        entry_id: UUID,
+        command: screening.RecordVisit,
+        actor: Actor,
+        *,
+        open_files: Sequence[UUID] = (),
+    ) -> VisitOutcome:
+        """Store a visit of a minor on the roster. A clue links the minor's open case file
+        (one opened from an earlier visit of this entry, or one of `open_files`: the files the
+        ledger finds under the same blind index) instead of opening a second; else it opens one
+        through the rules of `report_clue`, stored in the same write as the visit. The outcome
+        names the linked file only when the actor may see it."""
+        campaign = self.campaign(campaign_id, actor)
+        for attempt in range(_COMMAND_ATTEMPTS):
+            entry = self._visitable(campaign, entry_id, actor, "entry_id")
+            if not campaign.in_period(command.visited_on):
+                raise errors.DateOutOfOrder(
+                    "visited_on lies outside the campaign's period", field="visited_on"
+                )
+            # The other minors of the household seen on the same visit: nothing found for them.
+            household = [
+                self._visitable(campaign, other, actor, "household")
+                for other in dict.fromkeys(command.household)
+                if other != entry_id
+            ]
+            for other in household:
+                other._visited(
+                    campaign_id=str(campaign.id),
+                    visited_on=command.visited_on.isoformat(),
+                    method=str(command.method),
+                    result=str(screening.VisitResult.NO_ISSUE),
+                    case_id=None,
+                    linked=False,
+                    notes=command.notes,
+                    clue=None,
+                    by=actor.as_record(),
+                )
+            case, linked = self._visit_case(entry, command, actor, open_files)
+            entry._visited(
+                campaign_id=str(campaign.id),
+                visited_on=command.visited_on.isoformat(),
+                method=str(command.method),
+                result=str(command.result),
+                case_id=None if case is None else str(case.id),
+                linked=linked,
+                notes=command.notes,
+                clue=None if command.clue is None else command.clue.model_dump(mode="json"),
+                by=actor.as_record(),
+            )
+            try:
+                if case is not None and not linked:
+                    self.save(case, entry, *household)
+                else:
+                    self.save(entry, *household)
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+                continue
+            visible = case is not None and can_see(actor, CaseScope.of(case), datetime.now(UTC))
+            return VisitOutcome(
+                entry_id=entry.id,
+                case_id=case.id if case is not None and visible else None,
+                opened=case is not None and not linked,
+                linked=linked,
+                household=tuple(other.id for other in household),
+            )
+        raise AssertionError("unreachable")
+
+    def _visitable(
+        self, campaign: screening.Campaign, entry_id: UUID, actor: Actor, field: str
+    ) -> roster.RosterEntry:
+        """The roster entry, once checked that the actor may record its visit in the campaign."""
+        entry = self.roster_entry(entry_id)
+        if entry.street != actor.street:
+            raise roster.RosterEntryNotFound(
+                "no minor with this id is on the roster of your street", field=field
+            )
+        roster.require_roster(actor, entry.street, entry.village, "record a visit on")
+        if not campaign.covers(entry.village):
+            raise screening.VisitOutsideCampaign(
+                "the campaign does not cover this minor's village", field=field
+            )
+        return entry
+
+    def _visit_case(
+        self,
+        entry: roster.RosterEntry,
+        command: screening.RecordVisit,
+        actor: Actor,
+        open_files: Sequence[UUID],
+    ) -> tuple[Case | None, bool]:
+        """(the case of a clue, whether it is an existing open file); (None, False) for a
+        visit that found nothing."""
+        if command.clue is None:
+            return None, False
+        for known in dict.fromkeys([*(UUID(c) for c in entry.case_ids), *open_files]):
+            try:
+                case = self._get_case(known)
+            except errors.CaseNotFound:
+                continue
+            if not case.is_closed and case.street == entry.street:
+                return case, True
+        require_permission(actor, "report_clue", scope=None)
+        clue = command.clue
+        minor = {k: entry.minor[k] for k in cmd.Minor.model_fields}
+        try:
+            report = cmd.ReportClue.model_validate(
+                {
+                    "minor": minor,
+                    "guardians": [g.model_dump(mode="json") for g in clue.guardians],
+                    "issues": [i.model_dump(mode="json") for i in clue.issues],
+                    "description": clue.description,
+                    "found_by": {"role": str(clue.found_by), "unit": actor.unit},
+                    "method": str(screening.DISCOVERY_OF_VISIT[command.method]),
+                    "found_on": command.visited_on.isoformat(),
+                    "risk": str(clue.risk),
+                }
+            )
+        except ValidationError as exc:
+            where = ".".join(str(p) for p in exc.errors()[0]["loc"])
+            raise screening.ClueNotReportable(
+                f"the clue cannot open a case file as the roster lists the minor ({where} "
+                "does not meet the case file's rules, e.g. the minor is no longer under 18); "
+                "report it through POST /v1/cases",
+                field="clue",
+            ) from None
+        return Case.report(report, street=actor.street, by=actor.as_record()), False
+
+    def clues_reported_since(
+        self, position: int, about: Callable[[str], bool], street: str
+    ) -> list[UUID]:
+        """Case files of `street` reported after `position` (what a read model has not
+        followed yet) whose minor's ID number `about` accepts: a visit's clue links one of them
+        rather than opening a second file while the ledger lags. Nothing is disclosed."""
+        found: list[UUID] = []
+        topics = (get_topic(Case.ClueReported),)  # type: ignore[attr-defined]
+        for notification in self.notifications(position + 1, topics=topics):
+            event = self.mapper.to_domain_event(notification)
+            if getattr(event, "street", None) == street and about(
+                str(getattr(event, "minor", {}).get("id_number", ""))
+            ):
+                found.append(UUID(str(event.originator_id)))
+        return found[::-1]
+
+    def sign_roster_letter(
+        self, entry_id: UUID, command: screening.SignRosterLetter, actor: Actor
+    ) -> None:
+        for attempt in range(_COMMAND_ATTEMPTS):
+            entry = self.roster_entry(entry_id)
+            if entry.street != actor.street:
+                raise roster.RosterEntryNotFound(
+                    "no minor with this id is on the roster of your street", field="entry_id"
+                )
+            roster.require_roster(actor, entry.street, entry.village, "sign a letter on")
+            entry.sign_letter(command.reason, command.signed_on, actor.as_record())
+            try:
+                self.save(entry)
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+                continue
+            return
+
+
+class CampaignNotFound(errors.DomainError):
+    status = 404
+    code = "campaign_not_found"
+
+
+@dataclass
+class RosterImport:
+    """What an import did: minors listed, updated, unchanged, and rows in conflict with the
+    roster (row number, field, reason); `stored` False when nothing was written."""
+
+    listed: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    conflicts: list[tuple[int, str, str]] = field(default_factory=list)
+    stored: bool = False
+
+
+@dataclass(frozen=True)
+class VisitOutcome:
+    """A visit stored: the case file opened or linked (its id only when visible to the
+    visitor)."""
+
+    entry_id: UUID
+    case_id: UUID | None
+    opened: bool
+    linked: bool
+    household: tuple[UUID, ...] = ()

@@ -54,9 +54,10 @@ from projections.follower import (
 from projections.ledger.reports import ReportsView
 from projections.ledger.view import LedgerView
 from projections.ledger.worklists import DEFAULT_CONSULTATION_DEADLINE
+from projections.screening.view import ScreeningView
 from projections.sealed import KeyedDb, ReadModelKeys
 
-VIEW_NAMES: Final = ("ledger", "reports")
+VIEW_NAMES: Final = ("ledger", "reports", "screening")
 _JOIN_SECONDS: Final = 10.0
 # The layout of each view's tables; a change makes stores built before rebuild the view.
 # 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
@@ -64,7 +65,8 @@ _JOIN_SECONDS: Final = 10.0
 # 4: assignments carry the duty cycle: received, declined, result (issue 14).
 # 5: receipts from the unit clients' `NoticeReceived` facts (issue 14).
 # Reports 3: the duty cycle's events (report_duty).
-SCHEMA: Final = {"ledger": 5, "reports": 3}
+# Screening 1: the roster, campaigns, visits and letters (issue 17).
+SCHEMA: Final = {"ledger": 5, "reports": 3, "screening": 1}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 
@@ -234,7 +236,11 @@ class ReadModels:
         self.blind_index = BlindIndex(config.index_key)
         self.keys = ReadModelKeys(config.index_key)
         self.datastore = open_datastore(config.env)
-        views: list[View] = [LedgerView(self.blind_index, self.keys), ReportsView(self.keys)]
+        views: list[View] = [
+            LedgerView(self.blind_index, self.keys),
+            ReportsView(self.keys),
+            ScreeningView(self.blind_index, self.keys),
+        ]
         try:
             self.recorders: dict[str, KeyedRecorder] = {
                 view.name: keyed_recorder(self.datastore, view, self.keys, log) for view in views
@@ -258,6 +264,10 @@ class ReadModels:
     @property
     def reports(self) -> KeyedRecorder:
         return self.recorders["reports"]
+
+    @property
+    def screening(self) -> KeyedRecorder:
+        return self.recorders["screening"]
 
     @property
     def consultation_deadline(self) -> timedelta:

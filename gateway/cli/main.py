@@ -20,6 +20,7 @@ from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
 from gateway.cli import reports as report_cli
+from gateway.cli import roster as roster_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.setup import StoreSetupProblem, setup_lock
@@ -158,6 +159,8 @@ cli.add_command(messaging_cli.relay)
 cli.add_command(deadlines_cli.deadlines)
 cli.add_command(report_cli.investigate)
 cli.add_command(report_cli.verify_report_command)
+cli.add_command(roster_cli.roster)
+cli.add_command(roster_cli.screening)
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -92,6 +92,11 @@ EVENT_TOPICS = frozenset(
         "domain.orders:InvestigationOrder.InvestigationOrderRenewed",
         "domain.orders:InvestigationOrder.InvestigationOrderRevoked",
         "domain.refusals:AuthenticationRefused",
+        "domain.roster:RosterEntry.DetailsUpdated",
+        "domain.roster:RosterEntry.GuardianshipLetterSigned",
+        "domain.roster:RosterEntry.Listed",
+        "domain.roster:RosterEntry.Visited",
+        "domain.screening:Campaign.Opened",
         "domain.units:Unit.UnitKeyRotated",
         "domain.units:Unit.UnitRegistered",
     }
@@ -103,6 +108,8 @@ AGGREGATE_TOPICS = frozenset(
         "domain.investigations:Investigation",
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
+        "domain.roster:RosterEntry",
+        "domain.screening:Campaign",
         "domain.units:Unit",
     }
 )
@@ -135,6 +142,14 @@ SINCE_STORE_V1 = frozenset(
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
         "domain.orders:CountyOrder.CountyOrderRevoked",
+        # The roster of minors, screening campaigns and visits (issue 17).
+        "domain.roster:RosterEntry",
+        "domain.roster:RosterEntry.DetailsUpdated",
+        "domain.roster:RosterEntry.GuardianshipLetterSigned",
+        "domain.roster:RosterEntry.Listed",
+        "domain.roster:RosterEntry.Visited",
+        "domain.screening:Campaign.Opened",
+        "domain.screening:Campaign",
     }
 )
 # The snapshot table's rows (the library's class).

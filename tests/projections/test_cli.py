@@ -13,6 +13,7 @@ import structlog
 from gateway.bootstrap import open_application
 from gateway.cli.main import main
 from gateway.settings import Settings
+from projections.readmodels import VIEW_NAMES
 from tests.projections.workload import Workload
 
 
@@ -54,17 +55,17 @@ def test_status_run_and_rebuild(
     code, out, err = run(settings, capsys, monkeypatch, "status", "--json")
     assert code == 0, err
     lags = {p["name"]: p["lag"] for p in json.loads(out)["projections"]}
-    assert lags == {"ledger": head, "reports": head}
+    assert lags == dict.fromkeys(VIEW_NAMES, head)
 
     code, out, err = run(settings, capsys, monkeypatch, "run", "--once")
     assert code == 0, err
-    assert out.split() == [f"ledger+{head}", f"reports+{head}"]
+    assert out.split() == [f"{name}+{head}" for name in VIEW_NAMES]
 
     code, out, _ = run(settings, capsys, monkeypatch, "status")
     assert code == 0
     table = [line.split() for line in out.splitlines()]
-    assert ["ledger", str(head), str(head), "0"] in table
-    assert ["reports", str(head), str(head), "0"] in table
+    for name in VIEW_NAMES:
+        assert [name, str(head), str(head), "0"] in table
 
     code, out, err = run(settings, capsys, monkeypatch, "rebuild", "ledger", "--batch-size", "7")
     assert code == 0, err

@@ -1,0 +1,1 @@
+"""Importers of files users hand in (rosters of minors: `gateway.imports.roster`)."""
