@@ -58,6 +58,8 @@ EVENT_TOPICS = frozenset(
         "domain.case:Case.AssignmentResultReported",
         "domain.case:Case.Closed",
         "domain.case:Case.ClueReported",
+        "domain.case:Case.DetailsCorrected",
+        "domain.case:Case.Transferred",
         "domain.case:Case.ConsultationHeld",
         "domain.case:Case.Escalated",
         "domain.case:Case.FollowUpRecorded",
@@ -111,6 +113,9 @@ AGGREGATE_TOPICS = frozenset(
 SINCE_STORE_V1 = frozenset(
     {
         "domain.access:CommandRefused",
+        # issue 17: corrections, transfers, ledger submissions
+        "domain.case:Case.DetailsCorrected",
+        "domain.case:Case.Transferred",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
         "domain.deadlines:AssignmentNotSignedFor",
