@@ -57,6 +57,7 @@ from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
+from gateway.http.routes import submissions as submission_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -73,6 +74,7 @@ ROUTERS = (
     notice_routes.router,
     report_routes.router,
     correction_routes.router,
+    submission_routes.router,
 )
 
 log = get_logger("casetrail.api")

@@ -96,6 +96,10 @@ EVENT_TOPICS = frozenset(
         "domain.refusals:AuthenticationRefused",
         "domain.units:Unit.UnitKeyRotated",
         "domain.units:Unit.UnitRegistered",
+        "domain.submissions:LedgerSubmission.LedgerSubmissionOpened",
+        "domain.submissions:LedgerSubmission.LedgerSubmitted",
+        "domain.submissions:LedgerSubmission.LedgerReceived",
+        "domain.submissions:LedgerSubmissionMissed",
     }
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
@@ -106,6 +110,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
         "domain.units:Unit",
+        "domain.submissions:LedgerSubmission",
     }
 )
 # Topics pinned above but first stored after the fixture store was written: the duty cycle and
@@ -116,6 +121,11 @@ SINCE_STORE_V1 = frozenset(
         # issue 17: corrections, transfers, ledger submissions
         "domain.case:Case.DetailsCorrected",
         "domain.case:Case.Transferred",
+        "domain.submissions:LedgerSubmission",
+        "domain.submissions:LedgerSubmission.LedgerSubmissionOpened",
+        "domain.submissions:LedgerSubmission.LedgerSubmitted",
+        "domain.submissions:LedgerSubmission.LedgerReceived",
+        "domain.submissions:LedgerSubmissionMissed",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
         "domain.deadlines:AssignmentNotSignedFor",

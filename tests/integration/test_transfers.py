@@ -165,7 +165,9 @@ def test_the_relay_tells_the_receiving_street_s_office_ids_only(
     directory.load()
     router = Router(application, directory)
     (event,) = [
-        e for e in application.events.get(UUID(case_id)) if type(e).__name__ == "Transferred"
+        e
+        for e in application.events.get(UUID(case_id))
+        if isinstance(e, Case.Transferred)  # type: ignore[attr-defined]
     ]
     routed = router.routed(event)
     assert routed.undeliverable == []
