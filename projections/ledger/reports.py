@@ -25,7 +25,7 @@ counted by token and named through the taxonomy. Proven by
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Final
 
@@ -376,6 +376,17 @@ def quarterly_report(
         interventions=_intervention_counts(db, street, village, since=since, until=until),
         overdue=(Count("assignments", OVERDUE_LABELS["assignments"], duty[-1].count),),
     )
+
+
+def with_missed_submissions(report: QuarterlyReport, due_dates: list[str]) -> QuarterlyReport:
+    """The report with the count of the street's ledger submissions missed (issue 17,
+    `domain.submissions.LedgerSubmissionMissed`) whose due date lies in the quarter up to the
+    as-of date, among its overdue counts. `due_dates`: the facts' `due_on` (YYYY-MM-DD)."""
+    first, last = report.quarter.start.isoformat(), report.as_of.isoformat()
+    missed = sum(1 for d in due_dates if first <= d <= last)
+    kept = tuple(c for c in report.overdue if c.code != "submissions")
+    counted = Count("submissions", OVERDUE_LABELS["submissions"], missed)
+    return replace(report, overdue=(*kept, counted))
 
 
 OVERDUE_LABELS: Final = {

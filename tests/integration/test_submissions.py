@@ -8,17 +8,19 @@ it by its digest."""
 from __future__ import annotations
 
 import hashlib
+import io
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+import openpyxl
 import pytest
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
 from domain.quarters import Quarter, start_of_day
 from domain.submissions import LedgerSubmissionMissed
-from domain.taxonomy import Role
+from domain.taxonomy import PROTECTION_FUNCTION_LABELS, Role
 from gateway.messaging.scheduler import DeadlineScheduler
 from gateway.settings import Settings
 from projections.readmodels import ReadModels
@@ -175,3 +177,61 @@ def test_a_late_quarterly_submission_is_a_fact_then_submitted_received_and_diges
     future = Quarter.of(date.today()).next().next().code
     refused = client.post("/v1/submissions", json={"period": future}, headers=reporter)
     assert refused.status_code == 422 and "period" in refused.text
+
+
+def test_the_quarterly_report_counts_interventions_by_function_and_overdue_submissions(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    application = application_of(client)
+    register_units(application, VILLAGE, OTHER_VILLAGE, OFFICE)
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
+    functions = ["family", "school", "family", "judicial", "online"]
+    case_ids = [
+        client.post("/v1/cases", json=planted_case(VILLAGE, 40 + i).body, headers=reporter).json()[
+            "id"
+        ]
+        for i in range(2)
+    ]
+    for index, function in enumerate(functions):
+        done = client.post(
+            f"/v1/cases/{case_ids[index % 2]}/interventions",
+            json={
+                "function": function,
+                "measure": "home_visit",
+                "notes": "入户走访。",
+                "done_on": date.today().isoformat(),
+            },
+            headers=coordinator,
+        )
+        assert done.status_code == 201, done.text
+    # The current quarter's submission of one village is missed, as of its last day's end.
+    current = Quarter.of(date.today())
+    DeadlineScheduler(application).scan(start_of_day(current.end + timedelta(days=1)))
+    synced(client)
+    answer = client.get(
+        "/v1/reports/quarterly", params={"as_of": current.end.isoformat()}, headers=coordinator
+    )
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
+    expected = {f: functions.count(f) for f in set(functions)}
+    counted = {c["code"]: c["count"] for c in report["interventions_by_function"]}
+    assert {k: v for k, v in counted.items() if v} == expected
+    assert len(counted) == 6  # every protection function listed, 0 when none
+    overdue = {c["code"]: c["count"] for c in report["overdue"]}
+    assert overdue["submissions"] == 2  # both villages, the current quarter
+    assert report["coverage"] == []  # filled in by the screening part (issue 17)
+
+    sheet = client.get(
+        "/v1/reports/quarterly.xlsx", params={"as_of": current.end.isoformat()}, headers=coordinator
+    )
+    assert sheet.status_code == 200, sheet.text
+    workbook = openpyxl.load_workbook(io.BytesIO(sheet.content))
+    (name,) = workbook.sheetnames
+    rows = [tuple(r) for r in workbook[name].iter_rows(min_row=4, values_only=True)]
+    by_function = {r[1]: r[2] for r in rows if r[0] == "按保护职能干预"}
+    assert by_function == {
+        label: functions.count(str(f)) for f, label in PROTECTION_FUNCTION_LABELS.items()
+    }
+    assert ("逾期事项", "逾期未报送台账", 2) in rows
+    assert client.get("/v1/reports/quarterly.xlsx", headers=reporter).status_code == 403

@@ -38,7 +38,7 @@ from projections.ledger.exports import (
     ledger_xlsx,
 )
 from projections.ledger.quarters import FIRST_DAY, LAST_DAY, LOCAL_TZ, local_date, stamp, today
-from projections.ledger.reports import quarterly_report
+from projections.ledger.reports import quarterly_report, with_missed_submissions
 from projections.ledger.view import LedgerQuery, LedgerRow, cells, ledger_page
 from projections.ledger.worklists import (
     AssignmentState,
@@ -457,4 +457,8 @@ def quarterly(
     day = as_of or today()
     with readmodels.reports.reading() as db:
         report = quarterly_report(db, scope.street, day, village=village)
+    if village is None:
+        # Issue 17: the street's villages' ledger submissions missed, among the overdue counts.
+        missed = svc.application.missed_submissions(scope.street)
+        report = with_missed_submissions(report, [m.due_on for m in missed])
     return {**_freshness(readmodels, "reports"), **report.as_dict()}

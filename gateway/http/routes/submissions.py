@@ -15,10 +15,11 @@ Codes, ids, counts and digests only. Proven by tests/integration/test_submission
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import date
+from typing import Annotated, Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
@@ -26,13 +27,16 @@ from domain import errors
 from domain.access import Channel
 from domain.quarters import Quarter
 from domain.submissions import LedgerSubmission, Period
-from gateway.http.dependencies import ActorDep, ReaderDep, ServicesDep, readmodels_of
+from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep, readmodels_of
 from gateway.logs import get_logger
+from projections.ledger.exports import quarterly_xlsx
 from projections.ledger.quarters import today
+from projections.ledger.reports import QuarterlyReport, quarterly_report, with_missed_submissions
 from projections.ledger.submissions import submission_rows
 
 log = get_logger("casetrail.api")
 router = APIRouter()
+XLSX: Final = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 PeriodText = Annotated[str, Field(max_length=8, pattern=r"^(initial|\d{4}Q[1-4])$")]
 
@@ -146,3 +150,46 @@ _STATE_LABELS = {
     "submitted_late": "逾期报送",
     "received": "已接收",
 }
+
+
+# --- the quarterly report as the office hands it on (季度报表 .xlsx) ---
+
+
+@router.get(
+    "/v1/reports/quarterly.xlsx",
+    tags=["reports"],
+    response_class=Response,
+    responses={200: {"content": {XLSX: {}}, "description": "the quarterly report (.xlsx)"}},
+)
+def quarterly_xlsx_report(
+    reader: ReaderDep, svc: ServicesDep, as_of: Annotated[date | None, Query()] = None
+) -> Response:
+    """The street's quarterly report (季度报表) as a workbook in the Chinese layout the office
+    hands on: totals, by category, subtype, village, risk and status, the units' tasks,
+    interventions by protection function, overdue counts (tasks, ledger submissions missed)
+    and coverage. Counts only. For the street's coordinators and supervisors."""
+    scope = reader.report_scope()
+    readmodels = readmodels_of(svc)
+    day = as_of or today()
+    if not cmd.EARLIEST_DATE <= day <= cmd.LATEST_DATE:
+        raise errors.SubmissionInvalid(
+            f"as_of must lie between {cmd.EARLIEST_DATE} and {cmd.LATEST_DATE}", field="as_of"
+        )
+    with readmodels.reports.reading() as db:
+        report = quarterly_report(db, scope.street, day)
+    report = report_with_submissions(svc, report)
+    return Response(
+        quarterly_xlsx(report),
+        media_type=XLSX,
+        headers={
+            "Content-Disposition": (
+                f'attachment; filename="quarterly-{scope.street}-{report.quarter.code}.xlsx"'
+            )
+        },
+    )
+
+
+def report_with_submissions(svc: Services, report: QuarterlyReport) -> QuarterlyReport:
+    """The report with its street's missed ledger submissions among the overdue counts."""
+    missed = svc.application.missed_submissions(report.street)
+    return with_missed_submissions(report, [m.due_on for m in missed])
