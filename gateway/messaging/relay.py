@@ -423,12 +423,13 @@ class Router:
                 Outgoing(recipient, kind, ident, at, body, case_id, assignment_id)
             )
 
-    def _street_of(self, case_id: UUID) -> str | None:
-        """The case's street (set when the clue was reported, never changed): its first
-        event decoded, not the whole file replayed."""
+    def _street_of(self, case_id: UUID, version: int = 1) -> str | None:
+        """The case's street at `version` (its first event by default: decoded, not the whole
+        file replayed). A transfer (issue 17) changes a file's street, so an event after one
+        names the version it is of."""
         try:
             case: object = self.application.repository.get(
-                case_id, version=1, projector_func=replay
+                case_id, version=version, projector_func=replay
             )
         except AggregateNotFoundError:
             return None
@@ -529,7 +530,7 @@ class Router:
             self._to_type(found, supervision, street, NEW_CLUE_KIND, ident, at, body, case_id)
 
     def _escalated(self, found: Routed, event: Any, ident: str, at: str) -> None:
-        street = self._street_of(event.originator_id)
+        street = self._street_of(event.originator_id, event.originator_version)
         body = {
             "case_ref": str(event.originator_id),
             "to_level": event.to_level,
@@ -581,7 +582,7 @@ class Router:
         }
         if not declined:
             body["recommendation"] = event.recommendation
-        street = self._street_of(event.originator_id)
+        street = self._street_of(event.originator_id, event.originator_version)
         office = UnitType.GOVERNANCE_OFFICE.value
         self._to_type(found, office, street, kind, ident, at, body, event.originator_id)
 

@@ -23,6 +23,7 @@ from domain.access import (
     disclose,
 )
 from domain.case import Case
+from domain.deadlines import fold
 from domain.identity import make_id_number
 from domain.permissions import may
 from domain.taxonomy import ProtectionFunction, Purpose, Role
@@ -201,3 +202,22 @@ def test_replay_and_an_old_snapshot_state_keep_the_history() -> None:
     state: dict[str, Any] = {"assignments": {}}
     Case.upcast_v2_v3(state)
     assert state["corrections"] == [] and state["transfers"] == []
+
+
+def test_the_deadline_rules_follow_a_transfer_to_the_receiving_street() -> None:
+    case = new_case()
+    case.assign_unit(
+        cmd.AssignUnit(
+            unit=POLICE,
+            function=ProtectionFunction.JUDICIAL,
+            task="核查",
+            due_on=datetime.now(UTC).date(),
+        ),
+        by=COORDINATOR.as_record(),
+    )
+    _transferred(case)
+    duties: dict[Any, Any] = {}
+    fold(duties, case.collect_events())
+    (folded,) = duties.values()
+    assert folded.street == OTHER_STREET
+    assert all(a["ended_at"] is not None for a in folded.assignments.values())
