@@ -24,6 +24,7 @@ from projections.readmodels import ReadModels
 from tests.conftest import TokenFactory
 from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
+from tests.integration.test_corrections import stored_bytes
 
 STREET, OTHER = "chengguan-street", "xiaoxi-street"
 VILLAGE, OTHER_VILLAGE = "dongshan-village", "xiaoxi-village"
@@ -55,7 +56,7 @@ def synced(client: TestClient) -> ReadModels:
 
 
 def test_a_transfer_moves_who_sees_the_file_and_the_grace_period_ends(
-    client: TestClient, auth: TokenFactory
+    client: TestClient, auth: TokenFactory, settings: Settings
 ) -> None:
     application = application_of(client)
     register_units(application, POLICE, OFFICE)
@@ -64,8 +65,8 @@ def test_a_transfer_moves_who_sees_the_file_and_the_grace_period_ends(
     receiving = auth(Role.COORDINATOR, OTHER_OFFICE, street=OTHER, purpose="consultation")
     reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
     police = auth(Role.UNIT_MEMBER, POLICE, purpose="intervention")
-    case_id = client.post("/v1/cases", json=planted_case(VILLAGE, 2424).body, headers=reporter)
-    case_id = case_id.json()["id"]
+    planted = planted_case(VILLAGE, 2424)
+    case_id = client.post("/v1/cases", json=planted.body, headers=reporter).json()["id"]
     assigned = client.post(
         f"/v1/cases/{case_id}/assignments",
         json={
@@ -122,7 +123,10 @@ def test_a_transfer_moves_who_sees_the_file_and_the_grace_period_ends(
     assert refused.status_code in (403, 404)
 
     # Ledgers, transfer lists and reports: the receiving street's, out and in.
-    synced(client)
+    readmodels = synced(client)
+    held = stored_bytes(settings, readmodels)
+    for what, value in planted.needles().items():
+        assert value not in held, what
     ledger_of = {
         name: {r["id"] for r in client.get("/v1/ledger", headers=h).json()["rows"]}
         for name, h in (("sending", sending), ("receiving", receiving))
