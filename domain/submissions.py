@@ -44,6 +44,9 @@ DIGEST_COLUMNS: Final = ("id", "version", "found_on", "status", "risk", "updated
 # more, so a scan stopped for weeks still stores them (older ones: `casetrail deadlines scan
 # --now` at an instant after them).
 SCAN_WINDOW_DAYS: Final = 100
+# The years a period may name: those of every date the service takes (`domain.commands`).
+FIRST_YEAR: Final = 2000
+LAST_YEAR: Final = 2099
 
 
 @dataclass(frozen=True)
@@ -54,10 +57,13 @@ class Period:
 
     @classmethod
     def parse(cls, text: str) -> Period:
-        if text == INITIAL or _QUARTER.match(text):
+        found = _QUARTER.match(text)
+        if text == INITIAL or (found and FIRST_YEAR <= int(found.group(1)) <= LAST_YEAR):
             return cls(text)
         raise errors.SubmissionInvalid(
-            "period is 'initial' or a quarter written like 2026Q3", field="period"
+            f"period is 'initial' or a quarter written like 2026Q3, of a year from {FIRST_YEAR} "
+            f"to {LAST_YEAR}",
+            field="period",
         )
 
     @property

@@ -5,7 +5,7 @@ street for the grace period only)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,6 +26,7 @@ from domain.case import Case
 from domain.deadlines import fold
 from domain.identity import make_id_number
 from domain.permissions import may
+from domain.submissions import Period, periods_due_between
 from domain.taxonomy import ProtectionFunction, Purpose, Role
 from tests.domain.builders import (
     COORDINATOR,
@@ -221,3 +222,17 @@ def test_the_deadline_rules_follow_a_transfer_to_the_receiving_street() -> None:
     (folded,) = duties.values()
     assert folded.street == OTHER_STREET
     assert all(a["ended_at"] is not None for a in folded.assignments.values())
+
+
+@pytest.mark.parametrize("text", ["0000Q1", "1999Q4", "2100Q1", "2026Q5", "initial ", "", "2026q1"])
+def test_a_period_outside_the_service_s_years_or_malformed_is_refused(text: str) -> None:
+    with pytest.raises(errors.SubmissionInvalid) as refused:
+        Period.parse(text)
+    assert refused.value.field == "period"
+
+
+def test_periods_due_are_the_initial_one_then_every_quarter() -> None:
+    found = periods_due_between(date(2026, 7, 23), date(2026, 7, 1), date(2027, 3, 31))
+    assert [p.code for p in found] == ["initial", "2026Q3", "2026Q4", "2027Q1"]
+    assert Period.parse("2026Q3").due_on(date(2026, 7, 23)) == date(2026, 9, 30)
+    assert Period.parse("initial").due_on(date(2026, 7, 23)) == date(2026, 7, 23)
