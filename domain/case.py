@@ -614,6 +614,11 @@ class Case(Aggregate):
                 field="minor",
             )
         _check_identity(minor)
+        if minor["date_of_birth"] > self.found_on:
+            raise errors.CorrectionInconsistent(
+                "the corrected date of birth is after the day the clue was found; check both",
+                field="minor.date_of_birth",
+            )
         self._details_corrected(changes=changes, reason=data["reason"], by=by)
 
     @event("DetailsCorrected")

@@ -236,3 +236,15 @@ def test_periods_due_are_the_initial_one_then_every_quarter() -> None:
     assert [p.code for p in found] == ["initial", "2026Q3", "2026Q4", "2027Q1"]
     assert Period.parse("2026Q3").due_on(date(2026, 7, 23)) == date(2026, 9, 30)
     assert Period.parse("initial").due_on(date(2026, 7, 23)) == date(2026, 7, 23)
+
+
+def test_a_corrected_birth_date_after_the_clue_was_found_is_refused() -> None:
+    case = new_case(found_on=date.today() - timedelta(days=400))
+    born = date.today() - timedelta(days=300)
+    male = case.minor["gender"] == "male"
+    with pytest.raises(errors.CorrectionInconsistent) as refused:
+        correct(
+            case,
+            minor={"date_of_birth": born.isoformat(), "id_number": id_number_for(born, male=male)},
+        )
+    assert refused.value.field == "minor.date_of_birth"
