@@ -28,6 +28,7 @@ from domain.identity import make_id_number
 from domain.permissions import may
 from domain.submissions import Period, periods_due_between
 from domain.taxonomy import ProtectionFunction, Purpose, Role
+from projections.investigation.history import history_of
 from tests.domain.builders import (
     COORDINATOR,
     OTHER_STREET,
@@ -248,3 +249,12 @@ def test_a_corrected_birth_date_after_the_clue_was_found_is_refused() -> None:
             minor={"date_of_birth": born.isoformat(), "id_number": id_number_for(born, male=male)},
         )
     assert refused.value.field == "minor.date_of_birth"
+
+
+def test_the_investigation_history_follows_a_transfer_as_the_aggregate_does() -> None:
+    case = new_case()
+    correct(case, minor={"id_number": right_id(case)})
+    _transferred(case)
+    history = history_of(case.id, enumerate(case.collect_events(), start=1))
+    assert history.current is not None and history.current.street == case.street == OTHER_STREET
+    assert [s.kind for s in history.steps] == ["clue_reported", "details_corrected", "transferred"]
