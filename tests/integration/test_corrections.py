@@ -10,6 +10,7 @@ from datetime import date
 from typing import Any
 from uuid import UUID
 
+import pytest
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
@@ -60,7 +61,11 @@ def corrected_number(body: dict[str, Any]) -> str:
 
 
 def test_a_wrong_id_number_corrected_is_found_by_the_new_number_only(
-    client: TestClient, auth: TokenFactory, settings: Settings
+    client: TestClient,
+    auth: TokenFactory,
+    settings: Settings,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
     reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
@@ -107,6 +112,11 @@ def test_a_wrong_id_number_corrected_is_found_by_the_new_number_only(
     held = stored_bytes(settings, readmodels)
     for value in (wrong, right, planted.name, new_name):
         assert value.encode() not in held
+    # Nor do the service's logs (stdout and the logging records): ids and actions only.
+    logged = capsys.readouterr().out + caplog.text
+    assert "correct_details" in logged
+    for value in (wrong, right, planted.name, new_name, "身份证号录入错误"):
+        assert value not in logged
 
 
 def test_bad_corrections_are_problems_naming_the_field_and_write_nothing(
