@@ -78,6 +78,11 @@ FIELDS: Final = MappingProxyType(
         "assignments": Sensitivity.OPERATIONAL,
         "escalations": Sensitivity.OPERATIONAL,
         "closure": Sensitivity.OPERATIONAL,
+        # Issue 17: the file's corrections (each change's old and new values shown only to a
+        # reader granted that field; its reason only to one granted every field it changed)
+        # and its transfers between streets/villages (the reason only with `description`).
+        "corrections": Sensitivity.OPERATIONAL,
+        "transfers": Sensitivity.OPERATIONAL,
         "minor.name": Sensitivity.IDENTITY,
         "minor.gender": Sensitivity.IDENTITY,
         "minor.date_of_birth": Sensitivity.IDENTITY,
@@ -170,6 +175,17 @@ class HeldAssignment:
     unit: str
     function: ProtectionFunction
     ended_at: datetime | None
+    # The street the case was in when the unit was assigned (a unit is the pair street + code);
+    # None: the case's street (a file never transferred).
+    street: str | None = None
+
+
+@dataclass(frozen=True)
+class PreviousStreet:
+    """A street the file was transferred out of, and the instant it left (issue 17)."""
+
+    street: str
+    until: datetime
 
 
 @dataclass(frozen=True)
@@ -180,9 +196,26 @@ class CaseScope:
     street: str
     reporting_unit: str
     assignments: tuple[HeldAssignment, ...] = ()
+    # Issue 17 (transfers): the streets the file left, each with the instant it left, oldest
+    # first; the street of the reporting unit (None: the case's street, never transferred).
+    previous_streets: tuple[PreviousStreet, ...] = ()
+    reporting_street: str | None = None
 
     @classmethod
     def of(cls, case: Case) -> CaseScope:
+        transfers = [
+            (datetime.fromisoformat(t["at"]), t["from_street"], t["to_street"])
+            for t in getattr(case, "transfers", [])
+            if t["from_street"] != t["to_street"]
+        ]
+
+        def street_at(instant: str) -> str | None:
+            # The street the file was in at `instant`: the first street left after it.
+            if not transfers:
+                return None
+            moment = datetime.fromisoformat(instant)
+            return next((old for at, old, _ in transfers if at > moment), case.street)
+
         return cls(
             case_id=case.id,
             street=case.street,
@@ -192,17 +225,43 @@ class CaseScope:
                     unit=a["unit"],
                     function=ProtectionFunction(a["function"]),
                     ended_at=datetime.fromisoformat(a["ended"]["at"]) if a["ended"] else None,
+                    street=street_at(a["assigned_at"]),
                 )
                 for a in case.assignments.values()
             ),
+            previous_streets=tuple(PreviousStreet(old, at) for at, old, _ in transfers),
+            reporting_street=case.reported_by.get("street") if transfers else None,
         )
 
+    def left_at(self, street: str) -> datetime | None:
+        """When the file last left `street` (None: it is there now, or never was)."""
+        if street == self.street:
+            return None
+        left = [p.until for p in self.previous_streets if p.street == street]
+        return max(left) if left else None
+
     def reported_by(self, actor: Actor) -> bool:
-        return actor.is_unit(self.reporting_unit, self.street)
+        """The actor's unit reported the file and the file is still in that unit's street
+        (a reporter of a street the file left keeps sight for the grace period only:
+        `reported_by_within`)."""
+        street = self.reporting_street or self.street
+        return street == self.street and actor.is_unit(self.reporting_unit, street)
+
+    def reported_by_within(self, actor: Actor, now: datetime, grace: timedelta) -> bool:
+        """The actor's unit reported the file, and the file is in its street or left it less
+        than `grace` ago."""
+        if self.reported_by(actor):
+            return True
+        street = self.reporting_street or self.street
+        left = self.left_at(street)
+        return (
+            left is not None and now - left <= grace and actor.is_unit(self.reporting_unit, street)
+        )
 
     def held_by(self, actor: Actor) -> list[HeldAssignment]:
-        """The assignments, open or ended, of the actor's unit (same code, same street)."""
-        return [a for a in self.assignments if actor.is_unit(a.unit, self.street)]
+        """The assignments, open or ended, of the actor's unit (same code, same street: the
+        street the file was in when the unit was assigned)."""
+        return [a for a in self.assignments if actor.is_unit(a.unit, a.street or self.street)]
 
     def assigned_to(self, actor: Actor) -> bool:
         """Whether the actor's unit holds an open assignment on the case."""
@@ -264,8 +323,16 @@ def scope_grant(actor: Actor, context: ReadContext) -> tuple[str, frozenset[str]
     role = actor.role
     if role in (Role.COORDINATOR, Role.SUPERVISOR) and actor.street == scope.street:
         return f"{role}_same_street", ALL_FIELDS
+    if role in (Role.COORDINATOR, Role.SUPERVISOR):
+        # A file transferred out of the actor's street: seen for the grace period (issue 17).
+        left = scope.left_at(actor.street)
+        if left is not None and context.now - left <= context.grace:
+            return f"{role}_transferred_grace", ALL_FIELDS
+        return None
     if role is Role.REPORTER and scope.reported_by(actor):
         return "reporter_own_unit", REPORTER_FIELDS
+    if role is Role.REPORTER and scope.reported_by_within(actor, context.now, context.grace):
+        return "reporter_transferred_grace", REPORTER_FIELDS
     if role is Role.UNIT_MEMBER:
         return _unit_member_grant(actor, scope, context.now, context.grace)
     if role is Role.INVESTIGATOR:
@@ -373,7 +440,34 @@ def disclose(case: Case, fields: frozenset[str], *, reader_unit: str) -> dict[st
         answer["interventions"] = [i for i in case.interventions if i["unit"] == reader_unit]
     if minor:
         answer["minor"] = minor
+    if "corrections" in fields:
+        answer["corrections"] = corrections_shown(getattr(case, "corrections", []), fields)
+    if "transfers" in fields:
+        answer["transfers"] = [
+            {k: v for k, v in t.items() if k != "reason" or "description" in fields}
+            for t in getattr(case, "transfers", [])
+        ]
     return answer
+
+
+def corrections_shown(corrections: list[dict[str, Any]], fields: frozenset[str]) -> list[Any]:
+    """The history of a file's corrections as a reader granted `fields` sees it: every
+    correction (when, by whom, which fields), the earlier and later values of a field only if
+    that field is granted, the reason only if every field it changed is granted (a reason may
+    quote what was wrong). Proven in tests/domain/test_corrections.py."""
+    shown: list[Any] = []
+    for correction in corrections:
+        changed = [c["field"] for c in correction["changes"]]
+        entry: dict[str, Any] = {
+            "at": correction["at"],
+            "by": {k: correction["by"].get(k) for k in ("role", "unit")},
+            "fields": changed,
+            "changes": [c for c in correction["changes"] if c["field"] in fields],
+        }
+        if set(changed) <= fields:
+            entry["reason"] = correction["reason"]
+        shown.append(entry)
+    return shown
 
 
 # --- access events: one per read attempt, each its own stream (no contention between readers) ---

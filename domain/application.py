@@ -14,10 +14,10 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
 
@@ -74,7 +74,18 @@ from domain.notices import (
 )
 from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_order_id, order_id
 from domain.permissions import require_permission
+from domain.quarters import local_date, start_of_day
 from domain.refusals import AuthenticationRefused
+from domain.submissions import (
+    SCAN_WINDOW_DAYS,
+    LedgerSubmission,
+    LedgerSubmissionMissed,
+    Period,
+    ledger_digest,
+    missed_fact,
+    periods_due_between,
+    submission_id,
+)
 from domain.taxonomy import Purpose, Role, UnitType
 from domain.units import (
     RegisterUnit,
@@ -102,6 +113,8 @@ REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassRevie
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
 DEFAULT_GRACE_HOURS: Final = 72
+# The plan's first submission date (报送, issue 17); CASETRAIL_INITIAL_SUBMISSION_DUE sets another.
+DEFAULT_INITIAL_DUE: Final = "2026-07-23"
 SNAPSHOT_EVERY: Final = 20
 # Group commit of access events: the longest a commit waits for more readers (milliseconds).
 DEFAULT_GROUP_WAIT_MS: Final = 2.0
@@ -115,8 +128,6 @@ def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
-
-
 
 
 # Investigations: rules of their reads (stored in access events, as every rule).
@@ -1524,6 +1535,135 @@ class CaseTrail(Application[UUID]):
                     raise
                 continue
             return
+
+    # --- ledger submissions (报送, issue 17) ---------------------------------------------------
+    #
+    # A village (its committee: a reporter whose unit is the village's code) signs off its
+    # ledger for a period; the street's coordinator or supervisor receives it (for the office
+    # the plan names, 街道社会事务办); a period without a submission at the end of its due day
+    # is a fact (`LedgerSubmissionMissed`), stored by the deadline scan. `domain.submissions`;
+    # proven by tests/integration/test_submissions.py.
+
+    @property
+    def initial_submission_due(self) -> date:
+        return date.fromisoformat(self.env.get("INITIAL_SUBMISSION_DUE") or DEFAULT_INITIAL_DUE)
+
+    def submit_ledger(
+        self,
+        actor: Actor,
+        period: Period,
+        rows: Sequence[Mapping[str, Any]],
+        *,
+        now: datetime | None = None,
+    ) -> LedgerSubmission:
+        """Store `LedgerSubmitted` for the actor's village (its unit code), the period and the
+        rows its ledger lists (`projections.ledger.submissions.submission_rows`)."""
+        if actor.role is not Role.REPORTER:
+            raise errors.NotPermitted(
+                f"role '{actor.role}' may not submit a ledger; a village's committee (reporter) "
+                "submits its own"
+            )
+        now = now or datetime.now(UTC)
+        first = period.first_day()
+        if first is not None and first > now.date() + timedelta(days=1):
+            raise errors.SubmissionInvalid(
+                "the period has not begun; submit the current quarter or an earlier one",
+                field="period",
+            )
+        digest = ledger_digest(actor.street, actor.unit, period.code, rows)
+        by = actor.as_record()
+
+        def attempt() -> LedgerSubmission:
+            found = self.ledger_submission(actor.street, actor.unit, period.code)
+            submission = found or LedgerSubmission.open(
+                street=actor.street, village=actor.unit, period=period.code, by=by
+            )
+            submission.submit(
+                row_count=len(rows),
+                digest=digest,
+                due_on=period.due_on(self.initial_submission_due),
+                now=now,
+                by=by,
+            )
+            self.save(submission)
+            return submission
+
+        return self._retrying(submission_id(actor.street, actor.unit, period.code), attempt)
+
+    def receive_ledger(self, submission: UUID, digest: str, actor: Actor) -> LedgerSubmission:
+        """The street's office received the submission holding `digest` (`LedgerReceived`)."""
+        if actor.role not in (Role.COORDINATOR, Role.SUPERVISOR):
+            raise errors.NotPermitted(
+                f"role '{actor.role}' may not receive a ledger submission; the street's "
+                "coordinator or supervisor does"
+            )
+
+        def attempt() -> LedgerSubmission:
+            found = self.submission(submission)
+            if found is None or found.street != actor.street:
+                raise errors.SubmissionNotFound("no submission with this id is visible to you")
+            found.receive(digest, by=actor.as_record())
+            self.save(found)
+            return found
+
+        return self._retrying(submission, attempt)
+
+    def submission(self, submission: UUID) -> LedgerSubmission | None:
+        try:
+            found: object = self.repository.get(submission)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, LedgerSubmission) else None
+
+    def ledger_submission(self, street: str, village: str, period: str) -> LedgerSubmission | None:
+        return self.submission(submission_id(street, village, period))
+
+    def villages(self, street: str | None = None) -> list[Unit]:
+        """The registered village committees (of `street`), by code: who owes submissions."""
+        return [
+            u
+            for u in self.units()
+            if u.type == UnitType.VILLAGE.value and (street is None or u.street == street)
+        ]
+
+    def record_missed_submissions(self, now: datetime) -> list[LedgerSubmissionMissed]:
+        """Store `LedgerSubmissionMissed` for every registered village and every period whose
+        due day ended by `now` (within `SCAN_WINDOW_DAYS`) without a submission stored before
+        that day's end; each fact once (its id derives from street, village and period)."""
+        today = local_date(now)
+        periods = periods_due_between(
+            self.initial_submission_due, today - timedelta(days=SCAN_WINDOW_DAYS), today
+        )
+        facts: list[LedgerSubmissionMissed] = []
+        for period in periods:
+            due = period.due_on(self.initial_submission_due)
+            ended = start_of_day(due + timedelta(days=1))
+            if ended > now:
+                continue
+            for village in self.villages():
+                found = self.ledger_submission(village.street, village.unit_id, period.code)
+                if found is not None and any(
+                    s["at"] and datetime.fromisoformat(s["at"]) < ended for s in found.submissions
+                ):
+                    continue
+                facts.append(missed_fact(village.street, village.unit_id, period.code, due, ended))
+        stored: list[LedgerSubmissionMissed] = []
+        for fact in facts:
+            try:
+                self.store_events([fact])
+            except IntegrityError:
+                continue  # stored by an earlier scan
+            stored.append(fact)
+        return stored
+
+    def missed_submissions(self, street: str) -> list[LedgerSubmissionMissed]:
+        """The street's missed-submission facts, oldest first (a scan of their topic)."""
+        found: list[LedgerSubmissionMissed] = []
+        for notification in self.notifications(topics=(get_topic(LedgerSubmissionMissed),)):
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, LedgerSubmissionMissed) and event.street == street:
+                found.append(event)
+        return found
 
 
 class CampaignNotFound(errors.DomainError):

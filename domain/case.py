@@ -30,8 +30,8 @@ from uuid import UUID, uuid4
 from eventsourcing.domain import Aggregate, event
 
 from domain import commands as cmd
-from domain import errors
-from domain.taxonomy import CaseStatus, Category, LetterReason, RiskLevel, risk_floor
+from domain import errors, identity
+from domain.taxonomy import CaseStatus, Category, Gender, LetterReason, RiskLevel, risk_floor
 
 Record = dict[str, Any]
 
@@ -153,12 +153,18 @@ class Case(Aggregate):
     """One clue about one minor, from report to closure."""
 
     # Version 2 of the state (snapshots): assignment records carry the duty cycle's keys.
-    class_version = 2
+    # Version 3: the corrections and transfers of the file (issue 17), none before.
+    class_version = 3
 
     @staticmethod
     def upcast_v1_v2(state: dict[str, Any]) -> None:
         for assignment in state.get("assignments", {}).values():
             _upcast_assignment(assignment)
+
+    @staticmethod
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
+        state.setdefault("corrections", [])
+        state.setdefault("transfers", [])
 
     # --- creation -----------------------------------------------------------------------------
 
@@ -202,6 +208,8 @@ class Case(Aggregate):
         self.follow_ups: list[Record] = []
         self.escalations: list[Record] = []
         self.closure: Record | None = None
+        self.corrections: list[Record] = []
+        self.transfers: list[Record] = []
 
     # --- rules shared by the commands ---------------------------------------------------------
 
@@ -570,3 +578,154 @@ class Case(Aggregate):
     def _reopened(self, reason: str, by: Record) -> None:
         self.closure = None
         self.status = CaseStatus.AWAITING_CONSULTATION.value
+
+    # --- corrections and transfers (动态更新, issue 17) ------------------------------------------
+    #
+    # Append-only: a correction is an event holding, for each field it changes, the value before
+    # and the value after (the store encrypts both, as every payload), so the history keeps the
+    # earlier values; who may see which of them is `domain.access.disclose`'s (a reader sees the
+    # old and new values of a field only if that field is in their field set). A transfer moves
+    # the file to another street and/or village: the sending street's coordinators keep sight of
+    # it for the grace period (`domain.access.CaseScope.previous_streets`), its units' open
+    # assignments end (outcome `transferred`). Proven in tests/domain/test_corrections.py.
+
+    def correct_details(self, command: cmd.CorrectDetails, *, by: Record) -> None:
+        data = cmd.plain(command)
+        changes: list[Record] = []
+        minor = dict(self.minor)
+        for key, value in (data.get("minor") or {}).items():
+            if value is not None and minor.get(key) != value:
+                changes.append({"field": f"minor.{key}", "old": minor.get(key), "new": value})
+                minor[key] = value
+        if data.get("village") is not None and data["village"] != self.minor["village"]:
+            changes.append(
+                {"field": "village", "old": self.minor["village"], "new": data["village"]}
+            )
+        if data.get("guardians") is not None and data["guardians"] != self.guardians:
+            changes.append({"field": "guardians", "old": self.guardians, "new": data["guardians"]})
+        if data.get("description") is not None and data["description"] != self.description:
+            changes.append(
+                {"field": "description", "old": self.description, "new": data["description"]}
+            )
+        if not changes:
+            raise errors.NothingToCorrect(
+                "the correction changes no value of the file; give the fields that are wrong "
+                "with their right values",
+                field="minor",
+            )
+        _check_identity(minor)
+        if minor["date_of_birth"] > self.found_on:
+            raise errors.CorrectionInconsistent(
+                "the corrected date of birth is after the day the clue was found; check both",
+                field="minor.date_of_birth",
+            )
+        self._details_corrected(changes=changes, reason=data["reason"], by=by)
+
+    @event("DetailsCorrected")
+    def _details_corrected(
+        self,
+        changes: list[Record],
+        reason: str,
+        by: Record,
+        timestamp: datetime | None = None,
+    ) -> None:
+        minor = dict(self.minor)
+        for change in changes:
+            field = change["field"]
+            if field.startswith("minor."):
+                minor[field.removeprefix("minor.")] = change["new"]
+            elif field == "village":
+                minor["village"] = change["new"]
+            elif field == "guardians":
+                self.guardians = change["new"]
+            elif field == "description":
+                self.description = change["new"]
+        self.minor = minor
+        self.corrections.append(
+            {
+                "at": _at(timestamp),
+                "reason": reason,
+                "by": {"role": by.get("role"), "unit": by.get("unit"), "user": by.get("user")},
+                "changes": changes,
+            }
+        )
+
+    def transfer(self, command: cmd.TransferCase, *, by: Record) -> None:
+        self._require_open("transfer")
+        to_street = command.to_street
+        to_village = command.to_village
+        if to_street != self.street and to_village is None:
+            raise errors.NothingToTransfer(
+                "a transfer to another street names the village (村社区) there the minor now "
+                "lives in",
+                field="to_village",
+            )
+        if to_street == self.street and to_village in (None, self.minor["village"]):
+            raise errors.NothingToTransfer(
+                "the file is already in this street and village; name another street or "
+                "village to transfer it to",
+                field="to_street",
+            )
+        self._transferred(
+            from_street=self.street,
+            to_street=to_street,
+            from_village=self.minor["village"],
+            to_village=to_village or self.minor["village"],
+            reason=command.reason,
+            by=by,
+        )
+
+    @event("Transferred")
+    def _transferred(
+        self,
+        from_street: str,
+        to_street: str,
+        from_village: str,
+        to_village: str,
+        reason: str,
+        by: Record,
+        timestamp: datetime | None = None,
+    ) -> None:
+        at = _at(timestamp)
+        if to_street != from_street:
+            # The sending street's member units hand the file over: their open assignments end
+            # (they keep sight for the grace period, as after any assignment).
+            for assignment in self.assignments.values():
+                if assignment["ended"] is None:
+                    assignment["ended"] = {"at": at, "outcome": "transferred"}
+        self.street = to_street
+        self.minor = {**self.minor, "village": to_village}
+        self.transfers.append(
+            {
+                "at": at,
+                "from_street": from_street,
+                "to_street": to_street,
+                "from_village": from_village,
+                "to_village": to_village,
+                "reason": reason,
+                "by": {"role": by.get("role"), "unit": by.get("unit"), "user": by.get("user")},
+            }
+        )
+
+
+def _check_identity(minor: Record) -> None:
+    """The ID number, the date of birth and the gender of a corrected file agree (as when a
+    clue is reported: `domain.commands.Minor`). Messages quote no value."""
+    try:
+        born, is_male = identity.parse_id_number(minor["id_number"])
+    except identity.InvalidIdNumber as exc:
+        raise errors.CorrectionInconsistent(
+            f"resident ID number {exc}", field="minor.id_number"
+        ) from None
+    if born.isoformat() != minor["date_of_birth"]:
+        raise errors.CorrectionInconsistent(
+            "the date in the resident ID number (characters 7-14) disagrees with the date of "
+            "birth the file would hold; correct both together",
+            field="minor.id_number",
+        )
+    if is_male != (minor["gender"] == Gender.MALE.value):
+        raise errors.CorrectionInconsistent(
+            "the resident ID number's 17th digit (odd: male, even: female) disagrees with the "
+            "gender the file would hold; correct both together",
+            field="minor.id_number",
+        )

@@ -437,6 +437,73 @@ class ReviewBreakGlass(Command):
 BREAK_GLASS_REASON_MIN: Final = 10
 
 
+# --- corrections and transfers (issue 17) ---------------------------------------------------------
+
+
+class MinorCorrection(Command):
+    """The minor's details to correct: only those given change; the others stay as they are.
+    The ID number's checksum is checked here; its agreement with the date of birth and the
+    gender is checked by the aggregate against the file's values once corrected."""
+
+    name: Name | None = None
+    gender: Gender | None = None
+    date_of_birth: Annotated[date, _date_bounds(EARLIEST_BIRTH)] | None = None
+    id_number: (
+        Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, max_length=32)]
+        | None
+    ) = None
+    school: ShortText | None = None
+    grade_class: OptionalShortText | None = None
+
+    @field_validator("id_number")
+    @classmethod
+    def _id_number_is_valid(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            identity.parse_id_number(value)
+        except identity.InvalidIdNumber as exc:
+            raise ValueError(f"resident ID number {exc}") from None
+        return value
+
+    @field_validator("date_of_birth")
+    @classmethod
+    def _is_minor(cls, value: date | None) -> date | None:
+        if value is None:
+            return value
+        today = date.today()
+        if value > today:
+            raise ValueError("date of birth is in the future")
+        if identity.age_on(value, today) >= identity.ADULT_AGE:
+            raise ValueError(
+                f"the person is not a minor (under {identity.ADULT_AGE}) today; "
+                "casetrail files concern minors only"
+            )
+        return value
+
+
+class CorrectDetails(Command):
+    """动态更新: a correction of what the file says (a wrong ID number, a changed school or
+    phone...), with the reason. Give only what changes; `guardians` replaces the whole list."""
+
+    minor: MinorCorrection | None = None
+    guardians: Annotated[list[Guardian], Field(max_length=6)] | None = None
+    village: Code | None = Field(
+        default=None, description="code of the village/community (村社区) the minor lives in"
+    )
+    description: Description | None = None
+    reason: Note
+
+
+class TransferCase(Command):
+    """The minor moved: the file goes to another street (its coordinator is notified) and/or
+    another village. A transfer to another street names the village there."""
+
+    to_street: Code
+    to_village: Code | None = None
+    reason: Note
+
+
 def plain(command: BaseModel) -> dict[str, Any]:
     """The command as JSON-ready values, for an event's payload."""
     return command.model_dump(mode="json")

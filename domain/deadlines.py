@@ -152,6 +152,7 @@ _CASE_EVENT_NAMES: Final = (
     "FollowUpRecorded",
     "Closed",
     "Reopened",
+    "Transferred",  # issue 17: the file's street changes; its units' assignments end
 )
 _CASE_EVENTS: Final = {
     name: cls for name in _CASE_EVENT_NAMES if (cls := _case_event(name)) is not None
@@ -297,6 +298,12 @@ class CaseDuties:
             self.closed_at = None
             self.rounds.append([at, None])
             self.last_update_on = local_date(event.timestamp).isoformat()
+        elif name == "Transferred" and event.to_street != event.from_street:
+            # As the aggregate does: the receiving street's office owes what is still due,
+            # and the sending street's units' open assignments end with the transfer.
+            self.street = event.to_street
+            for assignment_id in self.assignments:
+                self._end(assignment_id, at)
 
     def _end(self, assignment_id: str, at: str) -> None:
         found = self.assignments.get(assignment_id)

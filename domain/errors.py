@@ -142,3 +142,39 @@ class EvidenceUnknown(DomainError):
 
     status = 422
     code = "evidence_unknown"
+
+
+# --- corrections, transfers and ledger submissions (issue 17) ------------------------------------
+
+
+class NothingToCorrect(DomainError):
+    """A correction that changes no value: nothing to record."""
+
+    status = 422
+    code = "nothing_to_correct"
+
+
+class CorrectionInconsistent(DomainError):
+    """The corrected details disagree with each other (ID number, date of birth, gender)."""
+
+    status = 422
+    code = "correction_inconsistent"
+
+
+class NothingToTransfer(DomainError):
+    status = 422
+    code = "nothing_to_transfer"
+
+
+class SubmissionInvalid(DomainError):
+    status = 422
+    code = "submission_invalid"
+
+
+class SubmissionNotFound(DomainError):
+    status = 404
+    code = "submission_not_found"
+
+
+class SubmissionAlreadyReceived(DomainError):
+    code = "submission_already_received"

@@ -50,6 +50,11 @@ COMMAND_RULES: Final = MappingProxyType(
         "escalate": {(R.COORDINATOR, "street"), (R.SUPERVISOR, "street")},
         "close": {(R.COORDINATOR, "street")},
         "reopen": {(R.COORDINATOR, "street")},
+        # Issue 17 (动态更新): the street's coordinator, and the reporting unit (the village
+        # that keeps the file's details up to date) for its own files; a transfer to another
+        # street or village is the sending street's coordinator's.
+        "correct_details": {(R.COORDINATOR, "street"), (R.REPORTER, "own_unit")},
+        "transfer": {(R.COORDINATOR, "street")},
         # Investigation orders: a coordinator of the case's street, or a county-level admin.
         "issue_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
         "revoke_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},

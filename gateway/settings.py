@@ -21,6 +21,7 @@ import ipaddress
 import os
 from collections.abc import Mapping
 from contextvars import ContextVar
+from datetime import date
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -318,6 +319,15 @@ class Settings(BaseSettings):
         min_length=1,
     )
 
+    # --- ledger submissions (报送, issue 17: domain/submissions.py) ---
+    initial_submission_due: date = _var(
+        date(2026, 7, 23),
+        "the last day of the villages' first ledger submission (报送); then one per quarter, "
+        "due by its last day (`domain/submissions.py`)",
+        shown="`2026-07-23`",
+        must="a date, YYYY-MM-DD",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -491,6 +501,7 @@ class Settings(BaseSettings):
         env["CONSULTATION_DEADLINE_HOURS"] = str(self.consultation_deadline_hours)
         env["SIGN_FOR_DUE_HOURS"] = str(self.sign_for_due_hours)
         env["ESCALATION_AFTER_HOURS"] = str(self.escalation_after_hours)
+        env["INITIAL_SUBMISSION_DUE"] = self.initial_submission_due.isoformat()  # issue 17
         return env
 
 

@@ -64,9 +64,13 @@ _JOIN_SECONDS: Final = 10.0
 # 3: the units of assignments too.
 # 4: assignments carry the duty cycle: received, declined, result (issue 14).
 # 5: receipts from the unit clients' `NoticeReceived` facts (issue 14).
+# 6: corrections (masks and blind indexes follow them) and transfers (`ledger_transfers`),
+#    issue 17.
 # Reports 3: the duty cycle's events (report_duty).
+# Reports 4: transfers and corrected villages move a file; interventions by protection
+#    function (`report_interventions`), issue 17.
 # Screening 1: the roster, campaigns, visits and letters (issue 17).
-SCHEMA: Final = {"ledger": 5, "reports": 3, "screening": 1}
+SCHEMA: Final = {"ledger": 6, "reports": 4, "screening": 1}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 

@@ -72,7 +72,8 @@ def scan(now_text: str | None, as_json: bool) -> None:
         application.close()
     counts = {kind.__name__: 0 for kind in FACTS}
     for fact in stored:
-        counts[type(fact).__name__] += 1
+        # Also LedgerSubmissionMissed (issue 17), not a case deadline of FACTS.
+        counts[type(fact).__name__] = counts.get(type(fact).__name__, 0) + 1
     if as_json:
         click.echo(json.dumps({"stored": len(stored), "by_kind": counts}))
         return

@@ -50,6 +50,7 @@ from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, val
 from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
+from gateway.http.routes import corrections as correction_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
@@ -57,6 +58,7 @@ from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
 from gateway.http.routes import screening as screening_routes
+from gateway.http.routes import submissions as submission_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -73,6 +75,8 @@ ROUTERS = (
     notice_routes.router,
     report_routes.router,
     screening_routes.router,
+    correction_routes.router,
+    submission_routes.router,
 )
 
 log = get_logger("casetrail.api")

@@ -20,6 +20,7 @@ Which events become messages (`Router`):
 | `Case.ClueReported` | the street's 街道综治办; `high`/`urgent`: also 街道分管领导 | `new_clue` |
 | `Case.UnitAssigned` | the assigned unit | `assignment` |
 | `Case.Escalated` | street's 街道综治办, type named; `county`: the county's | `case_escalated` |
+| `Case.Transferred` (to another street) | the receiving street's 街道综治办 | `case_transferred` |
 | `Case.AssignmentDeclined`, `...ResultReported` | the office | `assignment_declined`, `_result` |
 | `DueDateReminder` (stored by scans before issue 14) | the assigned unit | `due_date_reminder` |
 | a missed-deadline fact (`domain.deadlines`) | the unit responsible | `deadline_missed` |
@@ -178,6 +179,7 @@ RELAY_TOPICS: Final = tuple(
         Case.ClueReported,  # type: ignore[attr-defined]
         Case.UnitAssigned,  # type: ignore[attr-defined]
         Case.Escalated,  # type: ignore[attr-defined]
+        Case.Transferred,  # type: ignore[attr-defined]
         Case.AssignmentDeclined,  # type: ignore[attr-defined]
         Case.AssignmentResultReported,  # type: ignore[attr-defined]
         DueDateReminder,
@@ -284,6 +286,7 @@ class Routed:
 # Clues at these risk levels also alert the street's 街道分管领导 (`street_supervision` unit).
 SUPERVISOR_ALERT_RISKS: Final = frozenset({RiskLevel.HIGH.value, RiskLevel.URGENT.value})
 NEW_CLUE_KIND: Final = "new_clue"
+TRANSFERRED_KIND: Final = "case_transferred"
 # A unit's answer to its assignment, to the coordination office (issue 14).
 DECLINED_KIND: Final = "assignment_declined"
 RESULT_KIND: Final = "assignment_result"
@@ -378,6 +381,8 @@ class Router:
             )
         elif isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
             self._escalated(found, event, ident, at)
+        elif isinstance(event, Case.Transferred):  # type: ignore[attr-defined]
+            self._transferred(found, event, ident, at)
         elif isinstance(
             event,
             Case.AssignmentDeclined | Case.AssignmentResultReported,  # type: ignore[attr-defined]
@@ -418,12 +423,13 @@ class Router:
                 Outgoing(recipient, kind, ident, at, body, case_id, assignment_id)
             )
 
-    def _street_of(self, case_id: UUID) -> str | None:
-        """The case's street (set when the clue was reported, never changed): its first
-        event decoded, not the whole file replayed."""
+    def _street_of(self, case_id: UUID, version: int = 1) -> str | None:
+        """The case's street at `version` (its first event by default: decoded, not the whole
+        file replayed). A transfer (issue 17) changes a file's street, so an event after one
+        names the version it is of."""
         try:
             case: object = self.application.repository.get(
-                case_id, version=1, projector_func=replay
+                case_id, version=version, projector_func=replay
             )
         except AggregateNotFoundError:
             return None
@@ -524,7 +530,7 @@ class Router:
             self._to_type(found, supervision, street, NEW_CLUE_KIND, ident, at, body, case_id)
 
     def _escalated(self, found: Routed, event: Any, ident: str, at: str) -> None:
-        street = self._street_of(event.originator_id)
+        street = self._street_of(event.originator_id, event.originator_version)
         body = {
             "case_ref": str(event.originator_id),
             "to_level": event.to_level,
@@ -544,6 +550,24 @@ class Router:
             county = UnitType.COUNTY_OFFICE.value
             self._to_type(found, county, None, kind, ident, at, body, case_id)
 
+    def _transferred(self, found: Routed, event: Any, ident: str, at: str) -> None:
+        """A file transferred to another street (issue 17): the receiving street's 街道综治办
+        is told, ids and codes only (the village is a code; no reason: free text). A move
+        between villages of one street is no notice: the office already holds the file."""
+        if event.from_street == event.to_street:
+            return
+        body = {
+            "case_ref": str(event.originator_id),
+            "from_street": event.from_street,
+            "to_street": event.to_street,
+            "to_village": event.to_village,
+            "transferred_at": at,
+        }
+        office = UnitType.GOVERNANCE_OFFICE.value
+        self._to_type(
+            found, office, event.to_street, TRANSFERRED_KIND, ident, at, body, event.originator_id
+        )
+
     def _unit_answered(self, found: Routed, event: Any, ident: str, at: str) -> None:
         """A unit declined its task, or reported its result (办结反馈): the street's coordination
         office is told, to reassign or to decide on closing. No reason or outcome text (free
@@ -558,7 +582,7 @@ class Router:
         }
         if not declined:
             body["recommendation"] = event.recommendation
-        street = self._street_of(event.originator_id)
+        street = self._street_of(event.originator_id, event.originator_version)
         office = UnitType.GOVERNANCE_OFFICE.value
         self._to_type(found, office, street, kind, ident, at, body, event.originator_id)
 

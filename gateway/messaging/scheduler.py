@@ -177,6 +177,8 @@ class DeadlineScheduler:
             rows = db.execute("SELECT state FROM {deadline_duties} WHERE pending = 1")
         duties = [CaseDuties.from_json(row["state"]) for row in rows]
         stored = self.application.record_missed_deadlines(now, duties)
+        # Issue 17: villages' ledger submissions (报送) missing at the end of their due day.
+        stored += self.application.record_missed_submissions(now)
         self.follower.catch_up()
         if stored:
             counts: dict[str, int] = {}

@@ -224,6 +224,9 @@ _CHANGES: Final[dict[str, Callable[[Any, FileState], FileState]]] = {
     ),
     "closed": lambda e, s: s._replace(status=CaseStatus.CLOSED.value),
     "reopened": lambda e, s: s._replace(status=CaseStatus.AWAITING_CONSULTATION.value),
+    # Issue 17: a transfer moves the file to the receiving street (a correction changes none
+    # of the codes held here).
+    "transferred": lambda e, s: s._replace(street=e.to_street),
 }
 
 

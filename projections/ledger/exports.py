@@ -168,7 +168,26 @@ def summary_lines(report: QuarterlyReport) -> list[tuple[str, str, int]]:
     lines += [("按风险等级", c.label, c.count) for c in report.by_risk]
     lines += [("按状态", c.label, c.count) for c in report.by_status]
     lines += [("交办任务", c.label, c.count) for c in report.assignments]
+    # Issue 17: interventions by protection function, overdue counts, coverage (screening's).
+    lines += [("按保护职能干预", c.label, c.count) for c in report.interventions]
+    lines += [("逾期事项", c.label, c.count) for c in report.overdue]
+    lines += [("覆盖情况", c.label, c.count) for c in report.coverage]
     return lines
+
+
+def quarterly_xlsx(report: QuarterlyReport) -> bytes:
+    """The quarterly report alone (季度报表), as the office hands it on: the summary sheet's
+    Chinese layout (title, period, 统计维度/项目/数量), issue 17."""
+    from openpyxl import Workbook  # noqa: PLC0415
+
+    workbook = Workbook()
+    default = workbook.active
+    if default is not None:
+        workbook.remove(default)
+    _summary_sheet(workbook, report)
+    buffer = io.BytesIO()
+    workbook.save(buffer)
+    return buffer.getvalue()
 
 
 def _styles() -> tuple[Any, Any]:

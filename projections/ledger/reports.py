@@ -25,13 +25,14 @@ counted by token and named through the taxonomy. Proven by
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Final
 
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
     CATEGORY_LABELS,
+    PROTECTION_FUNCTION_LABELS,
     RISK_LABELS,
     SUBTYPES,
     CaseStatus,
@@ -42,6 +43,9 @@ from projections.ledger.view import CASE_TOPICS
 from projections.sealed import KeyedDb, ReadModelKeys
 
 _STATE: Final = ("status", "risk", "issues")
+# A history row is written when any of these changes: the counted state, or the place (a
+# transfer or a corrected village, issue 17).
+_KEPT: Final = (*_STATE, "street", "village_index")
 _CASE_COLUMNS: Final = (
     "case_id",
     "street",
@@ -69,7 +73,7 @@ _VILLAGE: Final = "report_village"
 
 class ReportsView(View):
     name = "reports"
-    tables = ("report_cases", "report_history", "report_duty")
+    tables = ("report_cases", "report_history", "report_duty", "report_interventions")
     topics = CASE_TOPICS
 
     def __init__(self, keys: ReadModelKeys) -> None:
@@ -92,6 +96,12 @@ class ReportsView(View):
             "due_on TEXT NOT NULL, PRIMARY KEY (case_id, version))",
             "CREATE INDEX IF NOT EXISTS report_duty_street_at ON {report_duty} (street, at)",
             "CREATE INDEX IF NOT EXISTS report_duty_assignment ON {report_duty} (assignment_id)",
+            # Issue 17: each intervention's instant and protection function (六大保护), no text.
+            "CREATE TABLE IF NOT EXISTS {report_interventions} (case_id TEXT NOT NULL, "
+            "version BIGINT NOT NULL, at TEXT NOT NULL, street TEXT NOT NULL, "
+            "village_index TEXT NOT NULL, function TEXT NOT NULL, PRIMARY KEY (case_id, version))",
+            "CREATE INDEX IF NOT EXISTS report_interventions_street_at ON {report_interventions} "
+            "(street, at)",
         ]
 
     def apply(self, db: Db, batch: Batch) -> None:
@@ -108,6 +118,7 @@ class ReportsView(View):
                 current[row["case_id"]] = row
         history: list[list[Any]] = []
         duty: list[list[Any]] = []
+        interventions: list[list[Any]] = []
         for event in batch.events:
             case_id, kind, data = str(event.originator_id), type(event).__name__, vars(event)
             if kind == "ClueReported":
@@ -124,7 +135,7 @@ class ReportsView(View):
                 before: tuple[Any, ...] | None = None
             else:
                 state = current[case_id]
-                before = tuple(state[k] for k in _STATE)
+                before = tuple(state[k] for k in _KEPT)
                 self._fold(state, kind, data)
             current[case_id] = state
             step = _duty_step(kind, data)
@@ -133,7 +144,12 @@ class ReportsView(View):
                     [case_id, event.originator_version, stamp(data["timestamp"]), step[0],
                      state["street"], state["village_index"], step[1], step[2]]
                 )  # fmt: skip
-            if before is None or before != tuple(state[k] for k in _STATE):
+            if kind == "InterventionRecorded":
+                interventions.append(
+                    [case_id, event.originator_version, stamp(data["timestamp"]),
+                     state["street"], state["village_index"], data["function"]]
+                )  # fmt: skip
+            if before is None or before != tuple(state[k] for k in _KEPT):
                 row = {**state, "version": event.originator_version, "event": kind}
                 row["at"] = stamp(data["timestamp"])
                 history.append([row[c] for c in _HISTORY_COLUMNS])
@@ -145,6 +161,11 @@ class ReportsView(View):
         )
         db.insert("report_history", _HISTORY_COLUMNS, history)
         db.insert("report_duty", _DUTY_COLUMNS, duty)
+        db.insert(
+            "report_interventions",
+            ("case_id", "version", "at", "street", "village_index", "function"),
+            interventions,
+        )
 
     def _issues(self, issues: list[dict[str, str]]) -> str:
         return self.keys.issues([(i["category"], i["subtype"]) for i in issues])
@@ -161,6 +182,18 @@ class ReportsView(View):
             state["status"] = CaseStatus.CLOSED.value
         elif kind == "Reopened":
             state["status"] = CaseStatus.AWAITING_CONSULTATION.value
+        elif kind == "Transferred":
+            # Issue 17: the file counts in the receiving street and village from then on.
+            state["street"] = data["to_street"]
+            self._move(state, data["to_village"])
+        elif kind == "DetailsCorrected":
+            for change in data["changes"]:
+                if change["field"] == "village":
+                    self._move(state, change["new"])
+
+    def _move(self, state: Row, village: str) -> None:
+        state["village_index"] = self.keys.token("village", village)
+        state["village_sealed"] = self.keys.seal(_VILLAGE, state["case_id"], {"village": village})
 
 
 # The duty cycle's events, as `report_duty` names them; `case_closed` ends every open one.
@@ -229,6 +262,16 @@ class QuarterlyReport:
     by_risk: tuple[Count, ...]
     by_status: tuple[Count, ...]
     assignments: tuple[Count, ...] = ()
+    # Issue 17: interventions recorded in the quarter by protection function (六大保护), and
+    # the overdue counts at the end of the as-of day (assignments past due; ledger submissions
+    # missed, filled in by the caller from the submissions, `domain.submissions`).
+    interventions: tuple[Count, ...] = ()
+    overdue: tuple[Count, ...] = ()
+    # COVERAGE (issue 17, the `screening` part): visit coverage (`visit_coverage(db, street,
+    # period)`) and guardianship-letter coverage (`letter_coverage(...)`) of
+    # projections/screening/ are wired here at merge: one Count per figure, e.g.
+    # Count("visited", "已走访", n). Empty until then.
+    coverage: tuple[Count, ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -251,6 +294,9 @@ class QuarterlyReport:
             "by_risk": [c.as_dict() for c in self.by_risk],
             "by_status": [c.as_dict() for c in self.by_status],
             "assignments": [c.as_dict() for c in self.assignments],
+            "interventions_by_function": [c.as_dict() for c in self.interventions],
+            "overdue": [c.as_dict() for c in self.overdue],
+            "coverage": [c.as_dict() for c in self.coverage],
         }
 
 
@@ -266,11 +312,15 @@ def quarterly_report(
     if village is not None:
         place += " AND village_index = ?"
         params.append(db.keys.token("village", village))
+    # Each file's latest row before `until`, wherever it was then, kept if it was here: a file
+    # transferred out (issue 17) counts in the receiving street only, from its transfer on.
+    outer = place.replace("street", "h.street").replace("village_index", "h.village_index")
     latest = db.execute(
         "SELECT h.* FROM {report_history} h JOIN ("
-        f"SELECT case_id, MAX(version) AS v FROM {{report_history}} WHERE {place} AND at < ? "
-        "GROUP BY case_id) last ON h.case_id = last.case_id AND h.version = last.v",
-        [*params, until],
+        "SELECT case_id, MAX(version) AS v FROM {report_history} WHERE case_id IN ("
+        f"SELECT case_id FROM {{report_history}} WHERE {place} AND at < ?) AND at < ? "
+        f"GROUP BY case_id) last ON h.case_id = last.case_id AND h.version = last.v WHERE {outer}",
+        [*params, until, until, *params],
     )
     (new,) = db.execute(
         f"SELECT COUNT(*) AS n FROM {{report_history}} WHERE {place} "
@@ -323,6 +373,48 @@ def quarterly_report(
             Count(str(s), label, statuses[str(s)]) for s, label in CASE_STATUS_LABELS.items()
         ),
         assignments=duty,
+        interventions=_intervention_counts(db, street, village, since=since, until=until),
+        overdue=(Count("assignments", OVERDUE_LABELS["assignments"], duty[-1].count),),
+    )
+
+
+def with_missed_submissions(report: QuarterlyReport, due_dates: list[str]) -> QuarterlyReport:
+    """The report with the count of the street's ledger submissions missed (issue 17,
+    `domain.submissions.LedgerSubmissionMissed`) whose due date lies in the quarter up to the
+    as-of date, among its overdue counts. `due_dates`: the facts' `due_on` (YYYY-MM-DD)."""
+    first, last = report.quarter.start.isoformat(), report.as_of.isoformat()
+    missed = sum(1 for d in due_dates if first <= d <= last)
+    kept = tuple(c for c in report.overdue if c.code != "submissions")
+    counted = Count("submissions", OVERDUE_LABELS["submissions"], missed)
+    return replace(report, overdue=(*kept, counted))
+
+
+OVERDUE_LABELS: Final = {
+    "assignments": "逾期未办结交办任务",
+    "submissions": "逾期未报送台账",
+}
+
+
+def _intervention_counts(
+    db: KeyedDb, street: str, village: str | None, *, since: str, until: str
+) -> tuple[Count, ...]:
+    """Interventions recorded in [since, until) by protection function, every function listed
+    (0 when none), in the plan's order (issue 17)."""
+    place, params = "street = ?", [street]
+    if village is not None:
+        place += " AND village_index = ?"
+        params.append(db.keys.token("village", village))
+    counted = {
+        str(row["function"]): int(row["n"])
+        for row in db.execute(
+            f"SELECT function, COUNT(*) AS n FROM {{report_interventions}} WHERE {place} "
+            "AND at >= ? AND at < ? GROUP BY function",
+            [*params, since, until],
+        )
+    }
+    return tuple(
+        Count(str(f), label, counted.get(str(f), 0))
+        for f, label in PROTECTION_FUNCTION_LABELS.items()
     )
 
 

@@ -89,6 +89,10 @@ CASE_EVENTS: Final = (
     "Escalated",
     "Closed",
     "Reopened",
+    # Issue 17: corrections (the masks and blind indexes follow the corrected values) and
+    # transfers (the row moves to the receiving street; both streets' transfers listed).
+    "DetailsCorrected",
+    "Transferred",
 )
 CASE_TOPICS: Final = tuple(get_topic(getattr(Case, name)) for name in CASE_EVENTS)
 # The ledger also follows the unit clients' receipts (their own streams, naming the case).
@@ -189,7 +193,7 @@ def _in_chunks(values: Sequence[str], size: int = 400) -> Iterable[Sequence[str]
 
 class LedgerView(View):
     name = "ledger"
-    tables = ("ledger_cases", "ledger_issues", "ledger_assignments")
+    tables = ("ledger_cases", "ledger_issues", "ledger_assignments", "ledger_transfers")
     topics = LEDGER_TOPICS
 
     def __init__(self, blind_index: BlindIndex, keys: ReadModelKeys) -> None:
@@ -253,6 +257,15 @@ class LedgerView(View):
             "CREATE INDEX IF NOT EXISTS ledger_assignments_case ON {ledger_assignments} (case_id)",
             "CREATE INDEX IF NOT EXISTS ledger_assignments_unit ON {ledger_assignments} "
             "(unit_index, ended_at)",
+            # Issue 17: each transfer between streets, for both streets' ledgers (out and in):
+            # the case id, the instant and the two streets, nothing of the minor.
+            "CREATE TABLE IF NOT EXISTS {ledger_transfers} (case_id TEXT NOT NULL, "
+            "moved_at TEXT NOT NULL, from_street TEXT NOT NULL, to_street TEXT NOT NULL, "
+            "PRIMARY KEY (case_id, moved_at))",
+            "CREATE INDEX IF NOT EXISTS ledger_transfers_from ON {ledger_transfers} "
+            "(from_street, moved_at)",
+            "CREATE INDEX IF NOT EXISTS ledger_transfers_to ON {ledger_transfers} "
+            "(to_street, moved_at)",
         ]
 
     # --- applying events ------------------------------------------------------------------------
@@ -274,6 +287,7 @@ class LedgerView(View):
             ):
                 assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
         reclassified: set[str] = set()
+        transfers: list[tuple[str, str, str, str]] = []
         for event in batch.events:
             if isinstance(event, NoticeReceived):
                 # The first receipt of an assignment's notice (a machine's, not a person's).
@@ -297,6 +311,12 @@ class LedgerView(View):
                 reclassified.add(case_id)
             data = vars(event)
             at = stamp(data["timestamp"])
+            if kind == "DetailsCorrected":
+                self._corrected(current, data["changes"])
+            elif kind == "Transferred":
+                _transferred(current, assignments, data, at)
+                if data["from_street"] != data["to_street"]:
+                    transfers.append((case_id, at, data["from_street"], data["to_street"]))
             _fold(current, assignments, kind, data, at)
             current["version"] = event.originator_version
             current["updated_at"] = at
@@ -318,6 +338,12 @@ class LedgerView(View):
             _STORED_ASSIGNMENT_COLUMNS,
             [stored_assignment(self.keys, a) for a in assignments.values()],
             key=("assignment_id",),
+        )
+        db.insert(
+            "ledger_transfers",
+            ("case_id", "moved_at", "from_street", "to_street"),
+            transfers,
+            key=("case_id", "moved_at"),
         )
         changed = sorted(reclassified)
         for chunk in _in_chunks(changed):
@@ -349,6 +375,27 @@ class LedgerView(View):
             ),
         }
         return [stored[c] for c in _CASE_COLUMNS]
+
+    def _corrected(self, row: Row, changes: list[dict[str, Any]]) -> None:
+        """A correction (issue 17): the displayed masks, the tokens and the blind indexes of
+        the corrected values replace the earlier ones, so that a lookup by the earlier ID
+        number or name no longer finds the file and one by the corrected values does."""
+        for change in changes:
+            field, new = change["field"], change["new"]
+            if field == "minor.name":
+                row["name_masked"] = mask_name(new)
+                row["name_index"] = self.blind_index.name(new)
+            elif field == "minor.id_number":
+                row["id_masked"] = mask_id_number(new)
+                row["id_index"] = self.blind_index.id_number(new)
+            elif field == "minor.gender":
+                row["gender"] = new
+            elif field == "minor.date_of_birth":
+                row["age"] = age_on(date.fromisoformat(new), date.fromisoformat(row["found_on"]))
+            elif field == "minor.school":
+                row["school"] = new
+            elif field == "village":
+                row["village"] = new
 
     def _reported(self, case_id: str, event: Any) -> Row:
         data = vars(event)
@@ -389,6 +436,28 @@ class LedgerView(View):
             "closed_at": None,
             "closing_reason": None,
         }
+
+
+def _transferred(row: Row, assignments: dict[str, Row], data: dict[str, Any], at: str) -> None:
+    """A transfer (issue 17): the row moves to the receiving street and village; leaving a
+    street ends its units' open assignments (outcome `transferred`), as the aggregate does."""
+    if data["from_street"] != data["to_street"]:
+        for assignment in assignments.values():
+            if assignment["case_id"] == row["case_id"] and assignment["ended_at"] is None:
+                assignment["ended_at"], assignment["outcome"] = at, "transferred"
+    row["street"] = data["to_street"]
+    row["village"] = data["to_village"]
+
+
+def transfers_of(db: Db, street: str, *, limit: int = 500) -> list[Row]:
+    """The transfers out of and into `street`, newest first: case id, instant, both streets
+    and the direction (`out` | `in`) as that street sees it."""
+    rows = db.execute(
+        "SELECT case_id, moved_at, from_street, to_street FROM {ledger_transfers} "
+        "WHERE from_street = ? OR to_street = ? ORDER BY moved_at DESC, case_id LIMIT ?",
+        [street, street, limit],
+    )
+    return [{**r, "direction": "out" if r["from_street"] == street else "in"} for r in rows]
 
 
 def _issues_json(issues: list[dict[str, str]]) -> str:

@@ -23,10 +23,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 from domain.roster import KEY_MARKER_LABELS, KeyMarker
+from projections.ledger.reports import Count
 from projections.screening.view import ENTRY_TABLE
 from projections.sealed import KeyedDb
 
@@ -345,3 +346,40 @@ def open_files(db: KeyedDb, id_index: str) -> list[UUID]:
         (id_index, "closed"),
     )
     return [UUID(r["case_id"]) for r in rows]
+
+
+COVERAGE_LABELS: Final = {
+    "roster_minors": "名册在册未成年人",
+    "visited": "已走访",
+    "key_students": "重点学生",
+    "key_visited": "重点学生已走访",
+    "needs_letter": "应签监护责任书",
+    "letters": "已签监护责任书",
+}
+
+
+def coverage_counts(
+    db: KeyedDb, street: str, period: Period, *, village: str | None = None
+) -> tuple[Count, ...]:
+    """The quarterly report's coverage lines (issue 17): visit and guardianship-letter coverage
+    of the street's roster in the period (`visit_coverage`, `letter_coverage`), or of one
+    village's; counts only (`projections.ledger.reports.Count`)."""
+    visits, letters = visit_coverage(db, street, period), letter_coverage(db, street, period)
+    if village is not None:
+        visits = next(
+            (v for v in visits["villages"] if v["village"] == village and v["grid"] is None),
+            {k: 0 for k in ("minors", "visited", "key_students", "key_visited")},
+        )
+        letters = next(
+            (v for v in letters["villages"] if v["village"] == village and v["grid"] is None),
+            {k: 0 for k in ("needs_letter", "letters")},
+        )
+    figures = {
+        "roster_minors": visits["minors"],
+        "visited": visits["visited"],
+        "key_students": visits["key_students"],
+        "key_visited": visits["key_visited"],
+        "needs_letter": letters["needs_letter"],
+        "letters": letters["letters"],
+    }
+    return tuple(Count(code, COVERAGE_LABELS[code], int(n)) for code, n in figures.items())

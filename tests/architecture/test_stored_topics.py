@@ -58,6 +58,8 @@ EVENT_TOPICS = frozenset(
         "domain.case:Case.AssignmentResultReported",
         "domain.case:Case.Closed",
         "domain.case:Case.ClueReported",
+        "domain.case:Case.DetailsCorrected",
+        "domain.case:Case.Transferred",
         "domain.case:Case.ConsultationHeld",
         "domain.case:Case.Escalated",
         "domain.case:Case.FollowUpRecorded",
@@ -99,6 +101,10 @@ EVENT_TOPICS = frozenset(
         "domain.screening:Campaign.Opened",
         "domain.units:Unit.UnitKeyRotated",
         "domain.units:Unit.UnitRegistered",
+        "domain.submissions:LedgerSubmission.LedgerSubmissionOpened",
+        "domain.submissions:LedgerSubmission.LedgerSubmitted",
+        "domain.submissions:LedgerSubmission.LedgerReceived",
+        "domain.submissions:LedgerSubmissionMissed",
     }
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
@@ -111,6 +117,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.roster:RosterEntry",
         "domain.screening:Campaign",
         "domain.units:Unit",
+        "domain.submissions:LedgerSubmission",
     }
 )
 # Topics pinned above but first stored after the fixture store was written: the duty cycle and
@@ -118,6 +125,14 @@ AGGREGATE_TOPICS = frozenset(
 SINCE_STORE_V1 = frozenset(
     {
         "domain.access:CommandRefused",
+        # issue 17: corrections, transfers, ledger submissions
+        "domain.case:Case.DetailsCorrected",
+        "domain.case:Case.Transferred",
+        "domain.submissions:LedgerSubmission",
+        "domain.submissions:LedgerSubmission.LedgerSubmissionOpened",
+        "domain.submissions:LedgerSubmission.LedgerSubmitted",
+        "domain.submissions:LedgerSubmission.LedgerReceived",
+        "domain.submissions:LedgerSubmissionMissed",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
         "domain.deadlines:AssignmentNotSignedFor",

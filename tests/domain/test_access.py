@@ -71,6 +71,9 @@ OPERATIONAL = frozenset(
         "assignments",
         "escalations",
         "closure",
+        # issue 17: the corrections' and transfers' history (values filtered per field)
+        "corrections",
+        "transfers",
     }
 )
 EVERY_FIELD = frozenset(IDENTITY_FIELDS | SENSITIVE_FIELDS | OPERATIONAL)

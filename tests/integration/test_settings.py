@@ -70,9 +70,11 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_CHROMIUM": "/usr/lib/chromium/chromium",
         "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
         "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
+        "CASETRAIL_INITIAL_SUBMISSION_DUE": "2027-01-15",  # issue 17
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
+    assert s.initial_submission_due.isoformat() == "2027-01-15"
     assert s.home == (tmp_path / "home").resolve()
     assert s.database_url == given["CASETRAIL_DATABASE_URL"]
     assert s.store_kind == "postgresql"

@@ -222,6 +222,20 @@ def test_campaign_coverage_equals_an_independent_count(
         whole["needs_letter"],
         whole["letters"],
     )
+    # The street's quarterly report carries the same coverage lines (counts only).
+    report = client.get(
+        "/v1/reports/quarterly", headers={**coordinator, "X-Purpose-Of-Use": "consultation"}
+    )
+    assert report.status_code == 200, report.text
+    lines = {c["code"]: c["count"] for c in report.json()["coverage"]}
+    assert lines == {
+        "roster_minors": whole["minors"],
+        "visited": whole["visited"],
+        "key_students": whole["key_students"],
+        "key_visited": whole["key_visited"],
+        "needs_letter": whole["needs_letter"],
+        "letters": whole["letters"],
+    }
     with readmodels.screening.reading() as db:
         before = Span(quarter.start - timedelta(days=400), quarter.start - timedelta(days=1))
         assert visit_coverage(db, STREET, before)["minors"] == 0

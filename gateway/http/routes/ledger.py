@@ -16,6 +16,7 @@ it grants:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final
 
@@ -38,7 +39,7 @@ from projections.ledger.exports import (
     ledger_xlsx,
 )
 from projections.ledger.quarters import FIRST_DAY, LAST_DAY, LOCAL_TZ, local_date, stamp, today
-from projections.ledger.reports import quarterly_report
+from projections.ledger.reports import quarterly_report, with_missed_submissions
 from projections.ledger.view import LedgerQuery, LedgerRow, cells, ledger_page
 from projections.ledger.worklists import (
     AssignmentState,
@@ -48,6 +49,7 @@ from projections.ledger.worklists import (
     quarterly_updates,
 )
 from projections.readmodels import ReadModels
+from projections.screening.coverage import coverage_counts
 
 log = get_logger("casetrail.api")
 router = APIRouter()
@@ -478,4 +480,11 @@ def quarterly(
     day = as_of or today()
     with readmodels.reports.reading() as db:
         report = quarterly_report(db, scope.street, day, village=village)
+    if village is None:
+        # Issue 17: the street's villages' ledger submissions missed, among the overdue counts.
+        missed = svc.application.missed_submissions(scope.street)
+        report = with_missed_submissions(report, [m.due_on for m in missed])
+    with readmodels.screening.reading() as db:
+        coverage = coverage_counts(db, scope.street, report.quarter, village=village)
+    report = replace(report, coverage=coverage)
     return {**_freshness(readmodels, "reports"), **report.as_dict()}
