@@ -10,6 +10,8 @@ no code path updates or deletes one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
 import threading
 import time
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Final, NoReturn, TypeVar
+from typing import Any, ClassVar, Final, NoReturn, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -41,9 +43,11 @@ from domain.access import (
     CaseScope,
     Channel,
     Client,
+    CommandRefused,
     Decision,
     ReadContext,
     access_event,
+    command_refused,
     decide,
     disclose,
     review_event,
@@ -56,6 +60,7 @@ from domain.compliance.findings import (
     FindingSummary,
     Outcome,
 )
+from domain.compliance.origin import current_origin
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
@@ -143,6 +148,64 @@ NO_SUCH_CASE_AS_OF: Final = "no_such_case_as_of"
 def _require_county(actor: Actor, doing: str) -> None:
     if actor.role not in COUNTY_ROLES:
         raise errors.NotPermitted(f"only a county lead or an admin may {doing}")
+
+
+P = ParamSpec("P")
+
+# The rule a refused command is recorded with when the answer hides what it named (404).
+NOT_VISIBLE_RULE: Final = "not_visible"
+
+
+def _refusal_rule(refused: errors.DomainError) -> str | None:
+    """The rule to record a refused command under, or None when the error is no refusal (a
+    broken rule of the case file, 409; bad input, 422). A 404 that hides a case or an
+    investigation is one (`not_visible`), whether it exists or not: the attempt is recorded
+    either way, so recording tells the caller nothing."""
+    if isinstance(refused, errors.CaseNotFound | errors.InvestigationNotFound):
+        return NOT_VISIBLE_RULE
+    if refused.status == 403:
+        return refused.code
+    return None
+
+
+def records_refusals(
+    command: str | None = None, *, case: str | None = None
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A `CaseTrail` command that stores `CommandRefused` (issue 15) before a refusal by a
+    permission rule leaves it: who (its `actor` argument), which command (`command`, or its
+    `action` argument), on which case (its argument named `case`, or an attribute path such as
+    `command.case_id`; else none), which rule, and the request id, channel and client of the
+    command's origin (`domain.compliance.origin`). If storing fails, that error leaves instead
+    (answered 503): a refusal is never answered unrecorded."""
+
+    def wrap(method: Callable[P, T]) -> Callable[P, T]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def recorded(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return method(*args, **kwargs)
+            except errors.DomainError as refused:
+                rule = _refusal_rule(refused)
+                if rule is None:
+                    raise
+                bound = signature.bind(*args, **kwargs).arguments
+                app, actor = bound["self"], bound["actor"]
+                named = command or str(bound["action"])
+                case_id: Any = None
+                if case is not None:
+                    head, *path = case.split(".")
+                    case_id = bound.get(head)
+                    for name in path:
+                        case_id = getattr(case_id, name, None)
+                app.record_command_refusal(
+                    actor, named, case_id if isinstance(case_id, UUID) else None, rule
+                )
+                raise
+
+        return recorded
+
+    return wrap
 
 
 def version_as_of(timestamps: Sequence[datetime], as_of: datetime) -> int | None:
@@ -318,12 +381,14 @@ class CaseTrail(Application[UUID]):
 
     # --- commands ---------------------------------------------------------------------------
 
+    @records_refusals("report_clue")
     def report_clue(self, command: cmd.ReportClue, actor: Actor) -> UUID:
         require_permission(actor, "report_clue", scope=None)
         case = Case.report(command, street=actor.street, by=actor.as_record())
         self._save_case(case)
         return case.id
 
+    @records_refusals(case="case_id")
     def change_case(
         self, case_id: UUID, actor: Actor, action: str, change: Callable[[Case], T]
     ) -> T:
@@ -577,6 +642,7 @@ class CaseTrail(Application[UUID]):
 
     # --- investigation orders -------------------------------------------------------------------
 
+    @records_refusals("issue_investigation_order", case="command.case_id")
     def issue_investigation_order(self, command: cmd.IssueInvestigationOrder, actor: Actor) -> UUID:
         """Issue (or renew) the order for this case and investigator."""
         case = self._get_case(command.case_id)
@@ -599,6 +665,7 @@ class CaseTrail(Application[UUID]):
         self.save(order)
         return order.id
 
+    @records_refusals("revoke_investigation_order")
     def revoke_investigation_order(
         self, order: UUID, command: cmd.RevokeInvestigationOrder, actor: Actor
     ) -> None:
@@ -640,6 +707,7 @@ class CaseTrail(Application[UUID]):
 
     # --- investigations (domain/investigations.py): the county's reverse investigations ---------
 
+    @records_refusals("open_investigation")
     def open_investigation(
         self, command: OpenInvestigation, case_ids: Sequence[UUID], actor: Actor
     ) -> UUID:
@@ -683,6 +751,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(NO_CASE, attempt)
 
+    @records_refusals("issue_county_order", case="command.case_id")
     def issue_county_order(
         self,
         investigation_id: UUID,
@@ -730,6 +799,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(investigation_id, attempt)
 
+    @records_refusals("revoke_county_order")
     def revoke_county_order(
         self, investigation_id: UUID, order: UUID, command: RevokeCountyOrder, actor: Actor
     ) -> None:
@@ -797,6 +867,7 @@ class CaseTrail(Application[UUID]):
         )
         return investigation.summary(with_minor=True)
 
+    @records_refusals("record_investigation_finding")
     def record_finding(self, investigation_id: UUID, command: RecordFinding, actor: Actor) -> None:
         """A finding on a duty; every store position it cites must hold an event."""
 
@@ -823,6 +894,7 @@ class CaseTrail(Application[UUID]):
 
         self._retrying(investigation_id, attempt)
 
+    @records_refusals("add_rectification")
     def add_rectification(
         self, investigation_id: UUID, command: AddRectification, actor: Actor
     ) -> UUID:
@@ -836,6 +908,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(investigation_id, attempt)
 
+    @records_refusals("complete_rectification")
     def complete_rectification(
         self, investigation_id: UUID, item_id: UUID, command: CompleteRectification, actor: Actor
     ) -> None:
@@ -848,6 +921,7 @@ class CaseTrail(Application[UUID]):
 
         self._retrying(investigation_id, attempt)
 
+    @records_refusals("record_report_issued")
     def record_report_issued(
         self,
         investigation_id: UUID,
@@ -1035,6 +1109,7 @@ class CaseTrail(Application[UUID]):
                 opened.pop(found.originator_id, None)
         return list(opened.values())
 
+    @records_refusals("review_break_glass")
     def review_break_glass(
         self, access_id: UUID, command: cmd.ReviewBreakGlass, actor: Actor
     ) -> None:
@@ -1278,6 +1353,36 @@ class CaseTrail(Application[UUID]):
 
     # --- compliance findings (issue 15) ---------------------------------------------------------
 
+    def record_command_refusal(
+        self, actor: Actor, command: str, case_id: UUID | None, rule: str
+    ) -> CommandRefused:
+        """Durably store one refused command (`CommandRefused`) with the request id, channel
+        and client of the current origin; raises if the store fails."""
+        origin = current_origin()
+        refused = command_refused(
+            case_id=case_id or NO_CASE,
+            actor=actor,
+            command=command,
+            rule=rule,
+            request_id=origin.request_id,
+            channel=origin.channel,
+            client=origin.client,
+        )
+        if self.access_commits is None:
+            self.store_events([refused])
+        else:
+            self.access_commits.record(refused)
+        return refused
+
+    def command_refusals(self, *, case_id: UUID | None = None) -> list[CommandRefused]:
+        """Refused commands, oldest first (a scan of their topic), optionally about one case."""
+        found: list[CommandRefused] = []
+        for notification in self.notifications(topics=topics_of(CommandRefused)):
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, CommandRefused) and (case_id is None or event.case_id == case_id):
+                found.append(event)
+        return found
+
     def record_findings(self, raised: Sequence[Finding]) -> list[Finding]:
         """Store new findings (`domain.compliance.findings.Finding`, each its first event);
         returns those this call stored. A finding's id derives from its rule and evidence, so
@@ -1337,6 +1442,7 @@ class CaseTrail(Application[UUID]):
             raise errors.NotPermitted(f"only a compliance auditor may {doing}")
         return self.finding(finding_id)
 
+    @records_refusals("review_finding")
     def review_finding(
         self, finding_id: UUID, outcome: Outcome, reason: str, actor: Actor
     ) -> Finding:
@@ -1350,6 +1456,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(finding_id, attempt)
 
+    @records_refusals("open_finding_follow_up")
     def open_finding_follow_up(
         self, finding_id: UUID, owner: str, due_on: date, actor: Actor
     ) -> Finding:
@@ -1363,6 +1470,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(finding_id, attempt)
 
+    @records_refusals("complete_finding_follow_up")
     def complete_finding_follow_up(
         self, finding_id: UUID, on: date, note: str, actor: Actor
     ) -> Finding:
