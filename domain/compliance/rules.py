@@ -336,7 +336,7 @@ class RuleEngine:
 
     # --- the fold ---
 
-    def feed(self, position: int, event: DomainEvent) -> list[Raised]:
+    def feed(self, position: int, event: Any) -> list[Raised]:
         """Fold one stored event (any: those the rules do not read change nothing)."""
         record = record_of(position, event)
         if record is not None:

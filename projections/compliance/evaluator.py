@@ -73,7 +73,7 @@ class RulesView(View):
             if isinstance(event, Finding.FindingRaised):  # type: ignore[attr-defined]
                 stored[str(event.originator_id)] = str(event.rule)
                 continue
-            for found in engine.feed(notification.id, event):  # type: ignore[arg-type]
+            for found in engine.feed(notification.id, event):
                 raised[str(found.id)] = found
         upserts, removed = engine.take_changes()
         db.insert(STATE, ("key", "value"), upserts, key=("key",))
