@@ -11,12 +11,14 @@ On a real SQLite file and a real PostgreSQL schema, the real app over TestClient
 - `rerun` after a threshold changed stores what the new threshold raises and marks the open
   findings it no longer raises superseded: the open findings are then exactly those an
   evaluation with the new threshold from the start raises;
-- a process SIGKILLed right after storing findings (before the view records them), or in the
-  middle of a batch, loses none and doubles none.
+- a process SIGKILLed right after storing findings (before the view records them) loses none
+  and doubles none;
+- `casetrail compliance rules|evaluate|findings` answer with ids, codes and counts.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from domain.access import NO_CASE, CaseAccessed, CommandRefused
@@ -38,7 +41,7 @@ from domain.compliance.rules import RuleEngine
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.auth import issue_token
-from gateway.cli.main import DEFAULT_STREET
+from gateway.cli.main import DEFAULT_STREET, cli
 from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.http.app import create_app
 from gateway.settings import Settings
@@ -55,9 +58,10 @@ LATER = datetime.now(UTC) + timedelta(days=3)
 
 
 class World:
-    def __init__(self, client: TestClient, home: Path) -> None:
+    def __init__(self, client: TestClient, home: Path, store_url: str = "") -> None:
         self.client = client
         self.home = home
+        self.store_url = store_url
         self.key = keyring.load_private_key(home / "keys" / keyring.TOKEN_KEY, "token key")
         self.application: CaseTrail = client.app.state.services.application  # type: ignore[attr-defined]
         self.planted: list[Planted] = []
@@ -88,7 +92,7 @@ def world(store_url: str, tmp_path: Path) -> Iterator[World]:
         }
     )
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
-        built = World(client, home)
+        built = World(client, home, store_url)
         reporter = built.headers(Role.REPORTER, "v-own", "reporter-1")
         for _ in range(4):
             planted = planted_case()
@@ -223,28 +227,18 @@ from gateway.settings import Settings
 settings = Settings.from_env()
 application = CaseTrail(env=settings.application_env())
 evaluator = ComplianceEvaluator(application)
-where = sys.argv[1]
-if where == "after_store":
-    stored = application.record_findings
-    def record_then_die(found):
-        result = stored(found)
-        os.kill(os.getpid(), signal.SIGKILL)
-        return result
-    application.record_findings = record_then_die
-else:
-    apply = evaluator.view.apply
-    def apply_then_die(db, batch):
-        apply(db, batch)
-        os.kill(os.getpid(), signal.SIGKILL)
-    evaluator.view.apply = apply_then_die
-evaluator.step(datetime.fromisoformat(sys.argv[2]))
+stored = application.record_findings
+def record_then_die(found):
+    result = stored(found)
+    os.kill(os.getpid(), signal.SIGKILL)
+    return result
+application.record_findings = record_then_die
+evaluator.step(datetime.fromisoformat(sys.argv[1]))
 """
 
 
-@pytest.mark.parametrize("where", ["after_store", "in_batch"])
-def test_a_sigkilled_evaluator_loses_and_doubles_nothing(
-    store_url: str, tmp_path: Path, where: str
-) -> None:
+def test_a_sigkilled_evaluator_loses_and_doubles_nothing(store_url: str, tmp_path: Path) -> None:
+    """Killed right after storing findings, before the view records them stored."""
     home = tmp_path / "home"
     keyring.init_keys(home / "keys")
     rules = tmp_path / "rules.toml"
@@ -263,7 +257,7 @@ def test_a_sigkilled_evaluator_loses_and_doubles_nothing(
             world.cases.append(client.post("/v1/cases", json=body, headers=reporter).json()["id"])
         accesses(world)
     crashed = subprocess.run(
-        [sys.executable, "-c", CRASHER, where, LATER.isoformat()],
+        [sys.executable, "-c", CRASHER, LATER.isoformat()],
         env={**os.environ, **env},
         capture_output=True,
         timeout=120,
@@ -272,8 +266,7 @@ def test_a_sigkilled_evaluator_loses_and_doubles_nothing(
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr.decode()[-2000:]
     application = CaseTrail(env=settings.application_env())
     try:
-        if where == "after_store":
-            assert len(application.findings()) == 2  # stored before the kill
+        assert len(application.findings()) == 2  # stored before the kill
         ComplianceEvaluator(application).step(LATER)
         ComplianceEvaluator(application).step(LATER)
         found = application.findings()
@@ -288,3 +281,26 @@ def test_a_sigkilled_evaluator_loses_and_doubles_nothing(
             assert evaluator.view.owed(db) == []
     finally:
         application.close()
+
+
+def test_the_cli_evaluates_and_lists(
+    world: World, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    accesses(world)
+    monkeypatch.setenv("CASETRAIL_HOME", str(world.home))
+    monkeypatch.setenv("CASETRAIL_DATABASE_URL", world.store_url)
+    monkeypatch.setenv("CASETRAIL_COMPLIANCE_RULES", str(tmp_path / "rules.toml"))
+    runner = CliRunner()
+    rules = runner.invoke(cli, ["compliance", "rules", "--json"])
+    assert rules.exit_code == 0, rules.output
+    listed = json.loads(rules.output)["rules"]
+    assert [r["id"] for r in listed if r["enabled"]] == ["repeated_refusals", "bulk_browsing"]
+    evaluated = runner.invoke(cli, ["compliance", "evaluate", "--now", LATER.isoformat(), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output.splitlines()[-1])["stored"] == 2
+    found = runner.invoke(cli, ["compliance", "findings", "--rule", "bulk_browsing", "--json"])
+    assert found.exit_code == 0, found.output
+    (item,) = json.loads(found.output.splitlines()[-1])["items"]
+    assert item["person"] == "coord-1"
+    bad = runner.invoke(cli, ["compliance", "evaluate", "--now", "yesterday"])
+    assert bad.exit_code == 2 and "--now" in bad.output
