@@ -271,6 +271,9 @@ class RuleEngine:
         self.dirty: set[str] = set()
         self._heap: list[tuple[float, str]] = []
         self._zone, self._days, self._start, self._end = config.working_hours()
+        self._start_s = self._start.hour * 3600 + self._start.minute * 60 + self._start.second
+        self._end_s = self._end.hour * 3600 + self._end.minute * 60 + self._end.second
+        self._offsets: dict[int, float] = {}
         c = config
         self._rr_count, self._rr_window = (
             c.repeated_refusals.count,
@@ -536,10 +539,19 @@ class RuleEngine:
         ]
 
     def _after_hours(self, record: AccessRecord, at: float) -> list[Raised]:
-        local = record.at.astimezone(self._zone)
-        inside = local.isoweekday() in self._days and self._start <= local.time() < self._end
-        if inside:
+        # The zone's offset, looked up once per UTC hour (zone offsets change on the hour).
+        hour = int(at // 3600)
+        offset = self._offsets.get(hour)
+        if offset is None:
+            found = record.at.astimezone(self._zone).utcoffset()
+            offset = found.total_seconds() if found is not None else 0.0
+            self._offsets[hour] = offset
+        local_seconds = at + offset
+        weekday = int(local_seconds // 86400 + 3) % 7 + 1  # 1970-01-01 was a Thursday (4)
+        in_day = local_seconds % 86400
+        if weekday in self._days and self._start_s <= in_day < self._end_s:
             return []
+        local = record.at.astimezone(self._zone)
         key, day = f"ah|{record.user}", local.date().isoformat()
         if self.state.get(key) == day:
             return []  # one finding per person and local day: its first read
@@ -622,9 +634,15 @@ class RuleEngine:
 
     def _bulk(self, record: AccessRecord, at: float, case_id: str) -> list[Raised]:
         key = f"bb|{record.user}"
-        opened: dict[str, list[float]] = {
-            c: v for c, v in self.state.get(key, {}).items() if v[1] >= at - self._bb_window
-        }
+        opened: dict[str, list[float]] = self.state.get(key) or {}
+        # Files in the order of their latest read (JSON keeps it): those read before the
+        # window are at the front.
+        cutoff = at - self._bb_window
+        while opened:
+            oldest = next(iter(opened))
+            if opened[oldest][1] >= cutoff:
+                break
+            del opened[oldest]
         opened.pop(case_id, None)  # re-inserted last: the latest read of each file counts
         opened[case_id] = [record.position, at]
         if len(opened) < self._bb_count:

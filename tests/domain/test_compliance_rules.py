@@ -425,3 +425,23 @@ def test_a_file_may_name_only_what_it_changes(tmp_path: Path) -> None:
     assert found.bulk_browsing == BulkBrowsing(distinct_cases=50, window_minutes=60)
     assert found.digest() != RulesConfig().digest()
     assert found.after_hours == RulesConfig().after_hours
+
+
+@pytest.mark.parametrize(
+    ("day_offset", "hour", "minute", "flagged"),
+    [(5, 10, 0, True), (6, 12, 0, True), (0, 8, 0, False), (0, 7, 59, True), (4, 17, 30, False)],
+)
+def test_working_days_and_hours_are_local_to_shanghai(
+    day_offset: int, hour: int, minute: int, flagged: bool
+) -> None:
+    """T0 is a Monday: +5 days is Saturday, +6 Sunday, +4 Friday."""
+    history = base()
+    history.read(day_offset * 24 * 60 + (hour - 9) * 60 + minute)
+    found = of_rule(evaluate(history), "after_hours")
+    assert bool(found) is flagged
+    if found:
+        local = history.facts[-1].at.astimezone(SHANGHAI)
+        assert found[0].detail == {
+            "local_time": local.strftime("%Y-%m-%d %H:%M"),
+            "weekday": local.isoweekday(),
+        }
