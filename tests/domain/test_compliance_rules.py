@@ -359,7 +359,7 @@ configs = st.builds(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(history=histories(), config=configs, data=st.data())
 def test_incremental_evaluation_raises_exactly_what_a_rerun_raises(
     history: History, config: RulesConfig, data: Any

@@ -204,7 +204,7 @@ def test_each_refused_command_leaves_exactly_one_command_refused(
         assert refused.client["address"] != "in-process", name
 
 
-def test_bad_input_and_broken_file_rules_are_no_refusals(
+def test_bad_input_and_broken_file_rules_are_no_refusals_and_in_process_ones_are(
     client: TestClient, auth: TokenFactory, ids: dict[str, str]
 ) -> None:
     coordinator = auth(Role.COORDINATOR, "office")
@@ -215,11 +215,7 @@ def test_bad_input_and_broken_file_rules_are_no_refusals(
     again = client.post(f"/v1/cases/{ids['case']}/closure", json=_closing(), headers=coordinator)
     assert again.status_code == 409
     assert _refusals(client) == []
-
-
-def test_an_in_process_refusal_is_recorded_with_the_in_process_origin(
-    client: TestClient, auth: TokenFactory, ids: dict[str, str]
-) -> None:
+    # A command refused inside the process is recorded with the in-process origin.
     application = _app(client)
     outsider = Actor("outsider", Role.UNIT_MEMBER, "pcs-9", OTHER_STREET)
     with pytest.raises(errors.CaseNotFound):
