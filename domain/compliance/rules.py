@@ -240,6 +240,10 @@ class Raised:
 
 # --- the engine -------------------------------------------------------------------------------
 
+# A curiosity window cites at most this many reads (its first), and counts them all: a file
+# read thousands of times a day by one person keeps its state, and its finding, bounded.
+CURIOSITY_EVIDENCE_MAX: Final = 100
+
 # Who: [user, role, unit, street], as the finding names them.
 Who = list[str]
 
@@ -269,6 +273,7 @@ class RuleEngine:
         self.rules = frozenset(config.enabled if rules is None else rules) & set(config.enabled)
         self.state: dict[str, Any] = {}
         self.dirty: set[str] = set()
+        self._clock = 0.0
         self._heap: list[tuple[float, str]] = []
         self._zone, self._days, self._start, self._end = config.working_hours()
         self._start_s = self._start.hour * 3600 + self._start.minute * 60 + self._start.second
@@ -306,6 +311,7 @@ class RuleEngine:
         engine = cls(config, rules)
         for key, value in rows:
             engine.state[key] = json.loads(value)
+        engine._clock = float(engine.state.get("clock", 0.0))
         for key, entry in engine.state.items():
             expiry = engine._expiry(key, entry)
             if expiry is not None:
@@ -315,12 +321,14 @@ class RuleEngine:
 
     def take_changes(self) -> tuple[list[tuple[str, str]], list[str]]:
         """(key, JSON) of every key changed since the last call, and the keys removed."""
+        self.state["clock"] = self._clock
         upserts = [(k, json.dumps(self.state[k])) for k in sorted(self.dirty) if k in self.state]
         removed = [k for k in sorted(self.dirty) if k not in self.state]
         self.dirty.clear()
         return upserts, removed
 
     def rows(self) -> Iterator[tuple[str, str]]:
+        self.state["clock"] = self._clock
         for key in sorted(self.state):
             yield key, json.dumps(self.state[key])
 
@@ -334,8 +342,7 @@ class RuleEngine:
 
     @property
     def clock(self) -> float:
-        found: float = self.state.get("clock", 0.0)
-        return found
+        return self._clock
 
     # --- the fold ---
 
@@ -353,9 +360,10 @@ class RuleEngine:
 
     def _advance(self, at: float) -> list[Raised]:
         raised: list[Raised] = []
-        if at > self.clock:
-            self._set("clock", at)
-        clock = self.clock
+        if at > self._clock:
+            self._clock = at
+            self.dirty.add("clock")
+        clock = self._clock
         while self._heap and self._heap[0][0] < clock:
             expiry, key = heapq.heappop(self._heap)
             entry = self.state.get(key)
@@ -424,7 +432,7 @@ class RuleEngine:
         if (
             kind == "cb"
             and "curiosity_browsing" in self.rules
-            and len(entry["pos"]) >= self._cb_reads
+            and entry["n"] >= self._cb_reads
         ):
             case = key.rsplit("|", 1)[1]
             return [
@@ -439,7 +447,7 @@ class RuleEngine:
                     entry["first"],
                     entry["last"],
                     {
-                        "reads": len(entry["pos"]),
+                        "reads": entry["n"],
                         "threshold": self._cb_reads,
                         "window_hours": self.config.curiosity_browsing.window_hours,
                     },
@@ -504,9 +512,11 @@ class RuleEngine:
             key = f"cb|{record.user}|{case_id}"
             entry: dict[str, Any] | None = self.state.get(key)
             if entry is None:
-                entry = {"pos": [], "first": at, "last": at, "who": _who(record)}
+                entry = {"pos": [], "n": 0, "first": at, "last": at, "who": _who(record)}
                 heapq.heappush(self._heap, (at + self._cb_window, key))
-            entry["pos"].append(record.position)
+            entry["n"] += 1
+            if len(entry["pos"]) < CURIOSITY_EVIDENCE_MAX:
+                entry["pos"].append(record.position)
             entry["last"] = at
             self._set(key, entry)
         return raised
