@@ -10,6 +10,8 @@ no code path updates or deletes one.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import random
 import threading
 import time
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, ClassVar, Final, NoReturn, TypeVar
+from typing import Any, ClassVar, Final, NoReturn, ParamSpec, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -42,15 +44,25 @@ from domain.access import (
     CaseScope,
     Channel,
     Client,
+    CommandRefused,
     Decision,
     ReadContext,
     access_event,
     can_see,
+    command_refused,
     decide,
     disclose,
     review_event,
 )
 from domain.case import Case
+from domain.compliance.findings import (
+    Finding,
+    FindingFilter,
+    FindingNotFound,
+    FindingSummary,
+    Outcome,
+)
+from domain.compliance.origin import current_origin
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
@@ -87,6 +99,7 @@ from domain.submissions import (
     submission_id,
 )
 from domain.taxonomy import Purpose, Role, UnitType
+from domain.topics import topics_of
 from domain.units import (
     RegisterUnit,
     Unit,
@@ -110,6 +123,14 @@ ACCESS_TOPICS: Final = (
     get_topic(AccessDenied),
 )
 REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassReviewed))
+# Compliance findings (issue 15): every event of a Finding's stream.
+FINDING_TOPICS: Final = topics_of(
+    Finding.FindingRaised,  # type: ignore[attr-defined]
+    Finding.FindingReviewed,  # type: ignore[attr-defined]
+    Finding.FollowUpOpened,  # type: ignore[attr-defined]
+    Finding.FollowUpCompleted,  # type: ignore[attr-defined]
+    Finding.FindingSuperseded,  # type: ignore[attr-defined]
+)
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
 DEFAULT_GRACE_HOURS: Final = 72
@@ -140,6 +161,64 @@ NO_SUCH_CASE_AS_OF: Final = "no_such_case_as_of"
 def _require_county(actor: Actor, doing: str) -> None:
     if actor.role not in COUNTY_ROLES:
         raise errors.NotPermitted(f"only a county lead or an admin may {doing}")
+
+
+P = ParamSpec("P")
+
+# The rule a refused command is recorded with when the answer hides what it named (404).
+NOT_VISIBLE_RULE: Final = "not_visible"
+
+
+def _refusal_rule(refused: errors.DomainError) -> str | None:
+    """The rule to record a refused command under, or None when the error is no refusal (a
+    broken rule of the case file, 409; bad input, 422). A 404 that hides a case or an
+    investigation is one (`not_visible`), whether it exists or not: the attempt is recorded
+    either way, so recording tells the caller nothing."""
+    if isinstance(refused, errors.CaseNotFound | errors.InvestigationNotFound):
+        return NOT_VISIBLE_RULE
+    if refused.status == 403:
+        return refused.code
+    return None
+
+
+def records_refusals(
+    command: str | None = None, *, case: str | None = None
+) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    """A `CaseTrail` command that stores `CommandRefused` (issue 15) before a refusal by a
+    permission rule leaves it: who (its `actor` argument), which command (`command`, or its
+    `action` argument), on which case (its argument named `case`, or an attribute path such as
+    `command.case_id`; else none), which rule, and the request id, channel and client of the
+    command's origin (`domain.compliance.origin`). If storing fails, that error leaves instead
+    (answered 503): a refusal is never answered unrecorded."""
+
+    def wrap(method: Callable[P, T]) -> Callable[P, T]:
+        signature = inspect.signature(method)
+
+        @functools.wraps(method)
+        def recorded(*args: P.args, **kwargs: P.kwargs) -> T:
+            try:
+                return method(*args, **kwargs)
+            except errors.DomainError as refused:
+                rule = _refusal_rule(refused)
+                if rule is None:
+                    raise
+                bound = signature.bind(*args, **kwargs).arguments
+                app, actor = bound["self"], bound["actor"]
+                named = command or str(bound["action"])
+                case_id: Any = None
+                if case is not None:
+                    head, *path = case.split(".")
+                    case_id = bound.get(head)
+                    for name in path:
+                        case_id = getattr(case_id, name, None)
+                app.record_command_refusal(
+                    actor, named, case_id if isinstance(case_id, UUID) else None, rule
+                )
+                raise
+
+        return recorded
+
+    return wrap
 
 
 def version_as_of(timestamps: Sequence[datetime], as_of: datetime) -> int | None:
@@ -315,12 +394,14 @@ class CaseTrail(Application[UUID]):
 
     # --- commands ---------------------------------------------------------------------------
 
+    @records_refusals("report_clue")
     def report_clue(self, command: cmd.ReportClue, actor: Actor) -> UUID:
         require_permission(actor, "report_clue", scope=None)
         case = Case.report(command, street=actor.street, by=actor.as_record())
         self._save_case(case)
         return case.id
 
+    @records_refusals(case="case_id")
     def change_case(
         self, case_id: UUID, actor: Actor, action: str, change: Callable[[Case], T]
     ) -> T:
@@ -574,6 +655,7 @@ class CaseTrail(Application[UUID]):
 
     # --- investigation orders -------------------------------------------------------------------
 
+    @records_refusals("issue_investigation_order", case="command.case_id")
     def issue_investigation_order(self, command: cmd.IssueInvestigationOrder, actor: Actor) -> UUID:
         """Issue (or renew) the order for this case and investigator."""
         case = self._get_case(command.case_id)
@@ -596,6 +678,7 @@ class CaseTrail(Application[UUID]):
         self.save(order)
         return order.id
 
+    @records_refusals("revoke_investigation_order")
     def revoke_investigation_order(
         self, order: UUID, command: cmd.RevokeInvestigationOrder, actor: Actor
     ) -> None:
@@ -637,6 +720,7 @@ class CaseTrail(Application[UUID]):
 
     # --- investigations (domain/investigations.py): the county's reverse investigations ---------
 
+    @records_refusals("open_investigation")
     def open_investigation(
         self, command: OpenInvestigation, case_ids: Sequence[UUID], actor: Actor
     ) -> UUID:
@@ -680,6 +764,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(NO_CASE, attempt)
 
+    @records_refusals("issue_county_order", case="command.case_id")
     def issue_county_order(
         self,
         investigation_id: UUID,
@@ -727,6 +812,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(investigation_id, attempt)
 
+    @records_refusals("revoke_county_order")
     def revoke_county_order(
         self, investigation_id: UUID, order: UUID, command: RevokeCountyOrder, actor: Actor
     ) -> None:
@@ -794,6 +880,7 @@ class CaseTrail(Application[UUID]):
         )
         return investigation.summary(with_minor=True)
 
+    @records_refusals("record_investigation_finding")
     def record_finding(self, investigation_id: UUID, command: RecordFinding, actor: Actor) -> None:
         """A finding on a duty; every store position it cites must hold an event."""
 
@@ -820,6 +907,7 @@ class CaseTrail(Application[UUID]):
 
         self._retrying(investigation_id, attempt)
 
+    @records_refusals("add_rectification")
     def add_rectification(
         self, investigation_id: UUID, command: AddRectification, actor: Actor
     ) -> UUID:
@@ -833,6 +921,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(investigation_id, attempt)
 
+    @records_refusals("complete_rectification")
     def complete_rectification(
         self, investigation_id: UUID, item_id: UUID, command: CompleteRectification, actor: Actor
     ) -> None:
@@ -845,6 +934,7 @@ class CaseTrail(Application[UUID]):
 
         self._retrying(investigation_id, attempt)
 
+    @records_refusals("record_report_issued")
     def record_report_issued(
         self,
         investigation_id: UUID,
@@ -1032,6 +1122,7 @@ class CaseTrail(Application[UUID]):
                 opened.pop(found.originator_id, None)
         return list(opened.values())
 
+    @records_refusals("review_break_glass")
     def review_break_glass(
         self, access_id: UUID, command: cmd.ReviewBreakGlass, actor: Actor
     ) -> None:
@@ -1291,6 +1382,7 @@ class CaseTrail(Application[UUID]):
             )
         return found
 
+    @records_refusals("import_roster")
     def import_roster(
         self,
         rows: Sequence[tuple[int, roster.RosterMinor, str]],
@@ -1345,6 +1437,7 @@ class CaseTrail(Application[UUID]):
         outcome.stored = True
         return outcome
 
+    @records_refusals("open_campaign")
     def open_campaign(self, command: screening.OpenCampaign, actor: Actor) -> UUID:
         if actor.role not in (Role.COORDINATOR, Role.SUPERVISOR):
             raise errors.NotPermitted(
@@ -1371,6 +1464,7 @@ class CaseTrail(Application[UUID]):
             raise CampaignNotFound("no screening campaign with this id in your street")
         return found
 
+    @records_refusals("record_visit")
     def record_visit(
         self,
         campaign_id: UUID,
@@ -1517,6 +1611,7 @@ class CaseTrail(Application[UUID]):
                 found.append(UUID(str(event.originator_id)))
         return found[::-1]
 
+    @records_refusals("sign_roster_letter")
     def sign_roster_letter(
         self, entry_id: UUID, command: screening.SignRosterLetter, actor: Actor
     ) -> None:
@@ -1548,6 +1643,7 @@ class CaseTrail(Application[UUID]):
     def initial_submission_due(self) -> date:
         return date.fromisoformat(self.env.get("INITIAL_SUBMISSION_DUE") or DEFAULT_INITIAL_DUE)
 
+    @records_refusals("submit_ledger")
     def submit_ledger(
         self,
         actor: Actor,
@@ -1590,6 +1686,7 @@ class CaseTrail(Application[UUID]):
 
         return self._retrying(submission_id(actor.street, actor.unit, period.code), attempt)
 
+    @records_refusals("receive_ledger")
     def receive_ledger(self, submission: UUID, digest: str, actor: Actor) -> LedgerSubmission:
         """The street's office received the submission holding `digest` (`LedgerReceived`)."""
         if actor.role not in (Role.COORDINATOR, Role.SUPERVISOR):
@@ -1664,6 +1761,155 @@ class CaseTrail(Application[UUID]):
             if isinstance(event, LedgerSubmissionMissed) and event.street == street:
                 found.append(event)
         return found
+
+    # --- compliance findings (issue 15) ---------------------------------------------------------
+
+    def record_command_refusal(
+        self, actor: Actor, command: str, case_id: UUID | None, rule: str
+    ) -> CommandRefused:
+        """Durably store one refused command (`CommandRefused`) with the request id, channel
+        and client of the current origin; raises if the store fails."""
+        origin = current_origin()
+        refused = command_refused(
+            case_id=case_id or NO_CASE,
+            actor=actor,
+            command=command,
+            rule=rule,
+            request_id=origin.request_id,
+            channel=origin.channel,
+            client=origin.client,
+        )
+        if self.access_commits is None:
+            self.store_events([refused])
+        else:
+            self.access_commits.record(refused)
+        return refused
+
+    def command_refusals(self, *, case_id: UUID | None = None) -> list[CommandRefused]:
+        """Refused commands, oldest first (a scan of their topic), optionally about one case."""
+        found: list[CommandRefused] = []
+        for notification in self.notifications(topics=topics_of(CommandRefused)):
+            event = self.mapper.to_domain_event(notification)
+            if isinstance(event, CommandRefused) and (case_id is None or event.case_id == case_id):
+                found.append(event)
+        return found
+
+    def record_findings(self, raised: Sequence[Finding]) -> list[Finding]:
+        """Store new findings (`domain.compliance.findings.Finding`, each its first event);
+        returns those this call stored. A finding's id derives from its rule and evidence, so
+        one stored before (by a crashed evaluator, a re-run, another process) is refused by
+        the store and skipped: never doubled."""
+        pending = [
+            (finding, [e for e in finding.collect_events() if isinstance(e, DomainEvent)])
+            for finding in raised
+        ]
+        events = [e for _, found in pending for e in found]
+        if not events:
+            return []
+        try:
+            self.store_events(events)  # usually none is stored yet: one commit for all
+            return [finding for finding, found in pending if found]
+        except IntegrityError:
+            pass
+        stored: list[Finding] = []
+        for finding, found in pending:
+            try:
+                self.store_events(found)
+            except IntegrityError:
+                continue
+            stored.append(finding)
+        return stored
+
+    def findings(self, where: FindingFilter | None = None) -> list[FindingSummary]:
+        """Every finding (`FindingSummary`: ids, codes, instants, counts, no case content),
+        oldest first, those matching `where`. A scan of the findings' own topics (not of the
+        access events): O(findings)."""
+        streams: dict[UUID, list[Any]] = {}
+        for notification in self.notifications(topics=FINDING_TOPICS):
+            event = self.mapper.to_domain_event(notification)
+            streams.setdefault(event.originator_id, []).append(event)
+        found: list[FindingSummary] = []
+        for events in streams.values():
+            finding = replay(None, events)
+            if isinstance(finding, Finding):
+                summary = FindingSummary.of(finding)
+                if where is None or where.matches(summary):
+                    found.append(summary)
+        return found
+
+    def finding(self, finding_id: UUID) -> Finding:
+        try:
+            found: object = self.repository.get(finding_id, projector_func=replay)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, Finding):
+            raise FindingNotFound(
+                "no finding with this id; list them with GET /v1/compliance/findings"
+            )
+        return found
+
+    def _finding_for_auditor(self, finding_id: UUID, actor: Actor, doing: str) -> Finding:
+        if actor.role is not Role.COMPLIANCE_AUDITOR:
+            raise errors.NotPermitted(f"only a compliance auditor may {doing}")
+        return self.finding(finding_id)
+
+    @records_refusals("review_finding")
+    def review_finding(
+        self, finding_id: UUID, outcome: Outcome, reason: str, actor: Actor
+    ) -> Finding:
+        """A compliance auditor's review (`justified` / `violation`), once."""
+
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "review findings")
+            finding.review_as(outcome, reason, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    @records_refusals("open_finding_follow_up")
+    def open_finding_follow_up(
+        self, finding_id: UUID, owner: str, due_on: date, actor: Actor
+    ) -> Finding:
+        """A follow-up item (owner, due date) for a finding reviewed as a violation."""
+
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "open follow-ups")
+            finding.open_follow_up(owner, due_on, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    @records_refusals("complete_finding_follow_up")
+    def complete_finding_follow_up(
+        self, finding_id: UUID, on: date, note: str, actor: Actor
+    ) -> Finding:
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "complete follow-ups")
+            finding.complete_follow_up(on, note, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    def supersede_findings(
+        self, finding_ids: Iterable[UUID], config_digest: str, by: dict[str, str]
+    ) -> int:
+        """Mark findings a re-run no longer raises as superseded (kept, not removed); those
+        reviewed or superseded already are left as they are. Returns how many were marked."""
+        marked = 0
+        for finding_id in finding_ids:
+
+            def attempt(finding_id: UUID = finding_id) -> bool:
+                finding = self.finding(finding_id)
+                if not finding.supersede(config_digest, by):
+                    return False
+                self.save(finding)
+                return True
+
+            marked += self._retrying(finding_id, attempt)
+        return marked
 
 
 class CampaignNotFound(errors.DomainError):

@@ -44,7 +44,9 @@ from pydantic_settings import (
 )
 
 from domain.application import DEFAULT_GRACE_HOURS, DEFAULT_GROUP_WAIT_MS
+from domain.compliance.config import RulesConfigError
 from gateway import keyring
+from gateway.compliance.config import load_rules
 from gateway.messaging.broker import NatsSettings
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
 from gateway.store.eventstore import store_environment
@@ -208,6 +210,14 @@ class Settings(BaseSettings):
         gt=0,
         allow_inf_nan=False,
     )
+    # --- compliance rules (issue 15) ---
+    compliance_rules: Path | None = _var(
+        None,
+        "TOML file of the compliance rules' thresholds (docs/compliance.md); after changing "
+        "one, run `casetrail compliance rerun`",
+        shown="`gateway/compliance/rules.toml`",
+        must="a readable TOML file of the rules' thresholds",
+    )
     checkpoint_every_events: int = _var(
         100,
         "sign a checkpoint of the Merkle log once it has grown by this many events",
@@ -359,6 +369,16 @@ class Settings(BaseSettings):
     def _lowercase(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
+    @field_validator("compliance_rules", mode="after")
+    @classmethod
+    def _rules_readable(cls, value: Path | None) -> Path | None:
+        if value is not None:
+            try:
+                load_rules(value)
+            except RulesConfigError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @field_validator("home", mode="after")
     @classmethod
     def _resolved(cls, value: Path) -> Path:
@@ -502,6 +522,8 @@ class Settings(BaseSettings):
         env["SIGN_FOR_DUE_HOURS"] = str(self.sign_for_due_hours)
         env["ESCALATION_AFTER_HOURS"] = str(self.escalation_after_hours)
         env["INITIAL_SUBMISSION_DUE"] = self.initial_submission_due.isoformat()  # issue 17
+        if self.compliance_rules is not None:
+            env["COMPLIANCE_RULES"] = str(self.compliance_rules)
         return env
 
 

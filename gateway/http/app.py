@@ -50,6 +50,7 @@ from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, val
 from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
+from gateway.http.routes import compliance as compliance_routes
 from gateway.http.routes import corrections as correction_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import inbox as inbox_routes
@@ -77,6 +78,7 @@ ROUTERS = (
     screening_routes.router,
     correction_routes.router,
     submission_routes.router,
+    compliance_routes.router,
 )
 
 log = get_logger("casetrail.api")

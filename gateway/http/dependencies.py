@@ -22,8 +22,9 @@ from fastapi import Depends, Header, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
-from domain.access import Actor, Client
+from domain.access import Actor, Channel, Client
 from domain.application import CaseTrail
+from domain.compliance.origin import CommandOrigin, set_origin
 from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier
@@ -122,6 +123,10 @@ async def current_actor(
         raise
     structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
+    # A command this request issues and a rule refuses is recorded with the request's id and
+    # client (issue 15, `domain.compliance.origin`): set once here, in the request's context.
+    context = request_context_of(request, svc)
+    set_origin(CommandOrigin(context.request_id, Channel.API, context.client))
     return actor
 
 

@@ -26,6 +26,7 @@ Which events become messages (`Router`):
 | a missed-deadline fact (`domain.deadlines`) | the unit responsible | `deadline_missed` |
 | `DeadlineEscalated` | the street's `street_supervision` units | `deadline_escalated` |
 | `AccessDenied`, `BreakGlassAccessed` | every `compliance_audit` unit | `compliance_alert` |
+| `Finding.FindingRaised` (issue 15) | every `compliance_audit` unit | `finding_raised` |
 | a stored signed checkpoint (its own table) | every registered unit | `checkpoint` |
 
 The deadline facts' notices are `gateway.messaging.scheduler.deadline_notices`.
@@ -119,6 +120,7 @@ from nats.js.api import (
 from domain.access import AccessDenied, BreakGlassAccessed
 from domain.application import CaseTrail, replay
 from domain.case import Case
+from domain.compliance.findings import Finding
 from domain.deadlines import FACT_TOPICS, DeadlineEscalated, DeadlineFact
 from domain.notices import (
     DueDateReminder,
@@ -128,6 +130,7 @@ from domain.notices import (
 )
 from domain.taxonomy import RiskLevel, UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
+from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.logs import get_logger
 from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
@@ -173,6 +176,7 @@ DUPLICATE_WINDOW_SECONDS: Final = DAY_SECONDS
 MAX_AGE_SECONDS: Final = 30 * DAY_SECONDS
 _MAX_BACKOFF: Final = 10.0
 
+FINDING_RAISED_KIND: Final = "finding_raised"
 RELAY_TOPICS: Final = tuple(
     get_topic(cls)
     for cls in (
@@ -187,6 +191,7 @@ RELAY_TOPICS: Final = tuple(
         BreakGlassAccessed,
         Unit.UnitRegistered,  # type: ignore[attr-defined]
         Unit.UnitKeyRotated,  # type: ignore[attr-defined]
+        Finding.FindingRaised,  # type: ignore[attr-defined]
     )
 )
 
@@ -392,6 +397,8 @@ class Router:
             self._compliance_alert(found, event, ident, at)
         elif isinstance(event, DeadlineFact):
             self._deadline(found, event, ident, at)
+        elif isinstance(event, Finding.FindingRaised):  # type: ignore[attr-defined]
+            self._finding_raised(found, event, ident, at)
         return found
 
     def _deadline(self, found: Routed, event: DeadlineFact, ident: str, at: str) -> None:
@@ -601,6 +608,19 @@ class Router:
             found, COMPLIANCE_AUDIT, None, "compliance_alert", ident, at, body, event.case_id
         )
 
+    def _finding_raised(self, found: Routed, event: Any, ident: str, at: str) -> None:
+        """A compliance rule raised a finding (issue 15): the compliance office is told which
+        rule and how much evidence, never who, which unit or which files (no personal data:
+        the auditor reads the finding over the API, and that read is recorded)."""
+        body = {
+            "finding_id": str(event.originator_id),
+            "rule": event.rule,
+            "evidence": len(event.evidence),
+            "files": len(event.case_ids),
+            "raised_at": at,
+        }
+        self._to_type(found, COMPLIANCE_AUDIT, None, FINDING_RAISED_KIND, ident, at, body, None)
+
 
 # --- publishing ---------------------------------------------------------------------------------
 
@@ -773,6 +793,9 @@ class Relay:
         # Made here, not at the first scan: its table exists once the relay could start (on
         # PostgreSQL with restricted roles the owner's `casetrail relay status` creates it).
         self.scheduler = DeadlineScheduler(application)
+        # The compliance rules (issue 15), evaluated with the deadline scan: the findings it
+        # stores are events the loop then announces (`finding_raised`).
+        self.evaluator = ComplianceEvaluator(application)
         self._closing = False
 
     def position(self) -> int:
@@ -1088,6 +1111,13 @@ class Relay:
                 # A scan that fails otherwise must not stop the notices: logged, tried again
                 # at the next interval.
                 log.error("deadline_scan_failed", error_type=type(exc).__name__)
+            try:
+                await asyncio.to_thread(self.evaluator.step)
+            except PersistenceError:
+                raise
+            except Exception as exc:
+                # As a failed deadline scan: logged, tried again at the next interval.
+                log.error("compliance_evaluation_failed", error_type=type(exc).__name__)
 
     def _failed(self, error: str, level: str = "warning") -> None:
         self.stats.failures += 1

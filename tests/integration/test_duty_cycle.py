@@ -4,7 +4,8 @@ flow on PostgreSQL too).
 - An unregistered unit is refused: 422 problem+json `unit-not-registered` naming `unit`, saying
   how to register it, never quoting the code; nothing is stored.
 - A person of the assigned unit signs for the task (the stored event names them), declines it
-  with a reason, or reports its result; each refusal answers its rule's code, stores nothing.
+  with a reason, or reports its result; each refusal answers its rule's code, changes nothing
+  and is recorded as `CommandRefused` (issue 15).
 - Bad bodies are 422 naming the field, nothing stored, nothing echoed.
 - `GET /v1/inbox`: the unit's assignments with their states, no case content, no access
   event stored; other roles are refused (stored `AccessDenied`).
@@ -187,7 +188,7 @@ def test_sign_for_report_the_result_and_decline(flow: Flow) -> None:
 
 
 @SQLITE_ONLY
-def test_only_a_member_of_the_assigned_unit_may_act_and_refusals_store_nothing(
+def test_only_a_member_of_the_assigned_unit_may_act_and_refusals_change_nothing(
     flow: Flow, auth: TokenFactory
 ) -> None:
     client = flow.client
@@ -210,7 +211,14 @@ def test_only_a_member_of_the_assigned_unit_may_act_and_refusals_store_nothing(
     # An assignment the unit does not hold, on a case it holds another on.
     schools = flow.assign(SCHOOL, "school")
     problem(flow.post(schools, "acknowledgement", flow.police), 403, "assignment-not-held")
-    assert position(client) == before + 1  # the school's assignment only
+    # The school's assignment, and each refusal recorded as such (issue 15): nothing else.
+    application = application_of(client)
+    stored = [
+        type(application.mapper.to_domain_event(n)).__name__
+        for n in application.notifications(start=before + 1)
+    ]
+    assert sorted(set(stored)) == ["CommandRefused", "UnitAssigned"]
+    assert stored.count("UnitAssigned") == 1 and stored.count("CommandRefused") == 10
 
 
 @SQLITE_ONLY

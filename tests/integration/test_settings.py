@@ -41,6 +41,8 @@ def variables() -> set[str]:
 def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     binary = tmp_path / "nats-server"
     binary.write_text("")
+    rules = tmp_path / "rules.toml"
+    rules.write_text("[bulk_browsing]\ndistinct_cases = 30\n")
     given = {
         "CASETRAIL_HOME": str(tmp_path / "home"),
         "CASETRAIL_DATABASE_URL": "postgresql://casetrail@db.example:5433/cases?schema=s1",
@@ -71,6 +73,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
         "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
         "CASETRAIL_INITIAL_SUBMISSION_DUE": "2027-01-15",  # issue 17
+        "CASETRAIL_COMPLIANCE_RULES": str(rules),
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -101,6 +104,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.unit_token is not None and s.unit_token.get_secret_value() == "unit-token"
     assert s.trusted_proxy_header == "x-forwarded-for"
     assert [str(n) for n in s.trusted_proxy_networks] == ["10.0.0.0/8", "192.0.2.1/32"]
+    assert s.compliance_rules == rules
 
 
 def test_defaults_and_blank_values_are_unset() -> None:

@@ -40,6 +40,8 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.commands import MAX_NOTE
+from domain.compliance.config import RULE_IDS
+from domain.compliance.findings import Finding
 from domain.notices import OpenAssignment, reminders_due
 from domain.taxonomy import Purpose, Role
 from domain.units import RegisterUnit
@@ -483,6 +485,23 @@ def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str)
     application.store_events(reminders_due([old], due + timedelta(days=1)))
     facts = application.record_missed_deadlines(datetime.now(UTC) + timedelta(days=400))
     assert {type(f).__name__ for f in facts} >= {"ConsultationOverdue", "DeadlineEscalated"}
+    # A compliance finding (issue 15): its longest rule id, counts of four digits.
+    application.record_findings(
+        [
+            Finding(
+                rule=max(RULE_IDS, key=len),
+                evidence=list(range(2**53 - 10**3, 2**53)),
+                person=LONG_USER,
+                role="unit_member",
+                unit=LONG_UNIT,
+                street=STREET,
+                case_ids=[str(case_id)] * 10**3,
+                window_start=datetime.now(UTC).isoformat(),
+                window_end=datetime.now(UTC).isoformat(),
+                detail={},
+            )
+        ]
+    )
 
     directory = Directory(application)
     directory.load()
@@ -533,6 +552,7 @@ def test_sizes_of_sealed_notices_of_every_kind_fall_into_the_same_buckets(
         "deadline_escalated",
         "checkpoint",
         "new_clue",
+        "finding_raised",
     }
     assert {size for found in sizes.values() for size in found} == {ENVELOPE_SIZES[1024]}
 

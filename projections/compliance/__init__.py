@@ -1,0 +1,1 @@
+"""Read models of compliance on information access (issue 15)."""
