@@ -1260,6 +1260,12 @@ class CaseTrail(Application[UUID]):
         """Answer case access logs from `source` (see `access_records`)."""
         self._access_records = source
 
+    @property
+    def access_record_source(self) -> Callable[[UUID], list[AccessRecord]] | None:
+        """The wired source of a case's access records (the read model's), or None: the
+        workbench's `gather` then reads access events from the store instead."""
+        return self._access_records
+
     def access_records(self, case_id: UUID) -> list[AccessRecord]:
         """Every access record naming the case (reads and refused commands), in stored order,
         complete up to the store's end at the call. From the read model when wired, without a
