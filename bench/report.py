@@ -23,6 +23,7 @@ round; each figure is the median of the rounds.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -47,7 +48,9 @@ from gateway.reports.document import build_document
 from gateway.reports.render import produce
 from gateway.store import guard as store_guard
 from gateway.store.eventstore import new_key_text, store_environment
+from projections.compliance.access_log import CaseLog
 from projections.investigation.history import ALL_TOPICS
+from projections.readmodels import ReadModelConfig, ReadModels
 
 TARGET: Final = 1.5
 _BATCH: Final = 500
@@ -90,6 +93,12 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
         store_guard.install(app.recorder)
         key = Ed25519PrivateKey.generate()
         evidence = Evidence(app, key, EvidenceSettings())
+        # The access-log read model, as the service keeps it (issue 15): `gather` takes the
+        # case's access records from it instead of decrypting the store's access events.
+        readmodel_env = store_environment(
+            f"sqlite:///{tmp / 'report-readmodels.sqlite'}" if store == "sqlite" else url, None
+        )
+        readmodels = ReadModels(app, ReadModelConfig(env=readmodel_env, index_key=os.urandom(32)))
         try:
             rng = random.Random(args.seed)
             pool = CommandPool(args.seed, reports=20, notes=300)
@@ -102,6 +111,9 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             investigation = _investigation(case.id)
             app.save(investigation)
             evidence.checkpoint_now()  # the Merkle log over every event, signed
+            # Followed before the figures, as the service's follower does as events arrive.
+            readmodels.follower("accesses").catch_up()
+            app.use_access_records(CaseLog(app, app.name, readmodels.accesses))
             settings = store_settings(app)
             print(
                 f"\n== report / {store}: one case of {args.events} events "
@@ -126,6 +138,7 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
                 pdf_seconds = time.perf_counter() - t0
                 print(f"  pdf: printed in {pdf_seconds:.1f} s ({size:,} bytes)")
         finally:
+            readmodels.close()
             evidence.close()
             app.close()
     medians = {name: statistics.median(s) for name, s in seconds.items()}
