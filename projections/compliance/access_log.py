@@ -72,6 +72,7 @@ _COLUMNS: Final = (
 # Token kinds (`ReadModelKeys.token`): the unit's is the ledger's own, so one token finds a
 # unit in both read models.
 _USER, _UNIT, _STREET = "user", "unit", "street"
+_TOKEN_CACHE: Final = 10_000
 # SQLite allows 999 host parameters per statement in old builds: IN lists go in chunks.
 _CHUNK: Final = 400
 
@@ -138,6 +139,17 @@ class AccessLogView(View):
 
     def __init__(self, keys: ReadModelKeys) -> None:
         self.keys = keys
+        # The same few people, units and streets recur in every batch: each token is computed
+        # once (a keyed HMAC each), up to a bound.
+        self._tokens: dict[tuple[str, str], str] = {}
+
+    def _token(self, kind: str, value: str) -> str:
+        token = self._tokens.get((kind, value))
+        if token is None:
+            if len(self._tokens) >= _TOKEN_CACHE:
+                self._tokens.clear()
+            token = self._tokens[(kind, value)] = self.keys.token(kind, value)
+        return token
 
     def create_statements(self, dialect: Dialect) -> list[str]:
         return [
@@ -175,9 +187,9 @@ class AccessLogView(View):
             record.purpose,
             int(record.granted),
             int(record.break_glass),
-            keys.token(_USER, record.user),
-            keys.token(_UNIT, record.unit),
-            keys.token(_STREET, record.street),
+            self._token(_USER, record.user),
+            self._token(_UNIT, record.unit),
+            self._token(_STREET, record.street),
             keys.seal(TABLE, _binding(record.position), record_values(record)),
         )
 
