@@ -44,6 +44,7 @@ SCENARIOS: Final = (
     ("relay", "relaying events over NATS (issue 4)"),
     ("notice_latency", "a notice end to end against raw JetStream publish-to-fetch (issue 20)"),
     ("report", "the investigation report of a case of 10,000 events vs raw decode (issue 13)"),
+    ("access_log", "one case's access log from 10k to 1M access events, flat (issue 15)"),
 )
 
 
