@@ -23,7 +23,9 @@ What it leaves out on purpose: the minor's name and ID number (the report is abo
 what and when; the investigation holds the identity), and the free text of case events (the
 timeline names what happened, the case read shows what was written).
 
-The integrity statement needs no decryption: every stored event of each case's stream is
+The integrity statement needs no decryption: every stored event of each case's stream (the
+stored records as `gather` read them for the analyses, so the stream is read once; read again
+here, without decrypting, only for a case whose history could not be gathered) is
 looked up in the Merkle log and its leaf recomputed from the stored bytes; the root of the
 latest signed checkpoint is then recomputed from those leaves and the stored nodes beside them
 (`_root_with`: the inclusion proofs of all of them at once, each node read once) and must equal

@@ -2,9 +2,11 @@
 
 `gather(log, case_id)` reads the store's log once, in the order it was recorded, selecting by
 topic: the case's own stream (picked by its stream id, which the log holds in clear, so no other
-case's event is decrypted), the access events that name the case (their case id is inside the
-ciphertext: every access event is decoded, the one cost that grows with the store rather than
-the case; a read model indexing access events by case would remove it), the notices and
+case's event is decrypted), the access events that name the case (from the access-log read
+model when the application has one wired, `projections.compliance.access_log.CaseLog`, merged
+by position, so that no access event of the store is decrypted; otherwise their case id is
+inside the ciphertext and every access event is decoded, a cost that grows with the store
+rather than the case), the notices and
 deadline facts that name it, and the investigation orders for it and their renewals and
 revocations, and the reviews of its break-glass reads.
 
