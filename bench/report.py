@@ -4,12 +4,13 @@ decoding the same events (issue 13's benchmark, its report half).
 Subject: what `GET /v1/investigations/{id}/report?format=html` computes after its access record:
 the report document (`gateway.reports.document.build_document`: the case's stored stream read
 once for the integrity statement, every event's inclusion proof checked against the signed
-checkpoint, then issue 13's analyses: the history gathered, decrypted and replayed, the
-timeline, knowledge matrix and deadline checks), rendered to HTML with its SVG chart and signed
-(`gateway.reports.render.produce`). The PDF adds Chromium's printing, a constant of the page's
-size, not of the events: measured apart, once. Baseline: the same events selected and turned
-into domain events by hand, nothing analysed. Target (issue 13): the subject at most 1.5x the
-baseline.
+checkpoint, then issue 13's analyses: the history gathered, decrypted and replayed, its access
+records from the access-log read model (issue 15, caught up before the rounds as the service's
+follower keeps it), the timeline, knowledge matrix and deadline checks), rendered to HTML with
+its SVG chart and signed (`gateway.reports.render.produce`). The PDF adds Chromium's printing, a
+constant of the page's size, not of the events: measured apart, once. Baseline: the same events
+selected and turned into domain events by hand, nothing analysed. Target (issue 13): the subject
+at most 1.5x the baseline.
 
 The case (encrypted, the service's configuration) holds half changes, built through the
 aggregate's methods (`bench/workload.py`), and half access events naming it (case reads,
