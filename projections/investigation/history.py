@@ -261,13 +261,18 @@ def access_event_of(record: AccessRecord) -> CaseAccessed | AccessDenied:
         "channel": record.channel,
         "client": {"address": record.client_address, "user_agent": record.client_user_agent},
     }
-    if record.kind is not RecordKind.READ:
-        return AccessDenied(**values)
-    values["fields"] = list(record.fields)
-    if record.break_glass:
-        values["reason"] = ""
-        return BreakGlassAccessed(**values)
-    return CaseAccessed(**values)
+    cls: type[CaseAccessed | AccessDenied] = AccessDenied
+    if record.kind is RecordKind.READ:
+        values["fields"] = list(record.fields)
+        cls = CaseAccessed
+        if record.break_glass:
+            values["reason"] = ""
+            cls = BreakGlassAccessed
+    # Built as the library's mapper builds a decoded event (`Mapper.to_domain_event`: the
+    # state set as a whole), not through the frozen dataclass's __init__, one field at a time.
+    event = object.__new__(cls)
+    object.__setattr__(event, "__dict__", values)
+    return event
 
 
 def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) -> CaseHistory:
