@@ -54,11 +54,11 @@ def test_status_run_and_rebuild(
     code, out, err = run(settings, capsys, monkeypatch, "status", "--json")
     assert code == 0, err
     lags = {p["name"]: p["lag"] for p in json.loads(out)["projections"]}
-    assert lags == {"ledger": head, "reports": head}
+    assert lags == {"ledger": head, "reports": head, "accesses": head}
 
     code, out, err = run(settings, capsys, monkeypatch, "run", "--once")
     assert code == 0, err
-    assert out.split() == [f"ledger+{head}", f"reports+{head}"]
+    assert out.split() == [f"ledger+{head}", f"reports+{head}", f"accesses+{head}"]
 
     code, out, _ = run(settings, capsys, monkeypatch, "status")
     assert code == 0
