@@ -5,7 +5,9 @@ attribute, the styles are inline, the timeline is an inline SVG drawn here (no s
 font, no image fetched), and a Content-Security-Policy meta tag (`default-src 'none';
 style-src 'unsafe-inline'; img-src data:`) makes a browser refuse anything else should a
 value ever slip through. Every value comes from the report document (`gateway.reports.document`)
-through jinja2 with autoescaping on, so no text of a case can become markup.
+through jinja2 with autoescaping on (the timeline table's rows, built in one pass by
+`timeline_table`, through the same escape, markupsafe's), so no text of a case can become
+markup.
 
 Long identifiers (user ids, unit codes, hashes) wrap inside their cells (`overflow-wrap:
 anywhere`, fixed table layout), so nothing overflows the page on screen or in the PDF.
