@@ -243,6 +243,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=1515)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     args = parser.parse_args(argv)
     default = "10000,100000" if args.quick else "10000,100000,1000000"
     args.sizes = [int(s) for s in (args.sizes or default).split(",")]
@@ -258,7 +259,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{', '.join(f'{s:,}' for s in args.sizes)} access events, {args.rounds} reads per size"
     )
     print(f"machine: {describe(info)}")
-    stores, skipped = selected_stores(args.postgres_url, sqlite=True, postgres=not args.no_postgres)
+    stores, skipped = selected_stores(
+        args.postgres_url, sqlite=not args.no_sqlite, postgres=not args.no_postgres
+    )
     results = []
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="casetrail-bench-access-log-") as tmp:
