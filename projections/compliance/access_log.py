@@ -169,8 +169,9 @@ class AccessLogView(View):
             "street_h TEXT NOT NULL, sealed TEXT NOT NULL, review_outcome TEXT, "
             "reviewed_at TEXT)",
             # One per question a reviewer asks: a case's log, a person's or a unit's accesses
-            # over a period, a period, a rule, a channel; each ends with the order they are
-            # read in, so a page walks the index.
+            # over a period, a period, a rule, a channel. The case's, rule's and channel's end
+            # with the position, the order a page is read in, so such a page walks its index;
+            # a person's or unit's period is found by its index and sorted (a few rows).
             f"CREATE INDEX IF NOT EXISTS accesses_case ON {{{TABLE}}} (case_id, position)",
             f"CREATE INDEX IF NOT EXISTS accesses_user ON {{{TABLE}}} (user_h, at)",
             f"CREATE INDEX IF NOT EXISTS accesses_unit ON {{{TABLE}}} (unit_h, at)",
@@ -211,8 +212,8 @@ class AccessLogView(View):
             record = record_of(notification.id, event) if isinstance(event, DomainEvent) else None
             if record is not None:
                 rows.append(self.row_of(record))
-        # `key`: a batch applied again after a crash between commit and position cannot
-        # happen (one transaction), but a rebuild racing a follower must not fail either.
+        # An upsert by position: the tracking row already keeps a batch from being applied
+        # twice; should one be, it leaves the same single row.
         db.insert(TABLE, _COLUMNS, rows, key=("position",))
         # Reviews after the inserts: a review may follow its access in the same batch.
         db.executemany(
