@@ -3,7 +3,9 @@ decoding the same events.
 
 Subject: what `GET /v1/cases/{id}/knowledge` and `/timeline` compute after their access record:
 `gather(app, case_id)` (one scan of the store by topic, decrypt and decode, the file replayed
-through its own events) then `knowledge(history)` and `timeline(history)`
+through its own events; the case's access records from the access-log read model, caught up
+before the rounds as the service's follower keeps it, issue 15) then `knowledge(history)` and
+`timeline(history)`
 (`projections/investigation/`). Baseline: the same notifications selected and turned into
 domain events by hand, `[mapper.to_domain_event(n) for n in app.notifications(topics=...)]`,
 nothing analysed: the least any analysis of these events could cost. Target (issue 13): the
@@ -26,6 +28,7 @@ the same work for both sides).
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -52,8 +55,10 @@ from domain.access import (
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway.store.eventstore import new_key_text, store_environment
+from projections.compliance.access_log import CaseLog
 from projections.investigation import gather, knowledge, timeline
 from projections.investigation.history import ALL_TOPICS
+from projections.readmodels import ReadModelConfig, ReadModels
 
 TARGET: Final = 1.5
 _CLIENT: Final = Client(address="10.0.0.7", user_agent="bench")
@@ -166,6 +171,18 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
         app = CaseTrail(
             env={**store_environment(url, [new_key_text()]), "IS_SNAPSHOTTING_ENABLED": "n"}
         )
+        # The access-log read model, as the service keeps it (issue 15): `gather` takes the
+        # case's access records from it instead of decrypting the store's access events.
+        readmodels = ReadModels(
+            app,
+            ReadModelConfig(
+                env=store_environment(
+                    f"sqlite:///{tmp / 'inv-readmodels.sqlite'}" if store == "sqlite" else url,
+                    None,
+                ),
+                index_key=os.urandom(32),
+            ),
+        )
         try:
             rng = random.Random(args.seed)
             pool = CommandPool(args.seed, reports=20, notes=300)
@@ -175,6 +192,8 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             reads = case_accesses(case.id, args.events - changes, rng, case.version)
             for start in range(0, len(reads), _BATCH):
                 app.store_events(reads[start : start + _BATCH])
+            readmodels.follower("accesses").catch_up()
+            app.use_access_records(CaseLog(app, app.name, readmodels.accesses))
             settings = store_settings(app)
             print(
                 f"\n== investigation / {store}: one case of {args.events} events "
@@ -195,6 +214,7 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
                     seconds[name].append(time.perf_counter() - t0)
                     cpu[name].append(time.process_time() - c0)
         finally:
+            readmodels.close()
             app.close()
     medians = {name: statistics.median(s) for name, s in seconds.items()}
     cpu_medians = {name: statistics.median(s) for name, s in cpu.items()}

@@ -45,6 +45,7 @@ SCENARIOS: Final = (
     ("notice_latency", "a notice end to end against raw JetStream publish-to-fetch (issue 20)"),
     ("report", "the investigation report of a case of 10,000 events vs raw decode (issue 13)"),
     ("compliance", "the compliance rules over 1M access events vs a raw scan (issue 15)"),
+    ("access_log", "one case's access log from 10k to 1M access events, flat (issue 15)"),
 )
 
 

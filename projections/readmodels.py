@@ -1,8 +1,8 @@
 """casetrail's read models together: the views, their followers, and the threads that run them.
 
-`ReadModels` opens the views (`ledger`, `reports`) in one datastore, gives each a `Follower`
-of the application's log, and runs them in background threads (`start`/`stop`) or on demand
-(`catch_up`, `rebuild`). The API holds one (embedded followers), as does
+`ReadModels` opens the views (`ledger`, `reports`, `accesses`) in one datastore, gives each a
+`Follower` of the application's log, and runs them in background threads (`start`/`stop`) or on
+demand (`catch_up`, `rebuild`). The API holds one (embedded followers), as does
 `casetrail projections run` (a follower process of its own).
 
 Where the tables live: a datastore built from a store environment (see
@@ -38,6 +38,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from projections.blind_index import BlindIndex
+from projections.compliance.access_log import AccessLogView
 from projections.follower import (
     DEFAULT_BATCH_SIZE,
     Db,
@@ -57,7 +58,7 @@ from projections.ledger.worklists import DEFAULT_CONSULTATION_DEADLINE
 from projections.screening.view import ScreeningView
 from projections.sealed import KeyedDb, ReadModelKeys
 
-VIEW_NAMES: Final = ("ledger", "reports", "screening")
+VIEW_NAMES: Final = ("ledger", "reports", "screening", "accesses")
 _JOIN_SECONDS: Final = 10.0
 # The layout of each view's tables; a change makes stores built before rebuild the view.
 # 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
@@ -70,7 +71,8 @@ _JOIN_SECONDS: Final = 10.0
 # Reports 4: transfers and corrected villages move a file; interventions by protection
 #    function (`report_interventions`), issue 17.
 # Screening 1: the roster, campaigns, visits and letters (issue 17).
-SCHEMA: Final = {"ledger": 6, "reports": 4, "screening": 1}
+# Accesses 1: the access log (issue 15, projections/compliance/access_log.py).
+SCHEMA: Final = {"ledger": 6, "reports": 4, "screening": 1, "accesses": 1}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 
@@ -244,6 +246,7 @@ class ReadModels:
             LedgerView(self.blind_index, self.keys),
             ReportsView(self.keys),
             ScreeningView(self.blind_index, self.keys),
+            AccessLogView(self.keys),
         ]
         try:
             self.recorders: dict[str, KeyedRecorder] = {
@@ -272,6 +275,11 @@ class ReadModels:
     @property
     def screening(self) -> KeyedRecorder:
         return self.recorders["screening"]
+
+    @property
+    def accesses(self) -> KeyedRecorder:
+        """The access log (issue 15): read with `projections.compliance.access_log.search`."""
+        return self.recorders["accesses"]
 
     @property
     def consultation_deadline(self) -> timedelta:

@@ -23,7 +23,9 @@ What it leaves out on purpose: the minor's name and ID number (the report is abo
 what and when; the investigation holds the identity), and the free text of case events (the
 timeline names what happened, the case read shows what was written).
 
-The integrity statement needs no decryption: every stored event of each case's stream is
+The integrity statement needs no decryption: every stored event of each case's stream (the
+stored records as `gather` read them for the analyses, so the stream is read once; read again
+here, without decrypting, only for a case whose history could not be gathered) is
 looked up in the Merkle log and its leaf recomputed from the stored bytes; the root of the
 latest signed checkpoint is then recomputed from those leaves and the stored nodes beside them
 (`_root_with`: the inclusion proofs of all of them at once, each node read once) and must equal
@@ -99,12 +101,18 @@ def build_document(
     (`gateway.http.reader.AuditedReader.investigation_report`, or the CLI). `analysis`:
     issue 13's (`CaseAnalysis`) unless another is given."""
     case_ids = [UUID(c) for c in investigation.case_ids]
-    scan = CaseStreams.scan(application, case_ids)
     analysis = analysis or CaseAnalysis(
         application, now=now(), consultation_due=consultation_due
     )
+    cases = [_case_section(analysis, case_id) for case_id in case_ids]
+    # The case streams as the analyses gathered them (read once); a case whose history could
+    # not be gathered (an event no longer decrypts) is read again, without decrypting.
+    stored = getattr(analysis, "stored", None)
+    scan = CaseStreams.scan(application, case_ids, known=stored)
     integrity = integrity_statement(evidence, scan)
-    cases = [_case_section(analysis, case_id, integrity) for case_id in case_ids]
+    for case in cases:
+        if case["unreadable"]:
+            case["knowledge"]["as_of"] = integrity.get("checked_at")
     today = now().date()
     return {
         "document": REPORT_DOCUMENT,
@@ -183,9 +191,7 @@ UNREADABLE_ZH: Final = (
 )
 
 
-def _case_section(
-    analysis: Analysis, case_id: UUID, integrity: dict[str, Any]
-) -> dict[str, Any]:
+def _case_section(analysis: Analysis, case_id: UUID) -> dict[str, Any]:
     section: dict[str, Any] = {"case_id": str(case_id), "unreadable": None}
     try:
         section["timeline"] = analysis.timeline(case_id)
@@ -197,7 +203,7 @@ def _case_section(
         section.update(
             unreadable=UNREADABLE_ZH,
             timeline=[],
-            knowledge={"case_id": str(case_id), "as_of": integrity.get("checked_at"), "facts": []},
+            knowledge={"case_id": str(case_id), "as_of": None, "facts": []},
             deadlines=[],
         )
     return section
@@ -215,9 +221,23 @@ class CaseStreams:
     records: dict[UUID, list[Notification]]
 
     @classmethod
-    def scan(cls, application: CaseTrail, case_ids: Sequence[UUID]) -> CaseStreams:
-        wanted = set(case_ids)
-        records: dict[UUID, list[Notification]] = {c: [] for c in case_ids}
+    def scan(
+        cls,
+        application: CaseTrail,
+        case_ids: Sequence[UUID],
+        known: Callable[[UUID], list[Notification] | None] | None = None,
+    ) -> CaseStreams:
+        """`known`: the records of a case already read (by `gather`), or None for a case to
+        read here; the store is scanned only for those."""
+        records: dict[UUID, list[Notification]] = {}
+        for case_id in case_ids:
+            found = known(case_id) if known is not None else None
+            if found is not None:
+                records[case_id] = found
+        wanted = {c for c in case_ids if c not in records}
+        if not wanted:
+            return cls(list(case_ids), records)
+        records.update({c: [] for c in wanted})
         start = 0
         while True:
             page = application.recorder.select_notifications(
@@ -414,6 +434,12 @@ class CaseAnalysis:
         if case_id not in self._histories:
             self._histories[case_id] = analyses.gather(self.application, case_id)
         return self._histories[case_id]
+
+    def stored(self, case_id: UUID) -> list[Notification] | None:
+        """The case stream's stored records as its history gathered them, or None when it was
+        not gathered (it failed: the integrity statement reads them itself)."""
+        history = self._histories.get(case_id)
+        return None if history is None else list(history.stored)
 
     def timeline(self, case_id: UUID) -> list[dict[str, Any]]:
         found = analyses.timeline(self._history(case_id))

@@ -1,1 +1,2 @@
-"""Read models of compliance on information access (issue 15)."""
+"""Compliance read models (issue 15): the access log (`access_log`), which the rules, the
+disclosure accounting, the access reports and the FHIR export read."""

@@ -2,9 +2,11 @@
 
 `gather(log, case_id)` reads the store's log once, in the order it was recorded, selecting by
 topic: the case's own stream (picked by its stream id, which the log holds in clear, so no other
-case's event is decrypted), the access events that name the case (their case id is inside the
-ciphertext: every access event is decoded, the one cost that grows with the store rather than
-the case; a read model indexing access events by case would remove it), the notices and
+case's event is decrypted), the access events that name the case (from the access-log read
+model when the application has one wired, `projections.compliance.access_log.CaseLog`, merged
+by position, so that no access event of the store is decrypted; otherwise their case id is
+inside the ciphertext and every access event is decoded, a cost that grows with the store
+rather than the case), the notices and
 deadline facts that name it, and the investigation orders for it and their renewals and
 revocations, and the reviews of its break-glass reads.
 
@@ -23,7 +25,7 @@ tests/projections/test_investigation_history.py.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final, NamedTuple, Protocol
@@ -34,6 +36,7 @@ from eventsourcing.persistence import Mapper, Notification
 
 from domain.access import AccessDenied, BreakGlassAccessed, BreakGlassReviewed, CaseAccessed
 from domain.case import Case
+from domain.compliance.records import AccessRecord, RecordKind
 from domain.deadlines import (
     AssignmentNotSignedFor,
     AssignmentOverdue,
@@ -155,6 +158,9 @@ class Step(NamedTuple):
 class CaseHistory:
     case_id: UUID
     steps: list[Step] = field(default_factory=list)
+    # The case stream's stored records as gathered (ciphertext and all, in log order): the
+    # report's integrity statement checks these instead of reading the stream again.
+    stored: list[Notification] = field(default_factory=list)
     # The file's state at each version (for a read that names the version it disclosed).
     states: dict[int, FileState] = field(default_factory=dict)
     current: FileState | None = None
@@ -230,8 +236,57 @@ _CHANGES: Final[dict[str, Callable[[Any, FileState], FileState]]] = {
 }
 
 
-def gather(log: EventLog, case_id: UUID) -> CaseHistory:
-    """Every stored event about the case, in stored order, with the file's state at each."""
+# The access events' topics: with an access-log read model, their records come from it.
+ACCESS_TOPICS: Final = frozenset(topics_of(CaseAccessed, BreakGlassAccessed, AccessDenied))
+_WITHOUT_ACCESSES: Final = tuple(t for t in ALL_TOPICS if t not in ACCESS_TOPICS)
+AccessRecords = Callable[[UUID], Sequence[AccessRecord]]
+
+
+def access_event_of(record: AccessRecord) -> CaseAccessed | AccessDenied:
+    """The access event an access record was made from, as the analyses read it: every value
+    they use (the break-glass reason, which the read model does not hold and no answer shows,
+    is left empty)."""
+    values: dict[str, Any] = {
+        "originator_id": record.event_id,
+        "originator_version": 1,
+        "timestamp": record.at,
+        "case_id": record.case_id,
+        "actor": {
+            "user": record.user,
+            "role": record.role,
+            "unit": record.unit,
+            "street": record.street,
+        },
+        "purpose": record.purpose,
+        "rule": record.rule,
+        "request_id": record.request_id,
+        "case_version": record.case_version,
+        "channel": record.channel,
+        "client": {"address": record.client_address, "user_agent": record.client_user_agent},
+    }
+    cls: type[CaseAccessed | AccessDenied] = AccessDenied
+    if record.kind is RecordKind.READ:
+        values["fields"] = list(record.fields)
+        cls = CaseAccessed
+        if record.break_glass:
+            values["reason"] = ""
+            cls = BreakGlassAccessed
+    # Built as the library's mapper builds a decoded event (`Mapper.to_domain_event`: the
+    # state set as a whole), not through the frozen dataclass's __init__, one field at a time.
+    event = object.__new__(cls)
+    object.__setattr__(event, "__dict__", values)
+    return event
+
+
+def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) -> CaseHistory:
+    """Every stored event about the case, in stored order, with the file's state at each.
+
+    `accesses` (by default the log's `access_record_source`, when it has one: the access-log
+    read model's `CaseLog`, wired by `gateway.bootstrap`): the case's access records, complete
+    up to the store's end. Then the access events are not read from the store at all (no
+    access event of any other case decrypted), only merged in by position."""
+    if accesses is None:
+        accesses = getattr(log, "access_record_source", None)
     history = CaseHistory(case_id)
     # The log holds stream ids as UUIDs or as text, depending on the store: both compare.
     wanted = str(case_id)
@@ -240,13 +295,39 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
     decode = log.mapper.to_domain_event
     add = history.add
     steps = history.steps
-    for notification in log.notifications(topics=ALL_TOPICS):
+    stored = history.stored
+    pending: list[tuple[int, Any]] = []
+    topics = ALL_TOPICS
+    if accesses is not None:
+        topics = _WITHOUT_ACCESSES
+        pending = [
+            (r.position, access_event_of(r))
+            for r in accesses(case_id)
+            if r.kind is not RecordKind.REFUSED_COMMAND
+        ]
+        pending.reverse()  # popped from the end, oldest first
+
+    def step_outside(position: int, event: Any) -> None:
+        # Outside the case stream: a step at the current state (what `add` does, inline: the
+        # most frequent event of a long file is a read).
+        if isinstance(event, BreakGlassAccessed):
+            break_glass.add(str(event.originator_id))
+        cls = type(event)
+        kind = _KINDS.get(cls) or kind_of(event)
+        current = history.current
+        steps.append(Step(position, event.timestamp, kind, event, current, current))
+
+    for notification in log.notifications(topics=topics):
+        position = notification.id
+        while pending and pending[-1][0] < position:
+            step_outside(*pending.pop())
         topic = notification.topic
         origin = notification.originator_id
         if topic in CASE_TOPICS:
             if origin not in (case_id, wanted):
                 continue  # another case's: never decrypted
-            add(notification.id, decode(notification))
+            add(position, decode(notification))
+            stored.append(notification)
             continue
         event: Any
         if topic in ORDER_LATER or topic in REVIEW_TOPICS:
@@ -259,14 +340,9 @@ def gather(log: EventLog, case_id: UUID) -> CaseHistory:
                 continue
             if topic in ORDER_ISSUED:
                 orders.add(str(origin))
-            elif isinstance(event, BreakGlassAccessed):
-                break_glass.add(str(origin))
-        # Outside the case stream: a step at the current state (what `add` does, inline: the
-        # most frequent event of a long file is a read).
-        cls = type(event)
-        kind = _KINDS.get(cls) or kind_of(event)
-        current = history.current
-        steps.append(Step(notification.id, event.timestamp, kind, event, current, current))
+        step_outside(position, event)
+    while pending:
+        step_outside(*pending.pop())
     return history
 
 
