@@ -50,6 +50,7 @@ from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, val
 from gateway.http.reader import refusal_answer
 from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
+from gateway.http.routes import disclosures as disclosure_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
@@ -71,6 +72,7 @@ ROUTERS = (
     workbench_routes.router,
     notice_routes.router,
     report_routes.router,
+    disclosure_routes.router,
 )
 
 log = get_logger("casetrail.api")
