@@ -203,15 +203,16 @@ def bundle(
         "resourceType": "Bundle",
         "type": "searchset",
         "link": [{"relation": "self", "url": self_url}],
-        "entry": [
+    }
+    if records:  # FHIR JSON has no empty arrays: no match, no `entry`
+        found["entry"] = [
             {
                 "fullUrl": f"urn:uuid:{r.event_id}",
                 "resource": audit_event(r),
                 "search": {"mode": "match"},
             }
             for r in records
-        ],
-    }
+        ]
     if next_url is not None:
         found["link"].append({"relation": "next", "url": next_url})
     if total is not None:

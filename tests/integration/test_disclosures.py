@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any, Final
 from uuid import UUID
 
@@ -27,94 +26,22 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import NO_CASE, AccessDenied, CaseAccessed
-from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import keyring
-from gateway.auth import issue_token
-from gateway.cli.main import DEFAULT_STREET
 from gateway.settings import Settings
-from projections.readmodels import ReadModels
-from tests.integration.planted import Planted, planted_case
-
-VILLAGE: Final = "dongshan-village"
-OFFICE: Final = "chengguan-governance-office"
-FORMULA: Final = '=HYPERLINK("http://attacker.example/x","点我")'
-AUDIT: Final = {"X-Purpose-Of-Use": "compliance_review"}
-
-
-@dataclass
-class World:
-    client: TestClient
-    settings: Settings
-    child: Planted
-    other: Planted
-    files: list[str]
-    other_file: str
-
-    def headers(
-        self, role: Role, unit: str, *, user: str | None = None, purpose: str | None = None
-    ) -> dict[str, str]:
-        key = keyring.load_private_key(self.settings.keys_dir / keyring.TOKEN_KEY, "token key")
-        token = issue_token(
-            key, user=user or f"user-{role}-{unit}", role=role, unit=unit, street=DEFAULT_STREET
-        )
-        found = {"Authorization": f"Bearer {token}"}
-        if purpose:
-            found["X-Purpose-Of-Use"] = purpose
-        return found
-
-    def auditor(self) -> dict[str, str]:
-        return self.headers(
-            Role.COMPLIANCE_AUDITOR, "county-audit", user="auditor-1", purpose="compliance_review"
-        )
-
-    @property
-    def application(self) -> CaseTrail:
-        found: CaseTrail = self.client.app.state.services.application  # type: ignore[attr-defined]
-        return found
-
-    @property
-    def readmodels(self) -> ReadModels:
-        found: ReadModels = self.client.app.state.services.readmodels  # type: ignore[attr-defined]
-        return found
-
-    def accesses(self) -> list[CaseAccessed | AccessDenied]:
-        decode = self.application.mapper.to_domain_event
-        found = []
-        for notification in self.application.notifications():
-            event = decode(notification)
-            if isinstance(event, CaseAccessed | AccessDenied):
-                found.append(event)
-        return found
-
-    def planted_values(self) -> list[str]:
-        values = []
-        for planted in (self.child, self.other):
-            minor = planted.body["minor"]
-            values += [minor["name"], minor["id_number"], minor["school"], planted.description]
-            values += [g["name"] for g in planted.body["guardians"]]
-            values += [g["phone"] for g in planted.body["guardians"]]
-        return values
-
-
-def _report(client: TestClient, world_headers: dict[str, str], body: dict[str, Any]) -> str:
-    response = client.post("/v1/cases", json=body, headers=world_headers)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
+from tests.integration.compliance_world import (
+    FORMULA,
+    OFFICE,
+    SQLITE_ONLY,
+    VILLAGE,
+    World,
+    make_world,
+)
+from tests.integration.planted import planted_case
 
 
 @pytest.fixture
 def world(client: TestClient, settings: Settings) -> World:
-    child = planted_case(VILLAGE, seed=7)
-    second = planted_case(VILLAGE, seed=8).body
-    second["minor"] = dict(child.body["minor"])  # the same child, another clue
-    other = planted_case(VILLAGE, seed=9)
-    found = World(client, settings, child, other, [], "")
-    reporter = found.headers(Role.REPORTER, VILLAGE)
-    found.files = [_report(client, reporter, child.body), _report(client, reporter, second)]
-    found.other_file = _report(client, reporter, other.body)
-    found.readmodels.catch_up()  # the ledger finds the files (exports, the blind index)
-    return found
+    return make_world(client, settings)
 
 
 def _scenario(world: World) -> None:
@@ -196,6 +123,7 @@ def test_the_accounting_lists_exactly_the_disclosures_of_both_files(world: World
     )
 
 
+@SQLITE_ONLY
 def test_an_unknown_id_number_answers_an_empty_accounting(world: World) -> None:
     _scenario(world)
     unknown = planted_case(VILLAGE, seed=99).id_number
@@ -211,6 +139,7 @@ def test_an_unknown_id_number_answers_an_empty_accounting(world: World) -> None:
     assert len(new) == 1 and isinstance(new[0], CaseAccessed) and new[0].case_id == NO_CASE
 
 
+@SQLITE_ONLY
 def test_the_accounting_as_csv_and_xlsx_has_chinese_headers_and_no_formula(
     world: World,
 ) -> None:
@@ -313,6 +242,7 @@ def test_access_reports_filter_page_and_are_recorded(world: World) -> None:
     assert book.sheetnames == ["查阅记录"]
 
 
+@SQLITE_ONLY
 def test_the_reports_list_reads_the_view_has_not_applied_yet(world: World) -> None:
     """Read-your-writes: the view is stopped behind the store; the reads are still listed."""
     world.readmodels.stop()
@@ -326,7 +256,6 @@ def test_the_reports_list_reads_the_view_has_not_applied_yet(world: World) -> No
     assert [d["channel"] for d in answer["disclosures"]] == ["api"]
 
 
-SQLITE_ONLY: Final = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 REFUSED: Final = [
     (Role.COORDINATOR, "consultation", 403, "not-permitted"),
     (Role.INVESTIGATOR, "investigation", 403, "not-permitted"),
