@@ -32,6 +32,7 @@ tests/reports/test_annual_report.py.
 from __future__ import annotations
 
 import json
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -40,7 +41,7 @@ from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import AwareDatetime, StringConstraints, field_validator
+from pydantic import AfterValidator, AwareDatetime, StringConstraints, field_validator
 
 from domain import commands as cmd
 from domain import errors, identity
@@ -74,6 +75,7 @@ log = get_logger("casetrail.api")
 router = APIRouter()
 
 MAX_LIMIT: Final = 1000
+MAX_POSITION: Final = 2**53  # as the evidence routes bound a store position
 FINDINGS_COUNTS: Final = "/v1/compliance/findings/counts"
 
 
@@ -207,28 +209,58 @@ class KindFilter(StrEnum):
     REFUSED_COMMAND = "refused_command"
 
 
-_Code = Annotated[str | None, Query(min_length=1, max_length=128)]
+def _printable(value: str | None) -> str | None:
+    """No control, invisible or bidi character (PostgreSQL refuses NUL; the others make a
+    filter read other than it matches): categories Cc, Cf (bidi controls included), Cs."""
+    if value is not None and any(unicodedata.category(ch) in ("Cc", "Cf", "Cs") for ch in value):
+        raise ValueError("must not contain control, invisible or bidirectional characters")
+    return value
+
+
+# A user id as tokens carry it (any printable text); unit and street codes; a rule as stored.
+_User = Annotated[str | None, Query(min_length=1, max_length=128), AfterValidator(_printable)]
+_Code = Annotated[cmd.Code | None, Query(min_length=1, max_length=64)]
+_Rule = Annotated[str | None, Query(min_length=1, max_length=256), AfterValidator(_printable)]
+
+
+def _in_window(value: datetime | None) -> datetime | None:
+    if value is not None and not cmd.EARLIEST_DATE <= value.date() <= cmd.LATEST_DATE:
+        raise ValueError(f"must lie between {cmd.EARLIEST_DATE} and {cmd.LATEST_DATE}")
+    return value
+
+
+# An instant with its offset, within the window every date of the service lies in.
+_Instant = Annotated[
+    AwareDatetime | None,
+    Query(
+        description="RFC 3339, with offset",
+        json_schema_extra={
+            "formatMinimum": f"{cmd.EARLIEST_DATE}T00:00:00Z",
+            "formatMaximum": f"{cmd.LATEST_DATE}T23:59:59Z",
+        },
+    ),
+    AfterValidator(_in_window),
+]
 
 
 @dataclass(frozen=True)
 class AccessFilters:
     """The filters of the access reports and the FHIR export, as a query string."""
 
-    user: _Code = None
+    user: _User = None
     unit: _Code = None
     street: _Code = None
     role: Annotated[Role | None, Query()] = None
-    rule: Annotated[str | None, Query(min_length=1, max_length=256)] = None
-    channel: Annotated[str | None, Query(min_length=1, max_length=32)] = None
+    rule: _Rule = None
+    channel: _Code = None
     kind: Annotated[KindFilter | None, Query()] = None
     case_id: Annotated[UUID | None, Query()] = None
-    since: Annotated[
-        AwareDatetime | None, Query(description="from this instant on (RFC 3339, with offset)")
-    ] = None
-    until: Annotated[
-        AwareDatetime | None, Query(description="before this instant (RFC 3339, with offset)")
-    ] = None
-    after: Annotated[int, Query(ge=0, description="the store position the page starts after")] = 0
+    since: _Instant = None  # inclusive
+    until: _Instant = None  # exclusive
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_POSITION, description="the store position the page starts after"),
+    ] = 0
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 200
 
     def query(self) -> AccessQuery:
