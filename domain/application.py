@@ -49,6 +49,7 @@ from domain.access import (
     review_event,
 )
 from domain.case import Case
+from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
@@ -97,6 +98,8 @@ ACCESS_TOPICS: Final = (
     get_topic(AccessDenied),
 )
 REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassReviewed))
+# What a case's access log lists: reads, granted or refused (not refused commands).
+_LOGGED: Final = frozenset({RecordKind.READ, RecordKind.REFUSED_READ})
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
 DEFAULT_GRACE_HOURS: Final = 72
@@ -1084,23 +1087,10 @@ class CaseTrail(Application[UUID]):
 
     def access_log(self, case_id: UUID) -> list[dict[str, Any]]:
         """Who accessed the case, when, why, which fields, of which version of the case, by
-        which channel, from which client: an access record, no case content."""
-        return [
-            {
-                "at": e.timestamp.isoformat(),
-                "granted": isinstance(e, CaseAccessed),
-                "actor": e.actor,
-                "purpose": e.purpose,
-                "rule": e.rule,
-                "fields": getattr(e, "fields", []),
-                "break_glass": isinstance(e, BreakGlassAccessed),
-                "request_id": e.request_id,
-                "case_version": e.case_version,
-                "channel": e.channel,
-                "client": e.client,
-            }
-            for e in self.access_events(case_id)
-        ]
+        which channel, from which client: an access record, no case content. Reads (granted
+        or refused) only, oldest first; from the access-log read model when one is wired
+        (`use_access_records`), else from a scan of the store's access events."""
+        return [access_log_entry(r) for r in self.access_records(case_id) if r.kind in _LOGGED]
 
     # --- notice facts (domain.notices) --------------------------------------------------------
 
@@ -1259,3 +1249,51 @@ class CaseTrail(Application[UUID]):
             if isinstance(event, CaseAccessed | AccessDenied) and event.case_id == case_id:
                 found.append(event)
         return found
+
+    # --- the access log read model (issue 15) ---
+
+    # Set by `gateway.bootstrap` to the access-log read model's `CaseLog` (a case's records,
+    # complete up to the store's end); None: a scan of the store's access events.
+    _access_records: Callable[[UUID], list[AccessRecord]] | None = None
+
+    def use_access_records(self, source: Callable[[UUID], list[AccessRecord]] | None) -> None:
+        """Answer case access logs from `source` (see `access_records`)."""
+        self._access_records = source
+
+    def access_records(self, case_id: UUID) -> list[AccessRecord]:
+        """Every access record naming the case (reads and refused commands), in stored order,
+        complete up to the store's end at the call. From the read model when wired, without a
+        scan of the store; otherwise from one scan of the access topics."""
+        if self._access_records is not None:
+            return self._access_records(case_id)
+        found: list[AccessRecord] = []
+        for notification in self.notifications(topics=RECORD_TOPICS):
+            event = self.mapper.to_domain_event(notification)
+            if not isinstance(event, DomainEvent) or getattr(event, "case_id", None) != case_id:
+                continue
+            record = record_of(notification.id, event)
+            if record is not None:
+                found.append(record)
+        return found
+
+
+def access_log_entry(record: AccessRecord) -> dict[str, Any]:
+    """One entry of a case's access log, as `GET /v1/cases/{id}/accesses` answers it."""
+    return {
+        "at": record.at.isoformat(),
+        "granted": record.granted,
+        "actor": {
+            "user": record.user,
+            "role": record.role,
+            "unit": record.unit,
+            "street": record.street,
+        },
+        "purpose": record.purpose,
+        "rule": record.rule,
+        "fields": list(record.fields),
+        "break_glass": record.break_glass,
+        "request_id": record.request_id,
+        "case_version": record.case_version,
+        "channel": record.channel,
+        "client": {"address": record.client_address, "user_agent": record.client_user_agent},
+    }

@@ -54,6 +54,7 @@ from gateway.store.eventstore import (
 )
 from gateway.store.horizon import settled_horizon
 from gateway.store.setup import StoreSetupProblem, setup_lock
+from projections.compliance.access_log import CaseLog
 from projections.readmodels import ReadModelConfig, ReadModels
 
 log = get_logger("casetrail.projections")
@@ -304,6 +305,9 @@ def api(settings: Settings, application: CaseTrail | None = None) -> Service:
         application.close()
         raise
     readmodels = _read_models_or_none(settings, application)
+    if readmodels is not None:
+        # Case access logs from the access-log read model, not a scan of the store (issue 15).
+        application.use_access_records(CaseLog(application, application.name, readmodels.accesses))
     return Service(settings, application, verifier, readmodels, evidence)
 
 

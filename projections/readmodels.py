@@ -1,8 +1,8 @@
 """casetrail's read models together: the views, their followers, and the threads that run them.
 
-`ReadModels` opens the views (`ledger`, `reports`) in one datastore, gives each a `Follower`
-of the application's log, and runs them in background threads (`start`/`stop`) or on demand
-(`catch_up`, `rebuild`). The API holds one (embedded followers), as does
+`ReadModels` opens the views (`ledger`, `reports`, `accesses`) in one datastore, gives each a
+`Follower` of the application's log, and runs them in background threads (`start`/`stop`) or on
+demand (`catch_up`, `rebuild`). The API holds one (embedded followers), as does
 `casetrail projections run` (a follower process of its own).
 
 Where the tables live: a datastore built from a store environment (see
@@ -38,6 +38,7 @@ from eventsourcing.postgres import PostgresDatastore
 from eventsourcing.sqlite import SQLiteDatastore
 
 from projections.blind_index import BlindIndex
+from projections.compliance.access_log import AccessLogView
 from projections.follower import (
     DEFAULT_BATCH_SIZE,
     Db,
@@ -56,7 +57,7 @@ from projections.ledger.view import LedgerView
 from projections.ledger.worklists import DEFAULT_CONSULTATION_DEADLINE
 from projections.sealed import KeyedDb, ReadModelKeys
 
-VIEW_NAMES: Final = ("ledger", "reports")
+VIEW_NAMES: Final = ("ledger", "reports", "accesses")
 _JOIN_SECONDS: Final = 10.0
 # The layout of each view's tables; a change makes stores built before rebuild the view.
 # 2: school, village, units, gender, age, masks and issues sealed or hashed (none in clear);
@@ -64,7 +65,8 @@ _JOIN_SECONDS: Final = 10.0
 # 4: assignments carry the duty cycle: received, declined, result (issue 14).
 # 5: receipts from the unit clients' `NoticeReceived` facts (issue 14).
 # Reports 3: the duty cycle's events (report_duty).
-SCHEMA: Final = {"ledger": 5, "reports": 3}
+# Accesses 1: the access log (issue 15, projections/compliance/access_log.py).
+SCHEMA: Final = {"ledger": 5, "reports": 3, "accesses": 1}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 
@@ -234,7 +236,11 @@ class ReadModels:
         self.blind_index = BlindIndex(config.index_key)
         self.keys = ReadModelKeys(config.index_key)
         self.datastore = open_datastore(config.env)
-        views: list[View] = [LedgerView(self.blind_index, self.keys), ReportsView(self.keys)]
+        views: list[View] = [
+            LedgerView(self.blind_index, self.keys),
+            ReportsView(self.keys),
+            AccessLogView(self.keys),
+        ]
         try:
             self.recorders: dict[str, KeyedRecorder] = {
                 view.name: keyed_recorder(self.datastore, view, self.keys, log) for view in views
@@ -258,6 +264,11 @@ class ReadModels:
     @property
     def reports(self) -> KeyedRecorder:
         return self.recorders["reports"]
+
+    @property
+    def accesses(self) -> KeyedRecorder:
+        """The access log (issue 15): read with `projections.compliance.access_log.search`."""
+        return self.recorders["accesses"]
 
     @property
     def consultation_deadline(self) -> timedelta:

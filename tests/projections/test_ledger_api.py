@@ -522,7 +522,7 @@ def test_health_reports_each_projection_and_its_lag(client: TestClient, auth: To
     assert client.get("/healthz").json() == {"status": "ok"}
     health = client.get("/healthz", headers=coordinator(auth)).json()
     projections = {p["name"]: p for p in health["projections"]["projections"]}
-    assert set(projections) == {"ledger", "reports"}
+    assert set(projections) == {"ledger", "reports", "accesses"}
     assert projections["ledger"]["lag"] == 0
     assert projections["ledger"]["position"] == health["position"]
     assert health["projections"]["status"] == "ok"

@@ -431,7 +431,7 @@ def test_a_read_model_built_under_another_key_is_rebuilt(
         assert opened["village"] == workload.bodies[uuid.UUID(row["case_id"])]["minor"]["village"]
         with pytest.raises(SealedValueError):
             first.keys.open("ledger_cases", row["case_id"], row["sealed"])
-        assert {f["view_name"] for f in fingerprints} == {"ledger", "reports"}
+        assert {f["view_name"] for f in fingerprints} == {"ledger", "reports", "accesses"}
         assert all(other_key.hex() not in str(f) for f in fingerprints)
     finally:
         second.close()

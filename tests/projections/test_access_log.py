@@ -1,0 +1,354 @@
+"""The access-log read model (`projections.compliance.access_log`), on real SQLite files and real
+PostgreSQL schemas: its rows are the records of the stored access events (`record_of`), a rebuild
+from zero equals incremental following, each filter of `search` finds exactly what a scan of the
+records finds, the break-glass review lands on its access, the bytes of the tables hold none of
+the planted people, units, streets or client addresses, and `CaseLog` is complete up to the
+store's end while the follower lags."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from eventsourcing.domain import DomainEvent
+from faker import Faker
+
+from domain.access import (
+    NO_CASE,
+    Actor,
+    Channel,
+    Client,
+    Decision,
+    access_event,
+    command_refused,
+    review_event,
+)
+from domain.application import CaseTrail
+from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.taxonomy import Purpose, Role
+from projections.compliance.access_log import TABLE, AccessQuery, CaseLog, case_log, search
+from projections.readmodels import ReadModels
+from tests.projections.test_privacy import _postgres_bytes, _sqlite_bytes
+
+START = datetime(2026, 3, 1, tzinfo=UTC)
+
+
+class History:
+    """A seeded mix of access events (granted, break-glass, refused, refused commands, reads
+    naming no case) over a few cases, people, units and streets, spread over 30 days."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        fake = Faker("zh_CN")
+        fake.seed_instance(seed)
+        self.streets = [f"{fake.city_name()}街道-{i}" for i in range(2)]
+        self.units = [f"{fake.company_prefix()}-{i}" for i in range(4)]
+        self.people = [
+            Actor(
+                f"{fake.name()}-{i}",
+                self.rng.choice(list(Role)),
+                self.units[i % len(self.units)],
+                self.streets[i % len(self.streets)],
+            )
+            for i in range(6)
+        ]
+        self.clients = [Client(fake.ipv4_private(), fake.user_agent()) for _ in range(3)]
+        self.cases = [uuid4() for _ in range(5)]
+        self.clock = START
+
+    def events(self, count: int) -> list[DomainEvent]:
+        found: list[DomainEvent] = []
+        rng = self.rng
+        for n in range(count):
+            self.clock += timedelta(minutes=rng.randint(1, 60 * 24 * 30 // (count + 100)))
+            actor = rng.choice(self.people)
+            case_id = rng.choice([*self.cases, NO_CASE]) if n % 7 else NO_CASE
+            channel = rng.choice(list(Channel))
+            client = rng.choice(self.clients)
+            what = rng.random()
+            event: DomainEvent
+            if what < 0.15:
+                event = command_refused(
+                    case_id=case_id,
+                    actor=actor,
+                    command=rng.choice(["assign_unit", "close", "record_follow_up"]),
+                    rule=rng.choice(["not_permitted", "not_visible"]),
+                    request_id=f"req-{n}",
+                    channel=channel,
+                    client=client,
+                )
+            else:
+                granted = what < 0.75
+                glass = granted and what > 0.65
+                decision = Decision(
+                    granted,
+                    rng.choice(["coordinator_same_street", "unit_member_assigned", "out_of_scope"]),
+                    frozenset(rng.sample(["risk", "status", "minor.name", "issues.health"], 2))
+                    if granted
+                    else frozenset(),
+                    break_glass=glass,
+                )
+                event = access_event(
+                    decision,
+                    case_id=case_id,
+                    actor=actor,
+                    purpose=rng.choice(list(Purpose)),
+                    request_id=f"req-{n}",
+                    case_version=rng.randint(1, 30) if case_id != NO_CASE else None,
+                    channel=channel,
+                    client=client,
+                    break_glass_reason="紧急" if glass else None,
+                )
+            found.append(type(event)(**{**vars(event), "timestamp": self.clock}))
+        return found
+
+
+def stored_records(application: CaseTrail) -> list[AccessRecord]:
+    """Every access record, by a scan of the store: what the view must hold."""
+    found = []
+    for notification in application.notifications(topics=RECORD_TOPICS):
+        event = application.mapper.to_domain_event(notification)
+        assert isinstance(event, DomainEvent)
+        record = record_of(notification.id, event)
+        assert record is not None
+        found.append(record)
+    return found
+
+
+def view_records(readmodels: ReadModels, query: AccessQuery | None = None) -> list[AccessRecord]:
+    with readmodels.accesses.reading() as db:
+        return search(db, query or AccessQuery())
+
+
+def test_rows_are_the_records_and_a_rebuild_equals_incremental_following(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    history = History(seed=151)
+    readmodels = open_readmodels(batch_size=7)
+    for count in (5, 40, 1, 30):
+        application.store_events(history.events(count))
+        readmodels.follower("accesses").catch_up()
+    expected = stored_records(application)
+    assert len(expected) == 76
+    assert view_records(readmodels) == expected
+    followed = readmodels.accesses.dump(TABLE)
+    readmodels.rebuild("accesses")
+    assert readmodels.accesses.dump(TABLE) == followed
+    assert view_records(readmodels) == expected
+    with readmodels.accesses.reading() as db:
+        for case_id in history.cases:
+            assert case_log(db, case_id) == [r for r in expected if r.case_id == case_id]
+        # The nil case id of reads naming no case is held as no case, never listed as one.
+        assert case_log(db, NO_CASE) == []
+
+
+def _filters(history: History, records: list[AccessRecord]) -> list[AccessQuery]:
+    someone, other = history.people[0], history.people[1]
+    middle = records[len(records) // 2].at
+    return [
+        AccessQuery(case_ids=(history.cases[0],)),
+        AccessQuery(case_ids=(history.cases[1], history.cases[2])),
+        AccessQuery(case_ids=()),
+        AccessQuery(user=someone.user),
+        AccessQuery(unit=other.unit),
+        AccessQuery(street=history.streets[1]),
+        AccessQuery(role=str(someone.role)),
+        AccessQuery(rule="out_of_scope"),
+        AccessQuery(channel=str(Channel.LEDGER)),
+        AccessQuery(kinds=(RecordKind.REFUSED_COMMAND,)),
+        AccessQuery(kinds=(RecordKind.READ, RecordKind.REFUSED_READ)),
+        AccessQuery(kinds=()),
+        AccessQuery(since=middle),
+        AccessQuery(until=middle),
+        AccessQuery(since=middle, until=middle + timedelta(days=3)),
+        AccessQuery(after_position=records[10].position),
+        AccessQuery(limit=5),
+        AccessQuery(after_position=records[3].position, limit=4, unit=someone.unit),
+        AccessQuery(user=someone.user, case_ids=(history.cases[0],), since=START),
+        AccessQuery(user="nobody at all"),
+    ]
+
+
+def _matches(query: AccessQuery, r: AccessRecord) -> bool:
+    return (
+        (query.case_ids is None or r.case_id in query.case_ids)
+        and (query.user is None or r.user == query.user)
+        and (query.unit is None or r.unit == query.unit)
+        and (query.street is None or r.street == query.street)
+        and (query.role is None or r.role == query.role)
+        and (query.rule is None or r.rule == query.rule)
+        and (query.channel is None or r.channel == query.channel)
+        and (query.kinds is None or r.kind in query.kinds)
+        and (query.since is None or r.at >= query.since)
+        and (query.until is None or r.at < query.until)
+        and r.position > query.after_position
+    )
+
+
+def test_search_finds_what_each_filter_selects(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    history = History(seed=152)
+    application.store_events(history.events(160))
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    records = stored_records(application)
+    for query in _filters(history, records):
+        expected = [r for r in records if _matches(query, r)][: query.limit]
+        assert view_records(readmodels, query) == expected, query
+    # Each filter on its own selects something and leaves something out (the test can fail).
+    for query in _filters(history, records)[:11]:
+        if query.case_ids == ():
+            continue
+        assert 0 < len(view_records(readmodels, query)) < len(records), query
+
+
+def test_many_cases_are_searched_in_chunks(application: CaseTrail, open_readmodels: Any) -> None:
+    history = History(seed=153)
+    history.cases = [uuid4() for _ in range(900)]
+    application.store_events(history.events(300))
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    records = stored_records(application)
+    wanted = tuple(history.cases)
+    expected = [r for r in records if r.case_id in wanted]
+    assert view_records(readmodels, AccessQuery(case_ids=wanted)) == expected
+    assert view_records(readmodels, AccessQuery(case_ids=wanted, limit=7)) == expected[:7]
+
+
+def test_a_break_glass_review_lands_on_its_access(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    history = History(seed=154)
+    reader = history.people[2]
+    glass = access_event(
+        Decision(True, "break_glass", frozenset({"risk"}), break_glass=True),
+        case_id=history.cases[0],
+        actor=reader,
+        purpose=Purpose.EMERGENCY,
+        request_id="req-glass",
+        case_version=3,
+        channel=Channel.API,
+        client=history.clients[0],
+        break_glass_reason="紧急情况",
+    )
+    auditor = Actor("auditor-1", Role.COMPLIANCE_AUDITOR, "county-compliance", "")
+    # The access and its review in one batch, and a second access reviewed in a later one.
+    application.store_events(
+        [glass, review_event(glass.originator_id, "justified", "核实", auditor)]
+    )
+    later = type(glass)(**{**vars(glass), "originator_id": uuid4()})
+    application.store_events([later])
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    application.store_events([review_event(later.originator_id, "violation", "越权", auditor)])
+    readmodels.follower("accesses").catch_up()
+    with readmodels.accesses.reading() as db:
+        rows = db.execute(
+            f"SELECT event_id, break_glass, review_outcome, reviewed_at FROM {{{TABLE}}} "
+            "ORDER BY position"
+        )
+    assert [(r["event_id"], r["break_glass"], r["review_outcome"]) for r in rows] == [
+        (str(glass.originator_id), 1, "justified"),
+        (str(later.originator_id), 1, "violation"),
+    ]
+    assert all(r["reviewed_at"] for r in rows)
+
+
+def test_the_tables_hold_no_person_unit_street_or_client_in_clear(
+    application: CaseTrail, open_readmodels: Any, store_url: str, tmp_path: Path
+) -> None:
+    history = History(seed=155)
+    planted_user = "金丝雀用户甲一"
+    planted_unit = "canary-unit-7731"
+    planted_street = "金丝雀街道乙二"
+    planted_address = "10.203.77.41"
+    planted_agent = "CanaryAgent/9.7"
+    actor = Actor(planted_user, Role.UNIT_MEMBER, planted_unit, planted_street)
+    client = Client(planted_address, planted_agent)
+    planted: list[DomainEvent] = [
+        access_event(
+            Decision(
+                granted, "unit_member_assigned", frozenset({"risk"}) if granted else frozenset()
+            ),
+            case_id=history.cases[0],
+            actor=actor,
+            purpose=Purpose.FOLLOW_UP,
+            request_id=f"req-canary-{granted}",
+            case_version=2,
+            channel=Channel.API,
+            client=client,
+        )
+        for granted in (True, False)
+    ]
+    planted.append(
+        command_refused(
+            case_id=history.cases[1],
+            actor=actor,
+            command="close",
+            rule="not_permitted",
+            request_id="req-canary-command",
+            channel=Channel.API,
+            client=client,
+        )
+    )
+    application.store_events([*history.events(20), *planted])
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    # Found through their tokens, shown opened.
+    mine = view_records(readmodels, AccessQuery(user=planted_user))
+    assert [r.client_address for r in mine] == [planted_address] * 3
+    assert view_records(readmodels, AccessQuery(unit=planted_unit)) == mine
+    assert view_records(readmodels, AccessQuery(street=planted_street)) == mine
+    if store_url.startswith("sqlite:///"):
+        found = _sqlite_bytes(tmp_path)
+    else:
+        found = _postgres_bytes(str(readmodels.datastore.schema), readmodels)
+    assert len(found) > 10_000
+    for value in (planted_user, planted_unit, planted_street, planted_address, planted_agent):
+        assert value.encode() not in found, value
+    # The scan itself can find what is there: the rule codes are held in clear.
+    assert b"unit_member_assigned" in found
+
+
+def test_case_log_is_complete_while_the_follower_lags(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    history = History(seed=156)
+    application.store_events(history.events(50))
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    # Stored after the view's position: the log reads them from the store.
+    application.store_events(history.events(30))
+    log = CaseLog(application, application.name, readmodels.accesses)
+    records = stored_records(application)
+    for case_id in history.cases:
+        expected = [r for r in records if r.case_id == case_id]
+        applied, position = log.applied(case_id)
+        assert applied == [r for r in expected if r.position <= position]
+        assert log(case_id) == expected
+        assert len(expected) > len(applied), "some of the case's records are in the tail"
+    readmodels.follower("accesses").catch_up()
+    assert [log(c) for c in history.cases] == [
+        [r for r in records if r.case_id == c] for c in history.cases
+    ]
+
+
+def test_an_unknown_case_has_an_empty_log(application: CaseTrail, open_readmodels: Any) -> None:
+    readmodels = open_readmodels()
+    log = CaseLog(application, application.name, readmodels.accesses)
+    assert log(UUID(int=7)) == []
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_finds_nothing(
+    application: CaseTrail, open_readmodels: Any, limit: int
+) -> None:
+    application.store_events(History(seed=157).events(5))
+    readmodels = open_readmodels()
+    readmodels.catch_up()
+    assert view_records(readmodels, AccessQuery(limit=limit)) == []
