@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
 
@@ -50,6 +50,13 @@ from domain.access import (
 )
 from domain.case import Case
 from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.compliance.findings import (
+    Finding,
+    FindingFilter,
+    FindingNotFound,
+    FindingSummary,
+    Outcome,
+)
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
@@ -75,6 +82,7 @@ from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_
 from domain.permissions import require_permission
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import Purpose, Role, UnitType
+from domain.topics import topics_of
 from domain.units import (
     RegisterUnit,
     Unit,
@@ -100,6 +108,14 @@ ACCESS_TOPICS: Final = (
 REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassReviewed))
 # What a case's access log lists: reads, granted or refused (not refused commands).
 _LOGGED: Final = frozenset({RecordKind.READ, RecordKind.REFUSED_READ})
+# Compliance findings (issue 15): every event of a Finding's stream.
+FINDING_TOPICS: Final = topics_of(
+    Finding.FindingRaised,  # type: ignore[attr-defined]
+    Finding.FindingReviewed,  # type: ignore[attr-defined]
+    Finding.FollowUpOpened,  # type: ignore[attr-defined]
+    Finding.FollowUpCompleted,  # type: ignore[attr-defined]
+    Finding.FindingSuperseded,  # type: ignore[attr-defined]
+)
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
 DEFAULT_GRACE_HOURS: Final = 72
@@ -116,8 +132,6 @@ def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:
     for event in events:
         aggregate = event.mutate(aggregate)
     return aggregate
-
-
 
 
 # Investigations: rules of their reads (stored in access events, as every rule).
@@ -1275,6 +1289,122 @@ class CaseTrail(Application[UUID]):
             if record is not None:
                 found.append(record)
         return found
+
+    # --- compliance findings (issue 15) ---------------------------------------------------------
+
+    def record_findings(self, raised: Sequence[Finding]) -> list[Finding]:
+        """Store new findings (`domain.compliance.findings.Finding`, each its first event);
+        returns those this call stored. A finding's id derives from its rule and evidence, so
+        one stored before (by a crashed evaluator, a re-run, another process) is refused by
+        the store and skipped: never doubled."""
+        pending = [
+            (finding, [e for e in finding.collect_events() if isinstance(e, DomainEvent)])
+            for finding in raised
+        ]
+        events = [e for _, found in pending for e in found]
+        if not events:
+            return []
+        try:
+            self.store_events(events)  # usually none is stored yet: one commit for all
+            return [finding for finding, found in pending if found]
+        except IntegrityError:
+            pass
+        stored: list[Finding] = []
+        for finding, found in pending:
+            try:
+                self.store_events(found)
+            except IntegrityError:
+                continue
+            stored.append(finding)
+        return stored
+
+    def findings(self, where: FindingFilter | None = None) -> list[FindingSummary]:
+        """Every finding (`FindingSummary`: ids, codes, instants, counts, no case content),
+        oldest first, those matching `where`. A scan of the findings' own topics (not of the
+        access events): O(findings)."""
+        streams: dict[UUID, list[Any]] = {}
+        for notification in self.notifications(topics=FINDING_TOPICS):
+            event = self.mapper.to_domain_event(notification)
+            streams.setdefault(event.originator_id, []).append(event)
+        found: list[FindingSummary] = []
+        for events in streams.values():
+            finding = replay(None, events)
+            if isinstance(finding, Finding):
+                summary = FindingSummary.of(finding)
+                if where is None or where.matches(summary):
+                    found.append(summary)
+        return found
+
+    def finding(self, finding_id: UUID) -> Finding:
+        try:
+            found: object = self.repository.get(finding_id, projector_func=replay)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, Finding):
+            raise FindingNotFound(
+                "no finding with this id; list them with GET /v1/compliance/findings"
+            )
+        return found
+
+    def _finding_for_auditor(self, finding_id: UUID, actor: Actor, doing: str) -> Finding:
+        if actor.role is not Role.COMPLIANCE_AUDITOR:
+            raise errors.NotPermitted(f"only a compliance auditor may {doing}")
+        return self.finding(finding_id)
+
+    def review_finding(
+        self, finding_id: UUID, outcome: Outcome, reason: str, actor: Actor
+    ) -> Finding:
+        """A compliance auditor's review (`justified` / `violation`), once."""
+
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "review findings")
+            finding.review_as(outcome, reason, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    def open_finding_follow_up(
+        self, finding_id: UUID, owner: str, due_on: date, actor: Actor
+    ) -> Finding:
+        """A follow-up item (owner, due date) for a finding reviewed as a violation."""
+
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "open follow-ups")
+            finding.open_follow_up(owner, due_on, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    def complete_finding_follow_up(
+        self, finding_id: UUID, on: date, note: str, actor: Actor
+    ) -> Finding:
+        def attempt() -> Finding:
+            finding = self._finding_for_auditor(finding_id, actor, "complete follow-ups")
+            finding.complete_follow_up(on, note, actor.as_record())
+            self.save(finding)
+            return finding
+
+        return self._retrying(finding_id, attempt)
+
+    def supersede_findings(
+        self, finding_ids: Iterable[UUID], config_digest: str, by: dict[str, str]
+    ) -> int:
+        """Mark findings a re-run no longer raises as superseded (kept, not removed); those
+        reviewed or superseded already are left as they are. Returns how many were marked."""
+        marked = 0
+        for finding_id in finding_ids:
+
+            def attempt(finding_id: UUID = finding_id) -> bool:
+                finding = self.finding(finding_id)
+                if not finding.supersede(config_digest, by):
+                    return False
+                self.save(finding)
+                return True
+
+            marked += self._retrying(finding_id, attempt)
+        return marked
 
 
 def access_log_entry(record: AccessRecord) -> dict[str, Any]:

@@ -76,6 +76,11 @@ EVENT_TOPICS = frozenset(
         "domain.investigations:Investigation.RectificationAdded",
         "domain.investigations:Investigation.RectificationCompleted",
         "domain.investigations:Investigation.ReportIssued",
+        "domain.compliance.findings:Finding.FindingRaised",
+        "domain.compliance.findings:Finding.FindingReviewed",
+        "domain.compliance.findings:Finding.FindingSuperseded",
+        "domain.compliance.findings:Finding.FollowUpCompleted",
+        "domain.compliance.findings:Finding.FollowUpOpened",
         "domain.deadlines:AssignmentNotSignedFor",
         "domain.deadlines:AssignmentOverdue",
         "domain.deadlines:ConsultationOverdue",
@@ -100,6 +105,7 @@ EVENT_TOPICS = frozenset(
 AGGREGATE_TOPICS = frozenset(
     {
         "domain.case:Case",
+        "domain.compliance.findings:Finding",
         "domain.investigations:Investigation",
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
@@ -111,6 +117,12 @@ AGGREGATE_TOPICS = frozenset(
 SINCE_STORE_V1 = frozenset(
     {
         "domain.access:CommandRefused",
+        "domain.compliance.findings:Finding",
+        "domain.compliance.findings:Finding.FindingRaised",
+        "domain.compliance.findings:Finding.FindingReviewed",
+        "domain.compliance.findings:Finding.FindingSuperseded",
+        "domain.compliance.findings:Finding.FollowUpCompleted",
+        "domain.compliance.findings:Finding.FollowUpOpened",
         "domain.case:Case.AssignmentDeclined",
         "domain.case:Case.AssignmentResultReported",
         "domain.deadlines:AssignmentNotSignedFor",
