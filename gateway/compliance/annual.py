@@ -12,7 +12,8 @@ What one calendar year (Beijing time) shows, each section from where it is kept:
 4. refusals: refused reads by rule, refused commands by command and rule, refused
    authentications by reason (their events, with the throttle's suppressed counts);
 5. break-glass: uses, and their reviews by outcome (reviewed in time or not, pending);
-6. findings and their outcomes (the rules' findings, when the service has them);
+6. findings and their outcomes: the compliance rules' findings whose evidence ended in the
+   year, by rule and status, and their follow-ups (`CaseTrail.findings`);
 7. keys and integrity: units' key rotations, checkpoints signed in the year and the keys that
    signed them, and the store verified now against every signed checkpoint (as
    `casetrail verify`).
@@ -38,6 +39,7 @@ from eventsourcing.domain import DomainEvent
 
 from domain.access import FIELDS, IDENTITY_FIELDS, Actor, BreakGlassReviewed, Sensitivity
 from domain.application import CaseTrail
+from domain.compliance.findings import FINDING_STATUS_LABELS, FindingFilter
 from domain.compliance.records import AccessRecord, RecordKind
 from domain.refusals import AuthenticationRefused
 from domain.taxonomy import CATEGORY_LABELS, Category
@@ -315,8 +317,21 @@ def annual_document(
 
 
 def findings_section(application: CaseTrail, start: datetime, end: datetime) -> dict[str, Any]:
-    """The compliance rules' findings of the period, by rule and by outcome."""
-    return {"available": False, "total": 0, "by_rule": [], "by_status": []}
+    """The compliance rules' findings whose evidence ended in the period (`FindingFilter`), by
+    rule, by status (open, justified, violation, superseded) and their follow-ups."""
+    found = application.findings(FindingFilter(since=start, until=end))
+    follow_ups = [f.follow_up for f in found if f.follow_up is not None]
+    return {
+        "available": True,
+        "total": len(found),
+        "by_rule": _counted(Counter(f.rule for f in found)),
+        "by_status": _counted(
+            Counter(str(f.status) for f in found),
+            {str(k): v for k, v in FINDING_STATUS_LABELS.items()},
+        ),
+        "follow_ups": len(follow_ups),
+        "follow_ups_completed": sum(1 for f in follow_ups if f.get("completed")),
+    }
 
 
 def render_annual(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import unicodedata
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,8 @@ import pytest
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from domain.access import NO_CASE, CaseAccessed
+from domain.access import NO_CASE, Actor, CaseAccessed
+from domain.compliance.findings import Finding, Outcome
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.compliance.annual import SECTIONS, annual_html
@@ -57,6 +58,29 @@ def _scenario(world: World) -> None:
     export = client.get("/v1/ledger/export?format=json&identity=true", headers=coordinator)
     assert export.status_code == 200
     assert client.get("/v1/cases", headers={"Authorization": "Bearer nonsense"}).status_code == 401
+    # Two findings of the year (the rules' evaluator is not part of this test): one reviewed as
+    # a violation with a follow-up, one open.
+    now = datetime.now(UTC)
+    found = [
+        Finding(
+            rule=rule,
+            evidence=evidence,
+            person="user-x",
+            role="unit_member",
+            unit="far-unit",
+            street="chengguan-street",
+            case_ids=[first],
+            window_start=(now - timedelta(minutes=5)).isoformat(),
+            window_end=now.isoformat(),
+            detail={"count": len(evidence)},
+        )
+        for rule, evidence in (("repeated_refusals", [1, 2, 3]), ("bulk_browsing", [4, 5]))
+    ]
+    application = world.application
+    application.record_findings(found)
+    auditor = Actor("auditor-1", Role.COMPLIANCE_AUDITOR, "county-audit", "chengguan-street")
+    application.review_finding(found[0].id, Outcome.VIOLATION, "无正当理由多次尝试", auditor)
+    application.open_finding_follow_up(found[0].id, "coord-1", date.today(), auditor)
     evidence: Evidence = client.app.state.evidence  # type: ignore[attr-defined]
     evidence.catch_up()
     evidence.checkpoint_now()
@@ -106,6 +130,11 @@ def test_the_annual_report_counts_the_year(world: World) -> None:
         "pending": 1,
         "by_outcome": [{"code": "pending", "label": "待复核", "count": 1}],
     }
+    findings = doc["findings"]
+    assert findings["available"] and findings["total"] == 2
+    assert {r["code"] for r in findings["by_rule"]} == {"repeated_refusals", "bulk_browsing"}
+    assert {r["code"]: r["count"] for r in findings["by_status"]} == {"violation": 1, "open": 1}
+    assert (findings["follow_ups"], findings["follow_ups_completed"]) == (1, 0)
     verification = doc["keys"]["verification"]
     assert verification["intact"] and verification["checkpoints_matched"] >= 1
     assert doc["keys"]["checkpoints_signed"] >= 1
