@@ -1,4 +1,4 @@
-"""Compliance outputs built on the access records (issue 15, items 5-8): the accounting of
-disclosures, access reports, the annual audit report of minors' personal information and the
-FHIR R5 AuditEvent export. Adapters: they format what the one reader (`gateway.http.reader`)
-has already decided and recorded."""
+"""Compliance on information access (issue 15): the rules' configuration file and evaluator;
+the accounting of disclosures, access reports, the annual audit report and the FHIR R5
+AuditEvent export, which format what the one reader (`gateway.http.reader`) has already decided
+and recorded."""

@@ -24,6 +24,12 @@ the answer of each rule, used by the app's handler of `AccessRefused`. Only the 
 refuse other roles and purposes with a plain 403 not-permitted, not stored, as before.
 A ledger row the rules refuse is left out of its page, not refused.
 
+The compliance reports (issue 15: the accounting of disclosures, access reports, the FHIR
+AuditEvent export, the annual audit) are the compliance auditors' (`compliance_report_scope`,
+refusal `compliance_report_not_for_role`, channel `compliance`); what each answer shows is
+recorded first as reads of the covered files' access logs (`record_compliance_report`; proven by
+tests/integration/test_disclosures.py).
+
 Every access event, granted or refused, also records how the reader knew what it knew
 (issue 13): the version of the case decided on (a case read's loaded case; a ledger row's version
 as the ledger holds it; the live case for a full-identity export; None when no case is named),
