@@ -66,6 +66,7 @@ from gateway.http.problems import problem
 from gateway.http.reader import AuditedReader
 from gateway.http.routes.investigations import files_of_minor
 from gateway.logs import get_logger
+from gateway.reports.html import CHINA
 from gateway.reports.pdf import PdfUnavailable
 from gateway.reports.render import MEDIA_TYPES as REPORT_MEDIA_TYPES
 from projections.compliance.access_log import AccessQuery
@@ -411,7 +412,7 @@ def annual_report(
     unit), disclosures and exports, refusals, break-glass uses and their reviews, findings
     and outcomes, key rotations and verification results; counts only, in Chinese, signed.
     Compliance auditors (compliance_review); producing it is recorded first."""
-    if year > _now().year:
+    if year > _now().astimezone(CHINA).year:  # the year as Beijing counts it
         raise InvalidFilter("year must not be later than the current year", field="year")
     reader.compliance_report_scope()
     evidence: Evidence = request.app.state.evidence
