@@ -90,6 +90,7 @@ def test_the_accounting_lists_exactly_the_disclosures_of_both_files(world: World
     assert response.status_code == 200, response.text
     answer = response.json()
     assert answer["files"] == 2 and sorted(answer["case_ids"]) == sorted(world.files)
+    assert answer["files_found_as_of"]["lag"] >= 0
     listed = Counter(
         (d["case_id"], d["user"], d["channel"], d["rule"]) for d in answer["disclosures"]
     )

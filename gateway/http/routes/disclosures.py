@@ -154,6 +154,9 @@ def disclosures(
     read of each file's access log before the answer."""
     reader.compliance_report_scope()
     readmodels = readmodels_of(svc)
+    # The files are found through the ledger: one reported after its position is not yet
+    # among them (the answer says how far the ledger had followed the store).
+    ledger = readmodels.follower("ledger").status()
     files = files_of_minor(svc, body.id_number)
     records = (
         find_records(
@@ -171,6 +174,7 @@ def disclosures(
         document = {
             **_generated(reader),
             "files": len(files),
+            "files_found_as_of": {"position": ledger.position, "lag": ledger.lag},
             "case_ids": [str(c) for c in files],
             "count": len(found),
             "disclosures": [record_json(r) for r in found],
