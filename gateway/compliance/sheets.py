@@ -3,14 +3,14 @@ headers (the accounting of disclosures for one minor, the access reports).
 
 The spreadsheet writers are the ledger's (`projections.ledger.exports`: `ledger_xlsx`,
 `ledger_csv`), so every text cell goes through the same `neutralise()`: a value a spreadsheet
-would take for a formula (a user id or unit code such as `=HYPERLINK(...)`) gets a `'` in front
+would take for a formula (a client's user agent such as `=HYPERLINK(...)`) gets a `'` in front
 and is written as a string cell. A record holds no case content (`AccessRecord`): who, role,
 unit, street, when, purpose, rule, channel, the names of the fields disclosed, the case's opaque
-id. Times are shown in China's local time (UTC+8) in the spreadsheets, as instants with their
-offset in JSON.
+id, the reader's client (address, user agent). Times are shown in China's local time (UTC+8)
+in the spreadsheets, as instants with their offset in JSON.
 
-Proven by tests/integration/test_disclosures.py (headers, a planted `=HYPERLINK(...)`
-neutralised in CSV and .xlsx).
+Proven by tests/integration/test_disclosures.py (headers, a `=HYPERLINK(...)` sent as a
+reader's User-Agent neutralised in CSV and .xlsx).
 """
 
 from __future__ import annotations
@@ -82,6 +82,8 @@ DISCLOSURE_COLUMNS: Final = (
     Column("rule", "授权依据", (), 24),
     Column("break_glass", "紧急查阅", (), 8),
     Column("case_id", "档案编号", (), 38),
+    Column("client_address", "客户端地址", (), 16),
+    Column("client_user_agent", "客户端标识", (), 30),
 )
 # The access report (查阅记录报表): every access, granted or refused.
 ACCESS_COLUMNS: Final = (
@@ -99,6 +101,8 @@ ACCESS_COLUMNS: Final = (
     Column("command", "被拒操作", (), 16),
     Column("break_glass", "紧急查阅", (), 8),
     Column("case_id", "档案编号", (), 38),
+    Column("client_address", "客户端地址", (), 16),
+    Column("client_user_agent", "客户端标识", (), 30),
 )
 DISCLOSURE_SHEET: Final = "披露记录"
 ACCESS_SHEET: Final = "查阅记录"
@@ -135,6 +139,7 @@ def record_json(record: AccessRecord) -> dict[str, Any]:
         "case_id": str(record.case_id) if record.case_id is not None else None,
         "case_version": record.case_version,
         "request_id": record.request_id,
+        "client": {"address": record.client_address, "user_agent": record.client_user_agent},
     }
 
 
@@ -154,6 +159,10 @@ def _cells(record: AccessRecord) -> dict[str, Any]:
         "command": record.command,
         "break_glass": "是" if record.break_glass else "否",
         "case_id": str(record.case_id) if record.case_id is not None else "",
+        # The reader's client as the service saw it: the user agent is whatever the client
+        # sent (bounded, no control characters), so it is the likeliest formula of all.
+        "client_address": record.client_address,
+        "client_user_agent": record.client_user_agent,
     }
 
 

@@ -14,16 +14,15 @@ from fastapi.testclient import TestClient
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import keyring
-from gateway.auth import issue_token
-from gateway.cli.main import DEFAULT_STREET
 from gateway.settings import Settings
 from projections.readmodels import ReadModels
+from tests.conftest import TokenFactory
 from tests.integration.planted import Planted, planted_case
 
 VILLAGE: Final = "dongshan-village"
 OFFICE: Final = "chengguan-governance-office"
-FORMULA: Final = '=HYPERLINK("http://attacker.example/x","点我")'
+# What a client may send as its User-Agent, which access records keep and the reports show.
+FORMULA: Final = '=HYPERLINK("http://attacker.example/x","click")'
 # Tests whose point is not storage run on SQLite only (the scenario's storage-bound checks run
 # on both: the accounting, the access reports, the FHIR bundle, the annual counts).
 SQLITE_ONLY: Final = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -33,21 +32,26 @@ SQLITE_ONLY: Final = pytest.mark.parametrize("store_url", ["sqlite"], indirect=T
 class World:
     client: TestClient
     settings: Settings
+    auth: TokenFactory
     child: Planted
     other: Planted
     files: list[str]
     other_file: str
 
     def headers(
-        self, role: Role, unit: str, *, user: str | None = None, purpose: str | None = None
+        self,
+        role: Role,
+        unit: str,
+        *,
+        user: str | None = None,
+        purpose: str | None = None,
+        agent: str | None = None,
     ) -> dict[str, str]:
-        key = keyring.load_private_key(self.settings.keys_dir / keyring.TOKEN_KEY, "token key")
-        token = issue_token(
-            key, user=user or f"user-{role}-{unit}", role=role, unit=unit, street=DEFAULT_STREET
-        )
-        found = {"Authorization": f"Bearer {token}"}
-        if purpose:
-            found["X-Purpose-Of-Use"] = purpose
+        """A fresh token for a registered user (the `auth` fixture), the purpose, and the
+        client's User-Agent when given."""
+        found: dict[str, str] = self.auth(role, unit, user=user, purpose=purpose)
+        if agent is not None:
+            found["User-Agent"] = agent
         return found
 
     def auditor(self) -> dict[str, str]:
@@ -90,12 +94,12 @@ def _report(client: TestClient, world_headers: dict[str, str], body: dict[str, A
     return str(response.json()["id"])
 
 
-def make_world(client: TestClient, settings: Settings) -> World:
+def make_world(client: TestClient, settings: Settings, auth: TokenFactory) -> World:
     child = planted_case(VILLAGE, seed=7)
     second = planted_case(VILLAGE, seed=8).body
     second["minor"] = dict(child.body["minor"])  # the same child, another clue
     other = planted_case(VILLAGE, seed=9)
-    found = World(client, settings, child, other, [], "")
+    found = World(client, settings, auth, child, other, [], "")
     reporter = found.headers(Role.REPORTER, VILLAGE)
     found.files = [_report(client, reporter, child.body), _report(client, reporter, second)]
     found.other_file = _report(client, reporter, other.body)

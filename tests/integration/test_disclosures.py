@@ -6,8 +6,8 @@ readers (the reporter, the street's coordinator and supervisor, a full-identity 
 compliance auditor reading an access log, a refused reader). The accounting lists exactly the
 disclosures the scenario made of both files (checked against the access events in the store,
 and by who read what), none of the other child's, and none of the audit-only reads; CSV and
-.xlsx have Chinese headers and a planted `=HYPERLINK(...)` user id neutralised; no answer
-holds the planted name, ID number, school or description; every auditor's answer is recorded
+.xlsx have Chinese headers and a `=HYPERLINK(...)` sent as a reader's User-Agent neutralised;
+no answer holds the planted name, ID number, school or description; every answer is recorded
 as a read of the files' access logs before it is returned; other roles are refused and their
 refusal recorded. Also: the reports list reads made just before them though the access-log
 view is behind (read-your-writes), and bad input is a problem naming the field.
@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from domain.access import NO_CASE, AccessDenied, CaseAccessed
 from domain.taxonomy import Role
 from gateway.settings import Settings
+from tests.conftest import TokenFactory
 from tests.integration.compliance_world import (
     FORMULA,
     OFFICE,
@@ -40,8 +41,8 @@ from tests.integration.planted import planted_case
 
 
 @pytest.fixture
-def world(client: TestClient, settings: Settings) -> World:
-    return make_world(client, settings)
+def world(client: TestClient, settings: Settings, auth: TokenFactory) -> World:
+    return make_world(client, settings, auth)
 
 
 def _scenario(world: World) -> None:
@@ -51,7 +52,9 @@ def _scenario(world: World) -> None:
     reporter = world.headers(Role.REPORTER, VILLAGE, purpose="follow_up")
     coordinator = world.headers(Role.COORDINATOR, OFFICE, purpose="consultation")
     supervisor = world.headers(Role.SUPERVISOR, OFFICE, user="sup-1", purpose="consultation")
-    planted = world.headers(Role.COORDINATOR, OFFICE, user=FORMULA, purpose="consultation")
+    planted = world.headers(
+        Role.COORDINATOR, OFFICE, user="coord-2", purpose="consultation", agent=FORMULA
+    )
     for headers, case_id in (
         (reporter, first),
         (coordinator, first),
@@ -104,7 +107,7 @@ def test_the_accounting_lists_exactly_the_disclosures_of_both_files(world: World
         (coordinator, first): 2,  # a read, and the full-identity export
         (coordinator, second): 2,
         ("sup-1", second): 1,
-        (FORMULA, first): 1,
+        ("coord-2", first): 1,
     }
     assert {d["channel"] for d in answer["disclosures"]} == {"api", "export"}
     assert world.other_file not in response.text
@@ -156,8 +159,9 @@ def test_the_accounting_as_csv_and_xlsx_has_chinese_headers_and_no_formula(
     rows = list(csv.reader(io.StringIO(text)))
     assert rows[0][:4] == ["序号", "披露时间", "查阅人", "角色"]
     assert len(rows) == 1 + 7
-    users = [r[2] for r in rows[1:]]
-    assert "'" + FORMULA in users and FORMULA not in users
+    agents = [r[-1] for r in rows[1:]]
+    assert rows[0][-2:] == ["客户端地址", "客户端标识"]
+    assert "'" + FORMULA in agents and FORMULA not in agents
     for value in world.planted_values():
         assert value not in text
 

@@ -28,12 +28,13 @@ from domain.compliance.records import AccessRecord, RecordKind
 from domain.taxonomy import Purpose, Role
 from gateway.compliance import fhir
 from gateway.settings import Settings
+from tests.conftest import TokenFactory
 from tests.integration.compliance_world import OFFICE, SQLITE_ONLY, World, make_world
 
 
 @pytest.fixture
-def world(client: TestClient, settings: Settings) -> World:
-    return make_world(client, settings)
+def world(client: TestClient, settings: Settings, auth: TokenFactory) -> World:
+    return make_world(client, settings, auth)
 
 
 PATH: Final = "/v1/compliance/fhir/AuditEvent"

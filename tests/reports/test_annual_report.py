@@ -28,14 +28,15 @@ from gateway.reports.html import CHINA
 from gateway.reports.pdf import html_to_pdf
 from gateway.reports.signing import verify_report
 from gateway.settings import Settings
+from tests.conftest import TokenFactory
 from tests.integration.compliance_world import OFFICE, SQLITE_ONLY, World, make_world
 from tests.reports.conftest import chromium_path
 from tests.reports.test_browser import OVERFLOWING
 
 
 @pytest.fixture
-def world(client: TestClient, settings: Settings) -> World:
-    return make_world(client, settings)
+def world(client: TestClient, settings: Settings, auth: TokenFactory) -> World:
+    return make_world(client, settings, auth)
 
 
 HEADINGS = [title for _, title in SECTIONS]
