@@ -49,7 +49,6 @@ from domain.access import (
     review_event,
 )
 from domain.case import Case
-from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
 from domain.compliance.findings import (
     Finding,
     FindingFilter,
@@ -57,6 +56,7 @@ from domain.compliance.findings import (
     FindingSummary,
     Outcome,
 )
+from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (

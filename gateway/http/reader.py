@@ -586,7 +586,6 @@ class AuditedReader:
             client=self.client,
         )
 
-
     # --- compliance reports (issue 15: gateway/http/routes/disclosures.py) ---
     # The accounting of disclosures for one minor, the access reports, the FHIR AuditEvent
     # export and the annual audit report show access records (who, when, why, which fields, of
