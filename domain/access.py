@@ -507,6 +507,9 @@ class Channel(StrEnum):
     TIMELINE = "timeline"
     KNOWLEDGE = "knowledge"
     DEADLINES = "deadlines"
+    # A compliance auditor's report of access records (issue 15: accounting of disclosures,
+    # access reports, the FHIR AuditEvent export, the annual audit report).
+    COMPLIANCE = "compliance"
 
 
 # The channel of an access event stored before channels were recorded (class version 1).

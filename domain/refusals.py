@@ -33,6 +33,12 @@ class RefusalReason(StrEnum):
     UNTRUSTED_SIGNATURE = "untrusted_signature"
     INVALID_CLAIMS = "invalid_claims"
     UNKNOWN_ROLE = "unknown_role"
+    # The token is well signed, but its user may not get in (issue 16, gateway.auth.UserRegistry):
+    # not registered, suspended, not holding the token's role, or of another unit or street.
+    UNREGISTERED_USER = "unregistered_user"
+    USER_SUSPENDED = "user_suspended"
+    ROLE_NOT_HELD = "role_not_held"
+    UNIT_MISMATCH = "unit_mismatch"
 
 
 class AuthenticationRefused(DomainEvent):

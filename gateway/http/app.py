@@ -52,6 +52,7 @@ from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import compliance as compliance_routes
 from gateway.http.routes import corrections as correction_routes
+from gateway.http.routes import disclosures as disclosure_routes
 from gateway.http.routes import evidence as evidence_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
@@ -60,6 +61,7 @@ from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
 from gateway.http.routes import screening as screening_routes
 from gateway.http.routes import submissions as submission_routes
+from gateway.http.routes import users as user_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -79,6 +81,8 @@ ROUTERS = (
     correction_routes.router,
     submission_routes.router,
     compliance_routes.router,
+    disclosure_routes.router,
+    user_routes.router,
 )
 
 log = get_logger("casetrail.api")

@@ -27,7 +27,7 @@ from domain.application import CaseTrail
 from domain.compliance.origin import CommandOrigin, set_origin
 from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
-from gateway.auth import AuthenticationFailed, TokenVerifier
+from gateway.auth import AuthenticationFailed, TokenVerifier, UserRegistry
 from gateway.http.client import ProxyTrust, resolve_client
 from gateway.http.reader import AuditedReader
 from gateway.settings import Settings
@@ -48,6 +48,11 @@ class Services:
     def proxy_trust(self) -> ProxyTrust:
         """Which header names the client's address, and which peers may set it (settings)."""
         return ProxyTrust(self.settings.trusted_proxy_header, self.settings.trusted_proxy_networks)
+
+    @cached_property
+    def users(self) -> UserRegistry:
+        """Which users may get in (issue 16): this process's snapshot of the user registry."""
+        return UserRegistry(self.application)
 
 
 @dataclass(frozen=True)
@@ -118,6 +123,7 @@ async def current_actor(
                 "no bearer token; send `Authorization: Bearer <token>`", RefusalReason.MISSING
             )
         actor = svc.verifier.verify(credentials.credentials)
+        await admit(svc, actor)
     except AuthenticationFailed as refused:
         await _record_refusal(request, svc, refused.reason)
         raise
@@ -128,6 +134,16 @@ async def current_actor(
     context = request_context_of(request, svc)
     set_origin(CommandOrigin(context.request_id, Channel.API, context.client))
     return actor
+
+
+async def admit(svc: Services, actor: Actor) -> None:
+    """Raise `AuthenticationFailed` unless the actor's user is registered, active, holds the
+    role, in that unit and street (`gateway.auth.UserRegistry`). A fresh hit is a dictionary
+    lookup here; a miss or a due refresh reads the store, off the event loop."""
+    if svc.users.due(actor.user):
+        await run_in_threadpool(svc.users.check, actor)
+    else:
+        svc.users.check(actor, refresh=False)
 
 
 async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:

@@ -24,6 +24,12 @@ the answer of each rule, used by the app's handler of `AccessRefused`. Only the 
 refuse other roles and purposes with a plain 403 not-permitted, not stored, as before.
 A ledger row the rules refuse is left out of its page, not refused.
 
+The compliance reports (issue 15: the accounting of disclosures, access reports, the FHIR
+AuditEvent export, the annual audit) are the compliance auditors' (`compliance_report_scope`,
+refusal `compliance_report_not_for_role`, channel `compliance`); what each answer shows is
+recorded first as reads of the covered files' access logs (`record_compliance_report`; proven by
+tests/integration/test_disclosures.py).
+
 Every access event, granted or refused, also records how the reader knew what it knew
 (issue 13): the version of the case decided on (a case read's loaded case; a ledger row's version
 as the ledger holds it; the live case for a full-identity export; None when no case is named),
@@ -39,7 +45,7 @@ tests/projections/test_ledger_api.py, tests/evidence/test_bundles.py.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, NoReturn
@@ -51,6 +57,7 @@ from domain import errors
 from domain.access import (
     COUNTY_ORDER_RULE,
     IDENTITY_FIELDS,
+    NO_CASE,
     ROLE_PURPOSES,
     Actor,
     BreakGlassAccessed,
@@ -95,6 +102,8 @@ log = get_logger("casetrail.api")
 BUNDLE_ROLES: Final = frozenset({Role.INVESTIGATOR, Role.COORDINATOR})
 # A full-identity export shows both (the ledger masks them).
 _EXPORT_IDENTITY: Final = frozenset({"minor.name", "minor.id_number"})
+# What a compliance report discloses of each case file it covers: its access log.
+_ACCESS_LOG: Final = frozenset({"access_log"})
 
 PURPOSE_NOT_ALLOWED: Final = "purpose_not_allowed_for_role"
 BUNDLE_NOT_FOR_ROLE: Final = "evidence_bundle_not_for_role"
@@ -171,6 +180,16 @@ _NOT_FOR_ROLE[STREET_WORKLIST_NOT_FOR_ROLE] = RefusalAnswer(
     _NOT_FOR_ROLE_TITLE,
     "this worklist covers a whole street: its coordinators and supervisors read it; the "
     "refusal was recorded",
+)
+# The compliance reports (issue 15: the accounting of disclosures, access reports, the FHIR
+# AuditEvent export, the annual audit report): compliance auditors only; no case is named.
+COMPLIANCE_REPORT_NOT_FOR_ROLE: Final = "compliance_report_not_for_role"
+_NOT_FOR_ROLE[COMPLIANCE_REPORT_NOT_FOR_ROLE] = RefusalAnswer(
+    403,
+    "not-permitted",
+    _NOT_FOR_ROLE_TITLE,
+    "accountings of disclosures, access reports and the annual audit are the compliance "
+    "auditors' (purpose compliance_review); the refusal was recorded",
 )
 _PURPOSE_NOT_ALLOWED: Final = RefusalAnswer(
     403,
@@ -564,6 +583,40 @@ class AuditedReader:
             self.purpose,
             self.request_id,
             investigation_id,
+            client=self.client,
+        )
+
+    # --- compliance reports (issue 15: gateway/http/routes/disclosures.py) ---
+    # The accounting of disclosures for one minor, the access reports, the FHIR AuditEvent
+    # export and the annual audit report show access records (who, when, why, which fields, of
+    # which opaque case id), never case content. A compliance auditor declaring
+    # `compliance_review` only: anyone else is refused before any read model is read, the
+    # refusal stored (`compliance_report_not_for_role:<role>`, 403 not-permitted; a purpose the
+    # role may not declare, 403 purpose-not-allowed), channel `compliance`. What an answer
+    # shows is recorded before it is returned: one `CaseAccessed` per case file whose access
+    # records it shows (fields `access_log`, the case's access log; rule
+    # `<report>:compliance_review`), all in one write, or one naming no case (`NO_CASE`) when
+    # it shows none (an accounting that found no file, an annual report of counts).
+
+    def compliance_report_scope(self) -> None:
+        """Refuse (and record) anyone but a compliance auditor declaring compliance_review."""
+        if self.purpose not in ROLE_PURPOSES[self.actor.role]:
+            self._refuse(
+                f"{PURPOSE_NOT_ALLOWED}:{self.actor.role}:{self.purpose}", Channel.COMPLIANCE
+            )
+        if self.actor.role is not Role.COMPLIANCE_AUDITOR:
+            self._refuse(f"{COMPLIANCE_REPORT_NOT_FOR_ROLE}:{self.actor.role}", Channel.COMPLIANCE)
+
+    def record_compliance_report(self, report: str, case_ids: Iterable[UUID | None]) -> None:
+        """Store what a compliance report discloses, before it is returned (see above)."""
+        self.compliance_report_scope()
+        covered = list(dict.fromkeys(c for c in case_ids if c is not None)) or [NO_CASE]
+        self.application.record_disclosures(
+            [(c, _ACCESS_LOG, f"{report}:{Purpose.COMPLIANCE_REVIEW}", None) for c in covered],
+            actor=self.actor,
+            purpose=self.purpose,
+            request_id=self.request_id,
+            channel=Channel.COMPLIANCE,
             client=self.client,
         )
 

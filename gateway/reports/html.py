@@ -323,3 +323,10 @@ def render_html(document: dict[str, Any]) -> str:
         determination_zh=DETERMINATION_ZH,
         status_zh=STATUS_ZH,
     )
+
+
+def render_page(template: str, **values: Any) -> str:
+    """Another page of the templates folder rendered with the same environment (autoescaping,
+    `local_time`) and the same Content-Security-Policy (`csp`): e.g. the annual compliance
+    report (`gateway.compliance.annual`)."""
+    return _ENVIRONMENT.get_template(template).render(csp=CSP, **values)

@@ -112,6 +112,7 @@ CHANNEL_LABELS: Final = MappingProxyType(
         "timeline": "时间线",
         "knowledge": "知情矩阵",
         "deadlines": "时限分析",
+        "compliance": "合规报告",
         "unrecorded": "未记录",
     }
 )

@@ -98,7 +98,10 @@ def ledger_xlsx(
     columns: Sequence[Column],
     lines: Sequence[Sequence[Any]],
     report: QuarterlyReport | None = None,
+    sheet_name: str = LEDGER_SHEET,
 ) -> bytes:
+    """The ledger laid out as described above; `sheet_name` names its sheet (other lists of
+    lines, e.g. the compliance reports of gateway/compliance/sheets.py, name theirs)."""
     # Imported here: openpyxl takes a noticeable part of a second to import, and every
     # `casetrail` command would pay it otherwise.
     from openpyxl import Workbook  # noqa: PLC0415
@@ -110,7 +113,7 @@ def ledger_xlsx(
     default = workbook.active
     if default is not None:
         workbook.remove(default)
-    sheet = workbook.create_sheet(LEDGER_SHEET)
+    sheet = workbook.create_sheet(sheet_name)
     width = len(columns) + 1
     last = get_column_letter(width)
 

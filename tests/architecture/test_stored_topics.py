@@ -110,6 +110,12 @@ EVENT_TOPICS = frozenset(
         "domain.submissions:LedgerSubmission.LedgerSubmitted",
         "domain.submissions:LedgerSubmission.LedgerReceived",
         "domain.submissions:LedgerSubmissionMissed",
+        "domain.users:User.PostChanged",
+        "domain.users:User.RoleGranted",
+        "domain.users:User.RoleRevoked",
+        "domain.users:User.UserRegistered",
+        "domain.users:User.UserReinstated",
+        "domain.users:User.UserSuspended",
     }
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
@@ -124,6 +130,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.screening:Campaign",
         "domain.units:Unit",
         "domain.submissions:LedgerSubmission",
+        "domain.users:User",
     }
 )
 # Topics pinned above but first stored after the fixture store was written: the duty cycle and
@@ -177,6 +184,14 @@ SINCE_STORE_V1 = frozenset(
         "domain.roster:RosterEntry.Visited",
         "domain.screening:Campaign.Opened",
         "domain.screening:Campaign",
+        # The user registry (issue 16).
+        "domain.users:User",
+        "domain.users:User.PostChanged",
+        "domain.users:User.RoleGranted",
+        "domain.users:User.RoleRevoked",
+        "domain.users:User.UserRegistered",
+        "domain.users:User.UserReinstated",
+        "domain.users:User.UserSuspended",
     }
 )
 # The snapshot table's rows (the library's class).

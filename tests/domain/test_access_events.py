@@ -38,6 +38,7 @@ def test_the_channels_are_the_contracts() -> None:
         "timeline",
         "knowledge",
         "deadlines",
+        "compliance",
     }
     assert UNRECORDED_CHANNEL not in {str(c) for c in Channel}
 
