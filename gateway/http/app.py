@@ -43,7 +43,7 @@ from domain.application import AccessRefused
 from gateway import bootstrap
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
-from gateway.http import limits
+from gateway.http import limits, sessions
 from gateway.http.dependencies import Services
 from gateway.http.limits import RequestLimits
 from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, validation_errors
@@ -56,6 +56,7 @@ from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
+from gateway.http.routes import signin as signin_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -71,6 +72,7 @@ ROUTERS = (
     workbench_routes.router,
     notice_routes.router,
     report_routes.router,
+    signin_routes.router,
 )
 
 log = get_logger("casetrail.api")
@@ -122,6 +124,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     )
     _install_middleware(app)
     _install_error_handlers(app)
+    sessions.install(app)  # a CSRF refusal is 403, not the 401 of a refused token
     for router in ROUTERS:
         app.include_router(router)
     _install_docs(app)
