@@ -98,6 +98,22 @@ from domain.units import (
     UnknownUnit,
     unit_stream_id,
 )
+from domain.users import (
+    DEFAULT_POSTS,
+    USER_EVENT_CLASSES,
+    ChangePost,
+    ChangeRole,
+    ChangeStatus,
+    Post,
+    RegisterUser,
+    RoleAlreadyHeld,
+    UnknownUser,
+    User,
+    UserAlreadyRegistered,
+    UserOfAnotherUnit,
+    user_stream_id,
+)
+from domain.users import history as user_history
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -113,6 +129,8 @@ ACCESS_TOPICS: Final = (
     get_topic(AccessDenied),
 )
 REVIEW_TOPICS: Final = (get_topic(BreakGlassAccessed), get_topic(BreakGlassReviewed))
+
+USER_TOPICS: Final = tuple(get_topic(c) for c in USER_EVENT_CLASSES)
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
 DEFAULT_GRACE_HOURS: Final = 72
@@ -1276,6 +1294,162 @@ class CaseTrail(Application[UUID]):
                 found.append(event)
         return found
 
+    # --- the user registry (issue 16, domain.users) ----------------------------------------------
+
+    def register_user(self, command: RegisterUser, by: dict[str, str]) -> User:
+        """Register a user with their first role; a user id is registered once only."""
+        user = User.register(command, by=by)
+        try:
+            self.save(user)
+        except IntegrityError:
+            raise UserAlreadyRegistered(
+                "a user with this id is already registered; grant a role or change the post "
+                "instead",
+                field="user_id",
+            ) from None
+        return user
+
+    def ensure_user(
+        self,
+        actor: Actor,
+        *,
+        display_name: str,
+        post: Post | None = None,
+        by: dict[str, str],
+        reason: str,
+    ) -> User:
+        """The actor's user, registered (with `post`, or the role's `DEFAULT_POSTS`) or granted
+        the actor's role when needed, so that the actor's tokens get in: for set-ups that know
+        people by their tokens (the demo, bench, test fixtures). Refuses (UnitMismatch) a user
+        registered in another unit or street: a token naming that unit would still be refused.
+        """
+        try:
+            user = self.user(actor.user)
+        except UnknownUser:
+            command = RegisterUser(
+                user_id=actor.user,
+                display_name=display_name,
+                unit=actor.unit,
+                street=actor.street,
+                role=actor.role,
+                post=post or DEFAULT_POSTS[actor.role],
+                reason=reason,
+            )
+            try:
+                return self.register_user(command, by)
+            except UserAlreadyRegistered:
+                user = self.user(actor.user)  # registered meanwhile: check it below
+        if (user.unit, user.street) != (actor.unit, actor.street):
+            raise UserOfAnotherUnit(
+                "this user id is registered in another unit or street; use another user id",
+                field="user_id",
+            )
+        if actor.role not in user.roles:
+            try:
+                user = self.grant_role(user.user_id, ChangeRole(role=actor.role, reason=reason), by)
+            except RoleAlreadyHeld:
+                user = self.user(actor.user)
+        return user
+
+    def user(self, user_id: str) -> User:
+        """The registered user, or `UnknownUser` (404; the message does not quote the id)."""
+        return self.user_at(user_stream_id(user_id))
+
+    def user_at(self, stream_id: UUID) -> User:
+        try:
+            found: object = self.repository.get(stream_id)
+        except AggregateNotFoundError:
+            found = None
+        if not isinstance(found, User):
+            raise UnknownUser("no user is registered under this id", field="user_id")
+        return found
+
+    def users(self) -> list[User]:
+        """Every registered user, by id."""
+        registered = (get_topic(User.UserRegistered),)  # type: ignore[attr-defined]
+        ids = {UUID(str(n.originator_id)) for n in self.notifications(topics=registered)}
+        found: list[object] = [self.repository.get(i) for i in ids]
+        return sorted((u for u in found if isinstance(u, User)), key=lambda u: u.user_id)
+
+    def _change_user(self, user_id: str, change: Callable[[User], None], attempts: int = 3) -> User:
+        """Apply a rule to the stored user and save it; a concurrent change of the same user
+        (the version was taken) is retried on the new state, whose rules then decide."""
+        for attempt in range(attempts):
+            user = self.user(user_id)
+            change(user)
+            try:
+                self.save(user)
+            except IntegrityError:
+                if attempt == attempts - 1:
+                    raise
+                continue
+            return user
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def grant_role(self, user_id: str, command: ChangeRole, by: dict[str, str]) -> User:
+        return self._change_user(
+            user_id, lambda u: u.grant(command.role, by=by, reason=command.reason)
+        )
+
+    def revoke_role(self, user_id: str, command: ChangeRole, by: dict[str, str]) -> User:
+        return self._change_user(
+            user_id, lambda u: u.revoke(command.role, by=by, reason=command.reason)
+        )
+
+    def suspend_user(self, user_id: str, command: ChangeStatus, by: dict[str, str]) -> User:
+        return self._change_user(user_id, lambda u: u.suspend(by=by, reason=command.reason))
+
+    def reinstate_user(self, user_id: str, command: ChangeStatus, by: dict[str, str]) -> User:
+        return self._change_user(user_id, lambda u: u.reinstate(by=by, reason=command.reason))
+
+    def change_post(self, user_id: str, command: ChangePost, by: dict[str, str]) -> User:
+        return self._change_user(
+            user_id, lambda u: u.change_post(command.post, by=by, reason=command.reason)
+        )
+
+    def user_history_for(
+        self, user_id: str, actor: Actor, case_id: UUID | None = None
+    ) -> list[dict[str, Any]]:
+        """The user's history for a reader who may see it: an admin, a compliance auditor, or
+        an investigator under an order in force naming `case_id` (street's or county's)."""
+        if actor.role in (Role.ADMIN, Role.COMPLIANCE_AUDITOR):
+            return self.user_history(user_id)
+        if actor.role is Role.INVESTIGATOR:
+            if case_id is None:
+                raise errors.NotPermitted(
+                    "an investigator reads a user's history under an order: name the case "
+                    "your order covers (?case_id=)",
+                    field="case_id",
+                )
+            expires, _ = self._any_order_in_force(case_id, actor.user, datetime.now(UTC))
+            if expires is None:
+                raise errors.NotPermitted(
+                    "no investigation order in force names you and this case", field="case_id"
+                )
+            return self.user_history(user_id)
+        raise errors.NotPermitted(
+            "only administrators, compliance auditors and investigators under an order read "
+            "a user's history"
+        )
+
+    def user_history(self, user_id: str) -> list[dict[str, Any]]:
+        """Who held which post and roles when, and who changed them why (`domain.users.history`)."""
+        stream_id = user_stream_id(user_id)
+        self.user_at(stream_id)  # UnknownUser when none
+        return user_history(list(self.events.get(stream_id)))
+
+    def user_changes_since(
+        self, position: int, limit: int = 1000
+    ) -> tuple[list[tuple[UUID, int]], int]:
+        """The user events stored after store position `position`, as (stream id, version) in
+        stored order, and the last position read: what a registry snapshot refreshes from
+        (`gateway.auth.UserRegistry`). Nothing is decrypted."""
+        page = self.recorder.select_notifications(
+            start=position + 1, limit=limit, topics=USER_TOPICS
+        )
+        changed = [(UUID(str(n.originator_id)), n.originator_version) for n in page]
+        return changed, (page[-1].id if page else position)
+
     # --- sign-in: credentials and browser sessions (issue 16, domain.credentials) ---------------
 
     def credentials(self, user_id: str) -> Credentials | None:
@@ -1353,8 +1527,14 @@ class CaseTrail(Application[UUID]):
             verdict = found.attempt(password, totp_code, now=at, policy=policy, client=client)
             if verdict.ok:
                 session = self._admitted_session(
-                    found, role, secret=secret, method="password", client=client, limits=limits,
-                    now=at, totp_step=verdict.totp_step,
+                    found,
+                    role,
+                    secret=secret,
+                    method="password",
+                    client=client,
+                    limits=limits,
+                    now=at,
+                    totp_step=verdict.totp_step,
                 )
             try:
                 if verdict.ok:

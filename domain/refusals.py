@@ -33,6 +33,12 @@ class RefusalReason(StrEnum):
     UNTRUSTED_SIGNATURE = "untrusted_signature"
     INVALID_CLAIMS = "invalid_claims"
     UNKNOWN_ROLE = "unknown_role"
+    # The token is well signed, but its user may not get in (issue 16, gateway.auth.UserRegistry):
+    # not registered, suspended, not holding the token's role, or of another unit or street.
+    UNREGISTERED_USER = "unregistered_user"
+    USER_SUSPENDED = "user_suspended"
+    ROLE_NOT_HELD = "role_not_held"
+    UNIT_MISMATCH = "unit_mismatch"
     # Sign-in and browser sessions (issue 16, domain.credentials): a sign-in for a user id with
     # no credentials, or for a locked account; a session cookie that names no live session; a
     # state-changing request with a session cookie but without its CSRF token; an OIDC sign-in

@@ -20,6 +20,7 @@ from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
 from gateway.cli import projections as projection_cli
 from gateway.cli import reports as report_cli
+from gateway.cli import users as users_cli
 from gateway.cli.demo import fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.setup import StoreSetupProblem, setup_lock
@@ -103,7 +104,7 @@ def serve(host: str, port: int, messaging: bool) -> None:
 # --- tokens -------------------------------------------------------------------------------------
 
 
-@cli.group(help="Access tokens for the embedded default and for tests.")
+@cli.group(help="Access tokens for registered users (scripts, unit clients, tests).")
 def token() -> None:
     pass
 
@@ -116,6 +117,15 @@ def token() -> None:
 @click.option("--ttl", default=8 * 3600, show_default=True, type=click.IntRange(1, MAX_TTL_SECONDS))
 def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
     settings = Settings.from_env()
+    # Only for a registered, active user holding the role in that unit (issue 16): the API
+    # would refuse any other token anyway; this says so before it is handed out.
+    application = bootstrap.open_application(settings)
+    try:
+        users_cli.require_admitted(
+            application, user=user, role=Role(role), unit=unit, street=street
+        )
+    finally:
+        application.close()
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token signing key")
     click.echo(
         issue_token(key, user=user, role=Role(role), unit=unit, street=street, ttl_seconds=ttl)
@@ -158,6 +168,7 @@ cli.add_command(messaging_cli.relay)
 cli.add_command(deadlines_cli.deadlines)
 cli.add_command(report_cli.investigate)
 cli.add_command(report_cli.verify_report_command)
+cli.add_command(users_cli.user)
 
 
 # --- entry point --------------------------------------------------------------------------------

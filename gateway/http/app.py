@@ -57,6 +57,7 @@ from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
 from gateway.http.routes import signin as signin_routes
+from gateway.http.routes import users as user_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
@@ -73,6 +74,7 @@ ROUTERS = (
     notice_routes.router,
     report_routes.router,
     signin_routes.router,
+    user_routes.router,
 )
 
 log = get_logger("casetrail.api")

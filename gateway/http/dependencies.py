@@ -26,10 +26,10 @@ from domain.access import Actor, Client
 from domain.application import CaseTrail
 from domain.refusals import RefusalReason, RefusalThrottle, refusal_event
 from domain.taxonomy import Purpose
-from gateway.auth import AuthenticationFailed, TokenVerifier
+from gateway.auth import AuthenticationFailed, TokenVerifier, UserRegistry
 from gateway.http.client import ProxyTrust, resolve_client
 from gateway.http.reader import AuditedReader
-from gateway.http.sessions import session_actor, session_secret
+from gateway.http.sessions import end_refused_session, session_actor, session_secret
 from gateway.settings import Settings
 from gateway.signin import SignIn
 from projections.readmodels import ReadModels
@@ -51,6 +51,11 @@ class Services:
     def proxy_trust(self) -> ProxyTrust:
         """Which header names the client's address, and which peers may set it (settings)."""
         return ProxyTrust(self.settings.trusted_proxy_header, self.settings.trusted_proxy_networks)
+
+    @cached_property
+    def users(self) -> UserRegistry:
+        """Which users may get in (issue 16): this process's snapshot of the user registry."""
+        return UserRegistry(self.application)
 
 
 @dataclass(frozen=True)
@@ -115,6 +120,7 @@ async def current_actor(
     svc: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
+    secret: str | None = None
     try:
         if credentials is not None:
             actor = svc.verifier.verify(credentials.credentials)
@@ -126,12 +132,30 @@ async def current_actor(
             raise AuthenticationFailed(
                 "no bearer token; send `Authorization: Bearer <token>`", RefusalReason.MISSING
             )
+        try:
+            await admit(svc, actor)
+        except AuthenticationFailed:
+            if secret is not None and credentials is None:
+                # A suspended user's or revoked role's session ends (recorded), not only
+                # this request.
+                await end_refused_session(svc.application, secret)
+            raise
     except AuthenticationFailed as refused:
         await _record_refusal(request, svc, refused.reason)
         raise
     structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
     return actor
+
+
+async def admit(svc: Services, actor: Actor) -> None:
+    """Raise `AuthenticationFailed` unless the actor's user is registered, active, holds the
+    role, in that unit and street (`gateway.auth.UserRegistry`). A fresh hit is a dictionary
+    lookup here; a miss or a due refresh reads the store, off the event loop."""
+    if svc.users.due(actor.user):
+        await run_in_threadpool(svc.users.check, actor)
+    else:
+        svc.users.check(actor, refresh=False)
 
 
 async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:

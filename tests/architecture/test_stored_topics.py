@@ -94,6 +94,12 @@ EVENT_TOPICS = frozenset(
         "domain.refusals:AuthenticationRefused",
         "domain.units:Unit.UnitKeyRotated",
         "domain.units:Unit.UnitRegistered",
+        "domain.users:User.PostChanged",
+        "domain.users:User.RoleGranted",
+        "domain.users:User.RoleRevoked",
+        "domain.users:User.UserRegistered",
+        "domain.users:User.UserReinstated",
+        "domain.users:User.UserSuspended",
     }
 )
 # Topics of aggregates, inside the encrypted state of their first event and of their snapshots.
@@ -104,6 +110,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
         "domain.units:Unit",
+        "domain.users:User",
     }
 )
 # Topics pinned above but first stored after the fixture store was written: the duty cycle and
@@ -135,6 +142,14 @@ SINCE_STORE_V1 = frozenset(
         "domain.orders:CountyOrder.CountyOrderIssued",
         "domain.orders:CountyOrder.CountyOrderRenewed",
         "domain.orders:CountyOrder.CountyOrderRevoked",
+        # The user registry (issue 16).
+        "domain.users:User",
+        "domain.users:User.PostChanged",
+        "domain.users:User.RoleGranted",
+        "domain.users:User.RoleRevoked",
+        "domain.users:User.UserRegistered",
+        "domain.users:User.UserReinstated",
+        "domain.users:User.UserSuspended",
     }
 )
 # The snapshot table's rows (the library's class).
