@@ -15,6 +15,7 @@ from domain.taxonomy import Role
 from gateway import bootstrap, keyring, logs, serving
 from gateway.auth import MAX_TTL_SECONDS, issue_token
 from gateway.bootstrap import StartupProblem
+from gateway.cli import credentials as credentials_cli
 from gateway.cli import deadlines as deadlines_cli
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
@@ -169,6 +170,7 @@ cli.add_command(deadlines_cli.deadlines)
 cli.add_command(report_cli.investigate)
 cli.add_command(report_cli.verify_report_command)
 cli.add_command(users_cli.user)
+credentials_cli.register(users_cli.user)  # `user password | totp | unlock` (sign-in, issue 16)
 
 
 # --- entry point --------------------------------------------------------------------------------
