@@ -80,7 +80,10 @@ def planted_password() -> str:
 
 
 def sign_in(client: TestClient, user_id: str, password: str, **extra: str) -> Response:
-    return client.post("/v1/sessions", json={"user_id": user_id, "password": password, **extra})
+    found: Response = client.post(
+        "/v1/sessions", json={"user_id": user_id, "password": password, **extra}
+    )
+    return found
 
 
 def credential_events(application: CaseTrail, user_id: str) -> list[Any]:
