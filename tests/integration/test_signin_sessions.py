@@ -88,7 +88,7 @@ def test_a_session_acts_as_its_user_and_its_changes_need_the_csrf_token(
         # A read needs no token, and is recorded as the session's user.
         read = client.get(f"/v1/cases/{case_id}", headers={"X-Purpose-Of-Use": "follow_up"})
         assert read.status_code == 200, read.text
-        accesses = application_of(client).access_events(case.id)
+        accesses = application_of(client).access_events(UUID(case_id))
         assert accesses[-1].actor["user"] == "u-browser"
 
         # Bearer tokens are exempt: a browser never adds that header by itself.
