@@ -1568,6 +1568,11 @@ class CaseTrail(Application[UUID]):
         sign-in is recorded on the user's credentials (created if needed) with the session."""
         at = now or datetime.now(UTC)
         by = {"user": user_id, "role": "", "unit": "", "street": "", "via": method}
+        try:
+            self.user(user_id)
+        except UnknownUser:
+            # No stream for a subject nobody registered: the gateway records the refusal.
+            raise SignInRefused("unknown_subject", unrecorded=RefusalReason.OIDC_REFUSED) from None
         for attempt in range(_COMMAND_ATTEMPTS):
             found = self.credentials(user_id) or Credentials(user_id=user_id, by=by)
             session = self._admitted_session(
