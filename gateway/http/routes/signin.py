@@ -253,8 +253,9 @@ async def oidc_callback(
     request: Request,
     svc: ServicesDep,
     context: RequestContextDep,
-    code: Annotated[str | None, Query(max_length=2048)] = None,
-    state: Annotated[str | None, Query(max_length=512)] = None,
+    # What providers send: printable ASCII only (RFC 6749 §A.11, §A.5); anything else is a 422.
+    code: Annotated[str | None, Query(max_length=2048, pattern=r"^[\x21-\x7e]+$")] = None,
+    state: Annotated[str | None, Query(max_length=512, pattern=r"^[\x21-\x7e]+$")] = None,
 ) -> Response:
     """Where the provider sends the browser back: the code is redeemed (with the PKCE
     verifier), the ID token verified, and its user signed in if registered and active."""
