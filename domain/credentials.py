@@ -305,9 +305,11 @@ class Credentials(Aggregate):
     ) -> Verdict:
         """Check a password (and code) against the stored hash (and secret); record the failure
         (and a lock) or leave the success for `succeeded`, which the caller records once the
-        registry admitted the user. A locked account is refused without checking anything
-        (and nothing is recorded here: the gateway records it, throttled)."""
+        registry admitted the user. A locked account is refused without checking the password
+        (after the same argon2 work), and nothing is recorded here: the gateway records it,
+        throttled."""
         if self.is_locked(now):
+            dummy_verify(password)  # the same time as any other refusal
             return Verdict(False, None, locked=True)
         if self.password_hash is None:
             dummy_verify(password)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from fastapi.testclient import TestClient
 
 from domain.case import Case
@@ -39,6 +40,13 @@ from tests.integration.test_signin import (
 
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'home' / 'casetrail.sqlite'}"
+
+
+@pytest.fixture
+def store_url(tmp_path: Path) -> str:
+    """Sessions are events like the credentials, whose test runs on both stores
+    (test_signin.py): SQLite only here, to keep the module quick."""
+    return sqlite_url(tmp_path)
 
 
 def clues(client: TestClient) -> int:
