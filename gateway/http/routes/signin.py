@@ -101,6 +101,15 @@ def _hashing(call: Callable[[], T]) -> T:
 
 
 _BODY_SCHEMA: Final = SignInBody.model_json_schema(ref_template="#/components/schemas/{model}")
+_PROBLEM: Final = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _answers(**described: str) -> dict[int | str, dict[str, Any]]:
+    """Problem answers of an operation the app's document does not add by itself (the sign-in
+    endpoints take no token: `_problem_statuses` adds 401/403 only to secured operations)."""
+    return {
+        int(k.lstrip("s")): {"description": v, "content": _PROBLEM} for k, v in described.items()
+    }
 
 
 @router.post(
@@ -116,7 +125,15 @@ _BODY_SCHEMA: Final = SignInBody.model_json_schema(ref_template="#/components/sc
             },
         }
     },
-    responses={303: {"description": "Signed in from a form: on to `/`, the cookie set"}},
+    responses={
+        303: {"description": "Signed in from a form: on to `/`, the cookie set"},
+        **_answers(
+            s401="Sign-in failed (`sign-in-failed`, the same for every cause) or a TOTP code is "
+            "needed (`totp-required`)",
+            s403="A sign-in form posted from another site",
+            s503="The event store could not record the sign-in; retry later",
+        ),
+    },
 )
 async def sign_in(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
     """Sign in with a password (and TOTP code): a session cookie (HttpOnly, SameSite=Strict,
@@ -184,7 +201,12 @@ async def current_session(request: Request, actor: ActorDep) -> dict[str, Any]:
     return found
 
 
-@router.delete("/v1/sessions/current", tags=["sessions"], status_code=204)
+@router.delete(
+    "/v1/sessions/current",
+    tags=["sessions"],
+    status_code=204,
+    responses=_answers(s409="The request carries a bearer token, not a session"),
+)
 async def sign_out(request: Request, actor: ActorDep, svc: ServicesDep) -> Response:
     """Sign out: the session ends for every worker at once, and the cookie is cleared."""
     secret = session_secret(request)
@@ -210,7 +232,13 @@ async def sign_out(request: Request, actor: ActorDep, svc: ServicesDep) -> Respo
     f"{OIDC_PATH}/login",
     tags=["sessions"],
     status_code=303,
-    responses={303: {"description": "On to the identity provider"}},
+    responses={
+        303: {"description": "On to the identity provider"},
+        **_answers(
+            s404="No OpenID Connect provider is configured",
+            s503="The identity provider cannot be reached",
+        ),
+    },
 )
 async def oidc_login(request: Request, svc: ServicesDep) -> Response:
     """Sign in at the configured OpenID Connect provider (authorization code flow, PKCE)."""
@@ -247,7 +275,14 @@ async def oidc_login(request: Request, svc: ServicesDep) -> Response:
     f"{OIDC_PATH}/callback",
     tags=["sessions"],
     status_code=303,
-    responses={303: {"description": "Signed in: on to `/`, the session cookie set"}},
+    responses={
+        303: {"description": "Signed in: on to `/`, the session cookie set"},
+        **_answers(
+            s401="The sign-in was refused (state, code, ID token, or no such active user)",
+            s404="No OpenID Connect provider is configured",
+            s503="The event store could not record the sign-in; retry later",
+        ),
+    },
 )
 async def oidc_callback(
     request: Request,
