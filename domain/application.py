@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar, Final, NoReturn, TypeVar
 from uuid import UUID
 
@@ -55,6 +56,7 @@ from domain.credentials import (
     Policy,
     RoleChoice,
     Session,
+    SessionCache,
     SessionEndReason,
     SessionLimits,
     SignInReason,
@@ -1651,19 +1653,36 @@ class CaseTrail(Application[UUID]):
         """The live session named by `secret`, its use stored when due; an expired or idle one
         is ended (recorded) and None is returned, as for an ended or unknown one."""
         at = now or datetime.now(UTC)
-        found = self.session(secret)
-        if found is None or found.ended is not None:
-            return None
-        over = found.end_reason_at(at)
-        if over is not None:
-            found.end(over)
-        else:
-            found.use(at)
-        if found.pending_events:
-            # Another worker touched or ended it meanwhile: what it stored stands.
-            with suppress(IntegrityError):
-                self.save(found)
-        return None if over is not None else found
+        stream_id = session_stream_id(secret)
+        cache = self._sessions
+        with cache.stripe(stream_id):
+            found = cache.take(stream_id)
+            if found is None:
+                found = self.session(secret)
+            else:
+                found = replay(found, self.events.get(stream_id, gt=found.version))
+            if found is None or found.ended is not None:
+                return None
+            over = found.end_reason_at(at)
+            if over is not None:
+                found.end(over)
+            else:
+                found.use(at)
+            if found.pending_events:
+                try:
+                    self.save(found)
+                except IntegrityError:
+                    # Another worker touched or ended it meanwhile: what it stored stands,
+                    # and the next use loads it afresh.
+                    return None if over is not None else found
+            if over is None:
+                cache.put(stream_id, found)
+            return None if over is not None else found
+
+    @cached_property
+    def _sessions(self) -> SessionCache:
+        """This process's loaded sessions (`domain.credentials.SessionCache`)."""
+        return SessionCache()
 
     def end_session(self, secret: str, reason: SessionEndReason) -> bool:
         """End the session (sign-out, or its user refused by the registry); False if it was

@@ -19,9 +19,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.case import Case
-from domain.credentials import session_stream_id
+from domain.credentials import SessionEndReason, session_stream_id
 from domain.taxonomy import Role
 from domain.users import ChangeStatus
+from gateway import bootstrap
 from gateway.http.app import create_app
 from gateway.http.examples import REPORT_CLUE_BODY
 from gateway.http.sessions import COOKIE, SECURE_COOKIE
@@ -179,6 +180,24 @@ def test_idle_and_absolute_limits_end_a_session(home: Path, tmp_path: Path) -> N
         reasons = [getattr(e, "reason", None) for e in app.events.get(session_stream_id(busy))]
         assert reasons[-1] == "expired"
         client.cookies.set(COOKIE, busy)
+        assert client.get("/v1/sessions/current").status_code == 401
+
+
+def test_a_sign_out_on_one_worker_is_seen_by_another_that_has_the_session_loaded(
+    settings: Settings,
+) -> None:
+    password = planted_password()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        register(application_of(client), "u-two-workers", password=password)
+        assert sign_in(client, "u-two-workers", password).status_code == 201
+        secret = client.cookies[COOKIE]
+        assert client.get("/v1/sessions/current").status_code == 200  # loaded here, cached
+        other = bootstrap.open_application(settings)  # a second API process's application
+        try:
+            assert other.use_session(secret) is not None
+            assert other.end_session(secret, SessionEndReason.SIGNED_OUT)
+        finally:
+            other.close()
         assert client.get("/v1/sessions/current").status_code == 401
 
 
