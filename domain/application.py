@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import cached_property
 from typing import Any, ClassVar, Final, NoReturn, ParamSpec, TypeVar
 from uuid import UUID
 
@@ -64,6 +65,23 @@ from domain.compliance.findings import (
 )
 from domain.compliance.origin import current_origin
 from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.credentials import (
+    AccountNotLocked,
+    Credentials,
+    Policy,
+    RoleChoice,
+    Session,
+    SessionCache,
+    SessionEndReason,
+    SessionLimits,
+    SignInReason,
+    SignInRefused,
+    TotpRequired,
+    check_password_strength,
+    credentials_stream_id,
+    dummy_verify,
+    session_stream_id,
+)
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
 from domain.investigation_commands import (
@@ -88,7 +106,7 @@ from domain.notices import (
 from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_order_id, order_id
 from domain.permissions import require_permission
 from domain.quarters import local_date, start_of_day
-from domain.refusals import AuthenticationRefused
+from domain.refusals import AuthenticationRefused, RefusalReason
 from domain.submissions import (
     SCAN_WINDOW_DAYS,
     LedgerSubmission,
@@ -2107,6 +2125,252 @@ class CaseTrail(Application[UUID]):
         changed = [(UUID(str(n.originator_id)), n.originator_version) for n in page]
         return changed, (page[-1].id if page else position)
 
+    # --- sign-in: credentials and browser sessions (issue 16, domain.credentials) ---------------
+
+    def credentials(self, user_id: str) -> Credentials | None:
+        """The user's credentials (None: never given a password, a TOTP secret or a sign-in)."""
+        try:
+            found: object = self.repository.get(credentials_stream_id(user_id))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Credentials) else None
+
+    def _change_credentials(
+        self, user_id: str, by: dict[str, str], change: Callable[[Credentials], T]
+    ) -> T:
+        """Apply a change to the user's credentials (created on the first) and save it; a
+        concurrent change (a sign-in meanwhile) is retried on the new state. The user must be
+        registered (`UnknownUser` otherwise)."""
+        self.user(user_id)
+        for attempt in range(_COMMAND_ATTEMPTS):
+            found = self.credentials(user_id) or Credentials(user_id=user_id, by=by)
+            result = change(found)
+            try:
+                self.save(found)
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+                continue
+            return result
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def set_password(self, user_id: str, password: str, by: dict[str, str], reason: str) -> None:
+        """Store the argon2id hash of a new password (`WeakPassword` if it breaks a rule)."""
+        check_password_strength(password)  # before the store is touched
+        self._change_credentials(
+            user_id, by, lambda c: c.set_password(password, by=by, reason=reason)
+        )
+
+    def enrol_totp(self, user_id: str, secret: str, by: dict[str, str]) -> None:
+        self._change_credentials(user_id, by, lambda c: c.enrol_totp(secret, by=by))
+
+    def remove_totp(self, user_id: str, by: dict[str, str], reason: str) -> None:
+        self._change_credentials(user_id, by, lambda c: c.remove_totp(by=by, reason=reason))
+
+    def unlock_account(
+        self, user_id: str, by: dict[str, str], reason: str, now: datetime | None = None
+    ) -> None:
+        at = now or datetime.now(UTC)
+        if self.credentials(user_id) is None:
+            raise AccountNotLocked("the account is not locked", field="user_id")
+        self._change_credentials(user_id, by, lambda c: c.unlock(by=by, reason=reason, now=at))
+
+    def sign_in_with_password(
+        self,
+        user_id: str,
+        password: str,
+        *,
+        totp_code: str | None,
+        role: Role | None,
+        secret: str,
+        client: dict[str, str],
+        policy: Policy,
+        limits: SessionLimits,
+        now: datetime | None = None,
+    ) -> Session:
+        """Check the password (and code), then the registry (registered, active, holding the
+        role), and start a session named by `secret`: the session and `SignInSucceeded` in one
+        write. Every failure is recorded (`SignInFailed`, `AccountLocked`) and raised as
+        `SignInRefused`, the same for every cause; a user id without credentials or a locked
+        account leaves the recording to the caller (`SignInRefused.unrecorded`)."""
+        at = now or datetime.now(UTC)
+        for attempt in range(_COMMAND_ATTEMPTS):
+            found = self.credentials(user_id)
+            if found is None:
+                dummy_verify(password)
+                raise SignInRefused("unknown_account", unrecorded=RefusalReason.UNKNOWN_ACCOUNT)
+            verdict = found.attempt(password, totp_code, now=at, policy=policy, client=client)
+            if verdict.ok:
+                session = self._admitted_session(
+                    found,
+                    role,
+                    secret=secret,
+                    method="password",
+                    client=client,
+                    limits=limits,
+                    now=at,
+                    totp_step=verdict.totp_step,
+                )
+            try:
+                if verdict.ok:
+                    self.save(found, session)
+                    return session
+                if found.pending_events:
+                    self.save(found)
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+                continue  # a concurrent attempt on the same account: decide again
+            if verdict.reason == SignInReason.TOTP_REQUIRED:
+                raise TotpRequired()
+            if verdict.locked and verdict.reason is None:
+                raise SignInRefused("account_locked", unrecorded=RefusalReason.ACCOUNT_LOCKED)
+            raise SignInRefused(str(verdict.reason))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def sign_in_external(
+        self,
+        user_id: str,
+        *,
+        method: str,
+        role: Role | None,
+        secret: str,
+        client: dict[str, str],
+        limits: SessionLimits,
+        now: datetime | None = None,
+    ) -> Session:
+        """A sign-in vouched for by an identity provider (OIDC): the registry decides, and the
+        sign-in is recorded on the user's credentials (created if needed) with the session."""
+        at = now or datetime.now(UTC)
+        by = {"user": user_id, "role": "", "unit": "", "street": "", "via": method}
+        try:
+            self.user(user_id)
+        except UnknownUser:
+            # No stream for a subject nobody registered: the gateway records the refusal.
+            raise SignInRefused("unknown_subject", unrecorded=RefusalReason.OIDC_REFUSED) from None
+        for attempt in range(_COMMAND_ATTEMPTS):
+            found = self.credentials(user_id) or Credentials(user_id=user_id, by=by)
+            session = self._admitted_session(
+                found, role, secret=secret, method=method, client=client, limits=limits, now=at
+            )
+            try:
+                self.save(found, session)
+            except IntegrityError:
+                if attempt == _COMMAND_ATTEMPTS - 1:
+                    raise
+                continue
+            return session
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _admitted_session(
+        self,
+        found: Credentials,
+        role: Role | None,
+        *,
+        secret: str,
+        method: str,
+        client: dict[str, str],
+        limits: SessionLimits,
+        now: datetime,
+        totp_step: int = 0,
+    ) -> Session:
+        """The registry's word on a user whose secrets were right: a session (its start and
+        `SignInSucceeded` pending), or the refusal recorded on the credentials and raised."""
+        try:
+            user = self.user(found.user_id)
+        except UnknownUser:
+            user = None
+        if user is None or not user.active or not user.roles:
+            found.refused(SignInReason.USER_NOT_ADMITTED, client, now)
+            self._save_refusal(found)
+            raise SignInRefused(str(SignInReason.USER_NOT_ADMITTED))
+        if role is None and len(user.roles) > 1:
+            raise RoleChoice(
+                "you hold several roles: choose the one to sign in with (`role`)", field="role"
+            )
+        chosen = role or next(iter(user.roles))
+        if chosen not in user.roles:
+            found.refused(SignInReason.ROLE_NOT_HELD, client, now)
+            self._save_refusal(found)
+            raise RoleChoice("you do not hold this role; choose one you hold", field="role")
+        session = Session.start(
+            secret,
+            user_id=user.user_id,
+            role=str(chosen),
+            unit=user.unit,
+            street=user.street,
+            method=method,
+            client=client,
+            limits=limits,
+            now=now,
+        )
+        found.succeeded(
+            method=method, session=session.id, role=str(chosen), client=client, totp_step=totp_step
+        )
+        return session
+
+    def _save_refusal(self, found: Credentials) -> None:
+        # A concurrent change lost this record's race: the refusal stands, unrecorded twice.
+        with suppress(IntegrityError):
+            self.save(found)
+
+    def session(self, secret: str) -> Session | None:
+        """The session named by a cookie's secret (None: there is none)."""
+        try:
+            found: object = self.repository.get(session_stream_id(secret))
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, Session) else None
+
+    def use_session(self, secret: str, now: datetime | None = None) -> Session | None:
+        """The live session named by `secret`, its use stored when due; an expired or idle one
+        is ended (recorded) and None is returned, as for an ended or unknown one."""
+        at = now or datetime.now(UTC)
+        stream_id = session_stream_id(secret)
+        cache = self._sessions
+        with cache.stripe(stream_id):
+            found = cache.take(stream_id)
+            if found is None:
+                found = self.session(secret)
+            else:
+                found = replay(found, self.events.get(stream_id, gt=found.version))
+            if found is None or found.ended is not None:
+                return None
+            over = found.end_reason_at(at)
+            if over is not None:
+                found.end(over)
+            else:
+                found.use(at)
+            if found.pending_events:
+                try:
+                    self.save(found)
+                except IntegrityError:
+                    # Another worker touched or ended it meanwhile: what it stored stands,
+                    # and the next use loads it afresh.
+                    return None if over is not None else found
+            if over is None:
+                cache.put(stream_id, found)
+            return None if over is not None else found
+
+    @cached_property
+    def _sessions(self) -> SessionCache:
+        """This process's loaded sessions (`domain.credentials.SessionCache`)."""
+        return SessionCache()
+
+    def end_session(self, secret: str, reason: SessionEndReason) -> bool:
+        """End the session (sign-out, or its user refused by the registry); False if it was
+        not live."""
+        for _ in range(_COMMAND_ATTEMPTS):
+            found = self.session(secret)
+            if found is None or found.ended is not None:
+                return False
+            found.end(reason)
+            try:
+                self.save(found)
+            except IntegrityError:
+                continue
+            return True
+        return False
 
 class CampaignNotFound(errors.DomainError):
     status = 404

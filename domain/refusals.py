@@ -39,6 +39,15 @@ class RefusalReason(StrEnum):
     USER_SUSPENDED = "user_suspended"
     ROLE_NOT_HELD = "role_not_held"
     UNIT_MISMATCH = "unit_mismatch"
+    # Sign-in and browser sessions (issue 16, domain.credentials): a sign-in for a user id with
+    # no credentials, or for a locked account; a session cookie that names no live session; a
+    # state-changing request with a session cookie but without its CSRF token; an OIDC sign-in
+    # refused (bad state, token or ID token, or a subject that is no registered user).
+    UNKNOWN_ACCOUNT = "unknown_account"
+    ACCOUNT_LOCKED = "account_locked"
+    SESSION_INVALID = "session_invalid"
+    CSRF_FAILED = "csrf_failed"
+    OIDC_REFUSED = "oidc_refused"
 
 
 class AuthenticationRefused(DomainEvent):

@@ -38,6 +38,7 @@ from pathlib import Path
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
+from domain.credentials import Policy, SessionLimits
 from gateway import keyring
 from gateway.auth import TokenVerifier
 from gateway.evidence.maintainer import Evidence, EvidenceSettings
@@ -45,6 +46,8 @@ from gateway.logs import get_logger
 from gateway.messaging.broker_config import NatsLayout
 from gateway.messaging.relay import Relay, RelayOptions
 from gateway.settings import Settings
+from gateway.signin import SignIn
+from gateway.signin.oidc import OidcClient, OidcConfig, transaction_key
 from gateway.store import guard as store_guard
 from gateway.store.eventstore import (
     EventIntegrityError,
@@ -260,6 +263,42 @@ def open_relay(
         ),
         index_key=keyring.load_index_key(settings.keys_dir),
         options=options,
+    )
+
+
+# --- sign-in (issue 16, gateway.signin) -----------------------------------------------------------
+
+
+def sign_in(settings: Settings) -> SignIn:
+    """Sign-in's lockout policy, session limits and OIDC client (when a provider is set), for an
+    API worker; the OIDC transactions are sealed under a key derived from the index key, so
+    that any worker opens what another sealed."""
+    oidc = None
+    if settings.oidc_issuer and settings.oidc_client_id and settings.oidc_redirect_uri:
+        try:
+            index_key = keyring.load_index_key(settings.keys_dir)
+        except keyring.KeyProblem as exc:
+            raise StartupProblem(str(exc)) from None
+        secret = settings.oidc_client_secret
+        config = OidcConfig(
+            issuer=settings.oidc_issuer,
+            client_id=settings.oidc_client_id,
+            client_secret=secret.get_secret_value() if secret else None,
+            redirect_uri=settings.oidc_redirect_uri,
+            user_claim=settings.oidc_user_claim,
+        )
+        oidc = OidcClient(config, transaction_key(index_key))
+    return SignIn(
+        policy=Policy(
+            max_failures=settings.signin_max_failures,
+            window=timedelta(minutes=settings.signin_failure_window_minutes),
+            lockout=timedelta(minutes=settings.signin_lockout_minutes),
+        ),
+        limits=SessionLimits(
+            idle=timedelta(minutes=settings.session_idle_minutes),
+            absolute=timedelta(hours=settings.session_absolute_hours),
+        ),
+        oidc=oidc,
     )
 
 

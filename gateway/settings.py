@@ -338,6 +338,79 @@ class Settings(BaseSettings):
         must="a date, YYYY-MM-DD",
     )
 
+    # --- sign-in and browser sessions (issue 16, docs/signin.md) ---
+    session_idle_minutes: float = _var(
+        30,
+        "a browser session ends after this many minutes without a request (its last use is "
+        "stored at most every tenth of it: docs/signin.md)",
+        must="a number of minutes greater than 0 and at most 1440",
+        gt=0,
+        le=1440,
+        allow_inf_nan=False,
+    )
+    session_absolute_hours: float = _var(
+        12,
+        "a browser session ends this many hours after its sign-in, however busy",
+        must="a number of hours greater than 0 and at most 720",
+        gt=0,
+        le=720,
+        allow_inf_nan=False,
+    )
+    signin_max_failures: int = _var(
+        5,
+        "wrong passwords or codes within the window that lock an account",
+        must="a whole number from 1 to 100",
+        ge=1,
+        le=100,
+    )
+    signin_failure_window_minutes: float = _var(
+        15,
+        "the window (minutes) in which those failures are counted",
+        must="a number of minutes greater than 0 and at most 1440",
+        gt=0,
+        le=1440,
+        allow_inf_nan=False,
+    )
+    signin_lockout_minutes: float = _var(
+        15,
+        "how long a locked account stays locked, unless `casetrail user unlock` unlocks it first",
+        must="a number of minutes greater than 0 and at most 10080",
+        gt=0,
+        le=10080,
+        allow_inf_nan=False,
+    )
+    oidc_issuer: str | None = _var(
+        None,
+        "the OpenID Connect provider's issuer URL (its discovery document is "
+        "`<issuer>/.well-known/openid-configuration`); unset: no OIDC sign-in",
+        shown="unset",
+        must="an http(s) URL, set together with the client id and the redirect URI",
+    )
+    oidc_client_id: str | None = _var(
+        None,
+        "casetrail's client id at that provider",
+        shown="unset",
+        must="the client id the provider registered",
+    )
+    oidc_client_secret: SecretStr | None = _var(
+        None,
+        "its client secret (unset: a public client, PKCE only)",
+        shown="unset",
+        must="the client secret the provider gave",
+    )
+    oidc_redirect_uri: str | None = _var(
+        None,
+        "the callback URL registered at the provider: `https://<host>/v1/sessions/oidc/callback`",
+        shown="unset",
+        must="an http(s) URL ending in /v1/sessions/oidc/callback",
+    )
+    oidc_user_claim: str = _var(
+        "sub",
+        "the ID token's claim that holds the casetrail user id (e.g. `preferred_username`)",
+        must="a claim name (letters, digits, _ . -)",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -444,6 +517,23 @@ class Settings(BaseSettings):
                 f"{PREFIX}TRUSTED_PROXY_HEADER and {PREFIX}TRUSTED_PROXIES go together: set both "
                 "(the header, and the CIDRs of the proxies allowed to set it) or neither",
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oidc_together(self) -> Settings:
+        given = [self.oidc_issuer, self.oidc_client_id, self.oidc_redirect_uri]
+        if any(given) and not all(given):
+            raise PydanticCustomError(
+                "settings",
+                f"{PREFIX}OIDC_ISSUER, {PREFIX}OIDC_CLIENT_ID and {PREFIX}OIDC_REDIRECT_URI go "
+                "together: set all three (the secret too for a confidential client) or none",
+            )
+        for url in (self.oidc_issuer, self.oidc_redirect_uri):
+            if url is not None and not url.startswith(("https://", "http://")):
+                raise PydanticCustomError(
+                    "settings",
+                    f"{PREFIX}OIDC_ISSUER and {PREFIX}OIDC_REDIRECT_URI must be http(s) URLs",
+                )
         return self
 
     @model_validator(mode="after")

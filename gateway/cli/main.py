@@ -16,6 +16,7 @@ from gateway import bootstrap, keyring, logs, serving
 from gateway.auth import MAX_TTL_SECONDS, issue_token
 from gateway.bootstrap import StartupProblem
 from gateway.cli import compliance as compliance_cli
+from gateway.cli import credentials as credentials_cli
 from gateway.cli import deadlines as deadlines_cli
 from gateway.cli import evidence as evidence_cli
 from gateway.cli import messaging as messaging_cli
@@ -174,6 +175,7 @@ cli.add_command(report_cli.verify_report_command)
 cli.add_command(roster_cli.roster)
 cli.add_command(roster_cli.screening)
 cli.add_command(users_cli.user)
+credentials_cli.register(users_cli.user)  # `user password | totp | unlock` (sign-in, issue 16)
 
 
 # --- entry point --------------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from domain.application import AccessRefused
 from gateway import bootstrap
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
-from gateway.http import limits
+from gateway.http import limits, sessions
 from gateway.http.dependencies import Services
 from gateway.http.limits import RequestLimits
 from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, validation_errors
@@ -60,6 +60,7 @@ from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
 from gateway.http.routes import screening as screening_routes
+from gateway.http.routes import signin as signin_routes
 from gateway.http.routes import submissions as submission_routes
 from gateway.http.routes import users as user_routes
 from gateway.http.routes import workbench as workbench_routes
@@ -82,6 +83,7 @@ ROUTERS = (
     submission_routes.router,
     compliance_routes.router,
     disclosure_routes.router,
+    signin_routes.router,
     user_routes.router,
 )
 
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     )
     _install_middleware(app)
     _install_error_handlers(app)
+    sessions.install(app)  # a CSRF refusal is 403, not the 401 of a refused token
     for router in ROUTERS:
         app.include_router(router)
     _install_docs(app)

@@ -30,7 +30,9 @@ from domain.taxonomy import Purpose
 from gateway.auth import AuthenticationFailed, TokenVerifier, UserRegistry
 from gateway.http.client import ProxyTrust, resolve_client
 from gateway.http.reader import AuditedReader
+from gateway.http.sessions import end_refused_session, session_actor, session_secret
 from gateway.settings import Settings
+from gateway.signin import SignIn
 from projections.readmodels import ReadModels
 
 
@@ -43,6 +45,8 @@ class Services:
     readmodels: ReadModels | None = None
     # Which refused authentications are stored as events (domain.refusals), per worker.
     refusals: RefusalThrottle = field(default_factory=RefusalThrottle)
+    # Sign-in's policy, session limits and OIDC client (gateway.signin), built on first use.
+    signin: SignIn | None = None
 
     @cached_property
     def proxy_trust(self) -> ProxyTrust:
@@ -117,13 +121,26 @@ async def current_actor(
     svc: Annotated[Services, Depends(services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
+    secret: str | None = None
     try:
-        if credentials is None:
+        if credentials is not None:
+            actor = svc.verifier.verify(credentials.credentials)
+        elif (secret := session_secret(request)) is not None:
+            # A browser's session (issue 16, gateway.http.sessions): the same Actor, CSRF
+            # checked for a state-changing request.
+            actor = await session_actor(request, svc.application, secret)
+        else:
             raise AuthenticationFailed(
                 "no bearer token; send `Authorization: Bearer <token>`", RefusalReason.MISSING
             )
-        actor = svc.verifier.verify(credentials.credentials)
-        await admit(svc, actor)
+        try:
+            await admit(svc, actor)
+        except AuthenticationFailed:
+            if secret is not None and credentials is None:
+                # A suspended user's or revoked role's session ends (recorded), not only
+                # this request.
+                await end_refused_session(svc.application, secret)
+            raise
     except AuthenticationFailed as refused:
         await _record_refusal(request, svc, refused.reason)
         raise

@@ -74,6 +74,17 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
         "CASETRAIL_INITIAL_SUBMISSION_DUE": "2027-01-15",  # issue 17
         "CASETRAIL_COMPLIANCE_RULES": str(rules),
+        # Sign-in (issue 16, docs/signin.md).
+        "CASETRAIL_SESSION_IDLE_MINUTES": "20",
+        "CASETRAIL_SESSION_ABSOLUTE_HOURS": "8",
+        "CASETRAIL_SIGNIN_MAX_FAILURES": "4",
+        "CASETRAIL_SIGNIN_FAILURE_WINDOW_MINUTES": "10",
+        "CASETRAIL_SIGNIN_LOCKOUT_MINUTES": "30",
+        "CASETRAIL_OIDC_ISSUER": "https://idp.example",
+        "CASETRAIL_OIDC_CLIENT_ID": "casetrail",
+        "CASETRAIL_OIDC_CLIENT_SECRET": "client-secret",
+        "CASETRAIL_OIDC_REDIRECT_URI": "https://casetrail.example/v1/sessions/oidc/callback",
+        "CASETRAIL_OIDC_USER_CLAIM": "preferred_username",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -105,6 +116,14 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.trusted_proxy_header == "x-forwarded-for"
     assert [str(n) for n in s.trusted_proxy_networks] == ["10.0.0.0/8", "192.0.2.1/32"]
     assert s.compliance_rules == rules
+    assert (s.session_idle_minutes, s.session_absolute_hours) == (20, 8)
+    assert (s.signin_max_failures, s.signin_failure_window_minutes) == (4, 10)
+    assert s.signin_lockout_minutes == 30
+    assert s.oidc_issuer == "https://idp.example" and s.oidc_client_id == "casetrail"
+    assert s.oidc_client_secret is not None
+    assert s.oidc_client_secret.get_secret_value() == "client-secret"
+    assert s.oidc_redirect_uri == given["CASETRAIL_OIDC_REDIRECT_URI"]
+    assert s.oidc_user_claim == "preferred_username"
 
 
 def test_defaults_and_blank_values_are_unset() -> None:
