@@ -45,6 +45,7 @@ from tests.conftest import PG_DSN, pg_url, require_postgres
 from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 from tests.integration.test_audited_reads import assert_answer_matches_fields
+from tests.people import ensure_registered
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 STREET, FAR_STREET = "chengguan-street", "far-street"
@@ -118,6 +119,7 @@ class World:
     cases: dict[tuple[Role, str], str]
 
     def headers(self, actor: Actor, purpose: str | None = None) -> dict[str, str]:
+        ensure_registered(self.application, actor.user, actor.role, actor.unit, actor.street)
         token = issue_token(
             self.key, user=actor.user, role=actor.role, unit=actor.unit, street=actor.street
         )
