@@ -61,8 +61,17 @@ from bench.harness import (
     record_ns,
     write_results,
 )
-from bench.relay import LATENCY_UNIT, OFFICE, STREET, TimedClient, _wait_http, spawn
+from bench.relay import (
+    BENCH_PEOPLE,
+    LATENCY_UNIT,
+    OFFICE,
+    STREET,
+    TimedClient,
+    _wait_http,
+    spawn,
+)
 from bench.stores import DEFAULT_POSTGRES_URL, Store, fresh_store, selected_stores, store_settings
+from bench.workload import register_actors
 from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring, logs
@@ -269,6 +278,7 @@ def measure(store: Store, url: str, root: Path, samples: int, idle: float) -> Fi
     application = open_application(settings)
     try:
         register_unit_and_config(settings, application, nats_settings, root / f"{unit_id}.pem")
+        register_actors(application, *BENCH_PEOPLE)
         figures.settings = store_settings(application)
     finally:
         application.close()

@@ -60,6 +60,7 @@ from bench.harness import (
     record_ns,
     write_results,
 )
+from bench.workload import register_actors
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
@@ -88,6 +89,12 @@ UNITS: Final = (
 )
 # Receives only the latency test's notices: no backlog from the throughput passes.
 LATENCY_UNIT: Final = ("chengguan-social-affairs-office", "城关社会事务办", "social_affairs_office")
+# The people whose tokens the API is sent (issue 16: registered before the API starts).
+BENCH_PEOPLE: Final = (
+    Actor("bench-reporter", Role.REPORTER, "dongshan-village", STREET),
+    Actor("bench-coordinator", Role.COORDINATOR, OFFICE, STREET),
+    Actor("bench-unit", Role.UNIT_MEMBER, LATENCY_UNIT[0], STREET),
+)
 DEFAULT_NOTICES: Final = 3000
 QUICK_NOTICES: Final = 500
 DEFAULT_ROUNDS: Final = 3
@@ -505,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     root / f"{unit_id}.pem",
                 )
             write_broker_config(settings, application, nats)
+            register_actors(application, *BENCH_PEOPLE)
             broker = EmbeddedBroker(NatsLayout(home), host="127.0.0.1", port=port)
             broker.start()
             try:

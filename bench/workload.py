@@ -167,6 +167,24 @@ def event_counts(cases: int, events: int, seed: int, *, most: int = 400) -> list
     return counts
 
 
+def register_people(app: CaseTrail) -> None:
+    """Register the workload's people (issue 16: only registered users' tokens get in): the
+    coordinator, each village's reporter and each member unit's member."""
+    people = [COORDINATOR, *(reporter_of(v) for v in VILLAGES)]
+    register_actors(app, *people, *(member_of(u) for u in MEMBER_UNITS.values()))
+
+
+def register_actors(app: CaseTrail, *actors: Actor) -> None:
+    """Register each actor's user with its role, unit and street (or grant the role)."""
+    for actor in actors:
+        app.ensure_user(
+            actor,
+            display_name=f"基准{actor.role}",
+            by={"user": "bench", "role": "operator", "unit": "", "street": ""},
+            reason="bench set-up",
+        )
+
+
 def populate(
     app: CaseTrail,
     counts: Sequence[int],
@@ -176,7 +194,9 @@ def populate(
     events_per_transaction: int = 5000,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[StoredCase]:
-    """Store one case file per entry of `counts` (its number of events), many per transaction."""
+    """Store one case file per entry of `counts` (its number of events), many per transaction,
+    after registering the workload's people (`register_people`)."""
+    register_people(app)
     pool = pool or CommandPool(seed)
     rng = random.Random(seed + 1)
     stored: list[StoredCase] = []

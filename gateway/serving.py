@@ -58,6 +58,11 @@ UVICORN_OPTIONS: Final[dict[str, Any]] = {
     "log_config": None,  # our JSON logs (gateway.logs), configured by each worker
     "access_log": False,  # one line per request comes from gateway.http.app.RequestContext
     "timeout_graceful_shutdown": 10,
+    # uvicorn kills a worker that does not answer its health check within this many seconds
+    # (default 5) and starts another: a spawned worker first imports the whole service, which
+    # on a loaded machine takes longer, so with 5 s the workers were killed and restarted
+    # forever and the API never came up (tests/integration/test_users_workers.py, issue 16).
+    "timeout_worker_healthcheck": 60,
     # The socket peer stays the peer: uvicorn would otherwise take X-Forwarded-For from any
     # local client (its default trusts 127.0.0.1) before the service sees it. Which header,
     # from which proxies, is the service's setting (CASETRAIL_TRUSTED_PROXY_HEADER,

@@ -10,21 +10,18 @@ import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final
 
 import psycopg
 import pytest
-from faker import Faker
 from fastapi.testclient import TestClient
 
-from domain.access import Actor
-from domain.application import CaseTrail
 from domain.taxonomy import Role
-from gateway import bootstrap, keyring
+from gateway import keyring
 from gateway.auth import issue_token
 from gateway.cli.main import DEFAULT_STREET
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from tests.people import Registrar, fixture_user
 
 PG_DSN = os.environ.get("CASETRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -84,50 +81,6 @@ def client(settings: Settings) -> Iterator[TestClient]:
 
 Headers = dict[str, str]
 TokenFactory = Callable[..., Headers]
-
-
-class Registrar:
-    """Registers the people tests mint tokens for (issue 16: only registered, active users
-    holding the token's role get in), through one application opened on the test's store the
-    first time it is needed, as an administrator would (`CaseTrail.ensure_user`)."""
-
-    BY: Final = {"user": "test-fixture", "role": "operator", "unit": "", "street": ""}
-
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._application: CaseTrail | None = None
-        self._done: set[tuple[str, Role, str, str]] = set()
-
-    def ensure(self, user: str, role: Role, unit: str, street: str) -> None:
-        if (user, role, unit, street) in self._done:
-            return
-        if self._application is None:
-            self._application = bootstrap.open_application(self._settings)
-        self._application.ensure_user(
-            Actor(user, role, unit, street),
-            display_name=_display_name(user),
-            by=self.BY,
-            reason="test fixture",
-        )
-        self._done.add((user, role, unit, street))
-
-    def close(self) -> None:
-        if self._application is not None:
-            self._application.close()
-            self._application = None
-
-
-def _display_name(user: str) -> str:
-    """A synthetic Chinese name, the same for the same user id."""
-    fake = Faker("zh_CN")
-    fake.seed_instance(user)
-    return str(fake.name())
-
-
-def fixture_user(role: Role, unit: str, street: str) -> str:
-    """The user id the `auth` fixture mints tokens for: one per (role, unit, street)."""
-    name = f"user-{role}-{unit}"
-    return name if street == DEFAULT_STREET else f"{name}.{street}"
 
 
 @pytest.fixture

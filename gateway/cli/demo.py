@@ -1,7 +1,9 @@
 """Synthetic data for one street: villages, schools, member units, and case files at every stage.
 
 Names come from Faker's zh_CN locale and ID numbers are built to be well-formed; none is a real
-person's. Tests and benchmarks use `synthetic_report` too.
+person's. Tests and benchmarks use `synthetic_report` too. The demo's people are registered
+users (issue 16, `domain.users`) with their posts, registered before they act, so that their
+tokens get in and the investigation timeline names their posts.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from domain.taxonomy import (
     RiskLevel,
     Role,
 )
+from domain.users import Post
 
 VILLAGES = ("dongshan-village", "xihe-village", "nanqiao-community", "beiyuan-village")
 SCHOOLS = ("城关镇中心小学", "城关镇初级中学", "东山村小学")
@@ -38,11 +41,22 @@ MEMBER_UNITS = {
 AREA_CODE = "330102"
 
 
+# The posts of the demo's member units' people.
+MEMBER_POSTS = {
+    MEMBER_UNITS[ProtectionFunction.JUDICIAL]: Post.POLICE_OFFICER,
+    MEMBER_UNITS[ProtectionFunction.GOVERNMENT]: Post.SOCIAL_AFFAIRS_OFFICER,
+    MEMBER_UNITS[ProtectionFunction.SCHOOL]: Post.SCHOOL_DISTRICT_OFFICER,
+    MEMBER_UNITS[ProtectionFunction.FAMILY]: Post.HEALTH_WORKER,
+}
+DEMO_BY = {"user": "demo", "role": "operator", "unit": "", "street": ""}
+
+
 @dataclass(frozen=True)
 class DemoPerson:
     user: str
     role: Role
     unit: str
+    post: Post = Post.OTHER
 
 
 @dataclass
@@ -101,6 +115,50 @@ def fill_demo(application: CaseTrail, *, cases: int, seed: int, street: str) -> 
     faker.seed_instance(seed)
     rng = random.Random(seed)
     coordinator = Actor("demo-coordinator", Role.COORDINATOR, GOVERNANCE_OFFICE, street)
+    people = [
+        DemoPerson(
+            "demo-reporter-dongshan-village", Role.REPORTER, VILLAGES[0], Post.CHILD_DIRECTOR
+        ),
+        *(
+            DemoPerson(f"demo-reporter-{v}", Role.REPORTER, v, Post.GRID_WORKER)
+            for v in VILLAGES[1:]
+        ),
+        DemoPerson(
+            "demo-coordinator", Role.COORDINATOR, GOVERNANCE_OFFICE, Post.GOVERNANCE_OFFICER
+        ),
+        DemoPerson("demo-supervisor", Role.SUPERVISOR, GOVERNANCE_OFFICE, Post.STREET_LEADER),
+        DemoPerson(
+            "demo-police",
+            Role.UNIT_MEMBER,
+            MEMBER_UNITS[ProtectionFunction.JUDICIAL],
+            Post.POLICE_OFFICER,
+        ),
+        *(
+            DemoPerson(f"demo-member-{unit}", Role.UNIT_MEMBER, unit, post)
+            for unit, post in MEMBER_POSTS.items()
+        ),
+        DemoPerson(
+            "demo-investigator", Role.INVESTIGATOR, "county-investigation-team", Post.INVESTIGATOR
+        ),
+        DemoPerson(
+            "demo-auditor",
+            Role.COMPLIANCE_AUDITOR,
+            "county-compliance-office",
+            Post.COMPLIANCE_REVIEWER,
+        ),
+        DemoPerson("demo-admin", Role.ADMIN, "county-admin", Post.SYSTEM_ADMINISTRATOR),
+    ]
+    # Their names from a Faker of their own: the cases stay those of the same seed as before.
+    names = Faker("zh_CN")
+    names.seed_instance(seed)
+    for person in people:  # registered before they act: a second demo run finds them
+        application.ensure_user(
+            Actor(person.user, person.role, person.unit, street),
+            display_name=names.name(),
+            post=person.post,
+            by=DEMO_BY,
+            reason="演示数据",
+        )
     first = ""
     for n in range(cases):
         village = VILLAGES[n % len(VILLAGES)]
@@ -109,16 +167,22 @@ def fill_demo(application: CaseTrail, *, cases: int, seed: int, street: str) -> 
         case_id = application.report_clue(cmd.ReportClue.model_validate(body), reporter)
         first = first or str(case_id)
         _advance(application, case_id, coordinator, street, stage=n % 5, rng=rng)
-    people = [
-        DemoPerson("demo-reporter-dongshan-village", Role.REPORTER, VILLAGES[0]),
-        DemoPerson("demo-coordinator", Role.COORDINATOR, GOVERNANCE_OFFICE),
-        DemoPerson("demo-supervisor", Role.SUPERVISOR, GOVERNANCE_OFFICE),
-        DemoPerson("demo-police", Role.UNIT_MEMBER, MEMBER_UNITS[ProtectionFunction.JUDICIAL]),
-        DemoPerson("demo-investigator", Role.INVESTIGATOR, "county-investigation-team"),
-        DemoPerson("demo-auditor", Role.COMPLIANCE_AUDITOR, "county-compliance-office"),
-        DemoPerson("demo-admin", Role.ADMIN, "county-admin"),
-    ]
-    return DemoSummary(cases=cases, sample_case=first, people=people)
+    # The tokens printed: one person per role (the other members act in the cases only).
+    shown = [p for p in people if p.user in _SHOWN]
+    return DemoSummary(cases=cases, sample_case=first, people=shown)
+
+
+_SHOWN = frozenset(
+    {
+        "demo-reporter-dongshan-village",
+        "demo-coordinator",
+        "demo-supervisor",
+        "demo-police",
+        "demo-investigator",
+        "demo-auditor",
+        "demo-admin",
+    }
+)
 
 
 def _advance(

@@ -31,7 +31,7 @@ from domain.access import Client
 from domain.application import AccessRefused
 from domain.taxonomy import Purpose
 from gateway import bootstrap, keyring, logs
-from gateway.auth import AuthenticationFailed
+from gateway.auth import AuthenticationFailed, UserRegistry
 from gateway.reports.pdf import PdfUnavailable
 from gateway.reports.service import authorise_report, make_report
 from gateway.reports.signing import FORMS, Form, ReportFormatError, verify_report
@@ -73,6 +73,12 @@ def investigate(investigation_id: UUID, form: Form, out: Path, token_file: Path)
     except (OSError, UnicodeDecodeError):
         raise ReportUsageError(f"{token_file}: cannot read the token file") from None
     application = bootstrap.open_application(settings)
+    try:
+        # Only a registered, active user holding the token's role (issue 16).
+        UserRegistry(application).check(actor)
+    except AuthenticationFailed as exc:
+        application.close()
+        raise ReportUsageError(f"{token_file}: {exc}") from None
     evidence = bootstrap.open_evidence(settings, application)
     try:
         investigation = authorise_report(

@@ -8,7 +8,12 @@ by position, so that no access event of the store is decrypted; otherwise their 
 inside the ciphertext and every access event is decoded, a cost that grows with the store
 rather than the case), the notices and
 deadline facts that name it, and the investigation orders for it and their renewals and
-revocations, and the reviews of its break-glass reads.
+revocations, and the reviews of its break-glass reads. It also reads the user registry's post
+events (`domain.users`: a registration and each change of post, few), so that the analyses name
+each person's post at the instant they acted (`CaseHistory.post_of`; a user never registered,
+such as one of the store's earlier days, has none). Proven by
+tests/integration/test_users.py (the timeline and the knowledge matrix of a user whose post
+changed).
 
 While it reads, it folds the case's events into a `FileState` after each: what the file held at
 that version (status, risk, issues, assignments, escalations), as the aggregate sets them (`_fold`;
@@ -48,6 +53,7 @@ from domain.notices import DueDateReminder, NoticePublished, NoticeReceived, Not
 from domain.orders import InvestigationOrder
 from domain.taxonomy import CaseStatus
 from domain.topics import topics_of
+from domain.users import User, post_as_of
 
 
 class EventLog(Protocol):
@@ -98,8 +104,14 @@ NAMING_TOPICS: Final = frozenset(
         DeadlineEscalated,
     )
 )
+# A user's registration and each change of their post (issue 16).
+_POST_CLASSES: Final = (
+    User.UserRegistered,  # type: ignore[attr-defined]
+    User.PostChanged,  # type: ignore[attr-defined]
+)
+POST_TOPICS: Final = frozenset(topics_of(*_POST_CLASSES))
 ALL_TOPICS: Final = tuple(
-    sorted(CASE_TOPICS | ORDER_ISSUED | ORDER_LATER | REVIEW_TOPICS | NAMING_TOPICS)
+    sorted(CASE_TOPICS | ORDER_ISSUED | ORDER_LATER | REVIEW_TOPICS | NAMING_TOPICS | POST_TOPICS)
 )
 
 _SNAKE: Final = re.compile(r"(?<!^)(?=[A-Z])")
@@ -164,12 +176,20 @@ class CaseHistory:
     # The file's state at each version (for a read that names the version it disclosed).
     states: dict[int, FileState] = field(default_factory=dict)
     current: FileState | None = None
+    # Each registered user's posts: user id -> [(since, post code)], in stored order.
+    posts: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
+    # User stream id -> user id (a change of post names the stream only).
+    user_ids: dict[str, str] = field(default_factory=dict)
 
     def add(self, position: int, event: Any) -> None:
         """One more event about the case, in stored order: an event of its own stream moves
-        the file's state on; any other is a step at the current state."""
+        the file's state on; a user's post event is remembered (`post_of`), not a step; any
+        other is a step at the current state."""
         before = self.current
         cls = type(event)
+        if cls in _POST_CLASSES:
+            self.note_post(event)
+            return
         kind = _KINDS.get(cls) or kind_of(event)
         if kind == "assignment_acknowledged":
             kind = kind_of(event)
@@ -177,6 +197,22 @@ class CaseHistory:
             self.current = _fold(kind, event, before)
             self.states[self.current.version] = self.current
         self.steps.append(Step(position, event.timestamp, kind, event, before, self.current))
+
+    def note_post(self, event: Any) -> None:
+        """A user's registration or change of post."""
+        stream = str(event.originator_id)
+        user_id = getattr(event, "user_id", None) or self.user_ids.get(stream)
+        if user_id is None:  # pragma: no cover - a stream starts with its registration
+            return
+        self.user_ids[stream] = user_id
+        self.posts.setdefault(user_id, []).append((event.timestamp, event.post))
+
+    def post_of(self, user: str | None, at: datetime) -> str | None:
+        """The post the user held at `at` (None: not registered then, or not a person)."""
+        if user is None:
+            return None
+        posts = self.posts.get(user)
+        return post_as_of(posts, at) if posts else None
 
     def state_at(self, version: int | None, current: FileState | None) -> FileState | None:
         if version is None:
@@ -330,6 +366,9 @@ def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) 
             stored.append(notification)
             continue
         event: Any
+        if topic in POST_TOPICS:
+            history.note_post(decode(notification))
+            continue
         if topic in ORDER_LATER or topic in REVIEW_TOPICS:
             if str(origin) not in (orders if topic in ORDER_LATER else break_glass):
                 continue

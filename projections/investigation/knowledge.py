@@ -35,6 +35,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from domain.access import CASE_CONTENT
+from domain.users import post_label
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import fact_label
 from projections.investigation.timeline import channel_of
@@ -98,7 +99,9 @@ def _read_facts(state: FileState, fields: frozenset[str]) -> list[str]:
 
 
 class _Matrix:
-    def __init__(self) -> None:
+    def __init__(self, history: CaseHistory | None = None) -> None:
+        # Whose posts name each knower (issue 16): the post held when they first learned.
+        self.history = history
         # fact -> (user, unit) -> entry; dicts keep the order facts and knowers appeared in.
         self.facts: dict[str, dict[tuple[str | None, str | None], dict[str, Any]]] = {}
         self.details: dict[str, dict[str, str]] = {}
@@ -125,10 +128,13 @@ class _Matrix:
             if knowers is None:
                 knowers = self.facts[fact] = {}
             if key not in knowers:
+                post = self.history.post_of(user, step.at) if self.history else None
                 knowers[key] = {
                     "user": user,
                     "unit": unit,
                     "role": role,
+                    "post": post,
+                    "post_label_zh": post_label(post) if post is not None else None,
                     "first_at": step.at.isoformat(),
                     "how": how,
                     "position": step.position,
@@ -257,8 +263,10 @@ _AUTHORED: Final = {
 
 def knowledge(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str, Any]:
     """`{"case_id", "as_of", "facts": [{"fact", "label_zh", "known_by": [{"user", "unit",
-    "role", "first_at", "how", "position"}]}]}`, facts in the order first learned."""
-    matrix = _Matrix()
+    "role", "post", "post_label_zh", "first_at", "how", "position"}]}]}`, facts in the order
+    first learned; `post` is the post the user held when they first learned it (None for a
+    unit, or a user not registered then)."""
+    matrix = _Matrix(history)
     for step in history.steps:
         if as_of is not None and step.at > as_of:
             continue

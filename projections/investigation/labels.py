@@ -67,6 +67,9 @@ KIND_LABELS: Final = MappingProxyType(
         "investigation_order_issued": "调查令签发",
         "investigation_order_renewed": "调查令续期",
         "investigation_order_revoked": "调查令撤销",
+        # the user registry (issue 16): gathered to name posts, never a step of the timeline
+        "user_registered": "用户登记",
+        "post_changed": "岗位变更",
     }
 )
 

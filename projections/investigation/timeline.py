@@ -5,9 +5,11 @@ their receipts, signatures for assignments (签收), consultations with their pa
 deadline facts and investigation orders: each an entry with its instant (`at`), its position in
 the store (`position`, the order of the list: the store's order is the one every verifier can
 check), its code (`kind`) and Chinese label (`label_zh`), who acted (`actor`; a unit alone for a
-notice or a unit client's receipt), its `details` (codes, dates, units and users only: never a
-name, a note, a description or a reason, which the case read discloses under its own rules),
-and `state`: the file's status and risk before and after the step.
+notice or a unit client's receipt; a person with the post they held then, `post` and
+`post_label_zh`, None when they were not a registered user then), its `details` (codes, dates,
+units and users only: never a name, a note, a description or a reason, which the case read
+discloses under its own rules), and `state`: the file's status and risk before and after the
+step.
 
 `as_of` drops every step recorded after that instant. Proven by
 tests/projections/test_investigation_scenario.py (the scripted scenario, entry by entry).
@@ -21,6 +23,7 @@ from typing import Any, Final
 
 from domain.access import OPERATIONAL, BreakGlassAccessed
 from domain.taxonomy import CaseStatus, RiskLevel
+from domain.users import post_label
 from projections.investigation.history import CaseHistory, FileState, Step
 from projections.investigation.labels import (
     CHANNEL_LABELS,
@@ -224,9 +227,15 @@ def _state(state: FileState | None) -> dict[str, Any] | None:
     }
 
 
-def entry(step: Step, states: dict[Any, dict[str, Any]] | None = None) -> dict[str, Any]:
+def entry(
+    step: Step,
+    states: dict[Any, dict[str, Any]] | None = None,
+    history: CaseHistory | None = None,
+) -> dict[str, Any]:
     """One timeline entry (see the module's docstring). `states`: the state answers already
-    built, by status and risk (shared between entries: build the answer, never change it)."""
+    built, by status and risk (shared between entries: build the answer, never change it).
+    With `history`, a person acting is named with the post they held at that instant
+    (`post`, `post_label_zh`: None for a user not registered then)."""
     details = _DETAILS.get(step.kind)
     if states is None:
         states = {}
@@ -245,12 +254,17 @@ def entry(step: Step, states: dict[Any, dict[str, Any]] | None = None) -> dict[s
             state = states[key] = {"before": _state(before_state), "after": _state(after_state)}
         if fast is not None:
             states[fast] = state
+    actor = actor_of(step)
+    if history is not None and actor is not None and actor.get("user") is not None:
+        post = history.post_of(actor["user"], step.at)
+        actor["post"] = post
+        actor["post_label_zh"] = post_label(post) if post is not None else None
     return {
         "at": step.at.isoformat(),
         "position": step.position,
         "kind": step.kind,
         "label_zh": KIND_LABELS.get(step.kind, step.kind),
-        "actor": actor_of(step),
+        "actor": actor,
         "details": details(step.event) if details is not None else {},
         "state": state,
     }
@@ -263,6 +277,8 @@ def timeline(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str
         "case_id": str(history.case_id),
         "as_of": as_of.isoformat() if as_of is not None else None,
         "entries": [
-            entry(step, states) for step in history.steps if as_of is None or step.at <= as_of
+            entry(step, states, history)
+            for step in history.steps
+            if as_of is None or step.at <= as_of
         ],
     }

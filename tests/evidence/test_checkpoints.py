@@ -150,14 +150,15 @@ def test_the_service_keeps_the_tree_and_serves_checkpoints_and_proofs(
         assert client.get("/v1/evidence/checkpoints").status_code == 401
         for _ in range(3):
             assert client.post("/v1/cases", json=planted_case().body, headers=reporter).is_success
-        # Four events: the refused request above is recorded too (AuthenticationRefused).
+        # Five events: the reporter's registration (issue 16: the `auth` fixture registers the
+        # user), the refused request above (AuthenticationRefused), and the three reports.
         latest: dict[str, object] = {}
         deadline = time.monotonic() + 15
-        while latest.get("size") != 4 and time.monotonic() < deadline:
+        while latest.get("size") != 5 and time.monotonic() < deadline:
             time.sleep(0.05)
             answer = client.get("/v1/evidence/checkpoints/latest", headers=reporter)
             latest = answer.json() if answer.status_code == 200 else {}
-        assert latest.get("size") == 4, "the maintainer did not checkpoint the new events"
+        assert latest.get("size") == 5, "the maintainer did not checkpoint the new events"
         listed = client.get("/v1/evidence/checkpoints", headers=reporter).json()["checkpoints"]
         checkpoints = parse_checkpoints(listed)
         assert [c.size for c in checkpoints] == sorted(c.size for c in checkpoints)
@@ -181,7 +182,7 @@ def test_the_service_keeps_the_tree_and_serves_checkpoints_and_proofs(
             flipped = bytearray.fromhex(forged["proof"][0])
             flipped[0] ^= 0x10
             forged["proof"][0] = flipped.hex()
-        else:  # one checkpoint only: from size 4 to 4, nothing to prove; claim another root
+        else:  # one checkpoint only: from size 5 to 5, nothing to prove; claim another root
             forged["first"]["root"] = "00" * 32
         assert check_proof(forged, key) != []
 

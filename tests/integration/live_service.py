@@ -23,9 +23,12 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from domain.taxonomy import Role
 from gateway.bootstrap import open_application
+from gateway.cli.main import DEFAULT_STREET
 from gateway.settings import Settings
 from tests.domain.builders import register_units
+from tests.people import ensure_registered
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 
@@ -61,6 +64,19 @@ def register_units_before_start(
     application = open_application(settings)
     try:
         register_units(application, *unit_ids)
+    finally:
+        application.close()
+
+
+def register_user_of(
+    home: Path, user: str, role: str, unit: str, street: str, env: dict[str, str] | None = None
+) -> None:
+    """Register the user (or grant the role) in the store of `home`, as an administrator
+    would (`CaseTrail.ensure_user`); the service, running or not, finds them there."""
+    settings = Settings.from_env({**(env or {}), "CASETRAIL_HOME": str(home)})
+    application = open_application(settings)
+    try:
+        ensure_registered(application, user, Role(role), unit, street)
     finally:
         application.close()
 
@@ -116,7 +132,11 @@ class LiveService:
             time.sleep(0.2)
 
     def token(self, role: str, unit: str, *, user: str | None = None, street: str = "") -> str:
-        args = ["token", "issue", "--user", user or f"probe-{role}", "--role", role]
+        """A token from `casetrail token issue` for a user registered first (issue 16: only a
+        registered, active user holding the role gets one)."""
+        who = user or f"probe-{role}"
+        register_user_of(self.home, who, role, unit, street or DEFAULT_STREET, env=self.env)
+        args = ["token", "issue", "--user", who, "--role", role]
         args += ["--unit", unit]
         if street:
             args += ["--street", street]

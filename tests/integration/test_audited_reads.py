@@ -14,10 +14,12 @@ from fastapi.testclient import TestClient
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
 from domain.taxonomy import Role
+from gateway.cli.main import DEFAULT_STREET
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.conftest import PG_DSN, TokenFactory
 from tests.integration.planted import planted_case
+from tests.people import fixture_user, register
 
 VILLAGE = "dongshan-village"
 OFFICE = "chengguan-governance-office"
@@ -156,6 +158,8 @@ def test_read_whose_access_event_cannot_be_stored_returns_503_and_no_data_sqlite
 ) -> None:
     db = home / "casetrail.sqlite"
     writable = Settings.from_env({"CASETRAIL_HOME": str(home)})
+    # This store is the test's own (SQLite), not the fixture's: its reporter is registered here.
+    register(writable, fixture_user(Role.REPORTER, VILLAGE), Role.REPORTER, VILLAGE, DEFAULT_STREET)
     planted = planted_case()
     with TestClient(create_app(writable)) as client:
         case_id = client.post(
@@ -184,6 +188,8 @@ def test_read_whose_access_event_cannot_be_stored_returns_503_and_no_data_postgr
     settings = Settings.from_env(
         {"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": f"{PG_DSN}?schema={pg_schema}"}
     )
+    # This store is the test's own, not the fixture's: its reporter is registered here.
+    register(settings, fixture_user(Role.REPORTER, VILLAGE), Role.REPORTER, VILLAGE, DEFAULT_STREET)
     planted = planted_case()
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         case_id = client.post(

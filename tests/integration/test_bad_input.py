@@ -76,8 +76,9 @@ def test_invalid_report_is_refused_naming_the_field_and_writes_nothing(
 ) -> None:
     body = copy.deepcopy(planted_case(seed=3).body)
     change(body)
+    headers = auth(Role.REPORTER, "dongshan-village")  # registers the user: an event, not counted
     before = _event_count(client)
-    response = client.post("/v1/cases", json=body, headers=auth(Role.REPORTER, "dongshan-village"))
+    response = client.post("/v1/cases", json=body, headers=headers)
     assert response.status_code == 422, f"{label}: {response.text}"
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
@@ -92,8 +93,9 @@ def test_risk_below_the_floor_is_refused_naming_risk(
     body = planted_case(seed=4).body
     body["issues"] = [{"category": "mental_health", "subtype": "self_harm"}]
     body["risk"] = "medium"
+    headers = auth(Role.REPORTER, "dongshan-village")  # registers the user: an event, not counted
     before = _event_count(client)
-    response = client.post("/v1/cases", json=body, headers=auth(Role.REPORTER, "dongshan-village"))
+    response = client.post("/v1/cases", json=body, headers=headers)
     assert response.status_code == 422
     assert response.json()["errors"] == [{"field": "risk", "message": response.json()["detail"]}]
     assert _event_count(client) == before

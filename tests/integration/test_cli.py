@@ -13,7 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from domain.taxonomy import Role
+from gateway.cli.main import DEFAULT_STREET
+from gateway.settings import Settings
 from gateway.store.eventstore import new_key_text
+from tests.people import register
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 
@@ -55,6 +59,9 @@ def test_keys_init_creates_private_files_readable_by_owner_only(tmp_path: Path) 
 
 def test_token_issue_prints_the_token_alone(tmp_path: Path) -> None:
     run(tmp_path, "keys", "init")
+    # Only for a registered user holding the role (issue 16; tests/integration/test_users_cli.py).
+    home = Settings.from_env({"CASETRAIL_HOME": str(tmp_path)})
+    register(home, "u-7", Role.COORDINATOR, "office", DEFAULT_STREET)
     result = run(
         tmp_path, "token", "issue", "--user", "u-7", "--role", "coordinator", "--unit", "office"
     )

@@ -193,6 +193,8 @@ def test_only_a_member_of_the_assigned_unit_may_act_and_refusals_change_nothing(
 ) -> None:
     client = flow.client
     aid = flow.assign()
+    # The same unit code in another street is another unit (registered here: an event).
+    elsewhere = auth(Role.UNIT_MEMBER, POLICE, street="xiaoxi-street")
     before = position(client)
     # Another unit of the street holds nothing on the case: as for an outsider, 404.
     for step, body in (
@@ -203,8 +205,6 @@ def test_only_a_member_of_the_assigned_unit_may_act_and_refusals_change_nothing(
         problem(flow.post(aid, step, flow.school, body), 404, "case-not-found")
         # The coordinator may assign, not sign for, decline or report for the unit.
         problem(flow.post(aid, step, flow.coordinator, body), 403, "not-permitted")
-        # The same unit code in another street is another unit.
-        elsewhere = auth(Role.UNIT_MEMBER, POLICE, street="xiaoxi-street")
         problem(flow.post(aid, step, elsewhere, body), 404, "case-not-found")
     # A result before signing for.
     problem(flow.post(aid, "result", flow.police, result_body()), 409, "assignment-not-signed-for")

@@ -28,6 +28,7 @@ from gateway.auth import issue_token
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.integration.planted import Planted, planted_case
+from tests.people import ensure_registered
 
 STREET, FAR_STREET = "chengguan-street", "xiaoxi-street"
 LEAD = Actor("lead-1", Role.COUNTY_LEAD, "county-office", "county")
@@ -50,6 +51,7 @@ class World:
         return found
 
     def headers(self, actor: Actor, purpose: str | None = None) -> dict[str, str]:
+        ensure_registered(self.application, actor.user, actor.role, actor.unit, actor.street)
         token = issue_token(
             self.key, user=actor.user, role=actor.role, unit=actor.unit, street=actor.street
         )

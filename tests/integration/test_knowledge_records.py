@@ -48,6 +48,7 @@ from tests.conftest import TokenFactory
 from tests.integration.live_service import LiveService, cli
 from tests.integration.planted import Planted, planted_case
 from tests.integration.test_one_reader import application_of, stored
+from tests.people import register
 
 VILLAGE = "dongshan-village"
 OFFICE = "chengguan-governance-office"
@@ -337,6 +338,7 @@ def _tokens(settings: Settings) -> TokenFactory:
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token key")
 
     def headers(role: Role, unit: str, *, purpose: str | None = None) -> dict[str, str]:
+        register(settings, f"user-{role}", role, unit, "chengguan-street")
         token = issue_token(
             key, user=f"user-{role}", role=role, unit=unit, street="chengguan-street"
         )

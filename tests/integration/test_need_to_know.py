@@ -45,6 +45,7 @@ from tests.conftest import PG_DSN, pg_url, require_postgres
 from tests.domain.builders import register_units
 from tests.integration.planted import planted_case
 from tests.integration.test_audited_reads import assert_answer_matches_fields
+from tests.people import ensure_registered
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 STREET, FAR_STREET = "chengguan-street", "far-street"
@@ -118,6 +119,7 @@ class World:
     cases: dict[tuple[Role, str], str]
 
     def headers(self, actor: Actor, purpose: str | None = None) -> dict[str, str]:
+        ensure_registered(self.application, actor.user, actor.role, actor.unit, actor.street)
         token = issue_token(
             self.key, user=actor.user, role=actor.role, unit=actor.unit, street=actor.street
         )
@@ -128,7 +130,8 @@ class World:
 
 
 def _report(world: World, unit: str, street: str) -> str:
-    reporter = Actor(f"reporter-of-{unit}", Role.REPORTER, unit, street)
+    # One user per unit of a street (issue 16: a user belongs to one unit of one street).
+    reporter = Actor(f"reporter-of-{unit}.{street}", Role.REPORTER, unit, street)
     body = planted_case(village=unit if unit.startswith("v-") else "v-own").body
     response = world.client.post("/v1/cases", json=body, headers=world.headers(reporter))
     assert response.status_code == 201, response.text
@@ -136,7 +139,7 @@ def _report(world: World, unit: str, street: str) -> str:
 
 
 def _assign(world: World, case_id: str, unit: str, street: str) -> str:
-    coordinator = Actor("assigning-coordinator", Role.COORDINATOR, "office", street)
+    coordinator = Actor(f"assigning-coordinator.{street}", Role.COORDINATOR, "office", street)
     body = {
         "unit": unit,
         "function": str(ASSIGNED_FUNCTION),
@@ -206,7 +209,9 @@ def _build_case(world: World, actor: Actor, relation: str) -> str:
     case_id = _report(world, "v-other", actor.street)
     assignment = _assign(world, case_id, actor.unit, actor.street)
     if relation == "assignment ended":
-        coordinator = Actor("ending-coordinator", Role.COORDINATOR, "office", actor.street)
+        coordinator = Actor(
+            f"ending-coordinator.{actor.street}", Role.COORDINATOR, "office", actor.street
+        )
         response = world.client.post(
             f"/v1/cases/{case_id}/assignments/{assignment}/end",
             json={"outcome": "completed"},

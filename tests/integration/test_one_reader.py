@@ -27,11 +27,13 @@ from fastapi.testclient import TestClient
 from domain.access import NO_CASE, AccessDenied, CaseAccessed
 from domain.application import ACCESS_TOPICS, CaseTrail
 from domain.taxonomy import Role
+from gateway.cli.main import DEFAULT_STREET
 from gateway.http.app import create_app
 from gateway.http.reader import refusal_answer
 from gateway.settings import Settings
 from tests.conftest import PG_DSN, TokenFactory
 from tests.integration.planted import planted_case
+from tests.people import fixture_user, register
 
 VILLAGE = "dongshan-village"
 OFFICE = "chengguan-governance-office"
@@ -305,6 +307,14 @@ def test_a_refusal_that_cannot_be_stored_is_answered_503_on_every_channel(
     settings = Settings.from_env(
         {"CASETRAIL_HOME": str(home), "CASETRAIL_DATABASE_URL": f"{PG_DSN}?schema={pg_schema}"}
     )
+    # This store is the test's own: its users are registered here, before it refuses writes.
+    for role, unit in ((Role.REPORTER, VILLAGE), (Role.UNIT_MEMBER, POLICE)):
+        register(settings, fixture_user(role, unit), role, unit, DEFAULT_STREET)
+    investigator = fixture_user(Role.INVESTIGATOR, "county")
+    register(settings, investigator, Role.INVESTIGATOR, "county", DEFAULT_STREET)
+    wrong_purpose = auth(Role.UNIT_MEMBER, POLICE, purpose="consultation")
+    no_ledger = auth(Role.INVESTIGATOR, "county", purpose="investigation")
+    reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         created = client.post(
             "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, VILLAGE)
@@ -319,9 +329,6 @@ def test_a_refusal_that_cannot_be_stored_is_answered_503_on_every_channel(
                 f"CREATE TRIGGER refuse BEFORE INSERT ON {pg_schema}.casetrail_events "
                 f"FOR EACH ROW EXECUTE FUNCTION {pg_schema}.refuse()"
             )
-        wrong_purpose = auth(Role.UNIT_MEMBER, POLICE, purpose="consultation")
-        no_ledger = auth(Role.INVESTIGATOR, "county", purpose="investigation")
-        reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
         for channel, headers in (
             *((name, wrong_purpose) for name in sorted(EVERY_CHANNEL)),
             *((name, no_ledger) for name in sorted(LEDGER_CHANNELS)),

@@ -43,6 +43,7 @@ from gateway.messaging.broker_config import NatsLayout
 from gateway.messaging.registry import register_unit, write_broker_config
 from gateway.messaging.sealing import UnitCredentials, open_envelope
 from gateway.settings import Settings
+from tests.people import ensure_registered, fixture_user
 
 CASETRAIL = str(Path(sys.executable).with_name("casetrail"))
 STREET = "chengguan-street"
@@ -277,8 +278,12 @@ class Stack:
             write_broker_config(self.settings, application, self.nats)
 
     def token(self, role: Role, unit: str, street: str = STREET) -> str:
+        """A token for a user registered first (issue 16: only registered users get in)."""
+        user = fixture_user(role, unit, street)
+        with self.application() as application:
+            ensure_registered(application, user, role, unit, street)
         key = keyring.load_private_key(self.settings.keys_dir / keyring.TOKEN_KEY, "token key")
-        return issue_token(key, user=f"user-{role}-{unit}", role=role, unit=unit, street=street)
+        return issue_token(key, user=user, role=role, unit=unit, street=street)
 
     def headers(self, role: Role, unit: str, purpose: str | None = None) -> dict[str, str]:
         found = {"Authorization": f"Bearer {self.token(role, unit)}"}

@@ -56,6 +56,9 @@ def _knower(
         "user": user,
         "unit": unit,
         "role": role,
+        # The scenario's people are not registered users (issue 16): no post is named.
+        "post": None,
+        "post_label_zh": None,
         "first_at": m.iso,
         "how": how,
         "position": m.position,

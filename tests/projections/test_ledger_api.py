@@ -516,11 +516,12 @@ def test_a_full_identity_export_is_an_audited_disclosure(
 
 
 def test_health_reports_each_projection_and_its_lag(client: TestClient, auth: TokenFactory) -> None:
+    headers = coordinator(auth)  # registers the coordinator (an event) before the sync
     Workload(application_of(client), seed=43).cases(2)
     synced(client)
     # The position and the lag are for authenticated callers (monitoring); anyone gets liveness.
     assert client.get("/healthz").json() == {"status": "ok"}
-    health = client.get("/healthz", headers=coordinator(auth)).json()
+    health = client.get("/healthz", headers=headers).json()
     projections = {p["name"]: p for p in health["projections"]["projections"]}
     assert set(projections) == set(VIEW_NAMES)
     assert projections["ledger"]["lag"] == 0

@@ -24,6 +24,7 @@ from gateway.bootstrap import open_application
 from gateway.cli.main import main
 from gateway.settings import Settings
 from tests.evidence.helpers import cli, first_line
+from tests.people import register
 from tests.reports.conftest import chromium_path
 from tests.reports.scenario import Scenario, investigated_case, order_for
 
@@ -84,8 +85,11 @@ def _scenario(settings: Settings, *, order: bool = True) -> Scenario:
 def _token(settings: Settings, tmp_path: Path, user: str = INVESTIGATOR) -> Path:
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token key")
     path = tmp_path / f"{user}.token"
+    register(settings, user, Role.INVESTIGATOR, "county-inspection", "county")
     path.write_text(
-        issue_token(key, user=user, role=Role.INVESTIGATOR, unit="county-inspection", street=""),
+        issue_token(
+            key, user=user, role=Role.INVESTIGATOR, unit="county-inspection", street="county"
+        ),
         encoding="utf-8",
     )
     return path

@@ -161,11 +161,10 @@ def test_a_bad_format_names_the_field_and_writes_nothing(
     client: TestClient, auth: TokenFactory
 ) -> None:
     application = _application(client)
+    headers = auth(Role.INVESTIGATOR, UNIT, purpose="investigation")  # registers: an event
     before = application.recorder.max_notification_id()
     answer = client.get(
-        f"/v1/investigations/{UUID(int=7)}/report",
-        params={"format": "<docx>"},
-        headers=auth(Role.INVESTIGATOR, UNIT, purpose="investigation"),
+        f"/v1/investigations/{UUID(int=7)}/report", params={"format": "<docx>"}, headers=headers
     )
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"

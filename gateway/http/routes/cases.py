@@ -69,7 +69,8 @@ def _authenticated(svc: Services, authorization: str) -> bool:
     if scheme.lower() != "bearer" or not token.strip():
         return False
     try:
-        svc.verifier.verify(token.strip())
+        # Only a registered, active user's token (issue 16, gateway.auth.UserRegistry).
+        svc.users.check(svc.verifier.verify(token.strip()))
     except AuthenticationFailed:
         return False
     return True

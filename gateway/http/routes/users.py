@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from domain.access import Actor
 from domain.errors import NotPermitted
@@ -26,6 +26,12 @@ from gateway.http.dependencies import ActorDep, ServicesDep
 from gateway.logs import get_logger
 
 log = get_logger("casetrail.api")
+
+# A user id in a path: the shape of `domain.users.UserId`, bounded like every parameter.
+UserIdPath = Annotated[
+    str,
+    Path(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$", description="user id"),
+]
 router = APIRouter(tags=["users"])
 
 
@@ -59,7 +65,7 @@ def list_users(actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
 
 
 @router.get("/v1/users/{user_id}")
-def read_user(user_id: str, actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
+def read_user(user_id: UserIdPath, actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
     """One user. Administrators."""
     _require_admin(actor)
     return svc.application.user(user_id).describe()
@@ -67,7 +73,7 @@ def read_user(user_id: str, actor: ActorDep, svc: ServicesDep) -> dict[str, Any]
 
 @router.post("/v1/users/{user_id}/grants")
 def grant_role(
-    user_id: str, command: ChangeRole, actor: ActorDep, svc: ServicesDep
+    user_id: UserIdPath, command: ChangeRole, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Grant a role. Administrators."""
     _require_admin(actor)
@@ -76,7 +82,7 @@ def grant_role(
 
 @router.post("/v1/users/{user_id}/revocations")
 def revoke_role(
-    user_id: str, command: ChangeRole, actor: ActorDep, svc: ServicesDep
+    user_id: UserIdPath, command: ChangeRole, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Revoke a role: its tokens are refused on every API process within 2 s. Administrators
     (not their own admin role)."""
@@ -86,7 +92,7 @@ def revoke_role(
 
 @router.post("/v1/users/{user_id}/suspension")
 def suspend_user(
-    user_id: str, command: ChangeStatus, actor: ActorDep, svc: ServicesDep
+    user_id: UserIdPath, command: ChangeStatus, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Suspend a user: every token of theirs is refused within 2 s. Administrators (not
     themselves)."""
@@ -96,7 +102,7 @@ def suspend_user(
 
 @router.post("/v1/users/{user_id}/reinstatement")
 def reinstate_user(
-    user_id: str, command: ChangeStatus, actor: ActorDep, svc: ServicesDep
+    user_id: UserIdPath, command: ChangeStatus, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Reinstate a suspended user. Administrators."""
     _require_admin(actor)
@@ -107,7 +113,7 @@ def reinstate_user(
 
 @router.post("/v1/users/{user_id}/post")
 def change_post(
-    user_id: str, command: ChangePost, actor: ActorDep, svc: ServicesDep
+    user_id: UserIdPath, command: ChangePost, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Change a user's post (岗位); the history keeps every earlier one. Administrators."""
     _require_admin(actor)
@@ -118,7 +124,7 @@ def change_post(
 
 @router.get("/v1/users/{user_id}/history")
 def user_history(
-    user_id: str,
+    user_id: UserIdPath,
     actor: ActorDep,
     svc: ServicesDep,
     case_id: Annotated[
