@@ -332,16 +332,8 @@ def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) 
     add = history.add
     steps = history.steps
     stored = history.stored
-    pending: list[tuple[int, Any]] = []
-    topics = ALL_TOPICS
-    if accesses is not None:
-        topics = _WITHOUT_ACCESSES
-        pending = [
-            (r.position, access_event_of(r))
-            for r in accesses(case_id)
-            if r.kind is not RecordKind.REFUSED_COMMAND
-        ]
-        pending.reverse()  # popped from the end, oldest first
+    topics = ALL_TOPICS if accesses is None else _WITHOUT_ACCESSES
+    pending = _pending_accesses(accesses, case_id)
 
     def step_outside(position: int, event: Any) -> None:
         # Outside the case stream: a step at the current state (what `add` does, inline: the
@@ -383,6 +375,20 @@ def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) 
     while pending:
         step_outside(*pending.pop())
     return history
+
+
+def _pending_accesses(accesses: AccessRecords | None, case_id: UUID) -> list[tuple[int, Any]]:
+    """The case's reads from the access records (refused commands are no step of the file's
+    history), newest first: `gather` pops them from the end, oldest first."""
+    if accesses is None:
+        return []
+    pending = [
+        (r.position, access_event_of(r))
+        for r in accesses(case_id)
+        if r.kind is not RecordKind.REFUSED_COMMAND
+    ]
+    pending.reverse()
+    return pending
 
 
 def history_of(case_id: UUID, events: Iterable[tuple[int, Any]]) -> CaseHistory:
