@@ -166,7 +166,7 @@ def test_an_id_number_or_name_in_a_url_is_refused_unread_and_unechoed(
         ({}, "id_number"),
     ):
         answer = client.get("/v1/cases", params=params, headers=coordinator)
-        assert answer.status_code == 400, answer.text
+        assert answer.status_code == 422, answer.text
         assert answer.headers["content-type"] == "application/problem+json"
         assert answer.json()["errors"][0]["field"] == field
         assert "POST /v1/cases/search" in answer.json()["detail"]

@@ -22,7 +22,6 @@ from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime
 
 from domain import errors
 from domain.access import NO_CASE, Actor, Channel
@@ -39,6 +38,7 @@ from gateway.http.dependencies import (
     ServicesDep,
     purpose_of_use,
 )
+from gateway.http.routes.disclosures import Instant
 from gateway.logs import get_logger
 
 log = get_logger("casetrail.api")
@@ -47,7 +47,9 @@ router = APIRouter()
 FINDINGS_FIELD = "compliance_findings"
 FINDINGS_NOT_FOR_ROLE = "compliance_findings_not_for_role"
 PurposeDep = Annotated[Purpose, Depends(purpose_of_use)]
-RuleQuery = Annotated[str | None, Query(pattern="^(" + "|".join(RULE_IDS) + ")$")]
+RuleQuery = Annotated[
+    str | None, Query(max_length=64, pattern="^(" + "|".join(RULE_IDS) + ")$")
+]
 Code = Annotated[str | None, Query(max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
 
 
@@ -87,8 +89,8 @@ def list_findings(
     status: FindingStatus | None = None,
     unit: Code = None,
     person: Code = None,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
 ) -> dict[str, Any]:
     """Findings, oldest first; `since`/`until` bound the end of each finding's window."""
     where = FindingFilter(
@@ -104,8 +106,8 @@ def finding_counts(
     purpose: PurposeDep,
     svc: ServicesDep,
     context: RequestContextDep,
-    since: AwareDatetime | None = None,
-    until: AwareDatetime | None = None,
+    since: Instant = None,
+    until: Instant = None,
 ) -> dict[str, Any]:
     """How many findings per rule and unit, by status."""
     _recorded_read(svc, actor, purpose, context)

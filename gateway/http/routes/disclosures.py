@@ -235,7 +235,7 @@ def _in_window(value: datetime | None) -> datetime | None:
 
 
 # An instant with its offset, within the window every date of the service lies in.
-_Instant = Annotated[
+Instant = Annotated[
     AwareDatetime | None,
     Query(
         description="RFC 3339, with offset",
@@ -260,8 +260,8 @@ class AccessFilters:
     channel: _Code = None
     kind: Annotated[KindFilter | None, Query()] = None
     case_id: Annotated[UUID | None, Query()] = None
-    since: _Instant = None  # inclusive
-    until: _Instant = None  # exclusive
+    since: Instant = None  # inclusive
+    until: Instant = None  # exclusive
     after: Annotated[
         int,
         Query(ge=0, le=MAX_POSITION, description="the store position the page starts after"),

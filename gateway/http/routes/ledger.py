@@ -193,30 +193,18 @@ def ledger(
 
 
 class PersonalDataInUrl(errors.DomainError):
-    status = 400
+    status = 422
     code = "personal_data_in_url"
 
 
-@router.get(
-    "/v1/cases",
-    tags=["ledgers"],
-    responses={
-        400: {
-            "description": "Always: an ID number or name is not accepted in a URL "
-            "(`urn:casetrail:problem:personal_data_in_url`); use POST /v1/cases/search",
-            "content": {
-                "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-            },
-        }
-    },
-)
+@router.get("/v1/cases", tags=["ledgers"])
 def find_cases(
     id_number: Annotated[str | None, Query(max_length=32)] = None,
     name: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     """Refused: a minor's ID number or name never travels in a URL (proxies, browsers and
     servers keep URLs in their logs and histories). Look a minor up with
-    `POST /v1/cases/search`, the ID number or name in the body. Answered 400 before anything is
+    `POST /v1/cases/search`, the ID number or name in the body. Answered 422 before anything is
     read or decided; the value given is neither parsed nor echoed."""
     field = "name" if id_number is None and name is not None else "id_number"
     raise PersonalDataInUrl(
