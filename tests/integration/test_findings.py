@@ -46,6 +46,7 @@ from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.integration.planted import Planted, planted_case
+from tests.people import ensure_registered
 
 RULES_TOML = """
 enabled = ["repeated_refusals", "bulk_browsing"]
@@ -68,6 +69,8 @@ class World:
         self.cases: list[str] = []
 
     def headers(self, role: Role, unit: str, user: str, purpose: str | None = None) -> Any:
+        # Only registered users get in (issue 16): registered in this test's store first.
+        ensure_registered(self.application, user, role, unit, DEFAULT_STREET)
         token = issue_token(self.key, user=user, role=role, unit=unit, street=DEFAULT_STREET)
         found = {"Authorization": f"Bearer {token}"}
         if purpose:
