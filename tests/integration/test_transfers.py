@@ -186,3 +186,24 @@ def test_the_relay_tells_the_receiving_street_s_office_ids_only(
     }
     for value in planted.needles().values():
         assert value.decode() not in repr(notice.body)
+
+
+def test_a_transfer_to_a_street_no_unit_is_registered_in_is_refused(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """A street code no registered unit belongs to (a typo, a street not yet set up): 422
+    naming `to_street`, nothing stored; the file would be seen by nobody there."""
+    application = application_of(client)
+    register_units(application, OFFICE)
+    register_units(application, OTHER_OFFICE, street=OTHER)
+    sending = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    planted = planted_case(VILLAGE, 2626)
+    case_id = client.post("/v1/cases", json=planted.body, headers=sending).json()["id"]
+    position = application.recorder.max_notification_id()
+    body = {"to_street": "nowhere-street", "to_village": OTHER_VILLAGE, "reason": "迁居"}
+    refused = client.post(f"/v1/cases/{case_id}/transfer", json=body, headers=sending)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["errors"][0]["field"] == "to_street"
+    assert application.recorder.max_notification_id() == position
+    assert application.repository.get(UUID(case_id)).street == STREET
