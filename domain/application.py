@@ -211,9 +211,17 @@ NOT_VISIBLE_RULE: Final = "not_visible"
 def _refusal_rule(refused: errors.DomainError) -> str | None:
     """The rule to record a refused command under, or None when the error is no refusal (a
     broken rule of the case file, 409; bad input, 422). A 404 that hides a case or an
-    investigation is one (`not_visible`), whether it exists or not: the attempt is recorded
-    either way, so recording tells the caller nothing."""
-    if isinstance(refused, errors.CaseNotFound | errors.InvestigationNotFound):
+    investigation (or a submission, roster entry or campaign, issue 17) is one (`not_visible`),
+    whether it exists or not: the attempt is recorded either way, so recording tells the caller
+    nothing."""
+    if isinstance(
+        refused,
+        errors.CaseNotFound
+        | errors.InvestigationNotFound
+        | errors.SubmissionNotFound
+        | roster.RosterEntryNotFound
+        | CampaignNotFound,
+    ):
         return NOT_VISIBLE_RULE
     if refused.status == 403:
         return refused.code
@@ -1480,6 +1488,7 @@ class CaseTrail(Application[UUID]):
         self.save(campaign)
         return campaign.id
 
+    @records_refusals("campaign")
     def campaign(self, campaign_id: UUID, actor: Actor) -> screening.Campaign:
         """The campaign, if it is of the actor's street (else as if it did not exist)."""
         try:

@@ -22,6 +22,7 @@ in `tests/integration/test_duty_cycle.py`.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
@@ -650,10 +651,25 @@ class Case(Aggregate):
             }
         )
 
-    def transfer(self, command: cmd.TransferCase, *, by: Record) -> None:
+    def transfer(
+        self,
+        command: cmd.TransferCase,
+        *,
+        by: Record,
+        streets: Collection[str] | None = None,
+    ) -> None:
+        """`streets`: the streets registered units belong to (the service passes them); a
+        transfer to another street not among them is refused (422 `to_street`), as a file
+        there would be seen by nobody."""
         self._require_open("transfer")
         to_street = command.to_street
         to_village = command.to_village
+        if streets is not None and to_street != self.street and to_street not in streets:
+            raise errors.StreetNotRegistered(
+                "no registered unit belongs to this street; check the street code, or register "
+                "the street's governance office first (casetrail unit add)",
+                field="to_street",
+            )
         if to_street != self.street and to_village is None:
             raise errors.NothingToTransfer(
                 "a transfer to another street names the village (村社区) there the minor now "

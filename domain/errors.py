@@ -166,6 +166,13 @@ class NothingToTransfer(DomainError):
     code = "nothing_to_transfer"
 
 
+class StreetNotRegistered(DomainError):
+    """A transfer names a street no registered unit belongs to: nobody there would see it."""
+
+    status = 422
+    code = "street_not_registered"
+
+
 class SubmissionInvalid(DomainError):
     status = 422
     code = "submission_invalid"

@@ -71,8 +71,9 @@ _JOIN_SECONDS: Final = 10.0
 # Reports 4: transfers and corrected villages move a file; interventions by protection
 #    function (`report_interventions`), issue 17.
 # Screening 1: the roster, campaigns, visits and letters (issue 17).
+# Screening 2: case files' letters follow corrected ID numbers and transfers (issue 17).
 # Accesses 1: the access log (issue 15, projections/compliance/access_log.py).
-SCHEMA: Final = {"ledger": 6, "reports": 4, "screening": 1, "accesses": 1}
+SCHEMA: Final = {"ledger": 6, "reports": 4, "screening": 2, "accesses": 1}
 SCHEMA_TABLE: Final = "readmodel_schema"
 
 

@@ -23,7 +23,7 @@ from domain.access import Actor
 from domain.roster import may_see_counts
 from domain.screening import OpenCampaign
 from gateway import bootstrap, keyring, logs
-from gateway.auth import AuthenticationFailed
+from gateway.auth import AuthenticationFailed, UserRegistry
 from gateway.imports.roster import ImportFileError, import_roster
 from gateway.settings import Settings
 from projections.blind_index import BlindIndex
@@ -43,14 +43,25 @@ _TOKEN_FILE = click.option(
 
 
 def _actor(settings: Settings, token_file: Path) -> Actor:
+    """The token's actor, when the token is genuine AND its user is registered, active and
+    holds the token's role (issue 16, as `casetrail report investigate`): a suspended or
+    revoked user's token is refused here with one line, exit 2."""
     try:
-        return bootstrap.token_verifier(settings).verify(
+        actor = bootstrap.token_verifier(settings).verify(
             token_file.read_text(encoding="utf-8").strip()
         )
     except AuthenticationFailed as exc:
         raise RosterUsageError(f"{token_file}: {exc}") from None
     except (OSError, UnicodeDecodeError):
         raise RosterUsageError(f"{token_file}: cannot read the token file") from None
+    application = bootstrap.open_application(settings)
+    try:
+        UserRegistry(application).check(actor)
+    except AuthenticationFailed as exc:
+        raise RosterUsageError(f"{token_file}: {exc}") from None
+    finally:
+        application.close()
+    return actor
 
 
 @click.group(help="The roster of minors (底数) of each village.")
@@ -166,6 +177,10 @@ def coverage_command(campaign_id: UUID, as_json: bool, token_file: Path) -> None
         except errors.DomainError as exc:
             raise RosterUsageError(exc.message) from None
         if not may_see_counts(actor, found.street):
+            # Recorded before the answer, as over HTTP (issue 15).
+            application.record_command_refusal(
+                actor, "campaign_coverage", None, "roster_not_permitted"
+            )
             raise RosterUsageError(
                 "a campaign's coverage is for the street's coordinator and supervisor"
             )

@@ -38,6 +38,9 @@ from domain.taxonomy import Gender
 from projections.blind_index import BlindIndex
 
 MAX_ROWS: Final = 5000
+# Every row read counts against this, blank ones too: a small .xlsx can hold millions of empty
+# rows, each costing CPU to read (room for a header and as many blank rows as minors).
+MAX_SHEET_ROWS: Final = 2 * MAX_ROWS
 
 # Column header (normalised: NFKC, no spaces) -> field of RosterMinor.
 COLUMNS: Final = {
@@ -306,10 +309,22 @@ def _validation_problems(number: int, exc: ValidationError) -> list[RowProblem]:
     return found
 
 
+def _bounded(rows: Iterator[tuple[int, list[Any]]]) -> Iterator[tuple[int, list[Any]]]:
+    """The rows, stopping with `ImportFileError` past `MAX_SHEET_ROWS` rows read, blank or not
+    (proven by tests/integration/test_screening_import.py)."""
+    for read, row in enumerate(rows, start=1):
+        if read > MAX_SHEET_ROWS:
+            raise ImportFileError(
+                f"the file holds more than {MAX_SHEET_ROWS} rows (blank rows count too); delete "
+                "the empty rows below the table, or import it village by village"
+            )
+        yield row
+
+
 def parse_roster(data: bytes, village: str) -> ParsedRoster:
     """Read and check every row of a roster file for `village`; `ImportFileError` when the
     file as a whole cannot be read."""
-    rows = iter(_sheet_rows(data))
+    rows = _bounded(iter(_sheet_rows(data)))
     header: list[Any] | None = None
     for _, cells in rows:
         if any(_cell_text(c) for c in cells):

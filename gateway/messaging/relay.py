@@ -366,6 +366,7 @@ class Router:
                 body,
                 case_id=event.originator_id,
                 assignment_id=event.assignment_id,
+                version=event.originator_version,
             )
         elif isinstance(event, DueDateReminder):
             body = {
@@ -383,6 +384,7 @@ class Router:
                 body,
                 case_id=event.case_id,
                 assignment_id=event.assignment_id,
+                version=None,  # not the case's event: its street now
             )
         elif isinstance(event, Case.Escalated):  # type: ignore[attr-defined]
             self._escalated(found, event, ident, at)
@@ -430,10 +432,10 @@ class Router:
                 Outgoing(recipient, kind, ident, at, body, case_id, assignment_id)
             )
 
-    def _street_of(self, case_id: UUID, version: int = 1) -> str | None:
+    def _street_of(self, case_id: UUID, version: int | None = 1) -> str | None:
         """The case's street at `version` (its first event by default: decoded, not the whole
-        file replayed). A transfer (issue 17) changes a file's street, so an event after one
-        names the version it is of."""
+        file replayed; None: its latest). A transfer (issue 17) changes a file's street, so an
+        event after one names the version it is of."""
         try:
             case: object = self.application.repository.get(
                 case_id, version=version, projector_func=replay
@@ -477,7 +479,11 @@ class Router:
         *,
         case_id: UUID,
         assignment_id: str | None,
+        version: int | None,
     ) -> None:
+        """To one unit; unregistered, an undeliverable notice labelled with the case's street
+        at `version` (the event's, so that a transferred file's notice lands in the street
+        it is in then, issue 17; None: the latest)."""
         recipient = self.directory.get(unit_id)
         if recipient is None:
             self._undeliverable(
@@ -487,7 +493,7 @@ class Router:
                 case_id=case_id,
                 reason="unit_not_registered",
                 unit=unit_id,
-                street=self._street_of(case_id),
+                street=self._street_of(case_id, version),
             )
             return
         found.outgoing.append(Outgoing(recipient, kind, ident, at, body, case_id, assignment_id))

@@ -14,7 +14,9 @@ Tables:
   opened or linked a case file (the file's id, an opaque UUID).
 - `screening_case_letters`: per case file of the street, the blind index of its minor and the
   day of its first guardianship letter (`Case.GuardianshipLetterSigned`): letter coverage
-  counts a letter signed on a file as signed for the minor on the roster.
+  counts a letter signed on a file as signed for the minor on the roster. A corrected ID number
+  (`Case.DetailsCorrected`) gives the file its new minor's blind index, a transfer
+  (`Case.Transferred`) its new street (issue 17; proven by tests/projections/test_coverage.py).
 
 Proven by `tests/projections/test_coverage.py` (figures against an independent count, and a
 byte search of the database for planted names and ID numbers).
@@ -47,6 +49,8 @@ SCREENING_TOPICS: Final = tuple(
         Campaign.Opened,  # type: ignore[attr-defined]
         Case.ClueReported,  # type: ignore[attr-defined]
         Case.GuardianshipLetterSigned,  # type: ignore[attr-defined]
+        Case.DetailsCorrected,  # type: ignore[attr-defined]
+        Case.Transferred,  # type: ignore[attr-defined]
     )
 )
 
@@ -212,6 +216,20 @@ class ScreeningView(View):
                         )
                     ],
                     key=("case_id",),
+                )
+            elif kind == "Case.DetailsCorrected":
+                # The letter is the corrected minor's: the file meets their roster entry now.
+                for change in data["changes"]:
+                    if change["field"] == "minor.id_number" and change.get("new"):
+                        db.execute(
+                            "UPDATE {screening_case_letters} SET id_index = ? WHERE case_id = ?",
+                            (self.blind_index.id_number(change["new"]), stream),
+                        )
+            elif kind == "Case.Transferred":
+                # The file (and its letter) counts in the receiving street from now on.
+                db.execute(
+                    "UPDATE {screening_case_letters} SET street = ? WHERE case_id = ?",
+                    (data["to_street"], stream),
                 )
             elif kind == "Case.GuardianshipLetterSigned":
                 db.execute(

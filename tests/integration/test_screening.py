@@ -198,17 +198,14 @@ def test_visits_are_refused_outside_the_roster_rules(
 ) -> None:
     home, other = listed(client, auth)
     campaign_id = campaign(client, auth, [VILLAGE])
+    # Every user registered before the mark: the requests below store only refusals.
+    other_reporter = auth(Role.REPORTER, OTHER_VILLAGE)
+    member = auth(Role.UNIT_MEMBER, "chengguan-police-station")
+    auth(Role.REPORTER, VILLAGE)
     # Another village's reporter, a unit member: refused, nothing stored.
     position = application_of(client).recorder.max_notification_id()
-    assert (
-        visit(client, auth(Role.REPORTER, OTHER_VILLAGE), campaign_id, home[0]).status_code == 403
-    )
-    assert (
-        visit(
-            client, auth(Role.UNIT_MEMBER, "chengguan-police-station"), campaign_id, home[0]
-        ).status_code
-        == 403
-    )
+    assert visit(client, other_reporter, campaign_id, home[0]).status_code == 403
+    assert visit(client, member, campaign_id, home[0]).status_code == 403
     # A village the campaign does not cover; a day outside its period; a minor not listed.
     outside = visit(client, auth(Role.COORDINATOR, OFFICE), campaign_id, other[0])
     assert outside.status_code == 422 and outside.json()["errors"][0]["field"] == "entry_id"
@@ -224,8 +221,9 @@ def test_visits_are_refused_outside_the_roster_rules(
     missing = visit(client, auth(Role.REPORTER, VILLAGE), campaign_id, stranger)
     assert missing.status_code == 404
     assert stranger.id_number not in missing.text
-    # Nothing of the visits stored: only the two refusals by rule, as CommandRefused (issue 15).
-    assert refusals_since(application_of(client), position) == ["record_visit"] * 2
+    # Nothing of the visits stored: only the refusals (two by rule, the hidden minor as
+    # not_visible, issue 17), as CommandRefused (issue 15).
+    assert refusals_since(application_of(client), position) == ["record_visit"] * 3
 
 
 def refusals_since(application: CaseTrail, position: int | None) -> list[str]:

@@ -18,14 +18,18 @@ from domain.taxonomy import Role
 from gateway import keyring
 from gateway.auth import issue_token
 from gateway.cli.main import main
+from tests.integration.live_service import register_user_of
 from tests.integration.screening_roster import csv_bytes, kids, with_bad_checksum
 from tests.integration.test_cli import assert_one_line_error, run
 
 VILLAGE = "dongshan-village"
 
 
-def token(home: Path, role: Role, unit: str) -> Path:
-    """A token file, issued in-process (each `casetrail` start costs ~2 s of CPU)."""
+def token(home: Path, role: Role, unit: str, *, registered: bool = True) -> Path:
+    """A token file, issued in-process (each `casetrail` start costs ~2 s of CPU), of a user
+    registered in the store of `home` (unless `registered=False`)."""
+    if registered:
+        register_user_of(home, f"u-{role}", role, unit, "chengguan-street")
     key = keyring.load_private_key(home / "keys" / keyring.TOKEN_KEY, "token key")
     path = home / f"{role}.token"
     path.write_text(
@@ -132,3 +136,44 @@ def test_roster_import_and_coverage_from_the_command_line(
     total = json.loads(out)["total"]
     assert (total["minors"], total["visited"], total["not_visited"]) == (5, 0, 5)
     assert all(k.name not in out for k in minors)
+
+
+def test_an_unregistered_users_token_is_refused_by_every_screening_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A genuine token is not enough: its user must be registered and active (issue 16), as for
+    `casetrail report investigate`; one line, exit 2, nothing stored."""
+    home = tmp_path / "home"
+    keyring.init_keys(home / "keys")
+    roster = tmp_path / "名册.csv"
+    roster.write_bytes(csv_bytes([k.cells() for k in kids(2, VILLAGE, seed=9)]))
+    reporter = token(home, Role.REPORTER, VILLAGE, registered=False)
+    coordinator = token(home, Role.COORDINATOR, "chengguan-governance-office", registered=False)
+    today = date.today().isoformat()
+    for args in (
+        ("roster", "import", str(roster), "--village", VILLAGE, "--token-file", str(reporter)),
+        (
+            "screening",
+            "open",
+            "--name",
+            "走访排查",
+            "--from",
+            today,
+            "--to",
+            today,
+            "--token-file",
+            str(coordinator),
+        ),
+        (
+            "screening",
+            "coverage",
+            "--campaign",
+            "6f1c1f0e-4a43-4c5e-9d3a-0c2b8e4f1a11",
+            "--token-file",
+            str(coordinator),
+        ),
+    ):
+        code, out, err = in_process(home, capsys, monkeypatch, *args)
+        assert code == 2, (args, out, err)
+        assert out == ""
+        assert len(err.strip().splitlines()) == 1, err

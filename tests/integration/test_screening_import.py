@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from eventsourcing.utils import get_topic
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
 from domain.roster import RosterEntry
 from domain.taxonomy import Role
+from gateway.imports.roster import MAX_SHEET_ROWS, ImportFileError, parse_roster
 from tests.conftest import TokenFactory
 from tests.integration.screening_roster import (
     csv_bytes,
@@ -162,3 +164,15 @@ def test_a_file_that_is_no_roster_is_one_problem_naming_the_file(
         assert answer.status_code == 422, answer.text
         assert answer.json()["errors"][0]["field"] == "file"
     assert roster_events(client) == 0
+
+
+def test_blank_xlsx_rows_count_against_the_row_bound() -> None:
+    """A workbook of a few minors and then more blank rows than the bound (cells holding only
+    spaces, which read as blank): refused as a whole file once the bound is passed, rather
+    than every blank row read (a small .xlsx can hold millions)."""
+    rows = [k.cells() for k in kids(2, VILLAGE, seed=61)]
+    rows += [[" "]] * (MAX_SHEET_ROWS + 1)
+    with pytest.raises(ImportFileError, match=f"more than {MAX_SHEET_ROWS} rows"):
+        parse_roster(xlsx_bytes(rows), VILLAGE)
+    # At the bound (header, minors and blank rows included), the file is read.
+    assert parse_roster(xlsx_bytes(rows[: MAX_SHEET_ROWS - 1]), VILLAGE).total == 2

@@ -186,3 +186,67 @@ def test_the_relay_tells_the_receiving_street_s_office_ids_only(
     }
     for value in planted.needles().values():
         assert value.decode() not in repr(notice.body)
+
+
+def test_a_transfer_to_a_street_no_unit_is_registered_in_is_refused(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """A street code no registered unit belongs to (a typo, a street not yet set up): 422
+    naming `to_street`, nothing stored; the file would be seen by nobody there."""
+    application = application_of(client)
+    register_units(application, OFFICE)
+    register_units(application, OTHER_OFFICE, street=OTHER)
+    sending = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    planted = planted_case(VILLAGE, 2626)
+    case_id = client.post("/v1/cases", json=planted.body, headers=sending).json()["id"]
+    position = application.recorder.max_notification_id()
+    body = {"to_street": "nowhere-street", "to_village": OTHER_VILLAGE, "reason": "迁居"}
+    refused = client.post(f"/v1/cases/{case_id}/transfer", json=body, headers=sending)
+    assert refused.status_code == 422, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+    assert refused.json()["errors"][0]["field"] == "to_street"
+    assert application.recorder.max_notification_id() == position
+    assert application.repository.get(UUID(case_id)).street == STREET
+
+
+def test_an_undeliverable_assignment_after_a_transfer_names_the_receiving_street(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """A unit the relay does not know yet (registered after its directory was loaded) is
+    assigned a transferred file by the receiving street: the undeliverable notice is labelled
+    with the street the file is in at that event, so it lands in that street's worklist."""
+    application = application_of(client)
+    register_units(application, OFFICE)
+    register_units(application, OTHER_OFFICE, street=OTHER)
+    sending = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+    receiving = auth(Role.COORDINATOR, OTHER_OFFICE, street=OTHER, purpose="consultation")
+    planted = planted_case(VILLAGE, 2727)
+    case_id = client.post("/v1/cases", json=planted.body, headers=sending).json()["id"]
+    body = {"to_street": OTHER, "to_village": OTHER_VILLAGE, "reason": "随父母迁居"}
+    moved = client.post(f"/v1/cases/{case_id}/transfer", json=body, headers=sending)
+    assert moved.status_code == 200, moved.text
+    directory = Directory(application)
+    directory.load()
+    other_police = "xiaoxi-police-station"
+    register_units(application, other_police, street=OTHER)
+    assigned = client.post(
+        f"/v1/cases/{case_id}/assignments",
+        json={
+            "unit": other_police,
+            "function": "judicial",
+            "task": "核查情况",
+            "due_on": (date.today() + timedelta(days=7)).isoformat(),
+        },
+        headers=receiving,
+    )
+    assert assigned.status_code == 201, assigned.text
+    (event,) = [
+        e
+        for e in application.events.get(UUID(case_id))
+        if isinstance(e, Case.UnitAssigned)  # type: ignore[attr-defined]
+    ]
+    routed = Router(application, directory).routed(event)
+    assert routed.outgoing == []
+    (undeliverable,) = routed.undeliverable
+    assert (undeliverable.reason, undeliverable.unit) == ("unit_not_registered", other_police)
+    assert undeliverable.street == OTHER

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.identity import id_check_character
 from domain.quarters import Quarter
 from domain.roster import roster_entry_id
 from domain.taxonomy import Role
@@ -25,6 +26,7 @@ from gateway.settings import Settings
 from projections.readmodels import ReadModels
 from projections.screening import Span, letter_coverage, visit_coverage
 from tests.conftest import PG_DSN, TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.screening_roster import Kid, csv_bytes, kids
 
 OFFICE = "chengguan-governance-office"
@@ -260,3 +262,79 @@ def test_the_byte_scan_finds_a_value_written_in_clear(
             ("x", STREET, "林小雨", "[]", "2026-01-01", "2026-01-02"),
         )
     assert "林小雨".encode() in readmodel_bytes(settings, None)
+
+
+def case_body(kid: Kid, id_number: str, village: str) -> dict[str, Any]:
+    return {
+        "minor": {
+            "name": kid.name,
+            "gender": "male" if kid.gender == "男" else "female",
+            "date_of_birth": kid.born.isoformat(),
+            "id_number": id_number,
+            "school": kid.school,
+            "village": village,
+        },
+        "guardians": [{"name": kid.guardian, "relation": "grandparent", "phone": "13900001111"}],
+        "issues": [{"category": "growth_environment", "subtype": "left_behind"}],
+        "description": "父母外出务工。",
+        "found_by": {"role": "child_director", "unit": village},
+        "method": "home_visit",
+        "found_on": TODAY.isoformat(),
+        "risk": "low",
+    }
+
+
+def test_a_files_letter_follows_a_corrected_id_number_and_a_transfer(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """Letter coverage (issue 17): a letter signed on a file whose ID number is then corrected
+    counts for the corrected minor; a file transferred counts in the receiving street."""
+    other_street, other_village = "xiaoxi-street", "xiaoxi-village"
+    other_office = "xiaoxi-governance-office"
+    application = client.app.state.services.application  # type: ignore[attr-defined]
+    register_units(application, OFFICE)
+    register_units(application, other_office, street=other_street)
+    coordinator = auth(Role.COORDINATOR, OFFICE)
+    receiving = auth(Role.COORDINATOR, other_office, street=other_street)
+    here, there = kids(12, VILLAGES[0], seed=41), kids(12, other_village, seed=42)
+    for group, village, headers in (
+        (here, VILLAGES[0], coordinator),
+        (there, other_village, receiving),
+    ):
+        answer = client.post(
+            "/v1/roster/imports",
+            files={"file": ("r.csv", csv_bytes([k.cells() for k in group]))},
+            data={"village": village},
+            headers=headers,
+        )
+        assert answer.status_code == 200, answer.text
+    corrected = next(k for k in here if LETTER_WORDS & set(k.markers))
+    moved = next(k for k in there if LETTER_WORDS & set(k.markers))
+    # A typo in the sequence digits (same birth date, same sex, valid check character).
+    sequence = (int(corrected.id_number[14:17]) + 2) % 1000
+    wrong = f"{corrected.id_number[:14]}{sequence:03d}"
+    wrong += id_check_character(wrong)
+    letter = {"guardian_index": 0, "reason": "parents_working_away", "signed_on": TODAY.isoformat()}
+
+    first = post(client, "/v1/cases", case_body(corrected, wrong, VILLAGES[0]), coordinator)["id"]
+    post(client, f"/v1/cases/{first}/guardianship-letters", letter, coordinator)
+    fixed = client.post(
+        f"/v1/cases/{first}/corrections",
+        json={"minor": {"id_number": corrected.id_number}, "reason": "身份证号录入错误"},
+        headers=coordinator,
+    )
+    assert fixed.status_code == 200, fixed.text
+
+    second = post(client, "/v1/cases", case_body(moved, moved.id_number, VILLAGES[0]), coordinator)
+    post(client, f"/v1/cases/{second['id']}/guardianship-letters", letter, coordinator)
+    transferred = client.post(
+        f"/v1/cases/{second['id']}/transfer",
+        json={"to_street": other_street, "to_village": other_village, "reason": "随父母迁居"},
+        headers=coordinator,
+    )
+    assert transferred.status_code == 200, transferred.text
+
+    quarter = Quarter.of(TODAY)
+    with synced(client).screening.reading() as db:
+        assert letter_coverage(db, STREET, quarter)["letters"] == 1  # the corrected minor
+        assert letter_coverage(db, other_street, quarter)["letters"] == 1  # the moved minor

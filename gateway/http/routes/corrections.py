@@ -55,8 +55,13 @@ def transfer(
     coordinators see the file from now on, the sending street's for the grace period
     (`CASETRAIL_ASSIGNMENT_GRACE_HOURS`); the sending street's units' open assignments end
     (`transferred`). The receiving street's governance office is notified (ids only)."""
+    # Only to a street some registered unit belongs to (else nobody there would see it).
+    streets = {unit.street for unit in svc.application.units()}
     svc.application.change_case(
-        case_id, actor, "transfer", lambda c: c.transfer(command, by=actor.as_record())
+        case_id,
+        actor,
+        "transfer",
+        lambda c: c.transfer(command, by=actor.as_record(), streets=streets),
     )
     log.info("case_changed", case_id=str(case_id), action="transfer")
     return {"id": str(case_id)}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 from contextlib import suppress
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
@@ -300,6 +300,14 @@ def _campaign(svc: Any, campaign_id: UUID, actor: Actor) -> coverage.CampaignInf
     )
 
 
+def _refuse_counts(svc: Any, actor: Actor, read: str, message: str) -> NoReturn:
+    """Store the refused request for counts (no purpose is declared for counts, so it is a
+    `CommandRefused` naming the read, issue 15) before answering 403."""
+    refused = RosterNotPermitted(message)
+    svc.application.record_command_refusal(actor, read, None, refused.code)
+    raise refused
+
+
 @router.get("/v1/screening/campaigns/{campaign_id}/coverage")
 def campaign_coverage(campaign_id: UUID, actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
     """Coverage of a campaign per village and grid: minors on the roster, visited, key students
@@ -312,9 +320,12 @@ def campaign_coverage(campaign_id: UUID, actor: ActorDep, svc: ServicesDep) -> d
     ):
         scoped = coverage.CampaignInfo(**{**campaign.__dict__, "villages": (actor.unit,)})
     else:
-        raise RosterNotPermitted(
+        _refuse_counts(
+            svc,
+            actor,
+            "campaign_coverage",
             "coverage figures are for the street's coordinator and supervisor, and for a "
-            "village's reporters (their own village)"
+            "village's reporters (their own village)",
         )
     with readmodels_of(svc).screening.reading() as db:
         return coverage.campaign_coverage(db, scoped)
@@ -400,8 +411,11 @@ def street_coverage(
     """The street's visit coverage (走访) and guardianship-letter coverage (监护责任书) for a
     quarter, as the quarterly report shows them. Counts only: coordinators and supervisors."""
     if not (may_see_counts(actor, actor.street) and actor.role is not Role.REPORTER):
-        raise RosterNotPermitted(
-            "a street's coverage figures are for its coordinator and supervisor"
+        _refuse_counts(
+            svc,
+            actor,
+            "street_coverage",
+            "a street's coverage figures are for its coordinator and supervisor",
         )
     year, number = quarter.split("Q")
     period = Quarter(int(year), int(number))

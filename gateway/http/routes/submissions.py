@@ -25,6 +25,7 @@ from pydantic import Field
 from domain import commands as cmd
 from domain import errors
 from domain.access import Channel
+from domain.application import NOT_VISIBLE_RULE
 from domain.quarters import Quarter
 from domain.submissions import LedgerSubmission, Period
 from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep, readmodels_of
@@ -56,10 +57,13 @@ def submit(body: SubmitLedger, reader: ReaderDep, svc: ServicesDep) -> dict[str,
     """报送: your village signs off its ledger for the period (a village committee's reporter)."""
     scope = reader.ledger_scope(channel=Channel.LEDGER)
     if scope.reporting_unit is None:
-        raise errors.NotPermitted(
+        refused = errors.NotPermitted(
             "only a village's committee (reporter) submits its ledger; the street's office "
             "receives it (POST /v1/submissions/{id}/receipt)"
         )
+        # Recorded before the answer, as every refused command (issue 15).
+        svc.application.record_command_refusal(reader.actor, "submit_ledger", None, refused.code)
+        raise refused
     period = Period.parse(body.period)
     application = svc.application
     with readmodels_of(svc).ledger.reading() as db:
@@ -84,6 +88,8 @@ def read_submission(submission_id: UUID, actor: ActorDep, svc: ServicesDep) -> d
     """A submission, to its village's committee and its street's office."""
     found = svc.application.submission(submission_id)
     if found is None or not _may_see(actor, found):
+        # Recorded whether it exists or not (`not_visible`), before the hiding answer.
+        svc.application.record_command_refusal(actor, "read_submission", None, NOT_VISIBLE_RULE)
         raise errors.SubmissionNotFound("no submission with this id is visible to you")
     return found.as_dict()
 
