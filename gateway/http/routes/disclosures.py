@@ -416,9 +416,11 @@ def annual_report(
     unit), disclosures and exports, refusals, break-glass uses and their reviews, findings
     and outcomes, key rotations and verification results; counts only, in Chinese, signed.
     Compliance auditors (compliance_review); producing it is recorded first."""
+    # Scope first: a refusal is recorded whatever the year asked for (a 422 before it would
+    # leave a non-auditor's attempt unrecorded).
+    reader.compliance_report_scope()
     if year > _now().astimezone(CHINA).year:  # the year as Beijing counts it
         raise InvalidFilter("year must not be later than the current year", field="year")
-    reader.compliance_report_scope()
     evidence: Evidence = request.app.state.evidence
     document = annual_document(
         svc.application, readmodels_of(svc), evidence, year=year, actor=reader.actor
