@@ -46,6 +46,7 @@ from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.http.app import create_app
 from gateway.settings import Settings
 from tests.integration.planted import Planted, planted_case
+from tests.people import ensure_registered
 
 RULES_TOML = """
 enabled = ["repeated_refusals", "bulk_browsing"]
@@ -68,6 +69,8 @@ class World:
         self.cases: list[str] = []
 
     def headers(self, role: Role, unit: str, user: str, purpose: str | None = None) -> Any:
+        # Only registered users get in (issue 16): registered in this test's store first.
+        ensure_registered(self.application, user, role, unit, DEFAULT_STREET)
         token = issue_token(self.key, user=user, role=role, unit=unit, street=DEFAULT_STREET)
         found = {"Authorization": f"Bearer {token}"}
         if purpose:
@@ -213,6 +216,39 @@ def test_a_rerun_with_a_new_threshold_equals_evaluation_with_it_from_the_start(
     assert open_now == expected
     superseded = [f for f in world.application.findings() if f.status is FindingStatus.SUPERSEDED]
     assert sorted(f.rule for f in superseded) == ["bulk_browsing", "repeated_refusals"]
+
+
+def test_a_changed_rules_file_stops_evaluation_until_a_rerun_then_the_relay_takes_it_up(
+    world: World,
+) -> None:
+    """The relay's evaluator (built once, following the rules file) never folds with two sets
+    of thresholds: after the file changed it evaluates nothing until `compliance rerun`, then
+    evaluates with the new file."""
+    relay = ComplianceEvaluator(world.application)
+    accesses(world)
+    relay.step(LATER)
+    rules = Path(world.application.env["COMPLIANCE_RULES"])
+    rules.write_text(RULES_TOML.replace("distinct_cases = 3", "distinct_cases = 2"), "utf-8")
+
+    def reads(user: str) -> None:
+        headers = world.headers(Role.COORDINATOR, "office", user, "follow_up")
+        for case_id in world.cases[2:4]:
+            assert world.client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 200
+
+    def bulk_of(user: str) -> list[str]:
+        return [f.person for f in world.application.findings() if f.person == user]
+
+    reads("coord-2")
+    position = relay.follower.position()
+    assert relay.step(LATER) == [] and relay.follower.position() == position  # nothing folded
+    ComplianceEvaluator(world.application).rerun(
+        None, {"user": "auditor-1", "role": "compliance_auditor"}, LATER
+    )
+    assert bulk_of("coord-2") == ["coord-2"]  # the re-run, with distinct_cases = 2
+    reads("coord-3")
+    relay.step(LATER)
+    assert relay.config.digest() == ComplianceEvaluator(world.application).config.digest()
+    assert bulk_of("coord-3") == ["coord-3"]  # the relay, with the new threshold
 
 
 # --- a crash between storing findings and recording them loses none, doubles none --------------
