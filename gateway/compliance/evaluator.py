@@ -24,12 +24,14 @@ produces as superseded (`FindingSuperseded`: kept, not removed; a reviewed findi
 is). Its incremental evaluation then goes on from the end of the log with the same
 configuration, so a re-run and the evaluator agree (tests/domain/test_compliance_rules.py).
 
-The rules file is read again at every step: the state is folded with one configuration only.
-When the file's digest differs from the one stored with the state, the step evaluates nothing
+The rules file is read again at every step: the state is folded with one configuration (and
+one version of the fold, `STATE_VERSION`) only. When the file's digest (or the fold's version)
+differs from the one stored with the state, the step evaluates nothing
 and logs one line (`compliance_evaluation_stopped`) saying to run `casetrail compliance rerun`;
 once a re-run (in any process) rebuilt the state with the file's configuration, the evaluator
 takes that configuration up (a relay started before the change included). Proven by
-tests/integration/test_findings.py (`test_a_changed_rules_file_...`).
+tests/integration/test_findings.py (`test_a_changed_rules_file_...`,
+`test_state_folded_by_an_older_version_...`).
 
 Who runs it: the relay, every `reminder_interval` with the deadline scan
 (`gateway.messaging.relay.Relay`), so new findings are announced to the compliance office as
@@ -56,7 +58,7 @@ from domain.compliance.rules import Raised, RuleEngine
 from gateway.compliance.config import load_rules
 from gateway.logs import get_logger
 from gateway.store.horizon import settled_horizon
-from projections.compliance.evaluator import RulesView
+from projections.compliance.evaluator import RulesView, state_mark
 from projections.follower import Follower, horizon_of, view_recorder
 
 log = get_logger("casetrail.compliance")
@@ -128,15 +130,20 @@ class ComplianceEvaluator:
             return False
         digest = current.digest()
         with self.follower.recorder.reading() as db:
-            stored = self.view.stored_digest(db)
-        position = self.follower.position()
-        built_with = stored if stored is not None else (self.config.digest() if position else None)
-        if built_with is not None and built_with != digest:
+            stored = self.view.stored_mark(db)
+        if stored is None and self.follower.position():
             self._stop(
-                f"the compliance rules file changed (configuration {digest[:12]}) since the "
-                f"rules' state was built (configuration {built_with[:12]}); no finding is "
-                "evaluated until `casetrail compliance rerun` evaluates the whole history "
-                "with the new file"
+                "the compliance rules' state was built by an older version of the rules; no "
+                "finding is evaluated until `casetrail compliance rerun` evaluates the whole "
+                "history again"
+            )
+            return False
+        if stored is not None and stored != state_mark(current):
+            self._stop(
+                f"the compliance rules file (configuration {digest[:12]}) or the rules' "
+                f"version changed since the rules' state was built ({stored[:15]}); no "
+                "finding is evaluated until `casetrail compliance rerun` evaluates the whole "
+                "history with the new file"
             )
             return False
         if digest != self.config.digest():

@@ -45,6 +45,7 @@ from gateway.cli.main import DEFAULT_STREET, cli
 from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from projections.compliance.evaluator import DIGEST_KEY, RulesView, state_mark
 from tests.integration.planted import Planted, planted_case
 from tests.people import ensure_registered
 
@@ -251,6 +252,27 @@ def test_a_changed_rules_file_stops_evaluation_until_a_rerun_then_the_relay_take
     assert bulk_of("coord-3") == ["coord-3"]  # the relay, with the new threshold
 
 
+def test_state_folded_by_an_older_version_is_rebuilt_before_it_is_folded_further(
+    world: World,
+) -> None:
+    """State with no mark of how it was folded (written before the fold's version and the
+    configuration's digest were stored) is folded no further until a re-run rebuilt it."""
+    evaluator = ComplianceEvaluator(world.application)
+    accesses(world)
+    evaluator.step(LATER)
+    with evaluator.follower.recorder._writing() as db:  # as an older version left it
+        db.execute("DELETE FROM {compliance_rules_state} WHERE key = ?", [DIGEST_KEY])
+    later = ComplianceEvaluator(world.application)
+    reporter = world.headers(Role.REPORTER, "v-own", "reporter-1", "follow_up")
+    assert world.client.get(f"/v1/cases/{world.cases[3]}", headers=reporter).status_code == 200
+    position = later.follower.position()
+    assert later.step(LATER) == [] and later.follower.position() == position
+    later.rerun(None, {"user": "auditor-1", "role": "compliance_auditor"}, LATER)
+    with later.follower.recorder.reading() as db:
+        assert RulesView.stored_mark(db) == state_mark(later.config)
+    assert later.follower.position() > position
+
+
 # --- a crash between storing findings and recording them loses none, doubles none --------------
 
 CRASHER = """
@@ -258,6 +280,7 @@ import os, signal, sys
 from datetime import datetime
 from domain.application import CaseTrail
 from gateway.compliance.evaluator import ComplianceEvaluator
+from projections.compliance.evaluator import DIGEST_KEY, RulesView, state_mark
 from gateway.settings import Settings
 
 settings = Settings.from_env()
