@@ -46,6 +46,11 @@ class ReadAfterClosure:
 class BulkBrowsing:
     distinct_cases: int = 20
     window_minutes: int = 60
+    # Channels whose reads are sanctioned list reads, not browsing: a compliance report
+    # records one access-log read per file, a worklist one read per listed file, and exports
+    # have their own rule (identity_export). A read disclosing only the access log
+    # (fields == {"access_log"}) is exempt whatever its channel.
+    exempt_channels: tuple[str, ...] = ("compliance", "export", "worklist")
 
 
 @dataclass(frozen=True)

@@ -106,7 +106,7 @@ class CaseFact:
     position: int
     at: datetime
     case_id: UUID
-    kind: str  # reported, assigned, assignment_ended, closed, reopened, action
+    kind: str  # reported, assigned, assignment_ended, transferred, closed, reopened, action
     user: str
     street: str = ""
     unit: str = ""
@@ -149,6 +149,14 @@ def case_fact_of(position: int, event: DomainEvent) -> CaseFact | None:
         return CaseFact(
             kind="assignment_ended",
             assignment_id=str(getattr(event, "assignment_id", "")),
+            **common,
+        )
+    if kind == "Transferred":
+        # The file moves to `to_street`; a transfer to another street ends the sending
+        # street's open assignments inside the event (domain/case.py: no AssignmentEnded).
+        return CaseFact(
+            kind="transferred",
+            street=str(getattr(event, "to_street", "")),
             **common,
         )
     if kind == "Closed":
@@ -290,6 +298,7 @@ class RuleEngine:
             c.bulk_browsing.distinct_cases,
             c.bulk_browsing.window_minutes * 60.0,
         )
+        self._bb_exempt = frozenset(c.bulk_browsing.exempt_channels)
         self._ie_settle = float(c.identity_export.settle_seconds)
         self._pnb_purposes = frozenset(c.purpose_not_borne_out.purposes)
         self._pnb_roles = frozenset(c.purpose_not_borne_out.roles)
@@ -429,11 +438,7 @@ class RuleEngine:
                     {"files": len(set(entry["cases"]))},
                 )
             ]
-        if (
-            kind == "cb"
-            and "curiosity_browsing" in self.rules
-            and entry["n"] >= self._cb_reads
-        ):
+        if kind == "cb" and "curiosity_browsing" in self.rules and entry["n"] >= self._cb_reads:
             case = key.rsplit("|", 1)[1]
             return [
                 Raised(
@@ -470,6 +475,10 @@ class RuleEngine:
             case["units"][fact.assignment_id] = fact.unit
         elif fact.kind == "assignment_ended":
             case["units"].pop(fact.assignment_id, None)
+        elif fact.kind == "transferred":
+            if fact.street != case["street"]:
+                case["units"] = {}  # the transfer ended every open assignment (domain/case.py)
+            case["street"] = fact.street
         elif fact.kind in ("closed", "reopened"):
             case["closed"] = fact.kind == "closed"
             case["rac"] = []
@@ -506,7 +515,7 @@ class RuleEngine:
                 raised += self._after_closure(record, at, case_id, case)
             if "purpose_not_borne_out" in rules:
                 raised += self._purpose(record, at, case_id, case)
-        if "bulk_browsing" in rules:
+        if "bulk_browsing" in rules and not self._sanctioned_list_read(record):
             raised += self._bulk(record, at, case_id)
         if "curiosity_browsing" in rules and record.role not in self._cb_exempt:
             key = f"cb|{record.user}|{case_id}"
@@ -641,6 +650,11 @@ class RuleEngine:
                 {"purpose": record.purpose, "rule": record.rule},
             )
         ]
+
+    def _sanctioned_list_read(self, record: AccessRecord) -> bool:
+        """A compliance report's, worklist's or export's read (configured channels), or a read
+        of only the file's access log: no browsing of files."""
+        return record.channel in self._bb_exempt or set(record.fields) == {"access_log"}
 
     def _bulk(self, record: AccessRecord, at: float, case_id: str) -> list[Raised]:
         key = f"bb|{record.user}"

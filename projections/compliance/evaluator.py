@@ -17,10 +17,16 @@ The state is kept in memory between batches while this process is the one moving
 (the batch starts where the last one it applied ended); otherwise it is read again from the
 table (another process moved it, or a transaction failed). `rows_at(db)` gives the engine for
 a caller that needs the state at the view's position (`due`).
+
+The fold's version and the digest of the configuration the state was folded with are stored
+with it (row `config_digest`, `state_mark`, written with every batch): the evaluator compares
+them with the rules file before each step and never folds with other thresholds or an older
+fold (`gateway.compliance.evaluator`; tests/integration/test_findings.py).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Final
 
 from domain.compliance.config import RulesConfig
@@ -33,6 +39,18 @@ STATE: Final = "compliance_rules_state"
 FINDINGS: Final = "compliance_rules_findings"
 RAISED_TOPICS: Final = topics_of(Finding.FindingRaised)  # type: ignore[attr-defined]
 _CHUNK: Final = 500
+# The state's row holding the digest of the configuration it was folded with (not an engine key).
+DIGEST_KEY: Final = "config_digest"
+# The fold's version, stored with the digest: bumped when the same events fold into other state
+# (2: transfers move a file's street and end the sending street's assignments; bulk browsing
+# skips sanctioned list reads), so that state folded by an older version is rebuilt (`casetrail
+# compliance rerun`) before it is folded further.
+STATE_VERSION: Final = 2
+
+
+def state_mark(config: RulesConfig) -> str:
+    """What the state stores of how it was folded: the fold's version and the configuration."""
+    return f"v{STATE_VERSION}:{config.digest()}"
 
 
 class RulesView(View):
@@ -57,9 +75,24 @@ class RulesView(View):
             "ON {compliance_rules_findings} (produced, stored)",
         ]
 
+    def use(self, config: RulesConfig) -> None:
+        """Fold with `config` from now on (the state in memory is dropped: it is read again)."""
+        self.config = config
+        self.engine = None
+        self.engine_at = None
+
     def load(self, db: Db) -> RuleEngine:
-        rows = db.execute("SELECT key, value FROM {compliance_rules_state}")
+        rows = db.execute(
+            "SELECT key, value FROM {compliance_rules_state} WHERE key <> ?", [DIGEST_KEY]
+        )
         return RuleEngine.from_rows(self.config, ((r["key"], r["value"]) for r in rows))
+
+    @staticmethod
+    def stored_mark(db: Db) -> str | None:
+        """How the stored state was folded (`state_mark`; None: no state folded since the view
+        was emptied, or state folded before marks were stored)."""
+        rows = db.execute("SELECT value FROM {compliance_rules_state} WHERE key = ?", [DIGEST_KEY])
+        return str(json.loads(rows[0]["value"])) if rows else None
 
     def apply(self, db: Db, batch: Batch) -> None:
         engine = self.engine if self.engine_at == batch.start else None
@@ -76,6 +109,7 @@ class RulesView(View):
             for found in engine.feed(notification.id, event):
                 raised[str(found.id)] = found
         upserts, removed = engine.take_changes()
+        upserts.append((DIGEST_KEY, json.dumps(state_mark(self.config))))
         db.insert(STATE, ("key", "value"), upserts, key=("key",))
         for start in range(0, len(removed), _CHUNK):
             chunk = removed[start : start + _CHUNK]

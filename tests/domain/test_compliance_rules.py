@@ -12,16 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo
 
 import pytest
+from eventsourcing.domain import DomainEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain import commands as cmd
 from domain.compliance.config import (
     BulkBrowsing,
     CuriosityBrowsing,
@@ -30,8 +32,17 @@ from domain.compliance.config import (
     RulesConfigError,
 )
 from domain.compliance.records import AccessRecord, RecordKind
-from domain.compliance.rules import RULES, CaseFact, Raised, ReviewFact, RuleEngine
+from domain.compliance.rules import (
+    RULES,
+    CaseFact,
+    Raised,
+    ReviewFact,
+    RuleEngine,
+    case_fact_of,
+)
+from domain.taxonomy import ProtectionFunction
 from gateway.compliance.config import DEFAULT_RULES_FILE, load_rules
+from tests.domain.builders import COORDINATOR, OTHER_STREET, POLICE, new_case
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=SHANGHAI)  # a Monday, 09:00 local
@@ -120,7 +131,14 @@ class History:
         )
 
     def case(
-        self, minutes: float, kind: str, case: str = "c1", *, user: str = "", unit: str = ""
+        self,
+        minutes: float,
+        kind: str,
+        case: str = "c1",
+        *,
+        user: str = "",
+        unit: str = "",
+        street: str = "s-1",
     ) -> None:
         self.facts.append(
             CaseFact(
@@ -129,7 +147,7 @@ class History:
                 case_id=case_id(case),
                 kind=kind,
                 user=user,
-                street="s-1",
+                street=street,
                 unit=unit,
                 assignment_id=f"a-{case}-{unit}",
             )
@@ -207,6 +225,15 @@ def bulk(distinct: int) -> History:
     return history
 
 
+def listed(channel: str, fields: tuple[str, ...] = ("id", "status")) -> History:
+    """20 distinct files read by one person within minutes, through `channel`."""
+    names = [f"l{i}" for i in range(20)]
+    history = base(*names)
+    for i, name in enumerate(names):
+        history.read(i, name, channel=channel, fields=fields, purpose="follow_up")
+    return history
+
+
 def read_at(hour: int, minute: int) -> History:
     history = base()
     history.read((hour - 9) * 60 + minute)
@@ -229,6 +256,20 @@ def purpose(ended: bool) -> History:
     return history
 
 
+def transferred(to_street: str) -> History:
+    """The file (assigned to s-1's pcs-1) transferred to `to_street`, then the receiving
+    street's unit pcs-2 is assigned and both units read it for intervention: the transfer to
+    another street ended pcs-1's assignment (inside Transferred), a transfer within s-1 did not.
+    """
+    history = base()
+    history.case(1, "transferred", user="coord", street=to_street)
+    if to_street != "s-1":
+        history.case(2, "assigned", user="coord2", unit="pcs-2", street=to_street)
+        history.read(9, user="u-2", unit="pcs-2", street=to_street)
+    history.read(10)  # s-1's pcs-1
+    return history
+
+
 def curiosity(acted: bool) -> History:
     history = base()
     for i in range(5):
@@ -247,16 +288,20 @@ SCENARIOS: list[Scenario] = [
     ("read_after_closure", lambda: after_closure("coordinator"),
      lambda: after_closure("investigator"), 0),
     ("bulk_browsing", lambda: bulk(20), lambda: bulk(19), 0),
+    # Sanctioned list reads are no browsing: a compliance report's, or only the access log.
+    ("bulk_browsing", lambda: listed("ledger"), lambda: listed("compliance"), 0),
+    ("bulk_browsing", lambda: listed("api"), lambda: listed("api", ("access_log",)), 0),
     ("after_hours", lambda: read_at(18, 0), lambda: read_at(17, 59), 0),
     ("identity_export", lambda: export(("id", "minor.name", "minor.id_number")),
      lambda: export(("id", "status")), 10),
     ("purpose_not_borne_out", lambda: purpose(True), lambda: purpose(False), 0),
+    ("purpose_not_borne_out", lambda: transferred("s-2"), lambda: transferred("s-1"), 0),
     ("curiosity_browsing", lambda: curiosity(False), lambda: curiosity(True), 48 * 60),
 ]  # fmt: skip
 
 
 def test_every_rule_has_a_scenario_and_a_description_in_both_languages() -> None:
-    assert sorted(s[0] for s in SCENARIOS) == sorted(RULES)
+    assert sorted({s[0] for s in SCENARIOS}) == sorted(RULES)
     for rule in RULES.values():
         assert rule.zh and rule.en and rule.zh != rule.en
 
@@ -271,6 +316,38 @@ def test_the_rule_triggers_and_the_near_miss_does_not(
     (finding,) = {r.id: r for r in found}.values()
     assert finding.person and finding.evidence and finding.case_ids
     assert all(p >= 1 for p in finding.evidence)
+
+
+def test_a_transfer_moves_the_file_and_ends_the_sending_streets_assignments() -> None:
+    """After a transfer to s-2, the sending street's unit (its assignment ended inside
+    Transferred) reading for intervention is flagged, the receiving street's assigned unit not.
+    """
+    found = of_rule(evaluate(transferred("s-2")), "purpose_not_borne_out")
+    assert [(r.person, r.street) for r in found] == [("u-1", "s-1")]
+    assert of_rule(evaluate(transferred("s-1")), "purpose_not_borne_out") == []
+
+
+def test_a_stored_transfer_is_a_transferred_fact_naming_the_receiving_street() -> None:
+    case = new_case()
+    case.assign_unit(
+        cmd.AssignUnit(
+            unit=POLICE, function=ProtectionFunction.JUDICIAL, task="核查",
+            due_on=datetime.now(UTC).date(),
+        ),
+        by=COORDINATOR.as_record(),
+    )  # fmt: skip
+    case.transfer(
+        cmd.TransferCase(to_street=OTHER_STREET, to_village="xiaoxi-village", reason="随父母迁居"),
+        by=COORDINATOR.as_record(),
+    )
+    events = [e for e in case.collect_events() if isinstance(e, DomainEvent)]
+    facts = [case_fact_of(i, e) for i, e in enumerate(events, 1)]
+    assert [f.kind for f in facts if f is not None][-1] == "transferred"
+    engine = RuleEngine(RulesConfig())
+    for position, event in enumerate(events, 1):
+        engine.feed(position, event)
+    state = engine.state[f"case|{case.id}"]
+    assert state["street"] == OTHER_STREET and state["units"] == {}
 
 
 def test_a_finding_names_its_evidence_person_unit_and_window() -> None:

@@ -45,6 +45,7 @@ from gateway.cli.main import DEFAULT_STREET, cli
 from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.http.app import create_app
 from gateway.settings import Settings
+from projections.compliance.evaluator import DIGEST_KEY, RulesView, state_mark
 from tests.integration.planted import Planted, planted_case
 from tests.people import ensure_registered
 
@@ -218,6 +219,60 @@ def test_a_rerun_with_a_new_threshold_equals_evaluation_with_it_from_the_start(
     assert sorted(f.rule for f in superseded) == ["bulk_browsing", "repeated_refusals"]
 
 
+def test_a_changed_rules_file_stops_evaluation_until_a_rerun_then_the_relay_takes_it_up(
+    world: World,
+) -> None:
+    """The relay's evaluator (built once, following the rules file) never folds with two sets
+    of thresholds: after the file changed it evaluates nothing until `compliance rerun`, then
+    evaluates with the new file."""
+    relay = ComplianceEvaluator(world.application)
+    accesses(world)
+    relay.step(LATER)
+    rules = Path(world.application.env["COMPLIANCE_RULES"])
+    rules.write_text(RULES_TOML.replace("distinct_cases = 3", "distinct_cases = 2"), "utf-8")
+
+    def reads(user: str) -> None:
+        headers = world.headers(Role.COORDINATOR, "office", user, "follow_up")
+        for case_id in world.cases[2:4]:
+            assert world.client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 200
+
+    def bulk_of(user: str) -> list[str]:
+        return [f.person for f in world.application.findings() if f.person == user]
+
+    reads("coord-2")
+    position = relay.follower.position()
+    assert relay.step(LATER) == [] and relay.follower.position() == position  # nothing folded
+    ComplianceEvaluator(world.application).rerun(
+        None, {"user": "auditor-1", "role": "compliance_auditor"}, LATER
+    )
+    assert bulk_of("coord-2") == ["coord-2"]  # the re-run, with distinct_cases = 2
+    reads("coord-3")
+    relay.step(LATER)
+    assert relay.config.digest() == ComplianceEvaluator(world.application).config.digest()
+    assert bulk_of("coord-3") == ["coord-3"]  # the relay, with the new threshold
+
+
+def test_state_folded_by_an_older_version_is_rebuilt_before_it_is_folded_further(
+    world: World,
+) -> None:
+    """State with no mark of how it was folded (written before the fold's version and the
+    configuration's digest were stored) is folded no further until a re-run rebuilt it."""
+    evaluator = ComplianceEvaluator(world.application)
+    accesses(world)
+    evaluator.step(LATER)
+    with evaluator.follower.recorder._writing() as db:  # as an older version left it
+        db.execute("DELETE FROM {compliance_rules_state} WHERE key = ?", [DIGEST_KEY])
+    later = ComplianceEvaluator(world.application)
+    reporter = world.headers(Role.REPORTER, "v-own", "reporter-1", "follow_up")
+    assert world.client.get(f"/v1/cases/{world.cases[3]}", headers=reporter).status_code == 200
+    position = later.follower.position()
+    assert later.step(LATER) == [] and later.follower.position() == position
+    later.rerun(None, {"user": "auditor-1", "role": "compliance_auditor"}, LATER)
+    with later.follower.recorder.reading() as db:
+        assert RulesView.stored_mark(db) == state_mark(later.config)
+    assert later.follower.position() > position
+
+
 # --- a crash between storing findings and recording them loses none, doubles none --------------
 
 CRASHER = """
@@ -225,6 +280,7 @@ import os, signal, sys
 from datetime import datetime
 from domain.application import CaseTrail
 from gateway.compliance.evaluator import ComplianceEvaluator
+from projections.compliance.evaluator import DIGEST_KEY, RulesView, state_mark
 from gateway.settings import Settings
 
 settings = Settings.from_env()

@@ -2,13 +2,14 @@
 reports, the FHIR R5 AuditEvent export and the annual audit of minors' personal information.
 
 - `POST /v1/compliance/disclosures[?format=json|csv|xlsx]`, the minor's resident ID number in
-  the body (never in a URL or a log line): the minor's files are found through the read
-  models' blind index (a keyed token of the number, as investigations find them), then every
-  disclosure of any of them is listed: who, role, unit, when, purpose, the names of the fields,
-  channel, rule. A disclosure is a granted read whose fields include any of the case's own
-  (a read of the access log alone, a compliance review's, is not). An ID number with no file
-  answers exactly like one whose files were never disclosed but for `files`: 0; auditors may
-  know whether a minor has files (they read any file's access log), nobody else reaches this.
+  the body (never in a URL or a log line): the minor's files and roster entries (底数) are
+  found through the read models' blind index (a keyed token of the number, as investigations
+  find them), then every disclosure of any of them is listed: who, role, unit, when, purpose,
+  the names of the fields, channel, rule. A disclosure is a granted read whose fields include
+  any of the case's own (a read of the access log alone, a compliance review's, is not). An
+  ID number with no file answers exactly like one whose files were never disclosed but for
+  `files`: 0; auditors may know whether a minor has files (they read any file's access
+  log), nobody else reaches this.
 - `GET /v1/compliance/accesses`: the access records (granted, refused reads, refused commands)
   filtered by person, unit, street, role, rule, channel, kind, case and period, paged by store
   position (`after`, `limit`, `next_after`); JSON, CSV or .xlsx. Counts of findings per rule
@@ -136,6 +137,19 @@ _FILE_ANSWERS: Final[dict[int | str, dict[str, Any]]] = {
 }
 
 
+def roster_entries_of_minor(svc: Services, id_number: str) -> list[UUID]:
+    """The ids of the minor's roster entries (底数, issue 17), in every street: the screening
+    read model keeps the same blind index of the ID number as the ledger (never the number)."""
+    readmodels = readmodels_of(svc)
+    token = readmodels.blind_index.id_number(id_number)
+    with readmodels.screening.reading() as db:
+        rows = db.execute(
+            "SELECT entry_id FROM {screening_entries} WHERE id_index = ? ORDER BY entry_id",
+            [token],
+        )
+    return [UUID(str(r["entry_id"])) for r in rows]
+
+
 @router.post(
     "/v1/compliance/disclosures",
     tags=["compliance"],
@@ -158,24 +172,31 @@ def disclosures(
     # among them (the answer says how far the ledger had followed the store).
     ledger = readmodels.follower("ledger").status()
     files = files_of_minor(svc, body.id_number)
+    # The minor's roster entries (issue 17) are disclosed too: their reads are recorded with
+    # the entry id as the subject (case_id).
+    entries = roster_entries_of_minor(svc, body.id_number)
+    subjects = (*files, *entries)
     records = (
         find_records(
             readmodels,
             svc.application,
-            AccessQuery(case_ids=tuple(files), kinds=(RecordKind.READ,)),
+            AccessQuery(case_ids=subjects, kinds=(RecordKind.READ,)),
         )
-        if files
+        if subjects
         else []
     )
     found = [r for r in records if is_disclosure(r)]
-    reader.record_compliance_report("accounting", files)
-    log.info("disclosures_accounted", files=len(files), disclosures=len(found))
+    reader.record_compliance_report("accounting", subjects)
+    log.info(
+        "disclosures_accounted", files=len(files), entries=len(entries), disclosures=len(found)
+    )
     if format is ExportFormat.JSON:
         document = {
             **_generated(reader),
             "files": len(files),
             "files_found_as_of": {"position": ledger.position, "lag": ledger.lag},
             "case_ids": [str(c) for c in files],
+            "roster_entry_ids": [str(e) for e in entries],
             "count": len(found),
             "disclosures": [record_json(r) for r in found],
         }
@@ -184,7 +205,8 @@ def disclosures(
     if format is ExportFormat.CSV:
         return _file(records_csv(found, DISCLOSURE_COLUMNS), format, f"disclosures-{stamp}")
     subtitle = (
-        f"涉及档案 {len(files)} 份，披露 {len(found)} 次　生成于 {local(_now())}（北京时间）"
+        f"涉及档案 {len(files)} 份、底数名册 {len(entries)} 条，披露 {len(found)} 次"
+        f"　生成于 {local(_now())}（北京时间）"
         f"　生成人 {reader.actor.user}"
     )
     data = records_xlsx(
@@ -416,9 +438,11 @@ def annual_report(
     unit), disclosures and exports, refusals, break-glass uses and their reviews, findings
     and outcomes, key rotations and verification results; counts only, in Chinese, signed.
     Compliance auditors (compliance_review); producing it is recorded first."""
+    # Scope first: a refusal is recorded whatever the year asked for (a 422 before it would
+    # leave a non-auditor's attempt unrecorded).
+    reader.compliance_report_scope()
     if year > _now().astimezone(CHINA).year:  # the year as Beijing counts it
         raise InvalidFilter("year must not be later than the current year", field="year")
-    reader.compliance_report_scope()
     evidence: Evidence = request.app.state.evidence
     document = annual_document(
         svc.application, readmodels_of(svc), evidence, year=year, actor=reader.actor
