@@ -2082,6 +2082,7 @@ class CaseTrail(Application[UUID]):
             user_id, lambda u: u.change_post(command.post, by=by, reason=command.reason)
         )
 
+    @records_refusals("read_user_history", case="case_id")
     def user_history_for(
         self, user_id: str, actor: Actor, case_id: UUID | None = None
     ) -> list[dict[str, Any]]:
