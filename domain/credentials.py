@@ -181,7 +181,9 @@ def csrf_token(secret: str) -> str:
 
 
 def csrf_matches(secret: str, given: str) -> bool:
-    return hmac.compare_digest(csrf_token(secret), given)
+    # Bytes: compare_digest refuses a str with non-ASCII characters (TypeError, a 500); such
+    # a token is simply wrong. surrogatepass: any str encodes, never raises.
+    return hmac.compare_digest(csrf_token(secret).encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def check_password_strength(password: str) -> None:

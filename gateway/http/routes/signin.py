@@ -367,7 +367,8 @@ async def _body(request: Request, *, form: bool) -> SignInBody:
     else:
         try:
             values = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's stack; no sign-in body is.
             values = None
         if not isinstance(values, dict):
             raise RequestValidationError(
