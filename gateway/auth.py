@@ -262,6 +262,16 @@ class UserRegistry:
         if refused is not None:
             raise refused
 
+    def recheck(self, actor: Actor) -> None:
+        """`check` against that one user read from the store now, not the snapshot: what a
+        refusal by the snapshot (up to `refresh_seconds` old) is confirmed with before it is
+        answered or a session is ended, so that a grant or a reinstatement made a moment ago
+        is not refused. Reads the store: call it off the event loop."""
+        standing = self._look_up(user_stream_id(actor.user), actor.user)
+        refused = refusal_of(standing, actor)
+        if refused is not None:
+            raise refused
+
     def standing(self, user: str) -> Standing:
         """The user's standing as the registry knows it now (reads the store on a miss)."""
         stream_id = user_stream_id(user)

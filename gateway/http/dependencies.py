@@ -156,11 +156,17 @@ async def current_actor(
 async def admit(svc: Services, actor: Actor) -> None:
     """Raise `AuthenticationFailed` unless the actor's user is registered, active, holds the
     role, in that unit and street (`gateway.auth.UserRegistry`). A fresh hit is a dictionary
-    lookup here; a miss or a due refresh reads the store, off the event loop."""
-    if svc.users.due(actor.user):
-        await run_in_threadpool(svc.users.check, actor)
-    else:
-        svc.users.check(actor, refresh=False)
+    lookup here; a miss or a due refresh reads the store, off the event loop, and so does the
+    confirmation of a refusal (`UserRegistry.recheck`)."""
+    try:
+        if svc.users.due(actor.user):
+            await run_in_threadpool(svc.users.check, actor)
+        else:
+            svc.users.check(actor, refresh=False)
+    except AuthenticationFailed:
+        # The snapshot may predate a grant or reinstatement of a moment ago: refuse (and end a
+        # session) only if the user as stored now still refuses. One read of one user.
+        await run_in_threadpool(svc.users.recheck, actor)
 
 
 async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:

@@ -4,7 +4,10 @@ test_signin_sessions.py; the credentials' storage on both stores is test_signin.
 - a sign-in body of JSON nested deeper than the parser's stack is a 422 problem naming the
   body, nothing written;
 - a session's change with a non-ASCII CSRF token is a wrong token: 403 csrf-failed, recorded,
-  nothing written.
+  nothing written;
+- a session started just after a reinstatement is not ended by the process's registry snapshot
+  that still says suspended: a refusal by the snapshot is confirmed from the store first (a
+  user still suspended is refused and the session ended: test_signin_sessions.py).
 """
 
 from __future__ import annotations
@@ -14,10 +17,24 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.access import Actor
+from domain.credentials import session_stream_id
+from domain.taxonomy import Role
+from domain.users import ChangeStatus
+from gateway.auth import AuthenticationFailed, UserRegistry
+from gateway.cli.main import DEFAULT_STREET
 from gateway.http.app import create_app
 from gateway.http.examples import REPORT_CLUE_BODY
+from gateway.http.sessions import COOKIE
 from gateway.settings import Settings
-from tests.integration.test_signin import application_of, planted_password, register, sign_in
+from tests.integration.test_signin import (
+    BY,
+    VILLAGE,
+    application_of,
+    planted_password,
+    register,
+    sign_in,
+)
 from tests.integration.test_signin_sessions import clues, refusal_reasons
 
 
@@ -54,3 +71,26 @@ def test_a_non_ascii_csrf_token_is_a_recorded_403(settings: Settings) -> None:
         assert answer.json()["type"] == "urn:casetrail:problem:csrf-failed"
         assert clues(client) == before
         assert refusal_reasons(client).count("csrf_failed") == 1
+
+
+def test_a_session_started_just_after_a_reinstatement_is_not_ended_by_a_stale_snapshot(
+    settings: Settings,
+) -> None:
+    password = planted_password()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        app = application_of(client)
+        register(app, "u-back", password=password)
+        registry: UserRegistry = client.app.state.services.users  # type: ignore[attr-defined]
+        registry.refresh_seconds = 3600.0  # the snapshot stays as it is for this test
+        actor = Actor("u-back", Role.REPORTER, VILLAGE, DEFAULT_STREET)
+        app.suspend_user("u-back", ChangeStatus(reason="调查期间"), BY)
+        with pytest.raises(AuthenticationFailed):
+            registry.check(actor)  # the snapshot learns the suspension
+        app.reinstate_user("u-back", ChangeStatus(reason="恢复"), BY)
+
+        assert sign_in(client, "u-back", password).status_code == 201
+        secret = client.cookies[COOKIE]
+        current = client.get("/v1/sessions/current")
+        assert current.status_code == 200, current.text
+        ended = [type(e).__name__ for e in app.events.get(session_stream_id(secret))]
+        assert "SessionEnded" not in ended, ended
