@@ -2286,6 +2286,10 @@ class CaseTrail(Application[UUID]):
             self._save_refusal(found)
             raise SignInRefused(str(SignInReason.USER_NOT_ADMITTED))
         if role is None and len(user.roles) > 1:
+            # Recorded like every refused sign-in whose secrets were right (the review: a 422
+            # left no trace); not counted towards a lockout.
+            found.refused(SignInReason.ROLE_NOT_CHOSEN, client, now)
+            self._save_refusal(found)
             raise RoleChoice(
                 "you hold several roles: choose the one to sign in with (`role`)", field="role"
             )

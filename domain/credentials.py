@@ -77,6 +77,7 @@ class SignInReason(StrEnum):
     NO_PASSWORD = "no_password"  # noqa: S105
     USER_NOT_ADMITTED = "user_not_admitted"
     ROLE_NOT_HELD = "role_not_held"
+    ROLE_NOT_CHOSEN = "role_not_chosen"  # several roles held, none chosen (answered 422)
 
 
 # The failures that count towards a lockout: a guess. A missing code after the right password

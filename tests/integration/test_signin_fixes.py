@@ -7,7 +7,10 @@ test_signin_sessions.py; the credentials' storage on both stores is test_signin.
   nothing written;
 - a session started just after a reinstatement is not ended by the process's registry snapshot
   that still says suspended: a refusal by the snapshot is confirmed from the store first (a
-  user still suspended is refused and the session ended: test_signin_sessions.py).
+  user still suspended is refused and the session ended: test_signin_sessions.py);
+- the right password of a user holding several roles, no role chosen: 422 naming `role`, and
+  the attempt recorded (`SignInFailed`, role_not_chosen; not counted towards a lockout), no
+  secret stored or echoed.
 """
 
 from __future__ import annotations
@@ -18,9 +21,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import Actor
-from domain.credentials import session_stream_id
+from domain.credentials import credentials_stream_id, session_stream_id
 from domain.taxonomy import Role
-from domain.users import ChangeStatus
+from domain.users import ChangeRole, ChangeStatus
 from gateway.auth import AuthenticationFailed, UserRegistry
 from gateway.cli.main import DEFAULT_STREET
 from gateway.http.app import create_app
@@ -94,3 +97,27 @@ def test_a_session_started_just_after_a_reinstatement_is_not_ended_by_a_stale_sn
         assert current.status_code == 200, current.text
         ended = [type(e).__name__ for e in app.events.get(session_stream_id(secret))]
         assert "SessionEnded" not in ended, ended
+
+
+def test_a_right_password_with_no_role_chosen_among_several_is_recorded(
+    settings: Settings,
+) -> None:
+    password = planted_password()
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        app = application_of(client)
+        register(app, "u-roles", role=Role.COORDINATOR, unit=f"{DEFAULT_STREET}-office")
+        app.grant_role("u-roles", ChangeRole(role=Role.SUPERVISOR, reason="代理"), BY)
+        app.set_password("u-roles", password, BY, "test")
+
+        answer = sign_in(client, "u-roles", password)
+        assert answer.status_code == 422, answer.text
+        assert [e["field"] for e in answer.json()["errors"]] == ["role"]
+        assert password not in answer.text
+        failed = [
+            e
+            for e in app.events.get(credentials_stream_id("u-roles"))
+            if type(e).__name__ == "SignInFailed"
+        ]
+        assert [vars(e)["reason"] for e in failed] == ["role_not_chosen"]
+        assert password not in repr(failed[0].__dict__)
+        assert app.credentials("u-roles").failures == ()  # type: ignore[union-attr]
