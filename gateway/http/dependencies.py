@@ -142,7 +142,7 @@ async def current_actor(
                 await end_refused_session(svc.application, secret)
             raise
     except AuthenticationFailed as refused:
-        await _record_refusal(request, svc, refused.reason)
+        await _record_refusal(request, svc, refused.reason, refused.user)
         raise
     structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
@@ -169,12 +169,15 @@ async def admit(svc: Services, actor: Actor) -> None:
         await run_in_threadpool(svc.users.recheck, actor)
 
 
-async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:
+async def _record_refusal(
+    request: Request, svc: Services, reason: RefusalReason, user: str = ""
+) -> None:
     """Store the refusal (unless the throttle counts it into a later event) before the 401
     leaves: no token content, the route's template, and the case id the path names."""
     # The address every access event of the service records (a trusted proxy's forwarded one).
     client = request_context_of(request, svc).client.address
-    suppressed = svc.refusals.admit(client, reason, time.monotonic())
+    # Keyed by user too: one user's refusals do not hide another's from the same address.
+    suppressed = svc.refusals.admit(client, reason, time.monotonic(), user)
     if suppressed is None:
         return
     route = request.scope.get("route")
@@ -187,6 +190,7 @@ async def _record_refusal(request: Request, svc: Services, reason: RefusalReason
         client=client,
         request_id=request.state.request_id,
         suppressed=suppressed,
+        user=user,
     )
     # A store write: off the event loop, like every other one.
     await run_in_threadpool(svc.application.record_authentication_refusal, event)
