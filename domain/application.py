@@ -2091,6 +2091,7 @@ class CaseTrail(Application[UUID]):
             user_id, lambda u: u.change_post(command.post, by=by, reason=command.reason)
         )
 
+    @records_refusals("read_user_history", case="case_id")
     def user_history_for(
         self, user_id: str, actor: Actor, case_id: UUID | None = None
     ) -> list[dict[str, Any]]:
@@ -2294,6 +2295,10 @@ class CaseTrail(Application[UUID]):
             self._save_refusal(found)
             raise SignInRefused(str(SignInReason.USER_NOT_ADMITTED))
         if role is None and len(user.roles) > 1:
+            # Recorded like every refused sign-in whose secrets were right (the review: a 422
+            # left no trace); not counted towards a lockout.
+            found.refused(SignInReason.ROLE_NOT_CHOSEN, client, now)
+            self._save_refusal(found)
             raise RoleChoice(
                 "you hold several roles: choose the one to sign in with (`role`)", field="role"
             )

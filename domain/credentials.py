@@ -77,6 +77,7 @@ class SignInReason(StrEnum):
     NO_PASSWORD = "no_password"  # noqa: S105
     USER_NOT_ADMITTED = "user_not_admitted"
     ROLE_NOT_HELD = "role_not_held"
+    ROLE_NOT_CHOSEN = "role_not_chosen"  # several roles held, none chosen (answered 422)
 
 
 # The failures that count towards a lockout: a guess. A missing code after the right password
@@ -181,7 +182,9 @@ def csrf_token(secret: str) -> str:
 
 
 def csrf_matches(secret: str, given: str) -> bool:
-    return hmac.compare_digest(csrf_token(secret), given)
+    # Bytes: compare_digest refuses a str with non-ASCII characters (TypeError, a 500); such
+    # a token is simply wrong. surrogatepass: any str encodes, never raises.
+    return hmac.compare_digest(csrf_token(secret).encode(), given.encode("utf-8", "surrogatepass"))
 
 
 def check_password_strength(password: str) -> None:

@@ -59,8 +59,12 @@ class AuthenticationRefused(DomainEvent):
     case_id: UUID | None
     client: str
     request_id: str
-    # Refusals from the same source (client, reason) not stored since the previous event.
+    # Refusals from the same source (client, reason, user) not stored since the previous event.
     suppressed: int
+    # The registered (or unregistered) user id a verified token named, for the registry's
+    # refusals (unregistered_user, user_suspended, role_not_held, unit_mismatch); "" when none
+    # is known, and in events stored before this field (they read back with the default).
+    user: str = ""
 
 
 def refusal_event(
@@ -72,6 +76,7 @@ def refusal_event(
     client: str,
     request_id: str,
     suppressed: int,
+    user: str = "",
 ) -> AuthenticationRefused:
     values: dict[str, Any] = {
         "originator_id": uuid4(),
@@ -84,6 +89,7 @@ def refusal_event(
         "client": client,
         "request_id": request_id,
         "suppressed": suppressed,
+        "user": user,
     }
     return AuthenticationRefused(**values)
 
@@ -110,12 +116,12 @@ class RefusalThrottle:
     per_source_seconds: float = PER_SOURCE_SECONDS
     burst: int = BURST_PER_SECOND
     max_sources: int = MAX_SOURCES
-    _sources: OrderedDict[tuple[str, str], _Source] = field(default_factory=OrderedDict)
+    _sources: OrderedDict[tuple[str, str, str], _Source] = field(default_factory=OrderedDict)
     _second: float = -1.0
     _stored_this_second: int = 0
 
-    def admit(self, client: str, reason: RefusalReason, now: float) -> int | None:
-        key = (client, str(reason))
+    def admit(self, client: str, reason: RefusalReason, now: float, user: str = "") -> int | None:
+        key = (client, str(reason), user)
         source = self._sources.get(key)
         if source is not None:
             self._sources.move_to_end(key)
@@ -136,7 +142,7 @@ class RefusalThrottle:
         suppressed, source.pending, source.last_stored = source.pending, 0, now
         return suppressed
 
-    def _remember(self, key: tuple[str, str], *, last_stored: float) -> _Source:
+    def _remember(self, key: tuple[str, str, str], *, last_stored: float) -> _Source:
         while len(self._sources) >= self.max_sources:
             self._sources.popitem(last=False)
         source = self._sources[key] = _Source(last_stored)

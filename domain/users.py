@@ -154,8 +154,9 @@ class SamePost(DomainError):
 
 
 class OwnAccount(DomainError):
-    """An administrator may not suspend themselves nor revoke their own admin role: the last
-    administrator would lock everyone out of the registry (the CLI on the server can)."""
+    """An administrator may not suspend themselves nor revoke their own admin role (the last
+    administrator would lock everyone out of the registry), nor grant themselves a role (no
+    one widens their own access); the CLI on the server can."""
 
     status = 403
     code = "own_account"
@@ -239,6 +240,10 @@ class User(Aggregate):
     def grant(self, role: Role, *, by: Record, reason: str) -> None:
         if role in self.roles:
             raise RoleAlreadyHeld("the user already holds this role", field="role")
+        if by.get("user") == self.user_id:
+            raise OwnAccount(
+                "you cannot grant yourself a role; ask another administrator", field="role"
+            )
         self._role_granted(role=str(role), by=by, reason=reason)
 
     def revoke(self, role: Role, *, by: Record, reason: str) -> None:

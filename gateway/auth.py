@@ -45,9 +45,11 @@ class AuthenticationFailed(Exception):
     one of a fixed few (never a part of the token); `reason` is what the refusal event records
     (`domain.refusals`)."""
 
-    def __init__(self, message: str, reason: RefusalReason) -> None:
+    def __init__(self, message: str, reason: RefusalReason, user: str = "") -> None:
         super().__init__(message)
         self.reason = reason
+        # The verified token's user, for the registry's refusals (recorded; "" otherwise).
+        self.user = user
 
 
 def issue_token(
@@ -199,21 +201,26 @@ def refusal_of(standing: Standing, actor: Actor) -> AuthenticationFailed | None:
             "the token's user is not registered; ask an administrator to register you "
             "(casetrail user add)",
             RefusalReason.UNREGISTERED_USER,
+            actor.user,
         )
     if not standing.active:
         return AuthenticationFailed(
-            "the token's user is suspended; ask an administrator", RefusalReason.USER_SUSPENDED
+            "the token's user is suspended; ask an administrator",
+            RefusalReason.USER_SUSPENDED,
+            actor.user,
         )
     if actor.role not in standing.roles:
         return AuthenticationFailed(
             "the token's user does not hold the token's role (not granted, or revoked); ask "
             "for a token with a role you hold",
             RefusalReason.ROLE_NOT_HELD,
+            actor.user,
         )
     if (actor.unit, actor.street) != (standing.unit, standing.street):
         return AuthenticationFailed(
             "the token's unit or street is not the user's; ask for a new token",
             RefusalReason.UNIT_MISMATCH,
+            actor.user,
         )
     return None
 
@@ -258,6 +265,16 @@ class UserRegistry:
         standing = self._known.get(stream_id)
         if standing is None:
             standing = self._look_up(stream_id, actor.user)
+        refused = refusal_of(standing, actor)
+        if refused is not None:
+            raise refused
+
+    def recheck(self, actor: Actor) -> None:
+        """`check` against that one user read from the store now, not the snapshot: what a
+        refusal by the snapshot (up to `refresh_seconds` old) is confirmed with before it is
+        answered or a session is ended, so that a grant or a reinstatement made a moment ago
+        is not refused. Reads the store: call it off the event loop."""
+        standing = self._look_up(user_stream_id(actor.user), actor.user)
         refused = refusal_of(standing, actor)
         if refused is not None:
             raise refused

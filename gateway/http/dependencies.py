@@ -142,7 +142,7 @@ async def current_actor(
                 await end_refused_session(svc.application, secret)
             raise
     except AuthenticationFailed as refused:
-        await _record_refusal(request, svc, refused.reason)
+        await _record_refusal(request, svc, refused.reason, refused.user)
         raise
     structlog.contextvars.bind_contextvars(actor=actor.user, role=str(actor.role), unit=actor.unit)
     request.state.actor = actor
@@ -156,19 +156,28 @@ async def current_actor(
 async def admit(svc: Services, actor: Actor) -> None:
     """Raise `AuthenticationFailed` unless the actor's user is registered, active, holds the
     role, in that unit and street (`gateway.auth.UserRegistry`). A fresh hit is a dictionary
-    lookup here; a miss or a due refresh reads the store, off the event loop."""
-    if svc.users.due(actor.user):
-        await run_in_threadpool(svc.users.check, actor)
-    else:
-        svc.users.check(actor, refresh=False)
+    lookup here; a miss or a due refresh reads the store, off the event loop, and so does the
+    confirmation of a refusal (`UserRegistry.recheck`)."""
+    try:
+        if svc.users.due(actor.user):
+            await run_in_threadpool(svc.users.check, actor)
+        else:
+            svc.users.check(actor, refresh=False)
+    except AuthenticationFailed:
+        # The snapshot may predate a grant or reinstatement of a moment ago: refuse (and end a
+        # session) only if the user as stored now still refuses. One read of one user.
+        await run_in_threadpool(svc.users.recheck, actor)
 
 
-async def _record_refusal(request: Request, svc: Services, reason: RefusalReason) -> None:
+async def _record_refusal(
+    request: Request, svc: Services, reason: RefusalReason, user: str = ""
+) -> None:
     """Store the refusal (unless the throttle counts it into a later event) before the 401
     leaves: no token content, the route's template, and the case id the path names."""
     # The address every access event of the service records (a trusted proxy's forwarded one).
     client = request_context_of(request, svc).client.address
-    suppressed = svc.refusals.admit(client, reason, time.monotonic())
+    # Keyed by user too: one user's refusals do not hide another's from the same address.
+    suppressed = svc.refusals.admit(client, reason, time.monotonic(), user)
     if suppressed is None:
         return
     route = request.scope.get("route")
@@ -181,6 +190,7 @@ async def _record_refusal(request: Request, svc: Services, reason: RefusalReason
         client=client,
         request_id=request.state.request_id,
         suppressed=suppressed,
+        user=user,
     )
     # A store write: off the event loop, like every other one.
     await run_in_threadpool(svc.application.record_authentication_refusal, event)

@@ -34,7 +34,8 @@ from joserfc.jwk import RSAKey
 
 from domain.application import CaseTrail
 from domain.credentials import credentials_stream_id
-from domain.users import ChangeStatus
+from domain.taxonomy import Role
+from domain.users import ChangeRole, ChangeStatus
 from gateway.http.app import create_app
 from tests.integration.live_service import free_port
 from tests.integration.test_signin import BY, register, signin_settings
@@ -284,3 +285,17 @@ def test_refusals_are_answered_401_and_recorded(world: World) -> None:
         forged = browser.get(f"{base}/v1/sessions/oidc/login")
         assert forged.status_code == 401
         assert "ID token is not valid" in forged.json()["detail"]
+
+
+def test_a_user_holding_several_roles_is_refused_401_and_recorded(world: World) -> None:
+    # A provider's sign-in names no role (the fixers' review: this was a bare 422, unrecorded).
+    world.application.grant_role(
+        "u-oidc", ChangeRole(role=Role.SUPERVISOR, reason="test: acting supervisor"), BY
+    )
+    with world.browser() as browser:
+        refused = browser.get(f"{world.base}/v1/sessions/oidc/login")
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["type"] == "urn:casetrail:problem:sign-in-failed"
+        assert "casetrail_session" not in str(refused.history[-1].headers)
+    events = list(world.application.events.get(credentials_stream_id("u-oidc")))
+    assert getattr(events[-1], "reason", None) == "role_not_chosen"

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from domain.commands import Code
-from domain.credentials import SessionEndReason, SignInRefused, csrf_token
+from domain.credentials import RoleChoice, SessionEndReason, SignInRefused, csrf_token
 from domain.refusals import RefusalReason
 from domain.taxonomy import Role
 from gateway import bootstrap
@@ -322,6 +322,14 @@ async def oidc_callback(
         if refused.unrecorded is not None:
             await _record_refusal(request, svc, refused.unrecorded)
         return _refused(request, refused.message)
+    except RoleChoice as refused:
+        # A provider's sign-in names no role: a user holding several is refused (recorded on
+        # their credentials as role_not_chosen) with a problem that says what to do.
+        log.info("sign_in_refused", reason="role_not_chosen", method="oidc")
+        return _refused(
+            request,
+            f"{refused}; sign in with a password and a role, or ask an administrator",
+        )
     log.info("signed_in", actor=session.user_id, role=session.role, method="oidc")
     answer = RedirectResponse("/", status_code=303)
     answer.delete_cookie(OIDC_COOKIE, path=OIDC_PATH, httponly=True, samesite="lax")
@@ -367,7 +375,8 @@ async def _body(request: Request, *, form: bool) -> SignInBody:
     else:
         try:
             values = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # RecursionError: JSON nested deeper than the parser's stack; no sign-in body is.
             values = None
         if not isinstance(values, dict):
             raise RequestValidationError(

@@ -13,16 +13,18 @@ field, nothing written. Proven by tests/integration/test_users.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Response
 
 from domain.access import Actor
-from domain.errors import NotPermitted
+from domain.errors import DomainError, NotPermitted
 from domain.taxonomy import Role
 from domain.users import ChangePost, ChangeRole, ChangeStatus, RegisterUser, User
-from gateway.http.dependencies import ActorDep, ServicesDep
+from gateway.http.dependencies import ActorDep, Services, ServicesDep
 from gateway.logs import get_logger
 
 log = get_logger("casetrail.api")
@@ -35,9 +37,25 @@ UserIdPath = Annotated[
 router = APIRouter(tags=["users"])
 
 
-def _require_admin(actor: Actor) -> None:
+def _require_admin(actor: Actor, svc: Services, command: str) -> None:
+    # A refusal is stored (CommandRefused, promise 1) before the 403 leaves; if storing
+    # fails, that error leaves instead (503), never an unrecorded refusal.
     if actor.role is not Role.ADMIN:
+        svc.application.record_command_refusal(actor, command, None, NotPermitted.code)
         raise NotPermitted("only administrators manage the user registry")
+
+
+@contextmanager
+def _recording(actor: Actor, svc: Services, command: str) -> Iterator[None]:
+    """An administrator's registry command whose refusal by a rule of `domain.users` (403:
+    own_account) is stored as `CommandRefused` before it leaves."""
+    _require_admin(actor, svc, command)
+    try:
+        yield
+    except DomainError as refused:
+        if refused.status == 403:
+            svc.application.record_command_refusal(actor, command, None, refused.code)
+        raise
 
 
 def _changed(user: User, what: str) -> dict[str, Any]:
@@ -51,8 +69,8 @@ def register_user(
     command: RegisterUser, actor: ActorDep, svc: ServicesDep, response: Response
 ) -> dict[str, Any]:
     """Register a user with their first role and post. Administrators."""
-    _require_admin(actor)
-    user = svc.application.register_user(command, actor.as_record())
+    with _recording(actor, svc, "register_user"):
+        user = svc.application.register_user(command, actor.as_record())
     response.headers["Location"] = f"/v1/users/{user.user_id}"
     return _changed(user, "registered")
 
@@ -60,14 +78,14 @@ def register_user(
 @router.get("/v1/users")
 def list_users(actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
     """Every registered user with their unit, post, roles and state. Administrators."""
-    _require_admin(actor)
+    _require_admin(actor, svc, "list_users")
     return {"users": [u.describe() for u in svc.application.users()]}
 
 
 @router.get("/v1/users/{user_id}")
 def read_user(user_id: UserIdPath, actor: ActorDep, svc: ServicesDep) -> dict[str, Any]:
     """One user. Administrators."""
-    _require_admin(actor)
+    _require_admin(actor, svc, "read_user")
     return svc.application.user(user_id).describe()
 
 
@@ -76,8 +94,9 @@ def grant_role(
     user_id: UserIdPath, command: ChangeRole, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Grant a role. Administrators."""
-    _require_admin(actor)
-    return _changed(svc.application.grant_role(user_id, command, actor.as_record()), "granted")
+    with _recording(actor, svc, "grant_role"):
+        user = svc.application.grant_role(user_id, command, actor.as_record())
+    return _changed(user, "granted")
 
 
 @router.post("/v1/users/{user_id}/revocations")
@@ -86,8 +105,9 @@ def revoke_role(
 ) -> dict[str, Any]:
     """Revoke a role: its tokens are refused on every API process within 2 s. Administrators
     (not their own admin role)."""
-    _require_admin(actor)
-    return _changed(svc.application.revoke_role(user_id, command, actor.as_record()), "revoked")
+    with _recording(actor, svc, "revoke_role"):
+        user = svc.application.revoke_role(user_id, command, actor.as_record())
+    return _changed(user, "revoked")
 
 
 @router.post("/v1/users/{user_id}/suspension")
@@ -96,8 +116,9 @@ def suspend_user(
 ) -> dict[str, Any]:
     """Suspend a user: every token of theirs is refused within 2 s. Administrators (not
     themselves)."""
-    _require_admin(actor)
-    return _changed(svc.application.suspend_user(user_id, command, actor.as_record()), "suspended")
+    with _recording(actor, svc, "suspend_user"):
+        user = svc.application.suspend_user(user_id, command, actor.as_record())
+    return _changed(user, "suspended")
 
 
 @router.post("/v1/users/{user_id}/reinstatement")
@@ -105,10 +126,9 @@ def reinstate_user(
     user_id: UserIdPath, command: ChangeStatus, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Reinstate a suspended user. Administrators."""
-    _require_admin(actor)
-    return _changed(
-        svc.application.reinstate_user(user_id, command, actor.as_record()), "reinstated"
-    )
+    with _recording(actor, svc, "reinstate_user"):
+        user = svc.application.reinstate_user(user_id, command, actor.as_record())
+    return _changed(user, "reinstated")
 
 
 @router.post("/v1/users/{user_id}/post")
@@ -116,10 +136,9 @@ def change_post(
     user_id: UserIdPath, command: ChangePost, actor: ActorDep, svc: ServicesDep
 ) -> dict[str, Any]:
     """Change a user's post (岗位); the history keeps every earlier one. Administrators."""
-    _require_admin(actor)
-    return _changed(
-        svc.application.change_post(user_id, command, actor.as_record()), "post_changed"
-    )
+    with _recording(actor, svc, "change_post"):
+        user = svc.application.change_post(user_id, command, actor.as_record())
+    return _changed(user, "post_changed")
 
 
 @router.get("/v1/users/{user_id}/history")
