@@ -47,6 +47,8 @@ KIND_LABELS: Final = MappingProxyType(
         "escalated": "上报升级",
         "closed": "结案",
         "reopened": "重新立案",
+        "details_corrected": "信息更正",
+        "transferred": "档案转移",
         # accesses
         "case_accessed": "查阅",
         "break_glass_accessed": "紧急查阅",
