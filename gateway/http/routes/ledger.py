@@ -28,7 +28,7 @@ from domain import errors
 from domain.access import NO_CASE, Channel, LedgerScope
 from domain.identity import InvalidIdNumber, parse_id_number
 from domain.taxonomy import CaseStatus, Category, RiskLevel, is_known_subtype
-from gateway.http.dependencies import ReaderDep, Services, ServicesDep, readmodels_of
+from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep, readmodels_of
 from gateway.http.reader import AuditedReader
 from gateway.logs import get_logger
 from projections.ledger.exports import (
@@ -199,13 +199,16 @@ class PersonalDataInUrl(errors.DomainError):
 
 @router.get("/v1/cases", tags=["ledgers"])
 def find_cases(
+    actor: ActorDep,
     id_number: Annotated[str | None, Query(max_length=32)] = None,
     name: Annotated[str | None, Query(max_length=32)] = None,
 ) -> dict[str, Any]:
     """Refused: a minor's ID number or name never travels in a URL (proxies, browsers and
     servers keep URLs in their logs and histories). Look a minor up with
-    `POST /v1/cases/search`, the ID number or name in the body. Answered 422 before anything is
-    read or decided; the value given is neither parsed nor echoed."""
+    `POST /v1/cases/search`, the ID number or name in the body. Answered 422 (to an authenticated
+    caller; 401 as any route otherwise) before anything is read or decided; the value given is
+    neither parsed nor echoed."""
+    del actor  # authenticated only: an unauthenticated call is refused and recorded first
     field = "name" if id_number is None and name is not None else "id_number"
     raise PersonalDataInUrl(
         "a minor's ID number or name is not accepted in a URL: send it in the JSON body of "
