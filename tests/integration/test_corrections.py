@@ -6,6 +6,8 @@ name in clear."""
 
 from __future__ import annotations
 
+import io
+from collections.abc import Iterator
 from datetime import date
 from typing import Any
 from uuid import UUID
@@ -17,6 +19,7 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.identity import make_id_number
 from domain.taxonomy import Role
+from gateway import logs
 from gateway.settings import Settings
 from projections.readmodels import ReadModels
 from tests.conftest import TokenFactory
@@ -60,11 +63,22 @@ def corrected_number(body: dict[str, Any]) -> str:
     return make_id_number(area, date.fromisoformat(minor["date_of_birth"]), other)
 
 
+@pytest.fixture
+def service_log() -> Iterator[io.StringIO]:
+    """The service's own log lines, whatever stream an earlier test configured (order-proof)."""
+    captured = io.StringIO()
+    logs.configure("info", stream=captured)
+    try:
+        yield captured
+    finally:
+        logs.configure("info")
+
+
 def test_a_wrong_id_number_corrected_is_found_by_the_new_number_only(
     client: TestClient,
     auth: TokenFactory,
     settings: Settings,
-    capsys: pytest.CaptureFixture[str],
+    service_log: io.StringIO,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
@@ -113,7 +127,7 @@ def test_a_wrong_id_number_corrected_is_found_by_the_new_number_only(
     for value in (wrong, right, planted.name, new_name):
         assert value.encode() not in held
     # Nor do the service's logs (stdout and the logging records): ids and actions only.
-    logged = capsys.readouterr().out + caplog.text
+    logged = service_log.getvalue() + caplog.text
     assert "correct_details" in logged
     for value in (wrong, right, planted.name, new_name, "身份证号录入错误"):
         assert value not in logged
