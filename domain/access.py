@@ -510,6 +510,9 @@ class Channel(StrEnum):
     # A compliance auditor's report of access records (issue 15: accounting of disclosures,
     # access reports, the FHIR AuditEvent export, the annual audit report).
     COMPLIANCE = "compliance"
+    # A web page (issue 18): the case page, the ledger, worklists, inbox and workbench pages.
+    # Downloads keep their own channel (export, bundle, report, compliance).
+    WEB = "web"
 
 
 # The channel of an access event stored before channels were recorded (class version 1).

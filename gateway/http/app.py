@@ -40,7 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from domain import errors
 from domain.access import Actor
 from domain.application import AccessRefused
-from gateway import bootstrap
+from gateway import bootstrap, web
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
 from gateway.http import limits, sessions
@@ -140,6 +140,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
     for router in ROUTERS:
         app.include_router(router)
     _install_docs(app)
+    web.install(app)  # the pages at `/` (issue 18)
     return app
 
 
@@ -165,6 +166,7 @@ def _install_middleware(app: FastAPI) -> None:
 
 DOCS_URL: Final = "/docs"
 DOCS_STATIC: Final = "/docs/static"
+WEB_STATIC: Final = "/static"
 
 # Nothing of an API answer is to be run, framed or loaded by a browser.
 # The headers every answer carries: defined beside the protocol's own refusals (limits).
@@ -183,7 +185,8 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        cacheable = scope["path"].startswith(DOCS_STATIC + "/")
+        # Static assets (the docs', the pages' script and style) hold no personal data.
+        cacheable = scope["path"].startswith((DOCS_STATIC + "/", WEB_STATIC + "/"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -70,7 +70,16 @@ def problem(
     detail: str,
     errors: Sequence[dict[str, str]] = (),
     headers: dict[str, str] | None = None,
-) -> JSONResponse:
+) -> Response:
+    # A web page's problem is a page (issue 18, `gateway.web.errors`): the same status, the
+    # fields named in Chinese, never a submitted value.
+    page_problem = getattr(request.app.state, "page_problem", None)
+    as_page = not getattr(request.state, "problem_as_json", False)
+    if page_problem is not None and as_page and is_page_path(request.url.path):
+        found: Response = page_problem(
+            request, status=status, code=code, errors=errors, headers=headers
+        )
+        return found
     submitted = _submitted_values(request)
     body: dict[str, Any] = {
         "type": f"urn:casetrail:problem:{code}",
@@ -89,6 +98,15 @@ def problem(
     return JSONResponse(
         jsonable_encoder(body), status_code=status, media_type=MEDIA_TYPE, headers=headers
     )
+
+
+# Paths that are the API's, not pages: everything else is a web page (gateway.web).
+_API_PREFIXES: Final = ("/v1/", "/docs", "/openapi.json", "/healthz", "/static/")
+
+
+def is_page_path(path: str) -> bool:
+    """Whether a request's path is a web page's (its problems are answered as pages)."""
+    return not path.startswith(_API_PREFIXES)
 
 
 # --- paths of fields -----------------------------------------------------------------------------

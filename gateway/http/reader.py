@@ -249,6 +249,21 @@ class ExportGrant:
     lines: list[ExportLine]
 
 
+# What a web page's reader records as channel `web` (issue 18); the rest are downloads.
+PAGE_CHANNELS: Final = frozenset(
+    {
+        Channel.API,
+        Channel.LEDGER,
+        Channel.LOOKUP,
+        Channel.WORKLIST,
+        Channel.INBOX,
+        Channel.TIMELINE,
+        Channel.KNOWLEDGE,
+        Channel.DEADLINES,
+    }
+)
+
+
 # --- the reader ---------------------------------------------------------------------------------
 
 
@@ -263,6 +278,13 @@ class AuditedReader:
     purpose: Purpose
     request_id: str
     client: Client
+    # A web page's reader (issue 18, gateway.web): what it shows on a page is recorded with
+    # channel `web`; the rule still names the view (`ledger:...`). Downloads keep theirs.
+    web: bool = False
+
+    def _via(self, channel: Channel) -> Channel:
+        """The channel recorded: `web` for a page's read, else the view's own."""
+        return Channel.WEB if self.web and channel in PAGE_CHANNELS else channel
 
     # --- one case ---
 
@@ -274,7 +296,7 @@ class AuditedReader:
             self.purpose,
             self.request_id,
             break_glass_reason=break_glass_reason,
-            channel=Channel.API,
+            channel=self._via(Channel.API),
             client=self.client,
         )
 
@@ -287,7 +309,7 @@ class AuditedReader:
             self.actor,
             self.purpose,
             self.request_id,
-            channel=Channel.API,
+            channel=self._via(Channel.API),
             client=self.client,
         )
 
@@ -299,7 +321,7 @@ class AuditedReader:
             self.purpose,
             self.request_id,
             need="access_log",
-            channel=Channel.API,
+            channel=self._via(Channel.API),
             client=self.client,
         )
 
@@ -323,7 +345,7 @@ class AuditedReader:
             self.request_id,
             also_need="access_log" if with_audit else None,
             narrow=bundle_only,
-            channel=Channel.BUNDLE,
+            channel=self._via(Channel.BUNDLE),
             client=self.client,
         )
         return BundleGrant(case_id, with_audit, self.request_id, since)
@@ -457,7 +479,7 @@ class AuditedReader:
             actor=self.actor,
             purpose=self.purpose,
             request_id=self.request_id,
-            channel=channel,
+            channel=self._via(channel),
             client=self.client,
         )
 
@@ -511,7 +533,7 @@ class AuditedReader:
             actor=self.actor,
             purpose=self.purpose,
             request_id=self.request_id,
-            channel=channel,
+            channel=self._via(channel),
             client=self.client,
         )
 
@@ -565,7 +587,7 @@ class AuditedReader:
             self.request_id,
             also_need="access_log" if with_log else None,
             narrow=order_only,
-            channel=channel,
+            channel=self._via(channel),
             client=self.client,
         )
         return gather(self.application, case_id)
@@ -616,7 +638,7 @@ class AuditedReader:
             actor=self.actor,
             purpose=self.purpose,
             request_id=self.request_id,
-            channel=Channel.COMPLIANCE,
+            channel=self._via(Channel.COMPLIANCE),
             client=self.client,
         )
 

@@ -26,8 +26,7 @@ from typing import Annotated, Any, Final
 from uuid import UUID
 
 from cryptography.hazmat.primitives import serialization
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from gateway.evidence.documents import (
     EvidenceInconsistent,
@@ -60,7 +59,7 @@ def _evidence(request: Request) -> Evidence:
 EvidenceDep = Annotated[Evidence, Depends(_evidence)]
 
 
-def _unavailable(request: Request, exc: EvidenceUnavailable) -> JSONResponse:
+def _unavailable(request: Request, exc: EvidenceUnavailable) -> Response:
     if isinstance(exc, EvidenceInconsistent):
         # The stored tree does not lead to the signed root: a proof from it would fail to
         # check. Refused as the store failing to serve, never handed out.
@@ -107,7 +106,7 @@ def checkpoints(
 @router.get("/v1/evidence/checkpoints/latest", tags=["evidence"], response_model=None)
 def latest_checkpoint(
     request: Request, actor: ActorDep, evidence: EvidenceDep
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any] | Response:
     found = evidence.checkpointer.latest()
     if found is None:
         return _unavailable(request, EvidenceUnavailable("there is no signed checkpoint yet"))
@@ -126,7 +125,7 @@ def inclusion_proof(
         int | None,
         Query(ge=1, le=MAX_POSITION, description="a checkpoint's size (default latest)"),
     ] = None,
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any] | Response:
     """The audit path of one stored event to a signed checkpoint (hashes only), checked
     against the checkpoint's root before it is handed out (503 `evidence-inconsistent` when
     the stored tree does not prove it). `size`: a signed checkpoint's (404 otherwise)."""
@@ -151,7 +150,7 @@ def consistency_proof(
         int | None,
         Query(ge=1, le=MAX_POSITION, description="the newer one's (default latest)"),
     ] = None,
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any] | Response:
     """Proof that the newer checkpoint extends the older: nothing before it changed. Sizes are
     those of signed checkpoints (404 otherwise, naming the nearest); checked before it is
     handed out (503 `evidence-inconsistent` when the stored tree does not prove it)."""
@@ -172,7 +171,7 @@ def case_bundle(
     content: Annotated[
         bool, Query(description="include the decrypted events (false: stored form only)")
     ] = True,
-) -> dict[str, Any] | JSONResponse:
+) -> dict[str, Any] | Response:
     """The case's evidence bundle: its stored events, each with an inclusion proof in a
     checkpoint signed now, and the service's signature over it all. Check it offline with
     `casetrail verify-bundle FILE --public-key service-signing.pub`. An audited read."""

@@ -1,0 +1,33 @@
+"""Chinese labels of the roles, purposes and statuses the pages show (presentation only; the
+taxonomy's own labels live in `domain.taxonomy`)."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Final
+
+from domain.taxonomy import Purpose, Role
+
+ROLE_LABELS: Final = MappingProxyType(
+    {
+        Role.REPORTER: "线索报告人（村居儿童主任、网格员）",
+        Role.COORDINATOR: "街道协调办",
+        Role.SUPERVISOR: "街道分管领导",
+        Role.UNIT_MEMBER: "成员单位",
+        Role.INVESTIGATOR: "倒查人员",
+        Role.COMPLIANCE_AUDITOR: "合规审查员",
+        Role.ADMIN: "系统管理员",
+        Role.COUNTY_LEAD: "县级倒查负责人",
+    }
+)
+
+PURPOSE_LABELS: Final = MappingProxyType(
+    {
+        Purpose.INTERVENTION: "干预处置",
+        Purpose.CONSULTATION: "会商研判",
+        Purpose.FOLLOW_UP: "跟踪回访",
+        Purpose.INVESTIGATION: "一案一倒查",
+        Purpose.COMPLIANCE_REVIEW: "合规审查",
+        Purpose.EMERGENCY: "紧急查阅（破窗）",
+    }
+)
