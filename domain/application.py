@@ -883,12 +883,19 @@ class CaseTrail(Application[UUID]):
         self._retrying(investigation_id, attempt)
 
     def read_investigation(
-        self, investigation_id: UUID, actor: Actor, request_id: str, *, client: Client
+        self,
+        investigation_id: UUID,
+        actor: Actor,
+        request_id: str,
+        *,
+        client: Client,
+        channel: Channel = Channel.API,
     ) -> dict[str, Any]:
         """The investigation, for the county (without the minor's identity) and for the
         investigators it names (with it: an audited disclosure, one `CaseAccessed` of the
         minor's identity per linked file, purpose `investigation`, stored before the answer).
-        Anyone else is refused as if it did not exist, the refusal stored as `AccessDenied`."""
+        Anyone else is refused as if it did not exist, the refusal stored as `AccessDenied`.
+        `channel`: `web` for the investigator's workbench page (issue 18), else `api`."""
         try:
             investigation = self._get_investigation(investigation_id)
         except errors.InvestigationNotFound:
@@ -908,7 +915,7 @@ class CaseTrail(Application[UUID]):
                     purpose=Purpose.INVESTIGATION,
                     request_id=request_id,
                     case_version=None,
-                    channel=Channel.API,
+                    channel=channel,
                     client=client,
                 )
             )
@@ -922,7 +929,7 @@ class CaseTrail(Application[UUID]):
             actor=actor,
             purpose=Purpose.INVESTIGATION,
             request_id=request_id,
-            channel=Channel.API,
+            channel=channel,
             client=client,
         )
         return investigation.summary(with_minor=True)
@@ -2385,6 +2392,45 @@ class CaseTrail(Application[UUID]):
                 continue
             return True
         return False
+
+    # --- the investigator's workbench pages (issue 18, gateway/web/routes/workbench.py) ----------
+    # Lists only: which investigations and street orders a page may offer its reader. Ids, codes,
+    # instants and counts; never the minor's identity nor case content, so nothing is disclosed
+    # (opening an investigation or a case from the list is the audited read). Proven by
+    # tests/web/test_workbench_pages.py.
+
+    def investigations_of(self, actor: Actor) -> list[Investigation]:
+        """The investigations naming `actor` (an investigator), or opened by `actor` (a county
+        lead), oldest first; none for anyone else. A scan of the openings: O(investigations)."""
+        if actor.role not in (Role.INVESTIGATOR, Role.COUNTY_LEAD):
+            return []
+        opened = topics_of(Investigation.InvestigationOpened)  # type: ignore[attr-defined]
+        found: list[Investigation] = []
+        for notification in self.notifications(topics=opened):
+            try:
+                investigation = self._get_investigation(UUID(str(notification.originator_id)))
+            except errors.InvestigationNotFound:
+                continue
+            if (actor.role is Role.INVESTIGATOR and investigation.names(actor.user)) or (
+                actor.role is Role.COUNTY_LEAD and investigation.opened_by.get("user") == actor.user
+            ):
+                found.append(investigation)
+        return found
+
+    def investigation_orders_of(self, investigator: str) -> list[InvestigationOrder]:
+        """The street's investigation orders naming `investigator` (in force or not), oldest
+        first. A scan of the orders issued: O(orders)."""
+        issued = topics_of(InvestigationOrder.InvestigationOrderIssued)  # type: ignore[attr-defined]
+        found: list[InvestigationOrder] = []
+        for notification in self.notifications(topics=issued):
+            event = self.mapper.to_domain_event(notification)
+            if getattr(event, "investigator", None) != investigator:
+                continue
+            order = self._get_order(event.case_id, investigator)  # type: ignore[attr-defined]
+            if order is not None:
+                found.append(order)
+        return found
+
 
 class CampaignNotFound(errors.DomainError):
     status = 404
