@@ -1,0 +1,157 @@
+"""The investigator's workbench in a real browser, on a desktop and at 360 px: an investigator
+opens the timeline and downloads the report. The reads are checked in the store: the
+investigation's minor shown only after its disclosure was recorded with channel `web`; the
+timeline, the knowledge matrix and the deadlines each recorded with channel `web` under the
+investigation order; the download recorded with its own channel `report`, its bytes the signed
+report the investigation now lists as issued. The chart is inline SVG without a `style`
+attribute (the CSP forbids them: `inspect` finds any violation). Someone the investigation
+does not name sees nothing of it, and the refusal is recorded."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Any
+from uuid import UUID
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from domain.access import NO_CASE, AccessDenied, CaseAccessed
+from domain.application import ACCESS_TOPICS, CaseTrail
+from domain.taxonomy import Role
+from gateway import keyring
+from gateway.reports.signing import verify_report
+from tests.reports.scenario import investigated_case, order_for
+from tests.web.conftest import Site, inspect
+
+pytestmark = pytest.mark.browser
+
+COUNTY = "county-inspection"
+
+
+def _accesses(application: CaseTrail, user: str, since: int) -> list[Any]:
+    found = []
+    for notification in application.notifications(start=since + 1, topics=ACCESS_TOPICS):
+        event = application.mapper.to_domain_event(notification)
+        if isinstance(event, CaseAccessed | AccessDenied) and event.actor["user"] == user:
+            found.append(event)
+    return found
+
+
+def _narrow(page: Page, name: str) -> None:
+    """The same page at phone width, checked as every page is."""
+    page.set_viewport_size({"width": 360, "height": 740})
+    inspect(page, name)
+    page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site) -> None:
+    application = site.application
+    investigator = site.person(Role.INVESTIGATOR, COUNTY)
+    scenario = investigated_case(application, investigator.user_id)
+    order_for(application, scenario.case_id, investigator.user_id)
+    minor = application.investigation(scenario.investigation_id).minor
+    page = site.page(investigator, width=1280, height=900)
+
+    # The list: the investigation, no identity of the minor, nothing recorded.
+    start = int(application.recorder.max_notification_id() or 0)
+    page.goto("/investigations")
+    link = page.locator(f"a[href='/investigations/{scenario.investigation_id}']")
+    expect(link).to_be_visible()
+    assert minor["name"] not in page.content() and minor["id_number"] not in page.content()
+    expect(page.locator("main")).to_contain_text(str(scenario.case_id))  # the street's order
+    assert _accesses(application, investigator.user_id, start) == []
+    inspect(page, "workbench-list")
+    _narrow(page, "workbench-list-360")
+
+    # The investigation: the minor's identity shown after its disclosure, channel web.
+    with page.expect_navigation():
+        link.click()
+    expect(page.locator("main")).to_contain_text(minor["name"])
+    expect(page.locator("main")).to_contain_text("学校未签收交办任务")  # the finding
+    (disclosed,) = _accesses(application, investigator.user_id, start)
+    assert isinstance(disclosed, CaseAccessed) and str(disclosed.channel) == "web"
+    assert disclosed.case_id == scenario.case_id
+    assert set(disclosed.fields) == {"minor.name", "minor.id_number"}
+    inspect(page, "workbench-investigation")
+    _narrow(page, "workbench-investigation-360")
+
+    # The case: the timeline chart, the knowledge matrix, the deadlines, each read recorded.
+    at = int(application.recorder.max_notification_id() or 0)
+    with page.expect_navigation():
+        page.locator(f"a[href*='/cases/{scenario.case_id}']").first.click()
+    assert re.search(r"purpose=investigation$", page.url)
+    chart = page.locator("figure.chart svg")
+    expect(chart).to_be_visible()
+    assert chart.locator("circle").count() >= 1
+    assert page.locator("[style]").count() == 0
+    expect(page.locator("#h-knowledge")).to_be_visible()
+    expect(page.locator("table.deadlines")).to_contain_text("会商")
+    expect(page.locator("table.timeline")).to_contain_text("线索上报")
+    assert minor["name"] not in page.content() and minor["id_number"] not in page.content()
+    reads = _accesses(application, investigator.user_id, at)
+    assert reads and all(isinstance(e, CaseAccessed) for e in reads)
+    assert {(str(e.channel), e.rule, e.purpose, e.case_id) for e in reads} == {
+        ("web", "investigation_order", "investigation", scenario.case_id)
+    }
+    # Timeline and knowledge: content fields and the access log each; deadlines: content.
+    assert [tuple(e.fields) == ("access_log",) for e in reads] == [
+        False, True, False, True, False,
+    ]  # fmt: skip
+    inspect(page, "workbench-case")
+    _narrow(page, "workbench-case-360")
+
+    # The report: its bytes are the signed report, recorded as issued; its reads, `report`.
+    page.goto(f"/investigations/{scenario.investigation_id}")
+    at = int(application.recorder.max_notification_id() or 0)
+    with page.expect_download() as waiting:
+        page.locator("a[href$='/report?format=html']").click()
+    download = waiting.value
+    path = download.path()
+    data = path.read_bytes()
+    public = keyring.load_public_key(site.settings.keys_dir / keyring.SERVICE_PUB, "service key")
+    check = verify_report(data, public)
+    assert check.intact, check.problem
+    assert str(scenario.case_id).encode() in data and "知情矩阵".encode() in data
+    issued = application.investigation(scenario.investigation_id).reports
+    assert [(r["format"], r["sha256"]) for r in issued] == [
+        ("html", hashlib.sha256(data).hexdigest())
+    ]
+    reports = _accesses(application, investigator.user_id, at)
+    assert len(reports) == 2 and {str(e.channel) for e in reports} == {"report"}
+    assert {e.case_id for e in reports} == {scenario.case_id}
+
+
+def test_someone_the_investigation_does_not_name_sees_nothing_and_it_is_recorded(
+    site: Site,
+) -> None:
+    application = site.application
+    named = site.person(Role.INVESTIGATOR, COUNTY)
+    scenario = investigated_case(application, named.user_id)
+    order_for(application, scenario.case_id, named.user_id)
+    other = site.person(Role.INVESTIGATOR, "other-inspection")
+    page = site.page(other, width=1280, height=900)
+    page.goto("/investigations")
+    assert str(scenario.investigation_id) not in page.content()
+    inspect(page, "workbench-list-empty")
+
+    start = int(application.recorder.max_notification_id() or 0)
+    for path in (
+        f"/investigations/{scenario.investigation_id}",
+        f"/investigations/{scenario.investigation_id}/cases/{scenario.case_id}",
+        f"/investigations/cases/{scenario.case_id}",
+    ):
+        answer = page.goto(path)
+        assert answer is not None and answer.status == 404, path
+        assert "未找到" in page.locator("h1").inner_text()
+    refused = _accesses(application, other.user_id, start)
+    assert len(refused) == 3 and all(isinstance(e, AccessDenied) for e in refused)
+    assert {e.case_id for e in refused} == {NO_CASE, scenario.case_id}
+    assert {str(e.channel) for e in refused} == {"web"}
+    download = page.request.get(
+        f"{site.base}/investigations/{scenario.investigation_id}/report?format=html"
+    )
+    assert download.status == 404
+    assert application.investigation(scenario.investigation_id).reports == []
+    assert UUID(str(scenario.case_id))
