@@ -14,19 +14,21 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
 from domain import commands as cmd
 from domain.access import Actor, CaseAccessed
 from domain.application import CaseTrail
 from domain.case import Case
-from domain.taxonomy import Role
+from domain.taxonomy import ProtectionFunction, Role
 from projections.ledger.quarters import today as local_today
+from tests.conftest import TokenFactory
 from tests.domain.builders import register_units
 from tests.integration.planted import Planted, planted_case
 from tests.web.conftest import Site, inspect
 
-pytestmark = pytest.mark.browser
+browser = pytest.mark.browser
 
 STREET = "chengguan-street"
 VILLAGE = "dongshan-village"
@@ -45,11 +47,17 @@ def _case(application: CaseTrail) -> tuple[UUID, Planted]:
 
 
 def _assign(application: CaseTrail, case_id: UUID, function: str, days: int) -> str:
-    command = cmd.AssignUnit(
-        unit=POLICE,
-        function=function,
-        task=TASK,
-        due_on=local_today() + timedelta(days=days),
+    values: dict[str, Any] = {
+        "unit": POLICE,
+        "function": ProtectionFunction(function),
+        "task": TASK,
+    }
+    due = local_today() + timedelta(days=days)
+    # A due day already past (an overdue task) only as stored before: the command refuses it.
+    command = (
+        cmd.AssignUnit(**values, due_on=due)
+        if days >= 0
+        else cmd.AssignUnit.model_construct(**values, due_on=due)
     )
     found = application.change_case(
         case_id,
@@ -89,6 +97,7 @@ def _until_shown(page: Page, selector: str, seconds: float = 20) -> None:
         time.sleep(0.3)
 
 
+@browser
 def test_a_unit_member_signs_for_the_task_and_reports_the_result(site: Site) -> None:
     application = site.application
     register_units(application, POLICE)
@@ -173,6 +182,7 @@ def test_a_unit_member_signs_for_the_task_and_reports_the_result(site: Site) -> 
     ]
 
 
+@browser
 def test_a_step_on_a_stale_page_is_refused_in_chinese_and_other_roles_have_no_inbox(
     site: Site,
 ) -> None:
@@ -210,3 +220,33 @@ def test_a_step_on_a_stale_page_is_refused_in_chinese_and_other_roles_have_no_in
     answer = theirs.goto("/inbox")
     assert answer is not None and answer.status == 403
     expect(theirs.locator("h1")).to_contain_text("无权")
+
+
+def test_the_inbox_marks_overdue_tasks_and_a_bearer_signs_for_without_a_browser(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """HTML-level, on both stores: the overdue task marked 逾期, no case content, and the
+    sign-for form's POST storing the person (a bearer token is exempt from the CSRF field)."""
+    application: CaseTrail = client.app.state.services.application  # type: ignore[attr-defined]
+    register_units(application, POLICE)
+    case_id, planted = _case(application)
+    late = _assign(application, case_id, "society", -2)
+    due = _assign(application, case_id, "government", 5)
+    client.app.state.services.readmodels.catch_up()  # type: ignore[attr-defined]
+    headers = auth(Role.UNIT_MEMBER, POLICE)
+    answer = client.get("/inbox", headers=headers)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["cache-control"] == "no-store"
+    text = answer.text
+    assert f'<li class="card task is-overdue" id="task-{late}">' in text
+    assert f'<li class="card task" id="task-{due}">' in text
+    late_card = text.split(f'id="task-{late}"')[1].split("</li>")[0]
+    due_card = text.split(f'id="task-{due}"')[1].split("</li>")[0]
+    assert "逾期" in late_card and "逾期" not in due_card
+    for value in (planted.name, planted.id_number, planted.description, TASK):
+        assert value not in text, "case content in the inbox"
+
+    signed = client.post(f"/inbox/{case_id}/{due}/sign", headers=headers, follow_redirects=False)
+    assert signed.status_code == 303 and signed.headers["location"] == "/inbox"
+    record = _assignment(application, case_id, due)
+    assert record["signed_for"]["user"] == f"user-{Role.UNIT_MEMBER}-{POLICE}"
