@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from fastapi.testclient import TestClient
 from playwright.sync_api import Page, expect
 
 from domain.access import NO_CASE, AccessDenied, CaseAccessed
@@ -22,10 +23,11 @@ from domain.application import ACCESS_TOPICS, CaseTrail
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.reports.signing import verify_report
-from tests.reports.scenario import investigated_case, order_for
+from tests.conftest import TokenFactory
+from tests.reports.scenario import LEAD, investigated_case, order_for
 from tests.web.conftest import Site, inspect
 
-pytestmark = pytest.mark.browser
+browser = pytest.mark.browser
 
 COUNTY = "county-inspection"
 
@@ -46,6 +48,7 @@ def _narrow(page: Page, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+@browser
 def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site) -> None:
     application = site.application
     investigator = site.person(Role.INVESTIGATOR, COUNTY)
@@ -123,6 +126,7 @@ def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site)
     assert {e.case_id for e in reports} == {scenario.case_id}
 
 
+@browser
 def test_someone_the_investigation_does_not_name_sees_nothing_and_it_is_recorded(
     site: Site,
 ) -> None:
@@ -155,3 +159,27 @@ def test_someone_the_investigation_does_not_name_sees_nothing_and_it_is_recorded
     assert download.status == 404
     assert application.investigation(scenario.investigation_id).reports == []
     assert UUID(str(scenario.case_id))
+
+
+def test_a_county_lead_sees_what_they_opened_without_the_minor(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    """HTML-level, on both stores: the county lead who opened the investigation lists it and
+    reads it without the minor's identity (nothing disclosed, nothing recorded), with no link
+    to the investigators' workbench or the report; another county lead lists nothing."""
+    application: CaseTrail = client.app.state.services.application  # type: ignore[attr-defined]
+    scenario = investigated_case(application, "user-inv-html")
+    minor = application.investigation(scenario.investigation_id).minor
+    lead = auth(Role.COUNTY_LEAD, LEAD["unit"], user=LEAD["user"])
+    start = int(application.recorder.max_notification_id() or 0)
+    listed = client.get("/investigations", headers=lead)
+    assert listed.status_code == 200, listed.text
+    assert f'href="/investigations/{scenario.investigation_id}"' in listed.text
+    page = client.get(f"/investigations/{scenario.investigation_id}", headers=lead)
+    assert page.status_code == 200, page.text
+    assert "学校未签收交办任务" in page.text and "建立交办任务签收督办机制" in page.text
+    assert minor["name"] not in page.text and minor["id_number"] not in page.text
+    assert "/report?format=" not in page.text and "/cases/" not in page.text
+    assert _accesses(application, LEAD["user"], start) == []
+    other = auth(Role.COUNTY_LEAD, LEAD["unit"], user="user-lead-2")
+    assert str(scenario.investigation_id) not in client.get("/investigations", headers=other).text
