@@ -92,6 +92,8 @@ def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site)
     expect(page.locator("#h-knowledge")).to_be_visible()
     expect(page.locator("table.deadlines")).to_contain_text("会商")
     expect(page.locator("table.timeline")).to_contain_text("线索上报")
+    expect(page.locator("#h-findings")).to_contain_text("调查认定（1）")
+    expect(page.locator("main")).to_contain_text("学校未签收交办任务")
     assert minor["name"] not in page.content() and minor["id_number"] not in page.content()
     reads = _accesses(application, investigator.user_id, at)
     assert reads and all(isinstance(e, CaseAccessed) for e in reads)
@@ -105,8 +107,8 @@ def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site)
     inspect(page, "workbench-case")
     _narrow(page, "workbench-case-360")
 
-    # The report: its bytes are the signed report, recorded as issued; its reads, `report`.
-    page.goto(f"/investigations/{scenario.investigation_id}")
+    # The report, from the timeline's page: its bytes are the signed report, recorded as
+    # issued; its reads recorded with their own channel, `report`.
     at = int(application.recorder.max_notification_id() or 0)
     with page.expect_download() as waiting:
         page.locator("a[href$='/report?format=html']").click()

@@ -172,7 +172,15 @@ async def investigation_case_page(
         await _investigation(request, svc, actor, investigation_id)
     if found is None or str(case_id) not in found.case_ids:
         raise errors.CaseNotFound("no such file in this investigation is visible to you")
-    return await _case_page(request, svc, actor, case_id, purpose, investigation=investigation_id)
+    return await _case_page(
+        request,
+        svc,
+        actor,
+        case_id,
+        purpose,
+        investigation=investigation_id,
+        findings=found.findings,
+    )
 
 
 async def _case_page(
@@ -183,6 +191,7 @@ async def _case_page(
     purpose: Purpose,
     *,
     investigation: UUID | None,
+    findings: list[dict[str, Any]] | None = None,
 ) -> Response:
     reader = page_reader(request, svc, actor, purpose)
     due = timedelta(hours=svc.settings.consultation_deadline_hours)
@@ -215,6 +224,9 @@ async def _case_page(
             "checks": deadlines["checks"],
             "milestones": deadlines["milestones"],
             "status_class": STATUS_CLASS,
+            # The investigation's own findings (no case content: duties, codes, positions).
+            "findings": findings or [],
+            "determinations": DETERMINATION_ZH,
         },
         title="案件倒查",
     )
