@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 import pytest
@@ -55,6 +57,7 @@ def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site)
     scenario = investigated_case(application, investigator.user_id)
     order_for(application, scenario.case_id, investigator.user_id)
     minor = application.investigation(scenario.investigation_id).minor
+    before_any_read = datetime.now(UTC)
     page = site.page(investigator, width=1280, height=900)
 
     # The list: the investigation, no identity of the minor, nothing recorded.
@@ -126,6 +129,24 @@ def test_an_investigator_opens_the_timeline_and_downloads_the_report(site: Site)
     reports = _accesses(application, investigator.user_id, at)
     assert len(reports) == 2 and {str(e.channel) for e in reports} == {"report"}
     assert {e.case_id for e in reports} == {scenario.case_id}
+
+    # Looking back from an instant before any of the investigator's reads: they are not on
+    # the timeline nor in the matrix; the look-back is itself recorded, channel web.
+    case_page = f"/investigations/{scenario.investigation_id}/cases/{scenario.case_id}"
+    at = int(application.recorder.max_notification_id() or 0)
+    page.goto(f"{case_page}?purpose=investigation&as_of={quote(before_any_read.isoformat())}")
+    expect(page.locator("[role=status]").last).to_contain_text("正在回看")
+    assert investigator.user_id not in page.locator("table.matrix").inner_text()
+    assert investigator.user_id not in page.locator("table.timeline").inner_text()
+    looked = _accesses(application, investigator.user_id, at)
+    assert len(looked) == 5 and {str(e.channel) for e in looked} == {"web"}
+    inspect(page, "workbench-case-as-of")
+    # An instant out of bounds: 422, nothing read or recorded, nothing typed repeated.
+    at = int(application.recorder.max_notification_id() or 0)
+    answer = page.goto(f"{case_page}?as_of=1899-01-01T08:00")
+    assert answer is not None and answer.status == 422
+    assert "1899" not in page.locator("main").inner_text()
+    assert _accesses(application, investigator.user_id, at) == []
 
 
 @browser

@@ -10,7 +10,8 @@
   is refused as if it did not exist, the refusal recorded): its files, orders, findings,
   rectification items, reports issued, and the report's downloads;
 - `GET /investigations/{id}/cases/{case_id}?purpose=investigation` (and
-  `/investigations/cases/{case_id}` for a street's order without an investigation): the case's
+  `/investigations/cases/{case_id}` for a street's order without an investigation; `as_of`
+  looks back from an instant, Beijing time, as the API's `as_of`): the case's
   timeline chart (the report's own `timeline_chart`, drawn as inline SVG with presentation
   attributes only, no `style=`), its timeline table, the knowledge matrix (who knew what, from
   when) and the deadlines met or missed, each through the page's reader
@@ -27,7 +28,7 @@ Proven by tests/web/test_workbench_pages.py.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -35,6 +36,7 @@ from starlette.concurrency import run_in_threadpool
 
 from domain import errors
 from domain.access import Actor, Channel
+from domain.commands import EARLIEST_DATE, LATEST_DATE
 from domain.deadlines import Periods
 from domain.taxonomy import Purpose, Role
 from gateway.http.dependencies import ServicesDep, request_context_of
@@ -50,7 +52,7 @@ from gateway.reports.html import (
     timeline_rows,
 )
 from gateway.web.dependencies import PageActorDep, page_reader
-from gateway.web.templating import render
+from gateway.web.templating import LOCAL_ZONE, render
 
 router = APIRouter()
 
@@ -78,6 +80,24 @@ async def _investigation(
         )
     )
     return answer
+
+
+# The instant to look back from (the API's `as_of`), as a datetime-local field gives it: Beijing
+# time without an offset (one with an offset is taken as given).
+AsOfQuery: Final[Any] = Query(None, max_length=40, description="look back from this instant")
+
+
+def _instant(text: str | None) -> datetime | Literal[False] | None:
+    """The instant asked for; None for none; False when it is not one within the bounds."""
+    if not text or not text.strip():
+        return None
+    try:
+        found = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return False
+    if not EARLIEST_DATE <= found.date() <= LATEST_DATE:
+        return False
+    return found if found.tzinfo is not None else found.replace(tzinfo=LOCAL_ZONE)
 
 
 @router.get("/investigations")
@@ -126,9 +146,10 @@ async def ordered_case_page(
     actor: PageActorDep,
     svc: ServicesDep,
     purpose: Purpose = WorkbenchPurpose,
+    as_of: str | None = AsOfQuery,
 ) -> Response:
     """A case under a street's investigation order: its timeline, knowledge, deadlines."""
-    return await _case_page(request, svc, actor, case_id, purpose, investigation=None)
+    return await _case_page(request, svc, actor, case_id, purpose, as_of, investigation=None)
 
 
 @router.get("/investigations/{investigation_id}")
@@ -160,6 +181,7 @@ async def investigation_case_page(
     actor: PageActorDep,
     svc: ServicesDep,
     purpose: Purpose = WorkbenchPurpose,
+    as_of: str | None = AsOfQuery,
 ) -> Response:
     """A file of the investigation: its timeline, knowledge matrix and deadlines."""
     try:
@@ -178,6 +200,7 @@ async def investigation_case_page(
         actor,
         case_id,
         purpose,
+        as_of,
         investigation=investigation_id,
         findings=found.findings,
     )
@@ -189,18 +212,34 @@ async def _case_page(
     actor: Actor,
     case_id: UUID,
     purpose: Purpose,
+    as_of_text: str | None,
     *,
     investigation: UUID | None,
     findings: list[dict[str, Any]] | None = None,
 ) -> Response:
+    as_of = _instant(as_of_text)
+    if as_of is False:
+        # Nothing read, nothing recorded; the value typed is not repeated.
+        return render(
+            request,
+            "error.html",
+            {
+                "status": 422,
+                "heading": "回看时刻填写有误",
+                "detail": f"请填写 {EARLIEST_DATE} 至 {LATEST_DATE} 之间的日期和时间（北京时间）。",
+                "fields": ["回看时刻"],
+            },
+            status=422,
+            title="填写有误",
+        )
     reader = page_reader(request, svc, actor, purpose)
     due = timedelta(hours=svc.settings.consultation_deadline_hours)
     sign_for = Periods.from_env(svc.application.env.get).sign_for
 
     def read() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         # Each read decided and recorded (channel `web`) before its analysis is built.
-        timeline = reader.timeline(case_id, as_of=None)
-        knowledge = reader.knowledge(case_id, as_of=None)
+        timeline = reader.timeline(case_id, as_of=as_of)
+        knowledge = reader.knowledge(case_id, as_of=as_of)
         deadlines = reader.deadlines(
             case_id, now=datetime.now(UTC), consultation_due=due, sign_for_due=sign_for
         )
@@ -214,6 +253,7 @@ async def _case_page(
         {
             "case_id": str(case_id),
             "investigation": str(investigation) if investigation else "",
+            "as_of": as_of.astimezone(LOCAL_ZONE).strftime("%Y-%m-%dT%H:%M") if as_of else "",
             "chart": timeline_chart(entries),
             "lanes": [(code, label) for code, label, _ in LANES],
             "rows": timeline_rows(entries),
