@@ -137,7 +137,7 @@ async def _step(request: Request, action: str, run: Callable[[], Any], *, title:
     except tuple(_REFUSALS) as refused:
         # Stored as `CommandRefused` by the application, as for the API.
         log.info("inbox_step_refused", action=action, code=refused.code)
-        message = _REFUSALS[type(refused)]
+        message = next(m for kind, m in _REFUSALS.items() if isinstance(refused, kind))
         return render(
             request,
             FORM_TEMPLATE,
