@@ -230,7 +230,11 @@ def _unit_name(units: Mapping[str, str], code: object) -> str:
 def case_view(read: Mapping[str, Any], units: Mapping[str, str], today: date) -> CaseView:
     """The page's model of one read's answer: each field returned, labelled; nothing else."""
     view = CaseView(case_id=str(read.get("id", "")))
-    view.shown = [FIELD_LABELS.get(k, k) for k in read]
+    view.shown = [
+        FIELD_LABELS.get(f"minor.{m}", m) if key == "minor" else FIELD_LABELS.get(key, key)
+        for key in read
+        for m in (read["minor"] if key == "minor" else [""])
+    ]
     values: dict[str, str] = {
         "id": str(read.get("id", "")),
         "street": str(read.get("street", "")),
@@ -471,11 +475,14 @@ def _correction(c: Mapping[str, Any]) -> list[Row]:
 
 def _history(read: Mapping[str, Any], units: Mapping[str, str]) -> list[Entry]:
     """The file's history as the returned fields tell it (nothing read around the reader)."""
-    found: list[tuple[str, Entry]] = []
+    found: list[tuple[str, int, Entry]] = []
 
     def add(at: object, what: str, detail: str = "") -> None:
         if at:
-            found.append((str(at), Entry(_when(at), what, detail)))
+            # Sorted by the local day, then in the order of the file's life (a consultation
+            # held "on a day" after the clue reported at an instant of that day).
+            day = _when(at)[:10]
+            found.append((day, len(found), Entry(_when(at), what, detail)))
 
     add(read.get("reported_at"), "报告线索，建立档案")
     for c in read.get("consultations", []) if "consultations" in read else []:
@@ -509,9 +516,8 @@ def _history(read: Mapping[str, Any], units: Mapping[str, str]) -> list[Entry]:
         add(c.get("at"), "信息更正")
     for t in read.get("transfers", []) if "transfers" in read else []:
         add(t.get("at"), "档案转移")
-    # Days sort before the instants of the same day: both are ISO texts.
-    found.sort(key=lambda pair: pair[0])
-    return [entry for _, entry in found]
+    found.sort(key=lambda item: (item[0], item[1]))
+    return [entry for _, _, entry in found]
 
 
 # --- what the signed-in role may do on this case ----------------------------------------------
