@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -24,6 +24,7 @@ from domain import commands as cmd
 from domain.access import (
     ALL_FIELDS,
     FUNCTION_DETAIL,
+    INVESTIGATOR_FIELDS,
     REPORTER_FIELDS,
     UNIT_MEMBER_BASE,
     Actor,
@@ -35,6 +36,7 @@ from gateway.bootstrap import open_application
 from gateway.settings import Settings
 from tests.conftest import TokenFactory
 from tests.domain.builders import STREET, id_number_for, register_units, years_before
+from tests.people import fixture_user
 
 VILLAGE = "dongshan-village"
 REPORTING = "dongshan-village"
@@ -42,6 +44,9 @@ POLICE = "chengguan-police-station"
 HEALTH = "chengguan-health-centre"
 SCHOOL = "chengguan-school"
 GOVERNANCE = "chengguan-governance-office"
+SUPERVISION = "chengguan-supervision"
+INVESTIGATIONS = "county-investigations"
+AUDIT = "county-compliance"
 
 
 @dataclass(frozen=True)
@@ -161,6 +166,16 @@ def plant(application: CaseTrail) -> PlantedCase:
             by=by,
         ),
     )
+    # An investigation order for the investigator the `auth` fixture signs in.
+    application.issue_investigation_order(
+        cmd.IssueInvestigationOrder(
+            case_id=case_id,
+            investigator=fixture_user(Role.INVESTIGATOR, INVESTIGATIONS),
+            reason="一案一倒查：核查知情范围。",
+            expires_at=datetime.now(UTC) + timedelta(days=10),
+        ),
+        coordinator,
+    )
     change(
         coordinator,
         "escalate",
@@ -231,6 +246,9 @@ READERS = [
     ),
     (Role.REPORTER, REPORTING, "follow_up", REPORTER_FIELDS),
     (Role.COORDINATOR, GOVERNANCE, "consultation", ALL_FIELDS),
+    (Role.SUPERVISOR, SUPERVISION, "follow_up", ALL_FIELDS),
+    # Under an order: every field (its access log is read on its own, never on this page).
+    (Role.INVESTIGATOR, INVESTIGATIONS, "investigation", INVESTIGATOR_FIELDS - {"access_log"}),
 ]
 
 
@@ -301,7 +319,9 @@ def test_the_judicial_unit_member_sees_no_consultation_nor_other_units_notes(
     [
         (Role.UNIT_MEMBER, SCHOOL, "intervention"),  # a unit never assigned
         (Role.REPORTER, "xihe-village", "follow_up"),  # another village's reporter
-        (Role.INVESTIGATOR, "county-investigations", "investigation"),  # no order
+        (Role.INVESTIGATOR, "county-investigations-2", "investigation"),  # no order
+        # An access log's reader, never a case's content.
+        (Role.COMPLIANCE_AUDITOR, AUDIT, "compliance_review"),
     ],
 )
 def test_a_reader_without_the_case_gets_the_missing_case_page(

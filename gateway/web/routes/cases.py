@@ -238,7 +238,8 @@ def case_view(read: Mapping[str, Any], units: Mapping[str, str], today: date) ->
     values: dict[str, str] = {
         "id": str(read.get("id", "")),
         "street": str(read.get("street", "")),
-        "village": str(read.get("village", "")),
+        # A village is a registered unit of the street: its name when known.
+        "village": _unit_name(units, read.get("village", "")),
         "reporting_unit": _unit_name(units, read.get("reporting_unit", "")),
         "status": _label(CASE_STATUS_LABELS, read.get("status")),
         "risk": _label(RISK_LABELS, read.get("risk")),
