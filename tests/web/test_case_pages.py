@@ -323,6 +323,57 @@ def test_a_form_done_goes_back_to_the_case_with_its_purpose(
     assert store.events()[-1] == "Escalated"
 
 
+def test_the_other_forms_store_their_command(
+    client: TestClient, auth: TokenFactory, store: Store
+) -> None:
+    """The assigned unit records its intervention and a follow-up; the coordinator signs the
+    guardianship letter: each the JSON route's command, stored as by the API."""
+    today = date.today().isoformat()
+    police = {**auth(Role.UNIT_MEMBER, POLICE), **FORM}
+    coordinator = {**auth(Role.COORDINATOR, GOVERNANCE), **FORM}
+    posts = [
+        (
+            police,
+            "intervention",
+            {
+                "function": "judicial",
+                "measure": "home_visit",
+                "notes": "入户核实。",
+                "done_on": today,
+            },
+            "InterventionRecorded",
+        ),
+        (police, "follow-up", {"visited_on": today, "notes": "电话回访。"}, "FollowUpRecorded"),
+        (
+            coordinator,
+            "letter",
+            {"guardian_index": "0", "reason": "parents_working_away", "signed_on": today},
+            "GuardianshipLetterSigned",
+        ),
+    ]
+    for headers, slug, data, event in posts:
+        done = client.post(
+            f"/cases/{store.case_id}/{slug}",
+            data={**data, "purpose": "intervention"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert done.status_code == 303, (slug, done.text[:300])
+        assert done.headers["location"] == f"/cases/{store.case_id}?purpose=intervention"
+        assert store.events()[-1] == event
+    stored = list(store.application.events.get(store.case_id))
+    assert stored[-3].by["unit"] == POLICE  # type: ignore[attr-defined]
+    # A guardian the file does not hold: said in the form, nothing stored.
+    before = store.events()
+    refused = client.post(
+        f"/cases/{store.case_id}/letter",
+        data={"guardian_index": "5", "reason": "parents_working_away", "signed_on": today},
+        headers=coordinator,
+    )
+    assert refused.status_code == 422 and "监护人：" in refused.text
+    assert store.events() == before
+
+
 def test_assigning_units_stores_all_or_none(
     client: TestClient, auth: TokenFactory, store: Store
 ) -> None:
