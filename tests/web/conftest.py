@@ -55,7 +55,10 @@ _POSTS: Final = {
 OVERFLOW: Final = """() => {
   const doc = document.documentElement;
   const wide = [...document.querySelectorAll('body *')]
-    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && r.right > doc.clientWidth + 1; })
+    .filter(e => {
+      const r = e.getBoundingClientRect();
+      return r.width > 0 && r.right > doc.clientWidth + 1;
+    })
     .filter(e => !e.closest('.table-wrap'))
     .slice(0, 5).map(e => e.tagName + '.' + e.className);
   return {scroll: doc.scrollWidth, client: doc.clientWidth, wide: wide};
