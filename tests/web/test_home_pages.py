@@ -14,10 +14,12 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.access import Actor
 from domain.taxonomy import Role
 from gateway.settings import Settings
 from tests.conftest import TokenFactory
-from tests.domain.builders import VILLAGE, report_body
+from tests.domain.builders import VILLAGE, report_body, report_clue
+from tests.web.conftest import Site, inspect
 
 # A clue waits for its consultation this long (about a second) before it is overdue.
 DEADLINE_HOURS = 0.0003
@@ -106,3 +108,35 @@ def test_unit_member_inbox_and_roles_without_worklists(
     assert "用户管理" in admin.text and "暂无" not in admin.text
     investigator = client.get("/", headers=auth(Role.INVESTIGATOR, "county-inspection"))
     assert investigator.status_code == 200 and "倒查工作台" in investigator.text
+
+
+# --- in a browser ---------------------------------------------------------------------------
+
+
+@pytest.mark.browser
+def test_home_pages_in_a_browser(site: Site) -> None:
+    reporter = site.person(Role.REPORTER, VILLAGE)
+    actor = Actor(reporter.user_id, Role.REPORTER, VILLAGE, reporter.street)
+    case_id = site.application.report_clue(report_clue(), actor)
+
+    coordinator = site.page(site.person(Role.COORDINATOR, "governance-office"))
+    deadline = time.monotonic() + 30
+    while coordinator.locator(f'a[href="/cases/{case_id}"]').count() == 0:
+        # The worklists follow the store in the server's background.
+        assert time.monotonic() < deadline, "the worklist did not catch up"
+        time.sleep(0.3)
+        coordinator.reload()
+    assert "暂无" in coordinator.locator("main").inner_text()
+    inspect(coordinator, "home-coordinator")
+
+    page = site.page(reporter)
+    assert page.locator('a[href="/clues/new"]').count() >= 1
+    inspect(page, "home-reporter")
+
+    member = site.page(site.person(Role.UNIT_MEMBER, "police-station"))
+    assert member.locator('main a[href="/inbox"]').count() == 1
+    inspect(member, "home-unit-member")
+
+    admin = site.page(site.person(Role.ADMIN, "county-it"))
+    assert "用户管理" in admin.locator("main").inner_text()
+    inspect(admin, "home-admin")
