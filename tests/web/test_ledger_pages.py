@@ -21,13 +21,13 @@ from urllib.parse import urlencode
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.access import CaseAccessed
+from domain.access import Actor, CaseAccessed
 from domain.application import CaseTrail
 from domain.identity import mask_id_number, mask_name
 from domain.taxonomy import Role
 from gateway.http.dependencies import Services
 from tests.conftest import TokenFactory
-from tests.domain.builders import VILLAGE, report_body, years_before
+from tests.domain.builders import VILLAGE, report_body, report_clue, years_before
 from tests.web.conftest import Site, inspect
 
 FORM = "application/x-www-form-urlencoded"
@@ -190,11 +190,7 @@ def _rows(site: Site, page: Any, count: int) -> None:
 
 @pytest.mark.browser
 def test_a_coordinator_filters_prints_and_exports_the_ledger(site: Site) -> None:
-    from tests.domain.builders import report_clue
-
     reporter = site.person(Role.REPORTER, VILLAGE)
-    from domain.access import Actor
-
     actor = Actor(reporter.user_id, Role.REPORTER, VILLAGE, reporter.street)
     low = report_clue(risk="low")
     high = report_clue(
