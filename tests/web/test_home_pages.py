@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from domain.access import Actor
 from domain.taxonomy import Role
 from gateway.settings import Settings
 from tests.conftest import TokenFactory
-from tests.domain.builders import VILLAGE, report_body, report_clue
+from tests.domain.builders import VILLAGE, register_units, report_body, report_clue
 from tests.web.conftest import Site, inspect
 
 # A clue waits for its consultation this long (about a second) before it is overdue.
@@ -140,3 +141,37 @@ def test_home_pages_in_a_browser(site: Site) -> None:
     admin = site.page(site.person(Role.ADMIN, "county-it"))
     assert "用户管理" in admin.locator("main").inner_text()
     inspect(admin, "home-admin")
+
+
+def test_assignments_to_sign_for_on_both_sides(client: TestClient, auth: TokenFactory) -> None:
+    police = "chengguan-police-station"
+    register_units(client.app.state.services.application, police)  # type: ignore[attr-defined]
+    case_id, _ = _report(client, auth)
+    coordinator = auth(Role.COORDINATOR, "governance-office")
+    base = f"/v1/cases/{case_id}"
+    today = date.today()
+    consult = {"held_on": today.isoformat(), "participants": [police], "decision": "派出所介入。"}
+    assert client.post(f"{base}/consultations", json=consult, headers=coordinator).is_success
+    task = "到校了解情况并约谈家长。"
+    assigned = client.post(
+        f"{base}/assignments",
+        json={
+            "unit": police,
+            "function": "judicial",
+            "task": task,
+            "due_on": (today + timedelta(days=7)).isoformat(),
+        },
+        headers=coordinator,
+    )
+    assert assigned.status_code == 201, assigned.text
+    _catch_up(client)
+
+    street = client.get("/", headers=coordinator).text
+    assert f'href="/cases/{case_id}"' in street and police in street
+    assert '<span class="badge high">未签收</span>' in street
+    assert task not in street
+
+    member = client.get("/", headers=auth(Role.UNIT_MEMBER, police)).text
+    assert "本单位待办任务 <span" in member and "（1）" in member
+    assert '<span class="badge high">待签收</span>' in member
+    assert 'href="/inbox"' in member and task not in member

@@ -26,6 +26,7 @@ from domain.application import CaseTrail
 from domain.identity import mask_id_number, mask_name
 from domain.taxonomy import Role
 from gateway.http.dependencies import Services
+from gateway.web.routes import ledger as pages
 from tests.conftest import TokenFactory
 from tests.domain.builders import VILLAGE, report_body, report_clue, years_before
 from tests.web.conftest import Site, inspect
@@ -235,3 +236,26 @@ def test_a_coordinator_filters_prints_and_exports_the_ledger(site: Site) -> None
     inspect(wide, "ledger-wide")
     wide.emulate_media(media="print")
     inspect(wide, "ledger-print")
+
+
+def test_paging_keeps_the_filters_and_xlsx_exports(
+    client: TestClient, auth: TokenFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "PER_PAGE", 1)
+    (first_id, _), (second_id, _) = _two_clues(client, auth)
+    headers = auth(Role.REPORTER, VILLAGE)
+
+    one = client.get("/ledger?category=mental_health", headers=headers).text
+    assert "第 1/2 页" in one
+    assert 'href="/ledger?purpose=follow_up&amp;category=mental_health&amp;page=2"' in one
+    two = client.get("/ledger?category=mental_health&page=2", headers=headers).text
+    assert "第 2/2 页" in two and 'rel="prev"' in two and 'rel="next"' not in two
+    shown = {case_id for case_id in (first_id, second_id) if f"/cases/{case_id}" in one + two}
+    assert shown == {first_id, second_id}
+
+    answer = _post(client, "/ledger/export", headers, {"format": "xlsx"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith(
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    assert answer.content[:2] == b"PK"  # a zip: the workbook
