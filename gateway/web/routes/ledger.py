@@ -21,7 +21,7 @@ personal value never travels in a URL. Proven by tests/web/test_ledger_pages.py.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final
 from urllib.parse import urlencode
 
@@ -178,6 +178,8 @@ def _base_context(
         "prev_url": None,
         "next_url": None,
         "export_values": {},
+        # When the page was read: printed with the table.
+        "as_of": datetime.now(UTC),
     }
 
 
