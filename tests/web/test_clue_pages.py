@@ -243,3 +243,26 @@ def test_a_grid_worker_reports_a_clue_on_a_phone(site: Site) -> None:
     assert len(reported) == 1 and reported[0].originator_id == case_id
     _assert_clue_stored(reported[0], {**fields, "minor.school": school}, VILLAGE)
     assert reported[0].minor["school"] == school
+
+
+def test_guardian_rows_are_named_as_the_person_filled_them(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    headers = auth(Role.REPORTER, VILLAGE)
+    application = _application(client)
+    fields = _clue()
+    guardian = {k: fields.pop(k) for k in list(fields) if k.startswith("guardians.0.")}
+    moved = {k.replace(".0.", ".2."): v for k, v in guardian.items()}  # behind 添加监护人
+    page = client.get("/clues/new", headers=headers).text
+    assert "添加监护人" in page and 'name="guardians.5.phone"' in page
+
+    wrong = _post(client, headers, {**fields, **moved, "guardians.2.phone": "12345"})
+    assert wrong.status_code == 422
+    assert 'data-field="guardians.2.phone"' in wrong.text and "监护人3联系电话" in wrong.text
+    assert 'data-field="guardians.0.phone"' not in wrong.text
+
+    head = _head(application)
+    answer = _post(client, headers, {**fields, **moved})
+    assert answer.status_code == 303, answer.text
+    reported = [e for e in _events_since(application, head) if "ClueReported" in type(e).__name__]
+    assert [g["name"] for g in reported[0].guardians] == [guardian["guardians.0.name"]]

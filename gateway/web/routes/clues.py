@@ -49,8 +49,10 @@ router = APIRouter()
 
 # Who may report (the application checks it again, and records a refusal).
 REPORTING_ROLES: Final = frozenset({Role.REPORTER, Role.COORDINATOR})
-# Guardian rows the form shows: the first one open, a second optional.
-GUARDIAN_ROWS: Final = 2
+# Guardian rows the form has (the model takes at most 6): the first two shown, the others
+# behind "添加监护人" (a <details>, so it works without script).
+GUARDIAN_ROWS: Final = 6
+SHOWN_GUARDIAN_ROWS: Final = 2
 _GUARDIAN_FIELDS: Final = ("name", "relation", "phone", "works_away")
 
 RELATION_LABELS: Final = {
@@ -125,11 +127,28 @@ _GENERIC: Final = frozenset(
 )
 
 
+def _on_inputs(errors: list[FieldError], rows: list[int]) -> list[FieldError]:
+    """The errors said on the inputs the person filled: the body's guardian i is the form's
+    row `rows[i]`; the discovery method is `METHOD_INPUT`."""
+    found = []
+    for error in errors:
+        field = error.field
+        if field == "method":
+            field = METHOD_INPUT
+        parts = field.split(".")
+        if parts[0] == "guardians" and len(parts) > 1 and parts[1].isdigit():
+            index = int(parts[1])
+            if index < len(rows):
+                parts[1] = str(rows[index])
+                field = ".".join(parts)
+        label = LABELS.get(field, error.label)
+        found.append(FieldError(field, label, error.message))
+    return found
+
+
 def _hinted(errors: list[FieldError]) -> list[FieldError]:
     found = []
     for error in errors:
-        if error.field == "method":
-            error = FieldError(METHOD_INPUT, error.label, error.message)  # noqa: PLW2901
         hint = _HINTS.get(error.field)
         if error.field.startswith("issues."):
             hint = "请从列表中选择"
@@ -151,17 +170,24 @@ def _issues(values: list[str]) -> list[dict[str, str]]:
     return found
 
 
+def guardian_rows(form: Form) -> list[int]:
+    """The form's rows filled in, in order (a row left wholly blank is no guardian): the
+    body's guardian i is the form's row `guardian_rows(form)[i]`."""
+    return [
+        row
+        for row in range(GUARDIAN_ROWS)
+        if any(first(form, f"guardians.{row}.{key}") for key in ("name", "relation", "phone"))
+    ]
+
+
 def _guardians(form: Form) -> list[dict[str, object]]:
-    """The guardian rows filled in (a row left wholly blank is no guardian)."""
     found: list[dict[str, object]] = []
-    for row in range(GUARDIAN_ROWS):
+    for row in guardian_rows(form):
         values: dict[str, object] = {}
         for key in ("name", "relation", "phone"):
             value = first(form, f"guardians.{row}.{key}")
             if value is not None:
                 values[key] = value
-        if not values:
-            continue
         values["works_away"] = first(form, f"guardians.{row}.works_away") is not None
         found.append(values)
     return found
@@ -209,7 +235,8 @@ def _form_context(actor: Actor) -> dict[str, Any]:
         "finder_roles": FINDER_ROLE_LABELS,
         "methods": DISCOVERY_METHOD_LABELS,
         "risks": RISK_LABELS,
-        "guardian_rows": range(GUARDIAN_ROWS),
+        "guardian_rows": range(SHOWN_GUARDIAN_ROWS),
+        "more_guardian_rows": range(SHOWN_GUARDIAN_ROWS, GUARDIAN_ROWS),
         "own_unit": own_unit,
         "finder_unit": actor.unit,
         "today": date.today().isoformat(),
@@ -252,7 +279,13 @@ async def report_clue(request: Request, actor: PageActorDep, svc: ServicesDep) -
     checked = validate(cmd.ReportClue, body_of(form), LABELS)
     context = _form_context(actor)
     if isinstance(checked, list):
-        return form_errors(request, "clue_new.html", context, _hinted(checked), title="报告线索")
+        return form_errors(
+            request,
+            "clue_new.html",
+            context,
+            _hinted(_on_inputs(checked, guardian_rows(form))),
+            title="报告线索",
+        )
     try:
         case_id = await run_in_threadpool(_report, svc, checked, actor)
     except domain_errors.DomainError as exc:
