@@ -2,7 +2,8 @@
 prints the pages' address and a user id and password for one person per role; each of them
 signs in through the sign-in page's form (POST /signin, a session cookie, then their home page
 naming them); a second run sets new passwords (random per run), so the first run's are refused;
-and no password printed is in the demo's log output or in the store's bytes.
+and no password printed is in the demo's log output or in the store's bytes. In headless
+Chromium, a printed person signs in at 360 px on the demo's store served by uvicorn.
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
+from playwright.sync_api import Browser
 
 from domain.credentials import check_password_strength
 from domain.taxonomy import Role
@@ -19,6 +22,7 @@ from gateway.http.app import create_app
 from gateway.http.sessions import COOKIE
 from gateway.settings import Settings
 from tests.integration.test_cli import run
+from tests.web.conftest import Served, free_port, inspect
 
 # "  user demo-coordinator   password demo-...  (coordinator)"
 _SIGN_IN_LINE = re.compile(r"^\s+user (\S+)\s+password (\S+)\s+\((\w+)\)$")
@@ -34,14 +38,18 @@ def printed_people(stdout: str) -> dict[str, tuple[str, Role]]:
     return found
 
 
-def demo_app(home: Path) -> TestClient:
-    settings = Settings.from_env(
+def demo_settings(home: Path) -> Settings:
+    """The settings `casetrail demo` used for `home` (its embedded SQLite store)."""
+    return Settings.from_env(
         {
             "CASETRAIL_HOME": str(home),
             "CASETRAIL_DATABASE_URL": f"sqlite:///{home}/casetrail.sqlite",
         }
     )
-    return TestClient(create_app(settings), raise_server_exceptions=False)
+
+
+def demo_app(home: Path) -> TestClient:
+    return TestClient(create_app(demo_settings(home)), raise_server_exceptions=False)
 
 
 def sign_in_through_the_page(client: TestClient, user_id: str, password: str) -> int:
@@ -101,3 +109,31 @@ def test_every_printed_person_signs_in_through_the_page(tmp_path: Path) -> None:
     stored = (tmp_path / "casetrail.sqlite").read_bytes()
     for password in [*passwords, *(p for p, _ in again.values())]:
         assert password.encode() not in stored
+
+
+@pytest.mark.browser
+def test_a_printed_person_signs_in_in_a_browser(tmp_path: Path, browser: Browser) -> None:
+    demo = run(tmp_path, "demo", "--cases", "1")
+    assert demo.returncode == 0, demo.stderr
+    people = printed_people(demo.stdout)
+    user_id, (password, _) = next((u, p) for u, p in people.items() if p[1] == Role.COORDINATOR)
+    with Served(demo_settings(tmp_path), free_port()) as served:
+        context = browser.new_context(
+            viewport={"width": 360, "height": 740},
+            locale="zh-CN",
+            base_url=f"http://127.0.0.1:{served.server.config.port}",
+        )
+        try:
+            page = context.new_page()
+            page.goto("/")
+            assert page.url.endswith("/signin")
+            page.fill("#user_id", user_id)
+            page.fill("#password", password)
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+            assert page.url.endswith("/") and not page.url.endswith("/signin")
+            assert user_id in page.locator(".who").inner_text()
+            assert password not in page.content()
+            inspect(page, "demo-signed-in")
+        finally:
+            context.close()

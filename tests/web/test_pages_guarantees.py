@@ -324,8 +324,8 @@ def test_the_browser_keeps_no_page_in_its_cache_but_may_keep_the_assets(site: Si
     first = page.goto("/")
     assert first is not None and first.headers["cache-control"] == "no-store"
     home_rid = request_id()
-    # Another page (any: an unknown case's is the error page), then back.
-    page.goto(f"/cases/{uuid.uuid4()}")
+    # Another page (any: a path no route has is the error page, as a page), then back.
+    page.goto(f"/no-such-page-{uuid.uuid4()}")
     other_rid = request_id()
     seen.clear()
     from_cache.clear()
