@@ -60,6 +60,8 @@ _UNITS = {
     Role.ADMIN: "county-admin",
     Role.COUNTY_LEAD: "county-office",
 }
+# The pages anyone may open without signing in.
+_OPEN_PAGES = {SIGNIN_URL}
 # Signing in has no session yet, so no CSRF token: its cross-site guard is the API sign-in's
 # own (a cross-site form post is refused, gateway/http/routes/signin.py).
 _NO_CSRF_NEEDED = {("POST", SIGNIN_URL)}
@@ -168,16 +170,14 @@ def assert_page_headers(answer: Response, what: str) -> None:
     html = headers.get("content-type", "").startswith("text/html")
     if answer.status_code >= 400:
         assert html, (what, headers)  # a problem on a page's path is a page (gateway.web.errors)
+    if html or "svg" in headers.get("content-type", ""):
+        assert not inline_code(answer.text), (what, inline_code(answer.text))
     if html:
         assert csp == WEB_CSP, (what, csp)
     else:
-        # A redirect, a 204 for the page's script, a download: nothing the browser renders as
-        # a page; the pages' CSP or the API's stricter one.
+        # A redirect, a 204 for the page's script, a download or a chart: not an HTML page;
+        # the pages' CSP or the API's stricter one.
         assert csp == WEB_CSP or csp.startswith(_API_CSP_PREFIX), (what, csp)
-        assert answer.status_code != 200 or "attachment" in headers.get(
-            "content-disposition", ""
-        ), (what, headers)
-    assert not inline_code(answer.text), (what, inline_code(answer.text))
 
 
 # --- people ----------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ def test_nobody_signed_in_is_sent_to_sign_in_and_a_bad_cookie_is_recorded(
     client: TestClient,
 ) -> None:
     application = application_of(client)
-    routes = [r for r in page_routes(client) if r[1] != SIGNIN_URL]
+    routes = [r for r in page_routes(client) if r[1] not in _OPEN_PAGES]
     assert routes
     for method, template, path in routes:
         client.cookies.clear()
@@ -258,7 +258,7 @@ def test_every_page_answer_carries_the_headers_and_no_inline_code(client: TestCl
             answer = call(client, "GET", path)
             assert_page_headers(answer, f"{role} GET {template}")
             html = answer.headers.get("content-type", "").startswith("text/html")
-            if answer.status_code == 200 and html and template != SIGNIN_URL:
+            if answer.status_code == 200 and html and template not in _OPEN_PAGES:
                 assert user in answer.text, (role, template)  # who is signed in, on every page
         # Query parameters a page does not expect change nothing of the guarantees.
         for template, path in gets:
