@@ -20,6 +20,8 @@ $(STAMP): pyproject.toml constraints.txt
 ## run: create the environment, create keys on first start, serve the API on 127.0.0.1:8000
 run: venv
 	$(BIN)/casetrail keys init
+	@echo "pages (web front end): http://127.0.0.1:8000/   API docs: http://127.0.0.1:8000/docs"
+	@echo "(no one to sign in as yet? run 'make demo' first: it prints a user id and password per role)"
 	$(BIN)/casetrail serve --host 127.0.0.1 --port 8000
 
 ## test: lint, type-check, the import rules and the whole test suite
@@ -36,10 +38,11 @@ typecheck: venv
 imports: venv
 	$(BIN)/lint-imports --no-cache --no-logo
 
-## demo: fill the embedded store with synthetic cases and print a token per role
+## demo: fill the embedded store with synthetic cases; print a token and a password per role
 demo: venv
 	$(BIN)/casetrail keys init
 	$(BIN)/casetrail demo
+	@echo "then 'make run' and sign in at http://127.0.0.1:8000/ with a user id and password above"
 
 ## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
 bench: venv

@@ -4,11 +4,17 @@ Names come from Faker's zh_CN locale and ID numbers are built to be well-formed;
 person's. Tests and benchmarks use `synthetic_report` too. The demo's people are registered
 users (issue 16, `domain.users`) with their posts, registered before they act, so that their
 tokens get in and the investigation timeline names their posts.
+
+The people shown (one per role) also get a password, new and random on every run
+(`demo_passwords`, from `secrets`, within `domain.credentials.check_password_strength`), so that
+they can sign in to the pages at `PAGES_URL`; `casetrail demo` prints them to the terminal and
+nowhere else (only their argon2id hashes are stored). Proven by tests/web/test_demo_signin.py.
 """
 
 from __future__ import annotations
 
 import random
+import secrets
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -18,6 +24,7 @@ from faker import Faker
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.credentials import check_password_strength
 from domain.identity import make_id_number
 from domain.taxonomy import (
     HIGH_RISK_FLOOR,
@@ -49,6 +56,8 @@ MEMBER_POSTS = {
     MEMBER_UNITS[ProtectionFunction.FAMILY]: Post.HEALTH_WORKER,
 }
 DEMO_BY = {"user": "demo", "role": "operator", "unit": "", "street": ""}
+# Where `make run` serves the pages (and `casetrail demo` tells people to sign in).
+PAGES_URL = "http://127.0.0.1:8000/"
 
 
 @dataclass(frozen=True)
@@ -183,6 +192,26 @@ _SHOWN = frozenset(
         "demo-admin",
     }
 )
+
+
+def new_demo_password() -> str:
+    """A random password within the password rules: 16 bytes of `secrets` in URL-safe base64
+    (22 characters, nothing a terminal or a shell would mangle), with a fixed prefix that says
+    what it is."""
+    password = "demo-" + secrets.token_urlsafe(16)
+    check_password_strength(password)  # the rules may tighten: fail here, not at sign-in
+    return password
+
+
+def demo_passwords(application: CaseTrail, people: list[DemoPerson]) -> dict[str, str]:
+    """A new password for each of `people` (user id -> password), their hashes stored: a
+    second run replaces the first run's passwords, which are not kept anywhere."""
+    found: dict[str, str] = {}
+    for person in people:
+        password = new_demo_password()
+        application.set_password(person.user, password, DEMO_BY, "演示账户的登录密码")
+        found[person.user] = password
+    return found
 
 
 def _advance(

@@ -24,7 +24,7 @@ from gateway.cli import projections as projection_cli
 from gateway.cli import reports as report_cli
 from gateway.cli import roster as roster_cli
 from gateway.cli import users as users_cli
-from gateway.cli.demo import fill_demo
+from gateway.cli.demo import PAGES_URL, demo_passwords, fill_demo
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.setup import StoreSetupProblem, setup_lock
 
@@ -138,7 +138,10 @@ def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
 # --- demo ---------------------------------------------------------------------------------------
 
 
-@cli.command(help="Fill the store with synthetic cases for one street and print a token per role.")
+@cli.command(
+    help="Fill the store with synthetic cases for one street and print a token and a "
+    "sign-in password per role."
+)
 @click.option("--cases", default=36, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--seed", default=7, show_default=True, type=int)
 def demo(cases: int, seed: int) -> None:
@@ -148,6 +151,7 @@ def demo(cases: int, seed: int) -> None:
     application = bootstrap.open_application(settings)
     try:
         summary = fill_demo(application, cases=cases, seed=seed, street=DEFAULT_STREET)
+        passwords = demo_passwords(application, summary.people)
     finally:
         application.close()
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token signing key")
@@ -157,6 +161,10 @@ def demo(cases: int, seed: int) -> None:
     for who in summary.people:
         tok = issue_token(key, user=who.user, role=who.role, unit=who.unit, street=DEFAULT_STREET)
         click.echo(f"  {who.role:<18} {who.unit:<24} {tok}")
+    # The pages' sign-in: printed here only (never logged); each run sets new passwords.
+    click.echo(f"pages: {PAGES_URL} (after `make run`); sign in as (new passwords each run):")
+    for who in summary.people:
+        click.echo(f"  user {who.user:<32} password {passwords[who.user]}  ({who.role})")
 
 
 cli.add_command(evidence_cli.verify)
