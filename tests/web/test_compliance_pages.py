@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 
+from domain import commands as cmd
 from domain.access import NO_CASE, AccessDenied, Actor, CaseAccessed, Channel
 from domain.application import AccessRefused, CaseTrail
 from domain.compliance.findings import FindingStatus
@@ -115,9 +117,27 @@ def test_a_compliance_auditor_reviews_a_finding(site: Site) -> None:
 @pytest.mark.browser
 def test_the_other_compliance_pages_in_a_browser(site: Site) -> None:
     auditor = site.person(Role.COMPLIANCE_AUDITOR, "audit")
+    planted = planted_case()
+    reporter = Actor("u-reporter-1", Role.REPORTER, "dongshan-village", DEFAULT_STREET)
+    case_id = site.application.report_clue(cmd.ReportClue.model_validate(planted.body), reporter)
+    coordinator = Actor("u-coordinator-1", Role.COORDINATOR, "office", DEFAULT_STREET)
+    site.application.read_case(case_id, coordinator, Purpose.FOLLOW_UP, "req-read")
     page = site.page(auditor, width=360)
     page.goto("/compliance/disclosures")
     inspect(page, "compliance-disclosures-360")
+    # The server's ledger follows the store: the file is found once it has followed.
+    deadline = time.monotonic() + 20
+    while True:
+        page.fill("#id_number", planted.id_number)
+        with page.expect_navigation():
+            page.click("button:has-text('查询')")
+        if str(case_id) in page.content() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    table = page.locator("table.disclosures").inner_text()
+    assert "u-coordinator-1" in table and "跟踪回访" in table
+    assert planted.id_number not in page.content() and planted.name not in page.content()
+    inspect(page, "compliance-disclosures-table-360")
     page.fill("#id_number", "110101201001011234")  # checksum wrong: refused, not repeated
     page.click("button:has-text('查询')")
     page.wait_for_selector(".alert")
@@ -261,3 +281,43 @@ def test_the_annual_report_page_and_its_signed_file(client: TestClient, auth: To
     assert signed.status_code == 200
     assert json.loads(signed.content)["report"]["year"] == year
     assert "attachment" in signed.headers["content-disposition"]
+
+
+def test_a_break_glass_access_is_reviewed_on_its_page(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    planted = planted_case()
+    reporter = auth(Role.REPORTER, "dongshan-village")
+    created = client.post("/v1/cases", json=planted.body, headers=reporter)
+    assert created.status_code == 201, created.text
+    case_id = created.json()["id"]
+    outsider = auth(Role.REPORTER, "xishan-village")
+    opened = client.post(
+        f"/v1/cases/{case_id}/break-glass",
+        json={"reason": "孩子夜间离家未归，需立即联系监护人。"},
+        headers=outsider,
+    )
+    assert opened.status_code == 200, opened.text
+    application = _application(client)
+    (pending,) = application.pending_break_glass_reviews()
+
+    auditor = auth(Role.COMPLIANCE_AUDITOR, "audit")
+    page = client.get("/compliance/break-glass", headers=auditor)
+    assert page.status_code == 200 and case_id in page.text
+    assert planted.name not in page.text and planted.id_number not in page.text
+    path = f"/compliance/break-glass/{pending.originator_id}/review"
+    bad = client.post(path, data={"outcome": "maybe", "note": "王某某的意见"}, headers=auditor)
+    assert bad.status_code == 422 and "王某某" not in bad.text and "maybe" not in bad.text
+    assert len(application.pending_break_glass_reviews()) == 1
+    done = client.post(
+        path,
+        data={"outcome": "justified", "note": "情况紧急，属实。"},
+        headers=auditor,
+        follow_redirects=False,
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/compliance/break-glass"
+    assert application.pending_break_glass_reviews() == []
+    again = client.post(path, data={"outcome": "justified", "note": "再次。"}, headers=auditor)
+    assert again.status_code == 409 and "已复核" in again.text
+    coordinator = auth(Role.COORDINATOR, "office")
+    assert client.get("/compliance/break-glass", headers=coordinator).status_code == 403
