@@ -14,6 +14,7 @@ reinstate and change of post are the registry's events.
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 
 import pytest
 from faker import Faker
@@ -178,6 +179,28 @@ def test_a_password_set_on_the_page_signs_the_user_in(
         "/v1/sessions", json={"user_id": "u-first", "password": password}, follow_redirects=False
     )
     assert signed.status_code in (201, 303), signed.text
+
+    # Locked after failed sign-ins: the page says so, and unlocks it (as the CLI does).
+    application = _application(client)
+    for _ in range(5):
+        client.cookies.clear()
+        wrong = {"user_id": "u-first", "password": "Wrong-" + password}
+        assert client.post("/v1/sessions", json=wrong).status_code in (401, 429)
+    client.cookies.clear()
+    now = datetime.now(UTC)
+    assert application.credentials("u-first").is_locked(now)  # type: ignore[union-attr]
+    page = client.get("/admin/users/u-first", headers=admin)
+    assert "已锁定" in page.text and password.strip() not in page.text
+    unlocked = client.post(
+        "/admin/users/u-first/unlock",
+        data={"reason": "已电话核实本人。"},
+        headers=admin,
+        follow_redirects=False,
+    )
+    assert unlocked.status_code == 303, unlocked.text
+    assert not application.credentials("u-first").is_locked(now)  # type: ignore[union-attr]
+    again = client.post("/admin/users/u-first/unlock", data={"reason": "再次。"}, headers=admin)
+    assert again.status_code == 409 and "未被锁定" in again.text
 
 
 def test_the_registry_commands_and_ones_own_account(client: TestClient, auth: TokenFactory) -> None:

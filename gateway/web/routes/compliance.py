@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from contextlib import suppress
 from datetime import date, datetime, time
 from typing import Annotated, Any, Final
@@ -54,6 +55,7 @@ from domain.compliance.rules import RULES
 from domain.errors import DomainError
 from domain.taxonomy import Purpose, Role
 from gateway.compliance.sheets import FIELD_LABELS
+from gateway.http.dependencies import Services
 from gateway.http.reader import AuditedReader
 from gateway.http.routes.compliance import FINDINGS_FIELD, FINDINGS_NOT_FOR_ROLE, counts_of
 from gateway.http.routes.disclosures import (
@@ -333,12 +335,12 @@ async def finding_page(
 async def _finding_command(
     request: Request,
     actor: Actor,
-    svc: Any,
+    svc: Services,
     finding_id: UUID,
     model: type[BaseModel],
     names: tuple[str, ...],
     labels: dict[str, str],
-    run: Any,
+    run: Callable[[Any], None],
     label: str,
 ) -> Response:
     """Validate the posted form against the API's command model, then run the application's

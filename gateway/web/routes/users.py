@@ -5,8 +5,9 @@
 - `GET /admin/users/new` + `POST /admin/users/new`: register a user with a first role and post;
 - `GET /admin/users/{user_id}`: the user, their history (who held which post and roles when,
   who changed them why), and the forms: grant / revoke a role, suspend / reinstate, change the
-  post, set a first or new password (`POST /admin/users/{user_id}/grant`, `/revoke`,
-  `/suspend`, `/reinstate`, `/post`, `/password`).
+  post, set a first or new password, unlock an account locked by failed sign-ins, remove a
+  lost TOTP second factor (`POST /admin/users/{user_id}/grant`, `/revoke`, `/suspend`,
+  `/reinstate`, `/post`, `/password`, `/unlock`, `/totp-removal`).
 
 Administrators only, as the JSON API (`gateway.http.routes.users`): anyone else is refused and
 the refusal stored as `CommandRefused` before the refusal page (the API's own `_require_admin`);
@@ -23,6 +24,7 @@ nothing submitted repeated. Proven by tests/web/test_users_pages.py.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
@@ -58,6 +60,7 @@ _REGISTER_LABELS: Final = {
 _ROLE_LABELS_FORM: Final = {"role": "角色", "reason": "事由"}
 _STATUS_LABELS: Final = {"reason": "事由"}
 _POST_LABELS_FORM: Final = {"post": "岗位", "reason": "事由"}
+_REASON_LABELS: Final = {"reason": "事由"}
 _PASSWORD_LABELS: Final = {"password": "新密码", "confirm": "再次输入新密码", "reason": "事由"}
 
 # The application's refusals, said in Chinese in the form's summary (no submitted value).
@@ -72,6 +75,8 @@ _REFUSALS: Final = {
     "weak_password": f"密码不符合要求：至少 {MIN_PASSWORD_CHARS} 个字符，不含控制字符。",
     "password_mismatch": "两次输入的密码不一致。",
     "unknown_user": "没有此用户。",
+    "account_not_locked": "该账户未被锁定。",
+    "totp_not_enrolled": "该用户未启用两步验证。",
 }
 
 
@@ -187,7 +192,16 @@ def _user_context(actor: Actor, svc: Services, user_id: str) -> dict[str, Any]:
         entry["role_labels"] = [_role_label(r) for r in entry.get("roles", [])]
         entry["role_label"] = _role_label(entry["role"]) if entry.get("role") else ""
     held = sorted(user.roles, key=lambda r: list(Role).index(r))
+    credentials = svc.application.credentials(user_id)
+    now = datetime.now(UTC)
     return {
+        # What the sign-in holds (never a hash or a secret): whether each is set.
+        "sign_in": {
+            "password": credentials is not None and credentials.password_hash is not None,
+            "totp": credentials is not None and credentials.totp_secret is not None,
+            "locked": credentials is not None and credentials.is_locked(now),
+            "locked_until": credentials.locked_until if credentials is not None else None,
+        },
         **_choices(),
         "user": _described(user),
         "held": [(str(r), ROLE_LABELS[r]) for r in held],
@@ -334,4 +348,49 @@ async def set_password(
         run,
         "设置密码",
         raw=("password", "confirm"),
+    )
+
+
+@router.post("/admin/users/{user_id}/unlock")
+async def unlock_account(
+    user_id: UserIdPath, request: Request, actor: PageActorDep, svc: ServicesDep
+) -> Response:
+    """Unlock an account locked after repeated failed sign-ins (as `casetrail user unlock`)."""
+
+    def run(command: ChangeStatus) -> None:
+        svc.application.unlock_account(user_id, actor.as_record(), command.reason)
+
+    return await _user_command(
+        request,
+        actor,
+        svc,
+        user_id,
+        "unlock_account",
+        ChangeStatus,
+        _REASON_LABELS,
+        run,
+        "解除锁定",
+    )
+
+
+@router.post("/admin/users/{user_id}/totp-removal")
+async def remove_totp(
+    user_id: UserIdPath, request: Request, actor: PageActorDep, svc: ServicesDep
+) -> Response:
+    """Remove the user's TOTP second factor, e.g. a lost phone (as `casetrail user totp
+    remove`); enrolling one prints its secret once, on the server (the CLI)."""
+
+    def run(command: ChangeStatus) -> None:
+        svc.application.remove_totp(user_id, actor.as_record(), command.reason)
+
+    return await _user_command(
+        request,
+        actor,
+        svc,
+        user_id,
+        "remove_totp",
+        ChangeStatus,
+        _REASON_LABELS,
+        run,
+        "移除两步验证",
     )
