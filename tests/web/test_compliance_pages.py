@@ -149,6 +149,9 @@ def test_the_other_compliance_pages_in_a_browser(site: Site) -> None:
         page.click("button:has-text('查看报告')")
     assert "年度概况" in page.content()
     inspect(page, "compliance-annual-360")
+    page.goto("/compliance/accesses?run=1")
+    assert "u-coordinator-1" in page.locator("table.accesses").inner_text()
+    inspect(page, "compliance-accesses-360")
     page.goto("/compliance/break-glass")
     assert "没有待复核" in page.content()
     inspect(page, "compliance-break-glass-360")
@@ -321,3 +324,48 @@ def test_a_break_glass_access_is_reviewed_on_its_page(
     assert again.status_code == 409 and "已复核" in again.text
     coordinator = auth(Role.COORDINATOR, "office")
     assert client.get("/compliance/break-glass", headers=coordinator).status_code == 403
+
+
+def test_the_access_report_page_and_its_downloads(client: TestClient, auth: TokenFactory) -> None:
+    application = _application(client)
+    finding_id = raise_finding(application)  # five refused reads by the outsider
+    refused_on = [UUID(c) for c in application.finding(finding_id).case_ids]
+    auditor = auth(Role.COMPLIANCE_AUDITOR, "audit")
+    form = client.get("/compliance/accesses", headers=auditor)
+    assert form.status_code == 200 and "生成报表" in form.text and "<table" not in form.text
+
+    bad = client.get(
+        "/compliance/accesses", params={"case_id": "李某某", "kind": "x"}, headers=auditor
+    )
+    assert bad.status_code == 422 and "李某某" not in bad.text
+    assert "档案编号" in bad.text and "类型" in bad.text
+
+    page = client.get(
+        "/compliance/accesses", params={"run": "1", "kind": "refused_read"}, headers=auditor
+    )
+    assert page.status_code == 200
+    assert page.text.count(f'<td data-label="人员">{OUTSIDER}</td>') == 5
+    # Each file whose access records were shown: a read of its access log, recorded first.
+    for case_id in refused_on:
+        last = application.access_events(case_id)[-1]
+        assert isinstance(last, CaseAccessed) and last.fields == ["access_log"]
+        assert (last.channel, last.rule) == (
+            Channel.COMPLIANCE,
+            "access_report:compliance_review",
+        )
+    sheet = client.get(
+        "/compliance/accesses",
+        params={"kind": "refused_read", "download": "xlsx"},
+        headers=auditor,
+    )
+    assert sheet.status_code == 200 and sheet.content[:2] == b"PK"
+    fhir = client.get(
+        "/compliance/accesses",
+        params={"kind": "refused_read", "download": "fhir"},
+        headers=auditor,
+    )
+    assert fhir.status_code == 200 and "attachment" in fhir.headers["content-disposition"]
+    bundle = json.loads(fhir.content)
+    assert bundle["resourceType"] == "Bundle" and len(bundle["entry"]) == 5
+    coordinator = auth(Role.COORDINATOR, "office")
+    assert client.get("/compliance/accesses", headers=coordinator).status_code == 403

@@ -12,6 +12,9 @@
 - `GET /compliance/disclosures` + `POST /compliance/disclosures`: the accounting of
   disclosures for one minor, the resident ID number POSTed (never in a URL), answered as a
   table, or as the API's .xlsx / CSV file;
+- `GET /compliance/accesses`: the access report (reads granted and refused, refused commands)
+  filtered by codes, ids and dates in the query (user id, unit, street, role, channel, kind,
+  case id, period), a page at a time, and its .xlsx, CSV or FHIR AuditEvent download;
 - `GET /compliance/annual?year=Y`: the annual audit report's figures for a year chosen in a
   form, and `GET /compliance/annual/download?year=Y&format=html|pdf|json` its signed file.
 
@@ -19,7 +22,7 @@ Who may read, and what is recorded, is exactly the JSON API's: the findings list
 recorded before the page is rendered as one access event naming no case (fields
 `compliance_findings`), here with channel `web`; anyone but a compliance auditor is refused,
 the refusal stored (`compliance_findings_not_for_role:<role>`) and answered 403. The
-accounting of disclosures and the annual report are the API's own functions
+accounting of disclosures, the access report and the annual report are the API's own functions
 (`gateway.http.routes.disclosures`) called with the page's reader (`page_reader`): the access
 logs they show are recorded first, channel `compliance` (a download keeps it). No page shows
 case content: ids, codes, instants and counts. Proven by tests/web/test_compliance_pages.py.
@@ -33,6 +36,7 @@ from collections.abc import Callable
 from contextlib import suppress
 from datetime import date, datetime, time
 from typing import Annotated, Any, Final
+from urllib.parse import urlencode
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Request, Response
@@ -59,16 +63,22 @@ from gateway.http.dependencies import Services
 from gateway.http.reader import AuditedReader
 from gateway.http.routes.compliance import FINDINGS_FIELD, FINDINGS_NOT_FOR_ROLE, counts_of
 from gateway.http.routes.disclosures import (
+    MAX_POSITION,
+    AccessFilters,
     AnnualFormat,
     DisclosureRequest,
+    KindFilter,
+    accesses,
     annual_report,
     disclosures,
+    fhir_audit_events,
 )
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep, ServicesDep, page_reader
 from gateway.web.forms import FieldError, first, form_errors, read_form, see_other, validate
 from gateway.web.labels import ROLE_LABELS
 from gateway.web.templating import LOCAL_ZONE, render
+from projections.investigation.labels import CHANNEL_LABELS
 from projections.ledger.exports import ExportFormat
 
 log = get_logger("casetrail.web")
@@ -627,3 +637,128 @@ async def annual_download(
     reader = page_reader(request, svc, actor, PURPOSE)
     answer: Response = await run_in_threadpool(annual_report, request, reader, svc, year, format)
     return answer
+
+
+# --- the access report ---------------------------------------------------------------------------
+
+_ACCESS_LABELS: Final = {
+    "user": "人员（用户编号）",
+    "unit": "单位代码",
+    "street": "街道代码",
+    "role": "角色",
+    "channel": "渠道",
+    "kind": "类型",
+    "case_id": "档案编号",
+    "since": "起始日期",
+    "until": "截止日期",
+    "after": "页码位置",
+    "download": "下载格式",
+}
+KIND_LABELS: Final = {
+    KindFilter.READ: "准予查阅",
+    KindFilter.REFUSED_READ: "被拒绝的查阅",
+    KindFilter.REFUSED_COMMAND: "被拒绝的操作",
+}
+_ACCESS_DOWNLOADS: Final = ("xlsx", "csv", "fhir")
+ACCESS_PAGE_SIZE: Final = 200
+
+
+class AccessQuery(BaseModel):
+    """The access report's filters on the page: codes, ids and dates only."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    user: Code | None = None
+    unit: Code | None = None
+    street: Code | None = None
+    role: Role | None = None
+    channel: Code | None = None
+    kind: KindFilter | None = None
+    case_id: UUID | None = None
+    since: date | None = None
+    until: date | None = None
+    after: int = Field(0, ge=0, le=MAX_POSITION)
+    download: Annotated[str | None, Field(pattern="^(xlsx|csv|fhir)$")] = None
+
+    def filters(self) -> AccessFilters:
+        return AccessFilters(
+            user=self.user,
+            unit=self.unit,
+            street=self.street,
+            role=self.role,
+            channel=self.channel,
+            kind=self.kind,
+            case_id=self.case_id,
+            since=_day_start(self.since),
+            until=_next_day_start(self.until),
+            after=self.after,
+            limit=ACCESS_PAGE_SIZE,
+        )
+
+
+def _access_choices() -> dict[str, Any]:
+    return {
+        "roles": [(str(r), label) for r, label in ROLE_LABELS.items()],
+        "kinds": [(str(k), label) for k, label in KIND_LABELS.items()],
+        "channels": list(CHANNEL_LABELS.items()),
+    }
+
+
+@router.get("/compliance/accesses")
+async def accesses_page(request: Request, actor: PageActorDep, svc: ServicesDep) -> Response:
+    """The access report: the form, and with `run=1` (or any filter) a page of records (the
+    API's `GET /v1/compliance/accesses`, recorded by it first, channel `compliance`), or with
+    `download` its file."""
+    reader = page_reader(request, svc, actor, PURPOSE)
+    await run_in_threadpool(reader.compliance_report_scope)
+    given = {k: v.strip() for k, v in request.query_params.items() if v.strip()}
+    context: dict[str, Any] = {
+        **_access_choices(),
+        "filters": {},
+        "result": None,
+        "errors": [],
+    }
+    if not given:
+        return render(request, "compliance_accesses.html", context, title="查阅记录报表")
+    query = validate(AccessQuery, given, _ACCESS_LABELS)
+    if isinstance(query, list):
+        return form_errors(
+            request, "compliance_accesses.html", context, query, title="查阅记录报表"
+        )
+    filters = query.filters()
+    if query.download == "fhir":
+        fhir: Response = await run_in_threadpool(fhir_audit_events, reader, svc, filters)
+        fhir.headers["Content-Disposition"] = 'attachment; filename="audit-events.fhir.json"'
+        return fhir
+    if query.download in _DOWNLOADS:
+        sheet: Response = await run_in_threadpool(
+            accesses, reader, svc, filters, _DOWNLOADS[query.download]
+        )
+        return sheet
+    answer: Response = await run_in_threadpool(accesses, reader, svc, filters, ExportFormat.JSON)
+    document = json.loads(bytes(answer.body))
+    shown = {k: v for k, v in given.items() if k not in ("after", "download", "run")}
+    next_after = document["next_after"]
+    return render(
+        request,
+        "compliance_accesses.html",
+        {
+            **context,
+            "filters": shown,
+            "result": {
+                "count": document["count"],
+                "rows": [_labelled(r) for r in document["records"]],
+                "generated_at": document["generated_at"],
+                "next": urlencode({**shown, "after": next_after}) if next_after else None,
+                "downloads": [
+                    (label, urlencode({**shown, "after": query.after, "download": code}))
+                    for code, label in (
+                        ("xlsx", "Excel 表格"),
+                        ("csv", "CSV"),
+                        ("fhir", "FHIR AuditEvent（JSON）"),
+                    )
+                ],
+            },
+        },
+        title="查阅记录报表",
+    )
