@@ -106,11 +106,7 @@ def test_a_compliance_auditor_reviews_a_finding(site: Site) -> None:
     done = site.application.finding(finding_id).follow_up
     assert done is not None and done["completed"]["note"] == "已约谈当事人并组织培训。"
     stored = [type(e).__name__ for e in site.application.events.get(finding_id)]
-    assert stored[-3:] == [
-        "Finding.FindingReviewed",
-        "Finding.FollowUpOpened",
-        "Finding.FollowUpCompleted",
-    ] or stored[-3:] == ["FindingReviewed", "FollowUpOpened", "FollowUpCompleted"]
+    assert stored == ["FindingRaised", "FindingReviewed", "FollowUpOpened", "FollowUpCompleted"]
     inspect(page, "compliance-finding-done-360")
 
 
@@ -211,6 +207,14 @@ def test_bad_filters_and_a_bad_review_repeat_nothing_and_store_nothing(
     assert (
         done.status_code == 303 and done.headers["location"] == f"/compliance/findings/{finding_id}"
     )
+    # Anyone else: the application refuses, the refusal stored with the page's channel.
+    coordinator = auth(Role.COORDINATOR, "office")
+    other = client.post(
+        path, data={"outcome": "violation", "reason": "越权。"}, headers=coordinator
+    )
+    assert other.status_code == 403 and "无权" in other.text
+    (refused,) = _application(client).command_refusals()
+    assert (refused.command, refused.channel) == ("review_finding", Channel.WEB)
     again = client.post(
         path, data={"outcome": "violation", "reason": "再次复核。"}, headers=auditor
     )

@@ -97,7 +97,9 @@ def test_an_admin_registers_a_user_and_grants_a_role(site: Site) -> None:
     assert name not in refused.content()
     inspect(refused, "users-refused-360")
     stored = site.application.command_refusals()
-    assert [(c.command, c.actor["user"]) for c in stored] == [("list_users", other.user_id)]
+    assert [(c.command, c.actor["user"], c.channel) for c in stored] == [
+        ("list_users", other.user_id, "web")
+    ]
 
 
 # --- over HTTP, both stores ----------------------------------------------------------------------
