@@ -288,6 +288,16 @@ def test_the_annual_report_page_and_its_signed_file(client: TestClient, auth: To
     assert signed.status_code == 200
     assert json.loads(signed.content)["report"]["year"] == year
     assert "attachment" in signed.headers["content-disposition"]
+    odd = client.get(
+        "/compliance/annual/download", params={"year": "x", "format": "doc"}, headers=auditor
+    )
+    assert odd.status_code == 422 and "年度" in odd.text and "文件格式" in odd.text
+    # Anyone else: refused and recorded whatever year was asked for.
+    coordinator = auth(Role.COORDINATOR, "office")
+    refused = client.get("/compliance/annual/download", params={"year": "x"}, headers=coordinator)
+    assert refused.status_code == 403
+    last = application.access_events(NO_CASE)[-1]
+    assert isinstance(last, AccessDenied) and last.channel == Channel.COMPLIANCE
 
 
 def test_a_break_glass_access_is_reviewed_on_its_page(

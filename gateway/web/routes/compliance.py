@@ -587,6 +587,10 @@ class AnnualQuery(BaseModel):
     year: int = Field(ge=2000, le=2100)
 
 
+class AnnualDownload(AnnualQuery):
+    format: AnnualFormat = AnnualFormat.HTML
+
+
 def _years() -> list[int]:
     this = datetime.now(LOCAL_ZONE).year
     return list(range(this, this - 6, -1))
@@ -630,12 +634,20 @@ async def annual_download(
     request: Request,
     actor: PageActorDep,
     svc: ServicesDep,
-    year: Annotated[int, Query(ge=2000, le=2100)],
-    format: AnnualFormat = AnnualFormat.HTML,
+    year: Annotated[str, Query(max_length=8)] = "",
+    format: Annotated[str, Query(max_length=8)] = "html",
 ) -> Response:
-    """The API's signed file (html, pdf, json), recorded as the API records it."""
+    """The API's signed file (html, pdf, json), recorded as the API records it. The scope is
+    checked first, as the API does: a refusal is recorded whatever year was asked for."""
     reader = page_reader(request, svc, actor, PURPOSE)
-    answer: Response = await run_in_threadpool(annual_report, request, reader, svc, year, format)
+    await run_in_threadpool(reader.compliance_report_scope)
+    chosen = validate(AnnualDownload, {"year": year, "format": format}, _ANNUAL_LABELS)
+    if isinstance(chosen, list):
+        context = {"years": _years(), "year": None, "doc": None}
+        return form_errors(request, "compliance_annual.html", context, chosen, title="年度审计报告")
+    answer: Response = await run_in_threadpool(
+        annual_report, request, reader, svc, chosen.year, chosen.format
+    )
     return answer
 
 
