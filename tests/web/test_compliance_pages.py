@@ -151,6 +151,24 @@ def test_the_other_compliance_pages_in_a_browser(site: Site) -> None:
     page.goto("/compliance/break-glass")
     assert "没有待复核" in page.content()
     inspect(page, "compliance-break-glass-360")
+    outsider = Actor("u-outsider-2", Role.REPORTER, "xishan-village", DEFAULT_STREET)
+    site.application.read_case(
+        case_id,
+        outsider,
+        Purpose.EMERGENCY,
+        "req-glass",
+        break_glass_reason="孩子夜间离家未归，需立即联系监护人。",
+    )
+    page.goto("/compliance/break-glass")
+    assert "u-outsider-2" in page.locator("main").inner_text()
+    assert planted.name not in page.content()
+    inspect(page, "compliance-break-glass-pending-360")
+    page.check("input[value=justified]")
+    page.fill("textarea[name=note]", "情况紧急，属实。")
+    with page.expect_navigation():
+        page.click("button:has-text('提交复核')")
+    assert "没有待复核" in page.content()
+    assert site.application.pending_break_glass_reviews() == []
 
 
 # --- over HTTP, both stores ----------------------------------------------------------------------
