@@ -62,6 +62,8 @@ FIELD_LABELS: Final = {
     "letters": "监护责任书",
     "follow_ups": "跟踪回访",
     "access_log": "查阅记录",
+    "corrections": "信息更正",
+    "transfers": "转移记录",
 }
 KIND_LABELS: Final = {
     RecordKind.READ: "已披露",

@@ -23,7 +23,9 @@ NAVIGATION: Final[MappingProxyType[Role, tuple[Link, ...]]] = MappingProxyType(
         Role.COMPLIANCE_AUDITOR: (
             _HOME,
             ("合规发现", "/compliance"),
+            ("紧急查阅复核", "/compliance/break-glass"),
             ("查阅记录查询", "/compliance/disclosures"),
+            ("查阅记录报表", "/compliance/accesses"),
             ("年度审计报告", "/compliance/annual"),
         ),
         Role.ADMIN: (_HOME, ("用户管理", "/admin/users")),
