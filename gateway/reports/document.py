@@ -41,6 +41,7 @@ makes the statement say so, on SQLite and PostgreSQL) and tests/reports/test_int
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -58,10 +59,11 @@ from gateway.reports import collector
 from gateway.store.eventstore import EventIntegrityError, KeyMismatchError
 from projections import investigation as analyses
 from projections.evidence.checkpoints import Checkpoint, key_id
-from projections.evidence.log import StoredRecord
+from projections.evidence.log import encode_leaf, fetch_reader
 from projections.evidence.merkle import (
     NodeReader,
     inclusion_proof,
+    leaf_hash,
     node_hash,
     split_point,
     verify_inclusion,
@@ -380,15 +382,12 @@ def _case_integrity(
         elif index < checkpoint.size:  # later ones are not covered yet: not a fault
             covered.append((notification, index))
     size = checkpoint.size
-    leaves = {index: StoredRecord.of(n).leaf_hash() for n, index in covered}
+    leaves = {index: _leaf_hash(n) for n, index in covered}
     # Fast path: the root of the signed tree recomputed with these events' own leaf hashes in
     # place and the stored nodes beside them (each node fetched once, in one query). Equal to
     # the signed root: every one of them is in the signed tree as stored (the inclusion
     # proofs of all of them at once).
-    if (
-        leaves
-        and evidence.merkle.compute(lambda read: _root_with(size, leaves, read)) == checkpoint.root
-    ):
+    if leaves and _stored_root_with(evidence, size, leaves) == checkpoint.root:
         included = len(covered)
     else:
         included = 0
@@ -575,6 +574,30 @@ def timeline_row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _leaf_hash(notification: Notification) -> bytes:
+    """`StoredRecord.of(notification).leaf_hash()`, without the record (one per case event)."""
+    stream = notification.originator_id
+    return leaf_hash(
+        encode_leaf(
+            notification.id,
+            stream if isinstance(stream, UUID) else UUID(str(stream)),
+            notification.originator_version,
+            notification.topic,
+            bytes(notification.state),
+        )
+    )
+
+
+def _stored_root_with(evidence: Evidence, size: int, leaves: dict[int, bytes]) -> bytes:
+    """`_root_with` over the stored tree: the nodes it reads (`_nodes_beside`) fetched first,
+    in one query, by index arithmetic (`MerkleLog.compute` would find them by running the
+    whole computation once more, hashing and all)."""
+    wanted = _nodes_beside(size, sorted(leaves))
+    with evidence.merkle.tables.reading() as db:
+        read = fetch_reader(db, wanted)
+    return _root_with(size, leaves, read)
+
+
 def _root_with(size: int, leaves: dict[int, bytes], read: NodeReader) -> bytes:
     """MTH(D[0:size]) (RFC 9162) with the given leaf hashes at their indexes and, for every
     perfect subtree holding none of them, its stored node."""
@@ -587,8 +610,51 @@ def _root_with(size: int, leaves: dict[int, bytes], read: NodeReader) -> bytes:
             return read(level, start >> level)
         if width == 1:
             return leaves[indexes[lo]]
+        if hi - lo == width:  # every leaf of the range given (a case's run of events)
+            return _range_hash([leaves[i] for i in indexes[lo:hi]])
         k = split_point(width)
         mid = bisect_left(indexes, start + k, lo, hi)
         return node_hash(walk(start, k, lo, mid), walk(start + k, width - k, mid, hi))
 
     return walk(0, size, 0, len(indexes))
+
+
+def _nodes_beside(size: int, indexes: list[int]) -> list[tuple[int, int]]:
+    """The stored nodes `_root_with(size, leaves, read)` reads for leaves at the (sorted)
+    `indexes`: (level, index) of each perfect subtree holding none of them."""
+    wanted: list[tuple[int, int]] = []
+
+    def visit(start: int, width: int, lo: int, hi: int) -> None:
+        if lo == hi and width & (width - 1) == 0:
+            level = width.bit_length() - 1
+            wanted.append((level, start >> level))
+            return
+        if width == 1 or hi - lo == width:
+            return
+        k = split_point(width)
+        mid = bisect_left(indexes, start + k, lo, hi)
+        visit(start, k, lo, mid)
+        visit(start + k, width - k, mid, hi)
+
+    if size:
+        visit(0, size, 0, len(indexes))
+    return wanted
+
+
+def _range_hash(hashes: list[bytes]) -> bytes:
+    """MTH of consecutive leaves from their leaf hashes (RFC 9162): a perfect range level by
+    level, in loops rather than one call per node."""
+    width = len(hashes)
+    if width == 1:
+        return hashes[0]
+    if width & (width - 1):
+        k = split_point(width)
+        return node_hash(_range_hash(hashes[:k]), _range_hash(hashes[k:]))
+    level = hashes
+    sha256 = hashlib.sha256
+    while len(level) > 1:
+        # node_hash, inline: half as many calls again per level.
+        level = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
+    return level[0]
