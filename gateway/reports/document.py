@@ -28,15 +28,22 @@ stored records as `gather` read them for the analyses, so the stream is read onc
 here, without decrypting, only for a case whose history could not be gathered) is
 looked up in the Merkle log and its leaf recomputed from the stored bytes; the root of the
 latest signed checkpoint is then recomputed from those leaves and the stored nodes beside them
-(`_root_with`: the inclusion proofs of all of them at once, each node read once) and must equal
-the signed root. When it does not, each event's own inclusion proof (as
+(`_root_with`: the inclusion proofs of all of them at once, each node read once, in one query,
+the nodes named beforehand by index arithmetic, `_nodes_beside`) and must equal the signed
+root. When it does not, each event's own inclusion proof (as
 `gateway.evidence.documents.checked_inclusion_proof` checks one) names the events that differ.
 A missing version, an event not in the log or one whose bytes changed makes the statement say
 the case was TAMPERED (篡改), naming the store positions. The analyses of a case whose events
 no longer decrypt are replaced by a note instead of failing the report.
 
+Cost (issue 13's benchmark, `bench/report.py`: at most 1.5 times decrypting and decoding the
+case's events): the timeline's rows are built straight from the gathered steps
+(`timeline_rows`, equal to the rows of the workbench's full entries), and the document is
+built with the cyclic garbage collector paused (`gateway.reports.collector`).
+
 Proven by tests/reports/test_document.py (the shape, from a real store; a tampered case event
-makes the statement say so, on SQLite and PostgreSQL) and tests/reports/test_integrity_root.py.
+makes the statement say so, on SQLite and PostgreSQL), tests/reports/test_integrity_root.py and
+tests/reports/test_timeline_rows.py.
 """
 
 from __future__ import annotations
