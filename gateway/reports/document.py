@@ -506,14 +506,18 @@ def timeline_rows(history: analyses.CaseHistory) -> list[dict[str, Any]]:
     tests/reports/test_timeline_rows.py."""
     rows: list[dict[str, Any]] = []
     add = rows.append
-    actor_fields = _ACTOR_FIELD
-    labels = KIND_LABELS
-    lanes = _LANES
     changes_of = _changes
-    for step in history.steps:
-        kind = step.kind
-        event = step.event
-        field = actor_fields.get(kind, "by")
+    # Per kind of step: where its actor is named, its label and its lane (a few kinds).
+    kinds: dict[str, tuple[str | None, str, str]] = {}
+    for position, at, kind, event, before, after in history.steps:
+        known = kinds.get(kind)
+        if known is None:
+            known = kinds[kind] = (
+                _ACTOR_FIELD.get(kind, "by"),
+                KIND_LABELS.get(kind, kind),
+                _LANES.get(kind, "change"),
+            )
+        field, label, lane = known
         if field is None:
             # A unit acting: the workbench's entry names no user (None, shown as "None" as
             # `timeline_row` of that entry does).
@@ -524,14 +528,13 @@ def timeline_rows(history: analyses.CaseHistory) -> list[dict[str, Any]]:
                 user, unit = str(record.get("user", "")), str(record.get("unit", ""))
             else:
                 user = unit = ""
-        before, after = step.before, step.after
         add(
             {
-                "at": step.at.isoformat(),
-                "position": step.position,
+                "at": at.isoformat(),
+                "position": position,
                 "kind": kind,
-                "label_zh": labels.get(kind, kind),
-                "lane": lanes.get(kind, "change"),
+                "label_zh": label,
+                "lane": lane,
                 "user": user,
                 "unit": unit,
                 # A step outside the case stream has the same state before and after.
