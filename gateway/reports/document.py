@@ -77,7 +77,7 @@ from projections.evidence.merkle import (
 )
 from projections.investigation.history import CASE_TOPICS
 from projections.investigation.labels import KIND_LABELS
-from projections.investigation.timeline import _ACTOR_FIELD, _RISK_LABEL, _STATUS_LABEL
+from projections.investigation.timeline import ACTOR_FIELD, RISK_LABEL, STATUS_LABEL
 
 REPORT_DOCUMENT: Final = "casetrail-investigation-report/v1"
 # Only the case file's own topics are read: an event of a case stream stored under any other
@@ -513,7 +513,7 @@ def timeline_rows(history: analyses.CaseHistory) -> list[dict[str, Any]]:
         known = kinds.get(kind)
         if known is None:
             known = kinds[kind] = (
-                _ACTOR_FIELD.get(kind, "by"),
+                ACTOR_FIELD.get(kind, "by"),
                 KIND_LABELS.get(kind, kind),
                 _LANES.get(kind, "change"),
             )
@@ -550,8 +550,8 @@ def _changes(before: analyses.FileState | None, after: analyses.FileState | None
         return ""
     changes = []
     for what, labels, old, new in (
-        ("状态", _STATUS_LABEL, None if before is None else before.status, after.status),
-        ("风险", _RISK_LABEL, None if before is None else before.risk, after.risk),
+        ("状态", STATUS_LABEL, None if before is None else before.status, after.status),
+        ("风险", RISK_LABEL, None if before is None else before.risk, after.risk),
     ):
         old_label = None if old is None else labels.get(old, old)
         new_label = labels.get(new, new)
