@@ -7,7 +7,9 @@ once for the integrity statement, every event's inclusion proof checked against 
 checkpoint, then issue 13's analyses: the history gathered, decrypted and replayed, its access
 records from the access-log read model (issue 15, caught up before the rounds as the service's
 follower keeps it), the timeline, knowledge matrix and deadline checks), rendered to HTML with
-its SVG chart and signed (`gateway.reports.render.produce`). The PDF adds Chromium's printing, a
+its SVG chart and signed (`gateway.reports.render.produce`); both with Python's cyclic garbage
+collector paused, as the route has them (`gateway.reports.collector`; the baseline runs with
+it on). The PDF adds Chromium's printing, a
 constant of the page's size, not of the events: measured apart, once. Baseline: the same events
 selected and turned into domain events by hand, nothing analysed. Target (issue 13): the subject
 at most 1.5x the baseline.

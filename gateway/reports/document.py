@@ -28,19 +28,27 @@ stored records as `gather` read them for the analyses, so the stream is read onc
 here, without decrypting, only for a case whose history could not be gathered) is
 looked up in the Merkle log and its leaf recomputed from the stored bytes; the root of the
 latest signed checkpoint is then recomputed from those leaves and the stored nodes beside them
-(`_root_with`: the inclusion proofs of all of them at once, each node read once) and must equal
-the signed root. When it does not, each event's own inclusion proof (as
+(`_root_with`: the inclusion proofs of all of them at once, each node read once, in one query,
+the nodes named beforehand by index arithmetic, `_nodes_beside`) and must equal the signed
+root. When it does not, each event's own inclusion proof (as
 `gateway.evidence.documents.checked_inclusion_proof` checks one) names the events that differ.
 A missing version, an event not in the log or one whose bytes changed makes the statement say
 the case was TAMPERED (篡改), naming the store positions. The analyses of a case whose events
 no longer decrypt are replaced by a note instead of failing the report.
 
+Cost (issue 13's benchmark, `bench/report.py`: at most 1.5 times decrypting and decoding the
+case's events): the timeline's rows are built straight from the gathered steps
+(`timeline_rows`, equal to the rows of the workbench's full entries), and the document is
+built with the cyclic garbage collector paused (`gateway.reports.collector`).
+
 Proven by tests/reports/test_document.py (the shape, from a real store; a tampered case event
-makes the statement say so, on SQLite and PostgreSQL) and tests/reports/test_integrity_root.py.
+makes the statement say so, on SQLite and PostgreSQL), tests/reports/test_integrity_root.py and
+tests/reports/test_timeline_rows.py.
 """
 
 from __future__ import annotations
 
+import hashlib
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -54,24 +62,29 @@ from domain.application import CaseTrail
 from domain.investigations import Investigation
 from gateway.evidence.documents import EvidenceUnavailable
 from gateway.evidence.maintainer import Evidence, TreeInconsistent
+from gateway.reports import collector
 from gateway.store.eventstore import EventIntegrityError, KeyMismatchError
 from projections import investigation as analyses
 from projections.evidence.checkpoints import Checkpoint, key_id
-from projections.evidence.log import StoredRecord
+from projections.evidence.log import encode_leaf, fetch_reader
 from projections.evidence.merkle import (
     NodeReader,
     inclusion_proof,
+    leaf_hash,
     node_hash,
     split_point,
     verify_inclusion,
 )
 from projections.investigation.history import CASE_TOPICS
+from projections.investigation.labels import KIND_LABELS
+from projections.investigation.timeline import ACTOR_FIELD, RISK_LABEL, STATUS_LABEL
 
 REPORT_DOCUMENT: Final = "casetrail-investigation-report/v1"
 # Only the case file's own topics are read: an event of a case stream stored under any other
 # topic leaves a gap in its versions, which the statement reports as tampering.
 _CASE_TOPICS: Final = tuple(sorted(CASE_TOPICS))
 _SCAN_BATCH: Final = 1000
+
 
 class Analysis(Protocol):
     """What the report shows of one case, from the analyses of issue 13 (`GET
@@ -99,11 +112,32 @@ def build_document(
 ) -> dict[str, Any]:
     """The report document of `investigation`. The caller has recorded the access already
     (`gateway.http.reader.AuditedReader.investigation_report`, or the CLI). `analysis`:
-    issue 13's (`CaseAnalysis`) unless another is given."""
+    issue 13's (`CaseAnalysis`) unless another is given. Built with the cyclic garbage
+    collector paused (`gateway.reports.collector`)."""
+    with collector.paused():
+        return _build_document(
+            application,
+            evidence,
+            investigation,
+            generated_by=generated_by,
+            consultation_due=consultation_due,
+            analysis=analysis,
+            now=now,
+        )
+
+
+def _build_document(
+    application: CaseTrail,
+    evidence: Evidence,
+    investigation: Investigation,
+    *,
+    generated_by: dict[str, str],
+    consultation_due: timedelta,
+    analysis: Analysis | None,
+    now: Callable[[], datetime],
+) -> dict[str, Any]:
     case_ids = [UUID(c) for c in investigation.case_ids]
-    analysis = analysis or CaseAnalysis(
-        application, now=now(), consultation_due=consultation_due
-    )
+    analysis = analysis or CaseAnalysis(application, now=now(), consultation_due=consultation_due)
     cases = [_case_section(analysis, case_id) for case_id in case_ids]
     # The case streams as the analyses gathered them (read once); a case whose history could
     # not be gathered (an event no longer decrypts) is read again, without decrypting.
@@ -119,9 +153,7 @@ def build_document(
         "investigation": _investigation_section(investigation),
         "cases": cases,
         "findings": [_finding(f) for f in investigation.findings],
-        "rectifications": [
-            _rectification(r, today) for r in investigation.rectifications.values()
-        ],
+        "rectifications": [_rectification(r, today) for r in investigation.rectifications.values()],
         "integrity": integrity,
         "generated_at": now().isoformat(),
         "generated_by": {k: str(generated_by.get(k, "")) for k in ("user", "role", "unit")},
@@ -357,14 +389,12 @@ def _case_integrity(
         elif index < checkpoint.size:  # later ones are not covered yet: not a fault
             covered.append((notification, index))
     size = checkpoint.size
-    leaves = {index: StoredRecord.of(n).leaf_hash() for n, index in covered}
+    leaves = {index: _leaf_hash(n) for n, index in covered}
     # Fast path: the root of the signed tree recomputed with these events' own leaf hashes in
     # place and the stored nodes beside them (each node fetched once, in one query). Equal to
     # the signed root: every one of them is in the signed tree as stored (the inclusion
     # proofs of all of them at once).
-    if leaves and evidence.merkle.compute(
-        lambda read: _root_with(size, leaves, read)
-    ) == checkpoint.root:
+    if leaves and _stored_root_with(evidence, size, leaves) == checkpoint.root:
         included = len(covered)
     else:
         included = 0
@@ -442,8 +472,7 @@ class CaseAnalysis:
         return None if history is None else list(history.stored)
 
     def timeline(self, case_id: UUID) -> list[dict[str, Any]]:
-        found = analyses.timeline(self._history(case_id))
-        return [_timeline_row(entry) for entry in found["entries"]]
+        return timeline_rows(self._history(case_id))
 
     def knowledge(self, case_id: UUID) -> dict[str, Any]:
         found = analyses.knowledge(self._history(case_id))
@@ -468,7 +497,72 @@ class CaseAnalysis:
         ]
 
 
-def _timeline_row(entry: dict[str, Any]) -> dict[str, Any]:
+def timeline_rows(history: analyses.CaseHistory) -> list[dict[str, Any]]:
+    """The report's timeline rows of a gathered history: `timeline_row` of each entry of
+    `projections.investigation.timeline(history)`, built from the steps directly. The full
+    entry (its details, the actor's post, the state answers) is most of the cost of a row and
+    the report shows none of it beyond these eight values: a case of 10,000 events spent about
+    a fifth of its report here (bench/README.md, "report"). Proven equal, row for row, by
+    tests/reports/test_timeline_rows.py."""
+    rows: list[dict[str, Any]] = []
+    add = rows.append
+    changes_of = _changes
+    # Per kind of step: where its actor is named, its label and its lane (a few kinds).
+    kinds: dict[str, tuple[str | None, str, str]] = {}
+    for position, at, kind, event, before, after in history.steps:
+        known = kinds.get(kind)
+        if known is None:
+            known = kinds[kind] = (
+                ACTOR_FIELD.get(kind, "by"),
+                KIND_LABELS.get(kind, kind),
+                _LANES.get(kind, "change"),
+            )
+        field, label, lane = known
+        if field is None:
+            # A unit acting: the workbench's entry names no user (None, shown as "None" as
+            # `timeline_row` of that entry does).
+            user, unit = "None", str(getattr(event, "unit", None))
+        else:
+            record = getattr(event, field, None)
+            if isinstance(record, dict) and record:
+                user, unit = str(record.get("user", "")), str(record.get("unit", ""))
+            else:
+                user = unit = ""
+        add(
+            {
+                "at": at.isoformat(),
+                "position": position,
+                "kind": kind,
+                "label_zh": label,
+                "lane": lane,
+                "user": user,
+                "unit": unit,
+                # A step outside the case stream has the same state before and after.
+                "detail_zh": "" if before is after else changes_of(before, after),
+            }
+        )
+    return rows
+
+
+def _changes(before: analyses.FileState | None, after: analyses.FileState | None) -> str:
+    """`timeline_row`'s detail: the status and risk labels that changed at a step."""
+    if after is None:
+        return ""
+    changes = []
+    for what, labels, old, new in (
+        ("状态", STATUS_LABEL, None if before is None else before.status, after.status),
+        ("风险", RISK_LABEL, None if before is None else before.risk, after.risk),
+    ):
+        old_label = None if old is None else labels.get(old, old)
+        new_label = labels.get(new, new)
+        if old_label != new_label:
+            changes.append(f"{what}：{old_label or '—'} → {new_label}")
+    return "；".join(changes)
+
+
+def timeline_row(entry: dict[str, Any]) -> dict[str, Any]:
+    """The report's row of one workbench timeline entry (`projections.investigation.timeline`):
+    the definition `timeline_rows` computes faster."""
     actor = entry.get("actor") or {}
     state = entry.get("state") or {}
     before, after = state.get("before") or {}, state.get("after") or {}
@@ -490,6 +584,30 @@ def _timeline_row(entry: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _leaf_hash(notification: Notification) -> bytes:
+    """`StoredRecord.of(notification).leaf_hash()`, without the record (one per case event)."""
+    stream = notification.originator_id
+    return leaf_hash(
+        encode_leaf(
+            notification.id,
+            stream if isinstance(stream, UUID) else UUID(str(stream)),
+            notification.originator_version,
+            notification.topic,
+            bytes(notification.state),
+        )
+    )
+
+
+def _stored_root_with(evidence: Evidence, size: int, leaves: dict[int, bytes]) -> bytes:
+    """`_root_with` over the stored tree: the nodes it reads (`_nodes_beside`) fetched first,
+    in one query, by index arithmetic (`MerkleLog.compute` would find them by running the
+    whole computation once more, hashing and all)."""
+    wanted = _nodes_beside(size, sorted(leaves))
+    with evidence.merkle.tables.reading() as db:
+        read = fetch_reader(db, wanted)
+    return _root_with(size, leaves, read)
+
+
 def _root_with(size: int, leaves: dict[int, bytes], read: NodeReader) -> bytes:
     """MTH(D[0:size]) (RFC 9162) with the given leaf hashes at their indexes and, for every
     perfect subtree holding none of them, its stored node."""
@@ -502,8 +620,51 @@ def _root_with(size: int, leaves: dict[int, bytes], read: NodeReader) -> bytes:
             return read(level, start >> level)
         if width == 1:
             return leaves[indexes[lo]]
+        if hi - lo == width:  # every leaf of the range given (a case's run of events)
+            return _range_hash([leaves[i] for i in indexes[lo:hi]])
         k = split_point(width)
         mid = bisect_left(indexes, start + k, lo, hi)
         return node_hash(walk(start, k, lo, mid), walk(start + k, width - k, mid, hi))
 
     return walk(0, size, 0, len(indexes))
+
+
+def _nodes_beside(size: int, indexes: list[int]) -> list[tuple[int, int]]:
+    """The stored nodes `_root_with(size, leaves, read)` reads for leaves at the (sorted)
+    `indexes`: (level, index) of each perfect subtree holding none of them."""
+    wanted: list[tuple[int, int]] = []
+
+    def visit(start: int, width: int, lo: int, hi: int) -> None:
+        if lo == hi and width & (width - 1) == 0:
+            level = width.bit_length() - 1
+            wanted.append((level, start >> level))
+            return
+        if width == 1 or hi - lo == width:
+            return
+        k = split_point(width)
+        mid = bisect_left(indexes, start + k, lo, hi)
+        visit(start, k, lo, mid)
+        visit(start + k, width - k, mid, hi)
+
+    if size:
+        visit(0, size, 0, len(indexes))
+    return wanted
+
+
+def _range_hash(hashes: list[bytes]) -> bytes:
+    """MTH of consecutive leaves from their leaf hashes (RFC 9162): a perfect range level by
+    level, in loops rather than one call per node."""
+    width = len(hashes)
+    if width == 1:
+        return hashes[0]
+    if width & (width - 1):
+        k = split_point(width)
+        return node_hash(_range_hash(hashes[:k]), _range_hash(hashes[k:]))
+    level = hashes
+    sha256 = hashlib.sha256
+    while len(level) > 1:
+        # node_hash, inline: half as many calls again per level.
+        level = [
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level), 2)
+        ]
+    return level[0]

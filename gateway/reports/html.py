@@ -225,32 +225,70 @@ def _cell_time(value: Any) -> str:
     return f"{t.year:04d}-{t.month:02d}-{t.day:02d} {t.hour:02d}:{t.minute:02d}"
 
 
+class _Cells:
+    """A table's cell texts, each escaped once: the same few people, units, labels and details
+    recur on thousands of rows, and so does each minute (a row shows its instant to the
+    minute)."""
+
+    def __init__(self) -> None:
+        self.escaped: dict[str, str] = {}
+        self.minutes: dict[str, str] = {}
+
+    def text(self, value: Any) -> str:
+        if type(value) is not str:  # a number, or markup (kept as it is: not a key)
+            return str(escape(value))
+        found = self.escaped.get(value)
+        if found is None:
+            found = self.escaped[value] = str(escape(value))
+        return found
+
+    def time(self, value: Any) -> str:
+        """`escape(_cell_time(value))`. An instant in UTC as stored (`...+00:00`, whole
+        seconds or microseconds) shows the same local minute as any other of its UTC
+        minute: looked up by that minute."""
+        if isinstance(value, str) and len(value) in (25, 32) and value.endswith("+00:00"):
+            minute = value[:16]
+            found = self.minutes.get(minute)
+            if found is None:
+                found = self.minutes[minute] = str(escape(_cell_time(value)))
+            return found
+        return str(escape(_cell_time(value)))
+
+
 def timeline_table(rows: list[dict[str, Any]]) -> Markup:
     """The timeline table's body rows (`timeline_rows`), escaped as the template escapes its
     values: built here in one pass rather than by the template's loop, which cost about as
-    much as the analyses for a case of 10,000 events (bench/README.md, "report")."""
+    much as the analyses for a case of 10,000 events (bench/README.md, "report"); each
+    distinct value escaped once (`_Cells`)."""
     if not rows:
         return Markup('      <tr><td colspan="6" class="none">无记录。</td></tr>\n')
     parts: list[str] = []
     add = parts.append
+    cells = _Cells()
+    text, time = cells.text, cells.time
     for entry in rows:
         position = entry.get("position")
-        label = escape(entry.get("label_zh"))
+        # A store position is a number: nothing in it to escape.
+        if type(position) is int:
+            place = str(position)
+        else:
+            place = text("—" if position is None else position)
+        label = text(entry.get("label_zh"))
         detail = entry.get("detail_zh") or ""
         repeats = entry.get("repeats")
-        note = escape(detail)
+        note = text(detail)
         if repeats:
             # Every value in it is escaped (`label` already is).
-            note += Markup(  # noqa: S704
-                f"{'；' if detail else ''}其后又{label} {escape(repeats)} 次，"
-                f"末次 {escape(_cell_time(entry.get('last_at')))}"
+            note += (
+                f"{'；' if detail else ''}其后又{label} {text(repeats)} 次，"
+                f"末次 {time(entry.get('last_at'))}"
             )
         add(
-            f"      <tr><td>{escape(_cell_time(entry.get('at')))}</td>"
-            f"<td>{escape(position if position is not None else '—')}</td>"
+            f"      <tr><td>{time(entry.get('at'))}</td>"
+            f"<td>{place}</td>"
             f"<td>{label}</td>"
-            f'<td><span class="id">{escape(entry.get("user") or "—")}</span></td>'
-            f'<td><span class="id">{escape(entry.get("unit") or "—")}</span></td>'
+            f'<td><span class="id">{text(entry.get("user") or "—")}</span></td>'
+            f'<td><span class="id">{text(entry.get("unit") or "—")}</span></td>'
             f"<td>{note}</td></tr>\n"
         )
     # Every value of every row was escaped as it was placed.

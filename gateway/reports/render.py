@@ -13,6 +13,7 @@ from typing import Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from gateway.reports import collector
 from gateway.reports.html import render_html
 from gateway.reports.pdf import html_to_pdf
 from gateway.reports.signing import Form, sign_content, sign_json
@@ -27,10 +28,14 @@ MEDIA_TYPES: Final = {
 def produce(
     document: dict[str, Any], form: Form, key: Ed25519PrivateKey, *, chromium: str
 ) -> bytes:
-    """The signed file of `form` (`PdfUnavailable` when a pdf cannot be printed)."""
-    if form == "json":
-        return sign_json(document, key)
-    html = render_html(document)
+    """The signed file of `form` (`PdfUnavailable` when a pdf cannot be printed). Rendered
+    with the cyclic garbage collector paused (`gateway.reports.collector`), as the document
+    was built; printed without."""
+    with collector.paused():
+        if form == "json":
+            return sign_json(document, key)
+        html = render_html(document)
+    # Chromium's printing (seconds) runs with the collector back on: nothing of it is ours.
     if form == "html":
         return sign_content("html", html.encode("utf-8"), key)
     return sign_content("pdf", html_to_pdf(html, chromium), key)

@@ -35,8 +35,9 @@ from projections.investigation.labels import (
 )
 
 Details = dict[str, Any]
-_STATUS_LABEL: Final = {str(s): status_label(s) for s in CaseStatus}
-_RISK_LABEL: Final = {str(r): risk_label(r) for r in RiskLevel}
+# Code -> label of a status and of a risk level (also the report's rows': gateway/reports).
+STATUS_LABEL: Final = {str(s): status_label(s) for s in CaseStatus}
+RISK_LABEL: Final = {str(r): risk_label(r) for r in RiskLevel}
 
 # What a timeline discloses of the file (field names of `domain.access`), recorded with its read:
 # the operational fields, every category's subtypes, when consultations, interventions, letters
@@ -193,8 +194,8 @@ _UNIT_KINDS: Final = frozenset(
 )
 
 
-# Where each kind of event names who acted (`by` for the others).
-_ACTOR_FIELD: Final[dict[str, str | None]] = {
+# Where each kind of event names who acted (`by` for the others; None: a unit, `actor_of`).
+ACTOR_FIELD: Final[dict[str, str | None]] = {
     **dict.fromkeys(_UNIT_KINDS),
     "clue_reported": "reported_by",
     "case_accessed": "actor",
@@ -208,7 +209,7 @@ def actor_of(step: Step) -> dict[str, Any] | None:
     """Who acted at a step: the person recorded with it, or the unit for a notice, a unit
     client's receipt or a deadline fact (none for an escalation of a deadline)."""
     event = step.event
-    field = _ACTOR_FIELD.get(step.kind, "by")
+    field = ACTOR_FIELD.get(step.kind, "by")
     if field is None:
         street = step.after.street if step.after is not None else None
         return _unit_actor(getattr(event, "unit", None), getattr(event, "street", street))
@@ -221,9 +222,9 @@ def _state(state: FileState | None) -> dict[str, Any] | None:
         return None
     return {
         "status": state.status,
-        "status_label_zh": _STATUS_LABEL.get(state.status, state.status),
+        "status_label_zh": STATUS_LABEL.get(state.status, state.status),
         "risk": state.risk,
-        "risk_label_zh": _RISK_LABEL.get(state.risk, state.risk),
+        "risk_label_zh": RISK_LABEL.get(state.risk, state.risk),
     }
 
 

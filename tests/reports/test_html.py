@@ -6,7 +6,14 @@ from __future__ import annotations
 import html as markup
 import re
 
-from gateway.reports.html import CSP, render_html, timeline_chart, timeline_rows
+from gateway.reports.html import (
+    CSP,
+    local_time,
+    render_html,
+    timeline_chart,
+    timeline_rows,
+    timeline_table,
+)
 from tests.reports.fixtures import SECTION_HEADINGS, fixture_document
 
 
@@ -52,9 +59,7 @@ def test_misses_are_marked() -> None:
 
 def test_repeated_reads_fold_into_the_first_row_but_the_chart_keeps_them() -> None:
     entry = {"lane": "access", "user": "u1", "unit": "x", "label_zh": "查阅", "detail_zh": ""}
-    entries = [
-        {**entry, "at": f"2026-09-01T0{h}:00:00+00:00", "position": None} for h in range(5)
-    ]
+    entries = [{**entry, "at": f"2026-09-01T0{h}:00:00+00:00", "position": None} for h in range(5)]
     rows = timeline_rows(entries)
     assert len(rows) == 1
     assert rows[0]["repeats"] == 4
@@ -63,3 +68,29 @@ def test_repeated_reads_fold_into_the_first_row_but_the_chart_keeps_them() -> No
     assert "其后又查阅 4 次" in render_html(
         {**fixture_document(), "cases": [{**fixture_document()["cases"][0], "timeline": entries}]}
     )
+
+
+def test_each_row_shows_its_own_local_minute() -> None:
+    """The table looks a UTC instant's local minute up by its UTC minute
+    (`html._Cells.time`): instants across minutes, hours and the local date line, with and
+    without microseconds, in another offset or none, each show what `local_time` says."""
+    instants = [
+        "2026-03-01T15:59:59.999999+00:00",
+        "2026-03-01T15:59:00+00:00",
+        "2026-03-01T16:00:00.000001+00:00",  # 00:00 the next day in China
+        "2026-03-01T16:00:59+00:00",
+        "2026-03-01T16:01:00+00:00",
+        "2026-03-01T16:00:30+05:30",
+        "2026-03-01T16:00:30.5+00:00",
+        "2026-03-01T16:00:30",
+        "2026-03-01",
+    ]
+    entries = [
+        {"at": at, "position": n, "label_zh": "变更", "lane": "change", "user": "u", "unit": "v"}
+        for n, at in enumerate(instants)
+    ]
+    table = str(timeline_table(timeline_rows(entries)))
+    shown = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td>", table)
+    assert shown == [(local_time(at), str(n)) for n, at in enumerate(instants)]
+    assert shown[2][0] == "2026-03-02 00:00" and shown[3][0] == "2026-03-02 00:00"
+    assert shown[4][0] == "2026-03-02 00:01"
