@@ -118,6 +118,7 @@ CHANNEL_LABELS: Final = MappingProxyType(
         "knowledge": "知情矩阵",
         "deadlines": "时限分析",
         "compliance": "合规报告",
+        "web": "网页",
         "unrecorded": "未记录",
     }
 )

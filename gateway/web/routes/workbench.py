@@ -41,7 +41,7 @@ from domain.deadlines import Periods
 from domain.taxonomy import Purpose, Role
 from gateway.http.dependencies import ServicesDep, request_context_of
 from gateway.http.routes.reports import ReportFormat, investigation_report
-from gateway.reports.document import _timeline_row
+from gateway.reports.document import timeline_row
 from gateway.reports.html import (
     DETERMINATION_ZH,
     HOW_ZH,
@@ -246,7 +246,7 @@ async def _case_page(
         return timeline, knowledge, deadlines
 
     timeline, knowledge, deadlines = await run_in_threadpool(read)
-    entries = [_timeline_row(entry) for entry in timeline["entries"]]
+    entries = [timeline_row(entry) for entry in timeline["entries"]]
     return render(
         request,
         "investigation_case.html",
