@@ -32,6 +32,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import commands as cmd
 from domain import errors, identity
+from domain.clock import MonotonicTimestamps
 from domain.taxonomy import CaseStatus, Category, Gender, LetterReason, RiskLevel, risk_floor
 
 Record = dict[str, Any]
@@ -150,7 +151,7 @@ def duty_state(
     return DutyState.PUBLISHED
 
 
-class Case(Aggregate):
+class Case(MonotonicTimestamps, Aggregate):
     """One clue about one minor, from report to closure."""
 
     # Version 2 of the state (snapshots): assignment records carry the duty cycle's keys.
