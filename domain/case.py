@@ -152,7 +152,10 @@ def duty_state(
 
 
 class Case(MonotonicTimestamps, Aggregate):
-    """One clue about one minor, from report to closure."""
+    """One clue about one minor, from report to closure.
+
+    Its events' timestamps strictly increase even when the wall clock steps back
+    (`domain.clock.MonotonicTimestamps`; tests/properties/test_clock.py)."""
 
     # Version 2 of the state (snapshots): assignment records carry the duty cycle's keys.
     # Version 3: the corrections and transfers of the file (issue 17), none before.
