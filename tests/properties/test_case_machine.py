@@ -40,7 +40,7 @@ from domain import clock, errors
 from domain import commands as cmd
 from domain.application import replay
 from domain.case import Case, DutyState, duty_state
-from domain.taxonomy import ProtectionFunction, RiskLevel, risk_floor
+from domain.taxonomy import HIGH_RISK_FLOOR, ProtectionFunction, RiskLevel, risk_floor
 from tests.domain.builders import (
     COORDINATOR,
     HEALTH_MEMBER,
@@ -51,13 +51,11 @@ from tests.domain.builders import (
 )
 from tests.properties.conftest import bounded
 
-# A few issues of each kind: ordinary ones and ones that set a high floor.
+# Two ordinary issues and every issue that sets the high floor.
 ISSUES = [
     ("mental_health", "anxiety"),
     ("growth_environment", "left_behind"),
-    ("mental_health", "self_harm"),
-    ("unlawful_harm", "pregnancy"),
-    ("growth_environment", "long_without_guardianship"),
+    *sorted((str(category), subtype) for category, subtype in HIGH_RISK_FLOOR),
 ]
 issue_sets = st.lists(st.sampled_from(ISSUES), min_size=1, max_size=4, unique=True)
 levels = st.sampled_from(list(RiskLevel))

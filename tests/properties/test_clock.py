@@ -7,7 +7,8 @@ the checks read the events back from it.
 
 - A stream's timestamps strictly increase even when the clock steps back between commands, and
   the look-back (`version_as_of`, `case_as_of`) at each event's own instant gives that event's
-  version (with the clock's own times it gave None for the event stamped before the report).
+  version (with the clock's own times it gave None for the event stamped before the report);
+  the store still equals its signed Merkle log (`casetrail verify`'s check).
 - "Today" is Beijing's: at 00:30 in Beijing (16:30 UTC the day before), a consultation held
   today is not "in the future", a due date of the UTC day is already past, and the quarter is
   the new one (the commands used the server's `date.today()`).
@@ -46,6 +47,7 @@ from domain.taxonomy import Role
 from gateway import keyring
 from gateway.bootstrap import open_application
 from gateway.evidence.maintainer import Evidence, EvidenceSettings
+from gateway.evidence.verification import verify_store
 from gateway.reports.document import build_document
 from gateway.settings import Settings
 from tests.domain.builders import COORDINATOR, POLICE, register_units, report_clue
@@ -64,17 +66,22 @@ def at(moment: datetime) -> Any:
     return clock.using(lambda: moment)
 
 
-@pytest.fixture
-def application(tmp_path: Path) -> Iterator[CaseTrail]:
+def settings_for(tmp_path: Path) -> Settings:
+    """A fresh home with its keys and an encrypted SQLite store, as `casetrail` creates them."""
     home = tmp_path / "home"
-    keyring.init_keys(home / "keys")
-    settings = Settings.from_env(
+    if not (home / "keys").exists():
+        keyring.init_keys(home / "keys")
+    return Settings.from_env(
         {
             "CASETRAIL_HOME": str(home),
             "CASETRAIL_DATABASE_URL": f"sqlite:///{home / 'casetrail.sqlite'}",
         }
     )
-    app = open_application(settings)
+
+
+@pytest.fixture
+def application(tmp_path: Path) -> Iterator[CaseTrail]:
+    app = open_application(settings_for(tmp_path))
     register_units(app, POLICE)
     try:
         yield app
@@ -100,7 +107,7 @@ def follow_up(application: CaseTrail, case_id: UUID, note: str) -> None:
 
 
 def test_a_clock_stepped_back_keeps_the_stream_in_order_in_the_store(
-    application: CaseTrail,
+    application: CaseTrail, tmp_path: Path
 ) -> None:
     start = datetime(2030, 6, 30, 15, 0, tzinfo=UTC)
     with at(start):
@@ -126,6 +133,16 @@ def test_a_clock_stepped_back_keeps_the_stream_in_order_in_the_store(
     with at(later):
         follow_up(application, case_id, "第三次回访。")
     assert stored(application, case_id)[-1].timestamp == later
+    # `casetrail verify`'s check: the store equals its signed Merkle log.
+    settings = settings_for(tmp_path)
+    key = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service key")
+    evidence = Evidence(application, key, EvidenceSettings())
+    try:
+        evidence.checkpoint_now()
+        report = verify_store(application.recorder, evidence.public_key)
+    finally:
+        evidence.close()
+    assert report.intact, report.summary()
 
 
 @given(steps=st.lists(st.integers(min_value=-86_400, max_value=600), min_size=1, max_size=8))
@@ -243,14 +260,7 @@ def test_a_ledger_period_not_begun_in_beijing_is_refused(application: CaseTrail)
 def test_a_report_counts_a_rectification_overdue_from_beijing_midnight(tmp_path: Path) -> None:
     """The failing example: the report built at 00:30 on 1 February in Beijing showed a
     rectification due on 31 January as still open (the UTC date was the 31st)."""
-    home = tmp_path / "home"
-    keyring.init_keys(home / "keys")
-    settings = Settings.from_env(
-        {
-            "CASETRAIL_HOME": str(home),
-            "CASETRAIL_DATABASE_URL": f"sqlite:///{home / 'casetrail.sqlite'}",
-        }
-    )
+    settings = settings_for(tmp_path)
     application = open_application(settings)
     key = keyring.load_private_key(settings.keys_dir / keyring.SERVICE_KEY, "service key")
     evidence = Evidence(application, key, EvidenceSettings())
