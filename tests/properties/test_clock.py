@@ -50,6 +50,7 @@ from gateway.evidence.maintainer import Evidence, EvidenceSettings
 from gateway.evidence.verification import verify_store
 from gateway.reports.document import build_document
 from gateway.settings import Settings
+from projections.ledger.quarters import today as ledger_today
 from tests.domain.builders import COORDINATOR, POLICE, register_units, report_clue
 from tests.properties.conftest import bounded
 from tests.reports.scenario import INVESTIGATOR, investigated_case
@@ -171,6 +172,8 @@ def test_today_is_beijing_s_day_not_the_server_s() -> None:
     with at(BEIJING_APRIL_FIRST - timedelta(minutes=30)):  # 00:00 on 1 April in Beijing
         assert clock.local_today() == date(2030, 4, 1)
         assert Quarter.of(clock.local_today()) == Quarter(2030, 2)
+        # The worklists' and the inbox's default day is the same rule.
+        assert ledger_today() == date(2030, 4, 1)
 
 
 def test_at_half_past_midnight_in_beijing_the_commands_count_beijing_s_day() -> None:
