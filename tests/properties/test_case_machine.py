@@ -7,8 +7,9 @@ model says what must happen: which named refusal, or which new state. After ever
 - a closed file accepts nothing but reopening (each other command is refused with a
   `DomainError` and leaves no event behind), and closing ended every assignment;
 - the risk is never below the floor its issues set (`domain.taxonomy.HIGH_RISK_FLOOR`);
-- each assignment's duty cycle is the model's: published -> signed for -> result reported,
-  or declined (not after signing for), or ended by the coordinator, by closing; `duty_state`
+- each assignment's duty cycle is the model's: published -> received (an old client's receipt,
+  as upcast from a store written before the duty cycle) -> signed for -> result reported, or
+  declined (not after signing for), or ended by the coordinator, by closing; `duty_state`
   agrees, and nothing moves out of an ended state;
 - replaying the events stored so far rebuilds exactly the live state (so every prefix does,
   step by step);
@@ -219,6 +220,7 @@ class CaseMachine(RuleBasedStateMachine):
                 "function": function,
                 "state": OPEN,
                 "signed": False,
+                "received": False,
             }
 
     @rule(index=picks)
@@ -333,6 +335,23 @@ class CaseMachine(RuleBasedStateMachine):
         if expected is None and chosen is not None:
             self.model[chosen]["state"] = RESULT
 
+    @precondition(lambda self: bool(self.model))
+    @rule(index=picks)
+    def old_client_receipt(self, index: int) -> None:
+        """A receipt as a store written before the duty cycle holds it (an `AssignmentAcknowledged`
+        of version 1, upcast with `receipt` True): the unit's client received the notice. It
+        moves nothing but `received_at`, the first time."""
+        chosen = self.pick(index)
+        assert chosen is not None
+        held = self.model[chosen]
+        self.attempt(
+            None,
+            lambda: self.case._assignment_acknowledged(
+                assignment_id=chosen, unit=held["unit"], by={"unit": held["unit"]}, receipt=True
+            ),
+        )
+        held["received"] = True
+
     # --- a closed file accepts nothing but reopening ----------------------------------------
 
     @precondition(lambda self: self.closed)
@@ -415,8 +434,11 @@ class CaseMachine(RuleBasedStateMachine):
                 assert state_now is DutyState.ENDED
             elif expected["state"] == SIGNED:
                 assert state_now in {DutyState.SIGNED_FOR, DutyState.RESULT_DUE}
+            elif expected["received"]:
+                assert state_now is DutyState.RECEIVED
             else:
                 assert state_now is DutyState.PUBLISHED
+            assert (held["received_at"] is not None) == expected["received"]
 
     @invariant()
     def replay_rebuilds_the_state(self) -> None:
