@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck imports unit bench bench-quick demo clean venv
+.PHONY: run test lint typecheck imports unit bench bench-quick demo clean venv soak-properties
 
 venv: $(STAMP)
 
@@ -43,6 +43,10 @@ demo: venv
 	$(BIN)/casetrail keys init
 	$(BIN)/casetrail demo
 	@echo "then 'make run' and sign in at http://127.0.0.1:8000/ with a user id and password above"
+
+## soak-properties: the property tests (tests/properties) with many more examples (docs/reliability.md)
+soak-properties: venv
+	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider --hypothesis-show-statistics tests/properties
 
 ## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
 bench: venv

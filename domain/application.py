@@ -1703,7 +1703,8 @@ class CaseTrail(Application[UUID]):
             )
         now = now or datetime.now(UTC)
         first = period.first_day()
-        if first is not None and first > now.date() + timedelta(days=1):
+        # The period begins on the street office's day (UTC+8), not the server's UTC date.
+        if first is not None and first > local_date(now):
             raise errors.SubmissionInvalid(
                 "the period has not begun; submit the current quarter or an earlier one",
                 field="period",

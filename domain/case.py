@@ -32,6 +32,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain import commands as cmd
 from domain import errors, identity
+from domain.clock import MonotonicTimestamps
 from domain.taxonomy import CaseStatus, Category, Gender, LetterReason, RiskLevel, risk_floor
 
 Record = dict[str, Any]
@@ -150,8 +151,11 @@ def duty_state(
     return DutyState.PUBLISHED
 
 
-class Case(Aggregate):
-    """One clue about one minor, from report to closure."""
+class Case(MonotonicTimestamps, Aggregate):
+    """One clue about one minor, from report to closure.
+
+    Its events' timestamps strictly increase even when the wall clock steps back
+    (`domain.clock.MonotonicTimestamps`; tests/properties/test_clock.py)."""
 
     # Version 2 of the state (snapshots): assignment records carry the duty cycle's keys.
     # Version 3: the corrections and transfers of the file (issue 17), none before.

@@ -40,7 +40,7 @@ from pydantic import (
     field_validator,
 )
 
-from domain import identity
+from domain import clock, identity
 from domain.taxonomy import (
     Category,
     ClosingReason,
@@ -120,7 +120,7 @@ def _date_bounds(earliest: date = EARLIEST_DATE, latest: date = LATEST_DATE) -> 
 
 
 def _not_in_future(value: date) -> date:
-    if value > date.today():
+    if value > clock.local_today():
         raise ValueError("must not be in the future")
     return value
 
@@ -156,7 +156,7 @@ class Minor(Command):
     @field_validator("date_of_birth")
     @classmethod
     def _is_minor_on_report_date(cls, value: date) -> date:
-        today = date.today()
+        today = clock.local_today()
         if value > today:
             raise ValueError("date of birth is in the future")
         if identity.age_on(value, today) >= identity.ADULT_AGE:
@@ -292,7 +292,7 @@ class AssignUnit(Command):
     @field_validator("due_on")
     @classmethod
     def _due_within_horizon(cls, value: date) -> date:
-        today = date.today()
+        today = clock.local_today()
         if value < today:
             raise ValueError("due date is in the past; choose today or later")
         if value > today + DUE_HORIZON:
@@ -471,7 +471,7 @@ class MinorCorrection(Command):
     def _is_minor(cls, value: date | None) -> date | None:
         if value is None:
             return value
-        today = date.today()
+        today = clock.local_today()
         if value > today:
             raise ValueError("date of birth is in the future")
         if identity.age_on(value, today) >= identity.ADULT_AGE:

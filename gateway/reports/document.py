@@ -60,6 +60,7 @@ from eventsourcing.persistence import Notification
 
 from domain.application import CaseTrail
 from domain.investigations import Investigation
+from domain.quarters import local_date
 from gateway.evidence.documents import EvidenceUnavailable
 from gateway.evidence.maintainer import Evidence, TreeInconsistent
 from gateway.reports import collector
@@ -147,7 +148,9 @@ def _build_document(
     for case in cases:
         if case["unreadable"]:
             case["knowledge"]["as_of"] = integrity.get("checked_at")
-    today = now().date()
+    # A rectification's day is the street office's (UTC+8): a UTC date is a day behind there
+    # from 00:00 to 08:00.
+    today = local_date(now())
     return {
         "document": REPORT_DOCUMENT,
         "investigation": _investigation_section(investigation),

@@ -15,6 +15,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 from typing import Final
 
+from domain.clock import local_today
 from domain.commands import EARLIEST_DATE, LATEST_DATE
 
 # The calendar rules are the domain's (the missed-deadline facts use them too); re-exported.
@@ -75,4 +76,6 @@ def end_of_day_stamp(day: date) -> str:
 
 
 def today() -> date:
-    return datetime.now(LOCAL_TZ).date()
+    """The street office's day: the domain's clock (`domain.clock.local_today`), one rule with
+    the commands' date checks (and replaceable the same way in tests)."""
+    return local_today()
