@@ -39,6 +39,7 @@ def test_the_channels_are_the_contracts() -> None:
         "knowledge",
         "deadlines",
         "compliance",
+        "web",
     }
     assert UNRECORDED_CHANNEL not in {str(c) for c in Channel}
 
