@@ -3,14 +3,22 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
 
 - a re-rendered form never repeats a submitted value, not even as a field's name in the error
   summary (the assignment form named a unit's function field after the unit typed);
+- login CSRF: a sign-in a browser says comes from another site or a sibling subdomain
+  (`Sec-Fetch-Site`, else `Origin`) is refused with no cookie set, on the page and on the API,
+  and a `text/plain` body (what a cross-site form may post without a preflight) is not read as
+  JSON;
 """
 
 from __future__ import annotations
 
+import json
+
+import pytest
 from fastapi.testclient import TestClient
 
 from domain.taxonomy import Role
 from tests.conftest import TokenFactory
+from tests.integration.test_signin import application_of, planted_password, register
 from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
 
 __all__ = ["store"]  # the case pages' fixture, used here too
@@ -32,3 +40,55 @@ def test_the_assignment_form_does_not_name_a_field_after_a_unit_typed(
     assert PLANTED not in answer.text
     assert 'data-field="function"' in answer.text
     assert store.events() == before
+
+
+# --- login CSRF ----------------------------------------------------------------------------
+
+
+def _signer(client: TestClient, role: Role = Role.COORDINATOR) -> tuple[str, str]:
+    password = planted_password()
+    register(
+        application_of(client), "u-review-signin", role=role, unit=GOVERNANCE, password=password
+    )
+    return "u-review-signin", password
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site"},
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+    ],
+)
+def test_a_sign_in_from_another_site_is_refused_on_the_page(
+    client: TestClient, headers: dict[str, str]
+) -> None:
+    user, password = _signer(client)
+    form = f"user_id={user}&password={password}".encode()
+    answer = client.post(
+        "/signin", content=form, headers={**FORM, **headers}, follow_redirects=False
+    )
+    assert answer.status_code == 403
+    assert "set-cookie" not in answer.headers
+    assert "请从本系统自己的登录页登录" in answer.text and password not in answer.text
+    # The same form from this origin signs in.
+    same = {"Sec-Fetch-Site": "same-origin"} if "Sec-Fetch-Site" in headers else {}
+    same = same or {"Origin": "http://testserver"}
+    done = client.post("/signin", content=form, headers={**FORM, **same}, follow_redirects=False)
+    assert done.status_code == 303 and "set-cookie" in done.headers
+
+
+def test_a_text_plain_body_is_not_read_as_json(client: TestClient) -> None:
+    user, password = _signer(client)
+    body = json.dumps({"user_id": user, "password": password}).encode()
+    for path in ("/v1/sessions", "/signin"):
+        answer = client.post(
+            path, content=body, headers={"content-type": "text/plain"}, follow_redirects=False
+        )
+        assert answer.status_code == 415, (path, answer.status_code)
+        assert "set-cookie" not in answer.headers and password not in answer.text
+    # JSON that says it is JSON is the API's sign-in still.
+    signed = client.post("/v1/sessions", json={"user_id": user, "password": password})
+    assert signed.status_code == 201
