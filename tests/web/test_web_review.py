@@ -7,18 +7,25 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   (`Sec-Fetch-Site`, else `Origin`) is refused with no cookie set, on the page and on the API,
   and a `text/plain` body (what a cross-site form may post without a preflight) is not read as
   JSON;
+- a person with a second factor and several roles can sign in through the page: the form asked
+  the code, then the role, and kept the code's field when it asked the role;
 """
 
 from __future__ import annotations
 
 import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 
 from domain.taxonomy import Role
+from domain.users import ChangeRole
 from tests.conftest import TokenFactory
-from tests.integration.test_signin import application_of, planted_password, register
+from tests.integration.test_signin import BY, application_of, planted_password, register
 from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
 
 __all__ = ["store"]  # the case pages' fixture, used here too
@@ -92,3 +99,34 @@ def test_a_text_plain_body_is_not_read_as_json(client: TestClient) -> None:
     # JSON that says it is JSON is the API's sign-in still.
     signed = client.post("/v1/sessions", json={"user_id": user, "password": password})
     assert signed.status_code == 201
+
+
+def _fields(html: str) -> set[str]:
+    return set(re.findall(r'<(?:input|select) id="([a-z_]+)"', html))
+
+
+def test_a_person_with_a_second_factor_and_two_roles_signs_in_through_the_page(
+    client: TestClient,
+) -> None:
+    user, password = _signer(client)
+    application = application_of(client)
+    application.grant_role(user, ChangeRole(role=Role.SUPERVISOR, reason="test: acting"), BY)
+    secret = pyotp.random_base32()
+    application.enrol_totp(user, secret, BY)
+    totp, now = pyotp.TOTP(secret), datetime.now(UTC)
+
+    def post(**fields: str) -> Any:
+        body = "&".join(
+            f"{k}={v}" for k, v in {"user_id": user, "password": password, **fields}.items()
+        )
+        return client.post("/signin", content=body.encode(), headers=FORM, follow_redirects=False)
+
+    asked_code = post()
+    assert asked_code.status_code == 401 and _fields(asked_code.text) >= {"totp"}
+    asked_role = post(totp=totp.at(now), role="")
+    assert asked_role.status_code == 422 and "请选择本次登录使用的角色" in asked_role.text
+    # Both fields: the code (a new one: a code is good once) and the role.
+    assert _fields(asked_role.text) >= {"totp", "role"}
+    assert totp.at(now) not in asked_role.text
+    done = post(totp=totp.at(now + timedelta(seconds=30)), role="supervisor")
+    assert done.status_code == 303 and "set-cookie" in done.headers
