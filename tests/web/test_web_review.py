@@ -9,6 +9,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   JSON;
 - a person with a second factor and several roles can sign in through the page: the form asked
   the code, then the role, and kept the code's field when it asked the role;
+- the sign-in page reads the API's refusals as problem+json only for that call: a failure of the
+  page's request is still an HTML page (the flag no longer outlives the call);
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from fastapi.testclient import TestClient
 
 from domain.taxonomy import Role
 from domain.users import ChangeRole
+from gateway.web.routes import signin as signin_page
 from tests.conftest import TokenFactory
 from tests.integration.test_signin import BY, application_of, planted_password, register
 from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
@@ -130,3 +133,21 @@ def test_a_person_with_a_second_factor_and_two_roles_signs_in_through_the_page(
     assert totp.at(now) not in asked_role.text
     done = post(totp=totp.at(now + timedelta(seconds=30)), role="supervisor")
     assert done.status_code == 303 and "set-cookie" in done.headers
+
+
+def test_a_failure_of_the_sign_in_page_is_a_page_not_problem_json(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    user, password = _signer(client)
+
+    async def failing(*args: Any) -> Any:
+        raise RuntimeError("the store went away")
+
+    monkeypatch.setattr(signin_page, "sign_in", failing)
+    answer = client.post(
+        "/signin", content=f"user_id={user}&password={password}".encode(), headers=FORM
+    )
+    assert answer.status_code == 500
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in answer.headers["content-security-policy"]
+    assert answer.headers["cache-control"] == "no-store" and password not in answer.text

@@ -75,9 +75,9 @@ async def signin_page(request: Request) -> Response:
 @router.post(SIGNIN_URL)
 async def signin_submit(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
     # The API's sign-in answers its refusals as problem+json: read here, shown as the page.
-    request.state.problem_as_json = True
+    # Only for that call: any other problem of this request (a failure) is a page.
     try:
-        answer = await sign_in(request, svc, context)
+        answer = await _api_sign_in(request, svc, context)
     except RequestValidationError:
         return _signin_page(request, status=422, code="request-invalid", **await _kept(request))
     except DomainError as refused:
@@ -98,6 +98,14 @@ async def signin_submit(request: Request, svc: ServicesDep, context: RequestCont
     except (ValueError, KeyError, TypeError):
         code = "sign-in-failed"
     return _signin_page(request, status=answer.status_code, code=code, **await _kept(request))
+
+
+async def _api_sign_in(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
+    request.state.problem_as_json = True
+    try:
+        return await sign_in(request, svc, context)
+    finally:
+        request.state.problem_as_json = False
 
 
 async def _kept(request: Request) -> dict[str, bool]:
