@@ -11,6 +11,10 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   the code, then the role, and kept the code's field when it asked the role;
 - the sign-in page reads the API's refusals as problem+json only for that call: a failure of the
   page's request is still an HTML page (the flag no longer outlives the call);
+- no open redirect: where a form goes once done (`see_other`: the 303's Location, the 204's
+  X-Casetrail-Location) is only ever a path of this site, and the page's script follows a 204
+  only to such a path: `//host` and `/\\host` start with `/` too (a browser test: the script
+  given such an answer stays on this site);
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
+from starlette.requests import Request
 
 from domain.taxonomy import Role
 from domain.users import ChangeRole
+from gateway.web.forms import LOCATION_HEADER, see_other
 from gateway.web.routes import signin as signin_page
 from tests.conftest import TokenFactory
 from tests.integration.test_signin import BY, application_of, planted_password, register
+from tests.web.conftest import Site
 from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
 
 __all__ = ["store"]  # the case pages' fixture, used here too
@@ -151,3 +158,53 @@ def test_a_failure_of_the_sign_in_page_is_a_page_not_problem_json(
     assert answer.headers["content-type"].startswith("text/html")
     assert "script-src 'self'" in answer.headers["content-security-policy"]
     assert answer.headers["cache-control"] == "no-store" and password not in answer.text
+
+
+# --- no open redirect ------------------------------------------------------------------------
+
+ELSEWHERE = ["//evil.example/stolen", "/\\evil.example/stolen", "https://evil.example/", "/\t/x"]
+
+
+def _request(enhanced: bool) -> Request:
+    headers = [(b"x-casetrail-form", b"1")] if enhanced else []
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+
+@pytest.mark.parametrize("enhanced", [False, True])
+def test_a_form_goes_only_to_a_path_of_this_site(enhanced: bool) -> None:
+    def target(url: str) -> str:
+        answer = see_other(_request(enhanced), url)
+        return answer.headers[LOCATION_HEADER if enhanced else "location"]
+
+    for url in ELSEWHERE:
+        assert target(url) == "/", url
+    kept = "/cases/3fa85f64-5717-4562-b3fc-2c963f66afa6?purpose=consultation"
+    assert target(kept) == kept
+
+
+ENHANCED_PAGE = """<!doctype html><html lang="zh-CN"><head><meta charset="utf-8"><title>t</title>
+<script src="/static/casetrail.js" defer></script></head><body><main>
+<form method="post" action="/review-submit" data-enhance><div data-form-errors></div>
+<button type="submit">提交</button></form></main></body></html>"""
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("elsewhere", ELSEWHERE[:2])
+def test_the_script_follows_a_204_only_to_a_path_of_this_site(site: Site, elsewhere: str) -> None:
+    page = site.page()
+    page.route(
+        f"{site.base}/review-form",
+        lambda r: r.fulfill(body=ENHANCED_PAGE, content_type="text/html"),
+    )
+    page.route(
+        f"{site.base}/review-submit",
+        lambda r: r.fulfill(status=204, headers={LOCATION_HEADER: elsewhere}),
+    )
+    page.route(
+        "http://evil.example/**", lambda r: r.fulfill(body="elsewhere", content_type="text/html")
+    )
+    page.goto("/review-form")
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: not url.endswith("/review-form"))
+    page.wait_for_load_state()
+    assert page.url.startswith(site.base + "/"), page.url

@@ -1,8 +1,9 @@
 /* casetrail pages: progressive enhancement only. Every page works without this script.
  * - form[data-enhance]: submitted in the background; a 422 answer's errors
  *   ([data-form-errors]) replace the form's own, and the fields named are marked, so what was
- *   typed stays in the page (the draft is never stored anywhere else); a 204 with
- *   X-Casetrail-Location goes there; any other answer replaces the page.
+ *   typed stays in the page (the draft is never stored anywhere else); a 204 goes to its
+ *   X-Casetrail-Location when that is a path of this site (else to "/"); any other answer
+ *   replaces the page.
  * - form[data-confirm]: asks before submitting.
  * - button[data-print]: prints the page.
  * No inline script anywhere (the Content-Security-Policy forbids it). */
@@ -22,6 +23,16 @@
     });
   }
 
+  // Where a 204 may send the page: a path of this site only. "//host" and "/\host" start
+  // with "/" too, but a browser takes them to another site (scheme-relative), as it does
+  // once it has dropped a tab or a newline from them.
+  function localPath(go) {
+    if (!go || /[\u0000-\u001f\u007f]/.test(go) || !/^\/(?![\/\\])/.test(go)) { return "/"; }
+    var url = new URL(go, window.location.href);
+    if (url.origin !== window.location.origin) { return "/"; }
+    return url.pathname + url.search + url.hash;
+  }
+
   function replacePage(html) {
     var doc = new DOMParser().parseFromString(html, "text/html");
     document.replaceChild(document.adoptNode(doc.documentElement), document.documentElement);
@@ -39,8 +50,8 @@
       headers: { "X-Casetrail-Form": "1", "Accept": "text/html" },
     }).then(function (answer) {
       var go = answer.headers.get("X-Casetrail-Location");
-      if (answer.status === 204 && go && go.charAt(0) === "/") {
-        window.location.assign(go);
+      if (answer.status === 204) {
+        window.location.assign(localPath(go));
         return null;
       }
       return answer.text().then(function (html) {
