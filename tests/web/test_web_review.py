@@ -15,6 +15,7 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   X-Casetrail-Location) is only ever a path of this site, and the page's script follows a 204
   only to such a path: `//host` and `/\\host` start with `/` too (a browser test: the script
   given such an answer stays on this site);
+- an error page names the fields at fault in Chinese (it showed `case_id`, `as_of`...);
 """
 
 from __future__ import annotations
@@ -208,3 +209,25 @@ def test_the_script_follows_a_204_only_to_a_path_of_this_site(site: Site, elsewh
     page.wait_for_url(lambda url: not url.endswith("/review-form"))
     page.wait_for_load_state()
     assert page.url.startswith(site.base + "/"), page.url
+
+
+# --- error pages in Chinese ----------------------------------------------------------------
+
+
+def test_an_error_page_names_the_fields_in_chinese(
+    client: TestClient, auth: TokenFactory, store: Store
+) -> None:
+    headers = auth(Role.COORDINATOR, GOVERNANCE)
+    for path, label in (
+        ("/cases/not-a-case", "案件编号"),
+        (f"/inbox/{store.case_id}/not-a-task/sign", "任务编号"),
+        (f"/investigations/{store.case_id}/report?format=docx", "报告格式"),
+    ):
+        method = client.post if path.endswith("/sign") else client.get
+        answer = method(path, headers={**headers, **FORM})
+        assert answer.status_code == 422, path
+        assert answer.headers["content-type"].startswith("text/html")
+        fields = re.findall(r"<li>([^<]*)</li>", answer.text.split('class="errors"')[1])
+        assert fields == [label], (path, fields)
+        for code in ("case_id", "assignment_id", "format", "not-a-case", "docx"):
+            assert code not in answer.text
