@@ -16,6 +16,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   only to such a path: `//host` and `/\\host` start with `/` too (a browser test: the script
   given such an answer stays on this site);
 - an error page names the fields at fault in Chinese (it showed `case_id`, `as_of`...);
+- the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
+  page and in the dark header (a browser test);
 """
 
 from __future__ import annotations
@@ -231,3 +233,43 @@ def test_an_error_page_names_the_fields_in_chinese(
         assert fields == [label], (path, fields)
         for code in ("case_id", "assignment_id", "format", "not-a-case", "docx"):
             assert code not in answer.text
+
+
+# --- the focus ring's contrast ---------------------------------------------------------------
+
+RING = """(selector) => {
+  const el = document.querySelector(selector);
+  el.focus();
+  const style = getComputedStyle(el);
+  let back = el.parentElement, colour = 'rgba(0, 0, 0, 0)';
+  while (back && (colour === 'rgba(0, 0, 0, 0)' || colour === 'transparent')) {
+    colour = getComputedStyle(back).backgroundColor;
+    back = back.parentElement;
+  }
+  return {ring: style.outlineColor, width: style.outlineWidth, style: style.outlineStyle,
+          back: colour};
+}"""
+
+
+def _luminance(css: str) -> float:
+    red, green, blue = (int(v) / 255 for v in re.findall(r"[0-9.]+", css)[:3])
+
+    def channel(c: float) -> float:
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(red) + 0.7152 * channel(green) + 0.0722 * channel(blue)
+
+
+def _contrast(one: str, other: str) -> float:
+    low, high = sorted((_luminance(one), _luminance(other)))
+    return (high + 0.05) / (low + 0.05)
+
+
+@pytest.mark.browser
+def test_the_focus_ring_stands_out_from_what_it_is_drawn_on(site: Site) -> None:
+    page = site.page()
+    page.goto("/signin")
+    for selector in ("#user_id", "button[type=submit]", ".brand a"):
+        found = page.evaluate(RING, selector)
+        assert found["style"] != "none" and found["width"] != "0px", (selector, found)
+        assert _contrast(found["ring"], found["back"]) >= 3, (selector, found)
