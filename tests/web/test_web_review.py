@@ -16,6 +16,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   only to such a path: `//host` and `/\\host` start with `/` too (a browser test: the script
   given such an answer stays on this site);
 - an error page names the fields at fault in Chinese (it showed `case_id`, `as_of`...);
+- a page's 405 names the methods its path takes in `Allow` (it was empty: the app's routes
+  hold each included router as one entry, not walked);
 - the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
   page and in the dark header (a browser test);
 """
@@ -273,3 +275,22 @@ def test_the_focus_ring_stands_out_from_what_it_is_drawn_on(site: Site) -> None:
         found = page.evaluate(RING, selector)
         assert found["style"] != "none" and found["width"] != "0px", (selector, found)
         assert _contrast(found["ring"], found["back"]) >= 3, (selector, found)
+
+
+# --- a page's 405 --------------------------------------------------------------------------
+
+
+def test_a_page_405_names_the_methods_its_path_takes(
+    client: TestClient, auth: TokenFactory, store: Store
+) -> None:
+    headers = auth(Role.COORDINATOR, GOVERNANCE)
+    for method, path, allowed in (
+        ("PUT", "/signin", "GET, POST"),
+        ("DELETE", "/inbox", "GET"),
+        ("PATCH", f"/cases/{store.case_id}/closure", "GET, POST"),
+    ):
+        answer = client.request(method, path, headers=headers)
+        assert answer.status_code == 405, path
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "此页面不接受该操作" in answer.text
+        assert answer.headers["allow"] == allowed, (path, answer.headers["allow"])
