@@ -18,6 +18,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
 - an error page names the fields at fault in Chinese (it showed `case_id`, `as_of`...);
 - a page's 405 names the methods its path takes in `Allow` (it was empty: the app's routes
   hold each included router as one entry, not walked);
+- a request refused by the app's limits (a body too large, too many headers) on a page's path
+  is the pages' error page, not problem+json (the limits answered before the pages could);
 - the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
   page and in the dark header (a browser test);
 """
@@ -36,6 +38,7 @@ from starlette.requests import Request
 
 from domain.taxonomy import Role
 from domain.users import ChangeRole
+from gateway.http.limits import MAX_BODY_BYTES, MAX_HEADERS
 from gateway.web.forms import LOCATION_HEADER, see_other
 from gateway.web.routes import signin as signin_page
 from tests.conftest import TokenFactory
@@ -294,3 +297,27 @@ def test_a_page_405_names_the_methods_its_path_takes(
         assert answer.headers["content-type"].startswith("text/html")
         assert "此页面不接受该操作" in answer.text
         assert answer.headers["allow"] == allowed, (path, answer.headers["allow"])
+
+
+# --- the limits' refusals on a page's path ----------------------------------------------------
+
+
+def test_a_page_refused_by_the_limits_is_a_page(
+    client: TestClient, auth: TokenFactory, store: Store
+) -> None:
+    headers = auth(Role.COORDINATOR, GOVERNANCE)
+    too_large = client.post(
+        f"/cases/{store.case_id}/closure",
+        content=b"note=" + b"x" * (MAX_BODY_BYTES + 1),
+        headers={**headers, **FORM},
+    )
+    many = client.get("/signin", headers={f"x-h{n}": "v" for n in range(MAX_HEADERS + 1)})
+    for answer, status, heading in ((too_large, 413, "提交的内容过大"), (many, 431, "请求头过大")):
+        assert answer.status_code == status
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "script-src 'self'" in answer.headers["content-security-policy"]
+        assert answer.headers["cache-control"] == "no-store"
+        assert heading in answer.text
+    # The API's paths keep their problem+json.
+    api = client.post("/v1/sessions", content=b"x" * (MAX_BODY_BYTES + 1))
+    assert api.status_code == 413 and api.headers["content-type"] == "application/problem+json"
