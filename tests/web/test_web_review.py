@@ -20,6 +20,7 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   hold each included router as one entry, not walked);
 - a request refused by the app's limits (a body too large, too many headers) on a page's path
   is the pages' error page, not problem+json (the limits answered before the pages could);
+- every button is at least 44 px tall, the header's sign-out too (a text-like button, 22 px);
 - the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
   page and in the dark header (a browser test);
 """
@@ -43,7 +44,7 @@ from gateway.web.forms import LOCATION_HEADER, see_other
 from gateway.web.routes import signin as signin_page
 from tests.conftest import TokenFactory
 from tests.integration.test_signin import BY, application_of, planted_password, register
-from tests.web.conftest import Site
+from tests.web.conftest import Site, inspect
 from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
 
 __all__ = ["store"]  # the case pages' fixture, used here too
@@ -321,3 +322,21 @@ def test_a_page_refused_by_the_limits_is_a_page(
     # The API's paths keep their problem+json.
     api = client.post("/v1/sessions", content=b"x" * (MAX_BODY_BYTES + 1))
     assert api.status_code == 413 and api.headers["content-type"] == "application/problem+json"
+
+
+# --- buttons a finger can press --------------------------------------------------------------
+
+BUTTONS = """() => Array.from(document.querySelectorAll('button, a.button'))
+  .filter(b => b.getClientRects().length > 0)
+  .map(b => [b.textContent.trim(), b.getBoundingClientRect().height])"""
+
+
+@pytest.mark.browser
+def test_every_button_is_44_px_tall_the_sign_out_too(site: Site) -> None:
+    page = site.page(site.person(Role.COORDINATOR, GOVERNANCE))
+    page.goto("/")
+    found = page.evaluate(BUTTONS)
+    assert any(label == "退出登录" for label, _ in found), found
+    short = [(label, height) for label, height in found if height < 44]
+    assert not short, short
+    inspect(page, "review-home-buttons")
