@@ -8,7 +8,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   and a `text/plain` body (what a cross-site form may post without a preflight) is not read as
   JSON;
 - a person with a second factor and several roles can sign in through the page: the form asked
-  the code, then the role, and kept the code's field when it asked the role;
+  the code, then the role, and kept the code's field when it asked the role; no role is
+  chosen for the person (the first of every role was preselected: 线索报告人);
 - the sign-in page reads the API's refusals as problem+json only for that call: a failure of the
   page's request is still an HTML page (the flag no longer outlives the call);
 - no open redirect: where a form goes once done (`see_other`: the 303's Location, the 204's
@@ -147,6 +148,8 @@ def test_a_person_with_a_second_factor_and_two_roles_signs_in_through_the_page(
     # Both fields: the code (a new one: a code is good once) and the role.
     assert _fields(asked_role.text) >= {"totp", "role"}
     assert totp.at(now) not in asked_role.text
+    options = re.findall(r'<option value="([a-z_]*)"', asked_role.text)
+    assert options[0] == "" and 'id="role" name="role" required' in asked_role.text
     done = post(totp=totp.at(now + timedelta(seconds=30)), role="supervisor")
     assert done.status_code == 303 and "set-cookie" in done.headers
 
