@@ -67,6 +67,7 @@ def page_problem(
         "error.html",
         {
             "status": status,
+            "code": code,
             "heading": _TITLES.get(status, "出错了" if status < 500 else "服务出错"),
             "detail": _DETAILS.get(code, ""),
             "fields": list(dict.fromkeys(_field_label(e["field"]) for e in errors))[:20],

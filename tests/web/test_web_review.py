@@ -21,6 +21,10 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   hold each included router as one entry, not walked);
 - a request refused by the app's limits (a body too large, too many headers) on a page's path
   is the pages' error page, not problem+json (the limits answered before the pages could);
+- a session that ended while a form was being filled (or a stale form token) loses no draft:
+  the form says so in its summary, the typed text stays, and once signed in again (another
+  window) the same submission goes through, its token renewed for the same person (a browser
+  test; the page was replaced by the sign-in page, the draft gone);
 - every button is at least 44 px tall, the header's sign-out too (a text-like button, 22 px);
 - the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
   page and in the dark header (a browser test);
@@ -30,8 +34,9 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from uuid import UUID
 
 import pyotp
 import pytest
@@ -44,9 +49,19 @@ from gateway.http.limits import MAX_BODY_BYTES, MAX_HEADERS
 from gateway.web.forms import LOCATION_HEADER, see_other
 from gateway.web.routes import signin as signin_page
 from tests.conftest import TokenFactory
+from tests.domain.builders import register_units
 from tests.integration.test_signin import BY, application_of, planted_password, register
 from tests.web.conftest import Site, inspect
-from tests.web.test_case_pages import FORM, GOVERNANCE, Store, store
+from tests.web.test_case_pages import (
+    FORM,
+    GOVERNANCE,
+    HEALTH,
+    POLICE,
+    SCHOOL,
+    Store,
+    new_case,
+    store,
+)
 
 __all__ = ["store"]  # the case pages' fixture, used here too
 
@@ -343,3 +358,45 @@ def test_every_button_is_44_px_tall_the_sign_out_too(site: Site) -> None:
     short = [(label, height) for label, height in found if height < 44]
     assert not short, short
     inspect(page, "review-home-buttons")
+
+
+# --- a session ended while typing ------------------------------------------------------------
+
+SEND = "form[data-enhance] button[type=submit]"
+
+
+@pytest.mark.browser
+def test_a_draft_outlives_an_ended_session_and_is_sent_once_signed_in_again(
+    site: Site,
+) -> None:
+    register_units(site.application, POLICE, HEALTH, SCHOOL)
+    case_id, _ = new_case(site.application)
+    coordinator = site.person(Role.COORDINATOR, GOVERNANCE)
+    page = site.page(coordinator)
+    form_url = f"/cases/{case_id}/follow-up?purpose=follow_up"
+    page.goto(form_url)
+    draft = "入户回访：家长表示已安排接送，学生情绪稳定。"
+    page.fill("#f-visited_on", date.today().isoformat())
+    page.fill("#f-notes", draft)
+    page.context.clear_cookies()  # the session is gone (expired, signed out elsewhere)
+    page.click(SEND)
+    summary = page.locator("[data-form-errors]")
+    summary.get_by_text("登录已过期").wait_for()
+    assert page.url.endswith(form_url)
+    assert page.input_value("#f-notes") == draft
+    assert "FollowUpRecorded" not in _event_names(site, case_id)
+    # Signed in again in another window (the same browser), then the same form sent again.
+    other = page.context.new_page()
+    other.goto("/signin")
+    other.fill("#user_id", coordinator.user_id)
+    other.fill("#password", coordinator.password)
+    other.click("button[type=submit]")
+    other.wait_for_url(re.compile(r".*/$"))
+    page.click(SEND)
+    page.wait_for_url(re.compile(rf".*/cases/{case_id}\?purpose=follow_up$"))
+    assert _event_names(site, case_id).count("FollowUpRecorded") == 1
+    inspect(page, "review-draft-after-sign-in")
+
+
+def _event_names(site: Site, case_id: UUID) -> list[str]:
+    return [type(e).__name__ for e in site.application.events.get(case_id)]
