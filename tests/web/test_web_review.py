@@ -10,6 +10,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
 - a person with a second factor and several roles can sign in through the page: the form asked
   the code, then the role, and kept the code's field when it asked the role; no role is
   chosen for the person (the first of every role was preselected: 线索报告人);
+- (kept) signing out needs the session's form token: without it a 403 page and the session
+  still live; with it the session ended and the cookie cleared;
 - the sign-in page reads the API's refusals as problem+json only for that call: a failure of the
   page's request is still an HTML page (the flag no longer outlives the call);
 - no open redirect: where a form goes once done (`see_other`: the 303's Location, the 204's
@@ -400,3 +402,25 @@ def test_a_draft_outlives_an_ended_session_and_is_sent_once_signed_in_again(
 
 def _event_names(site: Site, case_id: UUID) -> list[str]:
     return [type(e).__name__ for e in site.application.events.get(case_id)]
+
+
+# --- signing out needs the form token (kept) -------------------------------------------------
+
+
+def test_signing_out_needs_the_form_token(client: TestClient) -> None:
+    user, password = _signer(client)
+    signed = client.post(
+        "/signin", content=f"user_id={user}&password={password}".encode(), headers=FORM
+    )
+    assert signed.status_code == 200  # the home page, after the 303
+    token = re.search(r'name="csrf_token" value="([^"]+)"', signed.text)
+    assert token is not None
+    for body in (b"", b"csrf_token=forged"):
+        refused = client.post("/signout", content=body, headers=FORM, follow_redirects=False)
+        assert refused.status_code == 403 and "set-cookie" not in refused.headers
+        assert client.get("/", follow_redirects=False).status_code == 200
+    done = client.post(
+        "/signout", content=f"csrf_token={token[1]}".encode(), headers=FORM, follow_redirects=False
+    )
+    assert done.status_code == 303 and done.headers["location"] == "/signin"
+    assert client.get("/", follow_redirects=False).headers["location"] == "/signin"
