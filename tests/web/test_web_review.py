@@ -104,6 +104,7 @@ def _signer(client: TestClient, role: Role = Role.COORDINATOR) -> tuple[str, str
         {"Sec-Fetch-Site": "same-site"},
         {"Origin": "https://evil.example"},
         {"Origin": "null"},
+        {"Origin": "http://[::1"},
     ],
 )
 def test_a_sign_in_from_another_site_is_refused_on_the_page(

@@ -394,7 +394,11 @@ def _from_another_site(request: Request) -> bool:
     if origin is None:
         return False
     host = request.headers.get("host", "").strip().lower()
-    return not host or urlsplit(origin.strip()).netloc.lower() != host
+    try:
+        named = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:  # not a URL ("http://[::1"): not this site
+        return True
+    return not host or named != host
 
 
 async def _body(request: Request, *, form: bool) -> SignInBody:
