@@ -27,6 +27,8 @@ its fix, HTML-level on both stores (the `client` and `auth` fixtures) unless a b
   the form says so in its summary, the typed text stays, and once signed in again (another
   window) the same submission goes through, its token renewed for the same person (a browser
   test; the page was replaced by the sign-in page, the draft gone);
+- a page not in a role's menu is refused if asked: the workbench for any role but the
+  investigator's and the county lead's (it answered an empty workbench);
 - every button is at least 44 px tall, the header's sign-out too (a text-like button, 22 px);
 - the focus ring has 3:1 contrast with what it is drawn on (amber on white was 2.1:1), on the
   page and in the dark header (a browser test);
@@ -425,3 +427,22 @@ def test_signing_out_needs_the_form_token(client: TestClient) -> None:
     )
     assert done.status_code == 303 and done.headers["location"] == "/signin"
     assert client.get("/", follow_redirects=False).headers["location"] == "/signin"
+
+
+# --- a page not in the role's menu -------------------------------------------------------------
+
+
+def test_the_workbench_is_refused_to_roles_without_it(
+    client: TestClient, auth: TokenFactory
+) -> None:
+    for role, unit in (
+        (Role.COORDINATOR, GOVERNANCE),
+        (Role.UNIT_MEMBER, POLICE),
+        (Role.REPORTER, "dongshan-village"),
+        (Role.COMPLIANCE_AUDITOR, "county-compliance"),
+    ):
+        answer = client.get("/investigations", headers=auth(role, unit))
+        assert answer.status_code == 403, role
+        assert "无权进行此操作" in answer.text and "倒查工作台" not in answer.text
+    for role in (Role.INVESTIGATOR, Role.COUNTY_LEAD):
+        assert client.get("/investigations", headers=auth(role, GOVERNANCE)).status_code == 200
