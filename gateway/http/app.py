@@ -21,7 +21,7 @@ import importlib.resources
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from domain import errors
@@ -263,14 +263,28 @@ async def _pad_refusal(request: Request) -> None:
 
 def _allowed_methods(request: Request) -> str:
     allowed: set[str] = set()
-    # The routers' own routes: included without a prefix, their paths are the app's.
-    routes = [*request.app.router.routes, *(r for router in ROUTERS for r in router.routes)]
+    # The routers' own routes: included without a prefix, their paths are the app's. An
+    # included router is one entry of the app's routes (FastAPI's `_IncludedRouter`): its
+    # routes are walked too, or a page's 405 named no method at all.
+    routes = [
+        *_walked(request.app.router.routes),
+        *(r for router in ROUTERS for r in router.routes),
+    ]
     for route in routes:
         if isinstance(route, Route) and route.methods:
             match, _ = route.matches(request.scope)
             if match is not Match.NONE:
                 allowed |= route.methods
     return ", ".join(sorted(allowed))
+
+
+def _walked(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _walked(inner.routes)
+        else:
+            yield route
 
 
 def _shortened(text: str, limit: int = 120) -> str:

@@ -10,11 +10,13 @@
   in the ASGI tests): more than `MAX_HEADERS` headers or `MAX_HEADER_BYTES` of them answers 431;
   a body above `MAX_BODY_BYTES` (announced, or counted while it is read) answers 413; a body not
   received within `BODY_TIMEOUT_SECONDS` answers 408. The body is read here, under those limits,
-  before any endpoint runs.
+  before any endpoint runs. On a web page's path the refusal is the pages' error page (HTML,
+  in Chinese, their Content-Security-Policy), as every problem of a page is.
 
 A reverse proxy in front (ops/README.md) should enforce the same or tighter limits; these hold
 without one. Proven by `tests/integration/test_http_limits.py` (a real `casetrail serve` over
-sockets) and `tests/integration/test_http_answers.py` (the ASGI app).
+sockets), `tests/integration/test_http_answers.py` (the ASGI app) and
+`tests/web/test_web_review.py` (the pages' refusals).
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ import json
 from http import HTTPStatus
 from typing import Any, Final
 
+from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway.http.problems import MEDIA_TYPE
+from gateway.http.problems import MEDIA_TYPE, is_page_path
 from gateway.logs import get_logger
 
 # The headers every answer carries, the app's (gateway.http.app.SecurityHeaders) and the
@@ -154,6 +158,12 @@ class RequestLimits:
     async def _refuse(scope: Scope, send: Send, status: int, reason: str) -> None:
         request_id = scope.get("state", {}).get("request_id")
         log.info("request_refused", status=status, limit=reason)
+        page = _page_refusal(scope, status, reason)
+        if page is not None:
+            # A page's path is answered a page, as every other problem of a page (issue 18).
+            page.headers["connection"] = "close"
+            await page(scope, _nothing_more, send)
+            return
         body = refusal_body(status, reason, request_id)
         response_headers = [
             (b"content-type", MEDIA_TYPE.encode()),
@@ -162,6 +172,21 @@ class RequestLimits:
         ]
         await send({"type": "http.response.start", "status": status, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
+
+
+def _page_refusal(scope: Scope, status: int, reason: str) -> Response | None:
+    """The web pages' error page for a refusal on a page's path (`gateway.web.errors`, when
+    the pages are installed); None for the API's paths."""
+    app = scope.get("app")
+    page_problem = getattr(getattr(app, "state", None), "page_problem", None)
+    if page_problem is None or not is_page_path(str(scope.get("path", ""))):
+        return None
+    found: Response = page_problem(Request(scope), status=status, code=reason)
+    return found
+
+
+async def _nothing_more() -> Message:
+    return {"type": "http.disconnect"}
 
 
 async def _read_body(receive: Receive) -> bytes | None:

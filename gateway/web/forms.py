@@ -118,9 +118,24 @@ ENHANCED_HEADER: Final = "x-casetrail-form"
 LOCATION_HEADER: Final = "X-Casetrail-Location"
 
 
+def local_path(url: str) -> str:
+    """`url` when it is a path of this site; else `/`. A path starts with one `/`: `//host`
+    and `/\\host` are another site to a browser (a scheme-relative URL), and a control
+    character could split the header."""
+    if (
+        not url.startswith("/")
+        or url.startswith(("//", "/\\"))
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in url)
+    ):
+        return "/"
+    return url
+
+
 def see_other(request: Request, url: str) -> Response:
     """Where a form goes once done: a 303 for a plain form; for the script's submission a 204
-    naming the page (the script goes there, so the next page is read once, not twice)."""
+    naming the page (the script goes there, so the next page is read once, not twice). Only
+    ever a path of this site (`local_path`), whatever built `url`."""
+    url = local_path(url)
     if request.headers.get(ENHANCED_HEADER) == "1":
         return Response(status_code=204, headers={LOCATION_HEADER: url})
     return RedirectResponse(url, status_code=303)

@@ -9,7 +9,9 @@
   wrong code, locked, suspended), after the same argon2 work; only a right password without its
   code says `totp-required`, and only right secrets with a role not held (or several held and
   none chosen) say `role-choice`. Each attempt is recorded (`domain.credentials`); nothing
-  submitted is ever logged or answered. A form posted from another site is refused (403).
+  submitted is ever logged or answered. A sign-in a browser says comes from another site or a
+  sibling subdomain (`Sec-Fetch-Site`, else `Origin`) is refused (403), and a body that is
+  neither JSON nor a form is a 415 (a cross-site `text/plain` form cannot pass for JSON).
 - `GET /v1/sessions/current`: who the request acts as, and for a session its limits and CSRF
   token. `DELETE /v1/sessions/current`: signs out (the session is ended in the store, so every
   worker refuses its cookie from then on) and clears the cookie; needs the CSRF token.
@@ -27,7 +29,7 @@ import json
 import threading
 from collections.abc import Callable
 from typing import Annotated, Any, Final, TypeVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -131,6 +133,7 @@ def _answers(**described: str) -> dict[int | str, dict[str, Any]]:
             s401="Sign-in failed (`sign-in-failed`, the same for every cause) or a TOTP code is "
             "needed (`totp-required`)",
             s403="A sign-in form posted from another site",
+            s415="A body neither JSON nor a form",
             s503="The event store could not record the sign-in; retry later",
         ),
     },
@@ -138,14 +141,25 @@ def _answers(**described: str) -> dict[int | str, dict[str, Any]]:
 async def sign_in(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
     """Sign in with a password (and TOTP code): a session cookie (HttpOnly, SameSite=Strict,
     Secure over TLS). The same 401 for an unknown user, a wrong password or code, a lock."""
-    form = _content_type(request) == _FORM
-    if form and request.headers.get("sec-fetch-site", "").lower() == "cross-site":
+    kind = _content_type(request)
+    form = kind == _FORM
+    if _from_another_site(request):
         return problem(
             request,
             status=403,
             code="cross-site-sign-in",
             title="A sign-in form posted from another site",
             detail="sign in from casetrail's own page",
+        )
+    if not form and not _json_type(kind):
+        # A cross-site form may post `text/plain` holding JSON without a preflight: a body is
+        # read as JSON only when it says it is.
+        return problem(
+            request,
+            status=415,
+            code="unsupported-media-type",
+            title="A sign-in is JSON or a form",
+            detail="post application/json or application/x-www-form-urlencoded",
         )
     body = await _body(request, form=form)
     config = signin_of(svc)
@@ -360,6 +374,31 @@ def _describe(session: Any, secret: str) -> dict[str, Any]:
 
 def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _json_type(kind: str) -> bool:
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
+
+
+def _from_another_site(request: Request) -> bool:
+    """Whether a browser says the sign-in comes from a page not of this origin (login CSRF:
+    another site, a sibling subdomain included, signing the browser in as someone else).
+    `Sec-Fetch-Site` where the browser sends it; else an `Origin` naming another host (a
+    sandboxed page's `null` too). A client that is not a browser sends neither."""
+    site = request.headers.get("sec-fetch-site", "").strip().lower()
+    if site:
+        return site not in ("same-origin", "none")
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    host = request.headers.get("host", "").strip().lower()
+    try:
+        named = urlsplit(origin.strip()).netloc.lower()
+    except ValueError:  # not a URL ("http://[::1"): not this site
+        return True
+    return not host or named != host
 
 
 async def _body(request: Request, *, form: bool) -> SignInBody:

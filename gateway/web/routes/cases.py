@@ -1091,7 +1091,9 @@ async def assign_submit(
         found = validate(cmd.AssignUnit, data, labels)
         if isinstance(found, list):
             for error in found:
-                named = error.field == "function"
+                # A unit's own function field is named only for a unit the form listed: the
+                # name of any other would repeat what was submitted.
+                named = error.field == "function" and unit in names
                 shown = (
                     FieldError(f"function.{unit}", error.label, error.message) if named else error
                 )

@@ -1,12 +1,15 @@
 """Signing in and out from the pages: `GET /signin` (the form), `POST /signin` (the API's own
 password sign-in, `gateway.http.routes.signin.sign_in`: the same checks, lockout and records;
-its refusal shown in Chinese, the same words for every cause), `POST /signout` (the session
-ended for every worker, the cookie cleared). Proven by tests/web/test_signin_pages.py."""
+its refusal shown in Chinese, the same words for every cause; a field asked once, the TOTP code
+or the role, stays in the form so that a person asked both can finish), `POST /signout` (the
+session ended for every worker, the cookie cleared). Proven by tests/web/test_signin_pages.py
+and tests/web/test_web_review.py."""
 
 from __future__ import annotations
 
 import json
 from typing import Final
+from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -22,6 +25,7 @@ from gateway.http.sessions import clear_session_cookie, session_secret
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep
 from gateway.web.errors import SIGNIN_URL
+from gateway.web.forms import FORM_TYPE
 from gateway.web.templating import render
 
 router = APIRouter()
@@ -39,15 +43,23 @@ _MESSAGES: Final = {
 
 
 def _signin_page(
-    request: Request, *, status: int = 200, code: str = "", roles: bool = False
+    request: Request,
+    *,
+    status: int = 200,
+    code: str = "",
+    roles: bool = False,
+    totp: bool = False,
 ) -> Response:
+    """The form; `totp` and `roles` keep the fields a previous answer asked for (a person
+    with a second factor and several roles is asked both, one after the other: the form
+    must keep both to be completed)."""
     message = _MESSAGES.get(code, _REFUSED) if code else ""
     return render(
         request,
         "signin.html",
         {
             "message": message,
-            "ask_totp": code == "totp-required",
+            "ask_totp": totp or code == "totp-required",
             "roles": list(Role) if roles or code == "role-choice" else [],
         },
         status=status,
@@ -63,16 +75,16 @@ async def signin_page(request: Request) -> Response:
 @router.post(SIGNIN_URL)
 async def signin_submit(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
     # The API's sign-in answers its refusals as problem+json: read here, shown as the page.
-    request.state.problem_as_json = True
+    # Only for that call: any other problem of this request (a failure) is a page.
     try:
-        answer = await sign_in(request, svc, context)
+        answer = await _api_sign_in(request, svc, context)
     except RequestValidationError:
-        return _signin_page(request, status=422, code="request-invalid")
+        return _signin_page(request, status=422, code="request-invalid", **await _kept(request))
     except DomainError as refused:
         # Recorded by the sign-in itself; the same words for every cause of a refusal.
         log.info("command_refused", code=refused.code)
         code = refused.code.replace("_", "-")
-        return _signin_page(request, status=refused.status, code=code)
+        return _signin_page(request, status=refused.status, code=code, **await _kept(request))
     if answer.status_code in (201, 303):
         # Signed in: the cookie the API set, on to the home page.
         found = RedirectResponse("/", status_code=303)
@@ -85,7 +97,28 @@ async def signin_submit(request: Request, svc: ServicesDep, context: RequestCont
         code = str(json.loads(bytes(answer.body))["type"]).rsplit(":", 1)[-1]
     except (ValueError, KeyError, TypeError):
         code = "sign-in-failed"
-    return _signin_page(request, status=answer.status_code, code=code)
+    return _signin_page(request, status=answer.status_code, code=code, **await _kept(request))
+
+
+async def _api_sign_in(request: Request, svc: ServicesDep, context: RequestContextDep) -> Response:
+    request.state.problem_as_json = True
+    try:
+        return await sign_in(request, svc, context)
+    finally:
+        request.state.problem_as_json = False
+
+
+async def _kept(request: Request) -> dict[str, bool]:
+    """Which of the optional fields the form posted filled in (their names only, never what
+    they held): asked once, they stay in the form."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM_TYPE:
+        return {"totp": False, "roles": False}
+    filled = {
+        name
+        for name, value in parse_qsl((await request.body()).decode("utf-8", "replace"))
+        if value.strip()
+    }
+    return {"totp": "totp" in filled, "roles": "role" in filled}
 
 
 @router.post("/signout")

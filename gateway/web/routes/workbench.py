@@ -1,8 +1,9 @@
 """The investigator's workbench (倒查工作台, 一案一倒查), as pages:
 
-- `GET /investigations`: the investigations naming the signed-in investigator, or opened by the
-  signed-in county lead (`CaseTrail.investigations_of`), and the street's investigation orders
-  naming the investigator (`CaseTrail.investigation_orders_of`): ids, kinds, days and counts
+- `GET /investigations` (for investigators and county leads; any other role is refused, 403): the
+  investigations naming the signed-in investigator, or opened by the signed-in county lead
+  (`CaseTrail.investigations_of`), and the street's investigation orders naming the investigator
+  (`CaseTrail.investigation_orders_of`): ids, kinds, days and counts
   only, never the minor's identity nor case content, so nothing is disclosed by the list;
 - `GET /investigations/{id}`: the investigation (`CaseTrail.read_investigation`, the JSON API's
   call: for the investigators it names, with the minor's identity, recorded first as a
@@ -31,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from domain import errors
@@ -82,6 +83,10 @@ async def _investigation(
     return answer
 
 
+# The roles whose menu holds the workbench (gateway.web.navigation).
+WORKBENCH_ROLES: Final = frozenset({Role.INVESTIGATOR, Role.COUNTY_LEAD})
+
+
 # The instant to look back from (the API's `as_of`), as a datetime-local field gives it: Beijing
 # time without an offset (one with an offset is taken as given).
 AsOfQuery: Final[Any] = Query(None, max_length=40, description="look back from this instant")
@@ -103,6 +108,9 @@ def _instant(text: str | None) -> datetime | Literal[False] | None:
 @router.get("/investigations")
 async def investigations_page(request: Request, actor: PageActorDep, svc: ServicesDep) -> Response:
     """The investigations and orders the signed-in person may work on (no case content)."""
+    if actor.role not in WORKBENCH_ROLES:
+        # Not in this role's menu, and refused if asked (gateway.web.navigation).
+        raise HTTPException(403, "the workbench is the investigators' and the county lead's")
     found = await run_in_threadpool(svc.application.investigations_of, actor)
     orders = []
     if actor.role is Role.INVESTIGATOR:
