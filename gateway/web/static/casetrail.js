@@ -129,7 +129,8 @@
     ready.then(function (renewed) {
       if (!renewed) { say(form, EXPIRED, true); return null; }
       form.removeAttribute("data-renew");
-      return fetch(form.action, {
+      // The attribute, not `form.action`: a control named "action" would shadow the property.
+      return fetch(form.getAttribute("action") || window.location.pathname, {
         method: "POST",
         body: new URLSearchParams(new FormData(form)),
         credentials: "same-origin",
@@ -148,7 +149,7 @@
     if (!(form instanceof HTMLFormElement)) { return; }
     var question = form.getAttribute("data-confirm");
     if (question && !window.confirm(question)) { event.preventDefault(); return; }
-    if (form.hasAttribute("data-enhance") && (form.method || "").toLowerCase() === "post") {
+    if (form.hasAttribute("data-enhance") && (form.getAttribute("method") || "").toLowerCase() === "post") {
       submit(form, event);
     }
   });
