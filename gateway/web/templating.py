@@ -5,7 +5,7 @@ navigation of the reader's role, the CSRF token for its forms).
 `WEB_CSP` is the pages' Content-Security-Policy: nothing inline (no `<script>` body, no
 `style=` attribute, no `on...=` handler), everything from this origin, forms posted only here,
 never framed. `Cache-Control: no-store` is added to every answer by the app's
-`SecurityHeaders` (only `/static/` is cacheable). Proven by tests/web/test_pages_headers.py.
+`SecurityHeaders` (only `/static/` is cacheable). Proven by tests/web/test_pages_guarantees.py.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 password sign-in, `gateway.http.routes.signin.sign_in`: the same checks, lockout and records;
 its refusal shown in Chinese, the same words for every cause; a field asked once, the TOTP code
 or the role, stays in the form so that a person asked both can finish), `POST /signout` (the
-session ended for every worker, the cookie cleared). Proven by tests/web/test_signin_pages.py
+session ended for every worker, the cookie cleared). Proven by tests/web/test_pages_core.py
 and tests/web/test_web_review.py."""
 
 from __future__ import annotations
