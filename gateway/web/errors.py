@@ -4,7 +4,8 @@ Every problem the app answers (`gateway.http.problems.problem`) is, for a page's
 page instead of problem+json: the same status; a 401 (no session, an ended or expired one) is a
 303 to `/signin` (the refusal was recorded by `current_actor` first); a 403 for a missing CSRF
 token says to reload the page; a 422 names the fields (their Chinese labels, never a submitted
-value, nor the code's own name). Proven by tests/web/test_pages_guarantees.py and test_web_review.py.
+value, nor the code's own name). Proven by tests/web/test_pages_guarantees.py and
+tests/web/test_web_review.py.
 """
 
 from __future__ import annotations
