@@ -13,6 +13,7 @@ What is measured, and the only labels there are:
 - At each scrape, from the store (`gateway.http.probes`, the same whichever worker answers):
   `casetrail_store_position`, `casetrail_projection_lag_events{projection}`,
   `casetrail_projection_running{projection}`, `casetrail_relay_backlog_events`,
+  `casetrail_relay_running`,
   `casetrail_evidence_lag_events`, `casetrail_undelivered_notices`,
   `casetrail_checkpoint_age_seconds`, `casetrail_checkpoint_uncovered_events`.
 Label values come from fixed sets (route templates, rule names, view names, HTTP methods and
@@ -235,6 +236,13 @@ class StoreFigures(Collector):
                     backlog,
                 )
             )
+        found.append(
+            _gauge(
+                "casetrail_relay_running",
+                "1 when the relay runs (its heartbeat, from whichever process runs it).",
+                1 if self.probes.relay_running() else 0,
+            )
+        )
         lag = self.probes.evidence_lag(head)
         if lag is not None:
             found.append(

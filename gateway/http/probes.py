@@ -16,7 +16,7 @@ Readiness (`Readiness.checks`), each check `ok` or not:
   embedded one) opens within a second.
 - `projections`: every read model's follower runs (here or elsewhere) and lags at most
   `CASETRAIL_READY_MAX_LAG` events (default 1000).
-- `relay`: the relay's position lags at most as much.
+- `relay`: the relay runs (its heartbeat is fresh) and its position lags at most as much.
 - `evidence`: the Merkle log's position lags at most as much.
 - `checkpoint`: events logged but not yet under a signed checkpoint wait at most
   `CASETRAIL_READY_MAX_CHECKPOINT_AGE` seconds (default 600) since the newest checkpoint.
@@ -50,6 +50,7 @@ from projections.follower import (
     SQLiteViewRecorder,
     Status,
     View,
+    heartbeat,
 )
 from projections.readmodels import ReadModels
 
@@ -152,6 +153,17 @@ class Probes:
         position = self._position(self._relay)
         return None if position is None else max(0, head - position)
 
+    def relay_running(self) -> bool:
+        """The relay's heartbeat is fresh (it runs in `casetrail serve`'s child or its own
+        `casetrail relay run`, never in a worker)."""
+        if self._relay is None:
+            return False
+        try:
+            found = heartbeat(self._relay)
+        except Exception:  # the table does not exist until the relay first runs
+            return False
+        return found is not None and found.fresh()
+
     def evidence_lag(self, head: int) -> int | None:
         position = self._position(self._merkle)
         return None if position is None else max(0, head - position)
@@ -230,7 +242,11 @@ class Probes:
         if head is not None:
             if self.thresholds.messaging:
                 backlog = self.relay_backlog(head)
-                found["relay"] = Check(backlog is not None and backlog <= limit, {"lag": backlog})
+                running = self.relay_running()
+                found["relay"] = Check(
+                    running and backlog is not None and backlog <= limit,
+                    {"running": running, "lag": backlog},
+                )
             lag = self.evidence_lag(head)
             found["evidence"] = Check(lag is not None and lag <= limit, {"lag": lag})
         found["checkpoint"] = self._guarded(self._checkpoint_check)

@@ -41,9 +41,11 @@ from gateway.http.app import create_app
 from gateway.http.metrics import ENV_TOKEN, UNMATCHED
 from gateway.http.probes import ENV_MESSAGING
 from gateway.settings import Settings
+from projections.follower import HEARTBEAT_STALE_SECONDS, beat
 from tests.conftest import TokenFactory
 from tests.integration.live_service import LiveService
 from tests.integration.planted import planted_case
+from tests.messaging.stack import build_stack, wait_for
 
 VILLAGE = "dongshan-village"
 OFFICE = "chengguan-governance-office"
@@ -176,7 +178,7 @@ def test_ready_once_followers_and_evidence_are_current(
     # Messaging required and no relay ever ran: not ready, and the relay check says why.
     not_ready = client.get("/readyz", headers=scraper)
     assert not_ready.status_code == 503
-    assert not_ready.json()["checks"]["relay"] == {"ok": False, "lag": None}
+    assert not_ready.json()["checks"]["relay"] == {"ok": False, "running": False, "lag": None}
     # A layout without messaging: ready once the followers in this process are current.
     monkeypatch.setenv(ENV_MESSAGING, "ignore")
     client.app.state.probes = None  # type: ignore[attr-defined]  # thresholds read again
@@ -304,5 +306,65 @@ def test_the_followers_threads_beat(settings: Settings) -> None:
             stop.set()
             thread.join(10)
         assert follower.status().running is False
+    finally:
+        followers.close()
+
+
+# --- the relay, in a process of its own, with a real broker ---------------------------------------
+
+
+def test_the_relay_of_another_process_is_reported_as_it_runs(tmp_path: Path) -> None:
+    stack = build_stack(tmp_path, [("dongshan-village", "东山村", "village")])
+    try:
+        # The API with messaging (its own broker check), the relay not started yet.
+        stack.api = stack.spawn(
+            "api", "serve", "--no-messaging", "--port", str(stack.api_port), env={ENV_TOKEN: TOKEN}
+        )
+        stack.wait_api()
+        scraper = {"Authorization": f"Bearer {TOKEN}"}
+
+        def relay() -> dict[str, Any]:
+            answer = httpx.get(f"{stack.api_url}/readyz", headers=scraper, timeout=10)
+            checks: dict[str, Any] = answer.json()["checks"]
+            assert checks["broker"] == {"ok": True, "reachable": 1, "servers": 1}
+            found: dict[str, Any] = checks["relay"]
+            return found
+
+        assert relay()["ok"] is False and relay()["running"] is False
+        process = stack.start_relay()
+        current = {"ok": True, "running": True, "lag": 0}
+        wait_for(lambda: relay() == current, 60, "the relay to be reported running")
+        metrics = httpx.get(f"{stack.api_url}/metrics", headers=scraper, timeout=10).text
+        assert ("casetrail_relay_running", {}, 1.0) in _samples(metrics)
+        # Stopped (SIGTERM): reported so at once; its position stays where it was.
+        assert process.stop() == 0
+        assert relay() == {"ok": False, "running": False, "lag": 0}
+    finally:
+        stack.close()
+
+
+def test_a_stale_heartbeat_is_a_stopped_follower(settings: Settings) -> None:
+    """A follower killed without a word (SIGKILL) leaves a heartbeat that ages: it is reported
+    running until the heartbeat is older than HEARTBEAT_STALE_SECONDS, then stopped."""
+    followers = bootstrap.followers(settings)
+    try:
+        follower = next(iter(followers.readmodels.followers.values()))
+        beat(follower.recorder)
+        assert follower.status().running is True
+
+        def aged(seconds: float) -> None:
+            beat_ms = int((time.time() - seconds) * 1000)
+            with follower.recorder._writing() as db:
+                db.execute(
+                    "UPDATE {follower_heartbeats} SET beat_ms = ? WHERE name = ?",
+                    (beat_ms, follower.name),
+                )
+
+        aged(HEARTBEAT_STALE_SECONDS - 5)
+        assert follower.status().running is True
+        aged(HEARTBEAT_STALE_SECONDS + 1)
+        status = follower.status()
+        assert status.running is False
+        assert status.heartbeat_age is not None and status.heartbeat_age > HEARTBEAT_STALE_SECONDS
     finally:
         followers.close()
