@@ -39,10 +39,10 @@ from domain.taxonomy import Role
 from gateway import bootstrap, keyring
 from gateway.http.app import create_app
 from gateway.http.metrics import ENV_TOKEN, UNMATCHED
-from gateway.http.probes import ENV_MESSAGING
+from gateway.http.probes import ENV_MAX_CHECKPOINT_AGE, ENV_MESSAGING
 from gateway.settings import Settings
 from projections.follower import HEARTBEAT_STALE_SECONDS, beat
-from tests.conftest import TokenFactory
+from tests.conftest import TokenFactory, pg_url
 from tests.integration.live_service import LiveService
 from tests.integration.planted import planted_case
 from tests.messaging.stack import build_stack, wait_for
@@ -246,14 +246,16 @@ def test_followers_of_another_process_are_reported_as_they_run(
 # --- two workers under `casetrail serve` ----------------------------------------------------------
 
 
-def test_two_workers_share_their_metrics(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_two_workers_share_their_metrics(
+    tmp_path: Path, store: str, request: pytest.FixtureRequest
+) -> None:
     home = tmp_path / "home"
     keyring.init_keys(home / "keys")
-    service = LiveService(
-        home,
-        tmp_path / "serve.log",
-        env={"CASETRAIL_WORKERS": "2", ENV_TOKEN: TOKEN, ENV_MESSAGING: "ignore"},
-    ).start(timeout=120)
+    env = {"CASETRAIL_WORKERS": "2", ENV_TOKEN: TOKEN, ENV_MESSAGING: "ignore"}
+    if store == "postgres":
+        env["CASETRAIL_DATABASE_URL"] = pg_url(request.getfixturevalue("pg_schema"))
+    service = LiveService(home, tmp_path / "serve.log", env=env).start(timeout=120)
     scraper = {"Authorization": f"Bearer {TOKEN}"}
     try:
         requests = 60
@@ -368,3 +370,56 @@ def test_a_stale_heartbeat_is_a_stopped_follower(settings: Settings) -> None:
         assert status.heartbeat_age is not None and status.heartbeat_age > HEARTBEAT_STALE_SECONDS
     finally:
         followers.close()
+
+
+def test_without_a_token_only_this_host_reads_the_figures(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    local = ("127.0.0.1", 50000)
+    with TestClient(create_app(settings), client=local) as here:
+        assert here.get("/metrics").status_code == 200
+        assert len(here.get("/readyz").json()["checks"]["store"]) > 1  # its figures
+    with TestClient(create_app(settings), client=("192.0.2.7", 50000)) as remote:
+        assert remote.get("/metrics").status_code == 403
+    # Behind a proxy on this host, every request comes from loopback: then none is local.
+    proxied = settings.model_copy(
+        update={"trusted_proxy_header": "X-Forwarded-For", "trusted_proxies": "127.0.0.1/32"}
+    )
+    with TestClient(create_app(proxied), client=local) as through_proxy:
+        assert through_proxy.get("/metrics").status_code == 403
+
+
+def test_an_event_waiting_too_long_for_a_checkpoint_is_not_ready(
+    client: TestClient,
+    auth: TokenFactory,
+    scraper: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(ENV_MESSAGING, "ignore")
+    monkeypatch.setenv(ENV_MAX_CHECKPOINT_AGE, "0")
+    client.app.state.probes = None  # type: ignore[attr-defined]
+    created = client.post(
+        "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, VILLAGE)
+    )
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
+
+    def uncovered() -> int:
+        found: int = client.get("/readyz", headers=scraper).json()["checks"]["checkpoint"][
+            "uncovered"
+        ]
+        return found
+
+    # The first checkpoint covers what is logged when it is signed; the reads after it wait
+    # for the next one (every 60 s by default): longer than the 0 s allowed here.
+    assert _wait_for(
+        lambda: (
+            client.get("/readyz", headers=scraper).json()["checks"]["checkpoint"]["age_seconds"]
+            is not None
+        )
+    )
+    client.get(f"/v1/cases/{created.json()['id']}", headers=coordinator)
+    assert _wait_for(lambda: uncovered() > 0)
+    answer = client.get("/readyz", headers=scraper)
+    assert answer.status_code == 503
+    assert answer.json()["checks"]["checkpoint"]["ok"] is False
