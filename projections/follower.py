@@ -87,6 +87,7 @@ from eventsourcing.postgres import (
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import Literal as SQLLiteral
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
@@ -357,6 +358,15 @@ class PostgresViewRecorder(PostgresTrackingRecorder):
         self.view = view
         super().__init__(
             datastore, tracking_table_name=tracking_table_name or f"{view.name}_tracking", **kwargs
+        )
+        # Every view's recorder creates the one heartbeats table, and processes start together
+        # (workers, the followers' child, the relay): two CREATE TABLE IF NOT EXISTS of one
+        # table at the same instant fail on PostgreSQL ("duplicate key ... pg_type"). A lock
+        # held to the end of the creating transaction makes the second find it there.
+        self.sql_create_statements.append(
+            SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                SQLLiteral(f"casetrail/{HEARTBEATS_TABLE}/{datastore.schema}")
+            )
         )
         for statement in (_HEARTBEATS_DDL, *view.create_statements("postgres")):
             self.sql_create_statements.append(
