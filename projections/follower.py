@@ -19,6 +19,10 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
   and hands them to the view in batches. `catch_up()`, `rebuild()` (from zero), `lag()`, and
   `run()` for a supervised background loop that survives database failures and, on
   PostgreSQL, wakes up on LISTEN/NOTIFY (falling back to polling when that connection fails).
+- Heartbeats: `run()` writes one row of `follower_heartbeats` per view every few seconds (and
+  "stopped" when it ends), so that `status()` in a process that does not run the follower (an
+  API worker) reports truthfully whether another process does (`beat`, `heartbeat`; proven by
+  tests/integration/test_observability.py).
 
 Where the tables live: wherever the datastore given to the recorder points. casetrail keeps
 them in a file of their own on SQLite (`$CASETRAIL_HOME/readmodels.sqlite`) and in the events'
