@@ -27,6 +27,7 @@ queue every reader waits in (bench/README.md, "reads"). The readers of one batch
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
@@ -39,6 +40,18 @@ DEFAULT_MAX_WAIT_SECONDS: Final = 0.002
 # How long a reader waits for its commit before it gives up (and discloses nothing).
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_COMMITTERS: Final = 2
+
+
+# Told of every committed transaction: (committer's name, events in it, seconds it took). Set
+# by the service's metrics (`gateway.http.metrics`); the domain itself knows no metrics library.
+CommitObserver = Callable[[str, int, float], None]
+_observers: list[CommitObserver] = []
+
+
+def observe_commits(observer: CommitObserver) -> None:
+    """Call `observer` after each transaction a committer of this process stores."""
+    if observer not in _observers:
+        _observers.append(observer)
 
 
 class GroupCommitClosed(RuntimeError):
@@ -159,6 +172,7 @@ class GroupCommit:
 
     def _run(self) -> None:
         while (batch := self._take_batch()) is not None:
+            started = time.perf_counter()
             try:
                 self._save([event for unit in batch.units for event in unit])
             except Exception as exc:  # every waiter gets the store's own error, or its own
@@ -168,8 +182,15 @@ class GroupCommit:
                     batch.errors.update(dict.fromkeys(range(len(batch.units)), exc))
             else:
                 self._count(1, batch.size)
+                self._observed(batch.size, time.perf_counter() - started)
             self._last_size = batch.size
             batch.done.set()
+
+    def _observed(self, size: int, seconds: float) -> None:
+        for observer in _observers:
+            # A metric never fails a commit already made.
+            with contextlib.suppress(Exception):
+                observer(self.name, size, seconds)
 
     def _count(self, batches: int, events: int) -> None:
         with self._ready:  # committers count from several threads

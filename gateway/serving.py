@@ -6,7 +6,8 @@
 This process checks the keys and the store first (a bad setting fails here, in one line), then
 starts the supervised children (`gateway.supervisor`: the embedded broker, the relay, and with
 `CASETRAIL_PROJECTIONS=process` the followers), then runs uvicorn until SIGINT or SIGTERM, then
-stops the children.
+stops the children. With several workers, their metrics meet in `$CASETRAIL_HOME/metrics`
+(`_prepare_metrics`, `gateway.http.metrics`).
 
 Several workers are several Python processes: a process runs Python on one core at a time, and
 the HTTP work of a request (parsing, routing, validation, serialising) is CPU-bound. Everything
@@ -26,6 +27,7 @@ server software. Proven over sockets by `tests/integration/test_http_limits.py`.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -98,6 +100,23 @@ def _prepare_read_models(settings: Settings, application: CaseTrail) -> None:
         log.error("projections_unavailable", error=str(exc))
 
 
+METRICS_DIR: Final = "metrics"  # under $CASETRAIL_HOME
+
+
+def _prepare_metrics(settings: Settings) -> None:
+    """Several workers: each writes its metrics to files in `$CASETRAIL_HOME/metrics`, which
+    a scrape on any worker adds up (`gateway.http.metrics`). Set before the workers are spawned
+    (prometheus-client reads it when first imported); emptied first, or a past run's counts
+    would be added to this one's. A directory the operator set is theirs: left as it is."""
+    if settings.workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    directory = settings.home / METRICS_DIR
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 class _Stopped(Exception):
     """SIGINT or SIGTERM reached this process outside uvicorn's own handling."""
 
@@ -122,6 +141,7 @@ def run(
     _prepare_read_models(settings, application)
     if announce is not None:
         announce()
+    _prepare_metrics(settings)
     children = supervisor.Supervisor(
         settings, application, messaging=messaging, projections=settings.followers_in_child
     )

@@ -19,6 +19,10 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
   and hands them to the view in batches. `catch_up()`, `rebuild()` (from zero), `lag()`, and
   `run()` for a supervised background loop that survives database failures and, on
   PostgreSQL, wakes up on LISTEN/NOTIFY (falling back to polling when that connection fails).
+- Heartbeats: `run()` writes one row of `follower_heartbeats` per view every few seconds (and
+  "stopped" when it ends), so that `status()` in a process that does not run the follower (an
+  API worker) reports truthfully whether another process does (`beat`, `heartbeat`; proven by
+  tests/integration/test_observability.py).
 
 Where the tables live: wherever the datastore given to the recorder points. casetrail keeps
 them in a file of their own on SQLite (`$CASETRAIL_HOME/readmodels.sqlite`) and in the events'
@@ -54,6 +58,7 @@ Example, a view counting case reports (the ledger in `projections.ledger.view` i
 
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import threading
@@ -86,6 +91,7 @@ from eventsourcing.postgres import (
 from eventsourcing.sqlite import SQLiteDatastore, SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import Literal as SQLLiteral
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
@@ -103,6 +109,20 @@ _MAX_BACKOFF_SECONDS: Final = 30.0
 # channel is per database: other schemas' inserts wake us too) costs one cheap look at most
 # that often (bench/README.md, "reads"). It is also the most a read model lags under load.
 GATHER_SECONDS: Final = 0.25
+# A running follower writes a heartbeat at most this often (`follower_heartbeats`, one row per
+# view), so that a process that does not run it (an API worker, when the followers run in
+# `casetrail projections run` or under `casetrail serve`'s supervisor) can tell whether someone
+# does. A heartbeat older than HEARTBEAT_STALE_SECONDS means nobody does: it is longer than the
+# longest pause of a running loop (the backoff after a failure), so a live follower is never
+# reported stopped; a killed one is reported stopped within that time.
+HEARTBEAT_SECONDS: Final = 5.0
+HEARTBEAT_STALE_SECONDS: Final = _MAX_BACKOFF_SECONDS + 3 * HEARTBEAT_SECONDS
+HEARTBEATS_TABLE: Final = "follower_heartbeats"
+_HEARTBEATS_DDL: Final = (
+    "CREATE TABLE IF NOT EXISTS {follower_heartbeats} ("
+    "name TEXT PRIMARY KEY, beat_ms BIGINT NOT NULL, pid BIGINT NOT NULL, "
+    "last_error TEXT, updated_at TEXT)"
+)
 
 
 class PositionMoved(Exception):
@@ -268,6 +288,7 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
             f"CREATE TABLE IF NOT EXISTS {self.tracking_table_name} ("
             "application_name TEXT, notification_id INTEGER, PRIMARY KEY (application_name)) "
             "WITHOUT ROWID",
+            Db(None, "sqlite").sql(_HEARTBEATS_DDL),
             *(Db(None, "sqlite").sql(s) for s in self.view.create_statements("sqlite")),
         ]
 
@@ -342,7 +363,16 @@ class PostgresViewRecorder(PostgresTrackingRecorder):
         super().__init__(
             datastore, tracking_table_name=tracking_table_name or f"{view.name}_tracking", **kwargs
         )
-        for statement in view.create_statements("postgres"):
+        # Every view's recorder creates the one heartbeats table, and processes start together
+        # (workers, the followers' child, the relay): two CREATE TABLE IF NOT EXISTS of one
+        # table at the same instant fail on PostgreSQL ("duplicate key ... pg_type"). A lock
+        # held to the end of the creating transaction makes the second find it there.
+        self.sql_create_statements.append(
+            SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                SQLLiteral(f"casetrail/{HEARTBEATS_TABLE}/{datastore.schema}")
+            )
+        )
+        for statement in (_HEARTBEATS_DDL, *view.create_statements("postgres")):
             self.sql_create_statements.append(
                 Composed([SQL(Db(None, "postgres", datastore.schema).sql(statement))])
             )
@@ -426,6 +456,60 @@ def _reset(recorder: AnyViewRecorder, db: Db, application_name: str) -> None:
     for table in reversed(recorder.view.tables):
         db.execute(f"DELETE FROM {{{table}}}")
     _set_position(recorder, db, application_name, START)
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The last sign of life of whoever runs a view's follower, possibly in another process."""
+
+    beat_ms: int
+    pid: int
+    last_error: str | None
+    updated_at: str | None
+
+    def age_seconds(self, now: float | None = None) -> float:
+        return max(0.0, (now if now is not None else time.time()) - self.beat_ms / 1000)
+
+    def fresh(self, now: float | None = None) -> bool:
+        return self.beat_ms > 0 and self.age_seconds(now) <= HEARTBEAT_STALE_SECONDS
+
+
+def beat(
+    recorder: AnyViewRecorder,
+    *,
+    alive: bool = True,
+    last_error: str | None = None,
+    updated_at: str | None = None,
+) -> None:
+    """Record that this process runs `recorder`'s view now (`alive=False`: it just stopped)."""
+    with recorder._writing() as db:
+        db.insert(
+            HEARTBEATS_TABLE,
+            ("name", "beat_ms", "pid", "last_error", "updated_at"),
+            [
+                (
+                    recorder.view.name,
+                    int(time.time() * 1000) if alive else 0,
+                    os.getpid(),
+                    last_error,
+                    updated_at,
+                )
+            ],
+            key=("name",),
+        )
+
+
+def heartbeat(recorder: AnyViewRecorder) -> Heartbeat | None:
+    """The view's last heartbeat, whoever wrote it; None if no follower ever ran it."""
+    with recorder.reading() as db:
+        rows = db.execute(
+            f"SELECT beat_ms, pid, last_error, updated_at FROM {{{HEARTBEATS_TABLE}}} WHERE name=?",
+            (recorder.view.name,),
+        )
+    if not rows:
+        return None
+    row = rows[0]
+    return Heartbeat(int(row["beat_ms"]), int(row["pid"]), row["last_error"], row["updated_at"])
 
 
 def ensure_position(recorder: AnyViewRecorder, application_name: str) -> None:
@@ -608,6 +692,9 @@ class Status:
     running: bool
     last_error: str | None
     updated_at: str | None
+    # Seconds since the last heartbeat of whoever runs the follower (this process or another);
+    # None when no follower ever ran this view.
+    heartbeat_age: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -618,6 +705,7 @@ class Status:
             "running": self.running,
             "last_error": self.last_error,
             "updated_at": self.updated_at,
+            "heartbeat_age": self.heartbeat_age,
         }
 
 
@@ -653,6 +741,7 @@ class Follower:
         self.last_error: str | None = None
         self.updated_at: str | None = None
         self._running = False
+        self._last_beat = 0.0
         ensure_position(recorder, self.application_name)
 
     @property
@@ -669,16 +758,39 @@ class Follower:
         return max(0, self.head() - self.position())
 
     def status(self) -> Status:
+        """Where the view stands. `running`, `last_error` and `updated_at` are those of
+        whoever runs the follower: this process's own loop, or another process's, as its
+        heartbeat tells (an API worker while `casetrail projections run` follows the store)."""
         position, head = self.position(), self.head()
+        running, last_error, updated_at = self._running, self.last_error, self.updated_at
+        found = heartbeat(self.recorder)
+        age = round(found.age_seconds(), 1) if found is not None and found.beat_ms else None
+        if not running and found is not None:
+            running = found.fresh()
+            last_error, updated_at = found.last_error, found.updated_at
         return Status(
             name=self.name,
             position=position,
             head=head,
             lag=max(0, head - position),
-            running=self._running,
-            last_error=self.last_error,
-            updated_at=self.updated_at,
+            running=running,
+            last_error=last_error,
+            updated_at=updated_at,
+            heartbeat_age=age,
         )
+
+    def _beat(self, alive: bool = True) -> None:
+        """A heartbeat; its failure (the store is down) only lets it go stale, truthfully."""
+        try:
+            beat(
+                self.recorder,
+                alive=alive,
+                last_error=self.last_error,
+                updated_at=self.updated_at,
+            )
+        except (PersistenceError, psycopg.Error, sqlite3.Error, OSError):
+            return
+        self._last_beat = time.monotonic()
 
     def next_batch(self, horizon: int | None = None) -> Batch | None:
         """The events after the view's position, up to the settled end of the log (or
@@ -745,8 +857,11 @@ class Follower:
         backoff = poll_seconds
         self._running = True
         next_look = 0.0
+        self._beat()
         try:
             while not stop.is_set():
+                if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+                    self._beat()
                 pause = next_look - time.monotonic()
                 if pause > 0 and stop.wait(pause):
                     break
@@ -776,10 +891,14 @@ class Follower:
                     waker.wait(poll_seconds, stop)
         finally:
             self._running = False
+            # Stopped: reported so at once, not when the heartbeat goes stale. (A second process
+            # following the same view beats again within HEARTBEAT_SECONDS.)
+            self._beat(alive=False)
             waker.close()
 
     def _failed(self, exc: BaseException, level: str = "warning") -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+        self._beat()  # the error is seen from other processes too (if the store takes it)
         if self.log is not None:
             getattr(self.log, level)(
                 "projection_failed", projection=self.name, error_type=type(exc).__name__

@@ -43,7 +43,7 @@ from domain.application import AccessRefused
 from gateway import bootstrap, web
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
-from gateway.http import limits, sessions
+from gateway.http import limits, metrics, sessions
 from gateway.http.dependencies import Services
 from gateway.http.limits import RequestLimits
 from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, validation_errors
@@ -141,6 +141,7 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         app.include_router(router)
     _install_docs(app)
     web.install(app)  # the pages at `/` (issue 18)
+    metrics.install(app)  # /metrics, /readyz, request timing (issue 21); after the handlers
     return app
 
 

@@ -101,7 +101,15 @@ def problem(
 
 
 # Paths that are the API's, not pages: everything else is a web page (gateway.web).
-_API_PREFIXES: Final = ("/v1/", "/docs", "/openapi.json", "/healthz", "/static/")
+_API_PREFIXES: Final = (
+    "/v1/",
+    "/docs",
+    "/openapi.json",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/static/",
+)
 
 
 def is_page_path(path: str) -> bool:

@@ -150,6 +150,7 @@ from gateway.messaging.sealing import (
 from gateway.store.horizon import settled_horizon
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore
 from projections.follower import (
+    HEARTBEAT_SECONDS,
     START,
     AnyViewRecorder,
     Batch,
@@ -159,6 +160,7 @@ from projections.follower import (
     PositionMoved,
     PostgresWaker,
     View,
+    beat,
     horizon_of,
     view_recorder,
 )
@@ -803,6 +805,7 @@ class Relay:
         # stores are events the loop then announces (`finding_raised`).
         self.evaluator = ComplianceEvaluator(application)
         self._closing = False
+        self._last_beat = -HEARTBEAT_SECONDS
 
     def position(self) -> int:
         return self.recorder.position(self.application.name)
@@ -1056,6 +1059,7 @@ class Relay:
         stopper = asyncio.create_task(relay_stop())
         try:
             while not stop.is_set():
+                await self._heartbeat(loop.time())
                 try:
                     if self.nc is None or self.nc.is_closed:
                         await self.connect()
@@ -1088,6 +1092,19 @@ class Relay:
             stopper.cancel()
             waker.close()
             await self.close()
+            await asyncio.to_thread(self._beat, False)  # stopped: reported so at once
+
+    async def _heartbeat(self, now: float) -> None:
+        """At most every HEARTBEAT_SECONDS (`projections.follower.beat`): so that the API's
+        /readyz and /metrics can tell, from another process, that the relay runs."""
+        if now - self._last_beat >= HEARTBEAT_SECONDS:
+            self._last_beat = now
+            await asyncio.to_thread(self._beat, True)
+
+    def _beat(self, alive: bool) -> None:
+        """A heartbeat; when the store does not take it, it goes stale, truthfully."""
+        with contextlib.suppress(Exception):
+            beat(self.recorder, alive=alive, last_error=self.stats.last_error)
 
     async def _idle(
         self, waker: CommitWaker, thread_stop: threading.Event, last_look: float
