@@ -46,6 +46,7 @@ SCENARIOS: Final = (
     ("report", "the investigation report of a case of 10,000 events vs raw decode (issue 13)"),
     ("compliance", "the compliance rules over 1M access events vs a raw scan (issue 15)"),
     ("access_log", "one case's access log from 10k to 1M access events, flat (issue 15)"),
+    ("cli_start", "casetrail --help, token issue, verify-bundle, proof check vs python -c pass"),
 )
 
 
