@@ -47,6 +47,7 @@ SCENARIOS: Final = (
     ("compliance", "the compliance rules over 1M access events vs a raw scan (issue 15)"),
     ("access_log", "one case's access log from 10k to 1M access events, flat (issue 15)"),
     ("web", "server time of a case page vs the JSON read of the same case (issue 18)"),
+    ("cli_start", "casetrail --help, token issue, verify-bundle, proof check vs python -c pass"),
 )
 
 

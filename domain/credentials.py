@@ -59,7 +59,13 @@ _NAMESPACE: Final = UUID("4d0c6b2e-91a7-5f3c-b8e4-6a2d1f7c9e53")
 HASHER: Final = PasswordHasher()
 # A hash of nothing anyone knows, verified against when there is no account: the same work as a
 # wrong password, so the time taken does not tell an unknown user id from a wrong password.
-_DUMMY_HASH: Final = HASHER.hash("casetrail: no such account, the same work as a wrong password")
+# Written out rather than hashed at import: hashing costs ~0.2 s (more on a busy machine) in
+# every process that imports the domain, `casetrail token issue` included (issue 23). It must
+# carry HASHER's parameters, or the work would differ: tests/domain/test_credentials_dummy.py.
+_DUMMY_HASH: Final = (
+    "$argon2id$v=19$m=65536,t=3,p=4$lav9kYX0s4Sp6MvPCAB2vA"
+    "$c+zrzSATOfMEHOZZ1JOraCnafjgaVUxSTi94E/FEZOI"
+)
 
 MIN_PASSWORD_CHARS: Final = 12
 MAX_PASSWORD_BYTES: Final = 1024

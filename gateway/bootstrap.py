@@ -34,20 +34,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
 from domain.credentials import Policy, SessionLimits
 from gateway import keyring
-from gateway.auth import TokenVerifier
-from gateway.evidence.maintainer import Evidence, EvidenceSettings
-from gateway.logs import get_logger
-from gateway.messaging.broker_config import NatsLayout
-from gateway.messaging.relay import Relay, RelayOptions
 from gateway.settings import Settings
-from gateway.signin import SignIn
-from gateway.signin.oidc import OidcClient, OidcConfig, transaction_key
 from gateway.store import guard as store_guard
 from gateway.store.eventstore import (
     EventIntegrityError,
@@ -55,12 +49,25 @@ from gateway.store.eventstore import (
     redacted,
     store_environment,
 )
-from gateway.store.horizon import settled_horizon
 from gateway.store.setup import StoreSetupProblem, setup_lock
-from projections.compliance.access_log import CaseLog
-from projections.readmodels import ReadModelConfig, ReadModels
 
-log = get_logger("casetrail.projections")
+if TYPE_CHECKING:
+    from gateway.auth import TokenVerifier
+    from gateway.evidence.maintainer import Evidence
+    from gateway.messaging.relay import Relay, RelayOptions
+    from gateway.signin import SignIn
+    from projections.readmodels import ReadModelConfig, ReadModels
+
+# The parts beyond the application (read models, evidence log, relay, sign-in, token verifier,
+# logging) are imported by the functions that build them: a process that only opens the
+# application, such as `casetrail token issue`, starts without them (issue 23,
+# tests/integration/test_cli_start.py).
+
+
+def _log() -> Any:
+    from gateway.logs import get_logger  # noqa: PLC0415 (see above)
+
+    return get_logger("casetrail.projections")
 
 
 class StartupProblem(Exception):
@@ -159,6 +166,8 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
 
 
 def token_verifier(settings: Settings) -> TokenVerifier:
+    from gateway.auth import TokenVerifier  # noqa: PLC0415 (see the imports)
+
     try:
         keys = [
             keyring.load_public_key(path, "token public key")
@@ -182,6 +191,8 @@ def readmodel_url(settings: Settings) -> str:
 
 def readmodel_config(settings: Settings, *, batch_size: int | None = None) -> ReadModelConfig:
     """The read models' configuration; `StartupProblem` says what to fix."""
+    from projections.readmodels import ReadModelConfig  # noqa: PLC0415 (see the imports)
+
     if not settings.consultation_deadline_hours > 0:
         raise StartupProblem(
             "CASETRAIL_CONSULTATION_DEADLINE_HOURS must be a number of hours above 0 (default 24)"
@@ -209,12 +220,15 @@ def open_read_models(
     settings: Settings, application: CaseTrail, *, batch_size: int | None = None
 ) -> ReadModels:
     """The read models, their tables created if missing; `StartupProblem` if they cannot be."""
+    from gateway.store.horizon import settled_horizon  # noqa: PLC0415 (see the imports)
+    from projections.readmodels import ReadModels  # noqa: PLC0415 (see the imports)
+
     config = readmodel_config(settings, batch_size=batch_size)
     try:
         # Created (or rebuilt on a new layout) by one process at a time (gateway/store/setup.py).
         with setup_lock(settings.database_url):
             horizon = settled_horizon(application)
-            return ReadModels(application, config, log=log, horizon=horizon)
+            return ReadModels(application, config, log=_log(), horizon=horizon)
     except StoreSetupProblem as exc:
         raise StartupProblem(str(exc)) from None
     except (PersistenceError, OSError, ValueError) as exc:
@@ -231,7 +245,7 @@ def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadMode
     try:
         return open_read_models(settings, application)
     except StartupProblem as exc:
-        log.error("projections_unavailable", error=str(exc))
+        _log().error("projections_unavailable", error=str(exc))
         return None
 
 
@@ -240,6 +254,8 @@ def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadMode
 
 def open_evidence(settings: Settings, application: CaseTrail) -> Evidence:
     """The Merkle log and checkpoints over `application`'s store, signing with the service key."""
+    from gateway.evidence.maintainer import Evidence, EvidenceSettings  # noqa: PLC0415 (see the imports)
+
     try:
         key = keyring.load_private_key(
             settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
@@ -254,6 +270,9 @@ def open_relay(
 ) -> Relay:
     """The relay over `application`: broker settings, the service's signing key, the key its
     message ids derive from."""
+    from gateway.messaging.broker_config import NatsLayout  # noqa: PLC0415 (see the imports)
+    from gateway.messaging.relay import Relay  # noqa: PLC0415 (see the imports)
+
     return Relay(
         application,
         nats_settings=settings.nats,
@@ -273,6 +292,9 @@ def sign_in(settings: Settings) -> SignIn:
     """Sign-in's lockout policy, session limits and OIDC client (when a provider is set), for an
     API worker; the OIDC transactions are sealed under a key derived from the index key, so
     that any worker opens what another sealed."""
+    from gateway.signin import SignIn  # noqa: PLC0415 (see the imports)
+    from gateway.signin.oidc import OidcClient, OidcConfig, transaction_key  # noqa: PLC0415 (see the imports)
+
     oidc = None
     if settings.oidc_issuer and settings.oidc_client_id and settings.oidc_redirect_uri:
         try:
@@ -336,6 +358,8 @@ class Service:
 def api(settings: Settings, application: CaseTrail | None = None) -> Service:
     """An API worker's parts. `application`: one already opened by `open_application` (the
     benchmarks pass a variant of it); it is closed with the service."""
+    from projections.compliance.access_log import CaseLog  # noqa: PLC0415 (see the imports)
+
     application = application or open_application(settings)
     try:
         verifier = token_verifier(settings)

@@ -7,6 +7,9 @@
 - index.key: HMAC key for blind-index lookups in read models.
 
 A key is never printed, logged, or written anywhere else.
+
+The event store's codec (`gateway.store.eventstore`) is imported only by the functions of the
+event key: loading a public key stays light for the offline checks of the command line (issue 23).
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-
-from gateway.store.eventstore import decode_key, new_key_text
 
 
 class KeyProblem(Exception):
@@ -73,6 +74,8 @@ def init_keys(keys_dir: Path) -> list[str]:
     os.chmod(keys_dir, 0o700)
     created: list[str] = []
     if not (keys_dir / EVENT_KEY).exists():
+        from gateway.store.eventstore import new_key_text  # noqa: PLC0415 (see the docstring)
+
         _write_secret(keys_dir / EVENT_KEY, new_key_text().encode() + b"\n")
         created.append(EVENT_KEY)
     for private, public in ((TOKEN_KEY, TOKEN_PUB), (SERVICE_KEY, SERVICE_PUB)):
@@ -115,6 +118,8 @@ def load_event_keys(keys_dir: Path, env_value: str | None) -> EventKeys:
         source = str(keys_dir / EVENT_KEY)
     if not texts:
         raise KeyProblem(f"the event key in {source} is empty")
+    from gateway.store.eventstore import decode_key  # noqa: PLC0415 (see the docstring)
+
     for text in texts:
         try:
             decode_key(text)

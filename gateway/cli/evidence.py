@@ -12,6 +12,10 @@ None of them needs the event key: the tree is over the stored, encrypted bytes. 
 create` needs the service signing key. Exit codes: 0 intact (or done), 1 tampering found (the
 first line names the first position that differs), 2 something to fix (usage, keys, files,
 store unreachable), each a one-line message.
+
+Each command imports what it uses in its own body, so that the offline checks (`verify-bundle`,
+`proof check`) start fast, without the store's modules (issue 23,
+tests/integration/test_cli_start.py).
 """
 
 from __future__ import annotations
@@ -19,38 +23,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from eventsourcing.persistence import PersistenceError
 
-from domain.application import CaseTrail
-from gateway import bootstrap, keyring, logs
-from gateway.evidence.documents import (
-    EvidenceUnavailable,
-    consistency_document,
-    inclusion_document,
-)
-from gateway.evidence.maintainer import (
-    TreeInconsistent,
-)
-from gateway.evidence.verification import (
-    BundleFormatError,
-    check_held,
-    check_proof,
-    verify_bundle,
-    verify_store,
-)
-from gateway.settings import Settings
-from gateway.store import guard as store_guard
-from gateway.store.setup import StoreSetupProblem, setup_lock
-from projections.evidence.checkpoints import (
-    CheckpointFormatError,
-    CheckpointStore,
-    checkpoints_document,
-    load_checkpoints,
-)
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from domain.application import CaseTrail
+    from gateway.settings import Settings
 
 FilePath = click.Path(dir_okay=False, path_type=Path)
 
@@ -67,6 +48,8 @@ class EvidenceUsageError(click.ClickException):
 def _open_store(settings: Settings, *, create: bool = False) -> CaseTrail:
     """The store without its event key. Unless `create`, nothing is created: a verifier with
     read-only rights can run."""
+    from gateway import bootstrap, logs
+
     # Log lines go to stderr as JSON, never between a command's own lines on stdout.
     logs.configure(settings.log_level)
     try:
@@ -76,6 +59,8 @@ def _open_store(settings: Settings, *, create: bool = False) -> CaseTrail:
 
 
 def _public_key(settings: Settings, path: Path | None) -> Ed25519PublicKey:
+    from gateway import keyring
+
     where = path or settings.keys_dir / keyring.SERVICE_PUB
     return keyring.load_public_key(where, "service public key")
 
@@ -123,6 +108,12 @@ def _store_failed(exc: Exception) -> EvidenceUsageError:
     help="the service's public key (default: $CASETRAIL_HOME/keys/service-signing.pub)",
 )
 def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
+    from eventsourcing.persistence import PersistenceError
+
+    from gateway.evidence.verification import check_held, verify_store
+    from gateway.settings import Settings
+    from projections.evidence.checkpoints import CheckpointFormatError, load_checkpoints
+
     settings = Settings.from_env()
     key = _public_key(settings, public_key)
     held = []
@@ -165,6 +156,9 @@ def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
 @click.argument("bundle_file", type=FilePath)
 @click.option("--public-key", required=True, type=FilePath, help="the service's public key")
 def verify_bundle_command(bundle_file: Path, public_key: Path) -> None:
+    from gateway import keyring
+    from gateway.evidence.verification import BundleFormatError, verify_bundle
+
     key = keyring.load_public_key(public_key, "service public key")
     document = _read_json(bundle_file, "evidence bundle")
     try:
@@ -190,6 +184,13 @@ def checkpoint() -> None:
     "create", help="Bring the Merkle log up to date and sign a checkpoint of it now."
 )
 def checkpoint_create() -> None:
+    from eventsourcing.persistence import PersistenceError
+
+    from gateway import bootstrap
+    from gateway.evidence.maintainer import TreeInconsistent
+    from gateway.settings import Settings
+    from gateway.store import guard as store_guard
+
     settings = Settings.from_env()
     application = _open_store(settings)
     try:
@@ -214,6 +215,9 @@ def checkpoint_create() -> None:
 @checkpoint.command("list", help="Every stored checkpoint, one line each, oldest first.")
 @click.option("--public-key", type=FilePath, help="default: the service's own")
 def checkpoint_list(public_key: Path | None) -> None:
+    from gateway.settings import Settings
+    from projections.evidence.checkpoints import CheckpointStore
+
     settings = Settings.from_env()
     key = _public_key(settings, public_key)
     application = _open_store(settings)
@@ -235,6 +239,9 @@ def checkpoint_list(public_key: Path | None) -> None:
 @click.option("--seq", type=click.IntRange(min=1), help="one checkpoint by number")
 @click.option("--out", type=FilePath, help="write to this file instead of stdout")
 def checkpoint_export(everything: bool, seq: int | None, out: Path | None) -> None:
+    from gateway.settings import Settings
+    from projections.evidence.checkpoints import CheckpointStore, checkpoints_document
+
     settings = Settings.from_env()
     application = _open_store(settings)
     try:
@@ -273,6 +280,9 @@ def proof() -> None:
 def proof_inclusion(
     position: int, size: int | None, out: Path | None, public_key: Path | None
 ) -> None:
+    from gateway.evidence.documents import EvidenceUnavailable, inclusion_document
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     key = _public_key(settings, public_key)
     application = _open_store(settings)
@@ -296,6 +306,9 @@ def proof_inclusion(
 def proof_consistency(
     first: int, second: int | None, out: Path | None, public_key: Path | None
 ) -> None:
+    from gateway.evidence.documents import EvidenceUnavailable, consistency_document
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     key = _public_key(settings, public_key)
     application = _open_store(settings)
@@ -312,9 +325,15 @@ def proof_consistency(
 @click.argument("proof_file", type=FilePath)
 @click.option("--public-key", type=FilePath, help="default: the service's own, if present")
 def proof_check(proof_file: Path, public_key: Path | None) -> None:
+    from gateway import keyring
+    from gateway.evidence.verification import check_proof
+
     document = _read_json(proof_file, "proof")
     key = keyring.load_public_key(public_key, "service public key") if public_key else None
     if key is None:
+        # Only without --public-key: the settings say where the service's own key is.
+        from gateway.settings import Settings
+
         default = Settings.from_env().keys_dir / keyring.SERVICE_PUB
         key = keyring.load_public_key(default, "service public key") if default.exists() else None
     problems = check_proof(document, key)
@@ -341,6 +360,10 @@ def store() -> None:
     "the database owner; the service's role then needs INSERT and SELECT only).",
 )
 def store_init() -> None:
+    from gateway.settings import Settings
+    from gateway.store import guard as store_guard
+    from gateway.store.setup import StoreSetupProblem, setup_lock
+
     settings = Settings.from_env()
     # One process at a time creates (gateway/store/setup.py); the second finds it all in place.
     try:

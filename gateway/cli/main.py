@@ -1,32 +1,28 @@
 """The `casetrail` command. Every failure is one line on stderr and a non-zero exit:
 exit 2 for something the user must fix (keys, settings, input), 1 for anything else.
+
+It starts fast (issue 23): this module imports only what parsing the arguments needs (click and
+the role names). The commands of other modules are registered by name (`COMMANDS`) and imported
+when dispatched, and every handler imports the service's modules it uses inside itself, so
+`casetrail --help`, `token issue`, `verify-bundle` and `proof check` never load the HTTP app,
+the messaging stack or the read models. Proven by tests/integration/test_cli_start.py (what
+each light command imports) and measured by bench/cli_start.py (against `python -c pass`).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 import click
-import pydantic
-from eventsourcing.persistence import PersistenceError
+from click.formatting import HelpFormatter
 
 from domain.taxonomy import Role
-from gateway import bootstrap, keyring, logs, serving
-from gateway.auth import MAX_TTL_SECONDS, issue_token
-from gateway.bootstrap import StartupProblem
-from gateway.cli import compliance as compliance_cli
-from gateway.cli import credentials as credentials_cli
-from gateway.cli import deadlines as deadlines_cli
-from gateway.cli import evidence as evidence_cli
-from gateway.cli import messaging as messaging_cli
-from gateway.cli import projections as projection_cli
-from gateway.cli import reports as report_cli
-from gateway.cli import roster as roster_cli
-from gateway.cli import users as users_cli
-from gateway.cli.demo import PAGES_URL, demo_passwords, fill_demo
-from gateway.settings import Settings, SettingsProblem
-from gateway.store.setup import StoreSetupProblem, setup_lock
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 DEFAULT_STREET = "chengguan-street"
 
@@ -35,7 +31,141 @@ class UserError(click.ClickException):
     exit_code = 2
 
 
-@click.group(help="casetrail: audited case files for early-warning issues of minor students.")
+# Maximum token lifetime: the same number as gateway.auth.MAX_TTL_SECONDS (which issue_token
+# enforces), written here so that parsing `--ttl` does not import the token code; a test keeps
+# the two equal (tests/integration/test_cli_start.py).
+MAX_TTL_SECONDS: Final = 7 * 24 * 3600
+
+
+# The commands that live in other modules: name -> (module, attribute, the first sentence of its
+# help as `casetrail --help` lists it). The module is imported when the command is dispatched (or
+# its own --help asked for); the summary lets the top-level help list every command without
+# importing any. A test checks each summary against the command's own help.
+COMMANDS: Final[Mapping[str, tuple[str, str, str]]] = {
+    "verify": (
+        "gateway.cli.evidence",
+        "verify",
+        "Recompute the Merkle tree from the stored events and check it against the signed "
+        "checkpoints: those stored with the events and, with --checkpoint, those a unit kept.",
+    ),
+    "verify-bundle": (
+        "gateway.cli.evidence",
+        "verify_bundle_command",
+        "Check an evidence bundle offline, with the service's public key and no database.",
+    ),
+    "checkpoint": (
+        "gateway.cli.evidence",
+        "checkpoint",
+        "Signed checkpoints of the Merkle log: create, list, export for units.",
+    ),
+    "proof": (
+        "gateway.cli.evidence",
+        "proof",
+        "Inclusion and consistency proofs, and checking them offline.",
+    ),
+    "store": ("gateway.cli.evidence", "store", "The event store's own tables and guards."),
+    "projections": (
+        "gateway.cli.projections",
+        "projections",
+        "Read models (ledgers, worklists, reports) that follow the event store.",
+    ),
+    "unit": (
+        "gateway.cli.messaging",
+        "unit",
+        "The unit registry: member units that receive sealed notices.",
+    ),
+    "nats": (
+        "gateway.cli.messaging",
+        "nats",
+        "The NATS broker: its config, TLS material, and the embedded server.",
+    ),
+    "relay": (
+        "gateway.cli.messaging",
+        "relay",
+        "The relay: publishes sealed notices from the event store to the broker.",
+    ),
+    "deadlines": (
+        "gateway.cli.deadlines",
+        "deadlines",
+        "Missed deadlines, recorded as facts (docs: domain/deadlines.py).",
+    ),
+    "compliance": (
+        "gateway.cli.compliance",
+        "compliance",
+        "Compliance rules over every access, and their findings (docs/compliance.md).",
+    ),
+    "investigate": (
+        "gateway.cli.reports",
+        "investigate",
+        "Write the signed report of an investigation (html, pdf or json), as the investigator "
+        "whose token is given; the read of every case file is recorded first.",
+    ),
+    "verify-report": (
+        "gateway.cli.reports",
+        "verify_report_command",
+        "Check a signed investigation report (html, pdf or json) offline with the service's "
+        "public key: exit 0 intact, 1 changed or signed by another key.",
+    ),
+    "roster": ("gateway.cli.roster", "roster", "The roster of minors (底数) of each village."),
+    "screening": (
+        "gateway.cli.roster",
+        "screening",
+        "Screening campaigns (走访排查) and their coverage.",
+    ),
+    # `user password | totp | unlock` (sign-in, issue 16) join the group when it is loaded.
+    "user": (
+        "gateway.cli.main",
+        "user_group",
+        "The user registry: people, their posts and roles (issue 16).",
+    ),
+}
+
+
+def user_group() -> click.Command:
+    from gateway.cli import credentials as credentials_cli
+    from gateway.cli import users as users_cli
+
+    credentials_cli.register(users_cli.user)
+    return users_cli.user
+
+
+class LazyGroup(click.Group):
+    """A group whose `COMMANDS` are imported on first use, and listed from their summaries."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module, attribute, _ = COMMANDS[cmd_name]
+            found: Any = getattr(importlib.import_module(module), attribute)
+            # A command, or a function that builds one (`user_group`).
+            command: click.Command = found if isinstance(found, click.Command) else found()
+            self.add_command(command, cmd_name)  # loaded once: later calls find it here
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: HelpFormatter) -> None:
+        # click's own listing, but without importing a command only to print its summary.
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
+        rows = []
+        for name in names:
+            loaded = self.commands.get(name)
+            if loaded is not None:
+                if not loaded.hidden:
+                    rows.append((name, loaded.get_short_help_str(limit)))
+            else:
+                # Shortened exactly as click shortens a loaded command's help.
+                summary = click.Command(name, help=COMMANDS[name][2])
+                rows.append((name, summary.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    help="casetrail: audited case files for early-warning issues of minor students.",
+)
 def cli() -> None:
     pass
 
@@ -50,6 +180,9 @@ def keys() -> None:
 
 @keys.command("init", help="Create the keys that do not exist yet (mode 0600); never overwrites.")
 def keys_init() -> None:
+    from gateway import keyring
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     event_key = settings.keys_dir / keyring.EVENT_KEY
     if not event_key.exists() and not settings.event_key_env and _store_has_events(settings):
@@ -65,6 +198,9 @@ def keys_init() -> None:
 
 
 def _store_has_events(settings: Settings) -> bool:
+    from gateway import bootstrap
+    from gateway.store.setup import StoreSetupProblem, setup_lock
+
     if settings.store_kind == "sqlite" and not (settings.home / "casetrail.sqlite").exists():
         return False
     try:
@@ -92,6 +228,9 @@ def _store_has_events(settings: Settings) -> bool:
     help="also run the relay, and the embedded NATS server unless CASETRAIL_NATS_URL is set",
 )
 def serve(host: str, port: int, messaging: bool) -> None:
+    from gateway import logs, serving
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     logs.configure(settings.log_level)
 
@@ -119,6 +258,12 @@ def token() -> None:
 @click.option("--street", default=DEFAULT_STREET, show_default=True)
 @click.option("--ttl", default=8 * 3600, show_default=True, type=click.IntRange(1, MAX_TTL_SECONDS))
 def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
+    # Only what issuing needs: the settings, the store (to check the user) and the signing key.
+    from gateway import bootstrap, keyring
+    from gateway.auth import issue_token
+    from gateway.cli import users as users_cli
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     # Only for a registered, active user holding the role in that unit (issue 16): the API
     # would refuse any other token anyway; this says so before it is handed out.
@@ -145,6 +290,11 @@ def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
 @click.option("--cases", default=36, show_default=True, type=click.IntRange(1, 10_000))
 @click.option("--seed", default=7, show_default=True, type=int)
 def demo(cases: int, seed: int) -> None:
+    from gateway import bootstrap, keyring, logs
+    from gateway.auth import issue_token
+    from gateway.cli.demo import PAGES_URL, demo_passwords, fill_demo
+    from gateway.settings import Settings
+
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     keyring.init_keys(settings.keys_dir)
@@ -167,25 +317,6 @@ def demo(cases: int, seed: int) -> None:
         click.echo(f"  user {who.user:<32} password {passwords[who.user]}  ({who.role})")
 
 
-cli.add_command(evidence_cli.verify)
-cli.add_command(evidence_cli.verify_bundle_command)
-cli.add_command(evidence_cli.checkpoint)
-cli.add_command(evidence_cli.proof)
-cli.add_command(evidence_cli.store)
-cli.add_command(projection_cli.projections)
-cli.add_command(messaging_cli.unit)
-cli.add_command(messaging_cli.nats)
-cli.add_command(messaging_cli.relay)
-cli.add_command(deadlines_cli.deadlines)
-cli.add_command(compliance_cli.compliance)
-cli.add_command(report_cli.investigate)
-cli.add_command(report_cli.verify_report_command)
-cli.add_command(roster_cli.roster)
-cli.add_command(roster_cli.screening)
-cli.add_command(users_cli.user)
-credentials_cli.register(users_cli.user)  # `user password | totp | unlock` (sign-in, issue 16)
-
-
 # --- entry point --------------------------------------------------------------------------------
 
 
@@ -199,19 +330,51 @@ def main(argv: list[str] | None = None) -> Any:
         # Usage errors too: one line, not click's three.
         click.echo(f"casetrail: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code if isinstance(exc, UserError) else 2)
-    except (StartupProblem, keyring.KeyProblem, SettingsProblem) as exc:
+    except Exception as exc:
+        _one_line(exc)
+        raise
+
+
+def _one_line(exc: Exception) -> None:
+    """Exit 2 with one line for the problems a user fixes; return for anything else.
+
+    Each class is looked at only if its module was imported: an exception of a class whose
+    module never loaded cannot have been raised, and a light command stays light."""
+    if "gateway.bootstrap" in sys.modules:
+        from gateway.bootstrap import StartupProblem
+
+        _fixable(exc, StartupProblem)
+    if "gateway.keyring" in sys.modules:
+        from gateway.keyring import KeyProblem
+
+        _fixable(exc, KeyProblem)
+    if "gateway.settings" in sys.modules:
+        from gateway.settings import SettingsProblem
+
+        _fixable(exc, SettingsProblem)
+    if "eventsourcing.persistence" in sys.modules:
+        from eventsourcing.persistence import PersistenceError
+
+        if isinstance(exc, PersistenceError):
+            # Any command, one line: never a traceback (nor the driver's text, which may
+            # quote SQL).
+            click.echo(
+                f"casetrail: error: the event store failed ({type(exc).__name__}); check that "
+                "it is reachable and that CASETRAIL_DATABASE_URL names it",
+                err=True,
+            )
+            sys.exit(2)
+    if "pydantic" in sys.modules:
+        from pydantic import ValidationError
+
+        if isinstance(exc, ValidationError):
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ()))
+            click.echo(f"casetrail: error: {where}: {first.get('msg')}", err=True)
+            sys.exit(2)
+
+
+def _fixable(exc: Exception, kind: type[Exception]) -> None:
+    if isinstance(exc, kind):
         click.echo(f"casetrail: error: {exc}", err=True)
-        sys.exit(2)
-    except PersistenceError as exc:
-        # Any command, one line: never a traceback (nor the driver's text, which may quote SQL).
-        click.echo(
-            f"casetrail: error: the event store failed ({type(exc).__name__}); check that it is "
-            "reachable and that CASETRAIL_DATABASE_URL names it",
-            err=True,
-        )
-        sys.exit(2)
-    except pydantic.ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        click.echo(f"casetrail: error: {where}: {first.get('msg')}", err=True)
         sys.exit(2)

@@ -29,7 +29,7 @@ from domain.users import (
     RegisterUser,
     User,
 )
-from gateway import bootstrap, logs
+from gateway import bootstrap
 from gateway.auth import Standing, refusal_of
 from gateway.settings import Settings
 
@@ -52,6 +52,8 @@ def operator() -> dict[str, str]:
 
 @contextmanager
 def _opened() -> Iterator[CaseTrail]:
+    from gateway import logs  # structlog only where it logs: `token issue` starts without it
+
     settings = Settings.from_env()
     logs.configure(settings.log_level)
     application = bootstrap.open_application(settings)

@@ -22,12 +22,11 @@ import json
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from eventsourcing.persistence import ApplicationRecorder
 
 from projections.evidence.checkpoints import (
     Checkpoint,
@@ -35,7 +34,7 @@ from projections.evidence.checkpoints import (
     CheckpointStore,
     key_id,
 )
-from projections.evidence.log import MerkleLog, StoredRecord
+from projections.evidence.leaves import StoredRecord
 from projections.evidence.merkle import (
     EMPTY_ROOT,
     HASH_SIZE,
@@ -47,6 +46,13 @@ from projections.evidence.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+
+if TYPE_CHECKING:
+    # Checking a store needs its drivers; checking a bundle or a proof offline does not, and
+    # so imports none (issue 23: `casetrail verify-bundle`, `proof check` start fast).
+    from eventsourcing.persistence import ApplicationRecorder
+
+    from projections.evidence.log import MerkleLog
 
 BUNDLE_FORMAT: Final = "casetrail-evidence-bundle/v1"
 INCLUSION_FORMAT: Final = "casetrail-inclusion-proof/v1"
@@ -157,6 +163,8 @@ def verify_store(
                     Finding(0, 0, f"stored {checkpoint.describe()} has an invalid signature")
                 )
     checkpoints = _distinct([*held, *stored])
+    from projections.evidence.log import MerkleLog  # noqa: PLC0415 (see the imports)
+
     merkle = MerkleLog(recorder)
     tree_size = merkle.size() if merkle.exists() else 0
     scan = _StoreScan(recorder, {c.size for c in checkpoints} | {tree_size})

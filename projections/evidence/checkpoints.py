@@ -28,15 +28,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from eventsourcing.persistence import ApplicationRecorder
 
-from projections.evidence.log import StoreTables
-from projections.follower import Db
+if TYPE_CHECKING:
+    # The table's code needs the store's drivers; a checkpoint file alone does not (issue 23:
+    # `casetrail verify-bundle` and `proof check` start without them).
+    from eventsourcing.persistence import ApplicationRecorder
+
+    from projections.follower import Db
 
 FORMAT: Final = "casetrail-checkpoint/v1"
 LIST_FORMAT: Final = "casetrail-checkpoints/v1"
@@ -219,6 +222,8 @@ class CheckpointStore:
     """Checkpoints in their own append-only table in the events' database."""
 
     def __init__(self, recorder: ApplicationRecorder) -> None:
+        from projections.evidence.log import StoreTables  # noqa: PLC0415 (see the imports)
+
         self.tables = StoreTables(recorder)
 
     def exists(self) -> bool:

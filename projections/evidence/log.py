@@ -13,8 +13,8 @@ Tables (append-only: see `gateway.store.guard`):
 - `casetrail_merkle_leaves (leaf_index, position)`: which stored event each leaf is.
 - `casetrail_merkle_tracking`: the follower's position (the library's tracking table).
 
-Leaf encoding (version 1, canonical, big-endian), the stored record exactly as stored, so that
-checking it needs no decryption key:
+Leaf encoding (version 1, canonical, big-endian; `projections.evidence.leaves`), the stored
+record exactly as stored, so that checking it needs no decryption key:
 
     0x01 | position u64 | stream id (16 bytes) | version u64 | topic length u16 | topic (UTF-8)
          | state length u32 | state (the stored, encrypted bytes)
@@ -25,19 +25,22 @@ notification_id); a leaf's index in the tree is its rank in the store's order, f
 
 from __future__ import annotations
 
-import struct
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, ClassVar, Final, TypeVar
-from uuid import UUID
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, Notification
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
+# The leaf encoding lives in its own light module (offline checks import it without the store's
+# drivers); its names stay importable from here, re-exported explicitly.
+from projections.evidence.leaves import LEAF_FORMAT as LEAF_FORMAT  # noqa: PLC0414
+from projections.evidence.leaves import LeafFormatError as LeafFormatError  # noqa: PLC0414
+from projections.evidence.leaves import StoredRecord as StoredRecord  # noqa: PLC0414
+from projections.evidence.leaves import encode_leaf as encode_leaf  # noqa: PLC0414
 from projections.evidence.merkle import (
     Frontier,
     NodeId,
@@ -45,7 +48,6 @@ from projections.evidence.merkle import (
     consistency_proof,
     frontier_nodes,
     inclusion_proof,
-    leaf_hash,
     nodes_read,
     tree_root,
 )
@@ -63,61 +65,10 @@ from projections.follower import (
 
 T = TypeVar("T")
 
-LEAF_FORMAT: Final = 1
 NODES: Final = "casetrail_merkle_nodes"
 LEAVES: Final = "casetrail_merkle_leaves"
 # At most this many (level, idx) pairs per query: well under SQLite's bound variables.
 _FETCH_CHUNK: Final = 400
-_HEAD = struct.Struct(">BQ16sQH")
-
-
-class LeafFormatError(ValueError):
-    """A stored record cannot be encoded as a leaf (a field out of range)."""
-
-
-@dataclass(frozen=True)
-class StoredRecord:
-    """One stored event as the store holds it: enough to recompute its leaf without a key."""
-
-    position: int
-    stream_id: UUID
-    version: int
-    topic: str
-    state: bytes
-
-    @classmethod
-    def of(cls, notification: Notification) -> StoredRecord:
-        stream = notification.originator_id
-        return cls(
-            position=notification.id,
-            stream_id=stream if isinstance(stream, UUID) else UUID(str(stream)),
-            version=notification.originator_version,
-            topic=notification.topic,
-            state=bytes(notification.state),
-        )
-
-    def leaf(self) -> bytes:
-        return encode_leaf(self.position, self.stream_id, self.version, self.topic, self.state)
-
-    def leaf_hash(self) -> bytes:
-        return leaf_hash(self.leaf())
-
-
-def encode_leaf(position: int, stream_id: UUID, version: int, topic: str, state: bytes) -> bytes:
-    """The canonical bytes of one stored record (see the module's docstring)."""
-    topic_bytes = topic.encode("utf-8")
-    if len(topic_bytes) > 0xFFFF or len(state) > 0xFFFFFFFF:
-        raise LeafFormatError("topic or state too long for a leaf")
-    if not (0 <= position < 1 << 64 and 0 <= version < 1 << 64):
-        raise LeafFormatError("position and version must fit in 64 bits")
-    return b"".join(
-        (
-            _HEAD.pack(LEAF_FORMAT, position, stream_id.bytes, version, len(topic_bytes)),
-            topic_bytes,
-            struct.pack(">I", len(state)),
-            state,
-        )
-    )
 
 
 def notification_leaf_hash(notification: Notification) -> bytes:

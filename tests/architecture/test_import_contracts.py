@@ -30,7 +30,8 @@ UNIT_CLIENT_MAY_REACH = frozenset(
         "gateway.messaging.broker_config",  # the stream and a unit's subjects
         "gateway.messaging.sealing",  # HPKE envelopes and signatures: the shared format
         "projections.evidence.checkpoints",  # verifying signed checkpoints
-        "projections.evidence.log",  # the leaf encoding, pulled in by checkpoints
+        "projections.evidence.leaves",  # the leaf encoding: the shared format (issue 23)
+        "projections.evidence.log",  # the checkpoint table's code, pulled in by checkpoints
         "projections.evidence.merkle",
         "projections.follower",  # pulled in by projections.evidence.log
     }
