@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint typecheck imports unit bench bench-quick demo clean venv soak-properties
+.PHONY: run test soak soak-properties lint typecheck imports unit bench bench-quick demo clean venv
 
 venv: $(STAMP)
 
@@ -24,9 +24,28 @@ run: venv
 	@echo "(no one to sign in as yet? run 'make demo' first: it prints a user id and password per role)"
 	$(BIN)/casetrail serve --host 127.0.0.1 --port 8000
 
-## test: lint, type-check, the import rules and the whole test suite
+# The suite runs on two workers (pytest-xdist), a whole test file per worker so that a module's
+# fixtures (a fuzzed service, a NATS stack, a browser) are set up once, the longest files first
+# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS=0 runs it in this one process; more workers
+# than cores would not help (the tests also run servers and browsers of their own).
+TEST_WORKERS ?= 2
+PYTEST       := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# Schemathesis examples per operation and phase (tests/integration/test_schema_fuzz.py): a small
+# run in `make test`, the documented default (12) in `make soak`. The environment's value wins.
+TEST_FUZZ_EXAMPLES ?= 4
+SOAK_FUZZ_EXAMPLES ?= 12
+
+## test: lint, type-check, the import rules and the test suite without the long soaks (about
+## 15 minutes on two cores); every property a soak checks is also checked here, briefly
 test: venv lint typecheck imports
-	$(BIN)/python -m pytest
+	CASETRAIL_FUZZ_EXAMPLES=$${CASETRAIL_FUZZ_EXAMPLES:-$(TEST_FUZZ_EXAMPLES)} $(PYTEST) -m "not soak"
+
+## soak: the long runs `make test` leaves out (tests marked `soak`; pytest's exit 5, "none
+## selected", is not a failure) and the schema fuzz at its full size
+soak: venv soak-properties
+	$(PYTEST) -m soak || [ $$? -eq 5 ]
+	CASETRAIL_FUZZ_EXAMPLES=$${CASETRAIL_FUZZ_EXAMPLES:-$(SOAK_FUZZ_EXAMPLES)} \
+		$(PYTEST) tests/integration/test_schema_fuzz.py
 
 lint: venv
 	$(BIN)/ruff check domain projections gateway tests bench docs/specs/examples

@@ -116,7 +116,13 @@ def test_serve_answers_over_real_http(tmp_path: Path) -> None:
         if line.strip().startswith("coordinator")
     )
     port = _free_port()
-    environ = {**os.environ, "CASETRAIL_HOME": str(tmp_path)}
+    # Its embedded nats-server on a free port too: the default one (4223) may be held by
+    # another test run on this machine (or another xdist worker), and serve would stop.
+    environ = {
+        **os.environ,
+        "CASETRAIL_HOME": str(tmp_path),
+        "CASETRAIL_NATS_PORT": str(_free_port()),
+    }
     server = subprocess.Popen(
         [CASETRAIL, "serve", "--port", str(port)],
         env=environ,
@@ -227,7 +233,9 @@ def test_serve_with_two_workers_follows_in_a_process_of_its_own(tmp_path: Path) 
     try:
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}", "X-Purpose-Of-Use": "consultation"}
-        deadline = time.monotonic() + 40
+        # Two workers and the follower start before the ledger can answer: under a loaded
+        # machine (two test workers, other suites) that took more than 40 s; still a deadline.
+        deadline = time.monotonic() + 120
         rows = 0
         while rows < 3:
             assert time.monotonic() < deadline, "the ledger never showed the 3 demo cases"

@@ -185,7 +185,11 @@ class Served:
         self.thread.join(timeout=20)
 
 
-@pytest.fixture(scope="session")
+# One browser per test module, not per session: Playwright's sync API keeps an asyncio loop
+# running in this thread while it is open, so any later test in the same process that calls
+# asyncio.run() fails. Under `make test`'s workers (pytest-xdist, longest files first) other
+# files run after these in the same process.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     binary = chromium_path()
     with sync_playwright() as playwright:
