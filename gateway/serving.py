@@ -27,7 +27,6 @@ server software. Proven over sockets by `tests/integration/test_http_limits.py`.
 
 from __future__ import annotations
 
-import os
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -40,7 +39,7 @@ from domain.application import CaseTrail
 from gateway import bootstrap, logs, supervisor
 from gateway.bootstrap import StartupProblem
 from gateway.http.app import create_app
-from gateway.settings import Settings
+from gateway.settings import Settings, export_metrics_directory
 
 log = logs.get_logger("casetrail.serve")
 
@@ -108,13 +107,13 @@ def _prepare_metrics(settings: Settings) -> None:
     a scrape on any worker adds up (`gateway.http.metrics`). Set before the workers are spawned
     (prometheus-client reads it when first imported); emptied first, or a past run's counts
     would be added to this one's. A directory the operator set is theirs: left as it is."""
-    if settings.workers < 2 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if settings.workers < 2 or settings.prometheus_multiproc_dir is not None:
         return
     directory = settings.home / METRICS_DIR
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     for stale in directory.glob("*.db"):
         stale.unlink(missing_ok=True)
-    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    export_metrics_directory(directory)
 
 
 class _Stopped(Exception):

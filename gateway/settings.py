@@ -302,6 +302,45 @@ class Settings(BaseSettings):
         shown="unset",
     )
     # --- the client of a read, as recorded on its access event (issue 13) ---
+    metrics_token: str | None = _var(
+        None,
+        "a bearer token that may read `/metrics` and the figures behind `/readyz`; unset: only "
+        "a loopback caller that is not a trusted proxy may (`docs/operations.md`)",
+        shown="unset",
+        must="a token of 16 to 256 characters",
+        min_length=16,
+        max_length=256,
+    )
+    ready_max_lag: int = _var(
+        1000,
+        "most events a read model, the relay or the Merkle log may lag behind the store while "
+        "`/readyz` says ready",
+        must="a whole number, 0 or more",
+        ge=0,
+    )
+    ready_max_checkpoint_age: float = _var(
+        600.0,
+        "most seconds an event may wait for a signed checkpoint while `/readyz` says ready",
+        shown="`600`",
+        must="a number of seconds, 0 or more",
+        ge=0,
+        allow_inf_nan=False,
+    )
+    ready_messaging: Literal["required", "ignore"] = _var(
+        "required",
+        "`ignore`: `/readyz` checks neither the broker nor the relay (a layout served with "
+        "`--no-messaging`)",
+        must="`required` or `ignore`",
+    )
+    prometheus_multiproc_dir: Path | None = _var(
+        None,
+        "where several workers' metrics files are added up; set by `casetrail serve` to "
+        "`$CASETRAIL_HOME/metrics` when `CASETRAIL_WORKERS` > 1 (prometheus-client's own "
+        "`PROMETHEUS_MULTIPROC_DIR` is read too)",
+        shown="unset",
+        must="a directory path",
+        legacy="PROMETHEUS_MULTIPROC_DIR",
+    )
     trusted_proxy_header: str | None = _var(
         None,
         "a header that carries the client's address (e.g. `X-Forwarded-For`), read only from "
@@ -664,3 +703,10 @@ def settings_table() -> str:
 
 if __name__ == "__main__":
     print(settings_table())  # noqa: T201 (the README's table, pasted by hand)
+
+
+def export_metrics_directory(directory: Path) -> None:
+    """prometheus-client reads `PROMETHEUS_MULTIPROC_DIR` from the environment when it is first
+    imported: set here (the one module that touches the environment) before the workers are
+    spawned, so that each writes its metrics to files a scrape on any worker adds up."""
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)

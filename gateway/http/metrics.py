@@ -37,7 +37,6 @@ from __future__ import annotations
 import hmac
 import inspect
 import ipaddress
-import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Final
@@ -52,6 +51,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    values,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -71,9 +71,9 @@ METRICS_PATH: Final = "/metrics"
 READY_PATH: Final = "/readyz"
 
 # prometheus-client chooses where values live when it is first imported: in files shared by
-# the workers when the directory is named in the environment (set by `casetrail serve` before
-# the workers start), else in this process's memory.
-MULTIPROCESS: Final = bool(os.environ.get(ENV_MULTIPROC))
+# the workers when `PROMETHEUS_MULTIPROC_DIR` names a directory (set by `casetrail serve` before
+# the workers start: gateway.settings.export_metrics_directory), else in this process's memory.
+MULTIPROCESS: Final = values.ValueClass is not values.MutexValue
 
 # Metrics of this process; in multiprocess mode their values are in the shared files.
 _OWN = CollectorRegistry(auto_describe=True)
@@ -307,10 +307,17 @@ def exposition(probes: Probes | None) -> bytes:
 # --- who may read the figures ----------------------------------------------------------------
 
 
+def _token(request: Request) -> str:
+    """The metrics token the settings give (`CASETRAIL_METRICS_TOKEN`), or ''."""
+    services = getattr(request.app.state, "services", None)
+    token = services.settings.metrics_token if services is not None else None
+    return token or ""
+
+
 def may_read_figures(request: Request) -> bool:
     """With `CASETRAIL_METRICS_TOKEN`: its bearer. Without: a loopback peer that is not a
     trusted proxy (a proxy's requests come from everyone it forwards)."""
-    token = os.environ.get(ENV_TOKEN, "")
+    token = _token(request)
     if token:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         return scheme.lower() == "bearer" and hmac.compare_digest(
@@ -354,7 +361,14 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get(READY_PATH)
+@router.get(
+    READY_PATH,
+    tags=["service"],
+    responses={
+        200: {"description": "Ready: every check passed"},
+        503: {"description": "Not ready: the checks that failed say why (a probe's answer)"},
+    },
+)
 async def readiness(request: Request) -> JSONResponse:
     """Ready (200) or not (503), with each check's verdict; the figures behind them (lags,
     ages, counts; never case content) only to a caller allowed `/metrics`."""
@@ -375,7 +389,7 @@ async def readiness(request: Request) -> JSONResponse:
 
 
 def _refused(request: Request) -> Response:
-    if os.environ.get(ENV_TOKEN):
+    if _token(request):
         return problem(
             request,
             status=401,

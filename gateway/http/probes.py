@@ -29,7 +29,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 from urllib.parse import urlsplit
@@ -71,12 +70,12 @@ class Thresholds:
     messaging: bool = True
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Thresholds:
-        env = os.environ if env is None else env
+    def from_settings(cls, settings: Settings) -> Thresholds:
+        """The thresholds the settings give (`CASETRAIL_READY_*`, gateway/settings.py)."""
         return cls(
-            max_lag=int(env.get(ENV_MAX_LAG) or DEFAULT_MAX_LAG),
-            max_checkpoint_age=float(env.get(ENV_MAX_CHECKPOINT_AGE) or DEFAULT_MAX_CHECKPOINT_AGE),
-            messaging=(env.get(ENV_MESSAGING) or "required").lower() != "ignore",
+            max_lag=settings.ready_max_lag,
+            max_checkpoint_age=settings.ready_max_checkpoint_age,
+            messaging=settings.ready_messaging != "ignore",
         )
 
 
@@ -128,7 +127,7 @@ class Probes:
         self.readmodels = readmodels
         self.evidence = evidence
         self.settings = settings
-        self.thresholds = thresholds or Thresholds.from_env()
+        self.thresholds = thresholds or Thresholds.from_settings(settings)
         self._relay = _tracking(application, RELAY_NAME)
         self._merkle = _tracking(application, MERKLE_NAME)
 

@@ -39,7 +39,7 @@ from domain.taxonomy import Role
 from gateway import bootstrap, keyring
 from gateway.http.app import create_app
 from gateway.http.metrics import ENV_TOKEN, UNMATCHED
-from gateway.http.probes import ENV_MAX_CHECKPOINT_AGE, ENV_MESSAGING
+from gateway.http.probes import ENV_MESSAGING
 from gateway.settings import Settings
 from projections.follower import HEARTBEAT_STALE_SECONDS, beat
 from tests.conftest import TokenFactory, pg_url
@@ -53,10 +53,22 @@ TOKEN = "metrics-" + uuid.uuid4().hex
 
 
 @pytest.fixture
-def scraper(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The scraper's headers, with the metrics token set for the service."""
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
+def settings(settings: Settings) -> Settings:
+    """The service's settings (tests/conftest.py) with the metrics token set."""
+    return settings.model_copy(update={"metrics_token": TOKEN})
+
+
+@pytest.fixture
+def scraper() -> dict[str, str]:
+    """The scraper's headers: the metrics token the service's settings hold."""
     return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def configure(client: TestClient, **updates: object) -> None:
+    """Change the running service's settings (as a restart with them would), probes rebuilt."""
+    services = client.app.state.services  # type: ignore[attr-defined]
+    services.settings = services.settings.model_copy(update=updates)
+    client.app.state.probes = None  # type: ignore[attr-defined]
 
 
 def _samples(text: str) -> list[tuple[str, dict[str, str], float]]:
@@ -153,7 +165,6 @@ def test_metrics_hold_no_personal_data_and_no_case_id(
 def test_figures_need_the_token_or_a_local_peer(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(ENV_TOKEN, TOKEN)
     assert client.get("/metrics").status_code == 401
     refused = client.get("/metrics", headers={"Authorization": "Bearer not-it"})
     assert refused.status_code == 401
@@ -164,7 +175,7 @@ def test_figures_need_the_token_or_a_local_peer(
     with_token = client.get("/readyz", headers={"Authorization": f"Bearer {TOKEN}"})
     assert any(len(check) > 1 for check in with_token.json()["checks"].values())
     # No token set: the test client's peer is not a loopback address.
-    monkeypatch.delenv(ENV_TOKEN)
+    configure(client, metrics_token=None)
     assert client.get("/metrics").status_code == 403
 
 
@@ -180,8 +191,7 @@ def test_ready_once_followers_and_evidence_are_current(
     assert not_ready.status_code == 503
     assert not_ready.json()["checks"]["relay"] == {"ok": False, "running": False, "lag": None}
     # A layout without messaging: ready once the followers in this process are current.
-    monkeypatch.setenv(ENV_MESSAGING, "ignore")
-    client.app.state.probes = None  # type: ignore[attr-defined]  # thresholds read again
+    configure(client, ready_messaging="ignore")
 
     def ready() -> bool:
         answer = client.get("/readyz", headers=scraper)
@@ -200,8 +210,7 @@ def api_without_followers(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[TestClient]:
     """An API process whose followers run elsewhere (`CASETRAIL_PROJECTIONS=process`)."""
-    monkeypatch.setenv(ENV_MESSAGING, "ignore")
-    elsewhere = settings.model_copy(update={"projections": "process"})
+    elsewhere = settings.model_copy(update={"projections": "process", "ready_messaging": "ignore"})
     assert not elsewhere.followers_in_api
     with TestClient(create_app(elsewhere), raise_server_exceptions=False) as test_client:
         yield test_client
@@ -375,7 +384,7 @@ def test_a_stale_heartbeat_is_a_stopped_follower(settings: Settings) -> None:
 def test_without_a_token_only_this_host_reads_the_figures(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.delenv(ENV_TOKEN, raising=False)
+    settings = settings.model_copy(update={"metrics_token": None})
     local = ("127.0.0.1", 50000)
     with TestClient(create_app(settings), client=local) as here:
         assert here.get("/metrics").status_code == 200
@@ -396,9 +405,7 @@ def test_an_event_waiting_too_long_for_a_checkpoint_is_not_ready(
     scraper: dict[str, str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(ENV_MESSAGING, "ignore")
-    monkeypatch.setenv(ENV_MAX_CHECKPOINT_AGE, "0")
-    client.app.state.probes = None  # type: ignore[attr-defined]
+    configure(client, ready_messaging="ignore", ready_max_checkpoint_age=0.0)
     created = client.post(
         "/v1/cases", json=planted_case().body, headers=auth(Role.REPORTER, VILLAGE)
     )

@@ -85,6 +85,12 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_OIDC_CLIENT_SECRET": "client-secret",
         "CASETRAIL_OIDC_REDIRECT_URI": "https://casetrail.example/v1/sessions/oidc/callback",
         "CASETRAIL_OIDC_USER_CLAIM": "preferred_username",
+        # Health, readiness and metrics (issue 21, docs/operations.md).
+        "CASETRAIL_METRICS_TOKEN": "metrics-token-0123456789",
+        "CASETRAIL_READY_MAX_LAG": "50",
+        "CASETRAIL_READY_MAX_CHECKPOINT_AGE": "120",
+        "CASETRAIL_READY_MESSAGING": "ignore",
+        "CASETRAIL_PROMETHEUS_MULTIPROC_DIR": "/run/casetrail/metrics",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -99,6 +105,12 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.refusal_floor_ms == 0
     assert s.readmodel_url == "sqlite:///tmp/rm.sqlite"
     assert s.workers == 4
+    assert s.metrics_token == "metrics-token-0123456789"
+    assert (s.ready_max_lag, s.ready_max_checkpoint_age, s.ready_messaging) == (50, 120, "ignore")
+    assert s.prometheus_multiproc_dir == Path("/run/casetrail/metrics")
+    assert s.metrics_token == "metrics-token-0123456789"
+    assert (s.ready_max_lag, s.ready_max_checkpoint_age, s.ready_messaging) == (50, 120, "ignore")
+    assert s.prometheus_multiproc_dir == Path("/run/casetrail/metrics")
     assert s.chromium == "/usr/lib/chromium/chromium"
     assert s.projections == "process"
     assert s.followers_in_child and not s.followers_in_api
