@@ -361,14 +361,9 @@ async def metrics(request: Request) -> Response:
     return Response(body, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get(
-    READY_PATH,
-    tags=["service"],
-    responses={
-        200: {"description": "Ready: every check passed"},
-        503: {"description": "Not ready: the checks that failed say why (a probe's answer)"},
-    },
-)
+# Not in the OpenAPI document, like /metrics: an orchestrator's probe, whose 503 ("not ready",
+# with the checks that failed) is its answer, not a problem of a client's request.
+@router.get(READY_PATH, include_in_schema=False)
 async def readiness(request: Request) -> JSONResponse:
     """Ready (200) or not (503), with each check's verdict; the figures behind them (lags,
     ages, counts; never case content) only to a caller allowed `/metrics`."""
