@@ -31,3 +31,29 @@ PURPOSE_LABELS: Final = MappingProxyType(
         Purpose.EMERGENCY: "紧急查阅（破窗）",
     }
 )
+
+# The plan's kinds of measure (`domain.commands.MEASURES`): an intervention's and a unit's
+# result (办结反馈), one wording on every page.
+MEASURE_LABELS: Final = MappingProxyType(
+    {
+        "guidance_education": "教育引导",
+        "family_difficulties": "帮助解决家庭困难",
+        "home_visit": "入户走访",
+        "psychological_support": "心理疏导",
+        "referral_police": "移送公安机关",
+        "referral_court": "移送人民法院",
+        "other": "其他措施",
+    }
+)
+# How an assignment ended (the inbox's and the case page's words).
+ASSIGNMENT_OUTCOME_LABELS: Final = MappingProxyType(
+    {
+        "completed": "已完成",
+        "withdrawn": "已撤回",
+        "transferred": "已转移",
+        "declined": "已退回",
+        "result_reported": "已办结反馈",
+        "case_closed": "因结案结束",
+    }
+)
+RECOMMENDATION_LABELS: Final = MappingProxyType({"close": "建议结案", "continue": "建议继续跟进"})

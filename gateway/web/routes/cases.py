@@ -64,7 +64,7 @@ from gateway.http.routes.access import BreakGlass
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep, ServicesDep, page_reader
 from gateway.web.forms import FieldError, Form, first, form_errors, read_form, see_other, validate
-from gateway.web.labels import PURPOSE_LABELS
+from gateway.web.labels import ASSIGNMENT_OUTCOME_LABELS, MEASURE_LABELS, PURPOSE_LABELS
 from gateway.web.templating import LOCAL_ZONE, local_time, render
 
 router = APIRouter()
@@ -124,24 +124,6 @@ CLOSING_REASON_LABELS: Final = {
     ClosingReason.UNFOUNDED: "经核实不属实",
     ClosingReason.TRANSFERRED: "已移交",
 }
-MEASURE_LABELS: Final = {
-    "guidance_education": "教育引导",
-    "family_difficulties": "帮助解决家庭困难",
-    "home_visit": "入户走访",
-    "psychological_support": "心理疏导",
-    "referral_police": "移送公安机关",
-    "referral_court": "移送人民法院",
-    "other": "其他措施",
-}
-END_OUTCOME_LABELS: Final = {
-    "completed": "已完成",
-    "withdrawn": "已撤回",
-    "transferred": "已转移",
-    "declined": "已退回",
-    "result_reported": "已办结反馈",
-    "case_closed": "因结案结束",
-}
-RECOMMENDATION_LABELS: Final = {"close": "建议结案", "continue": "建议继续干预"}
 LEVEL_LABELS: Final = {"county": "县级", "street": "街道"}
 ROLE_NAMES: Final = {
     "reporter": "线索报告人",
@@ -499,7 +481,7 @@ def _history(read: Mapping[str, Any], units: Mapping[str, str]) -> list[Entry]:
             add(
                 ended.get("at"),
                 "交办结束",
-                f"{unit} {_label(END_OUTCOME_LABELS, ended['outcome'])}",
+                f"{unit} {_label(ASSIGNMENT_OUTCOME_LABELS, ended['outcome'])}",
             )
     if "interventions" in read:
         for i in read["interventions"]:

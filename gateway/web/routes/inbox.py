@@ -42,6 +42,7 @@ from gateway.http.routes.inbox import DEFAULT_LIMIT, unit_inbox
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep, page_reader
 from gateway.web.forms import FieldError, first, form_errors, read_form, see_other, validate
+from gateway.web.labels import ASSIGNMENT_OUTCOME_LABELS, MEASURE_LABELS, RECOMMENDATION_LABELS
 from gateway.web.templating import render
 
 router = APIRouter()
@@ -50,25 +51,6 @@ log = get_logger("casetrail.web")
 INBOX_URL: Final = "/inbox"
 FORM_TEMPLATE: Final = "inbox_form.html"
 
-# The plan's kinds of measure (`domain.commands.MEASURES`), as a unit's member reads them.
-MEASURE_LABELS: Final = {
-    "guidance_education": "教育引导",
-    "family_difficulties": "帮扶解决家庭困难",
-    "home_visit": "入户走访",
-    "psychological_support": "心理疏导",
-    "referral_police": "移送公安机关",
-    "referral_court": "移送司法机关",
-    "other": "其他措施",
-}
-RECOMMENDATION_LABELS: Final = {"close": "建议结案", "continue": "建议继续跟进"}
-OUTCOME_LABELS: Final = {
-    "declined": "已退回",
-    "result_reported": "已办结反馈",
-    "completed": "已完成",
-    "withdrawn": "已撤回",
-    "transferred": "已转交",
-    "case_closed": "案件已结案",
-}
 # The form's fields, by the labels the page shows them with.
 DECLINE_LABELS: Final = {"reason": "退回理由"}
 RESULT_LABELS: Final = {
@@ -99,7 +81,7 @@ def _task(item: Mapping[str, Any]) -> dict[str, Any]:
         "may_report": open_ and signed,
         "open": open_,
         "recommendation_label": RECOMMENDATION_LABELS.get(str(item.get("recommendation")), ""),
-        "outcome_label": OUTCOME_LABELS.get(str(item.get("outcome")), ""),
+        "outcome_label": ASSIGNMENT_OUTCOME_LABELS.get(str(item.get("outcome")), ""),
     }
 
 
