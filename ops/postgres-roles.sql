@@ -48,4 +48,10 @@ SELECT format('GRANT UPDATE, DELETE ON %I.%I TO %I', schemaname, tablename, :'se
 FROM pg_tables
 WHERE schemaname = :'schema'
   AND tablename NOT IN ('casetrail_events', 'casetrail_merkle_nodes', 'casetrail_merkle_leaves',
-                        'casetrail_checkpoints') \gexec
+                        'casetrail_checkpoints', 'data_keys', 'data_key_destructions',
+                        'data_key_wraps') \gexec
+
+-- A data key's wraps are deleted when the key is destroyed (crypto-shredding, issue 19): the
+-- service may delete them, never update them; the keys and their destructions are insert-only.
+SELECT format('GRANT DELETE ON %I.%I TO %I', schemaname, tablename, :'service')
+FROM pg_tables WHERE schemaname = :'schema' AND tablename = 'data_key_wraps' \gexec

@@ -6,7 +6,14 @@ write path, `gateway.store.persistence`.
 
 Stored form of an event's state (all bytes):
 
-    0x01 | key id (4) | nonce (12) | AES-256-GCM ciphertext and tag
+    0x01 | key id (4) | nonce (12) | AES-256-GCM ciphertext and tag        (the service's key)
+    0x02 | data key id (16) | nonce (12) | AES-256-GCM ciphertext and tag (a file's data key)
+
+Format 2 (issue 19) encrypts the events of a case file, a roster entry and a user record, and
+their snapshots, under the stream's own data key (`domain.retention.key_scope`; the keys are
+wrapped by the service's key in `gateway.store.datakeys`), so that destroying that one key erases
+the stream (crypto-shredding) without touching a row. Every other event keeps format 1. A store
+written before format 2 reads as it was: its events name the service's key id and keep it.
 
 The associated data authenticated with the ciphertext is the event's place: stream id, version
 and topic (plus the header). A state copied into another row, or a row whose id, version or topic
@@ -35,16 +42,22 @@ from eventsourcing.persistence import (
     MapperDeserialisationError,
     StoredEvent,
 )
-from eventsourcing.utils import Environment, get_topic, resolve_topic
+from eventsourcing.utils import Environment, get_topic, resolve_topic, strtobool
+
+from domain.retention import DataErased, key_scope
+from gateway.store.datakeys import DATA_KEY_ID_SIZE, DataKeyProblem, DataKeyTable
 
 FORMAT_V1 = b"\x01"
+FORMAT_V2 = b"\x02"
 KEY_ID_SIZE = 4
 NONCE_SIZE = 12
 HEADER_SIZE = 1 + KEY_ID_SIZE + NONCE_SIZE
+HEADER_V2_SIZE = 1 + DATA_KEY_ID_SIZE + NONCE_SIZE
 KEY_SIZE = 32
 
 # Names in the Application's environment.
 ENV_CIPHER_KEYS = "CASETRAIL_CIPHER_KEYS"
+ENV_DATA_KEY_CACHE_SECONDS = "CASETRAIL_DATA_KEY_CACHE_SECONDS"
 
 
 class EventIntegrityError(MapperDeserialisationError):
@@ -83,6 +96,34 @@ def associated_data(originator_id: UUID | str, version: int, topic: str) -> byte
     return f"{AAD_LABEL}\x00{originator_id}\x00{version}\x00{topic}".encode()
 
 
+def _key_table(
+    environment: Environment, keks: dict[bytes, bytes], current: bytes
+) -> DataKeyTable | None:
+    """The data keys' tables in the events' own store (None when the environment names none:
+    only format 1 can then be written, as for known-answer vectors)."""
+    cache = float(environment.get(ENV_DATA_KEY_CACHE_SECONDS) or 5)
+    create = strtobool(environment.get("CREATE_TABLE") or "yes")
+    path = environment.get("SQLITE_DBNAME")
+    if path:
+        return DataKeyTable(
+            keks=keks, current_kek=current, sqlite_path=path, cache_seconds=cache, create=create
+        )
+    if environment.get("POSTGRES_DBNAME"):
+        postgres: dict[str, Any] = {
+            "host": environment.get("POSTGRES_HOST") or "127.0.0.1",
+            "port": int(environment.get("POSTGRES_PORT") or 5432),
+            "dbname": environment.get("POSTGRES_DBNAME"),
+            "user": environment.get("POSTGRES_USER") or "postgres",
+            "password": environment.get("POSTGRES_PASSWORD") or None,
+            "connect_timeout": int(environment.get("POSTGRES_CONNECT_TIMEOUT") or 5),
+            "schema": environment.get("POSTGRES_SCHEMA"),
+        }
+        return DataKeyTable(
+            keks=keks, current_kek=current, postgres=postgres, cache_seconds=cache, create=create
+        )
+    return None
+
+
 class BoundAESGCMCipher(Cipher):
     """AES-256-GCM with associated data; several keys may be configured for rotation.
 
@@ -98,6 +139,14 @@ class BoundAESGCMCipher(Cipher):
         self._current = keys[0]
         self.current_key_id = key_id(keys[0])
         self._by_id = {key_id(k): AESGCM(k) for k in keys}
+        self._data_keys = _key_table(environment, {key_id(k): k for k in keys}, keys[0])
+
+    # `domain.retention.DataKeyring`: what the application may do with the data keys.
+    def has_key(self, stream_id: UUID) -> bool:
+        return self.data_keys.has_key(stream_id)
+
+    def destroy(self, stream_id: UUID) -> str | None:
+        return self.data_keys.destroy(stream_id)
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         return self.encrypt_with_nonce(plaintext, aad, os.urandom(NONCE_SIZE))
@@ -112,6 +161,8 @@ class BoundAESGCMCipher(Cipher):
         return header + aead.encrypt(header[1 + KEY_ID_SIZE :], plaintext, aad + header)
 
     def decrypt(self, ciphertext: bytes, aad: bytes = b"") -> bytes:
+        if ciphertext[:1] == FORMAT_V2 and self._data_keys is not None:
+            return self.decrypt_v2(ciphertext, aad)
         header = ciphertext[:HEADER_SIZE]
         if len(header) < HEADER_SIZE or header[:1] != FORMAT_V1:
             raise EventIntegrityError("stored state has no valid casetrail header")
@@ -123,6 +174,62 @@ class BoundAESGCMCipher(Cipher):
             )
         try:
             return aead.decrypt(header[1 + KEY_ID_SIZE :], ciphertext[HEADER_SIZE:], aad + header)
+        except InvalidTag:
+            raise EventIntegrityError("authentication failed") from None
+
+    # --- format 2: a stream's own data key ---------------------------------------------------
+
+    @property
+    def data_keys(self) -> DataKeyTable:
+        table = self._data_keys
+        if table is None:
+            raise OSError("this cipher has no key table (the store's place is not configured)")
+        return table
+
+    def encrypt_for_stream(
+        self, stream_id: UUID, scope: str, plaintext: bytes, aad: bytes, nonce: bytes | None = None
+    ) -> bytes:
+        """Format 2 under the stream's data key (made at its first event). `nonce` is for
+        known-answer vectors only."""
+        try:
+            found = self.data_keys.for_writing(stream_id, scope)
+        except DataKeyProblem as exc:
+            raise KeyMismatchError(str(exc)) from None
+        if found is None:
+            raise DataErased(
+                "this record was erased (its data key was destroyed); nothing more can be "
+                "written to it",
+                stream_id=stream_id,
+            )
+        data_key_id, aead = found
+        nonce = os.urandom(NONCE_SIZE) if nonce is None else nonce
+        header = FORMAT_V2 + data_key_id + nonce
+        return header + aead.encrypt(nonce, plaintext, aad + header)
+
+    def decrypt_v2(self, ciphertext: bytes, aad: bytes) -> bytes:
+        header = ciphertext[:HEADER_V2_SIZE]
+        if len(header) < HEADER_V2_SIZE:
+            raise EventIntegrityError("stored state has no valid casetrail header")
+        data_key_id = header[1 : 1 + DATA_KEY_ID_SIZE]
+        try:
+            found = self.data_keys.for_reading(data_key_id)
+        except DataKeyProblem as exc:
+            raise KeyMismatchError(str(exc)) from None
+        if found is None:
+            raise KeyMismatchError(
+                f"stored state names data key {data_key_id.hex()}, which the key table does not "
+                "have"
+            )
+        stream_id, aead = found
+        if aead is None:
+            raise DataErased(
+                "this record was erased: its data key was destroyed (crypto-shredding)",
+                stream_id=stream_id,
+            )
+        try:
+            return aead.decrypt(
+                header[1 + DATA_KEY_ID_SIZE :], ciphertext[HEADER_V2_SIZE:], aad + header
+            )
         except InvalidTag:
             raise EventIntegrityError("authentication failed") from None
 
@@ -143,7 +250,13 @@ class BoundMapper(Mapper[UUID]):
         if class_version > 1:
             state["class_version"] = class_version
         plaintext = self.transcoder.encode(state)
-        ciphertext = cipher.encrypt(plaintext, associated_data(originator_id, version, topic))
+        aad = associated_data(originator_id, version, topic)
+        scope = key_scope(domain_event)
+        ciphertext = (
+            cipher.encrypt(plaintext, aad)
+            if scope is None
+            else cipher.encrypt_for_stream(originator_id, str(scope), plaintext, aad)
+        )
         return StoredEvent(
             originator_id=originator_id, originator_version=version, topic=topic, state=ciphertext
         )

@@ -23,6 +23,8 @@ from typing import Final
 import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 
+from gateway.store.datakeys import TABLES as DATA_KEY_TABLES
+from gateway.store.datakeys import create_statements as data_key_statements
 from projections.evidence.checkpoints import TABLE as CHECKPOINTS
 from projections.evidence.checkpoints import CheckpointStore
 from projections.evidence.log import LEAVES, NODES, MerkleLog, StoreTables
@@ -60,6 +62,9 @@ def install(recorder: ApplicationRecorder) -> list[str]:
         if not checkpoints.exists():
             checkpoints.create()
             created.append(CHECKPOINTS)
+        if not _data_key_tables_exist(recorder):
+            _create_data_key_tables(recorder)
+            created.append("data key tables")
         missing_now = missing(recorder)
         if missing_now:
             _create(StoreTables(recorder), recorder, missing_now)
@@ -80,6 +85,29 @@ def _in_place(recorder: ApplicationRecorder) -> bool:
         return merkle.exists() and checkpoints.exists() and not missing(recorder)
     except (PersistenceError, psycopg.Error, sqlite3.Error):
         return False
+
+
+def _data_key_tables_exist(recorder: ApplicationRecorder) -> bool:
+    tables = StoreTables(recorder)
+    with tables.reading() as db:
+        if tables.dialect == "sqlite":
+            rows = db.execute("SELECT name AS n FROM sqlite_master WHERE type='table'")
+        else:
+            rows = db.execute(
+                "SELECT tablename AS n FROM pg_tables WHERE schemaname = ?",
+                (tables.schema or "public",),
+            )
+    return set(DATA_KEY_TABLES) <= {r["n"] for r in rows}
+
+
+def _create_data_key_tables(recorder: ApplicationRecorder) -> None:
+    """The data keys' tables (`gateway.store.datakeys`), beside the events, by the owner."""
+    tables = StoreTables(recorder)
+    with tables.writing() as db:
+        postgres = tables.dialect == "postgres"
+        schema = (tables.schema or "public") if postgres else None
+        for statement in data_key_statements(postgres=postgres, schema=schema):
+            db.cursor.execute(statement)
 
 
 def missing(recorder: ApplicationRecorder) -> list[str]:

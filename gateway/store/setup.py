@@ -81,9 +81,7 @@ def setup_lock(database_url: str) -> Iterator[None]:
         key = setup_lock_key(schema)
         try:
             conn.execute(
-                sql.SQL("SET lock_timeout = {}").format(
-                    sql.Literal(f"{LOCK_TIMEOUT_SECONDS}s")
-                )
+                sql.SQL("SET lock_timeout = {}").format(sql.Literal(f"{LOCK_TIMEOUT_SECONDS}s"))
             )
             conn.execute("SELECT pg_advisory_lock(%s)", (key,))
         except psycopg.errors.LockNotAvailable:

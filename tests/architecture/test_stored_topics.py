@@ -110,6 +110,7 @@ EVENT_TOPICS = frozenset(
         "domain.orders:InvestigationOrder.InvestigationOrderRenewed",
         "domain.orders:InvestigationOrder.InvestigationOrderRevoked",
         "domain.refusals:AuthenticationRefused",
+        "domain.retention:DataKeyDestroyed",
         "domain.roster:RosterEntry.DetailsUpdated",
         "domain.roster:RosterEntry.GuardianshipLetterSigned",
         "domain.roster:RosterEntry.Listed",
@@ -151,6 +152,8 @@ AGGREGATE_TOPICS = frozenset(
 SINCE_STORE_V1 = frozenset(
     {
         "domain.access:CommandRefused",
+        # issue 19: erasure facts
+        "domain.retention:DataKeyDestroyed",
         # issue 17: corrections, transfers, ledger submissions
         "domain.case:Case.DetailsCorrected",
         "domain.case:Case.Transferred",
