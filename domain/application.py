@@ -107,6 +107,15 @@ from domain.orders import CountyOrder, InvestigationOrder, check_expiry, county_
 from domain.permissions import require_permission
 from domain.quarters import local_date, start_of_day
 from domain.refusals import AuthenticationRefused, RefusalReason
+from domain.retention import (
+    DataKeyDestroyed,
+    DataKeyring,
+    ErasureHeld,
+    ErasureUnavailable,
+    KeyScope,
+    data_key_destroyed,
+    erasure_id,
+)
 from domain.submissions import (
     SCAN_WINDOW_DAYS,
     LedgerSubmission,
@@ -384,6 +393,72 @@ class CaseTrail(Application[UUID]):
             if committer is not None:
                 committer.close()
         super().close()
+
+    # --- erasure (issue 19; the rules are domain/retention.py) ----------------------------------
+
+    @property
+    def data_keyring(self) -> DataKeyring:
+        """The store's data keys; `ErasureUnavailable` on a store without them (plaintext)."""
+        cipher = self.mapper.cipher
+        if not isinstance(cipher, DataKeyring):
+            raise ErasureUnavailable(
+                "this store is not encrypted with data keys: nothing can be erased in it"
+            )
+        return cipher
+
+    def holds_on(self, stream_id: UUID) -> list[dict[str, Any]]:
+        """What keeps a stream from erasure: each `{"reason": HoldReason, ...}`; empty when
+        nothing does. (Issue 19: holds of every file of the minor.)"""
+        return []
+
+    def erasure_of(self, stream_id: UUID) -> DataKeyDestroyed | None:
+        """The erasure fact of a stream, if it was erased."""
+        events = list(self.events.get(erasure_id(stream_id)))
+        return events[0] if events and isinstance(events[0], DataKeyDestroyed) else None
+
+    def erase(
+        self,
+        stream_id: UUID,
+        *,
+        scope: KeyScope,
+        rule: str,
+        basis: str,
+        due_on: date | None,
+        by: dict[str, str],
+    ) -> DataKeyDestroyed:
+        """Erase a stream by destroying its data key, unless held (`ErasureHeld`).
+
+        The fact is stored first, then the key destroyed: a crash between them leaves a fact
+        whose key still lives, which `finish_erasures` (and every retention run) completes.
+        Erasing a stream twice answers the first erasure."""
+        done = self.erasure_of(stream_id)
+        if done is not None:
+            self.data_keyring.destroy(stream_id)
+            return done
+        holds = self.holds_on(stream_id)
+        if holds:
+            raise ErasureHeld(
+                "this file is held ("
+                + ", ".join(sorted({str(h["reason"]) for h in holds}))
+                + "): release the hold first",
+                holds=holds,
+            )
+        keyring = self.data_keyring
+        key_hex = keyring.key_id(stream_id)
+        if key_hex is None or not keyring.has_key(stream_id):
+            raise ErasureUnavailable("this record has no data key of its own to destroy")
+        fact = data_key_destroyed(
+            stream_id=stream_id,
+            scope=scope,
+            rule=rule,
+            basis=basis,
+            due_on=due_on,
+            key_id=key_hex,
+            by=by,
+        )
+        self.save(fact)
+        keyring.destroy(stream_id)
+        return fact
 
     def _save_case(self, case: Case) -> None:
         """Store a case's new events durably (shared commit unless COMMAND_GROUP_COMMIT=n),

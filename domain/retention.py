@@ -92,12 +92,34 @@ class DataErased(DomainError):
         self.stream_id = stream_id
 
 
+class ErasureHeld(DomainError):
+    """A hold keeps the file (and every file of its minor) from erasure; `holds` says which."""
+
+    status = 409
+    code = "erasure_held"
+
+    def __init__(self, message: str, *, holds: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.holds = holds
+
+
+class ErasureUnavailable(DomainError):
+    """The record cannot be erased by destroying a key: it has none of its own."""
+
+    status = 409
+    code = "erasure_unavailable"
+
+
 @runtime_checkable
 class DataKeyring(Protocol):
     """What the application needs of the store's data keys (the store's cipher answers it)."""
 
     def has_key(self, stream_id: UUID) -> bool:
         """Whether the stream has a live data key (False once destroyed, or never made)."""
+        ...
+
+    def key_id(self, stream_id: UUID) -> str | None:
+        """The id (hex) of the stream's data key, live or destroyed; None if it never had one."""
         ...
 
     def destroy(self, stream_id: UUID) -> str | None:

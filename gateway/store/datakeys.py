@@ -308,6 +308,10 @@ class DataKeyTable:
             cached = self._load(stream_id)
             return cached is not None and cached.aead is not None
 
+    def key_id(self, stream_id: UUID) -> str | None:
+        found = self._rows("SELECT key_id FROM data_keys WHERE stream_id = ?", [str(stream_id)])
+        return str(found[0][0]) if found else None
+
     def destroy(self, stream_id: UUID) -> str | None:
         with self._lock:
             found = self._rows("SELECT key_id FROM data_keys WHERE stream_id = ?", [str(stream_id)])

@@ -145,6 +145,9 @@ class BoundAESGCMCipher(Cipher):
     def has_key(self, stream_id: UUID) -> bool:
         return self.data_keys.has_key(stream_id)
 
+    def key_id(self, stream_id: UUID) -> str | None:
+        return self.data_keys.key_id(stream_id)
+
     def destroy(self, stream_id: UUID) -> str | None:
         return self.data_keys.destroy(stream_id)
 
