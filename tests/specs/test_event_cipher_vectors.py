@@ -1,8 +1,9 @@
 """The event cipher against its spec (`docs/specs/event-cipher.md`) and its vectors
 (`docs/specs/vectors/event_cipher.json`), both ways: the project's cipher seals each input to
 the expected bytes and opens them; every negative vector is refused with the documented reason;
-the project's mapper binds a real event's place exactly as the spec says; and the generator,
-run again, writes the committed file byte for byte."""
+the project's mapper binds a real event's place exactly as the spec says; format 2 (a stream's
+data key, wrapped by the event key) seals, opens, unwraps and refuses as its vectors say; and the
+generator, run again, writes the committed file byte for byte."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from typing import Any
 from uuid import UUID
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import DatetimeAsISO, JSONTranscoder, StoredEvent, UUIDAsHex
 
 from domain.access import Actor, CaseAccessed
+from domain.retention import DataErased
 from domain.taxonomy import Role
+from gateway.store import datakeys
 from gateway.store.eventstore import (
     ENV_CIPHER_KEYS,
     BoundAESGCMCipher,
@@ -67,8 +71,9 @@ def test_the_generator_gives_the_committed_file_byte_for_byte() -> None:
 
 
 def test_every_reason_is_documented_and_tested() -> None:
-    assert set(DATA["reasons"]) == set(REASONS)
+    assert set(DATA["reasons"]) == set(REASONS) | {"erased"}
     assert {v["reason"] for v in DATA["negative"]} == set(REASONS)
+    assert {v["reason"] for v in DATA["negative_v2"]} == set(REASONS) | {"erased"}
 
 
 @pytest.mark.parametrize("vector", DATA["positive"], ids=lambda v: v["name"])
@@ -141,3 +146,110 @@ def test_the_mapper_binds_a_real_events_place_as_the_spec_says() -> None:
     plaintext = AESGCM(key).decrypt(header[5:], stored.state[17:], place + header)
     assert json.loads(plaintext)["request_id"] == "r-1"
     assert _mapper(key_text).to_domain_event(stored).request_id == "r-1"  # type: ignore[attr-defined]
+
+
+# --- format 2: a stream's data key -----------------------------------------------------------
+
+
+def _v2_cipher(tmp_path: Path, *, destroyed: bool = False) -> BoundAESGCMCipher:
+    """The project's cipher over a key table holding the vectors' data key as the project
+    stores it (its wrap under key A; or, destroyed, no wrap and a destruction)."""
+    entry = DATA["data_keys"][0]
+    path = str(tmp_path / "keys.sqlite")
+    table = datakeys.DataKeyTable(
+        keks={key_id(base64.b64decode(DATA["keys"]["A"])): base64.b64decode(DATA["keys"]["A"])},
+        current_kek=base64.b64decode(DATA["keys"]["A"]),
+        sqlite_path=path,
+    )
+    with table._transaction() as conn:  # the test writes the rows the spec fixes
+        conn.execute(
+            "INSERT INTO data_keys VALUES (?, ?, 'case', '2026-12-02T00:00:00+00:00')",
+            [entry["stream_id"], entry["data_key_id"]],
+        )
+        if destroyed:
+            conn.execute(
+                "INSERT INTO data_key_destructions VALUES (?, ?, '2026-12-02T00:00:00+00:00')",
+                [entry["data_key_id"], entry["stream_id"]],
+            )
+        else:
+            conn.execute(
+                "INSERT INTO data_key_wraps VALUES (?, ?, ?, '2026-12-02T00:00:00+00:00')",
+                [entry["data_key_id"], entry["kek_id"], bytes.fromhex(entry["wrapped"])],
+            )
+    table.close()
+    env = {ENV_CIPHER_KEYS: DATA["keys"]["A"], "SQLITE_DBNAME": path}
+    return BoundAESGCMCipher(env)  # type: ignore[arg-type]
+
+
+def test_the_data_key_wrap_is_the_spec_s_bytes_and_unwraps() -> None:
+    for entry in DATA["data_keys"]:
+        kek = base64.b64decode(DATA["keys"][entry["kek"]])
+        assert key_id(kek).hex() == entry["kek_id"]
+        data_key_id = bytes.fromhex(entry["data_key_id"])
+        aad = datakeys.wrap_aad(data_key_id, UUID(entry["stream_id"]))
+        assert aad.hex() == entry["associated_data"]
+        data_key = base64.b64decode(entry["data_key"])
+        wrapped = datakeys.wrap(
+            kek, data_key_id, UUID(entry["stream_id"]), data_key, bytes.fromhex(entry["nonce"])
+        )
+        assert wrapped.hex() == entry["wrapped"]
+        assert datakeys.unwrap(kek, data_key_id, UUID(entry["stream_id"]), wrapped) == data_key
+
+
+@pytest.mark.parametrize("vector", DATA["wrap_negative"], ids=lambda v: v["name"])
+def test_every_altered_or_moved_wrap_is_refused(vector: dict[str, Any]) -> None:
+    kek = base64.b64decode(DATA["keys"][vector["kek"]])
+    with pytest.raises(InvalidTag):
+        datakeys.unwrap(
+            kek,
+            bytes.fromhex(vector["data_key_id"]),
+            UUID(vector["stream_id"]),
+            bytes.fromhex(vector["wrapped"]),
+        )
+
+
+@pytest.mark.parametrize("vector", DATA["positive_v2"], ids=lambda v: v["name"])
+def test_format_2_seals_each_input_to_the_expected_bytes_and_opens_them(
+    vector: dict[str, Any], tmp_path: Path
+) -> None:
+    cipher = _v2_cipher(tmp_path)
+    place = associated_data(UUID(vector["stream_id"]), vector["version"], vector["topic"])
+    assert place.hex() == vector["associated_data_place"]
+    plaintext = bytes.fromhex(vector["plaintext"])
+    state = cipher.encrypt_for_stream(
+        UUID(vector["stream_id"]), "case", plaintext, place, bytes.fromhex(vector["nonce"])
+    )
+    assert state.hex() == vector["state"]
+    assert state[:29].hex() == vector["header"]
+    assert (place + state[:29]).hex() == vector["associated_data"]
+    assert cipher.decrypt(state, place) == plaintext
+    sealed = cipher.encrypt_for_stream(UUID(vector["stream_id"]), "case", plaintext, place)
+    assert sealed[:17] == state[:17] and sealed != state
+    assert cipher.decrypt(sealed, place) == plaintext
+
+
+V2_REASONS: dict[str, tuple[type[Exception], str]] = {
+    **REASONS,
+    "unknown_key": (KeyMismatchError, "which the key table does not have"),
+    "erased": (DataErased, "erased"),
+}
+
+
+@pytest.mark.parametrize("vector", DATA["negative_v2"], ids=lambda v: v["name"])
+def test_every_format_2_negative_vector_is_refused_with_its_reason(
+    vector: dict[str, Any], tmp_path: Path
+) -> None:
+    cipher = _v2_cipher(tmp_path, destroyed=vector["data_key"] == "destroyed")
+    transcoder = JSONTranscoder()
+    transcoder.register(UUIDAsHex())
+    transcoder.register(DatetimeAsISO())
+    mapper = BoundMapper(transcoder=transcoder, cipher=cipher)
+    stored = StoredEvent(
+        originator_id=UUID(vector["stream_id"]),
+        originator_version=vector["version"],
+        topic=vector["topic"],
+        state=bytes.fromhex(vector["state"]),
+    )
+    kind, message = V2_REASONS[vector["reason"]]
+    with pytest.raises(kind, match=message):
+        mapper.to_domain_event(stored)

@@ -20,7 +20,7 @@ from typing import Any, Final
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 OUT: Final = Path(__file__).with_name("event_cipher.json")
-VERSION: Final = "casetrail-event-cipher/v1"
+VERSION: Final = "casetrail-event-cipher/v2"
 
 # Fixed test keys (never used by a service): 32 bytes each.
 KEY_A: Final = bytes(range(32))
@@ -43,6 +43,27 @@ def place(stream_id: str, version: int, topic: str) -> bytes:
 def seal(key: bytes, nonce: bytes, plaintext: bytes, aad_place: bytes) -> bytes:
     header = b"\x01" + key_id(key) + nonce
     return header + AESGCM(key).encrypt(nonce, plaintext, aad_place + header)
+
+
+# Format 2 (a stream's own data key, wrapped by an event key acting as the KEK).
+DATA_KEY: Final = bytes(range(0x40, 0x60))
+DATA_KEY_ID: Final = bytes.fromhex("00112233445566778899aabbccddeeff")
+WRAP_NONCE: Final = bytes.fromhex("0f0e0d0c0b0a090807060504")
+
+
+def wrap_aad(data_key_id: bytes, stream_id: str) -> bytes:
+    return b"casetrail/data-key/v1\x00" + data_key_id + b"\x00" + stream_id.encode()
+
+
+def wrap(kek: bytes, nonce: bytes, data_key_id: bytes, stream_id: str, data_key: bytes) -> bytes:
+    return nonce + AESGCM(kek).encrypt(nonce, data_key, wrap_aad(data_key_id, stream_id))
+
+
+def seal_v2(
+    data_key: bytes, data_key_id: bytes, nonce: bytes, plaintext: bytes, aad_place: bytes
+) -> bytes:
+    header = b"\x02" + data_key_id + nonce
+    return header + AESGCM(data_key).encrypt(nonce, plaintext, aad_place + header)
 
 
 def b64(data: bytes) -> str:
@@ -111,10 +132,65 @@ def vectors() -> dict[str, Any]:
          "authentication_failed"),
         ("key id of key A, sealed with key B", forged_id, STREAM, 1, REPORTED,
          "authentication_failed"),
-        ("unknown format byte", b"\x02" + good[1:], STREAM, 1, REPORTED, "bad_header"),
+        ("unknown format byte", b"\x03" + good[1:], STREAM, 1, REPORTED, "bad_header"),
         ("shorter than the header", good[:16], STREAM, 1, REPORTED, "bad_header"),
         ("sealed with a key not configured", with_b, STREAM, 1, REPORTED, "unknown_key"),
     ]  # fmt: skip
+    wrapped = wrap(KEY_A, WRAP_NONCE, DATA_KEY_ID, STREAM, DATA_KEY)
+    data_keys = [
+        {
+            "name": "data key of the stream, wrapped by key A",
+            "kek": "A",
+            "kek_id": key_id(KEY_A).hex(),
+            "data_key": b64(DATA_KEY),
+            "data_key_id": DATA_KEY_ID.hex(),
+            "stream_id": STREAM,
+            "nonce": WRAP_NONCE.hex(),
+            "associated_data": wrap_aad(DATA_KEY_ID, STREAM).hex(),
+            "wrapped": wrapped.hex(),
+        }
+    ]
+    positive_v2 = []
+    for name, nonce, version, plaintext in [
+        ("case event under its data key, version 1", bytes(12), 1, report),
+        ("case event under its data key, version 7", bytes(range(12)), 7, report),
+        ("empty plaintext under a data key", bytes.fromhex("ffeeddccbbaa998877665544"), 2, b""),
+    ]:
+        aad_place = place(STREAM, version, REPORTED)
+        state = seal_v2(DATA_KEY, DATA_KEY_ID, nonce, plaintext, aad_place)
+        positive_v2.append(
+            {
+                "name": name,
+                "data_key_id": DATA_KEY_ID.hex(),
+                "nonce": nonce.hex(),
+                "stream_id": STREAM,
+                "version": version,
+                "topic": REPORTED,
+                "plaintext": plaintext.hex(),
+                "associated_data_place": aad_place.hex(),
+                "header": state[:29].hex(),
+                "associated_data": (aad_place + state[:29]).hex(),
+                "state": state.hex(),
+            }
+        )
+    good_v2 = seal_v2(DATA_KEY, DATA_KEY_ID, bytes(12), report, place(STREAM, 1, REPORTED))
+    unknown_id = b"\x02" + bytes(16) + good_v2[17:]
+    negative_v2 = [
+        ("data key state moved to another stream", good_v2, OTHER_STREAM, 1, REPORTED, "live",
+         "authentication_failed"),
+        ("data key state, tag bit flipped", _flip(good_v2, len(good_v2) - 1), STREAM, 1,
+         REPORTED, "live", "authentication_failed"),
+        ("data key id not in the key table", unknown_id, STREAM, 1, REPORTED, "live",
+         "unknown_key"),
+        ("data key destroyed (erased)", good_v2, STREAM, 1, REPORTED, "destroyed", "erased"),
+        ("format 2 shorter than its header", good_v2[:28], STREAM, 1, REPORTED, "live",
+         "bad_header"),
+    ]  # fmt: skip
+    wrap_negative = [
+        ("wrap moved to another stream", wrapped, OTHER_STREAM, DATA_KEY_ID),
+        ("wrap under another data key id", wrapped, STREAM, bytes(16)),
+        ("wrap tag bit flipped", _flip(wrapped, len(wrapped) - 1), STREAM, DATA_KEY_ID),
+    ]
     return {
         "format": VERSION,
         "spec": "docs/specs/event-cipher.md",
@@ -124,7 +200,10 @@ def vectors() -> dict[str, Any]:
             "authentication_failed": "AES-GCM authentication failed: the state, its header or "
             "its place (stream id, version, topic) is not what was sealed",
             "bad_header": "the state does not start with a complete version-1 header",
-            "unknown_key": "the header names a key id that no configured key has",
+            "unknown_key": "the header names a key id that no configured key has (format 2: "
+            "a data key id the key table does not have)",
+            "erased": "format 2: the data key was destroyed (crypto-shredding); the state can "
+            "never be opened again",
         },
         "keys": {"A": b64(KEY_A), "B": b64(KEY_B)},
         "positive": positive,
@@ -139,6 +218,31 @@ def vectors() -> dict[str, Any]:
                 "reason": reason,
             }
             for name, state, stream, version, topic, reason in negative
+        ],
+        "data_keys": data_keys,
+        "positive_v2": positive_v2,
+        "negative_v2": [
+            {
+                "name": name,
+                "data_key": key_state,
+                "stream_id": stream,
+                "version": version,
+                "topic": topic,
+                "state": state.hex(),
+                "reason": reason,
+            }
+            for name, state, stream, version, topic, key_state, reason in negative_v2
+        ],
+        "wrap_negative": [
+            {
+                "name": name,
+                "kek": "A",
+                "stream_id": stream,
+                "data_key_id": data_key_id.hex(),
+                "wrapped": state.hex(),
+                "reason": "authentication_failed",
+            }
+            for name, state, stream, data_key_id in wrap_negative
         ],
     }
 
