@@ -444,9 +444,9 @@ class CaseTrail(Application[UUID]):
                 holds=holds,
             )
         keyring = self.data_keyring
-        key_hex = keyring.key_id(stream_id)
-        if key_hex is None or not keyring.has_key(stream_id):
-            raise ErasureUnavailable("this record has no data key of its own to destroy")
+        # A stream stored before data keys has none yet: made now, so that its destruction is
+        # recorded and its old (service-key) events are refused from then on.
+        key_hex = keyring.ensure_key(stream_id, str(scope))
         fact = data_key_destroyed(
             stream_id=stream_id,
             scope=scope,

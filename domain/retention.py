@@ -122,6 +122,10 @@ class DataKeyring(Protocol):
         """The id (hex) of the stream's data key, live or destroyed; None if it never had one."""
         ...
 
+    def ensure_key(self, stream_id: UUID, scope: str) -> str:
+        """The stream's data key id, made if it has none (a stream stored before data keys)."""
+        ...
+
     def destroy(self, stream_id: UUID) -> str | None:
         """Destroy the stream's data key everywhere the service holds it, at once and for
         good; the key's id (hex), or None when it had none. Idempotent."""

@@ -131,6 +131,7 @@ class DataKeyTable:
         self._conn: Any = None
         self._by_stream: OrderedDict[UUID, _Cached] = OrderedDict()
         self._by_key: dict[bytes, UUID] = {}
+        self._keyless: dict[UUID, float] = {}  # streams seen without a key, and when
         # Created here unless the service runs without the right to (`CREATE_TABLE=no`: the
         # owner's `casetrail store init` made them, `gateway.store.guard`).
         self._created = not create
@@ -201,6 +202,7 @@ class DataKeyTable:
     # --- the cache ---------------------------------------------------------------------------
 
     def _remember(self, stream_id: UUID, cached: _Cached) -> _Cached:
+        self._keyless.pop(stream_id, None)
         self._by_stream[stream_id] = cached
         self._by_stream.move_to_end(stream_id)
         self._by_key[cached.key_id] = stream_id
@@ -307,6 +309,30 @@ class DataKeyTable:
         with self._lock:
             cached = self._load(stream_id)
             return cached is not None and cached.aead is not None
+
+    def ensure_key(self, stream_id: UUID, scope: str) -> str:
+        """The stream's data key id, made now if it has none (a stream of a store written
+        before data keys: its old events keep the service's key)."""
+        with self._lock:
+            cached = self._load(stream_id) or self._create(stream_id, scope)
+            return cached.key_id.hex()
+
+    def is_destroyed(self, stream_id: UUID) -> bool:
+        """Whether the stream's data key was destroyed (cached as reads are)."""
+        with self._lock:
+            cached = self._by_stream.get(stream_id)
+            if cached is not None and self._fresh(cached):
+                return cached.aead is None
+            seen = self._keyless.get(stream_id)
+            if seen is not None and time.monotonic() - seen < self._cache_seconds:
+                return False
+            cached = self._load(stream_id)
+            if cached is None:
+                self._keyless[stream_id] = time.monotonic()
+                if len(self._keyless) > CACHE_ENTRIES:
+                    self._keyless.pop(next(iter(self._keyless)))
+                return False
+            return cached.aead is None
 
     def key_id(self, stream_id: UUID) -> str | None:
         found = self._rows("SELECT key_id FROM data_keys WHERE stream_id = ?", [str(stream_id)])

@@ -148,8 +148,16 @@ class BoundAESGCMCipher(Cipher):
     def key_id(self, stream_id: UUID) -> str | None:
         return self.data_keys.key_id(stream_id)
 
+    def ensure_key(self, stream_id: UUID, scope: str) -> str:
+        return self.data_keys.ensure_key(stream_id, scope)
+
     def destroy(self, stream_id: UUID) -> str | None:
         return self.data_keys.destroy(stream_id)
+
+    def refuses_legacy(self, stream_id: UUID) -> bool:
+        """Whether a format-1 event of a keyed stream must be refused: its stream was erased
+        (see `BoundMapper.to_domain_event`)."""
+        return self._data_keys is not None and self._data_keys.is_destroyed(stream_id)
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         return self.encrypt_with_nonce(plaintext, aad, os.urandom(NONCE_SIZE))
@@ -292,6 +300,18 @@ class BoundMapper(Mapper[UUID]):
             from_version += 1
         domain_event = object.__new__(cls)
         object.__setattr__(domain_event, "__dict__", state)
+        stream_id = UUID(str(stored_event.originator_id))
+        if (
+            stored_event.state[:1] == FORMAT_V1
+            and key_scope(domain_event) is not None
+            and cipher.refuses_legacy(stream_id)
+        ):
+            # An event stored before data keys, of a stream since erased: it still opens with
+            # the service's key (rows are never rewritten), so the service refuses it.
+            raise DataErased(
+                "this record was erased: its data key was destroyed (crypto-shredding)",
+                stream_id=stream_id,
+            )
         return domain_event  # type: ignore[no-any-return]
 
     def _bound_cipher(self) -> BoundAESGCMCipher:
