@@ -392,6 +392,8 @@ class CaseTrail(Application[UUID]):
         for committer in (self.access_commits, self.command_commits):
             if committer is not None:
                 committer.close()
+        if isinstance(self.mapper.cipher, DataKeyring):
+            self.mapper.cipher.close()
         super().close()
 
     # --- erasure (issue 19; the rules are domain/retention.py) ----------------------------------

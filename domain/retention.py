@@ -126,6 +126,10 @@ class DataKeyring(Protocol):
         """The stream's data key id, made if it has none (a stream stored before data keys)."""
         ...
 
+    def close(self) -> None:
+        """Release the key table's connection (the application closes it with the store)."""
+        ...
+
     def destroy(self, stream_id: UUID) -> str | None:
         """Destroy the stream's data key everywhere the service holds it, at once and for
         good; the key's id (hex), or None when it had none. Idempotent."""

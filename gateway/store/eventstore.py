@@ -151,6 +151,10 @@ class BoundAESGCMCipher(Cipher):
     def ensure_key(self, stream_id: UUID, scope: str) -> str:
         return self.data_keys.ensure_key(stream_id, scope)
 
+    def close(self) -> None:
+        if self._data_keys is not None:
+            self._data_keys.close()
+
     def destroy(self, stream_id: UUID) -> str | None:
         return self.data_keys.destroy(stream_id)
 

@@ -76,9 +76,9 @@ def test_an_old_store_migrates_without_rewriting_a_row(old_home: Path) -> None:
         open_case = next(
             c
             for c in old_ids
-            if not application.repository.get(c).is_closed  # type: ignore[attr-defined]
+            if not application.repository.get(c).is_closed
         )
-        old_version = application.repository.get(open_case).version
+        old_version: int = application.repository.get(open_case).version
         application.change_case(
             open_case,
             COORDINATOR,
