@@ -132,6 +132,9 @@ class DataKeyTable:
         self._by_stream: OrderedDict[UUID, _Cached] = OrderedDict()
         self._by_key: dict[bytes, UUID] = {}
         self._keyless: dict[UUID, float] = {}  # streams seen without a key, and when
+        self._preloaded = False
+        self._synced = time.monotonic()
+        self._destructions = -1  # unknown until the first count
         # Created here unless the service runs without the right to (`CREATE_TABLE=no`: the
         # owner's `casetrail store init` made them, `gateway.store.guard`).
         self._created = not create
@@ -200,6 +203,12 @@ class DataKeyTable:
                 self._conn = None
 
     # --- the cache ---------------------------------------------------------------------------
+    #
+    # A process keeps every key it has unwrapped (up to CACHE_ENTRIES), loaded all at once at its
+    # first miss (one query: a running service then never waits for a key). A cached key stays
+    # valid until it is destroyed: every `cache_seconds` the process counts the destructions
+    # (one small query for the whole cache, not one per key) and, when the count moved, forgets
+    # the keys destroyed since.
 
     def _remember(self, stream_id: UUID, cached: _Cached) -> _Cached:
         self._keyless.pop(stream_id, None)
@@ -211,21 +220,73 @@ class DataKeyTable:
             self._by_key.pop(old.key_id, None)
         return cached
 
-    def _fresh(self, cached: _Cached | None) -> bool:
-        return cached is not None and time.monotonic() - cached.fetched < self._cache_seconds
+    def _sync(self) -> None:
+        """Forget the keys destroyed by other processes (at most every `cache_seconds`)."""
+        now = time.monotonic()
+        if now - self._synced < self._cache_seconds:
+            return
+        self._synced = now
+        count = int(self._rows("SELECT count(*) FROM data_key_destructions", [])[0][0])
+        if count == self._destructions:
+            return
+        self._destructions = count
+        self._keyless.clear()
+        for (key_hex,) in self._rows("SELECT key_id FROM data_key_destructions", []):
+            stream_id = self._by_key.get(bytes.fromhex(key_hex))
+            cached = self._by_stream.get(stream_id) if stream_id is not None else None
+            if cached is not None:
+                cached.aead = None
+
+    def _preload(self) -> None:
+        """Every key of the store into the cache, in one query (at the first miss)."""
+        self._preloaded = True
+        rows = self._rows(
+            "SELECT k.stream_id, k.key_id, w.kek_id, w.wrapped FROM data_keys k "
+            "LEFT JOIN data_key_wraps w ON w.key_id = k.key_id",
+            [],
+        )
+        if len(rows) > CACHE_ENTRIES:
+            return  # too many to hold: each is loaded at its own first use
+        self._destructions = int(self._rows("SELECT count(*) FROM data_key_destructions", [])[0][0])
+        self._synced = time.monotonic()
+        grouped: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
+        for stream_text, key_hex, kek_id, wrapped in rows:
+            wraps = grouped.setdefault((stream_text, key_hex), [])
+            if kek_id is not None:
+                wraps.append((kek_id, bytes(wrapped)))
+        for (stream_text, key_hex), wraps in grouped.items():
+            stream_id, key_id = UUID(stream_text), bytes.fromhex(key_hex)
+            self._remember(stream_id, self._from_wraps(stream_id, key_id, wraps))
+
+    def _miss(self) -> bool:
+        """At the first miss, preload; True when the cache now holds every key."""
+        if self._preloaded:
+            return False
+        self._preload()
+        return len(self._by_stream) < CACHE_ENTRIES
 
     def _load(self, stream_id: UUID) -> _Cached | None:
-        """The stream's key from the tables (None: it has none)."""
-        found = self._rows("SELECT key_id FROM data_keys WHERE stream_id = ?", [str(stream_id)])
-        if not found:
+        """The stream's key from the tables, in one query (None: it has none)."""
+        rows = self._rows(
+            "SELECT k.key_id, w.kek_id, w.wrapped FROM data_keys k LEFT JOIN data_key_wraps w "
+            "ON w.key_id = k.key_id WHERE k.stream_id = ?",
+            [str(stream_id)],
+        )
+        if not rows:
             return None
-        key_id = bytes.fromhex(found[0][0])
-        return self._remember(stream_id, self._unwrapped(stream_id, key_id))
+        key_id = bytes.fromhex(rows[0][0])
+        wraps = [(kek, bytes(w)) for _, kek, w in rows if kek is not None]
+        return self._remember(stream_id, self._from_wraps(stream_id, key_id, wraps))
 
     def _unwrapped(self, stream_id: UUID, key_id: bytes) -> _Cached:
         wraps = self._rows(
             "SELECT kek_id, wrapped FROM data_key_wraps WHERE key_id = ?", [key_id.hex()]
         )
+        return self._from_wraps(stream_id, key_id, [(k, bytes(w)) for k, w in wraps])
+
+    def _from_wraps(
+        self, stream_id: UUID, key_id: bytes, wraps: list[tuple[str, bytes]]
+    ) -> _Cached:
         if not wraps:
             return _Cached(key_id, None, time.monotonic())
         for kek_id, wrapped in wraps:
@@ -233,14 +294,14 @@ class DataKeyTable:
             if kek is None:
                 continue
             try:
-                return _Cached(
-                    key_id, AESGCM(unwrap(kek, key_id, stream_id, bytes(wrapped))), time.monotonic()
-                )
+                aead = AESGCM(unwrap(kek, key_id, stream_id, wrapped))
             except InvalidTag:
                 raise DataKeyProblem(
-                    f"the wrap of data key {key_id.hex()} under KEK {kek_id} fails authentication: "
-                    "the key table was altered; run `casetrail verify` and restore it from backup"
+                    f"the wrap of data key {key_id.hex()} under KEK {kek_id} fails "
+                    "authentication: the key table was altered; run `casetrail verify` and "
+                    "restore it from backup"
                 ) from None
+            return _Cached(key_id, aead, time.monotonic())
         raise DataKeyProblem(
             f"data key {key_id.hex()} is wrapped only by KEK(s) "
             f"{', '.join(k for k, _ in wraps)}, none of which is configured: add the old event "
@@ -252,9 +313,11 @@ class DataKeyTable:
     def for_writing(self, stream_id: UUID, scope: str) -> tuple[bytes, AESGCM] | None:
         """The stream's key id and key, made at its first event; None once destroyed."""
         with self._lock:
+            self._sync()
             cached = self._by_stream.get(stream_id)
-            if not self._fresh(cached):
+            if cached is None and not self._miss():
                 cached = self._load(stream_id)
+            cached = self._by_stream.get(stream_id) if cached is None else cached
             if cached is None:
                 cached = self._create(stream_id, scope)
             return None if cached.aead is None else (cached.key_id, cached.aead)
@@ -262,10 +325,16 @@ class DataKeyTable:
     def for_reading(self, key_id: bytes) -> tuple[UUID, AESGCM | None] | None:
         """The stream and key of a key id (key None: destroyed); None if the id is unknown."""
         with self._lock:
+            self._sync()
             stream_id = self._by_key.get(key_id)
-            cached = self._by_stream.get(stream_id) if stream_id is not None else None
-            if stream_id is not None and cached is not None and self._fresh(cached):
-                return stream_id, cached.aead
+            if stream_id is None:
+                self._miss()
+                stream_id = self._by_key.get(key_id)
+            if stream_id is not None:
+                cached = self._by_stream.get(stream_id)
+                if cached is not None:
+                    self._by_stream.move_to_end(stream_id)
+                    return stream_id, cached.aead
             found = self._rows("SELECT stream_id FROM data_keys WHERE key_id = ?", [key_id.hex()])
             if not found:
                 return None
@@ -320,8 +389,9 @@ class DataKeyTable:
     def is_destroyed(self, stream_id: UUID) -> bool:
         """Whether the stream's data key was destroyed (cached as reads are)."""
         with self._lock:
+            self._sync()
             cached = self._by_stream.get(stream_id)
-            if cached is not None and self._fresh(cached):
+            if cached is not None:
                 return cached.aead is None
             seen = self._keyless.get(stream_id)
             if seen is not None and time.monotonic() - seen < self._cache_seconds:

@@ -44,7 +44,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import Environment, get_topic, resolve_topic, strtobool
 
-from domain.retention import DataErased, key_scope
+from domain.retention import DataErased, KeyScope, key_scope
 from gateway.store.datakeys import DATA_KEY_ID_SIZE, DataKeyProblem, DataKeyTable
 
 FORMAT_V1 = b"\x01"
@@ -266,7 +266,7 @@ class BoundMapper(Mapper[UUID]):
             state["class_version"] = class_version
         plaintext = self.transcoder.encode(state)
         aad = associated_data(originator_id, version, topic)
-        scope = key_scope(domain_event)
+        scope = self.scope_of(domain_event)
         ciphertext = (
             cipher.encrypt(plaintext, aad)
             if scope is None
@@ -275,6 +275,10 @@ class BoundMapper(Mapper[UUID]):
         return StoredEvent(
             originator_id=originator_id, originator_version=version, topic=topic, state=ciphertext
         )
+
+    def scope_of(self, domain_event: DomainEventProtocol[UUID]) -> KeyScope | None:
+        """Whose data key seals the event (`domain.retention.key_scope`); None: the service's."""
+        return key_scope(domain_event)
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         if self.cipher is None:

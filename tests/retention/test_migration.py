@@ -73,11 +73,7 @@ def test_an_old_store_migrates_without_rewriting_a_row(old_home: Path) -> None:
     application = _open(old_home)
     try:
         old_ids = case_ids_in(application)
-        open_case = next(
-            c
-            for c in old_ids
-            if not application.repository.get(c).is_closed
-        )
+        open_case = next(c for c in old_ids if not application.repository.get(c).is_closed)
         old_version: int = application.repository.get(open_case).version
         application.change_case(
             open_case,

@@ -1,0 +1,172 @@
+"""The data keys' table (`gateway/store/datakeys.py`) on SQLite and PostgreSQL: a key per keyed
+stream, made once even when two processes make it at once; an erasure seen by another process
+within `CASETRAIL_DATA_KEY_CACHE_SECONDS`; a rotation of the event key rewraps every live key so
+that the old key can be retired; a destroyed key's wrap is gone from the SQLite file's bytes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+
+from domain import commands as cmd
+from domain.access import Actor
+from domain.application import CaseTrail
+from domain.retention import DataErased, KeyScope
+from domain.taxonomy import Purpose, Role
+from gateway.store.datakeys import DataKeyProblem, DataKeyTable
+from gateway.store.eventstore import (
+    ENV_DATA_KEY_CACHE_SECONDS,
+    decode_key,
+    key_id,
+    new_key_text,
+    store_environment,
+)
+from tests.integration.planted import planted_case
+
+REPORTER = Actor("user-1", Role.REPORTER, "dongshan-village", "chengguan-street")
+
+
+@pytest.fixture
+def url(store_url: str, tmp_path: Path) -> str:
+    """The conftest's store (SQLite, and PostgreSQL in its own schema)."""
+    if store_url.startswith("sqlite"):
+        (tmp_path / "home").mkdir(exist_ok=True)
+    return store_url
+
+
+def _app(url: str, keys: list[str], cache_seconds: float = 5.0) -> CaseTrail:
+    env = store_environment(url, keys)
+    env[ENV_DATA_KEY_CACHE_SECONDS] = str(cache_seconds)
+    return CaseTrail(env=env)
+
+
+def test_an_erasure_reaches_another_process_within_its_cache_time(url: str) -> None:
+    key = new_key_text()
+    reader, eraser = _app(url, [key], cache_seconds=0.3), _app(url, [key])
+    try:
+        case_id = reader.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        assert reader.read_case(case_id, REPORTER, Purpose.FOLLOW_UP, "r-1")["id"]
+        eraser.erase(case_id, scope=KeyScope.CASE, rule="retention", basis="t", due_on=None, by={})
+        time.sleep(0.4)
+        with pytest.raises(DataErased):
+            reader.repository.get(case_id)
+        # Nothing more can be written to it either.
+        with pytest.raises(DataErased):
+            reader.change_case(
+                case_id,
+                REPORTER,
+                "follow_up",
+                lambda c: c.record_follow_up(
+                    cmd.RecordFollowUp(visited_on=c.found_on, notes="擦除之后"),
+                    by=REPORTER.as_record(),
+                ),
+            )
+    finally:
+        reader.close()
+        eraser.close()
+
+
+def test_two_processes_making_a_streams_first_key_agree_on_one(url: str) -> None:
+    key = decode_key(new_key_text())
+    where = (
+        {"sqlite_path": url.removeprefix("sqlite:///")}
+        if url.startswith("sqlite")
+        else {"postgres": _pg_kwargs(url)}
+    )
+    one = DataKeyTable(keks={key_id(key): key}, current_kek=key, **where)
+    two = DataKeyTable(keks={key_id(key): key}, current_kek=key, **where)
+    try:
+        stream = uuid4()
+        first = one.for_writing(stream, "case")
+        second = two.for_writing(stream, "case")
+        assert first is not None and second is not None
+        assert first[0] == second[0]
+        nonce, aad = bytes(12), b"place"
+        assert second[1].decrypt(nonce, first[1].encrypt(nonce, b"x", aad), aad) == b"x"
+        assert one.counts() == {"keys": 1, "destroyed": 0, "live": 1}
+    finally:
+        one.close()
+        two.close()
+
+
+def _pg_kwargs(url: str) -> dict[str, object]:
+    from urllib.parse import parse_qs, urlparse  # noqa: PLC0415
+
+    parts = urlparse(url)
+    return {
+        "host": parts.hostname,
+        "port": parts.port or 5432,
+        "dbname": parts.path.strip("/"),
+        "user": parts.username or "postgres",
+        "schema": parse_qs(parts.query)["schema"][0],
+    }
+
+
+def test_rotating_the_event_key_rewraps_every_live_key_and_retires_the_old(url: str) -> None:
+    old, new = new_key_text(), new_key_text()
+    app = _app(url, [old])
+    try:
+        ids = [
+            app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+            for _ in range(3)
+        ]
+    finally:
+        app.close()
+    old_raw, new_raw = decode_key(old), decode_key(new)
+    table = _table(url, [new_raw, old_raw])
+    try:
+        with pytest.raises(DataKeyProblem, match="wrapped only by that key"):
+            table.retire(key_id(old_raw))
+        assert table.rewrap() == 3
+        assert table.rewrap() == 0
+        assert table.retire(key_id(old_raw)) == 3
+    finally:
+        table.close()
+    # The old key is no longer needed: the new one alone opens every file.
+    rotated = _app(url, [new])
+    try:
+        assert [rotated.repository.get(i).id for i in ids] == ids
+    finally:
+        rotated.close()
+
+
+def _table(url: str, keys: list[bytes]) -> DataKeyTable:
+    keks = {key_id(k): k for k in keys}
+    if url.startswith("sqlite"):
+        return DataKeyTable(keks=keks, current_kek=keys[0], sqlite_path=url[len("sqlite:///") :])
+    return DataKeyTable(keks=keks, current_kek=keys[0], postgres=_pg_kwargs(url))
+
+
+def test_a_destroyed_wrap_leaves_no_byte_in_the_sqlite_file(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shred.sqlite'}"
+    app = _app(url, [new_key_text()])
+    try:
+        case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        table = app.mapper.cipher.data_keys  # type: ignore[union-attr]
+        ((wrapped,),) = table._rows("SELECT wrapped FROM data_key_wraps", [])
+        app.erase(case_id, scope=KeyScope.CASE, rule="retention", basis="t", due_on=None, by={})
+    finally:
+        app.close()
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("shred.sqlite")]
+    assert files
+    for path in files:
+        assert bytes(wrapped) not in path.read_bytes(), path.name
+        assert bytes(wrapped)[12:40] not in path.read_bytes(), path.name
+
+
+def test_keys_are_per_stream(tmp_path: Path) -> None:
+    app = _app(f"sqlite:///{tmp_path / 'per.sqlite'}", [new_key_text()])
+    try:
+        a = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        b = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        ring = app.data_keyring
+        assert ring.key_id(a) != ring.key_id(b)
+        app.erase(a, scope=KeyScope.CASE, rule="retention", basis="t", due_on=None, by={})
+        assert not ring.has_key(a) and ring.has_key(b)
+        assert app.repository.get(b).id == b
+        assert isinstance(b, UUID)
+    finally:
+        app.close()
