@@ -199,8 +199,9 @@ class PgTarget:
         return ["--host", self.host, "--port", self.port, "--username", self.user]
 
     def tool_env(self) -> dict[str, str]:
-        # The password goes to the tool in its environment, never on its command line.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        """The tool's whole environment: no variable of this process (nor an operator's PG*
+        one) changes where it connects; the password goes in it, never on its command line."""
+        env = {"LC_ALL": "C"}
         if self.password:
             env["PGPASSWORD"] = self.password
         env["PGCONNECT_TIMEOUT"] = "5"
