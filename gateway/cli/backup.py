@@ -151,10 +151,20 @@ def _check_keys(settings: Settings, manifest: Manifest, rebuild: bool) -> None:
             counts = {name: readmodels.rebuild(name) for name in readmodels.followers}
         finally:
             readmodels.close()
+        # The Merkle log to the end of the restored events (as the service would at its start),
+        # so that `verify` can name the first position a unit's later checkpoint finds missing.
+        evidence = bootstrap.open_evidence(settings, application)
+        try:
+            counts["evidence"] = evidence.catch_up()
+        finally:
+            evidence.close()
     except bootstrap.StartupProblem as exc:
         raise BackupUsageError(f"restored, but {exc}") from None
     finally:
         application.close()
     rebuilt = ", ".join(f"{name} {count}" for name, count in counts.items())
-    click.echo(f"the keys open the restored events; read models rebuilt (events read: {rebuilt})")
+    click.echo(
+        f"the keys open the restored events; read models rebuilt, Merkle log caught up "
+        f"(events read: {rebuilt})"
+    )
     click.echo("check it: casetrail verify --checkpoint FILE (a unit's checkpoint file)")

@@ -117,6 +117,7 @@ def test_a_backup_under_load_restores_verifies_and_rebuilds_the_same_read_models
             while not stop.is_set():
                 workload.cases(1)
                 evidence.catch_up()  # the Merkle log follows, as the service's follower does
+                time.sleep(0.05)  # a steady load, not a flood: the restore has it all to read
         except BaseException as exc:  # reported below
             errors.append(exc)
 
@@ -155,6 +156,8 @@ def test_a_backup_under_load_restores_verifies_and_rebuilds_the_same_read_models
     # A checkpoint signed after the backup names what the restore lacks.
     lacking = _cli(restored_home, target_url, "verify", "--checkpoint", str(later_file))
     assert lacking.returncode == 1, lacking.stdout + lacking.stderr
+    missing = f"covers {later.size} events and the store holds only {manifest.events}"
+    assert missing in lacking.stdout, lacking.stdout
 
     # Into an empty store only: a second restore is refused, one line, nothing changed.
     again = _cli(restored_home, target_url, "restore", str(backup))
