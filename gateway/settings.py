@@ -269,6 +269,13 @@ class Settings(BaseSettings):
         shown="`yes`",
         must=_BOOLEAN,
     )
+    pg_bin_dir: Path | None = _var(
+        None,
+        "directory of the `pg_dump` and `pg_restore` that `casetrail backup` and `restore` run "
+        "on a PostgreSQL store (the server's major version or newer; `docs/operations.md`)",
+        shown="found on `PATH`",
+        must="a directory path",
+    )
     access_group_commit: bool = _var(
         True,
         "concurrent reads share durable commits of their access events (`domain/group_commit.py`); "

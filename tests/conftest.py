@@ -45,6 +45,7 @@ LONGEST_FIRST: Final = (
     "tests/web/",
     "tests/integration/test_first_start.py",
     "tests/projections/test_crash_recovery.py",
+    "tests/integration/test_backup.py",
     "tests/evidence/",
     "tests/integration/test_corrections.py",
     "tests/specs/",

@@ -7,6 +7,7 @@
     casetrail proof consistency --from M [--to N] [--out FILE]
     casetrail proof check FILE [--public-key PEM]
     casetrail store init
+    casetrail store vacuum
 
 None of them needs the event key: the tree is over the stored, encrypted bytes. `checkpoint
 create` needs the service signing key. Exit codes: 0 intact (or done), 1 tampering found (the
@@ -349,7 +350,7 @@ def proof_check(proof_file: Path, public_key: Path | None) -> None:
 # --- the store ----------------------------------------------------------------------------------
 
 
-@click.group(help="The event store's own tables and guards.")
+@click.group(help="The event store's own tables and guards, and its maintenance (VACUUM).")
 def store() -> None:
     pass
 
@@ -376,3 +377,43 @@ def store_init() -> None:
     except (store_guard.StoreGuardProblem, StoreSetupProblem) as exc:
         raise EvidenceUsageError(str(exc)) from None
     click.echo(f"created: {', '.join(created)}" if created else "all in place already")
+
+
+@store.command(
+    "vacuum",
+    help="Compact the SQLite event store (VACUUM) while keeping every event's position: "
+    "positions are hashed before and after, and a difference is reported (exit 1). "
+    "PostgreSQL: nothing to do here (autovacuum; its positions are a column).",
+)
+def store_vacuum() -> None:
+    from gateway.settings import Settings
+    from gateway.store.backup import BackupProblem, sqlite_path
+    from gateway.store.vacuum import PositionsMoved, VacuumProblem, vacuum
+    from projections.evidence.log import StoreTables
+
+    settings = Settings.from_env()
+    if settings.store_kind != "sqlite":
+        raise EvidenceUsageError(
+            "`store vacuum` is for the SQLite store; on PostgreSQL VACUUM never renumbers "
+            "events (their position is the notification_id column): leave it to autovacuum"
+        )
+    try:
+        path = sqlite_path(settings.database_url)
+    except BackupProblem as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    application = _open_store(settings)
+    try:
+        table = StoreTables(application.recorder).events_table
+    finally:
+        application.close()
+    try:
+        report = vacuum(path, table)
+    except PositionsMoved as exc:
+        click.echo(f"casetrail: error: {exc}", err=True)
+        sys.exit(1)
+    except VacuumProblem as exc:
+        raise EvidenceUsageError(str(exc)) from None
+    click.echo(
+        f"vacuumed {path}: {report.bytes_before} -> {report.bytes_after} bytes; the "
+        f"{report.before.events} events (positions up to {report.before.last}) kept their positions"
+    )

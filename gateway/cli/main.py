@@ -63,7 +63,23 @@ COMMANDS: Final[Mapping[str, tuple[str, str, str]]] = {
         "proof",
         "Inclusion and consistency proofs, and checking them offline.",
     ),
-    "store": ("gateway.cli.evidence", "store", "The event store's own tables and guards."),
+    "store": (
+        "gateway.cli.evidence",
+        "store",
+        "The event store's own tables and guards, and its maintenance (VACUUM).",
+    ),
+    "backup": (
+        "gateway.cli.backup",
+        "backup",
+        "Copy the event store into one file while the service runs (SQLite's online backup; "
+        "pg_dump of the store's schema).",
+    ),
+    "restore": (
+        "gateway.cli.backup",
+        "restore",
+        "Restore a backup into an EMPTY store (CASETRAIL_DATABASE_URL holds no event), then "
+        "check that the keys in place open it and rebuild the read models.",
+    ),
     "projections": (
         "gateway.cli.projections",
         "projections",

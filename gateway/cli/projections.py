@@ -3,14 +3,16 @@
 
     casetrail projections status [--json]        where each read model stands, and its lag
     casetrail projections rebuild NAME|all       empty a read model and apply every event again
-    casetrail projections run [--once]           follow the event store (a process of its own)
+    casetrail projections run [--once] [--only read-models|evidence]
+                                                 follow the event store (a process of its own)
 
 `run` keeps the read models and the evidence log (docs/evidence.md: the Merkle tree, signed
 checkpoints) up to date. `casetrail serve` starts it beside the API when
 CASETRAIL_PROJECTIONS=process (the default with several API workers); with
-CASETRAIL_PROJECTIONS=off it is yours to start. It stops on SIGTERM or SIGINT after the batch in
-progress (a SIGKILL loses nothing either: each batch and
-its position are one transaction). Failures are one line on stderr and exit 2.
+CASETRAIL_PROJECTIONS=off it is yours to start; `--only` splits it in two processes (the
+read models, the evidence log: two systemd units in ops/). It stops on SIGTERM or SIGINT after
+the batch in progress (a SIGKILL loses nothing either: each batch and its position are one
+transaction). Failures are one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -112,11 +114,19 @@ def rebuild(name: str, batch_size: int) -> None:
     type=click.FloatRange(0.01, 60),
     help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
 )
-def run(once: bool, batch_size: int, poll: float) -> None:
+@click.option(
+    "--only",
+    type=click.Choice(["read-models", "evidence"]),
+    help="follow only the read models, or only the evidence log (the Merkle log and its "
+    "checkpoints): two processes, e.g. two systemd units (ops/README.md); default both",
+)
+def run(once: bool, batch_size: int, poll: float, only: str | None) -> None:
     with _opened(batch_size) as opened:
         readmodels, evidence = opened.readmodels, opened.evidence
         if once:
-            moved = readmodels.catch_up()
+            moved = readmodels.catch_up() if only != "evidence" else {}
+            if only == "evidence":
+                moved["evidence"] = evidence.catch_up()
             click.echo(" ".join(f"{name}+{n}" for name, n in moved.items()))
             return
         stop = threading.Event()
@@ -126,9 +136,14 @@ def run(once: bool, batch_size: int, poll: float) -> None:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
-        readmodels.start(poll_seconds=poll)
-        evidence.start()
-        log.info("projections_running", projections=[*VIEW_NAMES, "evidence"], poll=poll)
+        followed: list[str] = []
+        if only != "evidence":
+            readmodels.start(poll_seconds=poll)
+            followed += VIEW_NAMES
+        if only != "read-models":
+            evidence.start()
+            followed.append("evidence")
+        log.info("projections_running", projections=followed, poll=poll)
         try:
             while not stop.wait(1.0):
                 pass

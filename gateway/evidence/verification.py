@@ -129,6 +129,10 @@ class _StoreScan:
         return len(self.positions)
 
     def where(self, lo: int, hi: int) -> str:
+        if lo >= self.size:
+            # Every stored event agrees with the checkpoint; it covers events the store lacks
+            # (a restore from an older backup, or a cut tail).
+            return f"leaf index {lo}, missing: the store holds only {self.size} events"
         if hi - lo == 1:
             if lo < self.size:
                 return f"leaf index {lo} (store position {self.positions[lo]})"
@@ -183,12 +187,20 @@ def verify_store(
         below = [c.size for c in report.matched if c.size < first.size]
         if below and lo < max(below) < hi and hi - lo > 1:
             lo = max(below)
-        note = (
-            ""
-            if hi - lo == 1
-            else "; the stored Merkle tree no longer leads to the signed root (rewritten as "
-            "well), so only the signed checkpoints bound the position"
-        )
+        if hi - lo == 1 or lo >= scan.size:
+            note = ""
+        elif first.size > scan.size:
+            # Not a rewrite: the checkpoint covers events this store never had (a restore from
+            # an older backup, or a cut tail), and no tree over them is stored here.
+            note = (
+                f"; it covers {first.size} events and the store holds only {scan.size} (restored "
+                "from an older backup, or cut), so only the signed checkpoints bound the position"
+            )
+        else:
+            note = (
+                "; the stored Merkle tree no longer leads to the signed root (rewritten as "
+                "well), so only the signed checkpoints bound the position"
+            )
         report.findings.append(
             Finding(
                 lo,

@@ -65,6 +65,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_NATS_PORT": "4333",
         "CASETRAIL_NATS_SERVER": str(binary),
         "CASETRAIL_CREATE_TABLE": "no",
+        "CASETRAIL_PG_BIN_DIR": "/usr/lib/postgresql/16/bin",  # backup, restore (issue 21)
         "CASETRAIL_ACCESS_GROUP_COMMIT": "n",
         "CASETRAIL_COMMAND_GROUP_COMMIT": "false",
         "CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS": "0.5",
@@ -122,6 +123,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert not s.nats.embedded
     assert (s.nats.host, s.nats.port, s.nats.binary) == ("10.0.0.7", 4333, binary)
     assert s.create_table is False
+    assert s.pg_bin_dir == Path("/usr/lib/postgresql/16/bin")
     assert (s.access_group_commit, s.command_group_commit) == (False, False)
     assert s.access_group_commit_wait_ms == 0.5
     assert s.unit_token is not None and s.unit_token.get_secret_value() == "unit-token"
