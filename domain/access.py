@@ -130,11 +130,12 @@ BREAK_GLASS_FIELDS: Final = (
 INVESTIGATOR_FIELDS: Final = ALL_FIELDS | {"access_log"}
 
 # A guardian's copy of the minor's data (个人信息保护法 第四十五条, issue 19; purpose
-# `guardian_request`): the minor's own identity data, the guardians as recorded, where the file
-# stands and its corrections, and the file's accounting of disclosures (`access_log`). Withheld:
-# what others said and did about the child (the clue's description, who found it, the issues,
-# consultations, interventions, letters, follow-ups): third parties' information and the
-# authorities' own work, which a disclosure to a guardian could impede or endanger (第十八条,
+# `guardian_request`): the minor's own identity data, where the file stands, its corrections (the
+# values of these fields only), and the file's accounting of disclosures (`access_log`).
+# Withheld: what others said and did about the child (the clue's description, who found it, the
+# issues, consultations, interventions, letters, follow-ups) and the guardians' entries (the
+# other guardian's phone and address are not the minor's data): third parties' information and
+# the authorities' own work, which a disclosure to a guardian could impede or endanger (第十八条,
 # 第三十五条); the guardian may be the very risk a file is about. The coordinator who hands the
 # copy over decides nothing more: this is the one decision (tests/retention/
 # test_guardian_requests.py).
@@ -154,7 +155,6 @@ GUARDIAN_COPY_FIELDS: Final = frozenset(
         "minor.id_number",
         "minor.school",
         "minor.grade_class",
-        "guardians",
         "access_log",
     }
 )

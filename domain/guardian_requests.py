@@ -319,10 +319,19 @@ class GuardianRequests:
         return found
 
     def visible(self, actor: Actor, request: GuardianRequest) -> bool:
-        """Coordinators see their street's requests; compliance auditors every request."""
+        """Coordinators see the requests of their street: the file's street when the request
+        came in, or the file's street now (a file transferred since); compliance auditors see
+        every request."""
         if actor.role is Role.COMPLIANCE_AUDITOR:
             return True
-        return actor.role is Role.COORDINATOR and actor.street == request.street
+        if actor.role is not Role.COORDINATOR:
+            return False
+        if actor.street == request.street:
+            return True
+        try:
+            return self._case(request.case_id).street == actor.street
+        except (errors.CaseNotFound, DataErased):
+            return False
 
     def one(self, actor: Actor, request_id: UUID) -> GuardianRequest:
         request = self.get(request_id)

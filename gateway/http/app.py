@@ -52,9 +52,9 @@ from gateway.http.routes import access as access_routes
 from gateway.http.routes import cases as case_routes
 from gateway.http.routes import compliance as compliance_routes
 from gateway.http.routes import corrections as correction_routes
-from gateway.http.routes import guardian_requests as guardian_request_routes
 from gateway.http.routes import disclosures as disclosure_routes
 from gateway.http.routes import evidence as evidence_routes
+from gateway.http.routes import guardian_requests as guardian_request_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes

@@ -24,7 +24,7 @@ tests/retention/test_guardian_requests.py.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Response, status
@@ -147,6 +147,28 @@ def answer(
     return _shown(request)
 
 
+# What a guardian's accounting says of each disclosure: when, which role of which unit, for what
+# purpose, which fields, by which channel; not the person's user id, the client's address or
+# the request id (the compliance accounting's, for auditors).
+GUARDIAN_ENTRY: Final = (
+    "at",
+    "role",
+    "role_label",
+    "unit",
+    "street",
+    "purpose",
+    "purpose_label",
+    "fields",
+    "channel",
+    "channel_label",
+    "break_glass",
+)
+
+
+def guardian_entry(record: dict[str, Any]) -> dict[str, Any]:
+    return {key: record[key] for key in GUARDIAN_ENTRY}
+
+
 def _access_copy(
     request_id: UUID, actor: ActorDep, reader: GuardianRequestReaderDep, svc: ServicesDep
 ) -> dict[str, Any]:
@@ -159,7 +181,7 @@ def _access_copy(
         AccessQuery(case_ids=(request.case_id,), kinds=(RecordKind.READ,)),
     )
     accounting = [
-        record_json(r)
+        guardian_entry(record_json(r))
         for r in records
         if is_disclosure(r) and not hidden_from_street(r.rule, actor.role)
     ]
