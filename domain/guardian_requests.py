@@ -269,7 +269,7 @@ class GuardianRequests:
     def __init__(self, application: CaseTrail) -> None:
         self.application = application
 
-    # `records_refusals` (domain.application) records a refused command through this.
+    # A refused command is stored as the application's commands store theirs (`CommandRefused`).
     def record_command_refusal(
         self, actor: Actor, command: str, case_id: UUID | None, rule: str
     ) -> Any:
@@ -303,6 +303,7 @@ class GuardianRequests:
             case = self._case(case_id)
             require_permission(actor, action, CaseScope.of(case))
         except errors.DomainError as refused:
+            # `domain.application.NOT_VISIBLE_RULE` (not imported: that module imports this one).
             rule = "not_visible" if refused.status == 404 else refused.code
             if refused.status in (403, 404):
                 self.record_command_refusal(actor, action, case_id, rule)
