@@ -129,6 +129,36 @@ BREAK_GLASS_FIELDS: Final = (
 # Investigators reconstruct who knew what: everything, and the access log.
 INVESTIGATOR_FIELDS: Final = ALL_FIELDS | {"access_log"}
 
+# A guardian's copy of the minor's data (个人信息保护法 第四十五条, issue 19; purpose
+# `guardian_request`): the minor's own identity data, where the file stands, its corrections (the
+# values of these fields only), and the file's accounting of disclosures (`access_log`).
+# Withheld: what others said and did about the child (the clue's description, who found it, the
+# issues, consultations, interventions, letters, follow-ups) and the guardians' entries (the
+# other guardian's phone and address are not the minor's data): third parties' information and
+# the authorities' own work, which a disclosure to a guardian could impede or endanger (第十八条,
+# 第三十五条); the guardian may be the very risk a file is about. The coordinator who hands the
+# copy over decides nothing more: this is the one decision (tests/retention/
+# test_guardian_requests.py).
+GUARDIAN_REQUEST_NOT_OPEN: Final = "guardian_request_not_open"
+GUARDIAN_COPY_FIELDS: Final = frozenset(
+    {
+        "id",
+        "street",
+        "village",
+        "status",
+        "reported_at",
+        "updated_at",
+        "corrections",
+        "minor.name",
+        "minor.gender",
+        "minor.date_of_birth",
+        "minor.id_number",
+        "minor.school",
+        "minor.grade_class",
+        "access_log",
+    }
+)
+
 # A member unit sees, beyond operational fields and identity, the detail its protection
 # function needs (need-to-know), and its own interventions.
 FUNCTION_DETAIL: Final = MappingProxyType(
@@ -155,7 +185,13 @@ ROLE_PURPOSES: Final = MappingProxyType(
             {Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.CONSULTATION, Purpose.EMERGENCY}
         ),
         Role.COORDINATOR: frozenset(
-            {Purpose.CONSULTATION, Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.EMERGENCY}
+            {
+                Purpose.CONSULTATION,
+                Purpose.INTERVENTION,
+                Purpose.FOLLOW_UP,
+                Purpose.EMERGENCY,
+                Purpose.GUARDIAN_REQUEST,
+            }
         ),
         Role.SUPERVISOR: frozenset(
             {Purpose.CONSULTATION, Purpose.INTERVENTION, Purpose.FOLLOW_UP, Purpose.EMERGENCY}
@@ -281,6 +317,9 @@ class ReadContext:
     # That order is the county's (`domain.orders.CountyOrder`): its reads are recorded under
     # COUNTY_ORDER_RULE, which the access log street roles see leaves out.
     county_order: bool = False
+    # An access request of a guardian (domain/guardian_requests.py) about this case is open:
+    # only then is purpose `guardian_request` granted (issue 19).
+    guardian_request_open: bool = False
 
 
 @dataclass(frozen=True)
@@ -356,6 +395,13 @@ def decide(actor: Actor, context: ReadContext, purpose: Purpose) -> Decision:
     grant = scope_grant(actor, context)
     if grant is not None:
         rule, fields = grant
+        if purpose is Purpose.GUARDIAN_REQUEST:
+            # The guardian's copy, while an access request about the file is open: the fields
+            # the law allows of a file the reader may open (the access log with them: the
+            # accounting of disclosures is part of the copy).
+            if not context.guardian_request_open:
+                return Decision(False, GUARDIAN_REQUEST_NOT_OPEN)
+            fields = GUARDIAN_COPY_FIELDS & (fields | {"access_log"})
         return Decision(True, rule, fields)
     if purpose is Purpose.EMERGENCY:
         if context.break_glass_reason:

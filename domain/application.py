@@ -84,6 +84,7 @@ from domain.credentials import (
 )
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
 from domain.group_commit import GroupCommit
+from domain.guardian_requests import open_access_request
 from domain.investigation_commands import (
     AddRectification,
     CompleteRectification,
@@ -774,6 +775,10 @@ class CaseTrail(Application[UUID]):
             order_expires_at=order_expires_at,
             break_glass_reason=break_glass_reason,
             county_order=county_order,
+            # Issue 19: a guardian's copy is read only while their access request is open.
+            guardian_request_open=purpose is Purpose.GUARDIAN_REQUEST
+            and case is not None
+            and open_access_request(self, case_id) is not None,
         )
         return case, decide(actor, context, purpose)
 

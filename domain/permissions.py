@@ -58,6 +58,14 @@ COMMAND_RULES: Final = MappingProxyType(
         # Investigation orders: a coordinator of the case's street, or a county-level admin.
         "issue_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
         "revoke_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
+        # Issue 19, a guardian's requests (domain/guardian_requests.py): the case's street's
+        # coordinator handles them; a compliance auditor may record, refuse and erase, never
+        # read the file (the copy) nor correct it.
+        "receive_guardian_request": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
+        "refuse_guardian_request": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
+        "answer_guardian_access": {(R.COORDINATOR, "street")},
+        "answer_guardian_correction": {(R.COORDINATOR, "street")},
+        "answer_guardian_deletion": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
     }
 )
 

@@ -48,15 +48,24 @@ class KeyScope(StrEnum):
     CASE = "case"
     MINOR = "minor"
     USER = "user"
+    # A guardian's request (domain/guardian_requests.py): keyed by its own stream, so that it
+    # outlives the erasure of the file it names and can be erased on its own.
+    REQUEST = "request"
 
 
 def _keyed_aggregates() -> dict[type, KeyScope]:
     # Imported here: the aggregates import the domain's rules, not the other way round.
     from domain.case import Case  # noqa: PLC0415
+    from domain.guardian_requests import GuardianRequest  # noqa: PLC0415
     from domain.roster import RosterEntry  # noqa: PLC0415
     from domain.users import User  # noqa: PLC0415
 
-    return {Case: KeyScope.CASE, RosterEntry: KeyScope.MINOR, User: KeyScope.USER}
+    return {
+        Case: KeyScope.CASE,
+        RosterEntry: KeyScope.MINOR,
+        User: KeyScope.USER,
+        GuardianRequest: KeyScope.REQUEST,
+    }
 
 
 _KEYED: dict[type, KeyScope] | None = None

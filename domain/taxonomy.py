@@ -268,6 +268,9 @@ class Purpose(StrEnum):
     INVESTIGATION = "investigation"
     COMPLIANCE_REVIEW = "compliance_review"
     EMERGENCY = "emergency"
+    # A guardian's request to see the minor's data (个人信息保护法 第四十五条; issue 19):
+    # declared by its endpoint only (POST /v1/guardian-requests/{id}/answer).
+    GUARDIAN_REQUEST = "guardian_request"
 
 
 class CaseStatus(StrEnum):

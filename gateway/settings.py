@@ -384,6 +384,17 @@ class Settings(BaseSettings):
         must="a date, YYYY-MM-DD",
     )
 
+    # --- a guardian's requests (issue 19: domain/guardian_requests.py, docs/retention.md) ---
+    guardian_request_days: int = _var(
+        15,
+        "calendar days within which a guardian's request (to see, correct or delete a minor's "
+        "data) is due to be answered, counted from the local day it came in (PIPL 第五十条 "
+        "asks for a timely answer and names no number)",
+        must="a whole number of days from 1 to 90",
+        ge=1,
+        le=90,
+    )
+
     # --- sign-in and browser sessions (issue 16, docs/signin.md) ---
     session_idle_minutes: float = _var(
         30,
@@ -658,6 +669,7 @@ class Settings(BaseSettings):
         env["SIGN_FOR_DUE_HOURS"] = str(self.sign_for_due_hours)
         env["ESCALATION_AFTER_HOURS"] = str(self.escalation_after_hours)
         env["INITIAL_SUBMISSION_DUE"] = self.initial_submission_due.isoformat()  # issue 17
+        env["GUARDIAN_REQUEST_DAYS"] = str(self.guardian_request_days)  # issue 19
         if self.compliance_rules is not None:
             env["COMPLIANCE_RULES"] = str(self.compliance_rules)
         return env

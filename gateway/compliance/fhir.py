@@ -16,7 +16,8 @@ content and nothing identifying of the child:
   values), the refused command's name too; no entity when the access named no case;
 - `authorization`: the purpose of use: casetrail's code (`PURPOSE_SYSTEM`) and, where one
   exists, the HL7 v3 PurposeOfUse code (`V3_PURPOSES`: emergency → ETREAT, consultation →
-  COC, investigation → HLEGAL, compliance_review → HCOMPL); a break-glass read adds BTG
+  COC, investigation → HLEGAL, compliance_review → HCOMPL, guardian_request → PATRQT); a
+  break-glass read adds BTG
   (break the glass), coded as the emergency override it is;
 - `outcome.code`: `0` (success) when granted, `4` (minor failure) when refused, with the
   deciding rule as `outcome.detail` (`RULE_SYSTEM`) either way;
@@ -62,6 +63,7 @@ V3_PURPOSES: Final = {
     "consultation": ("COC", "coordination of care"),
     "investigation": ("HLEGAL", "legal"),
     "compliance_review": ("HCOMPL", "health compliance"),
+    "guardian_request": ("PATRQT", "patient requested"),
 }
 BREAK_THE_GLASS: Final = ("BTG", "break the glass")
 

@@ -54,6 +54,7 @@ from gateway.http.routes import compliance as compliance_routes
 from gateway.http.routes import corrections as correction_routes
 from gateway.http.routes import disclosures as disclosure_routes
 from gateway.http.routes import evidence as evidence_routes
+from gateway.http.routes import guardian_requests as guardian_request_routes
 from gateway.http.routes import inbox as inbox_routes
 from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
@@ -80,6 +81,7 @@ ROUTERS = (
     report_routes.router,
     screening_routes.router,
     correction_routes.router,
+    guardian_request_routes.router,
     submission_routes.router,
     compliance_routes.router,
     disclosure_routes.router,

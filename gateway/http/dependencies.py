@@ -234,7 +234,21 @@ async def emergency_reader(
     )
 
 
+async def guardian_request_reader(
+    request: Request,
+    svc: Annotated[Services, Depends(services)],
+    actor: Annotated[Actor, Depends(current_actor)],
+    context: Annotated[RequestContext, Depends(request_context)],
+) -> AuditedReader:
+    """A guardian's copy declares its purpose by its endpoint: always `guardian_request`
+    (issue 19, gateway/http/routes/guardian_requests.py)."""
+    return AuditedReader(
+        svc.application, actor, Purpose.GUARDIAN_REQUEST, context.request_id, context.client
+    )
+
+
 ActorDep = Annotated[Actor, Depends(current_actor)]
+GuardianRequestReaderDep = Annotated[AuditedReader, Depends(guardian_request_reader)]
 EmergencyReaderDep = Annotated[AuditedReader, Depends(emergency_reader)]
 ServicesDep = Annotated[Services, Depends(services)]
 RequestContextDep = Annotated[RequestContext, Depends(request_context)]

@@ -68,6 +68,7 @@ from domain.access import (
     LedgerScope,
     ReadContext,
     decide,
+    disclose,
     ledger_scope,
 )
 from domain.application import CaseTrail
@@ -349,6 +350,27 @@ class AuditedReader:
             client=self.client,
         )
         return BundleGrant(case_id, with_audit, self.request_id, since)
+
+    def guardian_copy(self, case_id: UUID) -> tuple[dict[str, Any], frozenset[str]]:
+        """A guardian's copy of the minor's data (issue 19, purpose `guardian_request`): the
+        fields `domain.access.decide` grants for it (`GUARDIAN_COPY_FIELDS`, while an access
+        request about the file is open) and the file's access log, both recorded in one write
+        before anything is built. The accounting of disclosures is built by the caller from
+        the records (`gateway.compliance.source`), as the compliance accounting is. Returns
+        the answer and the names of the fields disclosed (the access log's among them)."""
+        case, decision = self.application.authorise_read(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
+            also_need="access_log",
+            channel=self._via(Channel.API),
+            client=self.client,
+        )
+        return (
+            disclose(case, decision.fields, reader_unit=self.actor.unit),
+            decision.fields | {"access_log"},
+        )
 
     # --- ledgers, lookups, exports, worklists, reports ---
 

@@ -29,6 +29,7 @@ PURPOSE_LABELS: Final = MappingProxyType(
         Purpose.INVESTIGATION: "一案一倒查",
         Purpose.COMPLIANCE_REVIEW: "合规审查",
         Purpose.EMERGENCY: "紧急查阅（破窗）",
+        Purpose.GUARDIAN_REQUEST: "监护人申请查阅",
     }
 )
 

@@ -131,6 +131,7 @@ PURPOSE_LABELS: Final = MappingProxyType(
         "investigation": "倒查调查",
         "compliance_review": "合规审查",
         "emergency": "紧急情况",
+        "guardian_request": "监护人申请",
     }
 )
 

@@ -109,6 +109,9 @@ EVENT_TOPICS = frozenset(
         "domain.orders:InvestigationOrder.InvestigationOrderIssued",
         "domain.orders:InvestigationOrder.InvestigationOrderRenewed",
         "domain.orders:InvestigationOrder.InvestigationOrderRevoked",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestAnswered",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestReceived",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestRefused",
         "domain.refusals:AuthenticationRefused",
         "domain.retention:DataKeyDestroyed",
         "domain.roster:RosterEntry.DetailsUpdated",
@@ -137,6 +140,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.credentials:Session",
         "domain.case:Case",
         "domain.compliance.findings:Finding",
+        "domain.guardian_requests:GuardianRequest",
         "domain.investigations:Investigation",
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
@@ -152,8 +156,12 @@ AGGREGATE_TOPICS = frozenset(
 SINCE_STORE_V1 = frozenset(
     {
         "domain.access:CommandRefused",
-        # issue 19: erasure facts
+        # issue 19: erasure facts; a guardian's requests
         "domain.retention:DataKeyDestroyed",
+        "domain.guardian_requests:GuardianRequest",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestReceived",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestAnswered",
+        "domain.guardian_requests:GuardianRequest.GuardianRequestRefused",
         # issue 17: corrections, transfers, ledger submissions
         "domain.case:Case.DetailsCorrected",
         "domain.case:Case.Transferred",

@@ -74,6 +74,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
         "CASETRAIL_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.1",
         "CASETRAIL_INITIAL_SUBMISSION_DUE": "2027-01-15",  # issue 17
+        "CASETRAIL_GUARDIAN_REQUEST_DAYS": "10",  # issue 19
         "CASETRAIL_COMPLIANCE_RULES": str(rules),
         # Sign-in (issue 16, docs/signin.md).
         "CASETRAIL_SESSION_IDLE_MINUTES": "20",
@@ -96,6 +97,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
     assert s.initial_submission_due.isoformat() == "2027-01-15"
+    assert s.guardian_request_days == 10
     assert s.home == (tmp_path / "home").resolve()
     assert s.database_url == given["CASETRAIL_DATABASE_URL"]
     assert s.store_kind == "postgresql"
@@ -198,6 +200,7 @@ def test_secrets_are_not_in_the_repr() -> None:
 
 BAD = [
     ("CASETRAIL_WORKERS", "many", "must be a whole number from 1 to 32"),
+    ("CASETRAIL_GUARDIAN_REQUEST_DAYS", "0", "must be a whole number of days from 1 to 90"),
     ("CASETRAIL_WORKERS", "0", "must be a whole number from 1 to 32"),
     ("CASETRAIL_WORKERS", "33", "must be a whole number from 1 to 32"),
     ("CASETRAIL_PROJECTIONS", "sometimes", "must be one of auto, embedded, process, off"),

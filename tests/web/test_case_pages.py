@@ -127,7 +127,8 @@ def test_the_purpose_is_asked_first_and_nothing_is_read(
     assert '<select id="purpose" name="purpose"' in html
     assert f'action="/cases/{store.case_id}"' in html and 'method="get"' in html
     offered = re.findall(r'<option value="([a-z_]+)">', html)
-    assert set(offered) == {str(p) for p in ROLE_PURPOSES[role]}
+    # A guardian's copy is its request's answer (issue 19), never a page's choice.
+    assert set(offered) == {str(p) for p in ROLE_PURPOSES[role]} - {"guardian_request"}
     for purpose in offered:
         assert PURPOSE_LABELS[purpose] in html
     minor = store.body["minor"]

@@ -570,7 +570,12 @@ def _purpose_of(actor: Actor, value: str | None) -> Purpose | None:
 
 def _purposes(actor: Actor) -> list[tuple[str, str]]:
     allowed = ROLE_PURPOSES[actor.role]
-    return [(str(p), PURPOSE_LABELS[p]) for p in Purpose if p in allowed]
+    # A guardian's copy is its request's answer (POST /v1/guardian-requests/{id}/answer).
+    return [
+        (str(p), PURPOSE_LABELS[p])
+        for p in Purpose
+        if p in allowed and p is not Purpose.GUARDIAN_REQUEST
+    ]
 
 
 def case_url(case_id: UUID, purpose: Purpose | None) -> str:

@@ -91,7 +91,11 @@ def usual_purpose(role: Role) -> Purpose | None:
 def purposes_for(role: Role) -> list[Purpose]:
     """The purposes the page offers: the role's own, never an emergency (a ledger is never
     break-glass's way in)."""
-    return [p for p in Purpose if p in ROLE_PURPOSES[role] and p is not Purpose.EMERGENCY]
+    return [
+        p
+        for p in Purpose
+        if p in ROLE_PURPOSES[role] and p not in (Purpose.EMERGENCY, Purpose.GUARDIAN_REQUEST)
+    ]
 
 
 class Filters(BaseModel):
