@@ -58,6 +58,10 @@ COMMAND_RULES: Final = MappingProxyType(
         # Investigation orders: a coordinator of the case's street, or a county-level admin.
         "issue_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
         "revoke_investigation_order": {(R.COORDINATOR, "street"), (R.ADMIN, "any")},
+        # Legal holds on a file (issue 19, domain.retention_holds): a compliance auditor, or
+        # the coordinator of the file's street.
+        "place_retention_hold": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
+        "release_retention_hold": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
     }
 )
 
