@@ -111,6 +111,8 @@ EVENT_TOPICS = frozenset(
         "domain.orders:InvestigationOrder.InvestigationOrderRevoked",
         "domain.refusals:AuthenticationRefused",
         "domain.retention:DataKeyDestroyed",
+        "domain.retention_holds:LegalHold.HoldPlaced",
+        "domain.retention_holds:LegalHold.HoldReleased",
         "domain.roster:RosterEntry.DetailsUpdated",
         "domain.roster:RosterEntry.GuardianshipLetterSigned",
         "domain.roster:RosterEntry.Listed",
@@ -140,6 +142,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.investigations:Investigation",
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
+        "domain.retention_holds:LegalHold",
         "domain.roster:RosterEntry",
         "domain.screening:Campaign",
         "domain.units:Unit",
@@ -154,6 +157,10 @@ SINCE_STORE_V1 = frozenset(
         "domain.access:CommandRefused",
         # issue 19: erasure facts
         "domain.retention:DataKeyDestroyed",
+        # issue 19: explicit legal holds
+        "domain.retention_holds:LegalHold",
+        "domain.retention_holds:LegalHold.HoldPlaced",
+        "domain.retention_holds:LegalHold.HoldReleased",
         # issue 17: corrections, transfers, ledger submissions
         "domain.case:Case.DetailsCorrected",
         "domain.case:Case.Transferred",
