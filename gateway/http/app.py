@@ -59,6 +59,7 @@ from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
+from gateway.http.routes import retention as retention_routes
 from gateway.http.routes import screening as screening_routes
 from gateway.http.routes import signin as signin_routes
 from gateway.http.routes import submissions as submission_routes
@@ -85,6 +86,7 @@ ROUTERS = (
     disclosure_routes.router,
     signin_routes.router,
     user_routes.router,
+    retention_routes.router,  # issue 19
 )
 
 log = get_logger("casetrail.api")
