@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Final
+from typing import Any, Final
 from uuid import UUID
 
 from domain import clock
@@ -49,7 +49,12 @@ def at(day: date) -> Iterator[None]:
 
 
 def closed_file(
-    app: CaseTrail, *, born: date, found_on: date, closed_on: date, body: dict | None = None
+    app: CaseTrail,
+    *,
+    born: date,
+    found_on: date,
+    closed_on: date,
+    body: dict[str, Any] | None = None,
 ) -> UUID:
     """A file of a minor born on `born`, reported on `found_on` and closed on `closed_on`."""
     body = body or report_body(born=born, found_on=found_on)
@@ -67,22 +72,22 @@ def closed_file(
     return case_id
 
 
-def open_file(app: CaseTrail, body: dict) -> UUID:
+def open_file(app: CaseTrail, body: dict[str, Any]) -> UUID:
     """A file reported (and left open) on the body's `found_on`."""
     with at(date.fromisoformat(body["found_on"])):
         return app.report_clue(cmd.ReportClue.model_validate(body), REPORTER)
 
 
-def same_minor(app: CaseTrail, case_id: UUID, *, found_on: date) -> dict:
+def same_minor(app: CaseTrail, case_id: UUID, *, found_on: date) -> dict[str, Any]:
     """A report body naming the minor of `case_id` again (another file of the same minor)."""
-    case = app.repository.get(case_id)
+    case: object = app.repository.get(case_id)
     assert isinstance(case, Case)
     body = report_body(found_on=found_on, born=date.fromisoformat(case.minor["date_of_birth"]))
     body["minor"] = dict(case.minor)
     return body
 
 
-def row_of(rows: list[dict], stream_id: UUID) -> dict:
+def row_of(rows: list[dict[str, Any]], stream_id: UUID) -> dict[str, Any]:
     found = [r for r in rows if r["stream_id"] == str(stream_id)]
     assert len(found) == 1, f"{stream_id} listed {len(found)} times"
     return found[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
@@ -118,7 +119,7 @@ def test_a_hold_placed_after_the_status_was_read_still_stops_the_erasure(app: Ca
 
 def test_an_investigation_holds_every_file_of_its_minor(app: CaseTrail) -> None:
     due, other = two_files(app)
-    case = app.repository.get(due)
+    case: Any = app.repository.get(due)
     command = OpenInvestigation.model_validate(
         {
             "kind": "harm",

@@ -12,7 +12,7 @@ import pytest
 from domain.application import CaseTrail
 from domain.retention import RetentionRules
 from domain.retention_holds import minor_due_on
-from gateway.settings import Settings
+from gateway.settings import Settings, SettingsProblem
 from gateway.store.eventstore import ENV_DATA_KEY_CACHE_SECONDS
 
 
@@ -87,8 +87,6 @@ def test_the_settings_reach_the_application(tmp_path: Path) -> None:
 def test_an_unusable_value_is_one_line_naming_the_variable(
     tmp_path: Path, variable: str, value: str
 ) -> None:
-    from gateway.settings import SettingsProblem
-
     with pytest.raises(SettingsProblem) as raised:
         Settings.from_env({"CASETRAIL_HOME": str(tmp_path), variable: value})
     assert str(raised.value).startswith(f"{variable} must be")
