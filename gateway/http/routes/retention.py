@@ -55,6 +55,11 @@ Today = Annotated[
         ge=EARLIEST_DATE,
         le=LATEST_DATE,
         description="judge on this day (default: today in Beijing); only to look ahead",
+        # `ge`/`le` are for numbers in the schema: the bounds of a date are these.
+        json_schema_extra={
+            "formatMinimum": EARLIEST_DATE.isoformat(),
+            "formatMaximum": LATEST_DATE.isoformat(),
+        },
     ),
 ]
 
