@@ -1727,7 +1727,7 @@ class CaseTrail(Application[UUID]):
         for known in dict.fromkeys([*(UUID(c) for c in entry.case_ids), *open_files]):
             try:
                 case = self._get_case(known)
-            except errors.CaseNotFound:
+            except (errors.CaseNotFound, DataErased):  # an erased file takes no more visits
                 continue
             if not case.is_closed and case.street == entry.street:
                 return case, True
