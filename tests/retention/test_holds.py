@@ -223,6 +223,8 @@ def test_status_and_holds_over_http(
     hold_id = placed.json()["id"]
     seen = client.get("/v1/retention", params={"today": TODAY.isoformat()}, headers=coordinator)
     assert row_of(seen.json()["items"], due)["state"] == "held"
+    assert row_of(seen.json()["items"], due)["held"] == ["explicit"]
+    assert row_of(seen.json()["items"], due)["holds"] == []  # the sources are the auditors'
 
     bad = client.post("/v1/retention/holds", json={"case_id": str(other)}, headers=auditor)
     assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "reason"

@@ -5,7 +5,8 @@
     POST /v1/retention/holds                       {"case_id", "reason"}: an explicit hold
     POST /v1/retention/holds/{hold_id}/release     {"reason"}
 
-Compliance auditors (every street) and coordinators (their own street's files). The list read
+Compliance auditors (every street, each hold's source) and coordinators (their own street's
+files, the hold reasons only). The list read
 is recorded before the answer leaves, as an access event naming no case (fields
 `retention_status`); anyone else's attempt as `AccessDenied`, then answered 403. `today` only
 looks ahead (what a later day will bring): erasing is `casetrail retention apply` and the
@@ -101,8 +102,12 @@ def retention_status(
     """Closed files and roster entries: `kept`, `due`, `held` (due, but held) or `erased`."""
     _recorded_read(svc, actor, purpose, context)
     day = today or local_today()
-    street = None if actor.role is Role.COMPLIANCE_AUDITOR else actor.street
-    rows = svc.application.retention_status(day, street=street)
+    auditor = actor.role is Role.COMPLIANCE_AUDITOR
+    rows = svc.application.retention_status(day, street=None if auditor else actor.street)
+    if not auditor:
+        # A coordinator sees the reasons; which source, and which other file of the minor (in
+        # another street, perhaps) it names, is the auditors' (need-to-know).
+        rows = [{**row, "holds": []} for row in rows]
     return {
         "today": day.isoformat(),
         "rule": svc.application.retention_rules.basis(),
