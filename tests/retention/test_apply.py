@@ -21,7 +21,7 @@ from domain.quarters import LOCAL_TZ
 from domain.retention import DataKeyDestroyed, KeyScope, data_key_destroyed
 from domain.roster import RosterMinor, roster_entry_id
 from gateway import logs
-from gateway.bootstrap import open_application
+from gateway.bootstrap import open_application, open_relay
 from gateway.cli.main import main
 from gateway.messaging.retention_run import RUN_BY, RetentionRun
 from gateway.settings import Settings
@@ -248,3 +248,12 @@ def test_the_command_line(run: Any, app: CaseTrail) -> None:
     assert fact is not None and fact.by["user"].startswith("cli:")
     again = run("retention", "apply")
     assert again.code == 0 and again.out.strip().endswith("nothing due")
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_relay_runs_it_as_the_settings_say(settings: Settings, app: CaseTrail) -> None:
+    assert open_relay(settings, app).retention.hour == 3  # daily at 03:00 Beijing by default
+    later = settings.model_copy(update={"retention_run_hour": 22})
+    assert open_relay(later, app).retention.hour == 22
+    off = settings.model_copy(update={"retention_run": "off"})
+    assert open_relay(off, app).retention.hour is None
