@@ -2605,18 +2605,15 @@ class CaseTrail(Application[UUID]):
         if fact is None:
             found = DataErased(
                 f"record {stream_id} was erased (its data key was destroyed); its content can "
-                "no longer be read by anyone; the attempt was recorded",
+                "no longer be read by anyone",
                 stream_id=stream_id,
             )
         else:
             found = DataErased(
                 f"record {stream_id} was erased on {fact.timestamp.isoformat()} under the rule "
-                f"'{fact.rule}' ({fact.basis}); its content can no longer be read by anyone; "
-                "the attempt was recorded",
+                f"'{fact.rule}' ({fact.basis}); its content can no longer be read by anyone",
                 stream_id=stream_id,
             )
-        found.erased_at = fact.timestamp.isoformat() if fact else None  # type: ignore[attr-defined]
-        found.rule = fact.rule if fact else None  # type: ignore[attr-defined]
         return found
 
     def erasures(self) -> dict[UUID, DataKeyDestroyed]:
@@ -2764,7 +2761,7 @@ class CaseTrail(Application[UUID]):
                 outcomes.append(
                     {
                         "stream_id": str(stream_id),
-                        "kind": "case" if fact.scope == KeyScope.CASE else fact.scope,
+                        "kind": fact.scope,
                         "due_on": fact.due_on,
                         "outcome": "would_complete" if dry_run else "completed",
                     }
