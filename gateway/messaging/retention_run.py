@@ -9,6 +9,8 @@ so the run does too. A day's run happens at the first scan at or after the hour;
 started later that day runs it then. Which day was run is kept in memory: a relay restarted the
 same day runs it again, which erases nothing twice (an erasure is one fact per stream, and a
 file erased is no longer due). The erasures are recorded as by `scheduled:retention`.
+While a run works the relay's loop waits for it, as for a deadline scan: notices go out
+late by the run's length (a status over every closed file: one decryption of each).
 
 Proven by tests/retention/test_apply.py (`test_the_scheduled_run_...`).
 """
