@@ -109,13 +109,23 @@ from domain.permissions import require_permission
 from domain.quarters import local_date, start_of_day
 from domain.refusals import AuthenticationRefused, RefusalReason
 from domain.retention import (
+    DataErased,
     DataKeyDestroyed,
     DataKeyring,
     ErasureHeld,
     ErasureUnavailable,
     KeyScope,
+    RetentionRules,
     data_key_destroyed,
     erasure_id,
+)
+from domain.retention_holds import (
+    HoldIndex,
+    HoldNotFound,
+    LegalHold,
+    PlaceHold,
+    ReleaseHold,
+    minor_due_on,
 )
 from domain.submissions import (
     SCAN_WINDOW_DAYS,
@@ -216,6 +226,10 @@ P = ParamSpec("P")
 
 # The rule a refused command is recorded with when the answer hides what it named (404).
 NOT_VISIBLE_RULE: Final = "not_visible"
+# The rule a read or command of an erased file is recorded with (issue 19), answered 410.
+ERASED_RULE: Final = "erased"
+# The rule of erasures by retention (`CaseTrail.apply_retention`), in `DataKeyDestroyed.rule`.
+RETENTION_RULE: Final = "retention"
 
 
 def _refusal_rule(refused: errors.DomainError) -> str | None:
@@ -235,6 +249,8 @@ def _refusal_rule(refused: errors.DomainError) -> str | None:
         return NOT_VISIBLE_RULE
     if refused.status == 403:
         return refused.code
+    if isinstance(refused, DataErased):
+        return ERASED_RULE  # issue 19: a command on an erased file is a refusal, recorded
     return None
 
 
@@ -331,9 +347,14 @@ class _DecidedRead:
     decisions: list[Decision]
     events: list[CaseAccessed | AccessDenied]
     refused: bool
+    # The file was erased (issue 19): answered with this (410) instead of `AccessRefused`.
+    erased: DataErased | None = None
 
     def granted(self) -> tuple[Case, Decision]:
-        """The case and the grant; `AccessRefused` for a refusal (its event stored first)."""
+        """The case and the grant; `AccessRefused` for a refusal (its event stored first),
+        `DataErased` for a file erased (its `AccessDenied`, rule `erased`, stored first)."""
+        if self.erased is not None:
+            raise self.erased
         if self.refused or self.case is None:
             raise AccessRefused(self.decisions[0].rule)
         return self.case, self.decisions[0]
@@ -411,8 +432,13 @@ class CaseTrail(Application[UUID]):
 
     def holds_on(self, stream_id: UUID) -> list[dict[str, Any]]:
         """What keeps a stream from erasure: each `{"reason": HoldReason, ...}`; empty when
-        nothing does. (Issue 19: holds of every file of the minor.)"""
-        return []
+        nothing does. The holds of every file of the stream's minor (a case file's or a roster
+        entry's; `domain.retention_holds` says what holds and what "the same minor" is); a user
+        record is never held."""
+        id_number = self._minor_of_stream(stream_id)
+        if id_number is None:
+            return []
+        return self.holds_of_minor(id_number)
 
     def erasure_of(self, stream_id: UUID) -> DataKeyDestroyed | None:
         """The erasure fact of a stream, if it was erased."""
@@ -558,6 +584,8 @@ class CaseTrail(Application[UUID]):
             case: object = self.repository.get(case_id, projector_func=replay)
         except AggregateNotFoundError:
             raise errors.CaseNotFound(f"no case {case_id} is visible to you") from None
+        except DataErased:
+            raise self.erased_error(case_id) from None
         if not isinstance(case, Case):
             raise errors.CaseNotFound(f"no case {case_id} is visible to you")
         return case
@@ -691,7 +719,24 @@ class CaseTrail(Application[UUID]):
     ) -> _DecidedRead:
         """One read decided and its access events made (the grants', or the refusal's alone):
         nothing stored yet."""
-        case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
+        try:
+            case, decided = self._decide(case_id, actor, purpose, break_glass_reason)
+        except DataErased as erased:
+            # Issue 19: the attempt is recorded (rule `erased`), then answered 410 with when
+            # and under which rule; nothing of the file is left to decide on.
+            refusal = Decision(False, ERASED_RULE)
+            event = access_event(
+                refusal,
+                case_id=case_id,
+                actor=actor,
+                purpose=purpose,
+                request_id=request_id,
+                case_version=None,
+                channel=channel,
+                client=client,
+                break_glass_reason=break_glass_reason,
+            )
+            return _DecidedRead(None, [refusal], [event], True, erased)
         if narrow is not None:
             decided = narrow(decided)
         decisions = [_for_need(decided, need)]
@@ -1136,7 +1181,7 @@ class CaseTrail(Application[UUID]):
         the files themselves decide)."""
         found: list[UUID] = []
         for case_id in dict.fromkeys(case_ids):
-            with suppress(errors.CaseNotFound):
+            with suppress(errors.CaseNotFound, DataErased):  # an erased file names no one
                 if self._get_case(case_id).minor["id_number"] == id_number:
                     found.append(case_id)
         return found
@@ -1689,7 +1734,7 @@ class CaseTrail(Application[UUID]):
         for known in dict.fromkeys([*(UUID(c) for c in entry.case_ids), *open_files]):
             try:
                 case = self._get_case(known)
-            except errors.CaseNotFound:
+            except (errors.CaseNotFound, DataErased):  # an erased file takes no more visits
                 continue
             if not case.is_closed and case.street == entry.street:
                 return case, True
@@ -2512,6 +2557,299 @@ class CaseTrail(Application[UUID]):
             order = self._get_order(event.case_id, investigator)  # type: ignore[attr-defined]
             if order is not None:
                 found.append(order)
+        return found
+
+    # --- retention: holds, status and runs (issue 19; README "Retention") -------------------
+    # The rule is `domain.retention.RetentionRules` (years from the application's environment:
+    # RETENTION_YEARS_AFTER_CLOSURE, RETENTION_YEARS_AFTER_MAJORITY, set by gateway.settings);
+    # the holds are `domain.retention_holds`. A status names ids, streets, dates, states and
+    # hold reasons: nothing of a file's content. Proven by tests/retention/.
+
+    @cached_property
+    def retention_rules(self) -> RetentionRules:
+        defaults = RetentionRules()
+        return RetentionRules(
+            years_after_closure=int(
+                self.env.get("RETENTION_YEARS_AFTER_CLOSURE") or defaults.years_after_closure
+            ),
+            years_after_majority=int(
+                self.env.get("RETENTION_YEARS_AFTER_MAJORITY") or defaults.years_after_majority
+            ),
+        )
+
+    @cached_property
+    def _hold_index(self) -> HoldIndex:
+        return HoldIndex(
+            load=self._stream_state,
+            minor_of=self._minor_of_stream,
+            notifications=lambda start, topics: self.notifications(start=start, topics=topics),
+        )
+
+    def _stream_state(self, stream_id: UUID) -> object | None:
+        """An aggregate as it stands, or None (no such stream, or erased)."""
+        try:
+            found: object = self.repository.get(stream_id, projector_func=replay)
+        except (AggregateNotFoundError, DataErased):
+            return None
+        return found
+
+    def _minor_of_stream(self, stream_id: UUID) -> str | None:
+        """The ID number a case file or roster entry holds now; None for any other stream,
+        or one erased."""
+        found = self._stream_state(stream_id)
+        if isinstance(found, Case | roster.RosterEntry):
+            return str(found.minor["id_number"])
+        return None
+
+    def holds_of_minor(self, id_number: str, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Every hold on the minor with this ID number (`domain.retention_holds.Hold.as_json`)."""
+        holds = self._hold_index.holds_of_minor(id_number, now or datetime.now(UTC))
+        return [h.as_json() for h in holds]
+
+    def erased_error(self, stream_id: UUID) -> DataErased:
+        """The answer to a read or command of an erased record: when, and under which rule."""
+        fact = self.erasure_of(stream_id)
+        if fact is None:
+            found = DataErased(
+                f"record {stream_id} was erased (its data key was destroyed); its content can "
+                "no longer be read by anyone",
+                stream_id=stream_id,
+            )
+        else:
+            found = DataErased(
+                f"record {stream_id} was erased on {fact.timestamp.isoformat()} under the rule "
+                f"'{fact.rule}' ({fact.basis}); its content can no longer be read by anyone",
+                stream_id=stream_id,
+            )
+        return found
+
+    def erasures(self) -> dict[UUID, DataKeyDestroyed]:
+        """Every erasure fact, by the stream it erased (a scan of their topic)."""
+        found: dict[UUID, DataKeyDestroyed] = {}
+        for notification in self.notifications(topics=(get_topic(DataKeyDestroyed),)):
+            fact = self.mapper.to_domain_event(notification)
+            if isinstance(fact, DataKeyDestroyed):
+                found[UUID(str(fact.stream_id))] = fact
+        return found
+
+    def _streams_created_by(self, created: type) -> list[UUID]:
+        return list(
+            dict.fromkeys(
+                UUID(str(n.originator_id)) for n in self.notifications(topics=topics_of(created))
+            )
+        )
+
+    def retention_status(self, today: date, *, street: str | None = None) -> list[dict[str, Any]]:
+        """Every closed case file and every roster entry, with its state on `today`:
+
+        - a closed file: `closed_on` (the street office's day), `due_on` (`RetentionRules`),
+          `state` `kept` (not due yet), `due`, `held` (due, but held: `holds`), `erased`;
+        - a roster entry (`kind` `minor`): due when the minor has been of age for
+          `years_after_majority` years and none of the minor's files is open, kept or held.
+
+        `held` lists the reasons of the holds on the minor whatever the state. Open files are
+        not listed. `street`: only that street's (erased records name no street: left out)."""
+        rules = self.retention_rules
+        now = datetime.now(UTC)
+        erased = self.erasures()
+        holds: dict[str, list[dict[str, Any]]] = {}
+        files: dict[str, list[str]] = {}  # the states of each minor's files, open ones too
+        rows: list[dict[str, Any]] = []
+
+        def held(id_number: str) -> list[dict[str, Any]]:
+            if id_number not in holds:
+                holds[id_number] = self.holds_of_minor(id_number, now)
+            return holds[id_number]
+
+        def row(stream_id: UUID, kind: str, **values: Any) -> dict[str, Any]:
+            found: dict[str, Any] = {"stream_id": str(stream_id), "kind": kind, "street": None}
+            found.update(closed_on=None, due_on=None, state="erased", held=[], holds=[])
+            found.update(values)
+            return found
+
+        def erased_row(stream_id: UUID, kind: str) -> dict[str, Any]:
+            fact = erased.get(stream_id)
+            return row(
+                stream_id,
+                kind,
+                due_on=fact.due_on if fact else None,
+                erased_at=fact.timestamp.isoformat() if fact else None,
+                rule=fact.rule if fact else None,
+            )
+
+        def state(due_on: date, holding: list[dict[str, Any]]) -> str:
+            if due_on > today:
+                return "kept"
+            return "held" if holding else "due"
+
+        for case_id in self._streams_created_by(Case.ClueReported):  # type: ignore[attr-defined]
+            if case_id in erased:
+                rows.append(erased_row(case_id, "case"))
+                continue
+            case = self._stream_state(case_id)
+            if case is None and self.erasure_of(case_id) is None:
+                continue
+            if not isinstance(case, Case):
+                rows.append(erased_row(case_id, "case"))
+                continue
+            id_number = str(case.minor["id_number"])
+            if not case.is_closed or case.closure is None:
+                files.setdefault(id_number, []).append("open")
+                continue
+            closed_on = local_date(datetime.fromisoformat(case.closure["at"]))
+            due_on = rules.due_on(
+                closed_on=closed_on, date_of_birth=date.fromisoformat(case.minor["date_of_birth"])
+            )
+            holding = held(id_number)
+            rows.append(
+                row(
+                    case_id,
+                    "case",
+                    street=case.street,
+                    closed_on=closed_on.isoformat(),
+                    due_on=due_on.isoformat(),
+                    state=state(due_on, holding),
+                    held=sorted({str(h["reason"]) for h in holding}),
+                    holds=holding,
+                )
+            )
+            files.setdefault(id_number, []).append(rows[-1]["state"])
+        for entry_id in self._streams_created_by(roster.RosterEntry.Listed):  # type: ignore[attr-defined]
+            entry = self._stream_state(entry_id)
+            if not isinstance(entry, roster.RosterEntry):
+                if entry_id in erased:
+                    rows.append(erased_row(entry_id, "minor"))
+                continue
+            id_number = str(entry.minor["id_number"])
+            due_on = minor_due_on(rules, date.fromisoformat(entry.minor["date_of_birth"]))
+            holding = held(id_number)
+            found = state(due_on, holding)
+            if found == "due" and any(s not in ("due", "erased") for s in files.get(id_number, [])):
+                found = "kept"  # a file of the minor is open or kept: the roster entry too
+            rows.append(
+                row(
+                    entry_id,
+                    "minor",
+                    street=entry.street,
+                    due_on=due_on.isoformat(),
+                    state=found,
+                    held=sorted({str(h["reason"]) for h in holding}),
+                    holds=holding,
+                )
+            )
+        if street is not None:
+            rows = [r for r in rows if r["street"] == street]
+        return rows
+
+    def apply_retention(
+        self, today: date, by: dict[str, str], *, dry_run: bool = False
+    ) -> list[dict[str, Any]]:
+        """Erase what is due on `today` and not held (`retention_status`), case files first,
+        then roster entries, each through `erase` (rule `retention`, the rule's basis, its due
+        day, `by`); first, complete every erasure whose fact is stored but whose key still lives
+        (a run stopped between the two). Each row of the answer: `stream_id`, `kind`,
+        `due_on` and `outcome`: `completed` (a stored erasure finished), `erased`, `held` (a
+        hold placed since the status was read), `unavailable` (no data key of its own: written
+        before data keys), or with `dry_run` `would_complete` / `would_erase` (nothing done).
+        Running it twice erases nothing twice."""
+        outcomes: list[dict[str, Any]] = []
+        keyring = self.mapper.cipher if isinstance(self.mapper.cipher, DataKeyring) else None
+        for stream_id, fact in self.erasures().items():
+            if keyring is not None and keyring.has_key(stream_id):
+                if not dry_run:
+                    self.erase(
+                        stream_id,
+                        scope=KeyScope(fact.scope),
+                        rule=fact.rule,
+                        basis=fact.basis,
+                        due_on=None,
+                        by=by,
+                    )
+                outcomes.append(
+                    {
+                        "stream_id": str(stream_id),
+                        "kind": fact.scope,
+                        "due_on": fact.due_on,
+                        "outcome": "would_complete" if dry_run else "completed",
+                    }
+                )
+        rules = self.retention_rules
+        rows = self.retention_status(today)
+        for kind, scope in (("case", KeyScope.CASE), ("minor", KeyScope.MINOR)):
+            for row in rows:
+                if row["kind"] != kind or row["state"] != "due":
+                    continue
+                outcome = "would_erase"
+                if not dry_run:
+                    try:
+                        self.erase(
+                            UUID(row["stream_id"]),
+                            scope=scope,
+                            rule=RETENTION_RULE,
+                            basis=rules.basis(),
+                            due_on=date.fromisoformat(row["due_on"]),
+                            by=by,
+                        )
+                        outcome = "erased"
+                    except ErasureHeld:
+                        outcome = "held"
+                    except ErasureUnavailable:
+                        outcome = "unavailable"
+                outcomes.append(
+                    {
+                        "stream_id": row["stream_id"],
+                        "kind": kind,
+                        "due_on": row["due_on"],
+                        "outcome": outcome,
+                    }
+                )
+        return outcomes
+
+    # Explicit holds (`domain.retention_holds.LegalHold`): a compliance auditor, or the
+    # coordinator of the file's street (domain.permissions); from the command line, the
+    # server's operator (`by`, as `casetrail user ...` records it).
+
+    @records_refusals("place_retention_hold", case="command.case_id")
+    def place_hold(self, command: PlaceHold, actor: Actor) -> LegalHold:
+        case = self._get_case(command.case_id)
+        require_permission(actor, "place_retention_hold", scope=CaseScope.of(case))
+        return self._hold_placed(command, actor.as_record())
+
+    def place_hold_by_operator(self, command: PlaceHold, by: dict[str, str]) -> LegalHold:
+        self._get_case(command.case_id)  # a file that exists and is not erased
+        return self._hold_placed(command, by)
+
+    def _hold_placed(self, command: PlaceHold, by: dict[str, str]) -> LegalHold:
+        hold = LegalHold(case_id=str(command.case_id), reason=command.reason, by=by)
+        self.save(hold)
+        return hold
+
+    @records_refusals("release_retention_hold")
+    def release_hold(self, hold_id: UUID, command: ReleaseHold, actor: Actor) -> LegalHold:
+        hold = self.legal_hold(hold_id)
+        case = self._get_case(UUID(hold.case_id))
+        require_permission(actor, "release_retention_hold", scope=CaseScope.of(case))
+        return self._hold_released(hold, command, actor.as_record())
+
+    def release_hold_by_operator(
+        self, hold_id: UUID, command: ReleaseHold, by: dict[str, str]
+    ) -> LegalHold:
+        return self._hold_released(self.legal_hold(hold_id), command, by)
+
+    def _hold_released(
+        self, hold: LegalHold, command: ReleaseHold, by: dict[str, str]
+    ) -> LegalHold:
+        hold.release(reason=command.reason, by=by)
+        self.save(hold)
+        return hold
+
+    def legal_hold(self, hold_id: UUID) -> LegalHold:
+        found = self._stream_state(hold_id)
+        if not isinstance(found, LegalHold):
+            raise HoldNotFound(
+                "no hold with this id; list the holds with `casetrail retention status`",
+                field="hold_id",
+            )
         return found
 
 

@@ -66,6 +66,10 @@ COMMAND_RULES: Final = MappingProxyType(
         "answer_guardian_access": {(R.COORDINATOR, "street")},
         "answer_guardian_correction": {(R.COORDINATOR, "street")},
         "answer_guardian_deletion": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
+        # Legal holds on a file (issue 19, domain.retention_holds): a compliance auditor, or
+        # the coordinator of the file's street.
+        "place_retention_hold": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
+        "release_retention_hold": {(R.COORDINATOR, "street"), (R.COMPLIANCE_AUDITOR, "any")},
     }
 )
 

@@ -31,7 +31,7 @@ they never enter the database. They can be deleted and rebuilt from the events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -269,10 +269,12 @@ def open_relay(
     settings: Settings, application: CaseTrail, options: RelayOptions | None = None
 ) -> Relay:
     """The relay over `application`: broker settings, the service's signing key, the key its
-    message ids derive from."""
+    message ids derive from, and the daily retention run's hour (issue 19, settings)."""
     from gateway.messaging.broker_config import NatsLayout  # noqa: PLC0415 (see the imports)
-    from gateway.messaging.relay import Relay  # noqa: PLC0415 (see the imports)
+    from gateway.messaging.relay import Relay, RelayOptions  # noqa: PLC0415 (see the imports)
 
+    hour = settings.retention_run_hour if settings.retention_run == "daily" else None
+    options = replace(options or RelayOptions(), retention_hour=hour)
     return Relay(
         application,
         nats_settings=settings.nats,

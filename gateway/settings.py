@@ -49,7 +49,7 @@ from gateway import keyring
 from gateway.compliance.config import load_rules
 from gateway.messaging.broker import NatsSettings
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
-from gateway.store.eventstore import store_environment
+from gateway.store.eventstore import ENV_DATA_KEY_CACHE_SECONDS, store_environment
 
 TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
 TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
@@ -394,6 +394,46 @@ class Settings(BaseSettings):
         ge=1,
         le=90,
     )
+    # --- retention and erasure (issue 19, README "Retention") ---
+    retention_years_after_closure: int = _var(
+        3,
+        "a closed case file is kept this many years after its closure (民法典 第一百八十八条), "
+        "or until `..._AFTER_MAJORITY`, whichever is later; then erased unless held",
+        must="a whole number of years from 1 to 100",
+        ge=1,
+        le=100,
+    )
+    retention_years_after_majority: int = _var(
+        3,
+        "... until the minor has been 18 for this many years (民法典 第一百九十一条); a minor's "
+        "roster entry is due then, once none of the minor's files is kept or held",
+        must="a whole number of years from 0 to 100",
+        ge=0,
+        le=100,
+    )
+    retention_run: Literal["daily", "off"] = _var(
+        "daily",
+        "`daily`: the relay under `casetrail serve` runs `casetrail retention apply` once a day "
+        "at `CASETRAIL_RETENTION_RUN_HOUR`; `off`: only by hand",
+        must="`daily` or `off`",
+    )
+    retention_run_hour: int = _var(
+        3,
+        "the hour (Beijing time, 0-23) of the daily retention run",
+        must="a whole hour from 0 to 23",
+        ge=0,
+        le=23,
+    )
+    data_key_cache_seconds: float = _var(
+        5.0,
+        "how long a process keeps a file's data key in memory; another process's erasure takes "
+        "effect here within this time (the erasing process's at once)",
+        shown="`5`",
+        must="a number of seconds from 0 to 3600",
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+    )
 
     # --- sign-in and browser sessions (issue 16, docs/signin.md) ---
     session_idle_minutes: float = _var(
@@ -672,6 +712,10 @@ class Settings(BaseSettings):
         env["GUARDIAN_REQUEST_DAYS"] = str(self.guardian_request_days)  # issue 19
         if self.compliance_rules is not None:
             env["COMPLIANCE_RULES"] = str(self.compliance_rules)
+        # Issue 19: the retention rule (domain.retention.RetentionRules) and the data keys' cache.
+        env["RETENTION_YEARS_AFTER_CLOSURE"] = str(self.retention_years_after_closure)
+        env["RETENTION_YEARS_AFTER_MAJORITY"] = str(self.retention_years_after_majority)
+        env[ENV_DATA_KEY_CACHE_SECONDS] = str(self.data_key_cache_seconds)
         return env
 
 

@@ -122,6 +122,11 @@ COMMANDS: Final[Mapping[str, tuple[str, str, str]]] = {
         "Check a signed investigation report (html, pdf or json) offline with the service's "
         "public key: exit 0 intact, 1 changed or signed by another key.",
     ),
+    "retention": (
+        "gateway.cli.retention",
+        "retention",
+        "Retention and erasure of closed files (README: Retention).",
+    ),
     "roster": ("gateway.cli.roster", "roster", "The roster of minors (底数) of each village."),
     "screening": (
         "gateway.cli.roster",

@@ -60,6 +60,7 @@ from gateway.http.routes import investigations as investigation_routes
 from gateway.http.routes import ledger as ledger_routes
 from gateway.http.routes import notices as notice_routes
 from gateway.http.routes import reports as report_routes
+from gateway.http.routes import retention as retention_routes
 from gateway.http.routes import screening as screening_routes
 from gateway.http.routes import signin as signin_routes
 from gateway.http.routes import submissions as submission_routes
@@ -87,6 +88,7 @@ ROUTERS = (
     disclosure_routes.router,
     signin_routes.router,
     user_routes.router,
+    retention_routes.router,  # issue 19
 )
 
 log = get_logger("casetrail.api")
@@ -476,6 +478,8 @@ _ANSWERS: Final = {
     404: "No such case (or evidence) is visible to you",
     408: "The body was not received in time",
     409: "The command conflicts with the case's state (closed, already done, a lost race)",
+    410: "The case file was erased under a retention rule (`urn:casetrail:problem:erased`): "
+    "when, and which rule; the attempt is recorded",
     413: f"The body is larger than {limits.MAX_BODY_BYTES} bytes",
     422: "A field (body, query, path or header) is not valid, or a rule refused it",
     431: f"More than {limits.MAX_HEADERS} headers, or more than {limits.MAX_HEADER_BYTES} bytes",
@@ -519,4 +523,6 @@ def _problem_statuses(path: str, method: str, operation: dict[str, Any]) -> list
         found |= {404, 409}  # a command's body may name a case, an order, a unit
     if has_body:
         found |= {400, 408, 413}
+    if 404 in found and secured:
+        found.add(410)  # what names a case may name an erased one (issue 19)
     return sorted(found)

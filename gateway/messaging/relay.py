@@ -90,6 +90,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Final, Protocol
 from uuid import UUID
@@ -134,6 +135,7 @@ from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.logs import get_logger
 from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
+from gateway.messaging.retention_run import RetentionRun
 from gateway.messaging.scheduler import (
     ESCALATED_KIND,
     MISSED_KIND,
@@ -739,6 +741,9 @@ class RelayOptions:
     # Seconds between scans for missed deadlines (`Relay.scan_deadlines`); 0: none.
     reminder_interval: float = 60.0
     horizon: Horizon | None = None
+    # The hour (Beijing) of the daily retention run at a scan (issue 19,
+    # `gateway.messaging.retention_run`); None: none (`CASETRAIL_RETENTION_RUN=off`).
+    retention_hour: int | None = None
 
 
 @dataclass
@@ -804,6 +809,7 @@ class Relay:
         # The compliance rules (issue 15), evaluated with the deadline scan: the findings it
         # stores are events the loop then announces (`finding_raised`).
         self.evaluator = ComplianceEvaluator(application)
+        self.retention = RetentionRun(application, self.options.retention_hour)
         self._closing = False
         self._last_beat = -HEARTBEAT_SECONDS
 
@@ -1141,6 +1147,15 @@ class Relay:
             except Exception as exc:
                 # As a failed deadline scan: logged, tried again at the next interval.
                 log.error("compliance_evaluation_failed", error_type=type(exc).__name__)
+            day = self.retention.due(datetime.now(UTC))
+            if day is not None:
+                try:
+                    await asyncio.to_thread(self.retention.run, day)
+                except PersistenceError:
+                    raise
+                except Exception as exc:
+                    # As a failed deadline scan: logged, tried again at the next interval.
+                    log.error("retention_run_failed", error_type=type(exc).__name__)
 
     def _failed(self, error: str, level: str = "warning") -> None:
         self.stats.failures += 1

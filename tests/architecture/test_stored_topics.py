@@ -114,6 +114,8 @@ EVENT_TOPICS = frozenset(
         "domain.guardian_requests:GuardianRequest.GuardianRequestRefused",
         "domain.refusals:AuthenticationRefused",
         "domain.retention:DataKeyDestroyed",
+        "domain.retention_holds:LegalHold.HoldPlaced",
+        "domain.retention_holds:LegalHold.HoldReleased",
         "domain.roster:RosterEntry.DetailsUpdated",
         "domain.roster:RosterEntry.GuardianshipLetterSigned",
         "domain.roster:RosterEntry.Listed",
@@ -144,6 +146,7 @@ AGGREGATE_TOPICS = frozenset(
         "domain.investigations:Investigation",
         "domain.orders:CountyOrder",
         "domain.orders:InvestigationOrder",
+        "domain.retention_holds:LegalHold",
         "domain.roster:RosterEntry",
         "domain.screening:Campaign",
         "domain.units:Unit",
@@ -162,6 +165,10 @@ SINCE_STORE_V1 = frozenset(
         "domain.guardian_requests:GuardianRequest.GuardianRequestReceived",
         "domain.guardian_requests:GuardianRequest.GuardianRequestAnswered",
         "domain.guardian_requests:GuardianRequest.GuardianRequestRefused",
+        # issue 19: explicit legal holds
+        "domain.retention_holds:LegalHold",
+        "domain.retention_holds:LegalHold.HoldPlaced",
+        "domain.retention_holds:LegalHold.HoldReleased",
         # issue 17: corrections, transfers, ledger submissions
         "domain.case:Case.DetailsCorrected",
         "domain.case:Case.Transferred",

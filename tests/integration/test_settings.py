@@ -93,6 +93,12 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_READY_MAX_CHECKPOINT_AGE": "120",
         "CASETRAIL_READY_MESSAGING": "ignore",
         "CASETRAIL_PROMETHEUS_MULTIPROC_DIR": "/run/casetrail/metrics",
+        # Retention and erasure (issue 19, README "Retention").
+        "CASETRAIL_RETENTION_YEARS_AFTER_CLOSURE": "5",
+        "CASETRAIL_RETENTION_YEARS_AFTER_MAJORITY": "2",
+        "CASETRAIL_RETENTION_RUN": "off",
+        "CASETRAIL_RETENTION_RUN_HOUR": "22",
+        "CASETRAIL_DATA_KEY_CACHE_SECONDS": "0.5",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -140,6 +146,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.oidc_client_secret.get_secret_value() == "client-secret"
     assert s.oidc_redirect_uri == given["CASETRAIL_OIDC_REDIRECT_URI"]
     assert s.oidc_user_claim == "preferred_username"
+    assert (s.retention_years_after_closure, s.retention_years_after_majority) == (5, 2)
+    assert (s.retention_run, s.retention_run_hour, s.data_key_cache_seconds) == ("off", 22, 0.5)
 
 
 def test_defaults_and_blank_values_are_unset() -> None:
