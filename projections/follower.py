@@ -16,9 +16,11 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
 - `Follower`: reads the application's notification log from the view's durable position with
   `recorder.select_notifications` (the library's SQLite recorder has no subscriptions; a poll
   works on both stores), decodes the events (decrypts them, through the application's mapper),
-  and hands them to the view in batches. `catch_up()`, `rebuild()` (from zero), `lag()`, and
-  `run()` for a supervised background loop that survives database failures and, on
-  PostgreSQL, wakes up on LISTEN/NOTIFY (falling back to polling when that connection fails).
+  and hands them to the view in batches. An event whose data key was destroyed (issue 19,
+  `domain.tombstones`) is left out of its batch: an erasure never stops a follower.
+  `catch_up()`, `rebuild()` (from zero), `lag()`, and `run()` for a supervised background
+  loop that survives database failures and, on PostgreSQL, wakes up on LISTEN/NOTIFY
+  (falling back to polling when that connection fails).
 - Heartbeats: `run()` writes one row of `follower_heartbeats` per view every few seconds (and
   "stopped" when it ends), so that `status()` in a process that does not run the follower (an
   API worker) reports truthfully whether another process does (`beat`, `heartbeat`; proven by
@@ -92,6 +94,8 @@ from eventsourcing.sqlite import SQLiteDatastore, SQLiteFactory, SQLiteTrackingR
 from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.sql import Literal as SQLLiteral
+
+from domain.tombstones import readable
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
@@ -810,11 +814,15 @@ class Follower:
         )
         full = len(notifications) == self.batch_size
         end = notifications[-1].id if full else end_of_log
-        events = (
-            [self.application.mapper.to_domain_event(n) for n in notifications]
-            if self.view.decodes
-            else []
-        )
+        events: list[DomainEventProtocol[Any]] = []
+        if self.view.decodes:
+            # An erased event (its data key destroyed, issue 19) is left out of the batch, its
+            # notification with it: the position still moves past it, so neither following nor
+            # a rebuild from 0 stops there (`domain.tombstones`).
+            found = list(readable(self.application.mapper.to_domain_event, notifications))
+            if len(found) < len(notifications):
+                notifications = [n for n, _ in found]
+            events = [e for _, e in found]
         return Batch(self.application_name, start, end, notifications, events)
 
     def step(self, horizon: int | None = None) -> int:
