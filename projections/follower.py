@@ -95,6 +95,7 @@ from eventsourcing.utils import Environment
 from psycopg.sql import SQL, Composed, Identifier
 from psycopg.sql import Literal as SQLLiteral
 
+from domain.retention import DataKeyDestroyed
 from domain.tombstones import readable
 
 Dialect = Literal["sqlite", "postgres"]
@@ -297,14 +298,19 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         ]
 
     @contextmanager
-    def _writing(self) -> Iterator[Db]:
+    def _writing(self, secure: bool = False) -> Iterator[Db]:
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor().sqlite_cursor
             try:
                 # The pool may be the events' own: give the connection back as it was found, so
                 # that event commits keep waiting for the disk (synchronous=FULL).
                 (restore,) = cursor.execute("PRAGMA synchronous").fetchone()
+                (restore_secure,) = cursor.execute("PRAGMA secure_delete").fetchone()
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                if secure:
+                    # An erasure (issue 19): the deleted rows' bytes are zeroed, not left in
+                    # free pages; `process` then empties the WAL of their earlier versions.
+                    cursor.execute("PRAGMA secure_delete=ON")
                 cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 cursor.close()
@@ -321,6 +327,7 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
             finally:
                 with suppress(sqlite3.Error):
                     cursor.execute(f"PRAGMA synchronous={int(restore)}")
+                    cursor.execute(f"PRAGMA secure_delete={int(restore_secure)}")
                 cursor.close()
 
     @contextmanager
@@ -336,8 +343,15 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         return self.max_tracking_id(application_name) or START
 
     def process(self, batch: Batch) -> None:
-        with self._writing() as db:
+        erasing = any(isinstance(e, DataKeyDestroyed) for e in batch.events)
+        with self._writing(secure=erasing) as db:
             _process(self, db, batch)
+        if erasing:
+            # The WAL still holds the erased rows' earlier page versions: copy the zeroed pages
+            # home and truncate it (best effort: a reader holding an old snapshot delays it
+            # to the next checkpoint).
+            with suppress(sqlite3.Error), self.datastore.get_connection(commit=False) as c:
+                c.cursor().sqlite_cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def reset(self, application_name: str) -> None:
         with self._writing() as db:
