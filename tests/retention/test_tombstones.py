@@ -32,7 +32,6 @@ from domain.users import user_stream_id
 from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS
 from gateway.messaging.scheduler import DutiesView
 from gateway.store.eventstore import new_key_text, store_environment
-from projections.blind_index import BlindIndex
 from projections.compliance.evaluator import RulesView
 from projections.follower import AnyViewRecorder, Follower, open_datastore, view_recorder
 from projections.investigation import gather
