@@ -146,15 +146,13 @@ def test_every_view_drops_the_file_keeps_its_tombstone_and_rebuilds_the_same(
     world.catch_up()
     after = world.rows()
     # Only the tombstones and the trail of accesses still name it: no row with content (the
-    # compliance rules' windows of reads come from the access events, which stay readable; the
-    # file's own state there is gone).
-    assert _ids_in(after, erased) == [
-        "accesses_records",
-        "compliance_rules_state",
-        "ledger_erased",
-        "report_erased",
-        "screening_erased",
-    ]
+    # compliance rules' windows of reads and their findings, depending on the hour the test
+    # runs, come from the access events, which stay readable; the file's own state is gone).
+    naming = set(_ids_in(after, erased))
+    tombstones = {"ledger_erased", "report_erased", "screening_erased"}
+    assert tombstones | {"accesses_records"} <= naming
+    trail = {"compliance_rules_state", "compliance_rules_findings"}
+    assert naming - tombstones - trail == {"accesses_records"}
     assert not [r for r in after["compliance_rules_state"] if r[0] == f"case|{erased}"]
     assert [r for r in before["compliance_rules_state"] if r[0] == f"case|{erased}"]
     (tombstone,) = [r for r in after["ledger_erased"] if r[0] == str(erased)]
