@@ -3,11 +3,12 @@
 Once a stream's data key is destroyed (`domain.retention`, crypto-shredding), decoding any of
 its events raises `DataErased`. Everything that reads the log (the read models' followers, the
 investigation history, the relay, the deadline scheduler, evidence bundles, reports, exports)
-goes through `readable` / `decoded`: an erased event is left out, as if the reader had not
-asked for it, so a follower moves past it and a rebuild from position 0 after an erasure ends
-in the same rows as following it did. The erasure itself (`DataKeyDestroyed`, under the
-service's key) is what the read models fold into a tombstone: `erasure_split` hands a view the
-facts of a batch and the events of the streams that stay.
+goes through `readable` / `decoded` (the generic follower, which imports no domain, knows
+`DataErased` by its code: `projections.follower.erased`): an erased event is left out, as if
+the reader had not asked for it, so a follower moves past it and a rebuild from position 0
+after an erasure ends in the same rows as following it did. The erasure itself
+(`DataKeyDestroyed`, under the service's key) is what the read models fold into a tombstone:
+`erasure_split` hands a view the facts of a batch and the events of the streams that stay.
 
 Proven by tests/retention/test_tombstones.py (every view and reader after an erasure, on
 following and on rebuild) and tests/retention/test_shredding.py (end to end).

@@ -15,7 +15,7 @@ Proven by tests/retention/test_tombstones.py.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Final
+from typing import Any, Final
 
 from domain.retention import DataKeyDestroyed
 from domain.tombstones import tombstone_of
@@ -75,6 +75,11 @@ def delete_rows(db: Db, table: str, column: str, ids: Iterable[str]) -> None:
         db.execute(
             f"DELETE FROM {{{table}}} WHERE {column} IN ({db.placeholders(len(chunk))})", chunk
         )
+
+
+def erases(events: Sequence[Any]) -> bool:
+    """Whether a batch holds an erasure (`View.erases`: its deleted rows are zeroed)."""
+    return any(isinstance(e, DataKeyDestroyed) for e in events)
 
 
 def scoped(facts: Sequence[DataKeyDestroyed], scope: str) -> list[str]:

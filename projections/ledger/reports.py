@@ -49,7 +49,7 @@ from projections.follower import Batch, Db, Dialect, Row, View
 from projections.ledger.quarters import Quarter, end_of_day_stamp, stamp, start_of_day
 from projections.ledger.view import CASE_TOPICS
 from projections.sealed import KeyedDb, ReadModelKeys
-from projections.tombstones import bury, delete_rows, erased_among, scoped, tombstone_ddl
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 _STATE: Final = ("status", "risk", "issues")
 # A history row is written when any of these changes: the counted state, or the place (a
@@ -131,6 +131,9 @@ class ReportsView(View):
             for table in self.tables[:-1]:
                 delete_rows(db, table, "case_id", scoped(gone, KeyScope.CASE))
             bury(db, ERASED_TABLE, gone)
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
 
     def _apply(self, db: Db, events: Sequence[Any]) -> None:
         case_ids = sorted({str(e.originator_id) for e in events})

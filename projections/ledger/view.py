@@ -75,7 +75,7 @@ from projections.ledger.quarters import (
     stamp,
 )
 from projections.sealed import KeyedDb, ReadModelKeys
-from projections.tombstones import bury, delete_rows, erased_among, scoped, tombstone_ddl
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 # Every event of the case aggregate; access events are other streams and never reach the ledger.
 CASE_EVENTS: Final = (
@@ -297,6 +297,9 @@ class LedgerView(View):
             self._apply(db, events)
         if erasures:
             self._erase(db, erasures)
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
 
     def _erase(self, db: Db, facts: Sequence[DataKeyDestroyed]) -> None:
         """Issue 19: an erased file's rows (its masks, blind indexes, issues, assignments and

@@ -41,7 +41,7 @@ from projections.blind_index import BlindIndex
 from projections.follower import Batch, Db, Dialect, View
 from projections.ledger.quarters import local_date
 from projections.sealed import ReadModelKeys
-from projections.tombstones import bury, delete_rows, erased_among, scoped, tombstone_ddl
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 ENTRY_TABLE: Final = "screening_entries"
 ERASED_TABLE: Final = "screening_erased"
@@ -146,6 +146,9 @@ class ScreeningView(View):
                 ERASED_TABLE,
                 [f for f in erasures if f.scope in (KeyScope.MINOR, KeyScope.CASE)],
             )
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
 
     def _apply(self, db: Db, events: Sequence[Any]) -> None:
         for event in events:
