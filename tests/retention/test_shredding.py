@@ -22,7 +22,8 @@ catch up. Then:
 (d) an inclusion proof of the file's first event, made after the erasure, checks (`casetrail
     proof inclusion` / `proof check`);
 (e) the investigation timeline shows that the file existed (its reads) and was erased, with the
-    rule and the instant; the ledger keeps its tombstone.
+    rule and the instant; an evidence bundle of the file verifies offline, its records all there,
+    each content item marked erased.
 
 Known limit, stated in docs/retention-tombstones.md: on PostgreSQL a deleted row (a read
 model's, a key wrap's) stays in the table's file until vacuum reuses its space; its values were
@@ -55,8 +56,10 @@ from domain.taxonomy import Role
 from domain.tombstones import decoded
 from gateway import keyring
 from gateway.auth import issue_token
-from gateway.bootstrap import open_application, open_read_models
+from gateway.bootstrap import open_application, open_evidence, open_read_models
 from gateway.cli.main import DEFAULT_STREET, main
+from gateway.evidence.documents import build_bundle
+from gateway.evidence.verification import verify_bundle
 from gateway.settings import Settings
 from gateway.store.datakeys import unwrap
 from gateway.store.eventstore import (
@@ -423,8 +426,19 @@ def _shred(store: Store, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         history = gather(application, case_id)
         entries = timeline(history)["entries"]
+        # An evidence bundle of the erased file: its records and proofs, no content.
+        evidence = open_evidence(store.settings(), application)
+        bundle = build_bundle(application, evidence, case_id, include_content=True, with_audit=True)
     finally:
         application.close()
+    public = keyring.load_public_key(store.home / "keys" / keyring.SERVICE_PUB, "service key")
+    report = verify_bundle(bundle, public)
+    assert report.intact, report.problems
+    own = [r["leaf_index"] for r in bundle["records"] if r["kind"] == "case"]
+    assert len(own) == len(history.erased)
+    erased_items = [c for c in bundle["content"] if c.get("erased")]
+    assert sorted(c["leaf_index"] for c in erased_items) == sorted(own)
+    assert all(c["event"] == {} for c in erased_items)
     kinds = [e["kind"] for e in entries]
     assert "case_accessed" in kinds
     (erasure,) = [e for e in entries if e["kind"] == "data_key_destroyed"]

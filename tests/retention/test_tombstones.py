@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -34,7 +34,7 @@ from gateway.messaging.scheduler import DutiesView
 from gateway.store.eventstore import new_key_text, store_environment
 from projections.compliance.evaluator import RulesView
 from projections.follower import AnyViewRecorder, Follower, open_datastore, view_recorder
-from projections.investigation import gather
+from projections.investigation import deadlines, gather, knowledge
 from projections.investigation.timeline import timeline
 from projections.readmodels import ReadModelConfig, ReadModels
 from tests.domain.builders import register_units
@@ -206,6 +206,9 @@ def test_the_investigation_history_shows_the_erasure_and_no_content(world: World
     assert {k: erasure["actor"][k] for k in BY} == BY
     assert erasure["label_zh"] == "档案已删除(密钥销毁)"
     assert answer["erased_records"] == events_before
+    # The other analyses of the workbench and the report run on what is left.
+    assert knowledge(history)["case_id"] == str(erased)
+    assert deadlines(history, now=datetime.now(UTC))["case_id"] == str(erased)
     # Another file's history is whole, and shows no erasure.
     other = timeline(gather(world.application, kept))
     assert other["erased_records"] == 0
