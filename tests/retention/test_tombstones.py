@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -26,7 +26,9 @@ from domain.access import Actor
 from domain.application import CaseTrail
 from domain.compliance.config import RulesConfig
 from domain.deadlines import Periods
+from domain.identity import make_id_number
 from domain.retention import DataErased, KeyScope, RetentionRules
+from domain.roster import RosterMinor, roster_entry_id
 from domain.taxonomy import Purpose, Role
 from domain.users import user_stream_id
 from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS
@@ -41,6 +43,8 @@ from tests.domain.builders import register_units
 from tests.people import ensure_registered
 from tests.projections.conftest import readmodel_env
 from tests.projections.workload import STREET, Workload
+
+VILLAGE = "dongshan-village"
 
 COORDINATOR = Actor("coordinator-1", Role.COORDINATOR, GOVERNANCE_OFFICE, STREET)
 BY = {"user": "retention-run", "role": "system"}
@@ -238,3 +242,50 @@ def test_an_erased_file_reads_as_erased_and_an_erased_user_is_no_user(world: Wor
     assert "u-kept" in users
     # A case's history reads every user's posts: an erased one is left out, not a failure.
     assert gather(application, world.files[1]).steps
+
+
+def test_an_erased_roster_entry_leaves_the_screening_tables(world: World) -> None:
+    application, blind = world.application, world.readmodels.blind_index
+    reporter = Actor("reporter-1", Role.REPORTER, VILLAGE, STREET)
+    minors = []
+    for number, sequence in enumerate((481, 483)):
+        born = date.today() - timedelta(days=(9 + number) * 365)
+        minor = RosterMinor.model_validate(
+            {
+                "name": f"林晓{'雨泽'[number]}",
+                "gender": "male",
+                "date_of_birth": born.isoformat(),
+                "id_number": make_id_number("990101", born, sequence),
+                "school": "城关镇中心小学",
+                "grade_class": "四年级",
+                "village": VILLAGE,
+                "grid": "第1网格",
+                "guardian": "林建国",
+                "markers": ["left_behind"],
+            }
+        )
+        minors.append((number + 2, minor, blind.id_number(minor.id_number)))
+    application.import_roster(
+        minors, village=VILLAGE, actor=reporter, source={}, rejected_rows=0, store_valid=False
+    )
+    erased = roster_entry_id(STREET, minors[0][2])
+    kept = roster_entry_id(STREET, minors[1][2])
+    world.catch_up()
+    before = world.rows()
+    assert _ids_in(before, erased) == ["screening_entries"]
+
+    application.erase(
+        erased, scope=KeyScope.MINOR, rule="guardian_request", basis="PIPL 47", due_on=None, by=BY
+    )
+    world.catch_up()
+    after = world.rows()
+    assert _ids_in(after, erased) == ["screening_erased"]
+    assert _ids_in(after, kept) == ["screening_entries"]
+    with world.readmodels.screening.reading() as db:
+        hits = db.execute(
+            "SELECT entry_id FROM {screening_entries} WHERE id_index = ?", (minors[0][2],)
+        )
+    assert hits == []
+    for follower in world.followers:
+        follower.rebuild()
+    assert world.rows() == after
