@@ -2130,7 +2130,7 @@ class CaseTrail(Application[UUID]):
     def user_at(self, stream_id: UUID) -> User:
         try:
             found: object = self.repository.get(stream_id)
-        except AggregateNotFoundError:
+        except (AggregateNotFoundError, DataErased):  # an erased user record is no user
             found = None
         if not isinstance(found, User):
             raise UnknownUser("no user is registered under this id", field="user_id")

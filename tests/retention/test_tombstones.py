@@ -30,7 +30,7 @@ from domain.identity import make_id_number
 from domain.retention import DataErased, KeyScope, RetentionRules
 from domain.roster import RosterMinor, roster_entry_id
 from domain.taxonomy import Purpose, Role
-from domain.users import user_stream_id
+from domain.users import UnknownUser, user_stream_id
 from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS
 from gateway.messaging.scheduler import DutiesView
 from gateway.store.eventstore import new_key_text, store_environment
@@ -240,6 +240,11 @@ def test_an_erased_file_reads_as_erased_and_an_erased_user_is_no_user(world: Wor
     users = {u.user_id for u in application.users()}
     assert "u-erased" not in users
     assert "u-kept" in users
+    # Looked up one by one (sign-in, the registry, the pages), it is unknown: the same refusal
+    # as for anyone never registered, which says nothing of an erasure.
+    with pytest.raises(UnknownUser):
+        application.user("u-erased")
+    assert application.user("u-kept").user_id == "u-kept"
     # A case's history reads every user's posts: an erased one is left out, not a failure.
     assert gather(application, world.files[1]).steps
 
