@@ -315,11 +315,12 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
                 # The pool may be the events' own: give the connection back as it was found, so
                 # that event commits keep waiting for the disk (synchronous=FULL).
                 (restore,) = cursor.execute("PRAGMA synchronous").fetchone()
-                (restore_secure,) = cursor.execute("PRAGMA secure_delete").fetchone()
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                restore_secure: int | None = None
                 if secure:
                     # An erasure (issue 19): the deleted rows' bytes are zeroed, not left in
                     # free pages; `process` then empties the WAL of their earlier versions.
+                    (restore_secure,) = cursor.execute("PRAGMA secure_delete").fetchone()
                     cursor.execute("PRAGMA secure_delete=ON")
                 cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
@@ -337,7 +338,8 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
             finally:
                 with suppress(sqlite3.Error):
                     cursor.execute(f"PRAGMA synchronous={int(restore)}")
-                    cursor.execute(f"PRAGMA secure_delete={int(restore_secure)}")
+                    if restore_secure is not None:
+                        cursor.execute(f"PRAGMA secure_delete={int(restore_secure)}")
                 cursor.close()
 
     @contextmanager
