@@ -138,6 +138,7 @@ from domain.submissions import (
     submission_id,
 )
 from domain.taxonomy import Purpose, Role, UnitType
+from domain.tombstones import readable_events
 from domain.topics import topics_of
 from domain.units import (
     RegisterUnit,
@@ -1498,7 +1499,9 @@ class CaseTrail(Application[UUID]):
             folded: dict[UUID, CaseDuties] = {}
             fold(
                 folded,
-                (self.mapper.to_domain_event(n) for n in self.notifications(topics=DUTY_TOPICS)),
+                readable_events(
+                    self.mapper.to_domain_event, self.notifications(topics=DUTY_TOPICS)
+                ),
             )
             duties = folded.values()
         offices: dict[str, str] = {}
@@ -1772,8 +1775,9 @@ class CaseTrail(Application[UUID]):
         rather than opening a second file while the ledger lags. Nothing is disclosed."""
         found: list[UUID] = []
         topics = (get_topic(Case.ClueReported),)  # type: ignore[attr-defined]
-        for notification in self.notifications(position + 1, topics=topics):
-            event = self.mapper.to_domain_event(notification)
+        for event in readable_events(
+            self.mapper.to_domain_event, self.notifications(position + 1, topics=topics)
+        ):
             if getattr(event, "street", None) == street and about(
                 str(getattr(event, "minor", {}).get("id_number", ""))
             ):
@@ -2177,7 +2181,7 @@ class CaseTrail(Application[UUID]):
     def user_at(self, stream_id: UUID) -> User:
         try:
             found: object = self.repository.get(stream_id)
-        except AggregateNotFoundError:
+        except (AggregateNotFoundError, DataErased):  # an erased user record is no user
             found = None
         if not isinstance(found, User):
             raise UnknownUser("no user is registered under this id", field="user_id")
@@ -2187,7 +2191,12 @@ class CaseTrail(Application[UUID]):
         """Every registered user, by id."""
         registered = (get_topic(User.UserRegistered),)  # type: ignore[attr-defined]
         ids = {UUID(str(n.originator_id)) for n in self.notifications(topics=registered)}
-        found: list[object] = [self.repository.get(i) for i in ids]
+        found: list[object] = []
+        for i in ids:
+            try:
+                found.append(self.repository.get(i))
+            except DataErased:  # an erased user record (issue 19) is no user any more
+                continue
         return sorted((u for u in found if isinstance(u, User)), key=lambda u: u.user_id)
 
     def _change_user(self, user_id: str, change: Callable[[User], None], attempts: int = 3) -> User:

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from domain.access import Actor
 from domain.refusals import RefusalReason
+from domain.retention import DataErased
 from domain.taxonomy import Role
 from domain.users import UnknownUser, User, user_stream_id
 from gateway.settings import TOKEN_AUDIENCE, TOKEN_ISSUER
@@ -287,7 +288,7 @@ class UserRegistry:
     def _look_up(self, stream_id: UUID, user: str) -> Standing:
         try:
             standing = Standing.of(self._store.user_at(stream_id))
-        except UnknownUser:
+        except (UnknownUser, DataErased):  # an erased user record (issue 19) is no user
             # Remembered as unknown too, so that a flood of one unknown user does not read the
             # store each time; a registration is seen by the next refresh.
             standing = Standing(user_id=user, registered=False)

@@ -40,6 +40,7 @@ from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
 from domain.credentials import Policy, SessionLimits
+from domain.retention import DataErased
 from gateway import keyring
 from gateway.settings import Settings
 from gateway.store import guard as store_guard
@@ -129,6 +130,10 @@ def check_key_opens_store(application: CaseTrail) -> None:
     newest = application.recorder.select_notifications(start=last, limit=1)
     try:
         application.mapper.to_domain_event(newest[0])
+    except DataErased:
+        # Its file was erased (issue 19): nothing to open, so this proves nothing either way;
+        # a wrong key is then refused at the first read of a readable event.
+        return
     except KeyMismatchError:
         raise StartupProblem(
             "the configured event key is not the key this store was written with: use the "

@@ -16,9 +16,11 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
 - `Follower`: reads the application's notification log from the view's durable position with
   `recorder.select_notifications` (the library's SQLite recorder has no subscriptions; a poll
   works on both stores), decodes the events (decrypts them, through the application's mapper),
-  and hands them to the view in batches. `catch_up()`, `rebuild()` (from zero), `lag()`, and
-  `run()` for a supervised background loop that survives database failures and, on
-  PostgreSQL, wakes up on LISTEN/NOTIFY (falling back to polling when that connection fails).
+  and hands them to the view in batches. An event whose data key was destroyed (issue 19,
+  `domain.tombstones`) is left out of its batch: an erasure never stops a follower.
+  `catch_up()`, `rebuild()` (from zero), `lag()`, and `run()` for a supervised background
+  loop that survives database failures and, on PostgreSQL, wakes up on LISTEN/NOTIFY
+  (falling back to polling when that connection fails).
 - Heartbeats: `run()` writes one row of `follower_heartbeats` per view every few seconds (and
   "stopped" when it ends), so that `status()` in a process that does not run the follower (an
   API worker) reports truthfully whether another process does (`beat`, `heartbeat`; proven by
@@ -123,6 +125,13 @@ _HEARTBEATS_DDL: Final = (
     "name TEXT PRIMARY KEY, beat_ms BIGINT NOT NULL, pid BIGINT NOT NULL, "
     "last_error TEXT, updated_at TEXT)"
 )
+
+
+def erased(exc: BaseException) -> bool:
+    """Whether a decoding failure says the event was erased (its data key destroyed, issue 19):
+    the domain's `DataErased`, known by its problem code, since this module imports nothing of
+    the domain (the unit client reuses it)."""
+    return getattr(exc, "code", None) == "erased"
 
 
 class PositionMoved(Exception):
@@ -251,6 +260,12 @@ class View(ABC):
     def apply(self, db: Db, batch: Batch) -> None:
         """Fold the batch into the view's rows, inside the view's transaction."""
 
+    def erases(self, batch: Batch) -> bool:
+        """Whether applying the batch deletes rows whose bytes must not linger (an erasure,
+        issue 19: `projections.tombstones`); on SQLite such a batch is written with
+        `secure_delete` and the WAL truncated after it."""
+        return False
+
 
 def _check_view(view: View) -> None:
     for name in (view.name, *view.tables):
@@ -293,7 +308,7 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         ]
 
     @contextmanager
-    def _writing(self) -> Iterator[Db]:
+    def _writing(self, secure: bool = False) -> Iterator[Db]:
         with self.datastore.get_connection(commit=True) as connection:
             cursor = connection.cursor().sqlite_cursor
             try:
@@ -301,6 +316,12 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
                 # that event commits keep waiting for the disk (synchronous=FULL).
                 (restore,) = cursor.execute("PRAGMA synchronous").fetchone()
                 cursor.execute("PRAGMA synchronous=NORMAL")
+                restore_secure: int | None = None
+                if secure:
+                    # An erasure (issue 19): the deleted rows' bytes are zeroed, not left in
+                    # free pages; `process` then empties the WAL of their earlier versions.
+                    (restore_secure,) = cursor.execute("PRAGMA secure_delete").fetchone()
+                    cursor.execute("PRAGMA secure_delete=ON")
                 cursor.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 cursor.close()
@@ -317,6 +338,8 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
             finally:
                 with suppress(sqlite3.Error):
                     cursor.execute(f"PRAGMA synchronous={int(restore)}")
+                    if restore_secure is not None:
+                        cursor.execute(f"PRAGMA secure_delete={int(restore_secure)}")
                 cursor.close()
 
     @contextmanager
@@ -332,8 +355,15 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         return self.max_tracking_id(application_name) or START
 
     def process(self, batch: Batch) -> None:
-        with self._writing() as db:
+        erasing = self.view.erases(batch)
+        with self._writing(secure=erasing) as db:
             _process(self, db, batch)
+        if erasing:
+            # The WAL still holds the erased rows' earlier page versions: copy the zeroed pages
+            # home and truncate it (best effort: a reader holding an old snapshot delays it
+            # to the next checkpoint).
+            with suppress(sqlite3.Error), self.datastore.get_connection(commit=False) as c:
+                c.cursor().sqlite_cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def reset(self, application_name: str) -> None:
         with self._writing() as db:
@@ -810,11 +840,23 @@ class Follower:
         )
         full = len(notifications) == self.batch_size
         end = notifications[-1].id if full else end_of_log
-        events = (
-            [self.application.mapper.to_domain_event(n) for n in notifications]
-            if self.view.decodes
-            else []
-        )
+        events: list[DomainEventProtocol[Any]] = []
+        if self.view.decodes:
+            # An erased event (its data key destroyed, issue 19) is left out of the batch, its
+            # notification with it: the position still moves past it, so neither following nor
+            # a rebuild from 0 stops there (`domain.tombstones`).
+            decode = self.application.mapper.to_domain_event
+            kept: list[Notification] = []
+            for notification in notifications:
+                try:
+                    events.append(decode(notification))
+                except Exception as exc:
+                    if not erased(exc):
+                        raise
+                    continue
+                kept.append(notification)
+            if len(kept) < len(notifications):
+                notifications = kept
         return Batch(self.application_name, start, end, notifications, events)
 
     def step(self, horizon: int | None = None) -> int:

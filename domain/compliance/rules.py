@@ -355,6 +355,11 @@ class RuleEngine:
 
     # --- the fold ---
 
+    def forget_case(self, case_id: UUID | str) -> None:
+        """An erased file (issue 19): its state goes (street, units, open windows of reads on
+        it), as a re-run from 0 would have none, its events being unreadable then."""
+        self._drop(f"case|{case_id}")
+
     def feed(self, position: int, event: Any) -> list[Raised]:
         """Fold one stored event (any: those the rules do not read change nothing)."""
         record = record_of(position, event)

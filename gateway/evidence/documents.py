@@ -28,6 +28,7 @@ from eventsourcing.utils import get_topic
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import ACCESS_TOPICS, CaseTrail
 from domain.orders import InvestigationOrder
+from domain.tombstones import decoded
 from gateway.evidence.maintainer import Evidence
 from gateway.evidence.verification import (
     BUNDLE_FORMAT,
@@ -240,14 +241,15 @@ def build_bundle(
             }
         )
         if include_content:
-            event = application.mapper.to_domain_event(notification)
-            content.append(
-                {
-                    "leaf_index": index,
-                    "type": notification.topic.rsplit(":", 1)[-1],
-                    "event": _plain(vars(event)),
-                }
-            )
+            event = decoded(application.mapper.to_domain_event, notification)
+            item: dict[str, Any] = {
+                "leaf_index": index,
+                "type": notification.topic.rsplit(":", 1)[-1],
+                "event": {} if event is None else _plain(vars(event)),
+            }
+            if event is None:  # erased (issue 19): the record and its proof stay, no content
+                item["erased"] = True
+            content.append(item)
     document: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "case_id": str(case_id),

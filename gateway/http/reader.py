@@ -75,6 +75,7 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.investigations import Investigation
 from domain.refusals import AuthenticationRefused
+from domain.retention import DataErased
 from domain.taxonomy import Purpose, Role
 from gateway.logs import get_logger
 from gateway.reports.service import authorise_report
@@ -529,7 +530,7 @@ class AuditedReader:
         for row in rows:
             try:
                 case: object = self.application.repository.get(row.case_id)
-            except AggregateNotFoundError:
+            except (AggregateNotFoundError, DataErased):  # erased since (issue 19): skipped
                 continue
             if not isinstance(case, Case):
                 continue

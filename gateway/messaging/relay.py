@@ -129,6 +129,7 @@ from domain.notices import (
     notice_published,
     notice_undeliverable,
 )
+from domain.retention import DataErased
 from domain.taxonomy import RiskLevel, UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
 from gateway.compliance.evaluator import ComplianceEvaluator
@@ -444,7 +445,7 @@ class Router:
             case: object = self.application.repository.get(
                 case_id, version=version, projector_func=replay
             )
-        except AggregateNotFoundError:
+        except (AggregateNotFoundError, DataErased):  # erased (issue 19): no street to name
             return None
         street = getattr(case, "street", None)
         return street if isinstance(street, str) else None

@@ -35,6 +35,9 @@ as sealed notices with ids, codes and instants only:
 
 A fact whose unit is not registered is logged (`message_undeliverable`), as every notice is.
 
+An erased file (issue 19) owes nothing more: its row goes when the erasure is followed, and its
+events, unreadable, are skipped (`domain.tombstones`; tests/retention/test_tombstones.py).
+
 Proven by `tests/messaging/test_deadlines.py`: the command SIGKILLed mid-scan and run again
 stores each fact once; over a real nats-server, an unheld consultation reaches the governance
 office's client as `deadline_missed`, then the supervisor's as `deadline_escalated`.
@@ -64,7 +67,9 @@ from domain.deadlines import (
     QuarterlyUpdateMissed,
     fold,
 )
+from domain.retention import KeyScope
 from domain.taxonomy import UnitType
+from domain.tombstones import ERASURE_TOPICS, erasure_split
 from gateway.logs import get_logger
 from gateway.store.horizon import settled_horizon
 from projections.follower import (
@@ -96,7 +101,8 @@ class DutiesView(View):
 
     name: ClassVar[str] = DUTIES
     tables: ClassVar[tuple[str, ...]] = (DUTIES,)
-    topics: ClassVar[tuple[str, ...]] = DUTY_TOPICS
+    # Issue 19: an erased file owes nothing more; its row goes (`domain.tombstones`).
+    topics: ClassVar[tuple[str, ...]] = (*DUTY_TOPICS, *ERASURE_TOPICS)
 
     def __init__(self, periods: Periods) -> None:
         self.periods = periods
@@ -109,10 +115,18 @@ class DutiesView(View):
         ]
 
     def apply(self, db: Db, batch: Batch) -> None:
-        if not batch.events:
-            return
+        events, erasures = erasure_split(batch.events)
+        if events:
+            self._apply(db, events)
+        gone = sorted({str(f.stream_id) for f in erasures if f.scope == KeyScope.CASE})
+        for start in range(0, len(gone), _CHUNK):
+            chunk = gone[start : start + _CHUNK]
+            marks = db.placeholders(len(chunk))
+            db.execute(f"DELETE FROM {{deadline_duties}} WHERE case_id IN ({marks})", chunk)  # noqa: S608
+
+    def _apply(self, db: Db, events: list[Any]) -> None:
         duties: dict[UUID, CaseDuties] = {}
-        wanted = sorted({str(_case_of(e)) for e in batch.events})
+        wanted = sorted({str(_case_of(e)) for e in events})
         for start in range(0, len(wanted), _CHUNK):
             chunk = wanted[start : start + _CHUNK]
             marks = db.placeholders(len(chunk))
@@ -120,7 +134,7 @@ class DutiesView(View):
             query = f"SELECT case_id, state FROM {{deadline_duties}} WHERE case_id IN ({marks})"  # noqa: S608
             for row in db.execute(query, chunk):
                 duties[UUID(row["case_id"])] = CaseDuties.from_json(row["state"])
-        changed = fold(duties, batch.events)
+        changed = fold(duties, events)
         rows = [
             (str(case), 0 if duties[case].settled(self.periods) else 1, duties[case].to_json())
             for case in sorted(changed)

@@ -32,6 +32,8 @@ from typing import Any, ClassVar, Final
 from domain.compliance.config import RulesConfig
 from domain.compliance.findings import Finding
 from domain.compliance.rules import RULE_TOPICS, Raised, RuleEngine
+from domain.retention import DataKeyDestroyed, KeyScope
+from domain.tombstones import ERASURE_TOPICS
 from domain.topics import topics_of
 from projections.follower import Batch, Db, Dialect, View
 
@@ -56,7 +58,8 @@ def state_mark(config: RulesConfig) -> str:
 class RulesView(View):
     name: ClassVar[str] = "compliance_rules"
     tables: ClassVar[tuple[str, ...]] = (STATE, FINDINGS)
-    topics: ClassVar[tuple[str, ...]] = (*RULE_TOPICS, *RAISED_TOPICS)
+    # Issue 19: an erased file's state is forgotten (`RuleEngine.forget_case`).
+    topics: ClassVar[tuple[str, ...]] = (*RULE_TOPICS, *RAISED_TOPICS, *ERASURE_TOPICS)
 
     def __init__(self, config: RulesConfig) -> None:
         self.config = config
@@ -105,6 +108,10 @@ class RulesView(View):
         for notification, event in zip(batch.notifications, batch.events, strict=True):
             if isinstance(event, Finding.FindingRaised):  # type: ignore[attr-defined]
                 stored[str(event.originator_id)] = str(event.rule)
+                continue
+            if isinstance(event, DataKeyDestroyed):
+                if event.scope == KeyScope.CASE:
+                    engine.forget_case(event.stream_id)
                 continue
             for found in engine.feed(notification.id, event):
                 raised[str(found.id)] = found

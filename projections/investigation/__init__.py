@@ -15,7 +15,7 @@ Public functions, their final signatures (the report and the HTTP routes build o
         # timeline.py: {"case_id", "as_of", "entries": [{"at", "position", "kind",
         #   "label_zh", "actor": {"user", "role", "unit", "street"} | None, "details": {...},
         #   "state": {"before": {"status", "status_label_zh", "risk", "risk_label_zh"} | None,
-        #   "after": {...}}}]}
+        #   "after": {...}}}], "erased_records": <the file's events unreadable, issue 19>}
     knowledge(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str, Any]
         # knowledge.py: {"case_id", "as_of", "facts": [{"fact", "label_zh", "known_by":
         #   [{"user", "unit", "role", "first_at", "how", "position"}]}]}

@@ -51,7 +51,9 @@ from domain.deadlines import (
 )
 from domain.notices import DueDateReminder, NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.orders import InvestigationOrder
+from domain.retention import erasure_id
 from domain.taxonomy import CaseStatus
+from domain.tombstones import ERASURE_TOPICS, decoded
 from domain.topics import topics_of
 from domain.users import User, post_as_of
 
@@ -110,8 +112,18 @@ _POST_CLASSES: Final = (
     User.PostChanged,  # type: ignore[attr-defined]
 )
 POST_TOPICS: Final = frozenset(topics_of(*_POST_CLASSES))
+# Issue 19: the erasure of a file (its fact's stream is derived from the file's id).
+ERASED_TOPICS: Final = frozenset(ERASURE_TOPICS)
 ALL_TOPICS: Final = tuple(
-    sorted(CASE_TOPICS | ORDER_ISSUED | ORDER_LATER | REVIEW_TOPICS | NAMING_TOPICS | POST_TOPICS)
+    sorted(
+        CASE_TOPICS
+        | ORDER_ISSUED
+        | ORDER_LATER
+        | REVIEW_TOPICS
+        | NAMING_TOPICS
+        | POST_TOPICS
+        | ERASED_TOPICS
+    )
 )
 
 _SNAKE: Final = re.compile(r"(?<!^)(?=[A-Z])")
@@ -180,6 +192,9 @@ class CaseHistory:
     posts: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
     # User stream id -> user id (a change of post names the stream only).
     user_ids: dict[str, str] = field(default_factory=dict)
+    # Issue 19: the case stream's records whose data key was destroyed (unreadable; their
+    # ciphertext is in `stored` too, for the integrity statement).
+    erased: list[Notification] = field(default_factory=list)
 
     def add(self, position: int, event: Any) -> None:
         """One more event about the case, in stored order: an event of its own stream moves
@@ -198,8 +213,19 @@ class CaseHistory:
             self.states[self.current.version] = self.current
         self.steps.append(Step(position, event.timestamp, kind, event, before, self.current))
 
-    def note_post(self, event: Any) -> None:
-        """A user's registration or change of post."""
+    def add_stored(self, notification: Notification, event: Any | None) -> None:
+        """One record of the case's own stream, decoded (`add`), or None when it was erased
+        (issue 19: kept in `erased`; its ciphertext is in `stored` either way)."""
+        self.stored.append(notification)
+        if event is None:
+            self.erased.append(notification)
+        else:
+            self.add(notification.id, event)
+
+    def note_post(self, event: Any | None) -> None:
+        """A user's registration or change of post (None: an erased user record, issue 19)."""
+        if event is None:
+            return
         stream = str(event.originator_id)
         user_id = getattr(event, "user_id", None) or self.user_ids.get(stream)
         if user_id is None:  # pragma: no cover - a stream starts with its registration
@@ -326,12 +352,11 @@ def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) 
     history = CaseHistory(case_id)
     # The log holds stream ids as UUIDs or as text, depending on the store: both compare.
     wanted = str(case_id)
+    erased_stream = {str(erasure_id(case_id))}
     orders: set[str] = set()
     break_glass: set[str] = set()
     decode = log.mapper.to_domain_event
-    add = history.add
     steps = history.steps
-    stored = history.stored
     topics = ALL_TOPICS if accesses is None else _WITHOUT_ACCESSES
     pending = _pending_accesses(accesses, case_id)
 
@@ -354,15 +379,22 @@ def gather(log: EventLog, case_id: UUID, accesses: AccessRecords | None = None) 
         if topic in CASE_TOPICS:
             if origin not in (case_id, wanted):
                 continue  # another case's: never decrypted
-            add(position, decode(notification))
-            stored.append(notification)
+            history.add_stored(notification, decoded(decode, notification))
             continue
         event: Any
         if topic in POST_TOPICS:
-            history.note_post(decode(notification))
+            history.note_post(decoded(decode, notification))
             continue
-        if topic in ORDER_LATER or topic in REVIEW_TOPICS:
-            if str(origin) not in (orders if topic in ORDER_LATER else break_glass):
+        if topic in ORDER_LATER or topic in REVIEW_TOPICS or topic in ERASED_TOPICS:
+            # Issue 19: an erasure's stream says which file it erased (none other decrypted).
+            streams = (
+                orders
+                if topic in ORDER_LATER
+                else break_glass
+                if topic in REVIEW_TOPICS
+                else erased_stream
+            )
+            if str(origin) not in streams:
                 continue
             event = decode(notification)
         else:

@@ -49,6 +49,8 @@ KIND_LABELS: Final = MappingProxyType(
         "reopened": "重新立案",
         "details_corrected": "信息更正",
         "transferred": "档案转移",
+        # issue 19: the file's data key destroyed (crypto-shredding); its content is gone
+        "data_key_destroyed": "档案已删除(密钥销毁)",
         # accesses
         "case_accessed": "查阅",
         "break_glass_accessed": "紧急查阅",

@@ -11,6 +11,10 @@ units and users only: never a name, a note, a description or a reason, which the
 discloses under its own rules), and `state`: the file's status and risk before and after the
 step.
 
+A file erased (issue 19) shows the reads, notices and facts about it that stay readable and an
+entry `data_key_destroyed` with the rule, its basis, the day it fell due and who applied it;
+its own events are unreadable and left out (`erased_records` counts them).
+
 `as_of` drops every step recorded after that instant. Proven by
 tests/projections/test_investigation_scenario.py (the scripted scenario, entry by entry).
 """
@@ -176,6 +180,8 @@ _DETAILS: Final[dict[str, Callable[[Any], Details]]] = {
         "expires_at": e.expires_at,
     },
     "investigation_order_revoked": lambda e: {"order_id": str(e.originator_id)},
+    # Issue 19: the erasure (that the file existed and was erased, when, under which rule).
+    "data_key_destroyed": lambda e: _plain(e, "scope", "rule", "basis", "due_on"),
 }
 
 # Events whose actor is a unit (a machine or the unit as a whole), not a person.
@@ -282,4 +288,5 @@ def timeline(history: CaseHistory, *, as_of: datetime | None = None) -> dict[str
             for step in history.steps
             if as_of is None or step.at <= as_of
         ],
+        "erased_records": len(history.erased),
     }

@@ -20,15 +20,22 @@ beside its sealed value (`village_sealed`, opened once per village for the repor
 `issues` holds the subtypes of the mental-health and unlawful-harm categories as keyed tokens,
 counted by token and named through the taxonomy. Proven by
 `tests/projections/test_readmodel_privacy.py`; the counts by `tests/projections/test_ledger_api.py`.
+
+An erased file (issue 19) leaves every table (a rebuild could not count it: its events are
+unreadable), and `report_erased` keeps its tombstone (`projections.tombstones`): a past
+quarter's report issued again after an erasure counts one file fewer, and the signed report
+issued before it stays what it was. Proven by tests/retention/test_tombstones.py.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 from typing import Any, Final
 
+from domain.retention import KeyScope
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
     CATEGORY_LABELS,
@@ -37,10 +44,12 @@ from domain.taxonomy import (
     SUBTYPES,
     CaseStatus,
 )
+from domain.tombstones import ERASURE_TOPICS, erasure_split
 from projections.follower import Batch, Db, Dialect, Row, View
 from projections.ledger.quarters import Quarter, end_of_day_stamp, stamp, start_of_day
 from projections.ledger.view import CASE_TOPICS
 from projections.sealed import KeyedDb, ReadModelKeys
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 _STATE: Final = ("status", "risk", "issues")
 # A history row is written when any of these changes: the counted state, or the place (a
@@ -69,12 +78,20 @@ _HISTORY_COLUMNS: Final = (
 )
 # The sealed village is the same value in both tables: one label for its associated data.
 _VILLAGE: Final = "report_village"
+ERASED_TABLE: Final = "report_erased"
 
 
 class ReportsView(View):
     name = "reports"
-    tables = ("report_cases", "report_history", "report_duty", "report_interventions")
-    topics = CASE_TOPICS
+    tables = (
+        "report_cases",
+        "report_history",
+        "report_duty",
+        "report_interventions",
+        ERASED_TABLE,
+    )
+    # Issue 19: an erased file leaves the counts (a rebuild could not count it either).
+    topics = (*CASE_TOPICS, *ERASURE_TOPICS)
 
     def __init__(self, keys: ReadModelKeys) -> None:
         self.keys = keys
@@ -102,12 +119,24 @@ class ReportsView(View):
             "village_index TEXT NOT NULL, function TEXT NOT NULL, PRIMARY KEY (case_id, version))",
             "CREATE INDEX IF NOT EXISTS report_interventions_street_at ON {report_interventions} "
             "(street, at)",
+            tombstone_ddl(ERASED_TABLE),
         ]
 
     def apply(self, db: Db, batch: Batch) -> None:
-        if not batch.events:
-            return
-        case_ids = sorted({str(e.originator_id) for e in batch.events})
+        events, erasures = erasure_split(batch.events)
+        if events:
+            self._apply(db, events)
+        gone = [f for f in erasures if f.scope == KeyScope.CASE]
+        if gone:
+            for table in self.tables[:-1]:
+                delete_rows(db, table, "case_id", scoped(gone, KeyScope.CASE))
+            bury(db, ERASED_TABLE, gone)
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
+
+    def _apply(self, db: Db, events: Sequence[Any]) -> None:
+        case_ids = sorted({str(e.originator_id) for e in events})
         current: dict[str, Row] = {}
         for i in range(0, len(case_ids), 400):
             chunk = case_ids[i : i + 400]
@@ -119,8 +148,14 @@ class ReportsView(View):
         history: list[list[Any]] = []
         duty: list[list[Any]] = []
         interventions: list[list[Any]] = []
-        for event in batch.events:
+        erased: set[str] | None = None  # looked up only if a file is missing
+        for event in events:
             case_id, kind, data = str(event.originator_id), type(event).__name__, vars(event)
+            if kind != "ClueReported" and case_id not in current:
+                if erased is None:
+                    erased = erased_among(db, ERASED_TABLE, case_ids)
+                if case_id in erased:
+                    continue  # stored just before its key went: the file is erased
             if kind == "ClueReported":
                 village = data["minor"]["village"]
                 state: Row = {
@@ -156,7 +191,7 @@ class ReportsView(View):
         db.insert(
             "report_cases",
             _CASE_COLUMNS,
-            [[current[c][k] for k in _CASE_COLUMNS] for c in case_ids],
+            [[current[c][k] for k in _CASE_COLUMNS] for c in case_ids if c in current],
             key=("case_id",),
         )
         db.insert("report_history", _HISTORY_COLUMNS, history)

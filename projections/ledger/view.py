@@ -16,6 +16,8 @@ Tables (see `LedgerView.create_statements`; every column, and why it is held as 
   duty cycle's instants (received, signed for, declined, result) and the result's
   recommendation; never a reason, an outcome's text or a person (layout 5: receipts from
   `NoticeReceived` facts).
+- `ledger_erased` (issue 19): a tombstone per erased file (`projections.tombstones`): that it
+  existed and was erased, when, under which rule; its other rows are deleted.
 
 Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
 bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
@@ -42,6 +44,7 @@ from domain.access import CaseScope, HeldAssignment
 from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.identity import age_on, mask_id_number, mask_name
 from domain.notices import NoticeReceived
+from domain.retention import DataKeyDestroyed, KeyScope
 from domain.taxonomy import (
     CASE_STATUS_LABELS,
     CATEGORY_LABELS,
@@ -61,6 +64,7 @@ from domain.taxonomy import (
     is_known_subtype,
     subtype_label,
 )
+from domain.tombstones import ERASURE_TOPICS, erasure_split
 from projections.blind_index import BlindIndex
 from projections.follower import Batch, Db, Dialect, Row, View
 from projections.ledger.quarters import (
@@ -71,6 +75,7 @@ from projections.ledger.quarters import (
     stamp,
 )
 from projections.sealed import KeyedDb, ReadModelKeys
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 # Every event of the case aggregate; access events are other streams and never reach the ledger.
 CASE_EVENTS: Final = (
@@ -95,6 +100,7 @@ CASE_EVENTS: Final = (
     "Transferred",
 )
 CASE_TOPICS: Final = tuple(get_topic(getattr(Case, name)) for name in CASE_EVENTS)
+ERASED_TABLE: Final = "ledger_erased"
 # The ledger also follows the unit clients' receipts (their own streams, naming the case).
 LEDGER_TOPICS: Final = (*CASE_TOPICS, get_topic(NoticeReceived))
 
@@ -191,10 +197,24 @@ def _in_chunks(values: Sequence[str], size: int = 400) -> Iterable[Sequence[str]
         yield values[i : i + size]
 
 
+def _was_erased(db: Db, case_id: str, case_ids: list[str], found: dict[str, set[str]]) -> bool:
+    """Whether the file has a tombstone (the batch's files looked up once, into `found`)."""
+    if "" not in found:
+        found[""] = erased_among(db, ERASED_TABLE, case_ids)
+    return case_id in found[""]
+
+
 class LedgerView(View):
     name = "ledger"
-    tables = ("ledger_cases", "ledger_issues", "ledger_assignments", "ledger_transfers")
-    topics = LEDGER_TOPICS
+    tables = (
+        "ledger_cases",
+        "ledger_issues",
+        "ledger_assignments",
+        "ledger_transfers",
+        ERASED_TABLE,
+    )
+    # Issue 19: an erased file's rows go, its tombstone stays (`projections.tombstones`).
+    topics = (*LEDGER_TOPICS, *ERASURE_TOPICS)
 
     def __init__(self, blind_index: BlindIndex, keys: ReadModelKeys) -> None:
         self.blind_index = blind_index
@@ -266,14 +286,31 @@ class LedgerView(View):
             "(from_street, moved_at)",
             "CREATE INDEX IF NOT EXISTS ledger_transfers_to ON {ledger_transfers} "
             "(to_street, moved_at)",
+            tombstone_ddl(ERASED_TABLE),
         ]
 
     # --- applying events ------------------------------------------------------------------------
 
     def apply(self, db: Db, batch: Batch) -> None:
-        if not batch.events:
-            return
-        case_ids = sorted({_case_of(e) for e in batch.events})
+        events, erasures = erasure_split(batch.events)
+        if events:
+            self._apply(db, events)
+        if erasures:
+            self._erase(db, erasures)
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
+
+    def _erase(self, db: Db, facts: Sequence[DataKeyDestroyed]) -> None:
+        """Issue 19: an erased file's rows (its masks, blind indexes, issues, assignments and
+        transfers) are deleted; its tombstone says it existed and was erased, when and why."""
+        gone = scoped(facts, KeyScope.CASE)
+        for table in ("ledger_issues", "ledger_assignments", "ledger_transfers", "ledger_cases"):
+            delete_rows(db, table, "case_id", gone)
+        bury(db, ERASED_TABLE, [f for f in facts if f.scope == KeyScope.CASE])
+
+    def _apply(self, db: Db, events: Sequence[Any]) -> None:
+        case_ids = sorted({_case_of(e) for e in events})
         cases: dict[str, Row] = {}
         assignments: dict[str, Row] = {}
         for chunk in _in_chunks(case_ids):
@@ -288,7 +325,8 @@ class LedgerView(View):
                 assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
         reclassified: set[str] = set()
         transfers: list[tuple[str, str, str, str]] = []
-        for event in batch.events:
+        erased: dict[str, set[str]] = {}  # looked up only if a file is missing
+        for event in events:
             if isinstance(event, NoticeReceived):
                 # The first receipt of an assignment's notice (a machine's, not a person's).
                 receipt_of = assignments.get(event.assignment_id or "")
@@ -303,6 +341,8 @@ class LedgerView(View):
                 continue
             current = cases.get(case_id)
             if current is None:
+                if _was_erased(db, case_id, case_ids, erased):
+                    continue  # stored just before its key went: the file is erased
                 raise LookupError(
                     f"event {kind} of case {case_id} (version {event.originator_version}) "
                     "arrived before the case was reported: the view is inconsistent; rebuild it"

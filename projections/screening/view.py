@@ -17,6 +17,8 @@ Tables:
   counts a letter signed on a file as signed for the minor on the roster. A corrected ID number
   (`Case.DetailsCorrected`) gives the file its new minor's blind index, a transfer
   (`Case.Transferred`) its new street (issue 17; proven by tests/projections/test_coverage.py).
+- `screening_erased` (issue 19): a tombstone per erased roster entry or case file
+  (`projections.tombstones`); the entry's row and visits, or the file's letter row, are gone.
 
 Proven by `tests/projections/test_coverage.py` (figures against an independent count, and a
 byte search of the database for planted names and ID numbers).
@@ -25,19 +27,24 @@ byte search of the database for planted names and ID numbers).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Final
 
 from eventsourcing.utils import get_topic
 
 from domain.case import Case
+from domain.retention import KeyScope
 from domain.roster import RosterEntry, is_key_student, needs_letter
 from domain.screening import Campaign
+from domain.tombstones import ERASURE_TOPICS, erasure_split
 from projections.blind_index import BlindIndex
 from projections.follower import Batch, Db, Dialect, View
 from projections.ledger.quarters import local_date
 from projections.sealed import ReadModelKeys
+from projections.tombstones import bury, delete_rows, erased_among, erases, scoped, tombstone_ddl
 
 ENTRY_TABLE: Final = "screening_entries"
+ERASED_TABLE: Final = "screening_erased"
 
 SCREENING_TOPICS: Final = tuple(
     get_topic(cls)
@@ -71,8 +78,15 @@ def sealed_minor(minor: dict[str, Any]) -> dict[str, Any]:
 
 class ScreeningView(View):
     name = "screening"
-    tables = (ENTRY_TABLE, "screening_campaigns", "screening_visits", "screening_case_letters")
-    topics = SCREENING_TOPICS
+    tables = (
+        ENTRY_TABLE,
+        "screening_campaigns",
+        "screening_visits",
+        "screening_case_letters",
+        ERASED_TABLE,
+    )
+    # Issue 19: an erased roster entry or case file leaves its rows (and blind indexes).
+    topics = (*SCREENING_TOPICS, *ERASURE_TOPICS)
 
     def __init__(self, blind_index: BlindIndex, keys: ReadModelKeys) -> None:
         self.blind_index = blind_index
@@ -103,6 +117,7 @@ class ScreeningView(View):
             "street TEXT NOT NULL, id_index TEXT NOT NULL, letter_on TEXT)",
             "CREATE INDEX IF NOT EXISTS screening_case_letters_id ON {screening_case_letters} "
             "(id_index)",
+            tombstone_ddl(ERASED_TABLE),
         ]
 
     def _entry_row(self, entry_id: str, street: str, id_index: str, minor: dict[str, Any]) -> Any:
@@ -119,7 +134,24 @@ class ScreeningView(View):
         }
 
     def apply(self, db: Db, batch: Batch) -> None:
-        for event in batch.events:
+        events, erasures = erasure_split(batch.events)
+        self._apply(db, events)
+        if erasures:
+            minors = scoped(erasures, KeyScope.MINOR)
+            delete_rows(db, "screening_visits", "entry_id", minors)
+            delete_rows(db, ENTRY_TABLE, "entry_id", minors)
+            delete_rows(db, "screening_case_letters", "case_id", scoped(erasures, KeyScope.CASE))
+            bury(
+                db,
+                ERASED_TABLE,
+                [f for f in erasures if f.scope in (KeyScope.MINOR, KeyScope.CASE)],
+            )
+
+    def erases(self, batch: Batch) -> bool:
+        return erases(batch.events)
+
+    def _apply(self, db: Db, events: Sequence[Any]) -> None:
+        for event in events:
             kind = type(event).__qualname__
             data = vars(event)
             stream = str(event.originator_id)
@@ -134,6 +166,8 @@ class ScreeningView(View):
                     (stream,),
                 )
                 if not found:
+                    if erased_among(db, ERASED_TABLE, [stream]):
+                        continue  # stored just before its key went: the entry is erased
                     raise LookupError(
                         f"roster entry {stream} updated before it was listed: rebuild the view"
                     )
