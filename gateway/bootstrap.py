@@ -36,6 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
@@ -168,14 +169,25 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
 def token_verifier(settings: Settings) -> TokenVerifier:
     from gateway.auth import TokenVerifier  # noqa: PLC0415 (see the imports)
 
-    try:
-        keys = [
+    def load() -> list[Ed25519PublicKey]:
+        return [
             keyring.load_public_key(path, "token public key")
             for path in settings.token_public_key_paths
         ]
+
+    def reload() -> list[Ed25519PublicKey]:
+        # A token no loaded key verifies: the keys as they are now (a rotation since the
+        # start); if they cannot be read mid-rotation, the ones loaded stay.
+        try:
+            return load()
+        except keyring.KeyProblem:
+            return keys
+
+    try:
+        keys = load()
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
-    return TokenVerifier(keys)
+    return TokenVerifier(keys, reload=reload)
 
 
 # --- the read models ------------------------------------------------------------------------------
@@ -252,17 +264,29 @@ def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadMode
 # --- the evidence log and the relay ---------------------------------------------------------------
 
 
-def open_evidence(settings: Settings, application: CaseTrail) -> Evidence:
-    """The Merkle log and checkpoints over `application`'s store, signing with the service key."""
+def open_evidence(
+    settings: Settings, application: CaseTrail, *, key: Ed25519PrivateKey | None = None
+) -> Evidence:
+    """The Merkle log and checkpoints over `application`'s store, signing with the service key
+    (read again from its file when the store announces a successor: `keys rotate --service`).
+    `key`: sign with this one and never reload (the rotation itself)."""
     from gateway.evidence.maintainer import Evidence, EvidenceSettings  # noqa: PLC0415 (see the imports)
 
+    path = settings.keys_dir / keyring.SERVICE_KEY
+
+    def reload() -> Ed25519PrivateKey:
+        return keyring.load_private_key(path, "service signing key")
+
     try:
-        key = keyring.load_private_key(
-            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
-        )
+        signing = key or reload()
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
-    return Evidence(application, key, EvidenceSettings.from_settings(settings))
+    return Evidence(
+        application,
+        signing,
+        EvidenceSettings.from_settings(settings),
+        reload_key=None if key is not None else reload,
+    )
 
 
 def open_relay(

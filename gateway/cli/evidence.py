@@ -110,7 +110,7 @@ def _store_failed(exc: Exception) -> EvidenceUsageError:
 def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
     from eventsourcing.persistence import PersistenceError
 
-    from gateway.evidence.verification import check_held, verify_store
+    from gateway.evidence.verification import check_held, key_chain, verify_store
     from gateway.settings import Settings
     from projections.evidence.checkpoints import CheckpointFormatError, load_checkpoints
 
@@ -122,11 +122,14 @@ def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
             held = load_checkpoints(checkpoint_file)
         except CheckpointFormatError as exc:
             raise EvidenceUsageError(str(exc)) from None
-        problem = check_held(held, key)
-        if problem:
-            raise EvidenceUsageError(f"{checkpoint_file}: {problem}")
     application = _open_store(settings)
     try:
+        if held:
+            # Checked with the key in force at each checkpoint's number: a unit's file may
+            # span a change of the service's signing key (the store's announcements link them).
+            problem = check_held(held, key, key_chain(application.recorder, key))
+            if problem:
+                raise EvidenceUsageError(f"{checkpoint_file}: {problem}")
         report = verify_store(application.recorder, key, held)
     except PersistenceError as exc:
         raise _store_failed(exc) from None
