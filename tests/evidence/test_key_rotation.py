@@ -10,9 +10,11 @@ does: a checkpoint signed by the retired key after its announcement, a forged an
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain import commands as cmd
@@ -20,10 +22,11 @@ from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import bootstrap, keyring
 from gateway.auth import AuthenticationFailed, issue_token
+from gateway.cli.main import cli as main_cli
 from gateway.evidence.verification import verify_store
 from gateway.settings import Settings
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore, key_id
-from projections.evidence.rotation import Announcement, AnnouncementStore, KeyChain
+from projections.evidence.rotation import Announcement, AnnouncementStore, KeyChain, raw
 from tests.evidence.helpers import REPORTER, cli, write_checkpoints
 from tests.integration.planted import planted_case
 
@@ -46,6 +49,24 @@ def _read_all(application: CaseTrail) -> list[bytes]:
 
 def _ok(result: object) -> None:
     assert getattr(result, "returncode", None) == 0, getattr(result, "stderr", result)
+
+
+@dataclass
+class _Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(settings: Settings, *args: str) -> _Ran:
+    """The command in this process (the real entry point's commands, the settings from the
+    environment); `cli` runs it as a process of its own, for the one that must be."""
+    environ = {
+        "CASETRAIL_HOME": str(settings.home),
+        "CASETRAIL_DATABASE_URL": settings.database_url,
+    }
+    result = CliRunner().invoke(main_cli, list(args), env=environ, catch_exceptions=False)
+    return _Ran(result.exit_code, result.stdout, result.stderr)
 
 
 def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> None:
@@ -73,8 +94,8 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
         # --- the three rotations, by the real command, while all of that is open ----------------
         _ok(service := cli(settings, "keys", "rotate", "--service"))
         assert "announced key" in service.stdout
-        _ok(cli(settings, "keys", "rotate", "--token"))
-        _ok(event := cli(settings, "keys", "rotate", "--event"))
+        _ok(run(settings, "keys", "rotate", "--token"))
+        _ok(event := run(settings, "keys", "rotate", "--event"))
         new_event_id = keyring.event_key_ids(keys_dir)[0]
         assert new_event_id != old_event_id and new_event_id in event.stdout
         assert keyring.event_key_ids(keys_dir)[1] == old_event_id  # kept for reading
@@ -111,7 +132,7 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
         assert {i.hex() for i in ids[before_restart:]} == {new_event_id}
     finally:
         restarted.close()
-    _ok(status := cli(settings, "keys", "status"))
+    _ok(status := run(settings, "keys", "status"))
     lines = status.stdout.splitlines()
     assert any(new_event_id in line and "4 stored events" in line for line in lines), lines
     assert any(old_event_id in line and f"{before_restart} stored events" in line for line in lines)
@@ -119,13 +140,13 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
     assert "days ago" in status.stdout
 
     # --- checkpoints verify across the change ---------------------------------------------------
-    _ok(cli(settings, "checkpoint", "create"))
-    _ok(verified := cli(settings, "verify"))
+    _ok(run(settings, "checkpoint", "create"))
+    _ok(verified := run(settings, "verify"))
     assert "signing key changed 1 time(s)" in verified.stdout
     retired_pub = keys_dir / f"service-signing.{key_id(old_service.public_key())}.pub"
     unit_file = write_checkpoints(tmp_path / "unit.json", before)
-    _ok(cli(settings, "verify", "--public-key", str(retired_pub), "--checkpoint", str(unit_file)))
-    _ok(cli(settings, "verify", "--checkpoint", str(unit_file)))
+    _ok(run(settings, "verify", "--public-key", str(retired_pub), "--checkpoint", str(unit_file)))
+    _ok(run(settings, "verify", "--checkpoint", str(unit_file)))
 
     # --- and what must fail, fails --------------------------------------------------------------
     unkeyed = bootstrap.open_unkeyed(settings)
@@ -142,7 +163,7 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
         assert "retired at checkpoint" in report.summary()
     finally:
         unkeyed.close()
-    refused = cli(settings, "verify")
+    refused = run(settings, "verify")
     assert refused.returncode == 1 and "retired at checkpoint" in refused.stdout
 
 
@@ -163,7 +184,7 @@ def test_a_forged_announcement_links_nothing(settings: Settings) -> None:
         forged = Announcement.sign(forged_checkpoint, intruder, stranger)
         forged = Announcement(
             forged.checkpoint,
-            keyring_raw(trusted),
+            raw(trusted),
             forged.new_key,
             forged.old_signature,
             forged.new_signature,
@@ -177,13 +198,6 @@ def test_a_forged_announcement_links_nothing(settings: Settings) -> None:
     finally:
         evidence.close()
         application.close()
-
-
-def keyring_raw(public_key: object) -> bytes:
-    from projections.evidence.rotation import raw
-
-    assert hasattr(public_key, "public_bytes")
-    return raw(public_key)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("grace_hours", [0])
