@@ -166,6 +166,61 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
         ) from None
 
 
+def prepare_store(settings: Settings) -> list[str]:
+    """`casetrail store init`, as the database owner: every table the service's processes use,
+    so that they can run under roles that may not create any (ops/postgres-roles.sql): the
+    events and snapshots, the append-only triggers, the Merkle log, the checkpoints and key
+    announcements, the read models with their positions and the followers' heartbeats, and the
+    relay's positions, deadline duties and compliance state. Needs the service's keys
+    directory (the read models' layout depends on the index key). Returns what it created
+    (table names, triggers), empty when everything was in place. One process at a time
+    (`setup_lock`). Proven by tests/integration/test_least_privilege.py."""
+    try:
+        with setup_lock(settings.database_url):
+            application = open_unkeyed(settings, create=True)
+            try:
+                before = _table_names(application)
+                created = store_guard.install(application.recorder)
+                config = readmodel_config(settings)
+                from projections.readmodels import ReadModels  # noqa: PLC0415 (see the imports)
+
+                ReadModels(application, config, log=_log()).close()
+                # The relay's own tables (positions, duties, compliance state) are made by its
+                # construction; it connects to nothing until it runs.
+                open_relay(settings, application)
+                made = sorted(_table_names(application) - before)
+            finally:
+                application.close()
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    except store_guard.StoreGuardProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(
+            f"{exc}; `store init` needs the service's keys directory (CASETRAIL_HOME)"
+        ) from None
+    except (PersistenceError, OSError) as exc:
+        raise StartupProblem(
+            f"cannot create the store's tables: {type(exc).__name__}: {exc}; run `casetrail "
+            "store init` as the database owner (ops/postgres-roles.sql)"
+        ) from None
+    return made + [name for name in created if ":" in name]
+
+
+def _table_names(application: CaseTrail) -> set[str]:
+    from projections.evidence.log import StoreTables  # noqa: PLC0415 (see the imports)
+
+    tables = StoreTables(application.recorder)
+    with tables.reading() as db:
+        if tables.dialect == "sqlite":
+            rows = db.execute("SELECT name AS t FROM sqlite_master WHERE type='table'")
+        else:
+            rows = db.execute(
+                "SELECT tablename AS t FROM pg_tables WHERE schemaname=?", (tables.schema,)
+            )
+    return {str(row["t"]) for row in rows}
+
+
 def token_verifier(settings: Settings) -> TokenVerifier:
     from gateway.auth import TokenVerifier  # noqa: PLC0415 (see the imports)
 

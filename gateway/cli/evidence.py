@@ -359,23 +359,20 @@ def store() -> None:
 
 @store.command(
     "init",
-    help="Create the event, Merkle and checkpoint tables and the append-only triggers (run as "
-    "the database owner; the service's role then needs INSERT and SELECT only).",
+    help="Create every table the service uses (events, Merkle log, checkpoints, read models, "
+    "the relay's and followers' positions) and the append-only triggers: run as the database "
+    "owner; the service's roles then need no right to create (ops/postgres-roles.sql).",
 )
 def store_init() -> None:
+    from gateway import bootstrap, logs
     from gateway.settings import Settings
-    from gateway.store import guard as store_guard
-    from gateway.store.setup import StoreSetupProblem, setup_lock
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    settings.home.mkdir(parents=True, exist_ok=True)
     # One process at a time creates (gateway/store/setup.py); the second finds it all in place.
     try:
-        with setup_lock(settings.database_url):
-            application = _open_store(settings, create=True)
-            try:
-                created = store_guard.install(application.recorder)
-            finally:
-                application.close()
-    except (store_guard.StoreGuardProblem, StoreSetupProblem) as exc:
+        created = bootstrap.prepare_store(settings)
+    except bootstrap.StartupProblem as exc:
         raise EvidenceUsageError(str(exc)) from None
     click.echo(f"created: {', '.join(created)}" if created else "all in place already")

@@ -342,16 +342,16 @@ def check_held(
 ) -> str | None:
     """None when every checkpoint is signed by `public_key` (or, given the store's `chain`,
     by the key in force at its number); otherwise what is wrong."""
+    keys = chain.keys() if chain is not None else [public_key]
     for checkpoint in checkpoints:
-        if chain is not None:
-            problem = chain.problem(checkpoint)
-            if problem is not None:
-                return f"{problem} (key chain from key {key_id(public_key)})"
-        elif not checkpoint.verify(public_key):
+        if not any(checkpoint.verify(key) for key in keys):
             return (
                 f"{checkpoint.describe()} is not signed by the given public key "
                 f"(key id {key_id(public_key)}, checkpoint names {checkpoint.key_id})"
             )
+        problem = chain.problem(checkpoint) if chain is not None else None
+        if problem is not None:
+            return problem
     return None
 
 

@@ -20,12 +20,11 @@ The signed message is the UTF-8 text (each line ends with a newline):
     old <the old public key, raw, 64 hex digits>
     new <the new public key, raw, 64 hex digits>
 
-An announcement as JSON (`casetrail keys status --json`, and in `casetrail checkpoint export`
-when any exists):
+An announcement as JSON carries its checkpoint's fields and signature too:
 
     {"format": "casetrail-key-announcement/v1", "seq": 7, "size": 700, "root": "<hex>",
-     "time": "...", "old_key": "<64 hex>", "new_key": "<64 hex>",
-     "old_signature": "<base64>", "new_signature": "<base64>"}
+     "time": "...", "checkpoint_signature": "<base64>", "old_key": "<64 hex>",
+     "new_key": "<64 hex>", "old_signature": "<base64>", "new_signature": "<base64>"}
 
 Normative text and test vectors: docs/specs/key-announcement.md,
 docs/specs/vectors/key_announcement.json (tests/specs/test_key_announcement_vectors.py). The
@@ -107,11 +106,12 @@ class Announcement:
         return key_id(self.new_public)
 
     def problem(self) -> str | None:
-        """Why this announcement is not what it claims (None when it is): both signatures over
-        the message, and its checkpoint signed by the old key."""
-        message = signed_message(self.checkpoint, self.old_key, self.new_key)
+        """Why this announcement is not what it claims, as a reason code of
+        docs/specs/key-announcement.md (None when it is): both signatures over the message,
+        and its checkpoint signed by the old key."""
         if self.old_key == self.new_key:
-            return "announces the key it replaces"
+            return "same-key"
+        message = signed_message(self.checkpoint, self.old_key, self.new_key)
         for what, public, signature in (
             ("old", self.old_key, self.old_signature),
             ("new", self.new_key, self.new_signature),
@@ -119,9 +119,9 @@ class Announcement:
             try:
                 Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
             except (InvalidSignature, ValueError):
-                return f"its {what} key's signature is invalid"
+                return f"{what}-signature-invalid"
         if self.checkpoint.problem(self.old_public) is not None:
-            return f"its {self.checkpoint.describe()} is not signed by the old key"
+            return "checkpoint-not-old-key"
         return None
 
     def describe(self) -> str:
