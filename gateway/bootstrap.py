@@ -166,28 +166,33 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
         ) from None
 
 
-def prepare_store(settings: Settings) -> list[str]:
+def prepare_store(settings: Settings, missing: list[str] | None = None) -> list[str]:
     """`casetrail store init`, as the database owner: every table the service's processes use,
     so that they can run under roles that may not create any (ops/postgres-roles.sql): the
     events and snapshots, the append-only triggers, the Merkle log, the checkpoints and key
     announcements, the read models with their positions and the followers' heartbeats, and the
     relay's positions, deadline duties and compliance state. Needs the service's keys
     directory (the read models' layout depends on the index key). Returns what it created
-    (table names, triggers), empty when everything was in place. One process at a time
+    (table names, triggers), empty when everything was in place. Without the index key, the
+    read models' tables are not made: its path is added to `missing`. One process at a time
     (`setup_lock`). Proven by tests/integration/test_least_privilege.py."""
+    missing = missing if missing is not None else []
     try:
         with setup_lock(settings.database_url):
             application = open_unkeyed(settings, create=True)
             try:
                 before = _table_names(application)
                 created = store_guard.install(application.recorder)
-                config = readmodel_config(settings)
+                from gateway.messaging.relay import create_relay_tables  # noqa: PLC0415
                 from projections.readmodels import ReadModels  # noqa: PLC0415 (see the imports)
 
-                ReadModels(application, config, log=_log()).close()
-                # The relay's own tables (positions, duties, compliance state) are made by its
-                # construction; it connects to nothing until it runs.
-                open_relay(settings, application)
+                create_relay_tables(application)
+                if (settings.keys_dir / keyring.INDEX_KEY).exists():
+                    config = readmodel_config(settings)
+                    ReadModels(application, config, log=_log()).close()
+                else:
+                    _log().warning("read_models_not_created", reason="no index key")
+                    missing.append(str(settings.keys_dir / keyring.INDEX_KEY))
                 made = sorted(_table_names(application) - before)
             finally:
                 application.close()
@@ -195,10 +200,6 @@ def prepare_store(settings: Settings) -> list[str]:
         raise StartupProblem(str(exc)) from None
     except store_guard.StoreGuardProblem as exc:
         raise StartupProblem(str(exc)) from None
-    except keyring.KeyProblem as exc:
-        raise StartupProblem(
-            f"{exc}; `store init` needs the service's keys directory (CASETRAIL_HOME)"
-        ) from None
     except (PersistenceError, OSError) as exc:
         raise StartupProblem(
             f"cannot create the store's tables: {type(exc).__name__}: {exc}; run `casetrail "

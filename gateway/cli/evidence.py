@@ -371,8 +371,15 @@ def store_init() -> None:
     logs.configure(settings.log_level)
     settings.home.mkdir(parents=True, exist_ok=True)
     # One process at a time creates (gateway/store/setup.py); the second finds it all in place.
+    missing: list[str] = []
     try:
-        created = bootstrap.prepare_store(settings)
+        created = bootstrap.prepare_store(settings, missing)
     except bootstrap.StartupProblem as exc:
         raise EvidenceUsageError(str(exc)) from None
     click.echo(f"created: {', '.join(created)}" if created else "all in place already")
+    for path in missing:
+        click.echo(
+            f"casetrail: note: the read models' tables were not created: no {path}; run "
+            "`casetrail store init` again with the service's CASETRAIL_HOME (its keys)",
+            err=True,
+        )

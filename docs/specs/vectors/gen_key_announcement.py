@@ -51,20 +51,21 @@ def vectors() -> dict[str, Any]:
     )
     announcement = Announcement.sign(checkpoint, old, new)
     message = signed_message(checkpoint, raw(old.public_key()), raw(new.public_key()))
-    positive = {
+    document = announcement.to_json()
+    positive: dict[str, Any] = {
         "signed_message": message.decode(),
         "old_signature": _b64(announcement.old_signature),
         "new_signature": _b64(announcement.new_signature),
-        "json": announcement.to_json(),
+        "json": document,
     }
     by_other = Announcement.sign(
         Checkpoint.sign(other, seq=7, size=700, root=checkpoint.root, time=TIME), old, new
     )
     negatives = [
         ("same-key", Announcement.sign(checkpoint, old, old).to_json()),
-        ("old-signature-invalid", {**positive["json"], "old_signature": _b64(other.sign(message))}),
-        ("new-signature-invalid", {**positive["json"], "new_signature": _b64(other.sign(message))}),
-        ("old-signature-invalid", {**positive["json"], "size": 701}),
+        ("old-signature-invalid", {**document, "old_signature": _b64(other.sign(message))}),
+        ("new-signature-invalid", {**document, "new_signature": _b64(other.sign(message))}),
+        ("old-signature-invalid", {**document, "size": 701}),
         ("checkpoint-not-old-key", by_other.to_json()),
     ]
     negative = []
