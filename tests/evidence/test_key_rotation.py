@@ -21,7 +21,7 @@ from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.taxonomy import Purpose, Role
 from gateway import bootstrap, keyring
-from gateway.auth import AuthenticationFailed, issue_token
+from gateway.auth import MAX_TTL_SECONDS, AuthenticationFailed, issue_token
 from gateway.cli.main import cli as main_cli
 from gateway.evidence.verification import verify_store
 from gateway.settings import Settings
@@ -200,8 +200,7 @@ def test_a_forged_announcement_links_nothing(settings: Settings) -> None:
         application.close()
 
 
-@pytest.mark.parametrize("grace_hours", [0])
-def test_an_old_token_key_past_its_grace_verifies_nothing(home: Path, grace_hours: int) -> None:
+def test_an_old_token_key_past_its_grace_verifies_nothing(home: Path) -> None:
     settings = Settings.from_env({"CASETRAIL_HOME": str(home)})
     old_key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "key")
     token = issue_token(
@@ -211,9 +210,11 @@ def test_an_old_token_key_past_its_grace_verifies_nothing(home: Path, grace_hour
         unit="dongshan-village",
         street="chengguan-street",
     )
-    keyring.rotate_token_key(settings.keys_dir, grace_hours * 3600)
+    keyring.rotate_token_key(settings.keys_dir, 0)
     assert settings.token_public_key_paths == (settings.keys_dir / keyring.TOKEN_PUB,)
     with pytest.raises(AuthenticationFailed, match="trusted key"):
         bootstrap.token_verifier(settings).verify(token)
+    # The default grace is the longest a token lives.
+    assert keyring.TOKEN_GRACE_SECONDS == MAX_TTL_SECONDS
     history = json.loads((settings.keys_dir / keyring.HISTORY).read_text())
     assert [e["kind"] for e in history["keys"]] == ["token", "token"]
