@@ -79,11 +79,27 @@ def issue_token(
     return jwt.encode(claims, key, algorithm="EdDSA")
 
 
+# A token no key verifies makes the verifier load its keys again, at most this often: a
+# token signed by a key rotated in after this process started (`casetrail keys rotate
+# --token`) is accepted without a restart, and a flood of forged tokens costs one reload.
+_RELOAD_SECONDS: Final = 5.0
+
+
 class TokenVerifier:
-    def __init__(self, public_keys: Sequence[Ed25519PublicKey]) -> None:
+    """Verifies tokens with every configured public key: the current one and, after a rotation,
+    the old ones still in their grace period (`gateway.keyring.token_public_key_paths`).
+    `reload` gives the keys as they are now (tests/evidence/test_key_rotation.py)."""
+
+    def __init__(
+        self,
+        public_keys: Sequence[Ed25519PublicKey],
+        reload: Callable[[], Sequence[Ed25519PublicKey]] | None = None,
+    ) -> None:
         if not public_keys:
             raise ValueError("at least one token public key is needed")
         self._keys = list(public_keys)
+        self._reload = reload
+        self._reloaded_at = float("-inf")
         # Tokens already verified, with their expiry: a client sends the same token with every
         # request, and an Ed25519 check costs about 0.25 ms here. Only the exact token string
         # (signature included) hits, and only until its `exp`.
@@ -100,7 +116,22 @@ class TokenVerifier:
         return actor
 
     def _verify(self, token: str) -> tuple[Actor, float]:
-        for key in self._keys:
+        try:
+            return self._verify_with(token, self._keys)
+        except AuthenticationFailed as exc:
+            if exc.reason is not RefusalReason.UNTRUSTED_SIGNATURE or not self._reload_due():
+                raise
+        self._keys = list(self._reload()) if self._reload is not None else self._keys
+        return self._verify_with(token, self._keys)
+
+    def _reload_due(self) -> bool:
+        if self._reload is None or time.monotonic() - self._reloaded_at < _RELOAD_SECONDS:
+            return False
+        self._reloaded_at = time.monotonic()
+        return True
+
+    def _verify_with(self, token: str, keys: Sequence[Ed25519PublicKey]) -> tuple[Actor, float]:
+        for key in keys:
             try:
                 claims = jwt.decode(
                     token,

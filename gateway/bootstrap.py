@@ -36,6 +36,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
 
 from domain.application import CaseTrail
@@ -170,17 +171,84 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
         ) from None
 
 
+def prepare_store(settings: Settings, missing: list[str] | None = None) -> list[str]:
+    """`casetrail store init`, as the database owner: every table the service's processes use,
+    so that they can run under roles that may not create any (ops/postgres-roles.sql): the
+    events and snapshots, the append-only triggers, the Merkle log, the checkpoints and key
+    announcements, the read models with their positions and the followers' heartbeats, and the
+    relay's positions, deadline duties and compliance state. Needs the service's keys
+    directory (the read models' layout depends on the index key). Returns what it created
+    (table names, triggers), empty when everything was in place. Without the index key, the
+    read models' tables are not made: its path is added to `missing`. One process at a time
+    (`setup_lock`). Proven by tests/integration/test_least_privilege.py."""
+    missing = missing if missing is not None else []
+    try:
+        with setup_lock(settings.database_url):
+            application = open_unkeyed(settings, create=True)
+            try:
+                before = _table_names(application)
+                created = store_guard.install(application.recorder)
+                from gateway.messaging.relay import create_relay_tables  # noqa: PLC0415
+                from projections.readmodels import ReadModels  # noqa: PLC0415 (see the imports)
+
+                create_relay_tables(application)
+                if (settings.keys_dir / keyring.INDEX_KEY).exists():
+                    config = readmodel_config(settings)
+                    ReadModels(application, config, log=_log()).close()
+                else:
+                    _log().warning("read_models_not_created", reason="no index key")
+                    missing.append(str(settings.keys_dir / keyring.INDEX_KEY))
+                made = sorted(_table_names(application) - before)
+            finally:
+                application.close()
+    except StoreSetupProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    except store_guard.StoreGuardProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    except (PersistenceError, OSError) as exc:
+        raise StartupProblem(
+            f"cannot create the store's tables: {type(exc).__name__}: {exc}; run `casetrail "
+            "store init` as the database owner (ops/postgres-roles.sql)"
+        ) from None
+    return made + [name for name in created if ":" in name]
+
+
+def _table_names(application: CaseTrail) -> set[str]:
+    from projections.evidence.log import StoreTables  # noqa: PLC0415 (see the imports)
+
+    tables = StoreTables(application.recorder)
+    with tables.reading() as db:
+        if tables.dialect == "sqlite":
+            rows = db.execute("SELECT name AS t FROM sqlite_master WHERE type='table'")
+        else:
+            rows = db.execute(
+                "SELECT tablename AS t FROM pg_tables WHERE schemaname=?", (tables.schema,)
+            )
+    return {str(row["t"]) for row in rows}
+
+
 def token_verifier(settings: Settings) -> TokenVerifier:
     from gateway.auth import TokenVerifier  # noqa: PLC0415 (see the imports)
 
-    try:
-        keys = [
+    def load() -> list[Ed25519PublicKey]:
+        return [
             keyring.load_public_key(path, "token public key")
             for path in settings.token_public_key_paths
         ]
+
+    def reload() -> list[Ed25519PublicKey]:
+        # A token no loaded key verifies: the keys as they are now (a rotation since the
+        # start); if they cannot be read mid-rotation, the ones loaded stay.
+        try:
+            return load()
+        except keyring.KeyProblem:
+            return keys
+
+    try:
+        keys = load()
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
-    return TokenVerifier(keys)
+    return TokenVerifier(keys, reload=reload)
 
 
 # --- the read models ------------------------------------------------------------------------------
@@ -257,17 +325,29 @@ def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadMode
 # --- the evidence log and the relay ---------------------------------------------------------------
 
 
-def open_evidence(settings: Settings, application: CaseTrail) -> Evidence:
-    """The Merkle log and checkpoints over `application`'s store, signing with the service key."""
+def open_evidence(
+    settings: Settings, application: CaseTrail, *, key: Ed25519PrivateKey | None = None
+) -> Evidence:
+    """The Merkle log and checkpoints over `application`'s store, signing with the service key
+    (read again from its file when the store announces a successor: `keys rotate --service`).
+    `key`: sign with this one and never reload (the rotation itself)."""
     from gateway.evidence.maintainer import Evidence, EvidenceSettings  # noqa: PLC0415 (see the imports)
 
+    path = settings.keys_dir / keyring.SERVICE_KEY
+
+    def reload() -> Ed25519PrivateKey:
+        return keyring.load_private_key(path, "service signing key")
+
     try:
-        key = keyring.load_private_key(
-            settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
-        )
+        signing = key or reload()
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
-    return Evidence(application, key, EvidenceSettings.from_settings(settings))
+    return Evidence(
+        application,
+        signing,
+        EvidenceSettings.from_settings(settings),
+        reload_key=None if key is not None else reload,
+    )
 
 
 def open_relay(

@@ -8,6 +8,22 @@
 
 A key is never printed, logged, or written anywhere else.
 
+Rotation (`casetrail keys rotate`, `keys status`; docs/operations.md, "Keys"):
+
+- event key: `rotate_event_key` writes a new key first in event.key (it encrypts new events);
+  the old ones stay after it, for reading the events they wrote;
+- token key: `rotate_token_key` replaces the pair; the old public key stays as
+  `token-signing.<key id>.pub` and verifies tokens until its grace ends (the longest token
+  lifetime by default), then it is no longer loaded (`token_public_key_paths`);
+- service key: `stage_service_key` writes the successor as `service-signing.next.key` first,
+  the store then announces it in a checkpoint signed by the old key
+  (`gateway.evidence.maintainer.Checkpointer.announce`), and `install_service_key` puts it in
+  place, keeping the old public key as `service-signing.<key id>.pub` for old bundles/reports.
+- `key-history.json` records when each key was made and retired (its age in `keys status`);
+  without it (keys made before it existed) a key's age is its file's.
+
+Proven by tests/evidence/test_key_rotation.py.
+
 The event store's codec (`gateway.store.eventstore`) is imported only by the functions of the
 event key: loading a public key stays light for the offline checks of the command line (issue 23).
 """
@@ -15,9 +31,13 @@ event key: loading a public key stays light for the offline checks of the comman
 from __future__ import annotations
 
 import base64
+import hashlib
+import json
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, Final
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -33,6 +53,13 @@ TOKEN_PUB = "token-signing.pub"  # noqa: S105
 SERVICE_KEY = "service-signing.key"
 SERVICE_PUB = "service-signing.pub"
 INDEX_KEY = "index.key"
+SERVICE_NEXT_KEY = "service-signing.next.key"
+SERVICE_NEXT_PUB = "service-signing.next.pub"
+HISTORY = "key-history.json"
+HISTORY_FORMAT: Final = "casetrail-key-history/v1"
+# Tokens live at most this long (gateway.auth.MAX_TTL_SECONDS, kept equal by a test): an old
+# token public key is kept that long after a rotation by default.
+TOKEN_GRACE_SECONDS: Final = 7 * 24 * 3600
 
 
 def _write_secret(path: Path, data: bytes) -> None:
@@ -150,3 +177,260 @@ def load_public_key(path: Path, what: str) -> Ed25519PublicKey:
 
 def load_index_key(keys_dir: Path) -> bytes:
     return base64.b64decode(_read(keys_dir / INDEX_KEY, "index key").strip())
+
+
+# --- rotation ---------------------------------------------------------------------------------
+
+
+def _utc(moment: datetime | None = None) -> str:
+    return (moment or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _replace(path: Path, data: bytes, mode: int) -> None:
+    """Write `path` whole or not at all (a temporary file renamed over it), durably."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.unlink(missing_ok=True)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def public_key_id(public_key: Ed25519PublicKey) -> str:
+    """The key id checkpoints and reports name a public key by (first 8 bytes of SHA-256 of
+    its raw form, hex): the same as `projections.evidence.checkpoints.key_id`."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).digest()[:8].hex()
+
+
+def _public_pem(public_key: Ed25519PublicKey) -> bytes:
+    return public_key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def load_history(keys_dir: Path) -> list[dict[str, Any]]:
+    """The recorded keys (kind, key_id, created, retired, verify_until), oldest first."""
+    path = keys_dir / HISTORY
+    if not path.exists():
+        return []
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise KeyProblem(
+            f"{path} is not a key history file: restore it from backup or remove it (key ages "
+            "then come from the key files)"
+        ) from None
+    if not isinstance(data, dict) or data.get("format") != HISTORY_FORMAT:
+        raise KeyProblem(f"{path} is not a {HISTORY_FORMAT} file")
+    return [entry for entry in data.get("keys", []) if isinstance(entry, dict)]
+
+
+def _record(
+    keys_dir: Path,
+    kind: str,
+    created: str | None,
+    retired: str | None,
+    new: str,
+    old: str | None,
+    verify_until: str | None = None,
+) -> None:
+    entries = load_history(keys_dir)
+    if old is not None:
+        found = [e for e in entries if e.get("kind") == kind and e.get("key_id") == old]
+        if not found:
+            entries.append({"kind": kind, "key_id": old, "created": created})
+            found = entries[-1:]
+        for entry in found:
+            entry["retired"] = retired
+            if verify_until is not None:
+                entry["verify_until"] = verify_until
+    entries.append({"kind": kind, "key_id": new, "created": retired})
+    document = {"format": HISTORY_FORMAT, "keys": entries}
+    _replace(keys_dir / HISTORY, (json.dumps(document, indent=2) + "\n").encode(), 0o600)
+
+
+def _mtime(path: Path) -> str | None:
+    try:
+        return _utc(datetime.fromtimestamp(path.stat().st_mtime, UTC))
+    except FileNotFoundError:
+        return None
+
+
+def event_key_ids(keys_dir: Path) -> list[str]:
+    """The ids (hex) of the keys in event.key, the encrypting one first."""
+    from gateway.store.eventstore import decode_key, key_id  # noqa: PLC0415 (see the docstring)
+
+    texts = _read(keys_dir / EVENT_KEY, "event key").decode().split()
+    return [key_id(decode_key(text)).hex() for text in texts]
+
+
+def rotate_event_key(keys_dir: Path) -> str:
+    """Put a new event key first in event.key (it encrypts what is written from now on) and
+    keep the others after it (they still decrypt what they wrote). Returns the new key id (hex).
+
+    Processes read event.key when they start: restart them after a rotation (until then they
+    write with the previous key, and cannot read what restarted ones write with the new one)."""
+    from gateway.store.eventstore import decode_key, key_id, new_key_text  # noqa: PLC0415
+
+    path = keys_dir / EVENT_KEY
+    texts = _read(path, "event key").decode().split()
+    if not texts:
+        raise KeyProblem(f"the event key in {path} is empty: restore it from backup")
+    created = _mtime(path)
+    new_text = new_key_text()
+    _replace(path, ("\n".join([new_text, *texts]) + "\n").encode(), 0o600)
+    new_id = key_id(decode_key(new_text)).hex()
+    old_id = key_id(decode_key(texts[0])).hex()
+    _record(keys_dir, "event", created, _utc(), new_id, old_id)
+    return new_id
+
+
+@dataclass(frozen=True)
+class TokenRotation:
+    new_key_id: str
+    old_key_id: str
+    verify_until: str
+
+
+def rotate_token_key(keys_dir: Path, grace_seconds: int = TOKEN_GRACE_SECONDS) -> TokenRotation:
+    """A new token signing pair; the old public key stays (`token-signing.<id>.pub`) and
+    verifies tokens for `grace_seconds` more (those already issued live until they expire)."""
+    old_public = load_public_key(keys_dir / TOKEN_PUB, "token public key")
+    load_private_key(keys_dir / TOKEN_KEY, "token signing key")  # present and usable
+    old_id = public_key_id(old_public)
+    created = _mtime(keys_dir / TOKEN_PUB)
+    retired_path = keys_dir / f"token-signing.{old_id}.pub"
+    if not retired_path.exists():
+        _replace(retired_path, _public_pem(old_public), 0o644)
+    new = Ed25519PrivateKey.generate()
+    # Private first: a crash between the two leaves a pair that verifies nothing it signs,
+    # which `keys rotate --token` run again repairs.
+    _replace(keys_dir / TOKEN_KEY, _private_pem(new), 0o600)
+    _replace(keys_dir / TOKEN_PUB, _public_pem(new.public_key()), 0o644)
+    now = datetime.now(UTC)
+    until = _utc(now + timedelta(seconds=grace_seconds))
+    new_id = public_key_id(new.public_key())
+    _record(keys_dir, "token", created, _utc(now), new_id, old_id, verify_until=until)
+    return TokenRotation(new_id, old_id, until)
+
+
+def token_public_key_paths(keys_dir: Path, now: datetime | None = None) -> tuple[Path, ...]:
+    """The token public keys to verify with: the current one and each retired one whose grace
+    has not ended."""
+    moment = _utc(now)
+    paths = [keys_dir / TOKEN_PUB]
+    for entry in load_history(keys_dir):
+        until = entry.get("verify_until")
+        if entry.get("kind") != "token" or not isinstance(until, str) or until <= moment:
+            continue
+        retired = keys_dir / f"token-signing.{entry.get('key_id')}.pub"
+        if retired.exists():
+            paths.append(retired)
+    return tuple(paths)
+
+
+def stage_service_key(keys_dir: Path) -> Ed25519PrivateKey:
+    """The successor of the service signing key, written (0600) before the store announces it,
+    so that a rotation cut short is finished by running it again: an existing staged key is
+    used as it is."""
+    staged = keys_dir / SERVICE_NEXT_KEY
+    if staged.exists():
+        return load_private_key(staged, "staged service signing key")
+    key = Ed25519PrivateKey.generate()
+    _write_secret(staged, _private_pem(key))
+    return key
+
+
+def install_service_key(keys_dir: Path) -> str:
+    """Put the staged successor in place (after the store announced it); the old public key
+    stays as `service-signing.<id>.pub`. Returns the new key id."""
+    staged = load_private_key(keys_dir / SERVICE_NEXT_KEY, "staged service signing key")
+    old_public = load_public_key(keys_dir / SERVICE_PUB, "service public key")
+    old_id = public_key_id(old_public)
+    created = _mtime(keys_dir / SERVICE_PUB)
+    retired_path = keys_dir / f"service-signing.{old_id}.pub"
+    if not retired_path.exists():
+        _replace(retired_path, _public_pem(old_public), 0o644)
+    _replace(keys_dir / SERVICE_PUB, _public_pem(staged.public_key()), 0o644)
+    _replace(keys_dir / SERVICE_KEY, _private_pem(staged), 0o600)
+    (keys_dir / SERVICE_NEXT_KEY).unlink()
+    new_id = public_key_id(staged.public_key())
+    _record(keys_dir, "service", created, _utc(), new_id, old_id)
+    return new_id
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    kind: str  # event | token | service | index
+    key_id: str
+    use: str  # what the key does now
+    created: str | None  # UTC, from the history or the file's time
+    retired: str | None = None
+    verify_until: str | None = None
+
+    def age_days(self, now: datetime | None = None) -> float | None:
+        if self.created is None:
+            return None
+        made = datetime.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        return ((now or datetime.now(UTC)) - made).total_seconds() / 86400
+
+
+def key_status(keys_dir: Path) -> list[KeyInfo]:
+    """Every key the directory holds, with what it is used for and when it was made."""
+    history = {(e.get("kind"), e.get("key_id")): e for e in load_history(keys_dir)}
+
+    def info(kind: str, kid: str, use: str, file: Path) -> KeyInfo:
+        entry = history.get((kind, kid), {})
+        return KeyInfo(
+            kind,
+            kid,
+            use,
+            entry.get("created") or _mtime(file),
+            entry.get("retired"),
+            entry.get("verify_until"),
+        )
+
+    found: list[KeyInfo] = []
+    for position, kid in enumerate(event_key_ids(keys_dir)):
+        use = "encrypts new events" if position == 0 else "decrypts the events it wrote"
+        found.append(info("event", kid, use, keys_dir / EVENT_KEY))
+    token = load_public_key(keys_dir / TOKEN_PUB, "token public key")
+    found.append(info("token", public_key_id(token), "signs tokens", keys_dir / TOKEN_PUB))
+    valid = set(token_public_key_paths(keys_dir))
+    for path in sorted(keys_dir.glob("token-signing.*.pub")):
+        kid = path.name.removeprefix("token-signing.").removesuffix(".pub")
+        use = "verifies tokens (grace)" if path in valid else "expired (verifies nothing)"
+        found.append(info("token", kid, use, path))
+    service = load_public_key(keys_dir / SERVICE_PUB, "service public key")
+    found.append(
+        info("service", public_key_id(service), "signs checkpoints", keys_dir / SERVICE_PUB)
+    )
+    for path in sorted(keys_dir.glob("service-signing.*.pub")):
+        kid = path.name.removeprefix("service-signing.").removesuffix(".pub")
+        if kid != "next":
+            found.append(info("service", kid, "verifies older checkpoints", path))
+    if (keys_dir / SERVICE_NEXT_KEY).exists():
+        staged = load_private_key(keys_dir / SERVICE_NEXT_KEY, "staged service signing key")
+        found.append(
+            info(
+                "service",
+                public_key_id(staged.public_key()),
+                "staged (rotation unfinished)",
+                keys_dir / SERVICE_NEXT_KEY,
+            )
+        )
+    return found

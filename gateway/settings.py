@@ -655,7 +655,8 @@ class Settings(BaseSettings):
     def token_public_key_paths(self) -> tuple[Path, ...]:
         if self.token_public_keys:
             return tuple(Path(p.strip()) for p in self.token_public_keys.split(",") if p.strip())
-        return (self.keys_dir / keyring.TOKEN_PUB,)
+        # The current key and the old ones still in their grace period after a rotation.
+        return keyring.token_public_key_paths(self.keys_dir)
 
     @property
     def followers_in_api(self) -> bool:

@@ -407,6 +407,23 @@ class PostgresViewRecorder(PostgresTrackingRecorder):
                 Composed([SQL(Db(None, "postgres", datastore.schema).sql(statement))])
             )
 
+    def create_table(self) -> None:
+        """Create the view's tables when one is missing; when all are there, run nothing. A
+        role that may only read and write rows (ops/postgres-roles.sql: the owner created the
+        tables with `casetrail store init`) cannot run even `CREATE TABLE IF NOT EXISTS`:
+        PostgreSQL checks the schema's CREATE right first. Proven by
+        tests/integration/test_least_privilege.py."""
+        wanted = {self.tracking_table_name, HEARTBEATS_TABLE, *self.view.tables}
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (self.datastore.schema,)
+            )
+            found = {row["tablename"] for row in cursor.fetchall()}
+        if wanted <= found:
+            self.datastore.register_type_adapters()
+            return
+        super().create_table()
+
     @contextmanager
     def _writing(self) -> Iterator[Db]:
         with self.datastore.transaction(commit=True) as cursor:
@@ -543,7 +560,18 @@ def heartbeat(recorder: AnyViewRecorder) -> Heartbeat | None:
 
 
 def ensure_position(recorder: AnyViewRecorder, application_name: str) -> None:
-    """Create the view's tracking row at 0 if it has none, so that it can be locked."""
+    """Create the view's tracking row at 0 if it has none, so that it can be locked. Looked
+    for first: a process that only reads the view (an API worker whose followers run
+    elsewhere) may not write the table (ops/postgres-roles.sql), and the owner's `casetrail
+    store init` made the row."""
+    with recorder.reading() as db:
+        found = db.execute(
+            f"SELECT 1 AS found FROM {{{recorder.tracking_table_name}}} "
+            "WHERE application_name = ?",
+            (application_name,),
+        )
+    if found:
+        return
     with recorder._writing() as db:
         db.execute(
             f"INSERT INTO {{{recorder.tracking_table_name}}} VALUES (?, ?) "

@@ -197,10 +197,13 @@ def _ensure_schema(
     made before this check holds no row for the view: its tables are dropped too). Returns
     None when nothing changed, else the fingerprint found ("" when there was none)."""
     with _schema_transaction(datastore) as db:
-        db.execute(
-            f"CREATE TABLE IF NOT EXISTS {{{SCHEMA_TABLE}}} "
-            "(view_name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)"
-        )
+        # Only when missing: a role without the schema's CREATE right cannot run even the
+        # IF NOT EXISTS form (ops/postgres-roles.sql; the owner's `casetrail store init` made it).
+        if not _table_exists(db, SCHEMA_TABLE):
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {{{SCHEMA_TABLE}}} "
+                "(view_name TEXT PRIMARY KEY, fingerprint TEXT NOT NULL)"
+            )
         found = db.execute(
             f"SELECT fingerprint FROM {{{SCHEMA_TABLE}}} WHERE view_name = ?", (view.name,)
         )
@@ -218,6 +221,19 @@ def _ensure_schema(
     if isinstance(datastore, SQLiteDatastore):
         _truncate_wal(datastore)
     return str(found[0]["fingerprint"]) if found else ""
+
+
+def _table_exists(db: Db, table: str) -> bool:
+    if db.dialect == "sqlite":
+        rows = db.execute(
+            "SELECT 1 AS found FROM sqlite_master WHERE type='table' AND name=?", (table,)
+        )
+    else:
+        rows = db.execute(
+            "SELECT 1 AS found FROM pg_tables WHERE schemaname=? AND tablename=?",
+            (db.schema, table),
+        )
+    return bool(rows)
 
 
 def _truncate_wal(datastore: SQLiteDatastore) -> None:

@@ -111,7 +111,7 @@ def _store_failed(exc: Exception) -> EvidenceUsageError:
 def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
     from eventsourcing.persistence import PersistenceError
 
-    from gateway.evidence.verification import check_held, verify_store
+    from gateway.evidence.verification import check_held, key_chain, verify_store
     from gateway.settings import Settings
     from projections.evidence.checkpoints import CheckpointFormatError, load_checkpoints
 
@@ -123,11 +123,14 @@ def verify(checkpoint_file: Path | None, public_key: Path | None) -> None:
             held = load_checkpoints(checkpoint_file)
         except CheckpointFormatError as exc:
             raise EvidenceUsageError(str(exc)) from None
-        problem = check_held(held, key)
-        if problem:
-            raise EvidenceUsageError(f"{checkpoint_file}: {problem}")
     application = _open_store(settings)
     try:
+        if held:
+            # Checked with the key in force at each checkpoint's number: a unit's file may
+            # span a change of the service's signing key (the store's announcements link them).
+            problem = check_held(held, key, key_chain(application.recorder, key))
+            if problem:
+                raise EvidenceUsageError(f"{checkpoint_file}: {problem}")
         report = verify_store(application.recorder, key, held)
     except PersistenceError as exc:
         raise _store_failed(exc) from None
@@ -357,26 +360,30 @@ def store() -> None:
 
 @store.command(
     "init",
-    help="Create the event, Merkle and checkpoint tables and the append-only triggers (run as "
-    "the database owner; the service's role then needs INSERT and SELECT only).",
+    help="Create every table the service uses (events, Merkle log, checkpoints, read models, "
+    "the relay's and followers' positions) and the append-only triggers: run as the database "
+    "owner; the service's roles then need no right to create (ops/postgres-roles.sql).",
 )
 def store_init() -> None:
+    from gateway import bootstrap, logs
     from gateway.settings import Settings
-    from gateway.store import guard as store_guard
-    from gateway.store.setup import StoreSetupProblem, setup_lock
 
     settings = Settings.from_env()
+    logs.configure(settings.log_level)
+    settings.home.mkdir(parents=True, exist_ok=True)
     # One process at a time creates (gateway/store/setup.py); the second finds it all in place.
+    missing: list[str] = []
     try:
-        with setup_lock(settings.database_url):
-            application = _open_store(settings, create=True)
-            try:
-                created = store_guard.install(application.recorder)
-            finally:
-                application.close()
-    except (store_guard.StoreGuardProblem, StoreSetupProblem) as exc:
+        created = bootstrap.prepare_store(settings, missing)
+    except bootstrap.StartupProblem as exc:
         raise EvidenceUsageError(str(exc)) from None
     click.echo(f"created: {', '.join(created)}" if created else "all in place already")
+    for path in missing:
+        click.echo(
+            f"casetrail: note: the read models' tables were not created: no {path}; run "
+            "`casetrail store init` again with the service's CASETRAIL_HOME (its keys)",
+            err=True,
+        )
 
 
 @store.command(

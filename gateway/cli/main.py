@@ -218,6 +218,41 @@ def keys_init() -> None:
         click.echo(f"all keys already present in {settings.keys_dir}")
 
 
+@keys.command(
+    "rotate",
+    help="Replace one key: --event (a new key encrypts from now on; the old ones still decrypt), "
+    "--token (a new token signing pair; the old public key verifies tokens for --grace-hours), "
+    "--service (a new signing key, announced in a checkpoint signed by the old key).",
+)
+@click.option("--event", "kind", flag_value="event", help="the event encryption key")
+@click.option("--token", "kind", flag_value="token", help="the token signing key")
+@click.option("--service", "kind", flag_value="service", help="the service signing key")
+@click.option(
+    "--grace-hours",
+    type=click.IntRange(0, 24 * 365),
+    default=MAX_TTL_SECONDS // 3600,
+    show_default=True,
+    help="--token only: how long the old public key still verifies tokens",
+)
+def keys_rotate(kind: str | None, grace_hours: int) -> None:
+    from gateway.cli import keys as keys_cli
+
+    if kind is None:
+        raise UserError("say which key to rotate: --event, --token or --service")
+    keys_cli.rotate(kind, grace_hours)
+
+
+@keys.command(
+    "status",
+    help="Each key with its id, use and age, and the stored events per event key id.",
+)
+@click.option("--no-events", is_flag=True, help="do not count the stored events (no store)")
+def keys_status(no_events: bool) -> None:
+    from gateway.cli import keys as keys_cli
+
+    keys_cli.status(count_events=not no_events)
+
+
 def _store_has_events(settings: Settings) -> bool:
     from gateway import bootstrap
     from gateway.store.setup import StoreSetupProblem, setup_lock

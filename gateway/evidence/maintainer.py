@@ -15,6 +15,12 @@ Settings (environment, read once at start by `gateway.settings`):
 Before signing, the checkpointer checks that the stored tree still extends the previous
 checkpoint (an RFC 9162 consistency proof from the stored nodes, checked against the previous,
 signed root); if not, history below it was rewritten and it refuses to sign, loudly.
+
+Signing-key rotation (`casetrail keys rotate --service`, `projections.evidence.rotation`): the
+checkpointer trusts the previous checkpoints signed by any key of its key's chain, and signs
+only with the key in force. When the store announces a successor to the key it holds, it loads
+the key file again (`reload_key`); until the file holds the announced key it signs nothing
+(`KeyNotInForce`, logged, retried). Proven by tests/evidence/test_key_rotation.py.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ from gateway.logs import get_logger
 from gateway.settings import Settings, SettingsProblem
 from gateway.store.horizon import settled_horizon
 from gateway.store.persistence import LockedSQLiteViewRecorder
-from projections.evidence.checkpoints import Checkpoint, CheckpointStore
+from projections.evidence.checkpoints import Checkpoint, CheckpointStore, key_id
 from projections.evidence.log import MerkleLog, close_recorder, merkle_follower
 from projections.evidence.merkle import verify_consistency
+from projections.evidence.rotation import Announcement, AnnouncementStore, KeyChain
 from projections.follower import GATHER_SECONDS, Follower, waker_for
 
 log = get_logger("casetrail.evidence")
@@ -76,6 +83,10 @@ class TreeInconsistent(Exception):
     """The stored tree does not extend the last signed checkpoint: history was rewritten."""
 
 
+class KeyNotInForce(Exception):
+    """The store announces a signing key this process does not hold (yet): it signs nothing."""
+
+
 def signed_at(checkpoint: Checkpoint) -> float:
     try:
         return datetime.fromisoformat(checkpoint.time.replace("Z", "+00:00")).timestamp()
@@ -92,12 +103,19 @@ class Checkpointer:
         store: CheckpointStore,
         key: Ed25519PrivateKey,
         settings: EvidenceSettings,
+        reload_key: Callable[[], Ed25519PrivateKey] | None = None,
     ) -> None:
         self.merkle = merkle
         self.store = store
+        self.announcements = AnnouncementStore(merkle.recorder)
         self.settings = settings
         self._key = key
         self.public_key: Ed25519PublicKey = key.public_key()
+        self._reload_key = reload_key
+        # The chain of keys, read again when a checkpoint number it has not seen appears (an
+        # announcement commits with its checkpoint: `AnnouncementStore.add`).
+        self._chain: KeyChain | None = None
+        self._chain_seq: int | None = -1
         # Wall-clock seconds: checkpoint times are wall-clock times (replaceable in tests).
         self.clock: Callable[[], float] = time.time
         # The newest checkpoint this process signed or checked: kept in memory, so deleting
@@ -110,7 +128,7 @@ class Checkpointer:
     def latest(self) -> Checkpoint | None:
         """The newest checkpoint signed by this service's key (stored or remembered)."""
         stored = self.store.latest()
-        if stored is not None and not self._signed_by_us(stored):
+        if stored is not None and not self._signed_by_us(stored, stored.seq):
             log.error("checkpoint_signature_invalid", seq=stored.seq)
             valid = [c for c in self.store.all() if self._signed_by_us(c)]
             stored = valid[-1] if valid else None
@@ -120,14 +138,48 @@ class Checkpointer:
             return self._last
         return stored
 
-    def _signed_by_us(self, checkpoint: Checkpoint) -> bool:
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The key this process signs with now (it changes when the store announces another)."""
+        return self._key
+
+    def chain(self, newest_seq: int | None = None) -> KeyChain:
+        """This key's chain, from the store's announcements (read again when the newest
+        checkpoint number changed since the last look)."""
+        if self._chain is None or newest_seq != self._chain_seq:
+            self._chain = KeyChain.build(self.public_key, self.announcements.all())
+            self._chain_seq = newest_seq
+        return self._chain
+
+    def _signed_by_us(self, checkpoint: Checkpoint, newest_seq: int | None = None) -> bool:
         # The whole checkpoint is the key: any field changed in the table is checked afresh.
         if checkpoint in self._verified:
             return True
-        if not checkpoint.verify(self.public_key):
+        chain = self.chain(newest_seq if newest_seq is not None else checkpoint.seq)
+        if chain.problem(checkpoint) is not None:
             return False
         self._verified.add(checkpoint)
         return True
+
+    def _ensure_key_in_force(self, newest_seq: int | None) -> None:
+        """Sign only with the key the store's announcements put in force."""
+        chain = self.chain(newest_seq)
+        current = chain.current()
+        if key_id(current) == key_id(self.public_key):
+            return
+        try:
+            reloaded = self._reload_key() if self._reload_key is not None else None
+        except Exception:  # a key file mid-replacement: not in force yet, looked at again later
+            reloaded = None
+        if reloaded is None or key_id(reloaded.public_key()) != key_id(current):
+            log.warning("signing_key_not_in_force", announced=key_id(current))
+            raise KeyNotInForce(
+                f"the store announces signing key {key_id(current)}, which this process does "
+                "not hold: finish the rotation (`casetrail keys rotate --service`)"
+            )
+        self._key, self.public_key = reloaded, reloaded.public_key()
+        self._chain = None
+        log.info("signing_key_changed", key_id=key_id(current))
 
     def due(self) -> bool:
         size = self.merkle.size()
@@ -160,6 +212,7 @@ class Checkpointer:
         if previous is not None and previous.size == size:
             self._last = previous
             return previous
+        self._ensure_key_in_force(previous.seq if previous else None)
         root = self.merkle.root(size)
         if previous is not None:
             self._check_extends(previous, size, root)
@@ -174,6 +227,37 @@ class Checkpointer:
         self._last = checkpoint
         log.info("checkpoint_signed", seq=checkpoint.seq, size=checkpoint.size)
         return checkpoint
+
+    def announce(self, successor: Ed25519PrivateKey) -> Announcement:
+        """Sign a checkpoint of the tree as it is with the key in force and, in the same
+        transaction, the announcement of `successor` (signed by both keys). From then on only
+        `successor` may sign (`_ensure_key_in_force`)."""
+        for _attempt in range(_SIGN_ATTEMPTS):
+            with self._lock:
+                size = self.merkle.size()
+                previous = self.latest()
+                self._ensure_key_in_force(previous.seq if previous else None)
+                root = self.merkle.root(size)
+                if previous is not None:
+                    self._check_extends(previous, size, root)
+                checkpoint = Checkpoint.sign(
+                    self._key, seq=(previous.seq + 1 if previous else 1), size=size, root=root
+                )
+                announcement = Announcement.sign(checkpoint, self._key, successor)
+                try:
+                    self.announcements.add(announcement)
+                except IntegrityError:
+                    continue  # another process signed this number first: look again
+                self._last = checkpoint
+                self._chain = None
+                log.info(
+                    "signing_key_announced",
+                    seq=checkpoint.seq,
+                    old=announcement.old_key_id,
+                    new=announcement.new_key_id,
+                )
+                return announcement
+        raise IntegrityError("another writer kept taking the next checkpoint number")
 
     def _check_extends(self, previous: Checkpoint, size: int, root: bytes) -> None:
         if size < previous.size:
@@ -191,14 +275,19 @@ class Evidence:
     """The service's evidence machinery for one application."""
 
     def __init__(
-        self, application: CaseTrail, key: Ed25519PrivateKey, settings: EvidenceSettings
+        self,
+        application: CaseTrail,
+        key: Ed25519PrivateKey,
+        settings: EvidenceSettings,
+        reload_key: Callable[[], Ed25519PrivateKey] | None = None,
     ) -> None:
         self.application = application
         self.settings = settings
         self.merkle = MerkleLog(application.recorder)
         self.checkpoints = CheckpointStore(application.recorder)
-        self.checkpointer = Checkpointer(self.merkle, self.checkpoints, key, settings)
-        self._key = key
+        self.checkpointer = Checkpointer(
+            self.merkle, self.checkpoints, key, settings, reload_key=reload_key
+        )
         self._follower: Follower | None = None
         self._follower_lock = threading.Lock()
         self._stop = threading.Event()
@@ -210,7 +299,7 @@ class Evidence:
 
     @property
     def signing_key(self) -> Ed25519PrivateKey:
-        return self._key
+        return self.checkpointer.key
 
     def follower(self) -> Follower:
         with self._follower_lock:

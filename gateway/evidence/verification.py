@@ -46,6 +46,7 @@ from projections.evidence.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from projections.evidence.rotation import AnnouncementStore, KeyChain
 
 if TYPE_CHECKING:
     # Checking a store needs its drivers; checking a bundle or a proof offline does not, and
@@ -80,6 +81,7 @@ class StoreReport:
     checkpoints: list[Checkpoint]
     matched: list[Checkpoint] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    chain: KeyChain | None = None
 
     @property
     def intact(self) -> bool:
@@ -94,9 +96,16 @@ class StoreReport:
             return f"intact: {self.events} events (no checkpoint to compare with)"
         tail = self.events - latest.size
         after = f"; {tail} later events are not covered by a checkpoint yet" if tail else ""
+        rotations = len(self.chain.eras) - 1 if self.chain else 0
+        keys = (
+            f"; the signing key changed {rotations} time(s), each change announced by the "
+            "old key and acknowledged by the new one"
+            if rotations
+            else ""
+        )
         return (
             f"intact: {self.events} events; the store matches {len(self.matched)} signed "
-            f"checkpoint(s), the latest {latest.describe()}{after}"
+            f"checkpoint(s), the latest {latest.describe()}{after}{keys}"
         )
 
 
@@ -146,6 +155,13 @@ class _StoreScan:
         return f"a leaf between index {lo} and {hi - 1}{span}"
 
 
+def key_chain(recorder: ApplicationRecorder, public_key: Ed25519PublicKey) -> KeyChain:
+    """The service keys linked to `public_key` by the store's signing-key announcements
+    (`projections.evidence.rotation`): a verifier holding an old key or the current one
+    checks every checkpoint with the key in force at its number."""
+    return KeyChain.build(public_key, AnnouncementStore(recorder).all())
+
+
 def verify_store(
     recorder: ApplicationRecorder,
     public_key: Ed25519PublicKey,
@@ -153,26 +169,29 @@ def verify_store(
 ) -> StoreReport:
     """Check the store against the checkpoints `held` (a unit's) and those stored with it.
 
-    Held checkpoints must be signed by `public_key` (the caller checks; see `check_held`).
-    Stored checkpoints with a bad signature are findings themselves."""
+    `public_key` is any key of the service's chain (the current one, or one a unit was given
+    before a rotation): each checkpoint is checked with the key in force at its number. Held
+    checkpoints must be signed so (the caller checks; see `check_held`). Stored checkpoints with
+    a bad signature, and invalid announcements, are findings themselves."""
     findings: list[Finding] = []
     stored: list[Checkpoint] = []
+    chain = key_chain(recorder, public_key)
+    findings += [Finding(0, 0, problem) for problem in chain.problems]
     checkpoint_store = CheckpointStore(recorder)
     if checkpoint_store.exists():
         for checkpoint in checkpoint_store.all():
-            if checkpoint.verify(public_key):
+            problem = chain.problem(checkpoint)
+            if problem is None:
                 stored.append(checkpoint)
             else:
-                findings.append(
-                    Finding(0, 0, f"stored {checkpoint.describe()} has an invalid signature")
-                )
+                findings.append(Finding(0, 0, f"stored {problem}"))
     checkpoints = _distinct([*held, *stored])
     from projections.evidence.log import MerkleLog  # noqa: PLC0415 (see the imports)
 
     merkle = MerkleLog(recorder)
     tree_size = merkle.size() if merkle.exists() else 0
     scan = _StoreScan(recorder, {c.size for c in checkpoints} | {tree_size})
-    report = StoreReport(scan.size, tree_size, checkpoints, findings=findings)
+    report = StoreReport(scan.size, tree_size, checkpoints, findings=findings, chain=chain)
     candidates = _stored_nodes(merkle) if tree_size else _no_nodes
 
     mismatched: list[Checkpoint] = []
@@ -328,14 +347,23 @@ def _distinct(checkpoints: Sequence[Checkpoint]) -> list[Checkpoint]:
     return list(seen.values())
 
 
-def check_held(checkpoints: Sequence[Checkpoint], public_key: Ed25519PublicKey) -> str | None:
-    """None when every checkpoint is signed by `public_key`; otherwise what is wrong."""
+def check_held(
+    checkpoints: Sequence[Checkpoint],
+    public_key: Ed25519PublicKey,
+    chain: KeyChain | None = None,
+) -> str | None:
+    """None when every checkpoint is signed by `public_key` (or, given the store's `chain`,
+    by the key in force at its number); otherwise what is wrong."""
+    keys = chain.keys() if chain is not None else [public_key]
     for checkpoint in checkpoints:
-        if not checkpoint.verify(public_key):
+        if not any(checkpoint.verify(key) for key in keys):
             return (
                 f"{checkpoint.describe()} is not signed by the given public key "
                 f"(key id {key_id(public_key)}, checkpoint names {checkpoint.key_id})"
             )
+        problem = chain.problem(checkpoint) if chain is not None else None
+        if problem is not None:
+            return problem
     return None
 
 

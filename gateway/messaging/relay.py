@@ -244,6 +244,16 @@ def checkpoint_recorder(application: Application[Any]) -> AnyViewRecorder:
     return relay_recorder(application, CheckpointRelayView())
 
 
+def create_relay_tables(application: CaseTrail) -> None:
+    """The relay's tables and position rows, made as `Relay` makes them when it starts: for
+    `casetrail store init`, run as the database owner, which holds no signing key
+    (`gateway.bootstrap.prepare_store`)."""
+    Follower(application, relay_recorder(application), horizon=horizon_of(application))
+    Follower(application, checkpoint_recorder(application), horizon=horizon_of(application))
+    DeadlineScheduler(application)
+    ComplianceEvaluator(application)
+
+
 def checkpoint_event(seq: int) -> str:
     """The event id a checkpoint's message ids derive from (never a stream/version id)."""
     return f"checkpoint/{seq}"

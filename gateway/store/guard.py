@@ -1,7 +1,8 @@
 """The store's own defences, installed by the service at startup (idempotently):
 
 - **append-only**: triggers refuse UPDATE and DELETE (and TRUNCATE on PostgreSQL) on the event
-  table and on the evidence tables (Merkle nodes and leaves, checkpoints). Nothing in casetrail
+  table and on the evidence tables (Merkle nodes and leaves, checkpoints, signing-key
+  announcements). Nothing in casetrail
   changes or removes a stored row; a refused statement names the table and the operation.
 - **ordered appends** (PostgreSQL): inserts into the event table take a transaction-level
   advisory lock before they draw notification ids, so ids commit in the order they are drawn.
@@ -28,8 +29,10 @@ from gateway.store.datakeys import create_statements as data_key_statements
 from projections.evidence.checkpoints import TABLE as CHECKPOINTS
 from projections.evidence.checkpoints import CheckpointStore
 from projections.evidence.log import LEAVES, NODES, MerkleLog, StoreTables
+from projections.evidence.rotation import TABLE as ANNOUNCEMENTS
+from projections.evidence.rotation import AnnouncementStore
 
-EVIDENCE_TABLES: Final = (NODES, LEAVES, CHECKPOINTS)
+EVIDENCE_TABLES: Final = (NODES, LEAVES, CHECKPOINTS, ANNOUNCEMENTS)
 REFUSE_FUNCTION: Final = "casetrail_refuse_change"
 ORDER_FUNCTION: Final = "casetrail_ordered_appends"
 APPEND_ONLY_TRIGGER: Final = "casetrail_append_only"
@@ -55,6 +58,7 @@ def install(recorder: ApplicationRecorder) -> list[str]:
     store opens fine)."""
     created: list[str] = []
     merkle, checkpoints = MerkleLog(recorder), CheckpointStore(recorder)
+    announcements = AnnouncementStore(recorder)
     try:
         if not merkle.exists():
             merkle.create()
@@ -65,6 +69,9 @@ def install(recorder: ApplicationRecorder) -> list[str]:
         if not _data_key_tables_exist(recorder):
             _create_data_key_tables(recorder)
             created.append("data key tables")
+        if not announcements.exists():
+            announcements.create()
+            created.append(ANNOUNCEMENTS)
         missing_now = missing(recorder)
         if missing_now:
             _create(StoreTables(recorder), recorder, missing_now)
@@ -82,7 +89,12 @@ def install(recorder: ApplicationRecorder) -> list[str]:
 def _in_place(recorder: ApplicationRecorder) -> bool:
     try:
         merkle, checkpoints = MerkleLog(recorder), CheckpointStore(recorder)
-        return merkle.exists() and checkpoints.exists() and not missing(recorder)
+        return (
+            merkle.exists()
+            and checkpoints.exists()
+            and AnnouncementStore(recorder).exists()
+            and not missing(recorder)
+        )
     except (PersistenceError, psycopg.Error, sqlite3.Error):
         return False
 
