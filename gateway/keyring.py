@@ -1,6 +1,8 @@
 """Key files under `$CASETRAIL_HOME/keys/`: created once with mode 0600, loaded with clear errors.
 
 - event.key: AES-256 key(s) that encrypt stored events (or CASETRAIL_EVENT_KEY);
+- data-keys.kek: AES-256 key(s) that wrap the files' data keys (issue 19; the key-encryption key,
+  rotated and retired on its own: `casetrail keys rotate --kek`, `keys retire-kek`);
 - token-signing.key/.pub: Ed25519 pair that signs/verifies access tokens (the service verifies
   with CASETRAIL_TOKEN_PUBLIC_KEYS when an identity provider signs them instead);
 - service-signing.key/.pub: Ed25519 pair the service signs its messages and checkpoints with;
@@ -48,6 +50,7 @@ class KeyProblem(Exception):
 
 
 EVENT_KEY = "event.key"
+KEK = "data-keys.kek"
 TOKEN_KEY = "token-signing.key"  # noqa: S105 (a file name)
 TOKEN_PUB = "token-signing.pub"  # noqa: S105
 SERVICE_KEY = "service-signing.key"
@@ -100,6 +103,11 @@ def init_keys(keys_dir: Path) -> list[str]:
     keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(keys_dir, 0o700)
     created: list[str] = []
+    if not (keys_dir / KEK).exists():
+        from gateway.store.eventstore import new_key_text  # noqa: PLC0415 (see the docstring)
+
+        _write_secret(keys_dir / KEK, new_key_text().encode() + b"\n")
+        created.append(KEK)
     if not (keys_dir / EVENT_KEY).exists():
         from gateway.store.eventstore import new_key_text  # noqa: PLC0415 (see the docstring)
 
@@ -276,6 +284,54 @@ def event_key_ids(keys_dir: Path) -> list[str]:
 
     texts = _read(keys_dir / EVENT_KEY, "event key").decode().split()
     return [key_id(decode_key(text)).hex() for text in texts]
+
+
+def load_keks(keys_dir: Path) -> list[str]:
+    """The key-encryption keys (first wraps new data keys); empty when the file is absent (a
+    home made before issue 19: the event keys wrap the data keys then)."""
+    path = keys_dir / KEK
+    if not path.exists():
+        return []
+    texts = [t.strip() for t in _read(path, "key-encryption key").decode().split() if t.strip()]
+    from gateway.store.eventstore import decode_key  # noqa: PLC0415 (see the docstring)
+
+    for text in texts:
+        try:
+            decode_key(text)
+        except ValueError as exc:
+            raise KeyProblem(f"{exc} (in {path})") from None
+    return texts
+
+
+def rotate_kek(keys_dir: Path) -> str:
+    """Put a new key-encryption key first in data-keys.kek (creating the file with the event
+    key's current key after it when absent: that one wrapped the data keys so far). Returns the
+    new key id (hex). Restart the processes, then `keys retire-kek OLD_ID`."""
+    from gateway.store.eventstore import decode_key, key_id, new_key_text  # noqa: PLC0415
+
+    path = keys_dir / KEK
+    texts = load_keks(keys_dir) or [load_event_keys(keys_dir, None).texts[0]]
+    new_text = new_key_text()
+    if path.exists():
+        _replace(path, ("\n".join([new_text, *texts]) + "\n").encode(), 0o600)
+    else:
+        _write_secret(path, ("\n".join([new_text, *texts]) + "\n").encode())
+    return key_id(decode_key(new_text)).hex()
+
+
+def drop_kek(keys_dir: Path, kek_id: str) -> None:
+    """Remove a retired key-encryption key from data-keys.kek (never the current one)."""
+    from gateway.store.eventstore import decode_key, key_id  # noqa: PLC0415
+
+    path = keys_dir / KEK
+    texts = load_keks(keys_dir)
+    ids = [key_id(decode_key(t)).hex() for t in texts]
+    if kek_id not in ids:
+        raise KeyProblem(f"{path} holds no such key-encryption key (it holds {', '.join(ids)})")
+    if ids[0] == kek_id:
+        raise KeyProblem(f"{kek_id} is the current key-encryption key: rotate first (--kek)")
+    kept = [t for t, i in zip(texts, ids, strict=True) if i != kek_id]
+    _replace(path, ("\n".join(kept) + "\n").encode(), 0o600)
 
 
 def rotate_event_key(keys_dir: Path) -> str:

@@ -699,7 +699,8 @@ class Settings(BaseSettings):
         if self.store_kind == "sqlite":
             self.home.mkdir(parents=True, exist_ok=True)
         keys = keyring.load_event_keys(self.keys_dir, self.event_key_env) if encrypted else None
-        env = store_environment(self.database_url, keys.texts if keys else None)
+        keks = keyring.load_keks(self.keys_dir) if encrypted else None
+        env = store_environment(self.database_url, keys.texts if keys else None, keks)
         env["ASSIGNMENT_GRACE_HOURS"] = str(self.assignment_grace_hours)
         env["ACCESS_GROUP_COMMIT"] = _yes_no(self.access_group_commit)
         env["COMMAND_GROUP_COMMIT"] = _yes_no(self.command_group_commit)

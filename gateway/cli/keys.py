@@ -63,6 +63,19 @@ def rotate(kind: str, grace_hours: int) -> None:
             f"{keys_dir / keyring.EVENT_KEY} for reading. Restart every casetrail process "
             "(they read the key file at start); back the key file up offline now"
         )
+    elif kind == "kek":
+        if settings.event_key_env:
+            raise KeysUsageError(
+                "the keys come from CASETRAIL_EVENT_KEY: rotate the key-encryption key with the "
+                "key files in CASETRAIL_HOME/keys"
+            )
+        new_id = keyring.rotate_kek(keys_dir)
+        added = _rewrap(settings)
+        click.echo(
+            f"key-encryption key {new_id} now wraps the data keys ({added} rewrapped under it); "
+            "the previous ones stay in the key file. Restart every casetrail process, then "
+            "`casetrail keys retire-kek OLD_ID` to drop each old one"
+        )
     elif kind == "token":
         rotation = keyring.rotate_token_key(keys_dir, grace_hours * 3600)
         click.echo(
@@ -71,6 +84,76 @@ def rotate(kind: str, grace_hours: int) -> None:
         )
     else:
         _rotate_service(settings)
+
+
+def _rewrap(settings: Settings) -> int:
+    """Wrap every live data key under the current key-encryption key too."""
+    from gateway import bootstrap
+    from gateway.store.datakeys import DataKeyProblem
+    from gateway.store.eventstore import BoundAESGCMCipher
+
+    try:
+        application = bootstrap.open_application(settings)
+    except bootstrap.StartupProblem as exc:
+        raise KeysUsageError(str(exc)) from None
+    try:
+        cipher = application.mapper.cipher
+        if not isinstance(cipher, BoundAESGCMCipher):
+            raise KeysUsageError("the store is not encrypted: it has no data keys")
+        try:
+            return cipher.data_keys.rewrap()
+        except DataKeyProblem as exc:
+            raise KeysUsageError(str(exc)) from None
+    finally:
+        application.close()
+
+
+def retire_kek(kek_id: str) -> None:
+    from gateway import bootstrap, keyring
+    from gateway.settings import Settings
+    from gateway.store.datakeys import DataKeyProblem
+    from gateway.store.eventstore import BoundAESGCMCipher
+
+    settings = Settings.from_env()
+    try:
+        raw = bytes.fromhex(kek_id)
+    except ValueError:
+        raise KeysUsageError(
+            "the key id is not hexadecimal: give 8 hex digits, as `keys status` shows them"
+        ) from None
+    if len(raw) != 4:
+        raise KeysUsageError("a key id is 8 hex digits, as `keys status` shows it")
+    rewrapped = _rewrap(settings)
+    try:
+        application = bootstrap.open_application(settings)
+    except bootstrap.StartupProblem as exc:
+        raise KeysUsageError(str(exc)) from None
+    try:
+        cipher = application.mapper.cipher
+        if not isinstance(cipher, BoundAESGCMCipher):
+            raise KeysUsageError("the store is not encrypted: it has no data keys")
+        try:
+            dropped = cipher.data_keys.retire(raw)
+        except DataKeyProblem as exc:
+            raise KeysUsageError(str(exc)) from None
+    finally:
+        application.close()
+    if kek_id in [k.hex() for k in _kek_ids(settings)]:
+        try:
+            keyring.drop_kek(settings.keys_dir, kek_id)
+        except keyring.KeyProblem as exc:
+            raise KeysUsageError(str(exc)) from None
+    click.echo(
+        f"key-encryption key {kek_id} retired: {rewrapped} key(s) rewrapped first, "
+        f"{dropped} wrap(s) under it dropped from the key table, removed from the key file"
+    )
+
+
+def _kek_ids(settings: Settings) -> list[bytes]:
+    from gateway import keyring
+    from gateway.store.eventstore import decode_key, key_id
+
+    return [key_id(decode_key(t)) for t in keyring.load_keks(settings.keys_dir)]
 
 
 def _rotate_service(settings: Settings) -> None:

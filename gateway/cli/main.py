@@ -222,9 +222,11 @@ def keys_init() -> None:
     "rotate",
     help="Replace one key: --event (a new key encrypts from now on; the old ones still decrypt), "
     "--token (a new token signing pair; the old public key verifies tokens for --grace-hours), "
-    "--service (a new signing key, announced in a checkpoint signed by the old key).",
+    "--service (a new signing key, announced in a checkpoint signed by the old key), "
+    "--kek (a new key-encryption key wraps every file's data key; then `keys retire-kek`).",
 )
 @click.option("--event", "kind", flag_value="event", help="the event encryption key")
+@click.option("--kek", "kind", flag_value="kek", help="the data keys' key-encryption key")
 @click.option("--token", "kind", flag_value="token", help="the token signing key")
 @click.option("--service", "kind", flag_value="service", help="the service signing key")
 @click.option(
@@ -238,8 +240,21 @@ def keys_rotate(kind: str | None, grace_hours: int) -> None:
     from gateway.cli import keys as keys_cli
 
     if kind is None:
-        raise UserError("say which key to rotate: --event, --token or --service")
+        raise UserError("say which key to rotate: --event, --token, --service or --kek")
     keys_cli.rotate(kind, grace_hours)
+
+
+@keys.command(
+    "retire-kek",
+    help="Retire a key-encryption key after `keys rotate --kek` and a restart of every process: "
+    "rewrap what it still wraps, drop its wraps from the key table, remove it from the key file. "
+    "Copies of the table made before (backups, PostgreSQL's WAL) can then no longer open a key.",
+)
+@click.argument("kek_id")
+def keys_retire_kek(kek_id: str) -> None:
+    from gateway.cli import keys as keys_cli
+
+    keys_cli.retire_kek(kek_id)
 
 
 @keys.command(

@@ -58,6 +58,8 @@ KEY_SIZE = 32
 # Names in the Application's environment.
 ENV_CIPHER_KEYS = "CASETRAIL_CIPHER_KEYS"
 ENV_DATA_KEY_CACHE_SECONDS = "CASETRAIL_DATA_KEY_CACHE_SECONDS"
+# The key-encryption keys that wrap the data keys (first wraps new ones); absent: the event keys.
+ENV_DATA_KEKS = "CASETRAIL_DATA_KEKS"
 
 
 class EventIntegrityError(MapperDeserialisationError):
@@ -139,7 +141,12 @@ class BoundAESGCMCipher(Cipher):
         self._current = keys[0]
         self.current_key_id = key_id(keys[0])
         self._by_id = {key_id(k): AESGCM(k) for k in keys}
-        self._data_keys = _key_table(environment, {key_id(k): k for k in keys}, keys[0])
+        kek_texts = [t for t in (environment.get(ENV_DATA_KEKS) or "").split(",") if t.strip()]
+        keks = [decode_key(t) for t in kek_texts] or keys
+        # The event keys also open what they wrapped before a KEK file existed (a home made
+        # between issue 19's data keys and its KEK); `rewrap` + `retire` move those on.
+        unwrapping = {key_id(k): k for k in keys} | {key_id(k): k for k in keks}
+        self._data_keys = _key_table(environment, unwrapping, keks[0])
 
     # `domain.retention.DataKeyring`: what the application may do with the data keys.
     def has_key(self, stream_id: UUID) -> bool:
@@ -364,7 +371,9 @@ def postgres_environment(url: str) -> dict[str, str]:
     return env
 
 
-def store_environment(database_url: str, cipher_keys: list[str] | None) -> dict[str, str]:
+def store_environment(
+    database_url: str, cipher_keys: list[str] | None, data_keks: list[str] | None = None
+) -> dict[str, str]:
     """Everything the Application needs to find its store and cipher.
 
     `database_url` is `sqlite:///path/to/file` or `postgresql://...`. `cipher_keys=None` stores
@@ -378,10 +387,12 @@ def store_environment(database_url: str, cipher_keys: list[str] | None) -> dict[
     if cipher_keys is not None:
         env["CIPHER_TOPIC"] = CIPHER_TOPIC
         env[ENV_CIPHER_KEYS] = ",".join(cipher_keys)
+        if data_keks:
+            env[ENV_DATA_KEKS] = ",".join(data_keks)
     return env
 
 
 def redacted(env: Mapping[str, str]) -> dict[str, str]:
     """The environment with secrets replaced, for logs and status output."""
-    hidden = {ENV_CIPHER_KEYS, "POSTGRES_PASSWORD"}
+    hidden = {ENV_CIPHER_KEYS, ENV_DATA_KEKS, "POSTGRES_PASSWORD"}
     return {k: ("***" if k in hidden and v else v) for k, v in env.items()}
