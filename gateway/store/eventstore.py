@@ -191,7 +191,7 @@ MAPPER_TOPIC = get_topic(BoundMapper)
 # The store's write path (`gateway.store.persistence`), named by topic as the library resolves
 # it: the writer lock is taken by the recorders that factory builds, on every store opened here.
 SQLITE_PERSISTENCE = "gateway.store.persistence:SQLiteStore"
-POSTGRES_PERSISTENCE = "eventsourcing.postgres"
+POSTGRES_PERSISTENCE = "gateway.store.persistence:PostgresStore"
 
 
 def sqlite_environment(path: str) -> dict[str, str]:
