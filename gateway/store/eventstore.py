@@ -213,6 +213,10 @@ def postgres_environment(url: str) -> dict[str, str]:
         # Saves go through one server-side function: avoids pipeline-mode stalls on large saves.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
         "POSTGRES_CONNECT_TIMEOUT": "5",
+        # A pooled connection is checked (one empty round trip) before it is handed out: after
+        # the server restarts or fails over, the pool's dead connections are replaced instead of
+        # failing a read model's query, which the library does not retry (gateway.store.outages).
+        "POSTGRES_PRE_PING": "y",
     }
     schema = parse_qs(parts.query).get("schema")
     if schema:
