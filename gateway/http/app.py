@@ -384,8 +384,10 @@ def _install_error_handlers(app: FastAPI) -> None:
             "this, with the request id, to the operators",
         )
 
-    # A database error is a 503 naming its cause (gateway.store.outages), whether the library
-    # wrapped it or a read model's own query raised it: never a 500, never the database's text.
+    # A database that failed (unreachable, full, read-only, locked) is a 503 naming its cause
+    # (gateway.store.outages), whether the library wrapped the error or a read model's own query
+    # raised it: never a 500, never the database's text. A raw error of another kind (a
+    # statement the database refused) stays a 500: it is a defect, retrying will not help.
     async def store_failed(request: Request, exc: Exception) -> Response:
         fault = fault_of(exc).value
         log.error("store_failed", error_type=type(exc).__name__, cause=fault.code)
@@ -398,7 +400,7 @@ def _install_error_handlers(app: FastAPI) -> None:
             headers={"Retry-After": "5"},
         )
 
-    for database_error in (PersistenceError, sqlite3.Error, psycopg.Error):
+    for database_error in (PersistenceError, sqlite3.OperationalError, psycopg.OperationalError):
         app.add_exception_handler(database_error, store_failed)
 
     @app.exception_handler(StarletteHTTPException)

@@ -4,9 +4,10 @@ Guarantees (issue 22, proven by tests/reliability/test_outages_store.py and
 tests/reliability/test_disk_full.py, on a real PostgreSQL behind a TCP proxy that is cut, a
 PostgreSQL role made read-only, an SQLite file held by another writer, and a tmpfs filled up):
 
-- **The cause, named** (`fault_of`): any database error that reaches the HTTP layer, whether the
-  library wrapped it (`PersistenceError`) or not (`sqlite3.Error`, `psycopg.Error` from a read
-  model), is a 503 problem+json whose code says what happened: `store-full` (no space left),
+- **The cause, named** (`fault_of`): a database failure that reaches the HTTP layer, whether the
+  library wrapped it (`PersistenceError`) or not (`sqlite3.OperationalError`,
+  `psycopg.OperationalError` from a read model's query), is a 503 problem+json whose code says
+  what happened: `store-full` (no space left),
   `store-read-only`, `store-busy` (locked by another writer, or a lock wait ran out), or
   `store-unavailable` (unreachable, or anything else). The database's own message is logged by
   its type only, never sent: it may quote a value. Nothing is disclosed or changed: the access

@@ -271,3 +271,52 @@ def test_sqlite_locked_by_another_writer_refuses_reads_and_recovers(tmp_path: Pa
         service.stop()
     settings = Settings.from_env({"CASETRAIL_HOME": str(home)})
     assert every_disclosure_recorded(settings, client) >= 2  # a case read before, one after
+
+
+# --- the causes, named -----------------------------------------------------------------------
+
+
+def test_sqlite_errors_are_named_by_their_cause_wrapped_or_not(tmp_path: Path) -> None:
+    """Real SQLite failures (a page limit standing for a full disk, a read-only connection, a
+    held lock), raw and as the library wraps them (`raise ... from`), each get their code."""
+    from eventsourcing.persistence import OperationalError  # noqa: PLC0415 (only here)
+
+    from gateway.store.outages import StoreFault, fault_of  # noqa: PLC0415 (only here)
+
+    path = tmp_path / "store.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.execute("CREATE TABLE t (x BLOB)")
+    found: dict[str, StoreFault] = {}
+
+    def caught(name: str, statement: Callable[[], object]) -> None:
+        try:
+            statement()
+        except sqlite3.Error as exc:
+            found[name] = fault_of(exc)
+            try:
+                raise OperationalError(exc) from exc
+            except OperationalError as wrapped:
+                assert fault_of(wrapped) is found[name]
+        else:
+            pytest.fail(f"{name}: no error")
+
+    full = sqlite3.connect(path)
+    full.execute("PRAGMA max_page_count = 2")
+    caught("full", lambda: full.execute("INSERT INTO t VALUES (zeroblob(100000))"))
+    full.close()
+    read_only = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    caught("read_only", lambda: read_only.execute("INSERT INTO t VALUES (1)"))
+    read_only.close()
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, timeout=0.05, isolation_level=None)
+    caught("busy", lambda: other.execute("BEGIN IMMEDIATE"))
+    holder.execute("ROLLBACK")
+    holder.close()
+    other.close()
+    assert found == {
+        "full": StoreFault.FULL,
+        "read_only": StoreFault.READ_ONLY,
+        "busy": StoreFault.BUSY,
+    }
+    assert fault_of(RuntimeError("anything else")) is StoreFault.UNAVAILABLE
