@@ -25,6 +25,7 @@ from tests.reliability.test_outages_store import (
     every_disclosure_recorded,
     refused,
     until_served,
+    wait_listed,
 )
 
 DISK_BYTES = 12 * 1024 * 1024
@@ -41,6 +42,7 @@ def test_a_full_disk_is_a_named_503_and_leaves_the_store_intact(tmp_path: Path) 
             created = [client.report()]
             client.case_id = created[0].json()["id"]
             assert client.read().status_code == 200
+            wait_listed(client)
 
             filler = disk.fill()
             assert disk.free() == 0

@@ -121,6 +121,15 @@ def every_disclosure_recorded(settings: Settings, client: Client) -> int:
     return len(served)
 
 
+def wait_listed(client: Client) -> None:
+    """The ledger lists the case once its read model has it: a listing then discloses, and must
+    be recorded (an empty page records nothing and is no test)."""
+    deadline = time.monotonic() + 60
+    while not (listed := client.ledger()).json().get("rows"):
+        assert time.monotonic() < deadline, listed.text
+        time.sleep(0.3)
+
+
 def outage_round(
     client: Client,
     fault_code: str,
@@ -134,12 +143,7 @@ def outage_round(
     assert created.status_code == 201, created.text
     client.case_id = created.json()["id"]
     assert client.read().status_code == 200
-    # The ledger lists the case once its read model has it: a listing then discloses, and must
-    # be recorded (an empty page records nothing and is no test).
-    deadline = time.monotonic() + 60
-    while not (listed := client.ledger()).json().get("rows"):
-        assert time.monotonic() < deadline, listed.text
-        time.sleep(0.3)
+    wait_listed(client)
 
     away()
     refused(client.read(), fault_code)
