@@ -19,12 +19,14 @@ import base64
 import hashlib
 import importlib.resources
 import re
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import psycopg
 import structlog
 from eventsourcing.persistence import MapperDeserialisationError, PersistenceError
 from fastapi import FastAPI, Request, Response
@@ -68,6 +70,7 @@ from gateway.http.routes import users as user_routes
 from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
+from gateway.store.outages import fault_of
 
 # Each module of endpoints contributes one router.
 ROUTERS = (
@@ -385,18 +388,24 @@ def _install_error_handlers(app: FastAPI) -> None:
             "this, with the request id, to the operators",
         )
 
-    @app.exception_handler(PersistenceError)
-    async def store_unavailable(request: Request, exc: PersistenceError) -> Response:
-        log.error("store_write_failed", error_type=type(exc).__name__)
+    # A database that failed (unreachable, full, read-only, locked) is a 503 naming its cause
+    # (gateway.store.outages), whether the library wrapped the error or a read model's own query
+    # raised it: never a 500, never the database's text. A raw error of another kind (a
+    # statement the database refused) stays a 500: it is a defect, retrying will not help.
+    async def store_failed(request: Request, exc: Exception) -> Response:
+        fault = fault_of(exc).value
+        log.error("store_failed", error_type=type(exc).__name__, cause=fault.code)
         return problem(
             request,
             status=503,
-            code="store-unavailable",
-            title="The event store could not record this request",
-            detail="the store did not durably record the request, so nothing was disclosed or "
-            "changed; retry later",
+            code=fault.code,
+            title=fault.title,
+            detail=fault.detail,
             headers={"Retry-After": "5"},
         )
+
+    for database_error in (PersistenceError, sqlite3.OperationalError, psycopg.OperationalError):
+        app.add_exception_handler(database_error, store_failed)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

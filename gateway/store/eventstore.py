@@ -342,7 +342,7 @@ MAPPER_TOPIC = get_topic(BoundMapper)
 # The store's write path (`gateway.store.persistence`), named by topic as the library resolves
 # it: the writer lock is taken by the recorders that factory builds, on every store opened here.
 SQLITE_PERSISTENCE = "gateway.store.persistence:SQLiteStore"
-POSTGRES_PERSISTENCE = "eventsourcing.postgres"
+POSTGRES_PERSISTENCE = "gateway.store.persistence:PostgresStore"
 
 
 def sqlite_environment(path: str) -> dict[str, str]:
@@ -364,6 +364,10 @@ def postgres_environment(url: str) -> dict[str, str]:
         # Saves go through one server-side function: avoids pipeline-mode stalls on large saves.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
         "POSTGRES_CONNECT_TIMEOUT": "5",
+        # A pooled connection is checked (one empty round trip) before it is handed out: after
+        # the server restarts or fails over, the pool's dead connections are replaced instead of
+        # failing a read model's query, which the library does not retry (gateway.store.outages).
+        "POSTGRES_PRE_PING": "y",
     }
     schema = parse_qs(parts.query).get("schema")
     if schema:
