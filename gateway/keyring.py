@@ -464,6 +464,11 @@ def key_status(keys_dir: Path) -> list[KeyInfo]:
     for position, kid in enumerate(event_key_ids(keys_dir)):
         use = "encrypts new events" if position == 0 else "decrypts the events it wrote"
         found.append(info("event", kid, use, keys_dir / EVENT_KEY))
+    from gateway.store.eventstore import decode_key, key_id  # noqa: PLC0415 (see the docstring)
+
+    for position, text in enumerate(load_keks(keys_dir)):
+        use = "wraps new data keys" if position == 0 else "opens the data keys it wrapped"
+        found.append(info("kek", key_id(decode_key(text)).hex(), use, keys_dir / KEK))
     token = load_public_key(keys_dir / TOKEN_PUB, "token public key")
     found.append(info("token", public_key_id(token), "signs tokens", keys_dir / TOKEN_PUB))
     valid = set(token_public_key_paths(keys_dir))

@@ -12,7 +12,8 @@ A backup is one tar file (mode 0600) of two members:
 
 The events stay what they are in the store: AES-256-GCM ciphertext. **The keys are not in the
 backup** and a backup without them cannot be read: `$CASETRAIL_HOME/keys/event.key` (every event
-key the manifest names), `index.key` (the read models' keys: without it they are rebuilt from
+key the manifest names), `data-keys.kek` (it opens the files' data keys, which the backup holds
+wrapped: issue 19), `index.key` (the read models' keys: without it they are rebuilt from
 the events under a new one, and the access log's tokens change), `service-signing.key`/`.pub`
 (the checkpoints' signer; units check against the `.pub`) and `token-signing.key`/`.pub` must
 be backed up separately, offline (ops/README.md, "Backups").
@@ -55,6 +56,7 @@ POSTGRES_MEMBER: Final = "schema.pgdump"
 # The key files a backup does not hold (under $CASETRAIL_HOME/keys/), said in every manifest.
 KEY_FILES: Final = (
     "event.key",
+    "data-keys.kek",
     "index.key",
     "service-signing.key",
     "service-signing.pub",
@@ -127,7 +129,9 @@ def _sqlite_figures(connection: sqlite3.Connection, events_table: str) -> Figure
     key_ids = [
         row[0].lower()
         for row in connection.execute(
-            f"SELECT DISTINCT hex(substr(state, 2, 4)) FROM {events_table} ORDER BY 1"  # noqa: S608
+            # Format 1 only: a format-2 header names a file's data key, not an event key.
+            f"SELECT DISTINCT hex(substr(state, 2, 4)) FROM {events_table} "  # noqa: S608
+            "WHERE substr(state, 1, 1) = x'01' ORDER BY 1"
         )
     ]
     checkpoints, latest = 0, 0
@@ -221,7 +225,9 @@ def _pg_figures(
         str(r[0])
         for r in connection.execute(
             sql.SQL(
-                "SELECT DISTINCT encode(substring(state from 2 for 4), 'hex') FROM {} ORDER BY 1"
+                # Format 1 only: a format-2 header names a file's data key, not an event key.
+                "SELECT DISTINCT encode(substring(state from 2 for 4), 'hex') FROM {} "
+                "WHERE get_byte(state, 0) = 1 ORDER BY 1"
             ).format(table)
         )
     ]
