@@ -17,15 +17,14 @@ are created by the owner (`casetrail store init`); the service then only checks 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
-import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 
 from projections.evidence.checkpoints import TABLE as CHECKPOINTS
 from projections.evidence.checkpoints import CheckpointStore
 from projections.evidence.log import LEAVES, NODES, MerkleLog, StoreTables
+from projections.follower import driver_errors
 
 EVIDENCE_TABLES: Final = (NODES, LEAVES, CHECKPOINTS)
 REFUSE_FUNCTION: Final = "casetrail_refuse_change"
@@ -64,7 +63,7 @@ def install(recorder: ApplicationRecorder) -> list[str]:
         if missing_now:
             _create(StoreTables(recorder), recorder, missing_now)
             created += missing_now
-    except (PersistenceError, psycopg.Error, sqlite3.Error) as exc:
+    except _store_errors() as exc:
         if _in_place(recorder):
             return created  # another process installed them at the same moment
         raise StoreGuardProblem(
@@ -78,7 +77,7 @@ def _in_place(recorder: ApplicationRecorder) -> bool:
     try:
         merkle, checkpoints = MerkleLog(recorder), CheckpointStore(recorder)
         return merkle.exists() and checkpoints.exists() and not missing(recorder)
-    except (PersistenceError, psycopg.Error, sqlite3.Error):
+    except _store_errors():
         return False
 
 
@@ -175,3 +174,8 @@ def _trigger_sql(tables: StoreTables, table: str, trigger: str) -> str:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    # psycopg's only when it is loaded: a SQLite process never imports it (issue 23).
+    return (PersistenceError, *driver_errors())
