@@ -35,7 +35,13 @@ def encode_request(
     *,
     port: int = 0,
 ) -> bytes:
-    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+    # bytes are sent as they are (an encoding of the caller's own); anything else as JSON.
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes):
+        payload = body
+    else:
+        payload = json.dumps(body, ensure_ascii=False).encode()
     lines = [f"{method} {path} HTTP/1.1", f"host: 127.0.0.1:{port}" if port else "host: bench"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     if body is not None:
