@@ -212,7 +212,8 @@ class Server:
         variant: str,
         env: Mapping[str, str],
         log_path: Path,
-        startup_timeout: float = 60.0,
+        # Generous: on this shared machine (load average 30 at times) a start takes a minute.
+        startup_timeout: float = 240.0,
     ) -> None:
         self.port = port
         self.variant = variant
