@@ -91,6 +91,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_READY_MAX_CHECKPOINT_AGE": "120",
         "CASETRAIL_READY_MESSAGING": "ignore",
         "CASETRAIL_PROMETHEUS_MULTIPROC_DIR": "/run/casetrail/metrics",
+        # Benchmarks only (issue 23, bench/server.py).
+        "CASETRAIL_BENCH_SAVE_ENDPOINT": "yes",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -136,6 +138,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.oidc_client_secret.get_secret_value() == "client-secret"
     assert s.oidc_redirect_uri == given["CASETRAIL_OIDC_REDIRECT_URI"]
     assert s.oidc_user_claim == "preferred_username"
+    assert s.bench_save_endpoint is True
 
 
 def test_defaults_and_blank_values_are_unset() -> None:
