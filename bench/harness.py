@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 import os
 import platform
 import random
 import socket
+import statistics
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -152,11 +155,123 @@ def write_results(benchmark: str, payload: dict[str, Any]) -> Path:
 
 
 @dataclass(frozen=True)
+class Interval:
+    """The median of per-block values and a distribution-free interval around it.
+
+    The interval is a pair of order statistics of the blocks' values: ranks k and n+1-k, with
+    the largest k whose coverage of the median, 1 - 2 P(Binomial(n, 1/2) < k), is at least
+    95%. Below 6 blocks no pair reaches 95%: the interval is then the blocks' minimum and
+    maximum, and `confidence` says what it covers (4 blocks: 87.5%). Nothing is assumed of the
+    values' distribution, only that the blocks are alike and independent: what interleaving
+    the subject and its baseline block by block on one machine is for.
+    """
+
+    median: float
+    low: float
+    high: float
+    blocks: int
+    confidence: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Interval:
+        found = sorted(v for v in values if math.isfinite(v))
+        n = len(found)
+        if n == 0:
+            nan = float("nan")
+            return cls(nan, nan, nan, 0, 0.0)
+        k, coverage = 1, _median_coverage(n, 1)
+        while k + 1 <= n // 2 and _median_coverage(n, k + 1) >= 0.95:
+            k += 1
+            coverage = _median_coverage(n, k)
+        return cls(
+            median=round(statistics.median(found), 4),
+            low=round(found[k - 1], 4),
+            high=round(found[n - k], 4),
+            blocks=n,
+            confidence=round(coverage, 4),
+        )
+
+    def text(self) -> str:
+        return (
+            f"{self.median:.3f} [{self.low:.3f}, {self.high:.3f}] "
+            f"({self.confidence:.0%} over {self.blocks} blocks)"
+        )
+
+
+def _median_coverage(n: int, k: int) -> float:
+    """P(X_(k) <= median <= X_(n+1-k)) for n independent draws of a continuous variable."""
+    below: float = sum(math.comb(n, i) for i in range(k)) / float(2**n)
+    return 1.0 - 2.0 * below
+
+
+def paired_ratios(subject: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """Block by block, subject / baseline (blocks where the baseline is 0 are left out)."""
+    return [s / b for s, b in zip(subject, baseline, strict=True) if b]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) of `values`, nearest rank (as HDR histograms report it)."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def bootstrap_ratio(
+    subject: Sequence[Sequence[float]],
+    baseline: Sequence[Sequence[float]],
+    q: float = 99.0,
+    *,
+    resamples: int = 1000,
+    seed: int = 20261202,
+) -> Interval:
+    """The ratio of the q-th percentiles of two sides measured in the same blocks, and its 95%
+    interval by a paired block bootstrap: blocks are drawn with replacement (the same draw for
+    both sides, as they shared the machine's moods), the values of the drawn blocks pooled,
+    and the ratio of their percentiles taken; the interval is the 2.5th and 97.5th percentile
+    of those ratios. A p99 has no per-block median worth taking when a block holds a few
+    dozen requests; pooling the blocks keeps its tail."""
+    n = len(subject)
+    if n == 0 or len(baseline) != n:
+        nan = float("nan")
+        return Interval(nan, nan, nan, 0, 0.0)
+    whole = percentile([v for b in subject for v in b], q) / percentile(
+        [v for b in baseline for v in b], q
+    )
+    rng = random.Random(seed)
+    ratios = []
+    for _ in range(resamples):
+        draw = [rng.randrange(n) for _ in range(n)]
+        top = percentile([v for i in draw for v in subject[i]], q)
+        bottom = percentile([v for i in draw for v in baseline[i]], q)
+        if bottom:
+            ratios.append(top / bottom)
+    ratios.sort()
+    return Interval(
+        median=round(whole, 4),
+        low=round(percentile(ratios, 2.5), 4),
+        high=round(percentile(ratios, 97.5), 4),
+        blocks=n,
+        confidence=0.95,
+    )
+
+
+OK: Final = "ok"
+MISS: Final = "MISS"
+UNDECIDED: Final = "undecided"
+
+
+@dataclass(frozen=True)
 class Target:
     """One figure against its target: `value >= limit` (kind "min") or `value <= limit` ("max").
 
-    The suite prints every target with `ok` or `MISS` and keeps them in each result file under
-    "targets"; a benchmark reports a miss, it does not fail.
+    With an interval (`low`, `high`: see `Interval`), the verdict is `ok` when the whole
+    interval meets the target, `MISS` when none of it does, and `undecided` when it straddles
+    the limit: a run too short or too noisy to tell says so rather than guess. Without one,
+    the figure alone decides (`ok` or `MISS`). The suite prints every target with its verdict
+    and keeps them in each result file under "targets"; a benchmark reports a miss, it does
+    not fail.
     """
 
     scenario: str
@@ -167,22 +282,76 @@ class Target:
     kind: str  # "min" or "max"
     unit: str = "x"
     note: str = ""
+    low: float | None = None
+    high: float | None = None
+    confidence: float | None = None
+
+    @classmethod
+    def of_interval(
+        cls,
+        scenario: str,
+        store: str,
+        metric: str,
+        interval: Interval,
+        limit: float,
+        kind: str,
+        note: str = "",
+    ) -> Target:
+        """A target judged on the median of blocks and its interval."""
+        return cls(
+            scenario,
+            store,
+            metric,
+            interval.median,
+            limit,
+            kind,
+            note=note,
+            low=interval.low,
+            high=interval.high,
+            confidence=interval.confidence,
+        )
+
+    def _meets(self, value: float) -> bool:
+        return value >= self.limit if self.kind == "min" else value <= self.limit
 
     @property
     def met(self) -> bool:
-        return self.value >= self.limit if self.kind == "min" else self.value <= self.limit
+        return self._meets(self.value)
+
+    @property
+    def verdict(self) -> str:
+        if self.low is None or self.high is None:
+            return OK if self.met else MISS
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            return UNDECIDED
+        low_ok, high_ok = self._meets(self.low), self._meets(self.high)
+        if low_ok and high_ok:
+            return OK
+        if not low_ok and not high_ok:
+            return MISS
+        return UNDECIDED
 
     def line(self) -> str:
-        sign = ">=" if self.kind == "min" else "<="
-        verdict = "ok  " if self.met else "MISS"
-        note = f"  ({self.note})" if self.note else ""
-        return (
-            f"{verdict} {self.scenario:<11}{self.store:<9}{self.metric:<46}"
-            f"{self.value:>9.3f} {self.unit:<3} target {sign} {self.limit:g}{note}"
-        )
+        return target_text(self.as_dict())
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "met": self.met}
+        return {**asdict(self), "met": self.met, "verdict": self.verdict}
+
+
+def target_text(target: dict[str, Any]) -> str:
+    """One target's line, from its dictionary (as a result file keeps it)."""
+    sign = ">=" if target.get("kind") == "min" else "<="
+    verdict = target.get("verdict") or (OK if target.get("met") else MISS)
+    interval = ""
+    if target.get("low") is not None and target.get("high") is not None:
+        confidence = target.get("confidence") or 0.0
+        interval = f" [{target['low']:.3f}, {target['high']:.3f}]{confidence:4.0%}"
+    note = f"  ({target['note']})" if target.get("note") else ""
+    return (
+        f"{verdict:<9} {target.get('scenario', '?'):<11}{target.get('store', ''):<9}"
+        f"{target.get('metric', '?'):<50}{float(target.get('value', float('nan'))):>8.3f}"
+        f"{interval} {target.get('unit', ''):<3} target {sign} {target.get('limit'):g}{note}"
+    )
 
 
 def print_targets(targets: list[Target]) -> None:

@@ -35,7 +35,13 @@ def encode_request(
     *,
     port: int = 0,
 ) -> bytes:
-    payload = b"" if body is None else json.dumps(body, ensure_ascii=False).encode()
+    # bytes are sent as they are (an encoding of the caller's own); anything else as JSON.
+    if body is None:
+        payload = b""
+    elif isinstance(body, bytes):
+        payload = body
+    else:
+        payload = json.dumps(body, ensure_ascii=False).encode()
     lines = [f"{method} {path} HTTP/1.1", f"host: 127.0.0.1:{port}" if port else "host: bench"]
     lines += [f"{k}: {v}" for k, v in headers.items()]
     if body is not None:
@@ -51,6 +57,8 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     # A few answers that were not the expected status, to say what went wrong.
     unexpected: list[str] = field(default_factory=list)
+    # Every latency (ms), for statistics that resample them (bench.harness.bootstrap_ratio).
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
 
     @property
     def per_second(self) -> float:
@@ -62,6 +70,7 @@ class LoadResult:
         self.histogram.add(other.histogram)
         self.statuses.update(other.statuses)
         self.unexpected.extend(other.unexpected[: max(0, 5 - len(self.unexpected))])
+        self.latencies_ms.extend(other.latencies_ms)
 
 
 class _Connection:
@@ -108,7 +117,9 @@ class LoadClient:
                 payload = requests[index]
                 t0 = time.perf_counter_ns()
                 status, body, close = await self._exchange(slot, payload)
-                record_ns(result.histogram, time.perf_counter_ns() - t0)
+                elapsed = time.perf_counter_ns() - t0
+                record_ns(result.histogram, elapsed)
+                result.latencies_ms.append(elapsed / 1e6)
                 result.statuses[status] += 1
                 if status not in expect and len(result.unexpected) < 5:
                     result.unexpected.append(f"{status}: {body[:300]!r}")

@@ -1,28 +1,38 @@
-"""scale: case reads and ledger pages as the store grows, from 10k to 1M events.
+"""scale: how request latencies grow with the store, from 10k to 1M events (issue 23).
 
 For each size a store of N events over N/10 case files (event counts per file skewed: most
 have a handful, a few have hundreds; `bench.workload.event_counts`) is built through the
-aggregate's methods and saved many case files per transaction, and the read models are caught
-up (`ReadModels.catch_up`). Then a real server (`bench.server`, the service as it ships, its
-read models followed as in production) answers 8 concurrent clients over loopback:
+aggregate's methods and saved many case files per transaction, and the read models and the
+evidence log are caught up. Every store also gets the same 20 probe files (`add_probes`: a minor
+with a unique ID number, consulted and assigned to a probe unit), an auditor and the probe
+unit's member. Each larger store is then measured against the smallest (the reference), both
+served at once by real servers (`bench.server`, the service as it ships, its read models
+followed as in production), block by block in turns (ABBA), 8 concurrent clients, every kind of
+request in every block:
 
-- `GET /v1/cases/{id}`, case files drawn with a Zipf-skewed hot set (s = 1.1), by the street's
-  coordinator and the reporting villages; each read stores its access event first;
-- `GET /v1/ledger`, the coordinator's ledger (台账): pages 1-20 of the street (Zipf), or the
-  first pages filtered by village, risk or status; each page records an access event per row
-  that shows identity.
+- `case_read`: `GET /v1/cases/{id}`, case files drawn with a Zipf-skewed hot set (s = 1.1), by
+  the street's coordinator and the reporting villages; each read stores its access event first;
+- `ledger_page`: `GET /v1/ledger`, the coordinator's ledger (台账): pages 1-20 of the street
+  (Zipf), or the first pages filtered by village, risk or status, 50 rows a page, each row that
+  shows identity recorded;
+- `lookup`: `POST /v1/cases/search` of a probe minor's ID number (the blind index; one file);
+- `worklist`: `GET /v1/worklists/assignments` of the probe unit's member (its 20 assignments);
+- `access_log`: `GET /v1/cases/{id}/accesses` of a probe file, by a compliance auditor.
 
-The targets are absolute on this machine (case read p99 under 20 ms, ledger page p99 under
-50 ms, at 1M events) and the growth is the p99 at each size over the p99 at the smallest.
+The results a request returns are the same size in both stores, so what grows is the store's
+own cost. Target (issue 23): at the largest size, p99 at most 1.2 times the reference's, for
+every kind, judged on the ratio of the pooled p99s with a 95% paired block-bootstrap interval
+(`bench.harness.bootstrap_ratio`): `ok`, `MISS`, or `undecided` when the interval straddles 1.2.
+Absolute latencies are printed and kept as indicative (they move with the machine's load).
 
-Building a store takes time (about 5,000 events/s here), so SQLite stores are built once and
-kept under `$CASETRAIL_BENCH_CACHE` (default /tmp/casetrail-bench-cache), keyed by size, seed
-and workload version; each run works on a copy, so that its access events never accumulate in
-the cached store. PostgreSQL stores are built afresh in a throw-away schema, and only up to
-100k events in the full run (1M would take longer than the whole suite should).
+Building a store takes time (about 5,000 events/s here, then the read models and the evidence
+log), so SQLite stores are built once and kept under `$CASETRAIL_BENCH_CACHE` (default
+/tmp/casetrail-bench-cache), keyed by size, seed and workload version; each run works on a
+copy, so that its access events and probes never accumulate in the cached store. PostgreSQL
+stores are built afresh in a throw-away schema, and only up to 100k events in the full run.
 
     .venv/bin/python -m bench.scale                 # SQLite 10k, 100k, 1M; PostgreSQL 10k, 100k
-    .venv/bin/python -m bench.scale --quick         # SQLite 10k only
+    .venv/bin/python -m bench.scale --quick         # SQLite 10k and 100k, 6 short blocks
     .venv/bin/python -m bench.scale --sizes 10000,100000 --no-postgres
 """
 
@@ -38,24 +48,29 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
+import httpx
+from faker import Faker
+
 from bench.harness import (
-    RESULTS_DIR,
+    Interval,
     Percentiles,
     Target,
     Zipf,
+    bootstrap_ratio,
     describe,
     free_port,
     machine,
+    percentile,
     print_targets,
-    ratio_of,
     write_results,
 )
 from bench.loadgen import LoadClient, LoadResult, encode_request
-from bench.profile import Profiler, summary
 from bench.reads import PURPOSE_OF, Tokens
 from bench.server import Server, service_env
 from bench.stores import (
@@ -68,25 +83,42 @@ from bench.stores import (
 from bench.workload import (
     COORDINATOR,
     DEFAULT_SEED,
+    STREET,
     StoredCase,
     event_counts,
     populate,
     readers_of,
+    register_actors,
+    reporter_of,
 )
+from domain import commands as cmd
+from domain.access import Actor
 from domain.application import CaseTrail
+from domain.case import Case
+from domain.taxonomy import ProtectionFunction, Role
 from gateway import keyring
 from gateway.bootstrap import open_application, open_evidence, open_read_models
-from gateway.cli.demo import VILLAGES
+from gateway.cli.demo import GOVERNANCE_OFFICE, VILLAGES, synthetic_report
 from gateway.settings import Settings
 
 CONCURRENCY: Final = 8
-READ_P99_TARGET_MS: Final = 20.0
-LEDGER_P99_TARGET_MS: Final = 50.0
+# Issue 23: at the largest size, p99 at most 1.2 times the smallest store's, every kind.
+GROWTH_TARGET: Final = 1.2
+OK_STATUS: Final = frozenset({200})
 EVENTS_PER_CASE: Final = 10
 # Bump when the workload changes, so that cached stores built by an older one are not used.
 WORKLOAD_VERSION: Final = 1
 FULL_SIZES: Final = {"sqlite": (10_000, 100_000, 1_000_000), "postgres": (10_000, 100_000)}
-QUICK_SIZES: Final = {"sqlite": (10_000,), "postgres": ()}
+QUICK_SIZES: Final = {"sqlite": (10_000, 100_000), "postgres": ()}
+# Requests of each kind per block and side.
+FULL_PER_BLOCK: Final = {
+    "case_read": 120,
+    "ledger_page": 16,
+    "lookup": 40,
+    "worklist": 40,
+    "access_log": 40,
+}
+QUICK_PER_BLOCK: Final = {k: max(4, v // 2) for k, v in FULL_PER_BLOCK.items()}
 
 
 def cache_root() -> Path:
@@ -232,8 +264,117 @@ def read_plan(
     return plan
 
 
-def measure(store: Store, events: int, args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    print(f"\n== scale / {store}: {events:,} events over {events // EVENTS_PER_CASE:,} cases ==")
+# Who reads what beyond the case reads and ledger pages: a compliance auditor reads access logs;
+# a member of a probe unit reads its worklist (the probe files' assignments).
+AUDITOR: Final = Actor("bench-auditor", Role.COMPLIANCE_AUDITOR, GOVERNANCE_OFFICE, STREET)
+PROBE_UNIT: Final = "bench-probe-unit"
+PROBE_MEMBER: Final = Actor("bench-probe-member", Role.UNIT_MEMBER, PROBE_UNIT, STREET)
+PROBES: Final = 20
+KINDS: Final = ("case_read", "ledger_page", "lookup", "worklist", "access_log")
+
+
+@dataclass(frozen=True)
+class Probe:
+    """A probe file: the same minor (a unique ID number) in every store, assigned to the probe
+    unit, so that a lookup finds one file, the unit's worklist holds `PROBES` items and an
+    access log holds what the run adds, whatever the store's size."""
+
+    case_id: UUID
+    id_number: str
+
+
+def add_probes(home: Path, url: str, seed: int) -> list[Probe]:
+    """Store the probe files (and register the auditor and the probe unit's member) in a
+    working copy, before its server starts; its followers index them."""
+    settings = Settings.from_env(service_env(home, url))
+    app = CaseTrail(env=settings.application_env())
+    try:
+        register_actors(app, AUDITOR, PROBE_MEMBER)
+        faker = Faker("zh_CN")
+        faker.seed_instance(seed + 23)
+        rng = random.Random(seed + 23)
+        by = COORDINATOR.as_record()
+        probes, cases = [], []
+        for n in range(PROBES):
+            village = VILLAGES[n % len(VILLAGES)]
+            body = synthetic_report(faker, rng, village=village, today=date.today())
+            report = cmd.ReportClue.model_validate(body)
+            case = Case.report(report, street=STREET, by=reporter_of(village).as_record())
+            case.hold_consultation(
+                cmd.HoldConsultation(
+                    held_on=date.today(), participants=[GOVERNANCE_OFFICE], decision="探针"
+                ),
+                by=by,
+            )
+            case.assign_unit(
+                cmd.AssignUnit(
+                    unit=PROBE_UNIT,
+                    function=ProtectionFunction.FAMILY,
+                    task="探针任务",
+                    due_on=date.today() + timedelta(days=14),
+                ),
+                by=by,
+            )
+            probes.append(Probe(case.id, report.minor.id_number))
+            cases.append(case)
+        app.save(*cases)
+    finally:
+        app.close()
+    return probes
+
+
+def lookup_plan(probes: Sequence[Probe], tokens: Tokens, rng: random.Random, n: int) -> list[bytes]:
+    headers = tokens.headers(COORDINATOR, "consultation")
+    return [
+        encode_request("POST", "/v1/cases/search", headers, {"id_number": p.id_number})
+        for p in (rng.choice(probes) for _ in range(n))
+    ]
+
+
+def worklist_plan(tokens: Tokens, n: int) -> list[bytes]:
+    headers = tokens.headers(PROBE_MEMBER, "intervention")
+    return [encode_request("GET", "/v1/worklists/assignments", headers) for _ in range(n)]
+
+
+def access_log_plan(
+    probes: Sequence[Probe], tokens: Tokens, rng: random.Random, n: int
+) -> list[bytes]:
+    headers = tokens.headers(AUDITOR, "compliance_review")
+    return [
+        encode_request("GET", f"/v1/cases/{p.case_id}/accesses", headers)
+        for p in (rng.choice(probes) for _ in range(n))
+    ]
+
+
+@dataclass
+class Side:
+    """One store of a comparison: its server, client, cases, probes and results per kind."""
+
+    events: int
+    server: Server
+    client: LoadClient
+    tokens: Tokens
+    cases: list[StoredCase]
+    probes: list[Probe]
+    settings: dict[str, Any]
+    results: dict[str, LoadResult]
+    blocks: dict[str, list[list[float]]]
+
+    def plan(self, kind: str, rng: random.Random, n: int) -> list[bytes]:
+        if kind == "case_read":
+            return read_plan(self.cases, self.tokens, rng, n)
+        if kind == "ledger_page":
+            return ledger_plan(self.tokens, rng, n)
+        if kind == "lookup":
+            return lookup_plan(self.probes, self.tokens, rng, n)
+        if kind == "worklist":
+            return worklist_plan(self.tokens, n)
+        return access_log_plan(self.probes, self.tokens, rng, n)
+
+
+@contextmanager
+def side(store: Store, events: int, args: argparse.Namespace, work: Path) -> Iterator[Side]:
+    """A working store of `events` events with its probes, and its server, ready."""
     with ExitStack() as stack:
         if store == "sqlite":
             home, url, cases = stack.enter_context(sqlite_home(events, args.seed, work))
@@ -241,6 +382,7 @@ def measure(store: Store, events: int, args: argparse.Namespace, work: Path) -> 
             home, url, cases = stack.enter_context(
                 postgres_home(events, args.seed, work, args.postgres_url)
             )
+        probes = add_probes(home, url, args.seed)
         env = service_env(
             home,
             url,
@@ -251,42 +393,98 @@ def measure(store: Store, events: int, args: argparse.Namespace, work: Path) -> 
         app = CaseTrail(env=Settings.from_env(env).application_env())
         settings = store_settings(app)
         app.close()
-        print("  store    " + " ".join(f"{k}={v}" for k, v in settings.items()))
+        log = work / f"scale-{store}-{events}.log"
         server = stack.enter_context(
-            Server(port=free_port(), variant="audited", env=env, log_path=work / "scale.log")
+            Server(port=free_port(), variant="audited", env=env, log_path=log)
         )
         client = LoadClient(server.port, args.concurrency)
         stack.callback(client.close)
-        tokens = Tokens(home)
-        rng = random.Random(args.seed + events)
-        ok = frozenset({200})
-        client.run(read_plan(cases, tokens, rng, args.warmup), ok)
-        with ExitStack() as profiling:
-            if args.profile:
-                out = RESULTS_DIR / f"profile-scale-{store}-{events}-reads.txt"
-                profiling.enter_context(Profiler(server.pid, out))
-            reads = client.run(read_plan(cases, tokens, rng, args.reads), ok)
-        if args.profile:
-            print(summary(out, top=40))
-        ledger = LoadResult()
-        if args.ledger:
-            client.run(ledger_plan(tokens, rng, max(8, args.warmup // 10)), ok)
-            ledger = client.run(ledger_plan(tokens, rng, args.pages), ok)
-    found: dict[str, Any] = {"store": store, "events": events, "settings": settings}
-    for name, result in (("case_read", reads), ("ledger_page", ledger)):
-        if not result.requests:
-            continue
-        p = Percentiles.of(result.histogram)
-        found[name] = {
-            "requests": result.requests,
-            "per_second": round(result.per_second, 1),
-            "latency_ms": p.as_dict(),
-            "statuses": dict(result.statuses),
-            "unexpected": result.unexpected,
+        found = Side(
+            events,
+            server,
+            client,
+            Tokens(home),
+            cases,
+            probes,
+            settings,
+            {},
+            {k: [] for k in KINDS},
+        )
+        wait_indexed(found)
+        yield found
+
+
+def wait_indexed(found: Side, timeout: float = 120.0) -> None:
+    """Until the followers have indexed the probe files: a lookup of the last finds it."""
+    deadline = time.monotonic() + timeout
+    probe = found.probes[-1]
+    headers = found.tokens.headers(COORDINATOR, "consultation")
+    url = f"http://127.0.0.1:{found.server.port}/v1/cases/search"
+    while time.monotonic() < deadline:
+        answer = httpx.post(url, json={"id_number": probe.id_number}, headers=headers, timeout=10)
+        if answer.status_code == 200 and answer.json().get("rows"):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the probe files were not indexed within {timeout:.0f} s")
+
+
+def measure(
+    store: Store, reference: int, events: int, args: argparse.Namespace, work: Path
+) -> dict[str, Any]:
+    """The store of `events` events against the `reference` store (the smallest), both served
+    at once, block by block in turns (ABBA), every kind of request in every block."""
+    print(
+        f"\n== scale / {store}: {events:,} events over {events // EVENTS_PER_CASE:,} cases, "
+        f"against {reference:,} events, {args.blocks} blocks in turns =="
+    )
+    sizes = {"per block": {k: args.per_block[k] for k in KINDS}}
+    print(f"  requests {sizes}")
+    with side(store, reference, args, work) as small, side(store, events, args, work) as large:
+        sides = (small, large)
+        print("  store    " + " ".join(f"{k}={v}" for k, v in large.settings.items()))
+        for one in sides:  # warm-up: every kind once over
+            for kind in KINDS:
+                one.client.run(one.plan(kind, random.Random(args.seed), 20), OK_STATUS)
+        for block in range(args.blocks):
+            for kind in KINDS:
+                order = sides if (block + KINDS.index(kind)) % 2 == 0 else sides[::-1]
+                for one in order:
+                    rng = random.Random(f"{args.seed}-{block}-{kind}")  # the same draws
+                    result = one.client.run(one.plan(kind, rng, args.per_block[kind]), OK_STATUS)
+                    one.results.setdefault(kind, LoadResult()).add(result)
+                    one.blocks[kind].append(result.latencies_ms)
+            line = "  ".join(
+                f"{k} {percentile(small.blocks[k][-1], 99):.0f}/"
+                f"{percentile(large.blocks[k][-1], 99):.0f}"
+                for k in KINDS
+            )
+            print(f"  block {block + 1:>2}/{args.blocks} p99 ms small/large: {line}", flush=True)
+        found: dict[str, Any] = {
+            "store": store,
+            "events": events,
+            "reference_events": reference,
+            "settings": large.settings,
+            "kinds": {},
         }
-        print(f"  {name:<12} {result.per_second:7,.0f}/s  {p.line()}")
-        if result.unexpected:
-            print(f"    unexpected answers: {[u[:120] for u in result.unexpected]}")
+        for kind in KINDS:
+            growth = bootstrap_ratio(large.blocks[kind], small.blocks[kind], 99)
+            entry: dict[str, Any] = {"p99_growth": asdict(growth)}
+            for label, one in (("reference", small), ("store", large)):
+                result = one.results[kind]
+                p = Percentiles.of(result.histogram)
+                entry[label] = {
+                    "events": one.events,
+                    "requests": result.requests,
+                    "per_second": round(result.per_second, 1),
+                    "latency_ms": p.as_dict(),
+                    "statuses": dict(result.statuses),
+                    "unexpected": result.unexpected,
+                }
+                print(f"  {kind:<12} {one.events:>9,} events  {p.line()}")
+                if result.unexpected:
+                    print(f"    unexpected answers: {[u[:160] for u in result.unexpected]}")
+            print(f"  {kind:<12} p99 growth {growth.text()}")
+            found["kinds"][kind] = entry
     return found
 
 
@@ -294,23 +492,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", help="comma-separated event counts (for every store)")
-    parser.add_argument("--reads", type=int)
-    parser.add_argument("--pages", type=int)
-    parser.add_argument("--warmup", type=int)
+    parser.add_argument("--blocks", type=int, help="blocks in turns (default 12, quick 6)")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
-    parser.add_argument("--no-ledger", dest="ledger", action="store_false")
-    parser.add_argument("--profile", action="store_true", help="py-spy the server's case reads")
     args = parser.parse_args(argv)
-    args.reads = args.reads or (400 if args.quick else 2000)
-    args.pages = args.pages or (40 if args.quick else 120)
-    args.warmup = args.warmup or (50 if args.quick else 300)
+    args.blocks = args.blocks or (6 if args.quick else 12)
+    args.per_block = QUICK_PER_BLOCK if args.quick else FULL_PER_BLOCK
     sizes = QUICK_SIZES if args.quick else FULL_SIZES
     if args.sizes:
-        given = tuple(int(s) for s in args.sizes.split(","))
+        given = tuple(sorted(int(s) for s in args.sizes.split(",")))
         sizes = {"sqlite": given, "postgres": given}
+    if any(len(v) == 1 for v in sizes.values()):
+        parser.error("--sizes needs two sizes at least: the smallest is the reference")
     args.size_plan = sizes
     return args
 
@@ -319,8 +514,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     info = machine()
     print(
-        f"scale benchmark: case reads and ledger pages at {args.concurrency} concurrent clients, "
-        f"sizes {args.size_plan}"
+        f"scale benchmark: {', '.join(KINDS)} at {args.concurrency} concurrent clients, "
+        f"sizes {args.size_plan}, each against the smallest in turns"
     )
     print(f"machine: {describe(info)}")
     stores, skipped = selected_stores(
@@ -334,46 +529,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets: list[Target] = []
     with tempfile.TemporaryDirectory(prefix="casetrail-bench-scale-") as tmp:
         for store in stores:
-            for events in args.size_plan[store]:
-                results.append(measure(store, events, args, Path(tmp)))
-    for store in stores:
-        mine = [r for r in results if r["store"] == store]
-        if not mine:
-            continue
-        smallest, largest = mine[0], mine[-1]
-        size = f"{largest['events'] // 1000:,}k events"
-        for name, limit in (
-            ("case_read", READ_P99_TARGET_MS),
-            ("ledger_page", LEDGER_P99_TARGET_MS),
-        ):
-            if name not in largest:
-                continue
-            p99 = largest[name]["latency_ms"]["p99_ms"]
-            growth = {
-                f"{r['events']}": ratio_of(
-                    r[name]["latency_ms"]["p99_ms"], smallest[name]["latency_ms"]["p99_ms"]
-                )
-                for r in mine
-            }
-            largest[f"{name}_p99_growth"] = growth
-            print(f"  {store} {name} p99 over the {smallest['events']:,}-event store: {growth}")
-            note = "" if largest["events"] >= 1_000_000 else "target is for 1M events"
-            targets.append(
-                Target("scale", store, f"{name} p99 at {size}", p99, limit, "max", "ms", note)
-            )
+            sizes = args.size_plan[store]
+            for events in sizes[1:]:
+                found = measure(store, sizes[0], events, args, Path(tmp))
+                results.append(found)
+                for kind in KINDS:
+                    entry = found["kinds"][kind]
+                    growth = Interval(**entry["p99_growth"])
+                    note = (
+                        f"p99 {entry['store']['latency_ms']['p99_ms']:.1f} ms at "
+                        f"{events // 1000:,}k, {entry['reference']['latency_ms']['p99_ms']:.1f} "
+                        f"ms at {sizes[0] // 1000:,}k (indicative)"
+                    )
+                    targets.append(
+                        Target.of_interval(
+                            "scale",
+                            store,
+                            f"{kind} p99 at {events // 1000:,}k / at {sizes[0] // 1000:,}k",
+                            growth,
+                            GROWTH_TARGET,
+                            "max",
+                            note=note,
+                        )
+                    )
     print_targets(targets)
     path = write_results(
         "scale",
         {
             "benchmark": "scale",
-            "unit": "latency of case reads and ledger pages at 8 concurrent clients",
+            "unit": "p99 latency at each size over the smallest store's, same turns",
             "machine": info,
             "workload": {
                 "sizes": args.size_plan,
                 "events_per_case": EVENTS_PER_CASE,
                 "concurrency": args.concurrency,
-                "reads": args.reads,
-                "ledger_pages": args.pages if args.ledger else 0,
+                "blocks": args.blocks,
+                "per_block": args.per_block,
+                "probes": PROBES,
                 "seed": args.seed,
                 "workload_version": WORKLOAD_VERSION,
             },

@@ -20,6 +20,17 @@ whatever the service does at start the baseline does too. `audited-no-group-comm
 each access event in its own transaction (what `ACCESS_GROUP_COMMIT=n` in the Application's
 environment gives), the naive way.
 
+With `CASETRAIL_BENCH_SAVE_ENDPOINT=yes` (a setting of `gateway/settings.py`, off by default;
+only this launcher looks at it) every worker also answers `POST /_bench/save`: the baseline
+that `bench.commands` measures commands against, in the same server and workers. It takes one
+request's events, encoded by the application's own transcoder (JSON, the way the store encodes
+them before the cipher), authenticates the bearer token as every API route does, decodes them
+as the library's mapper does (`object.__new__` of the topic's class, its state set), and calls
+`Application.save` on them: HTTP, authentication, JSON parsing, encryption and the durable
+commit, and none of the service's own work (validation, loading the case, the rules, the
+command's group commit). The service's app (`gateway.serving.service_app`, `casetrail serve`)
+never has it.
+
 The variant reaches the workers through `CASETRAIL_BENCH_VARIANT`, which only `bench_app` in
 this module reads. Every variant also answers `GET /_bench/stats` (one worker's group commit
 batches and events), a route that only this launcher adds; `Server.stats()` sums what each
@@ -42,7 +53,10 @@ from types import TracebackType
 from typing import Any, Final
 
 import httpx
-from fastapi import FastAPI
+from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.utils import get_topic, resolve_topic
+from fastapi import FastAPI, Request
+from starlette.concurrency import run_in_threadpool
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
@@ -50,6 +64,7 @@ from domain.refusals import AuthenticationRefused
 from gateway import bootstrap, logs, serving
 from gateway.bootstrap import open_application
 from gateway.http.app import create_app
+from gateway.http.dependencies import ActorDep
 from gateway.settings import Settings
 
 VARIANTS: Final = ("audited", "no-access-write", "audited-no-group-commit")
@@ -118,7 +133,59 @@ def bench_app() -> FastAPI:
     def stats() -> dict[str, Any]:
         return counts()
 
+    if settings.bench_save_endpoint:
+        mount_raw_save(app, application)
     return app
+
+
+SAVE_PATH: Final = "/_bench/save"
+
+
+def encode_events(application: CaseTrail, events: Sequence[DomainEventProtocol[Any]]) -> bytes:
+    """A request body for `POST /_bench/save`: the events as the library's mapper takes them
+    apart (topic, originator id and version, the rest of the state), in the application's
+    transcoder's JSON."""
+    items = []
+    for event in events:
+        state = dict(vars(event))
+        items.append(
+            {
+                "topic": get_topic(type(event)),
+                "originator_id": state.pop("originator_id"),
+                "originator_version": state.pop("originator_version"),
+                "state": state,
+            }
+        )
+    return application.mapper.transcoder.encode(items)
+
+
+def decode_events(application: CaseTrail, body: bytes) -> list[DomainEventProtocol[Any]]:
+    """`encode_events` undone, as `Mapper.to_domain_event` builds an event from its state."""
+    events: list[DomainEventProtocol[Any]] = []
+    for item in application.mapper.transcoder.decode(body):
+        state = dict(item["state"])
+        state["originator_id"] = item["originator_id"]
+        state["originator_version"] = item["originator_version"]
+        event = object.__new__(resolve_topic(item["topic"]))
+        object.__setattr__(event, "__dict__", state)
+        events.append(event)
+    return events
+
+
+def mount_raw_save(app: FastAPI, application: CaseTrail) -> None:
+    """`POST /_bench/save` (see the module's docstring): authenticated like every route (the
+    service's own `current_actor`), then a raw `Application.save` of the body's events, in the
+    worker's thread pool as the command routes run theirs."""
+
+    def save(body: bytes) -> int:
+        events = decode_events(application, body)
+        application.save(*events)
+        return len(events)
+
+    @app.post(SAVE_PATH, status_code=201, include_in_schema=False)
+    async def raw_save(request: Request, actor: ActorDep) -> dict[str, Any]:
+        saved = await run_in_threadpool(save, await request.body())
+        return {"saved": saved, "by": actor.user}
 
 
 def serve(port: int, variant: str) -> None:
@@ -145,7 +212,8 @@ class Server:
         variant: str,
         env: Mapping[str, str],
         log_path: Path,
-        startup_timeout: float = 60.0,
+        # Generous: on this shared machine (load average 30 at times) a start takes a minute.
+        startup_timeout: float = 240.0,
     ) -> None:
         self.port = port
         self.variant = variant

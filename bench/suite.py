@@ -27,7 +27,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench.harness import RESULTS_DIR, describe, load_average, machine, write_results
+from bench.harness import (
+    MISS,
+    OK,
+    RESULTS_DIR,
+    UNDECIDED,
+    describe,
+    load_average,
+    machine,
+    target_text,
+    write_results,
+)
 
 BENCH_DIR: Final = Path(__file__).resolve().parent
 
@@ -87,14 +97,7 @@ def run_scenario(name: str, quick: bool) -> dict[str, Any]:
 
 
 def target_line(target: dict[str, Any]) -> str:
-    sign = ">=" if target.get("kind") == "min" else "<="
-    verdict = "ok  " if target.get("met") else "MISS"
-    note = f"  ({target['note']})" if target.get("note") else ""
-    return (
-        f"{verdict} {target.get('scenario', '?'):<11}{target.get('store', ''):<9}"
-        f"{target.get('metric', '?'):<46}{float(target.get('value', float('nan'))):>9.3f} "
-        f"{target.get('unit', ''):<3} target {sign} {target.get('limit')}{note}"
-    )
+    return target_text(target)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -126,21 +129,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         runs.append(run_scenario(name, args.quick))
     total = time.perf_counter() - t0
 
-    print(f"\n{'=' * 100}\n== summary ({mode}, {total:.0f} s): every target, ok or MISS\n")
+    print(
+        f"\n{'=' * 100}\n== summary ({mode}, {total:.0f} s): every target, ok, MISS or undecided\n"
+    )
     print(f"  machine: {describe(info)}; load average at the end {load_average()}")
-    misses = 0
+    verdicts: dict[str, int] = {OK: 0, MISS: 0, UNDECIDED: 0}
     for run in runs:
         status = "" if run["exit_status"] == 0 else f"  FAILED (exit {run['exit_status']})"
         print(f"\n  {run['scenario']} ({run['seconds']:.0f} s){status}")
         if not run["targets"]:
             print("    (no targets declared: figures in its output above)")
         for target in run["targets"]:
-            misses += not target.get("met")
+            verdict = target.get("verdict") or (OK if target.get("met") else MISS)
+            verdicts[verdict] = verdicts.get(verdict, 0) + 1
             print("    " + target_line(target))
     for note in notes:
         print(f"\n  {note}")
     counted = sum(len(r["targets"]) for r in runs)
-    print(f"\n  {counted - misses} of {counted} targets met, {misses} missed")
+    print(
+        f"\n  {counted} targets: {verdicts[OK]} ok, {verdicts[MISS]} MISS, "
+        f"{verdicts[UNDECIDED]} undecided (the interval straddles the target: more blocks)"
+    )
     path = write_results(
         "suite",
         {

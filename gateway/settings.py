@@ -276,6 +276,14 @@ class Settings(BaseSettings):
         shown="found on `PATH`",
         must="a directory path",
     )
+    bench_save_endpoint: bool = _var(
+        False,
+        "benchmarks only: `yes` lets the benchmark launcher (`bench/server.py`, not `casetrail "
+        "serve`) mount `POST /_bench/save`, a raw `Application.save` that `bench.commands` "
+        "measures commands against; the service's own app never has it",
+        shown="`no`",
+        must=_BOOLEAN,
+    )
     access_group_commit: bool = _var(
         True,
         "concurrent reads share durable commits of their access events (`domain/group_commit.py`); "

@@ -63,6 +63,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import sys
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -70,9 +71,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Final, Literal, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Literal, Protocol
 
-import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import (
@@ -84,16 +84,56 @@ from eventsourcing.persistence import (
     PersistenceError,
     Tracking,
 )
-from eventsourcing.postgres import (
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-    PostgresFactory,
-    PostgresTrackingRecorder,
+from eventsourcing.sqlite import (
+    SQLiteApplicationRecorder,
+    SQLiteDatastore,
+    SQLiteFactory,
+    SQLiteTrackingRecorder,
 )
-from eventsourcing.sqlite import SQLiteDatastore, SQLiteFactory, SQLiteTrackingRecorder
 from eventsourcing.utils import Environment
-from psycopg.sql import SQL, Composed, Identifier
-from psycopg.sql import Literal as SQLLiteral
+
+if TYPE_CHECKING:
+    from eventsourcing.postgres import PostgresDatastore
+
+    from projections.follower_postgres import AnyViewRecorder as AnyViewRecorder  # noqa: PLC0414
+    from projections.follower_postgres import PostgresHorizon as PostgresHorizon  # noqa: PLC0414
+    from projections.follower_postgres import PostgresViewRecorder as PostgresViewRecorder  # noqa: PLC0414
+    from projections.follower_postgres import PostgresWaker as PostgresWaker  # noqa: PLC0414
+
+# PostgreSQL's classes live in `projections.follower_postgres`, which imports psycopg (about
+# 0.1 s of CPU): a process on a SQLite store (`casetrail token issue`, issue 23) never loads it.
+# They are still reachable here by their old names, imported on first use.
+_POSTGRES_NAMES: Final = frozenset(
+    {"PostgresViewRecorder", "PostgresHorizon", "PostgresWaker", "AnyViewRecorder"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _POSTGRES_NAMES:
+        from projections import follower_postgres
+
+        return getattr(follower_postgres, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _postgres_loaded() -> bool:
+    """Whether a PostgreSQL store can be open in this process: its recorder's module is loaded
+    by the library's factory when (and only when) a store's environment names it."""
+    return "eventsourcing.postgres" in sys.modules
+
+
+def driver_errors() -> tuple[type[Exception], ...]:
+    """The errors the stores' drivers raise: psycopg's only if it was imported (when it was
+    not, no PostgreSQL store is open in this process and none of them can occur)."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error,) if psycopg is None else (sqlite3.Error, psycopg.Error)
+
+
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a follower catches, backs off from and tries again after: the library's, the
+    drivers' and the operating system's errors."""
+    return (PersistenceError, OSError, *driver_errors())
+
 
 Dialect = Literal["sqlite", "postgres"]
 Row = dict[str, Any]
@@ -373,88 +413,6 @@ class SQLiteViewRecorder(SQLiteTrackingRecorder):
         return _dump(self, table)
 
 
-class PostgresViewRecorder(PostgresTrackingRecorder):
-    """A view's tables and its tracking table in PostgreSQL, in the datastore's schema.
-
-    The tracking row is locked (`SELECT ... FOR UPDATE`) first thing in each transaction, so
-    two followers of the same view take turns, and the second finds the position moved.
-    """
-
-    def __init__(
-        self,
-        datastore: PostgresDatastore,
-        *,
-        view: View,
-        tracking_table_name: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        _check_view(view)
-        self.view = view
-        super().__init__(
-            datastore, tracking_table_name=tracking_table_name or f"{view.name}_tracking", **kwargs
-        )
-        # Every view's recorder creates the one heartbeats table, and processes start together
-        # (workers, the followers' child, the relay): two CREATE TABLE IF NOT EXISTS of one
-        # table at the same instant fail on PostgreSQL ("duplicate key ... pg_type"). A lock
-        # held to the end of the creating transaction makes the second find it there.
-        self.sql_create_statements.append(
-            SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
-                SQLLiteral(f"casetrail/{HEARTBEATS_TABLE}/{datastore.schema}")
-            )
-        )
-        for statement in (_HEARTBEATS_DDL, *view.create_statements("postgres")):
-            self.sql_create_statements.append(
-                Composed([SQL(Db(None, "postgres", datastore.schema).sql(statement))])
-            )
-
-    def create_table(self) -> None:
-        """Create the view's tables when one is missing; when all are there, run nothing. A
-        role that may only read and write rows (ops/postgres-roles.sql: the owner created the
-        tables with `casetrail store init`) cannot run even `CREATE TABLE IF NOT EXISTS`:
-        PostgreSQL checks the schema's CREATE right first. Proven by
-        tests/integration/test_least_privilege.py."""
-        wanted = {self.tracking_table_name, HEARTBEATS_TABLE, *self.view.tables}
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = %s", (self.datastore.schema,)
-            )
-            found = {row["tablename"] for row in cursor.fetchall()}
-        if wanted <= found:
-            self.datastore.register_type_adapters()
-            return
-        super().create_table()
-
-    @contextmanager
-    def _writing(self) -> Iterator[Db]:
-        with self.datastore.transaction(commit=True) as cursor:
-            yield Db(cursor, "postgres", self.datastore.schema)
-
-    @contextmanager
-    def reading(self) -> Iterator[Db]:
-        with self.datastore.transaction(commit=False) as cursor:
-            yield Db(cursor, "postgres", self.datastore.schema)
-
-    def position(self, application_name: str) -> int:
-        return self.max_tracking_id(application_name) or START
-
-    def process(self, batch: Batch) -> None:
-        try:
-            with self._writing() as db:
-                _process(self, db, batch)
-        except psycopg.Error as exc:
-            raise PersistenceError(f"{type(exc).__name__}: {exc}") from exc
-
-    def reset(self, application_name: str) -> None:
-        with self._writing() as db:
-            _reset(self, db, application_name)
-
-    def dump(self, table: str) -> list[tuple[Any, ...]]:
-        return _dump(self, table)
-
-
-AnyViewRecorder = SQLiteViewRecorder | PostgresViewRecorder
-
-
 def _persistence_error(exc: sqlite3.Error) -> PersistenceError:
     if isinstance(exc, sqlite3.IntegrityError):
         return IntegrityError(str(exc))
@@ -593,8 +551,13 @@ def open_datastore(env: Mapping[str, str]) -> SQLiteDatastore | PostgresDatastor
     """The datastore the library's factory builds from a store environment
     (`PERSISTENCE_MODULE`, `SQLITE_DBNAME` or `POSTGRES_*`); views share it."""
     factory = InfrastructureFactory[Any].construct(Environment(env=dict(env)))
-    if isinstance(factory, SQLiteFactory | PostgresFactory):
+    if isinstance(factory, SQLiteFactory):
         return factory.datastore
+    if _postgres_loaded():
+        from eventsourcing.postgres import PostgresFactory
+
+        if isinstance(factory, PostgresFactory):
+            return factory.datastore
     raise ValueError(
         f"read models need SQLite or PostgreSQL, not {env.get('PERSISTENCE_MODULE')!r}"
     )
@@ -606,6 +569,8 @@ def view_recorder(datastore: SQLiteDatastore | PostgresDatastore, view: View) ->
     if isinstance(datastore, SQLiteDatastore):
         recorder = SQLiteViewRecorder(datastore, view=view)
     else:
+        from projections.follower_postgres import PostgresViewRecorder
+
         recorder = PostgresViewRecorder(datastore, view=view)
     recorder.create_table()
     return recorder
@@ -629,48 +594,14 @@ def sqlite_horizon(recorder: ApplicationRecorder) -> Horizon:
     return horizon
 
 
-class PostgresHorizon:
-    """The settled end of the log on PostgreSQL, without passing over a gap an insert may fill.
-
-    If every id between the position and the largest id is present, all of them are settled.
-    Otherwise an insert may still be in flight below the largest id: a `SHARE` lock on the
-    events table waits for every insert in progress to end (it conflicts with the `ROW
-    EXCLUSIVE` lock each insert holds from before it draws its ids) and is released at once;
-    after it, a missing id is one a rolled-back insert burnt and will never appear. Taking it
-    needs the UPDATE, DELETE or TRUNCATE privilege on the events table.
-    """
-
-    def __init__(self, recorder: PostgresApplicationRecorder, lock_timeout_seconds: int = 10):
-        self.recorder = recorder
-        table = (Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
-        self._count = SQL(
-            "SELECT COUNT(*) AS n FROM {}.{} WHERE notification_id > %s AND notification_id <= %s"
-        ).format(*table)
-        self._lock = SQL("LOCK TABLE {}.{} IN SHARE MODE").format(*table)
-        self._max = SQL("SELECT MAX(notification_id) AS m FROM {}.{}").format(*table)
-        self._timeout = SQL("SET LOCAL lock_timeout = '{}s'").format(int(lock_timeout_seconds))
-        self.locks_taken = 0
-
-    def __call__(self, position: int) -> int:
-        largest = self.recorder.max_notification_id() or START
-        if largest <= position:
-            return position
-        with self.recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(self._count, (position, largest))
-            row = cursor.fetchone()
-        if row is not None and row["n"] == largest - position:
-            return largest
-        with self.recorder.datastore.transaction(commit=True) as cursor:
-            cursor.execute(self._timeout)
-            cursor.execute(self._lock)
-            cursor.execute(self._max)
-            row = cursor.fetchone()
-        self.locks_taken += 1
-        return int(row["m"]) if row is not None and row["m"] is not None else START
-
-
 def horizon_of(application: Application[Any]) -> Horizon:
     recorder = application.recorder
+    if isinstance(recorder, SQLiteApplicationRecorder) or not _postgres_loaded():
+        return sqlite_horizon(recorder)
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    from projections.follower_postgres import PostgresHorizon
+
     if isinstance(recorder, PostgresApplicationRecorder):
         return PostgresHorizon(recorder)
     return sqlite_horizon(recorder)
@@ -692,48 +623,6 @@ class PollingWaker:
 
     def close(self) -> None:
         pass
-
-
-class PostgresWaker:
-    """Wakes up on the store's NOTIFY (sent by every insert of events), on a connection of its
-    own. When that connection fails the follower polls, and the connection is made again on
-    the next wait: a failed LISTEN never stops the follower."""
-
-    _SLICE = 0.1  # seconds between checks of `stop` while listening
-
-    def __init__(self, recorder: PostgresApplicationRecorder, log: Any = None) -> None:
-        kwargs = recorder.datastore.pool.kwargs
-        self.connect_kwargs: dict[str, Any] = dict(kwargs) if isinstance(kwargs, dict) else {}
-        self.connect_kwargs.pop("row_factory", None)
-        self.channel = recorder.channel_name
-        self.log = log
-        self._connection: psycopg.Connection[Any] | None = None
-
-    def wait(self, timeout: float, stop: threading.Event) -> None:
-        deadline = time.monotonic() + timeout
-        try:
-            connection = self._listening()
-            while not stop.is_set() and time.monotonic() < deadline:
-                for _ in connection.notifies(timeout=self._SLICE, stop_after=1):
-                    return
-        except psycopg.Error as exc:
-            if self.log is not None:
-                self.log.warning("listen_failed", error_type=type(exc).__name__)
-            self.close()
-            stop.wait(max(0.0, deadline - time.monotonic()))
-
-    def _listening(self) -> psycopg.Connection[Any]:
-        if self._connection is None or self._connection.closed:
-            connection = psycopg.connect(**self.connect_kwargs, autocommit=True, connect_timeout=5)
-            connection.execute(SQL("LISTEN {}").format(Identifier(self.channel)))
-            self._connection = connection
-        return self._connection
-
-    def close(self) -> None:
-        if self._connection is not None:
-            with suppress(psycopg.Error):
-                self._connection.close()
-            self._connection = None
 
 
 # --- the follower ------------------------------------------------------------------------------
@@ -846,7 +735,7 @@ class Follower:
                 last_error=self.last_error,
                 updated_at=self.updated_at,
             )
-        except (PersistenceError, psycopg.Error, sqlite3.Error, OSError):
+        except store_errors():
             return
         self._last_beat = time.monotonic()
 
@@ -940,7 +829,7 @@ class Follower:
                     moved = self.step()
                 except PositionMoved:
                     continue
-                except (PersistenceError, psycopg.Error, sqlite3.Error, OSError) as exc:
+                except store_errors() as exc:
                     self._failed(exc)
                     stop.wait(backoff)
                     backoff = min(backoff * 2, _MAX_BACKOFF_SECONDS)
@@ -977,6 +866,12 @@ class Follower:
 
 def waker_for(application: Application[Any], log: Any = None) -> Waker:
     recorder = application.recorder
+    if isinstance(recorder, SQLiteApplicationRecorder) or not _postgres_loaded():
+        return PollingWaker()
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    from projections.follower_postgres import PostgresWaker
+
     if isinstance(recorder, PostgresApplicationRecorder):
         return PostgresWaker(recorder, log)
     return PollingWaker()

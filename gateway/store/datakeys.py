@@ -152,7 +152,7 @@ class DataKeyTable:
         if self._conn is not None:
             return self._conn
         if self._postgres is not None:
-            import psycopg  # noqa: PLC0415 (PostgreSQL only: SQLite commands stay light)
+            import psycopg
 
             kwargs = dict(self._postgres)
             schema = kwargs.pop("schema", None)

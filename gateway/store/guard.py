@@ -18,10 +18,8 @@ are created by the owner (`casetrail store init`); the service then only checks 
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Final
 
-import psycopg
 from eventsourcing.persistence import ApplicationRecorder, PersistenceError
 
 from gateway.store.datakeys import TABLES as DATA_KEY_TABLES
@@ -31,6 +29,7 @@ from projections.evidence.checkpoints import CheckpointStore
 from projections.evidence.log import LEAVES, NODES, MerkleLog, StoreTables
 from projections.evidence.rotation import TABLE as ANNOUNCEMENTS
 from projections.evidence.rotation import AnnouncementStore
+from projections.follower import driver_errors
 
 EVIDENCE_TABLES: Final = (NODES, LEAVES, CHECKPOINTS, ANNOUNCEMENTS)
 REFUSE_FUNCTION: Final = "casetrail_refuse_change"
@@ -76,7 +75,7 @@ def install(recorder: ApplicationRecorder) -> list[str]:
         if missing_now:
             _create(StoreTables(recorder), recorder, missing_now)
             created += missing_now
-    except (PersistenceError, psycopg.Error, sqlite3.Error) as exc:
+    except _store_errors() as exc:
         if _in_place(recorder):
             return created  # another process installed them at the same moment
         raise StoreGuardProblem(
@@ -95,7 +94,7 @@ def _in_place(recorder: ApplicationRecorder) -> bool:
             and AnnouncementStore(recorder).exists()
             and not missing(recorder)
         )
-    except (PersistenceError, psycopg.Error, sqlite3.Error):
+    except _store_errors():
         return False
 
 
@@ -215,3 +214,8 @@ def _trigger_sql(tables: StoreTables, table: str, trigger: str) -> str:
 
 def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+def _store_errors() -> tuple[type[Exception], ...]:
+    # psycopg's only when it is loaded: a SQLite process never imports it (issue 23).
+    return (PersistenceError, *driver_errors())

@@ -23,13 +23,13 @@ import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlparse
 
-import psycopg
-from psycopg import sql
-
 from gateway.store.eventstore import postgres_environment
+
+if TYPE_CHECKING:
+    import psycopg
 
 # How long a process waits for another one's creation before it gives up (one line, exit 2).
 LOCK_TIMEOUT_SECONDS: Final = 120
@@ -59,6 +59,10 @@ def setup_lock(database_url: str) -> Iterator[None]:
         with _file_lock(Path(path)):
             yield
         return
+    # psycopg only here, for a PostgreSQL store: a SQLite process never loads it (issue 23).
+    import psycopg
+    from psycopg import sql
+
     env = postgres_environment(database_url)
     schema = env.get("POSTGRES_SCHEMA", "public")
     try:
@@ -97,6 +101,9 @@ def setup_lock(database_url: str) -> Iterator[None]:
 
 
 def _ensure_schema(conn: psycopg.Connection[tuple[object, ...]], schema: str, user: str) -> None:
+    import psycopg
+    from psycopg import sql
+
     found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone()
     if found:
         return

@@ -25,14 +25,14 @@ notification_id); a leaf's index in the tree is its rank in the store's order, f
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import ApplicationRecorder, Notification
-from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
 # The leaf encoding lives in its own light module (offline checks import it without the store's
@@ -52,16 +52,19 @@ from projections.evidence.merkle import (
     tree_root,
 )
 from projections.follower import (
-    AnyViewRecorder,
     Batch,
     Db,
     Dialect,
     Follower,
     Horizon,
-    PostgresViewRecorder,
     SQLiteViewRecorder,
     View,
 )
+
+if TYPE_CHECKING:  # PostgreSQL's classes are imported where a PostgreSQL store is met
+    from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+
+    from projections.follower import AnyViewRecorder
 
 T = TypeVar("T")
 
@@ -184,6 +187,17 @@ def _reader_of(found: dict[NodeId, bytes]) -> NodeReader:
 # --- where the tables live, and how to reach them ---------------------------------------------
 
 
+def _postgres_recorder(recorder: ApplicationRecorder) -> PostgresApplicationRecorder | None:
+    """`recorder` if it is PostgreSQL's. Its module is loaded by the library's factory when a
+    store's environment names it: when it is not loaded, no recorder can be PostgreSQL's (and a
+    SQLite process never imports psycopg, issue 23)."""
+    if "eventsourcing.postgres" not in sys.modules:
+        return None
+    from eventsourcing.postgres import PostgresApplicationRecorder
+
+    return recorder if isinstance(recorder, PostgresApplicationRecorder) else None
+
+
 class StoreTables:
     """Transactions on the events' own database, for tables kept beside the events."""
 
@@ -193,13 +207,14 @@ class StoreTables:
             self.dialect: Dialect = "sqlite"
             self.schema: str | None = None
             self.datastore = recorder.datastore
-        elif isinstance(recorder, PostgresApplicationRecorder):
+            self.events_table = recorder.events_table_name
+        elif (postgres := _postgres_recorder(recorder)) is not None:
             self.dialect = "postgres"
-            self.schema = recorder.datastore.schema
-            self.datastore = recorder.datastore
+            self.schema = postgres.datastore.schema
+            self.datastore = postgres.datastore
+            self.events_table = postgres.events_table_name
         else:
             raise TypeError(f"the evidence tables need SQLite or PostgreSQL, not {recorder!r}")
-        self.events_table = recorder.events_table_name
 
     @contextmanager
     def reading(self) -> Iterator[Db]:
@@ -245,6 +260,8 @@ def merkle_recorder(
     if isinstance(datastore, SQLiteDatastore):
         own = SQLiteDatastore(datastore.pool.db_name, pool_size=2, max_overflow=2)
         return sqlite_class(own, view=MerkleView())
+    from projections.follower_postgres import PostgresViewRecorder
+
     return PostgresViewRecorder(datastore, view=MerkleView())
 
 

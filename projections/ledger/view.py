@@ -1006,12 +1006,22 @@ def ledger_page(
 ) -> tuple[int, list[LedgerRow]]:
     """(rows matching in total, this page of rows), newest found first, opened."""
     where, params = _where(db.keys, scope, query, ended_since)
-    (count,) = db.execute(f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params)
-    rows = db.execute(
-        f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} "
-        "ORDER BY c.found_on DESC, c.case_id LIMIT ? OFFSET ?",
-        [*params, limit, offset],
-    )
+    if query.id_index is not None or query.name_index is not None:
+        # A lookup: one minor's files, few, found through the blind index and put in ledger
+        # order here. With the ORDER BY in the query SQLite (which keeps no statistics here)
+        # walks the street's whole ledger in that order instead, filtering: a lookup then grew
+        # with the store (x5 from 10k to 100k events, bench/scale.py, issue 23).
+        found = db.execute(f"SELECT c.* FROM {{ledger_cases}} c WHERE {where}", params)
+        found.sort(key=lambda r: str(r["case_id"]))
+        found.sort(key=lambda r: str(r["found_on"]), reverse=True)
+        count, rows = {"n": len(found)}, found[offset : offset + limit]
+    else:
+        (count,) = db.execute(f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params)
+        rows = db.execute(
+            f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} "
+            "ORDER BY c.found_on DESC, c.case_id LIMIT ? OFFSET ?",
+            [*params, limit, offset],
+        )
     held = _load_assignments(db, [r["case_id"] for r in rows])
     return int(count["n"]), [
         LedgerRow(plain_row(db.keys, r), tuple(held.get(r["case_id"], ()))) for r in rows

@@ -99,6 +99,8 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_RETENTION_RUN": "off",
         "CASETRAIL_RETENTION_RUN_HOUR": "22",
         "CASETRAIL_DATA_KEY_CACHE_SECONDS": "0.5",
+        # Benchmarks only (issue 23, bench/server.py).
+        "CASETRAIL_BENCH_SAVE_ENDPOINT": "yes",
     }
     assert set(given) == variables()  # a new field needs a line here too
     s = Settings.from_env(given)
@@ -148,6 +150,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.oidc_user_claim == "preferred_username"
     assert (s.retention_years_after_closure, s.retention_years_after_majority) == (5, 2)
     assert (s.retention_run, s.retention_run_hour, s.data_key_cache_seconds) == ("off", 22, 0.5)
+    assert s.bench_save_endpoint is True
 
 
 def test_defaults_and_blank_values_are_unset() -> None:

@@ -1,0 +1,168 @@
+"""The benchmarks' own machinery (issue 23): the raw-save endpoint commands are measured against
+exists only in the benchmark launcher and only when its setting says so, stores exactly the
+events it is given, and asks for a token like every route; the verdicts on ratios say `ok`,
+`MISS` or `undecided` from the interval, never `MISS` for a figure the interval cannot decide.
+
+Real parts: the service's own app and the launcher's (`bench.server.bench_app`) over the test's
+SQLite or PostgreSQL store, with TestClient; nothing timed (bench/ measures, tests check).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import date
+
+import pytest
+from faker import Faker
+from fastapi.testclient import TestClient
+
+from bench.harness import MISS, OK, UNDECIDED, Interval, Target, bootstrap_ratio, percentile
+from bench.server import SAVE_PATH, VARIANT_ENV, bench_app, decode_events, encode_events
+from bench.workload import STREET, reporter_of
+from domain import commands as cmd
+from domain.application import CaseTrail
+from domain.case import Case
+from domain.taxonomy import Role
+from gateway.cli.demo import VILLAGES, synthetic_report
+from gateway.http.app import create_app
+from gateway.settings import Settings
+from tests.conftest import TokenFactory
+
+FLAG = "CASETRAIL_BENCH_SAVE_ENDPOINT"
+VILLAGE = VILLAGES[0]
+
+
+def _paths(app: object) -> set[str]:
+    return {getattr(route, "path", "") for route in getattr(app, "routes", [])}
+
+
+def _environ(settings: Settings, flag: str) -> dict[str, str]:
+    return {
+        "CASETRAIL_HOME": str(settings.home),
+        "CASETRAIL_DATABASE_URL": settings.database_url,
+        FLAG: flag,
+    }
+
+
+def test_the_service_never_mounts_it_whatever_the_setting(settings: Settings) -> None:
+    flagged = Settings.from_env(_environ(settings, "yes"))
+    assert flagged.bench_save_endpoint is True
+    assert SAVE_PATH not in _paths(create_app(flagged))
+
+
+@pytest.fixture
+def launcher(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, CaseTrail]]:
+    """The benchmark launcher's app with the setting on, and the store opened beside it."""
+    for key, value in _environ(settings, "yes").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(VARIANT_ENV, "audited")
+    monkeypatch.setenv("CASETRAIL_PROJECTIONS", "off")
+    app = bench_app()
+    assert SAVE_PATH in _paths(app)
+    application = CaseTrail(env=settings.application_env())
+    try:
+        with TestClient(app, raise_server_exceptions=False) as client:
+            yield client, application
+    finally:
+        application.close()
+
+
+def test_the_launcher_mounts_it_only_when_the_setting_says(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in _environ(settings, "no").items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv(VARIANT_ENV, "audited")
+    monkeypatch.setenv("CASETRAIL_PROJECTIONS", "off")
+    assert SAVE_PATH not in _paths(bench_app())
+
+
+def _new_case(seed: int) -> Case:
+    faker = Faker("zh_CN")
+    faker.seed_instance(seed)
+    body = synthetic_report(faker, random.Random(seed), village=VILLAGE, today=date.today())
+    report = cmd.ReportClue.model_validate(body)
+    return Case.report(report, street=STREET, by=reporter_of(VILLAGE).as_record())
+
+
+def test_a_raw_save_stores_exactly_the_events_it_is_given(
+    launcher: tuple[TestClient, CaseTrail], auth: TokenFactory
+) -> None:
+    client, application = launcher
+    case = _new_case(23)
+    events = case.collect_events()
+    body = encode_events(application, events)
+    # The same events back, field for field, as the mapper would build them.
+    assert [vars(e) for e in decode_events(application, body)] == [vars(e) for e in events]
+    headers = {**auth(Role.REPORTER, VILLAGE), "content-type": "application/json"}
+    answer = client.post(SAVE_PATH, content=body, headers=headers)
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["saved"] == len(events)
+    stored: Case = application.repository.get(case.id)
+    assert stored.version == case.version
+    assert vars(stored) == vars(case)
+
+
+def test_a_raw_save_asks_for_a_token_like_every_route(
+    launcher: tuple[TestClient, CaseTrail],
+) -> None:
+    client, application = launcher
+    case = _new_case(24)
+    body = encode_events(application, case.collect_events())
+    answer = client.post(
+        SAVE_PATH,
+        content=body,
+        headers={"content-type": "application/json", "accept": "application/json"},
+        follow_redirects=False,
+    )
+    # Refused as any unauthenticated request off the API's paths is (a 303 to the sign-in
+    # page, `gateway.http.problems.is_page_path`), and nothing stored.
+    assert answer.status_code == 303, answer.text
+    assert answer.headers["location"].endswith("/signin")
+    assert application.recorder.select_events(case.id) == []
+
+
+# --- verdicts -----------------------------------------------------------------------------------
+
+
+def test_the_interval_covers_the_median_at_the_stated_confidence() -> None:
+    assert Interval.of([3.0, 1.0, 2.0, 4.0]).confidence == 0.875  # 4 blocks: min and max only
+    eight = Interval.of([float(v) for v in range(8)])
+    assert (eight.low, eight.high, eight.blocks) == (0.0, 7.0, 8)
+    assert eight.confidence >= 0.99
+    many = Interval.of([float(v) for v in range(24)])
+    assert many.confidence >= 0.95
+    assert (many.low, many.high) == (6.0, 17.0)  # ranks 7 and 18 of 24
+    assert many.median == 11.5
+
+
+def _target(low: float, high: float, kind: str = "min") -> Target:
+    interval = Interval(median=(low + high) / 2, low=low, high=high, blocks=8, confidence=0.99)
+    return Target.of_interval("s", "sqlite", "m", interval, 0.8, kind)
+
+
+def test_a_verdict_is_ok_miss_or_undecided_from_the_whole_interval() -> None:
+    assert _target(0.81, 0.95).verdict == OK
+    assert _target(0.50, 0.79).verdict == MISS
+    assert _target(0.70, 0.90).verdict == UNDECIDED  # straddles: never MISS
+    assert _target(0.70, 0.90, kind="max").verdict == UNDECIDED
+    assert _target(0.50, 0.79, kind="max").verdict == OK
+    # A figure without an interval is judged on its value alone, as before.
+    assert Target("s", "sqlite", "m", 0.7, 0.8, "min").verdict == MISS
+    assert _target(0.70, 0.90).as_dict()["verdict"] == UNDECIDED
+
+
+def test_the_block_bootstrap_decides_a_clear_difference_and_not_a_tie() -> None:
+    rng = random.Random(5)
+    base = [[rng.uniform(1, 10) for _ in range(100)] for _ in range(12)]
+    slower = [[2 * v for v in block] for block in base]
+    twice = bootstrap_ratio(slower, base)
+    assert twice.median == pytest.approx(2.0)
+    assert twice.low == pytest.approx(2.0) and twice.high == pytest.approx(2.0)
+    noisy = [[rng.uniform(1, 10) for _ in range(100)] for _ in range(12)]
+    tie = bootstrap_ratio(noisy, base)
+    assert tie.low < 1.0 < tie.high
+    assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
