@@ -504,3 +504,19 @@ def check_everything(service: Service, store: Store, tally: Tally, context: str)
         application.close()
     cli(service.home, "verify", env=service.env)
     return Checked(commands, reads, events)
+
+
+def checks_can_fail(service: Service, store: Store, tally: Tally) -> None:
+    """The checks are able to fail: a follow-up and a read the service never answered, added
+    to what the clients kept, are each caught."""
+    case_id = tally.cases[0]
+    application = open_application(service.settings())
+    try:
+        never_sent = Tally(cases=[case_id], follow_ups={"从未发送的回访": case_id})
+        with pytest.raises(AssertionError, match="stored 0 times"):
+            check_store(application, never_sent, "a forged follow-up")
+        never_read = Tally(reads={uuid.uuid4().hex: frozenset({case_id})})
+        with pytest.raises(AssertionError, match="lack access events"):
+            check_read_models(application, service.settings(), store, never_read, "a forged read")
+    finally:
+        application.close()

@@ -32,6 +32,7 @@ from tests.reliability.campaign import (
     Service,
     Tally,
     check_everything,
+    checks_can_fail,
     mixed_load,
     prepare,
     run_threads,
@@ -96,6 +97,7 @@ def crash_cycles(kind: str, cycles: int, root: Path, seed: int) -> str:
                 run_threads([*clients, kill_under_load], timeout=300)
                 service.start(timeout=120)
                 checked = check_everything(service, store, tally, context)
+            checks_can_fail(service, store, tally)
         finally:
             service.stop()
         assert checked is not None
