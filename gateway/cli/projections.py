@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Final
 import click
 from eventsourcing.persistence import PersistenceError
 
-from gateway import bootstrap, logs
+from gateway import bootstrap, lifeline, logs
 from gateway.settings import Settings
 from projections.readmodels import VIEW_NAMES
 
@@ -112,7 +112,9 @@ def rebuild(name: str, batch_size: int) -> None:
     type=click.FloatRange(0.01, 60),
     help="seconds between looks at the store when idle (PostgreSQL also wakes on NOTIFY)",
 )
-def run(once: bool, batch_size: int, poll: float) -> None:
+# Given by `casetrail serve` to its child (gateway.supervisor), not by people: stop should it die.
+@click.option("--supervised-by", type=click.IntRange(1), hidden=True)
+def run(once: bool, batch_size: int, poll: float, supervised_by: int | None) -> None:
     with _opened(batch_size) as opened:
         readmodels, evidence = opened.readmodels, opened.evidence
         if once:
@@ -126,6 +128,7 @@ def run(once: bool, batch_size: int, poll: float) -> None:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
+        lifeline.exit_with(supervised_by)
         readmodels.start(poll_seconds=poll)
         evidence.start()
         log.info("projections_running", projections=[*VIEW_NAMES, "evidence"], poll=poll)

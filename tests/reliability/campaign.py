@@ -21,6 +21,7 @@ Used by `test_crash_safety.py` and `test_contention.py`; the figures are in docs
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import threading
@@ -28,7 +29,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -117,16 +118,60 @@ class Service(LiveService):
         super().start(timeout)
         return self
 
-    def kill(self) -> None:
+    def kill(self) -> set[int]:
+        """SIGKILL to `casetrail serve` alone (not its process group: what a crash or the OOM
+        killer does); the processes it had started, found just before."""
         assert self.process is not None
+        children = descendants(self.process.pid)
         self.process.send_signal(signal.SIGKILL)
         assert self.process.wait(30) == -signal.SIGKILL, "the service was not killed"
         if self._log is not None:
             self._log.close()
             self._log = None
+        return children
 
     def settings(self) -> Settings:
         return Settings.from_env({**self.env, "CASETRAIL_HOME": str(self.home)})
+
+
+def _parents() -> dict[int, int]:
+    """Every live process's parent, from /proc (zombies left out: they are gone but unreaped)."""
+    found: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        state, ppid = text[text.rindex(")") + 2 :].split()[:2]
+        if state != "Z":
+            found[int(stat.parent.name)] = int(ppid)
+    return found
+
+
+def descendants(pid: int) -> set[int]:
+    """The live processes below `pid` (children, their children...)."""
+    parents = _parents()
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def wait_gone(pids: set[int], seconds: float, context: str) -> None:
+    """Every process in `pids` ends within `seconds`; else they are killed (not left behind)
+    and the test fails, naming them."""
+    deadline = time.monotonic() + seconds
+    while (left := pids & set(_parents())) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        commands = {p: Path(f"/proc/{p}/cmdline").read_bytes()[:120] for p in left}
+        for pid in left:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        pytest.fail(f"processes outlived the killed service by {seconds} s: {commands} ({context})")
 
 
 @dataclass(frozen=True)
