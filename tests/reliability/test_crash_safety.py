@@ -109,6 +109,11 @@ def crash_cycles(kind: str, cycles: int, root: Path, seed: int, *, workers: int 
                 wait_gone(orphans, 60, context)
                 service.start(timeout=180)
                 checked = check_everything(service, store, tally, context)
+                print(
+                    f"cycle {cycle + 1}: {checked.commands} commands, {checked.reads} "
+                    f"disclosures verified, {time.monotonic() - started:.0f} s",
+                    flush=True,
+                )
             checks_can_fail(service, store, tally)
         finally:
             service.stop()
