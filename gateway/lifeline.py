@@ -3,8 +3,8 @@ children (SIGKILL, the OOM killer, a crash), its API workers and its children st
 themselves, as they do when it stops them.
 
 Without this, a `casetrail serve` with several workers killed with SIGKILL left its workers
-serving on the port, unsupervised (and its `projections run` child following), and a
-restarted `casetrail serve` found the port taken (issue 22, the crash campaign). systemd's
+serving on the port, unsupervised (and its `projections run` child following), holding the
+port a restarted `casetrail serve` needs (issue 22, the crash campaign). systemd's
 default `KillMode=control-group` hides it (ops/casetrail.service); `make run`, a container
 without an init, or any other supervisor does not.
 

@@ -151,7 +151,7 @@ def test_sigkilled_service_keeps_every_acknowledged_command_and_recorded_read(
 def test_sigkilled_serve_leaves_no_process(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """The production layout (two API workers, the followers in a child process): killed with
     SIGKILL, `casetrail serve` leaves nothing running (its workers had kept serving on the
-    port, unsupervised, and a restart found it taken), and the restart keeps every promise."""
+    port, unsupervised, holding it), and the restart keeps every promise."""
     crash_cycles("sqlite", 1, tmp_path, _seed(request), workers=2)
 
 
