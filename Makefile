@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test soak soak-properties lint typecheck imports unit bench bench-quick demo clean venv
+.PHONY: run test soak soak-properties soak-crash lint typecheck imports unit bench bench-quick demo clean venv
 
 venv: $(STAMP)
 
@@ -43,7 +43,7 @@ test: venv lint typecheck imports
 ## soak: the long runs `make test` leaves out (tests marked `soak`; pytest's exit 5, "none
 ## selected", is not a failure) and the schema fuzz at its full size
 soak: venv soak-properties
-	$(PYTEST) -m soak || [ $$? -eq 5 ]
+	$(PYTEST) -m soak -rP || [ $$? -eq 5 ]
 	CASETRAIL_FUZZ_EXAMPLES=$${CASETRAIL_FUZZ_EXAMPLES:-$(SOAK_FUZZ_EXAMPLES)} \
 		$(PYTEST) tests/integration/test_schema_fuzz.py
 
@@ -66,6 +66,13 @@ demo: venv
 ## soak-properties: the property tests (tests/properties) with many more examples (docs/reliability.md)
 soak-properties: venv
 	HYPOTHESIS_PROFILE=soak $(BIN)/python -m pytest -p no:cacheprovider --hypothesis-show-statistics tests/properties
+
+## soak-crash: only the crash and contention campaigns' soaks (50 SIGKILLs per store; 10 rounds
+## of 50 writers and 200 readers per store), in this one process, their seeds and figures printed
+## (docs/reliability.md)
+soak-crash: venv
+	$(BIN)/python -m pytest -p no:cacheprovider -m soak -s \
+		tests/reliability/test_crash_safety.py tests/reliability/test_contention.py
 
 ## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
 bench: venv

@@ -36,7 +36,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from domain.application import CaseTrail
-from gateway import bootstrap, logs, supervisor
+from gateway import bootstrap, lifeline, logs, supervisor
 from gateway.bootstrap import StartupProblem
 from gateway.http.app import create_app
 from gateway.settings import Settings, export_metrics_directory
@@ -81,6 +81,8 @@ def service_app() -> FastAPI:
     "Application startup failed" and a traceback (tests/integration/test_first_start.py)."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)
+    # A worker of several does not outlive `casetrail serve` killed without stopping it.
+    lifeline.exit_with_spawning_process()
     try:
         service = bootstrap.api(settings)
     except StartupProblem as exc:

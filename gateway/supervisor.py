@@ -16,6 +16,7 @@ retried, never fatal: the API takes commands without it, and the relay catches u
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from typing import Final
 
 from domain.application import CaseTrail
+from gateway.lifeline import SUPERVISED_BY_OPTION
 from gateway.logs import get_logger
 from gateway.messaging.broker import BrokerProblem, EmbeddedBroker
 from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
@@ -63,14 +65,16 @@ class _Child:
 
 
 class _Process:
-    """A child process of ours (a casetrail CLI command), started and stopped."""
+    """A child process of ours (a casetrail CLI command), started and stopped; told who
+    supervises it, so that it stops by itself should this process die (`gateway.lifeline`)."""
 
     def __init__(self, command: tuple[str, ...]) -> None:
         self.command = command
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.command, stdin=subprocess.DEVNULL)  # noqa: S603
+        command = (*self.command, SUPERVISED_BY_OPTION, str(os.getpid()))
+        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL)  # noqa: S603
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

@@ -39,6 +39,8 @@ time.tzset()
 LONGEST_FIRST: Final = (
     "tests/integration/test_schema_fuzz.py",
     "tests/integration/test_canary_leaks.py",
+    "tests/reliability/test_contention.py",
+    "tests/reliability/test_crash_safety.py",
     "tests/messaging/",
     "tests/integration/test_cli.py",
     "tests/reports/",

@@ -32,7 +32,7 @@ from domain.application import CaseTrail
 from domain.errors import DomainError
 from domain.quarters import start_of_day
 from domain.units import UNIT_KINDS, RegisterUnit
-from gateway import bootstrap, keyring, logs
+from gateway import bootstrap, keyring, lifeline, logs
 from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker
 from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
 from gateway.messaging.registry import (
@@ -326,7 +326,11 @@ def relay() -> None:
     type=click.FloatRange(0),
     help="seconds between scans for missed deadlines (0: none)",
 )
-def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
+# Given by `casetrail serve` to its child (gateway.supervisor), not by people: stop should it die.
+@click.option("--supervised-by", type=click.IntRange(1), hidden=True)
+def relay_run(
+    batch_size: int, poll: float, reminder_interval: float, supervised_by: int | None
+) -> None:
     options = RelayOptions(
         batch_size=batch_size, poll_seconds=poll, reminder_interval=reminder_interval
     )
@@ -336,6 +340,7 @@ def relay_run(batch_size: int, poll: float, reminder_interval: float) -> None:
         except BrokerProblem as exc:
             raise MessagingProblem(str(exc)) from None
         log.info("relay_started", position=worker.position(), lag=worker.lag())
+        lifeline.exit_with(supervised_by)
         _run_until_signalled(worker.run)
         log.info("relay_stopped", position=worker.position(), published=worker.stats.published)
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Final
 import click
 from eventsourcing.persistence import PersistenceError
 
-from gateway import bootstrap, logs
+from gateway import bootstrap, lifeline, logs
 from gateway.settings import Settings
 from projections.readmodels import VIEW_NAMES
 
@@ -120,7 +120,11 @@ def rebuild(name: str, batch_size: int) -> None:
     help="follow only the read models, or only the evidence log (the Merkle log and its "
     "checkpoints): two processes, e.g. two systemd units (ops/README.md); default both",
 )
-def run(once: bool, batch_size: int, poll: float, only: str | None) -> None:
+# Given by `casetrail serve` to its child (gateway.supervisor), not by people: stop should it die.
+@click.option("--supervised-by", type=click.IntRange(1), hidden=True)
+def run(
+    once: bool, batch_size: int, poll: float, only: str | None, supervised_by: int | None
+) -> None:
     with _opened(batch_size) as opened:
         readmodels, evidence = opened.readmodels, opened.evidence
         if once:
@@ -136,6 +140,7 @@ def run(once: bool, batch_size: int, poll: float, only: str | None) -> None:
 
         signal.signal(signal.SIGTERM, stopping)
         signal.signal(signal.SIGINT, stopping)
+        lifeline.exit_with(supervised_by)
         followed: list[str] = []
         if only != "evidence":
             readmodels.start(poll_seconds=poll)
