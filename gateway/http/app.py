@@ -532,6 +532,8 @@ def _problem_statuses(path: str, method: str, operation: dict[str, Any]) -> list
         found |= {404, 409}  # a command's body may name a case, an order, a unit
     if has_body:
         found |= {400, 408, 413}
-    if 404 in found and secured:
-        found.add(410)  # what names a case may name an erased one (issue 19)
+    if 404 in found and secured and not path.startswith("/v1/notices/"):
+        # What names a case may name an erased one (issue 19); a notice's facts are under the
+        # service's key, never erased, so its receipt never answers 410.
+        found.add(410)
     return sorted(found)

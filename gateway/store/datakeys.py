@@ -34,7 +34,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol
@@ -42,6 +42,7 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import OperationalError
 
 WRAP_LABEL: Final = b"casetrail/data-key/v1"
 DATA_KEY_ID_SIZE: Final = 16
@@ -97,6 +98,14 @@ class _Cached:
     key_id: bytes
     aead: AESGCM | None  # None: the key was destroyed
     fetched: float
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """A PostgreSQL session lost (no SQLSTATE, class 08, or 57P01-03: the server shut down)."""
+    if not type(exc).__module__.startswith("psycopg"):
+        return False
+    state = getattr(exc, "sqlstate", None)
+    return state is None or str(state).startswith("08") or state in ("57P01", "57P02", "57P03")
 
 
 def _now() -> str:
@@ -166,7 +175,9 @@ class DataKeyTable:
                 uri=path.startswith("file:"),
                 check_same_thread=False,
                 isolation_level=None,
-                timeout=30,
+                # As the events' own connections: a writer holding the file longer is an outage
+                # (503 store-busy), not a reason to hang the request.
+                timeout=5,
             )
             # A destroyed key's bytes are overwritten, not left in a free page.
             conn.execute("PRAGMA secure_delete = ON")
@@ -179,22 +190,57 @@ class DataKeyTable:
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        conn = self._connect()
-        if self.postgres:
-            with conn.transaction():
-                yield conn
-        else:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        with self._lock, self._store_errors():
+            if self.postgres:
+                self._rows("SELECT 1", [])  # a session the server ended is replaced first
+            conn = self._connect()
+            if self.postgres:
+                with conn.transaction():
+                    yield conn
+            else:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    yield conn
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                conn.execute("COMMIT")
 
     def _rows(self, sql_text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            return list(self._connect().execute(self._placeholder(sql_text), params).fetchall())
+        with self._lock, self._store_errors():
+            statement = self._placeholder(sql_text)
+            try:
+                return list(self._connect().execute(statement, params).fetchall())
+            except Exception as exc:
+                if not _connection_lost(exc):
+                    raise
+                # The server ended the session (a restart, a fail-over): once more, anew.
+                self._drop()
+                return list(self._connect().execute(statement, params).fetchall())
+
+    @contextmanager
+    def _store_errors(self) -> Iterator[None]:
+        """A failure of the key tables' database is the store's failure, as the events' own
+        (`OperationalError`: answered 503, `gateway/http/app.py`); the connection is dropped
+        so that the next call opens a new one once the database is back."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            self._drop()
+            raise OperationalError(f"the data keys' table failed: {type(exc).__name__}") from exc
+        except Exception as exc:
+            if type(exc).__module__.startswith("psycopg"):
+                self._drop()
+                raise OperationalError(
+                    f"the data keys' table failed: {type(exc).__name__}"
+                ) from exc
+            raise
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):  # a broken connection may fail to close
+                conn.close()
 
     def close(self) -> None:
         with self._lock:

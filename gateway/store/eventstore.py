@@ -212,7 +212,10 @@ class BoundAESGCMCipher(Cipher):
         self, stream_id: UUID, scope: str, plaintext: bytes, aad: bytes, nonce: bytes | None = None
     ) -> bytes:
         """Format 2 under the stream's data key (made at its first event). `nonce` is for
-        known-answer vectors only."""
+        known-answer vectors only. A cipher given no store (no key table: only unit tests of the
+        cipher itself build one) seals format 1 instead."""
+        if self._data_keys is None:
+            return self.encrypt(plaintext, aad)
         try:
             found = self.data_keys.for_writing(stream_id, scope)
         except DataKeyProblem as exc:
@@ -342,7 +345,7 @@ MAPPER_TOPIC = get_topic(BoundMapper)
 # The store's write path (`gateway.store.persistence`), named by topic as the library resolves
 # it: the writer lock is taken by the recorders that factory builds, on every store opened here.
 SQLITE_PERSISTENCE = "gateway.store.persistence:SQLiteStore"
-POSTGRES_PERSISTENCE = "gateway.store.persistence:PostgresStore"
+POSTGRES_PERSISTENCE = "gateway.store.persistence_postgres:PostgresStore"
 
 
 def sqlite_environment(path: str) -> dict[str, str]:

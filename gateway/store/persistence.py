@@ -9,10 +9,12 @@ names a class of this module (`eventstore.SQLITE_PERSISTENCE`):
 - SQLite: `SQLiteStore`, the library's factory with `LockedSQLiteApplicationRecorder` (events,
   access events, refusals) and `LockedSQLiteAggregateRecorder` (snapshots): each
   `insert_events` takes the file's writer lock first (`gateway.store.writer_lock`).
-- PostgreSQL: `PostgresStore`, the library's factory whose datastore takes its connections
-  through an outage gate (`gateway.store.outages`: a prompt 503 while the server is away, and
-  recovery without a restart); the server queues writers itself, and ids commit in the order
-  they are drawn through the store's trigger (`gateway.store.guard`).
+- PostgreSQL: `gateway.store.persistence_postgres.PostgresStore` (a module of its own, so that
+  a command on an SQLite store never imports PostgreSQL's driver), the library's factory whose
+  datastore takes its connections through an outage gate (`gateway.store.outages`: a prompt
+  503 while the server is away, and recovery without a restart); the server queues writers
+  itself, and ids commit in the order they are drawn through the store's trigger
+  (`gateway.store.guard`).
 
 The Merkle log's follower writes to the events' own SQLite file too: its batches go through
 `LockedSQLiteViewRecorder` (chosen by `gateway.evidence.maintainer`), so that a batch waits its
@@ -31,15 +33,12 @@ from contextlib import nullcontext
 from typing import Any
 
 from eventsourcing.persistence import StoredEvent
-from eventsourcing.postgres import PostgresFactory
 from eventsourcing.sqlite import (
     SQLiteAggregateRecorder,
     SQLiteApplicationRecorder,
     SQLiteDatastore,
     SQLiteFactory,
 )
-
-from gateway.store.outages import gate_datastore
 
 # None (no lock) for PostgreSQL and in-memory SQLite: see `lock_for`.
 from gateway.store.writer_lock import WriterLock, lock_for
@@ -87,9 +86,3 @@ class SQLiteStore(SQLiteFactory):
     application_recorder_class = LockedSQLiteApplicationRecorder
 
 
-class PostgresStore(PostgresFactory):
-    """The library's PostgreSQL factory, its datastore gated (`gateway.store.outages`)."""
-
-    def __init__(self, env: Any) -> None:
-        super().__init__(env)
-        self.datastore = gate_datastore(self.datastore)

@@ -34,6 +34,7 @@ UNIT_CLIENT_MAY_REACH = frozenset(
         "projections.evidence.log",  # the checkpoint table's code, pulled in by checkpoints
         "projections.evidence.merkle",
         "projections.follower",  # pulled in by projections.evidence.log
+        "projections.follower_postgres",  # PostgreSQL recorders, imported only on PostgreSQL
     }
 )
 

@@ -140,7 +140,7 @@ def _seed(request: pytest.FixtureRequest) -> int:
 
 @pytest.mark.parametrize(
     ("kind", "cycles"),
-    [("sqlite", 3), pytest.param("postgres", 2, marks=pytest.mark.postgres)],
+    [("sqlite", 2), pytest.param("postgres", 1, marks=pytest.mark.postgres)],
 )
 def test_sigkilled_service_keeps_every_acknowledged_command_and_recorded_read(
     kind: str, cycles: int, tmp_path: Path, request: pytest.FixtureRequest

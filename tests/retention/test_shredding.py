@@ -219,7 +219,10 @@ def _decrypted_text(store: Store) -> bytes:
 
 
 def _event_keks(store: Store) -> list[bytes]:
-    texts = keyring.load_event_keys(store.home / "keys", None).texts
+    """The keys that may wrap data keys: the key-encryption keys (`data-keys.kek`), and the
+    event keys (which wrapped them in a home made before that file)."""
+    keys_dir = store.home / "keys"
+    texts = keyring.load_keks(keys_dir) + keyring.load_event_keys(keys_dir, None).texts
     return [decode_key(t) for t in texts]
 
 
@@ -227,7 +230,7 @@ def _every_key(store: Store) -> dict[str, bytes]:
     """Every AES-sized key the service holds: event keys, the index key, the signing keys' raw
     bytes, and every data key still wrapped in the key table, unwrapped."""
     keys_dir = store.home / "keys"
-    found = {f"event key {i}": k for i, k in enumerate(_event_keks(store))}
+    found = {f"event key or KEK {i}": k for i, k in enumerate(_event_keks(store))}
     found["index key"] = keyring.load_index_key(keys_dir)
     for name in (keyring.TOKEN_KEY, keyring.SERVICE_KEY):
         private = keyring.load_private_key(keys_dir / name, name)
