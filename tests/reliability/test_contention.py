@@ -13,8 +13,8 @@ answered 409 or 503 (the answers that invite a retry) sends it again until it is
 - `casetrail verify` passes and every read model equals a rebuild (`campaign.check_everything`).
 
 `make test` runs one round on SQLite, one request a client; `make soak` runs `SOAK_ROUNDS`
-rounds of `SOAK_EACH` requests a client per store (SQLite and PostgreSQL) on the same service, the file growing. The
-seed is fixed per test and printed. Figures: docs/reliability.md.
+rounds of `SOAK_EACH` requests a client per store (SQLite and PostgreSQL) on the same service,
+the file growing. The seed is fixed per test and printed. Figures: docs/reliability.md.
 """
 
 from __future__ import annotations
