@@ -47,6 +47,7 @@ SCENARIOS: Final = (
     ("reads", "audited GET /v1/cases/{id} over HTTP at 32 clients vs the access write off"),
     ("commands", "commands through the HTTP API vs raw Application.save"),
     ("encryption", "encrypted vs plaintext: save and replay"),
+    ("datakeys", "a data key per case file vs one service key: reads and replays (issue 19)"),
     ("replay", "loading a case file of 10,000 events vs raw decrypt-and-decode"),
     ("scale", "case reads and ledger pages from 10k to 1M events, 8 clients"),
     ("rebuild", "rebuilding the read models (issue 5)"),
