@@ -46,7 +46,9 @@ def _url(role: str, schema: str) -> str:
     return f"postgresql://{role}@127.0.0.1:5432/test?schema={schema}"
 
 
-def _roles_script(schema: str, roles: dict[str, str]) -> None:
+def roles_script(schema: str, roles: dict[str, str], dsn: str = PG_DSN) -> None:
+    """`ops/postgres-roles.sql` with psql, as the superuser of `dsn`: the roles, the schema and
+    their grants in that database (also used by tests/reliability/chaos.py)."""
     psql = shutil.which("psql")
     if psql is None:
         if os.environ.get("CI") == "true":
@@ -56,7 +58,7 @@ def _roles_script(schema: str, roles: dict[str, str]) -> None:
     result = subprocess.run(
         [
             psql,
-            PG_DSN,
+            dsn,
             "-q",
             *(a for v in variables for a in ("-v", v)),
             "-f",
@@ -101,7 +103,7 @@ def test_the_service_runs_under_its_least_privilege_roles(
     keyring.init_keys(home / "keys")
     base = {k: v for k, v in os.environ.items() if not k.startswith("CASETRAIL_")}
 
-    _roles_script(schema, names)
+    roles_script(schema, names)
     init = subprocess.run(
         [CASETRAIL, "store", "init"],
         env={
@@ -123,7 +125,7 @@ def test_the_service_runs_under_its_least_privilege_roles(
         "casetrail_key_announcements",
     ):
         assert table in init.stdout, init.stdout
-    _roles_script(schema, names)
+    roles_script(schema, names)
 
     def role_env(role: str) -> dict[str, str]:
         return {"CASETRAIL_DATABASE_URL": _url(names[role], schema), "CASETRAIL_CREATE_TABLE": "no"}
