@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test soak soak-properties soak-crash lint typecheck imports unit bench bench-quick demo clean venv
+.PHONY: run test soak soak-properties soak-crash chaos lint typecheck imports unit bench bench-quick demo clean venv
 
 venv: $(STAMP)
 
@@ -73,6 +73,17 @@ soak-properties: venv
 soak-crash: venv
 	$(BIN)/python -m pytest -p no:cacheprovider -m soak -s \
 		tests/reliability/test_crash_safety.py tests/reliability/test_contention.py
+
+## chaos: the chaos run's long version (issue 21; README "The chaos run"): PostgreSQL under its
+## least-privilege roles, the broker, two API processes, the relay, `projections run` and two
+## unit clients as processes; CHAOS_ROUNDS rounds (default 3) of SIGKILLs of a broker node, an
+## API, the relay and the projections process under load through both APIs, the three keys
+## rotated and a backup taken mid-run; then every answer checked, the figures printed. Needs
+## PostgreSQL at 127.0.0.1:5432 (CASETRAIL_TEST_PG); `make test` runs one short round
+CHAOS_ROUNDS ?= 3
+chaos: venv
+	CASETRAIL_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(BIN)/python -m pytest -p no:cacheprovider -m soak -s \
+		tests/reliability/test_chaos.py
 
 ## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
 bench: venv

@@ -41,6 +41,7 @@ LONGEST_FIRST: Final = (
     "tests/integration/test_canary_leaks.py",
     "tests/reliability/test_contention.py",
     "tests/reliability/test_crash_safety.py",
+    "tests/reliability/test_chaos.py",
     "tests/messaging/",
     "tests/integration/test_cli.py",
     "tests/reports/",

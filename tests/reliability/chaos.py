@@ -41,6 +41,7 @@ Used by test_chaos.py; the figures are in the README ("The chaos run").
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 import signal
@@ -72,7 +73,7 @@ from gateway.messaging.broker_config import NatsLayout
 from gateway.settings import Settings
 from gateway.store.backup import read_manifest
 from gateway.store.eventstore import store_environment
-from projections.evidence.checkpoints import load_checkpoints
+from projections.evidence.checkpoints import Checkpoint, checkpoints_document, load_checkpoints
 from projections.readmodels import VIEW_NAMES, ReadModelConfig, ReadModels
 from tests.conftest import PG_DSN, require_postgres
 from tests.integration.test_least_privilege import roles_script
@@ -681,17 +682,46 @@ class Chaos:
         lines.append(self.check_verify(plan))
         if plan.backup:
             lines.append(self.check_backup())
+        self.checks_can_fail()
         return lines
 
-    def check_deliveries(self) -> str:
+    def checks_can_fail(self) -> None:
+        """The checks are able to fail: a follow-up never sent, an assignment never made (both
+        as if acknowledged) and a unit's checkpoint file with one root changed are each
+        caught."""
+        case_id = self.tally.cases[0]
+        never_sent = Tally(cases=[case_id], follow_ups={"从未发送的回访": case_id})
+        with self.stack.application() as application, pytest.raises(AssertionError):
+            check_store(application, never_sent, "a forged follow-up")
+        never_made = Assignments(acknowledged={uuid.uuid4().hex: POLICE})
+        with pytest.raises(pytest.fail.Exception, match="every acknowledged assignment"):
+            self.check_deliveries(never_made, patience=1.0)
+        # A checkpoint signed with the service's own key, over a tree the store never had.
+        held = load_checkpoints(self.checkpoint_file(POLICE))
+        key = keyring.load_private_key(
+            self.stack.settings.keys_dir / keyring.SERVICE_KEY, "service signing key"
+        )
+        last = held[-1]
+        other = Checkpoint.sign(key, seq=last.seq, size=last.size, root=bytes(32), time=last.time)
+        forged = self.root / "forged-checkpoints.json"
+        forged.write_text(json.dumps(checkpoints_document([*held[:-1], other])), encoding="utf-8")
+        refused = self.cli("api", "verify", "--checkpoint", str(forged))
+        assert refused.returncode == 1 and "intact" not in refused.stdout, (
+            refused.stdout,
+            refused.stderr,
+        )
+
+    def check_deliveries(
+        self, assignments: Assignments | None = None, patience: float = 180
+    ) -> str:
         """Every acknowledged assignment at its unit; every published one there exactly once."""
         expected: dict[str, set[str]] = {unit: set() for unit, _, _ in UNITS}
-        for assignment_id, unit in self.assignments.acknowledged.items():
+        for assignment_id, unit in (assignments or self.assignments).acknowledged.items():
             expected[unit].add(assignment_id)
         for unit, listener in self.stack.listeners.items():
             wait_for(
                 partial(self.holds, listener, lambda u: expected[u], unit),
-                180,
+                patience,
                 f"every acknowledged assignment at {unit}",
             )
         time.sleep(2.0)  # time for any copy to show up
