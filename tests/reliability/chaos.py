@@ -193,6 +193,15 @@ class Brokers:
             "CASETRAIL_NATS_PORT": str(self.nats.port),
         }
 
+    @property
+    def broker(self) -> EmbeddedBroker:
+        """What `tests.messaging.stack.Stack` stops at the end."""
+        return self._broker
+
+    def write_config(self, stack: Stack) -> None:
+        """The broker's config for the units registered (before `start`)."""
+        stack.write_config()
+
     def start(self) -> None:
         self._broker.start()
 
@@ -399,14 +408,14 @@ class Chaos:
             settings=settings,
             nats=self.brokers.nats,
             layout=layout,
-            broker=self.brokers._broker,
+            broker=self.brokers.broker,
             api_port=self.api_ports[0],
         )
         # The people the clients act as, registered as an administrator would, and the units.
         self.tokens = prepare(home, self.db.env("api"))
         for unit_id, name, kind in UNITS:
             self.stack.register(unit_id, name, kind)
-        self.stack.write_config()
+        self.brokers.write_config(self.stack)
         self.brokers.start()
         for n in range(2):
             self.start_api(n)
