@@ -687,10 +687,11 @@ class Publisher:
         )
 
 
-def stream_config() -> StreamConfig:
+def stream_config(replicas: int = 1) -> StreamConfig:
     """The stream as casetrail wants it. Deletes and purges are denied: a notice leaves the
     stream only by age (`MAX_AGE_SECONDS`), never by the hand of whoever holds the admin's
-    certificate or the service's (`tests/messaging/test_stream_policy.py`)."""
+    certificate or the service's (`tests/messaging/test_stream_policy.py`). `replicas`:
+    `CASETRAIL_NATS_REPLICAS`, 3 on a cluster (`tests/messaging/test_cluster.py`)."""
     return StreamConfig(
         name=STREAM,
         description="casetrail sealed notices to units",
@@ -703,19 +704,54 @@ def stream_config() -> StreamConfig:
         allow_direct=False,
         deny_delete=True,
         deny_purge=True,
-        num_replicas=1,
+        num_replicas=replicas,
     )
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the stream, or bring one made earlier (by a previous version, whose streams
     allowed purges) to `stream_config()`. The server accepts turning `deny_delete` and
-    `deny_purge` on for an existing stream, and refuses turning them off."""
-    config = stream_config()
+    `deny_purge` on for an existing stream, and refuses turning them off.
+
+    Replicas are raised, never lowered: a stream made with one replica before the broker became
+    a cluster is updated to `replicas` (the cluster copies its messages to the new peers); a
+    relay started with fewer than the stream has (a setting forgotten on one host) keeps the
+    stream's. A refusal (e.g. more replicas than the broker has nodes) is logged with what to
+    do, and raised: the relay's loop tries again."""
+    config = stream_config(replicas)
     try:
         await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
+        return
+    except nats.js.errors.BadRequestError as exc:
+        refused = exc
+    try:
+        held = (await js.stream_info(STREAM)).config.num_replicas or 1
+    except nats.js.errors.NotFoundError:
+        held = 0  # not there: the add was refused for another reason (below)
+    if held == 0:
+        _stream_refused(replicas, refused)
+        raise refused
+    if held > replicas:
+        log.warning("stream_replicas_kept", replicas=held, wanted=replicas)
+        config = stream_config(held)
+    try:
         await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        _stream_refused(max(held, replicas), exc)
+        raise
+    if config.num_replicas != held:
+        log.info("stream_replicas_changed", replicas=config.num_replicas, was=held)
+
+
+def _stream_refused(replicas: int, exc: nats.js.errors.APIError) -> None:
+    what = (
+        f"the broker refused a stream of {replicas} replicas: run a cluster of at least "
+        f"{replicas} nodes with every node up (`casetrail nats config --cluster`), or set "
+        "CASETRAIL_NATS_REPLICAS=1 for a single server"
+        if replicas > 1
+        else "the broker refused the stream's config; see the error"
+    )
+    log.error("stream_refused", replicas=replicas, error=str(exc)[:200], what_to_do=what)
 
 
 async def ensure_consumer(js: JetStreamContext, address: UnitAddress) -> None:
@@ -850,7 +886,7 @@ class Relay:
 
         async def on_reconnected() -> None:
             self.stats.connected = True
-            log.info("broker_reconnected")
+            log.info("broker_reconnected", server=self._server())
 
         self.nc = await nats.connect(
             servers=self.nats_settings.servers,
@@ -866,12 +902,22 @@ class Relay:
         )
         self.js = self.nc.jetstream(timeout=self.options.publish_timeout)
         self.publisher = Publisher(self.js, self.signer, self.message_key)
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.nats_settings.replicas)
         self.directory.load()
         for recipient in self.directory.all():
             await ensure_consumer(self.js, recipient.address)
         self.stats.connected = True
-        log.info("relay_connected", units=len(self.directory.all()), position=self.position())
+        log.info(
+            "relay_connected",
+            units=len(self.directory.all()),
+            position=self.position(),
+            server=self._server(),
+        )
+
+    def _server(self) -> str | None:
+        """The node the relay is connected to (`host:port`): on a cluster, where it failed over."""
+        url = self.nc.connected_url if self.nc is not None else None
+        return url.netloc if url is not None else None
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
