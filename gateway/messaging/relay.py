@@ -859,6 +859,10 @@ class Relay:
         self.retention = RetentionRun(application, self.options.retention_hour)
         self._closing = False
         self._last_beat = -HEARTBEAT_SECONDS
+        # Set while the connection is down: the acknowledgements awaited on it will not come
+        # (on a cluster the client is already on another node), so the batch is tried again at
+        # once rather than after `publish_timeout`.
+        self._connection_lost = asyncio.Event()
 
     def position(self) -> int:
         return self.recorder.position(self.application.name)
@@ -881,13 +885,16 @@ class Relay:
 
         async def on_disconnected() -> None:
             self.stats.connected = False
+            self._connection_lost.set()
             if not self._closing:
                 log.warning("broker_disconnected")
 
         async def on_reconnected() -> None:
             self.stats.connected = True
+            self._connection_lost.clear()
             log.info("broker_reconnected", server=self._server())
 
+        self._connection_lost.clear()
         self.nc = await nats.connect(
             servers=self.nats_settings.servers,
             tls=context,
@@ -1033,9 +1040,7 @@ class Relay:
                 pending.append(await publisher.send(out))
             acks: list[PubAck] = []
             if pending:
-                acks = await asyncio.wait_for(
-                    asyncio.gather(*pending), timeout=self.options.publish_timeout
-                )
+                acks = await self._acknowledged(pending)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -1064,6 +1069,27 @@ class Relay:
         self.stats.published += len(pending)
         self.stats.duplicates += duplicates
         return duplicates
+
+    async def _acknowledged(self, pending: list[asyncio.Future[PubAck]]) -> list[PubAck]:
+        """Every ack, within `publish_timeout`; NotConnected as soon as the connection drops
+        (the caller publishes the batch again; the stream drops what it already holds)."""
+        acks = asyncio.ensure_future(asyncio.gather(*pending))
+        lost = asyncio.ensure_future(self._connection_lost.wait())
+        waited: set[asyncio.Future[Any]] = {acks, lost}
+        try:
+            done, _ = await asyncio.wait(
+                waited,
+                timeout=self.options.publish_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            lost.cancel()
+        if acks in done:
+            return acks.result()
+        acks.cancel()
+        if lost in done:
+            raise NotConnected("the broker connection dropped before every ack came")
+        raise TimeoutError(f"no ack within {self.options.publish_timeout:.0f}s")
 
     def store_facts(self, facts: list[Any]) -> int:
         """Store the notice facts in one transaction; if the store refuses it (some were
@@ -1143,7 +1169,14 @@ class Relay:
                 except (NotConnected, TimeoutError, nats.errors.Error, OSError) as exc:
                     self._failed(type(exc).__name__)
                     nc = self.nc
-                    if nc is not None and not nc.is_connected and not nc.is_reconnecting:
+                    # Closed only when the client gave up: while it reconnects (its handshake
+                    # with the next node is `is_connecting`) it fails over by itself.
+                    if (
+                        nc is not None
+                        and not nc.is_connected
+                        and not nc.is_reconnecting
+                        and not nc.is_connecting
+                    ):
                         await self.close()
                 except PersistenceError as exc:
                     self._failed(type(exc).__name__)
