@@ -346,8 +346,8 @@ def nats_config(
 @nats.command("serve", help="Run the embedded nats-server (or one cluster node) in the foreground.")
 @click.option(
     "--node",
-    help="run this node of the cluster `nats config --cluster` wrote (e.g. n1), with its "
-    "config regenerated first",
+    help="run this node (e.g. n1) of the cluster `nats config --cluster` wrote, with its "
+    "config as it stands",
 )
 def nats_serve(node: str | None) -> None:
     settings = Settings.from_env()
@@ -382,25 +382,33 @@ def nats_serve(node: str | None) -> None:
 
 
 def _serve_node(settings: Settings, name: str) -> None:
-    """One cluster node, as `ops/casetrail-nats@.service` runs it: its config regenerated from
-    the registry, then this process becomes the node's nats-server (exec), so that systemd's
-    SIGHUP (`systemctl reload`) and SIGTERM reach the server itself. Its peers are other
-    processes, on other hosts; the node waits for them itself."""
+    """One cluster node, as `ops/casetrail-nats@.service` runs it: this process becomes the
+    node's nats-server (exec), so that systemd's SIGHUP (`systemctl reload`) and SIGTERM reach
+    the server itself. The config is run as it stands: it is written where the registry is
+    (`nats config --cluster`, `unit add`) and copied here, so a broker host needs neither the
+    store nor the service's keys. The node waits for its peers by itself."""
     layout = NatsLayout(settings.home)
-    with _opened(settings) as (_, application):
+    try:
         cluster = read_cluster(layout)
-        if cluster is None:
-            raise MessagingProblem(
-                f"no cluster is configured under {layout.cluster_dir}: run `casetrail nats "
-                "config --cluster` (then copy nats/ to every node's host)"
-            )
-        nodes, _ = cluster
-        if name not in {n.name for n in nodes}:
-            names = ", ".join(n.name for n in nodes)
-            raise MessagingProblem(f"no node {name} in the cluster (its nodes: {names})")
-        write_broker_config(settings, application, settings.nats)
         binary = nats_server_binary(settings.nats_server)
+    except (NatsConfigProblem, BrokerProblem) as exc:
+        raise MessagingProblem(str(exc)) from None
+    if cluster is None:
+        raise MessagingProblem(
+            f"no cluster is configured under {layout.cluster_dir}: run `casetrail nats config "
+            "--cluster` where the registry is, and copy nats/ to this host"
+        )
+    nodes, _ = cluster
+    if name not in {n.name for n in nodes}:
+        names = ", ".join(n.name for n in nodes)
+        raise MessagingProblem(f"no node {name} in the cluster (its nodes: {names})")
     config = layout.node_config(name)
+    if not config.exists():
+        raise MessagingProblem(
+            f"no config for node {name} at {config}: copy it from the "
+            "host that ran `casetrail nats config --cluster`"
+        )
+    layout.node_store_dir(name).mkdir(parents=True, exist_ok=True, mode=0o700)
     os.execv(binary, [str(binary), "-c", str(config)])  # noqa: S606 (our binary, our config)
 
 
