@@ -723,7 +723,11 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
         await js.add_stream(config)
         return
     except nats.js.errors.BadRequestError as exc:
-        refused = exc
+        refused = exc  # as a rule: the stream exists, with another config
+    except nats.js.errors.APIError as exc:
+        # E.g. 500, "replicas > 1 not supported in non-clustered mode".
+        _stream_refused(replicas, exc)
+        raise
     try:
         held = (await js.stream_info(STREAM)).config.num_replicas or 1
     except nats.js.errors.NotFoundError:
