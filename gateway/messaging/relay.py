@@ -75,6 +75,13 @@ against raw JetStream publish-to-fetch by `bench/notice_latency.py`.
 The stream denies deletes and purges (`ensure_stream`; a stream made before is updated at
 start, which the server allows in that direction only): a notice leaves it only by age
 (`tests/messaging/test_stream_policy.py`).
+
+On a cluster (`CASETRAIL_NATS_URL` lists the nodes, the stream has `CASETRAIL_NATS_REPLICAS`
+replicas) the client is on another node within milliseconds of losing its own; the acks the
+relay awaited on the lost connection never come, so it gives up waiting at once and publishes
+the batch again (the stream drops what it already took), and while the stream elects a leader
+(`NoStreamResponseError`) it looks again at least every `_ELECTION_BACKOFF`. Proven with three
+nodes and SIGKILL by `tests/messaging/test_cluster.py`.
 """
 
 from __future__ import annotations
@@ -180,6 +187,9 @@ DAY_SECONDS: Final = 24 * 3600
 DUPLICATE_WINDOW_SECONDS: Final = DAY_SECONDS
 MAX_AGE_SECONDS: Final = 30 * DAY_SECONDS
 _MAX_BACKOFF: Final = 10.0
+# The longest wait while a cluster's stream has no leader: an election takes seconds, and a
+# publish without a leader is refused at once (no responders), so looking often costs nothing.
+_ELECTION_BACKOFF: Final = 1.0
 
 FINDING_RAISED_KIND: Final = "finding_raised"
 RELAY_TOPICS: Final = tuple(
@@ -1172,6 +1182,8 @@ class Relay:
                     backoff = _MAX_BACKOFF
                 except (NotConnected, TimeoutError, nats.errors.Error, OSError) as exc:
                     self._failed(type(exc).__name__)
+                    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                        backoff = min(backoff, _ELECTION_BACKOFF / 2)
                     nc = self.nc
                     # Closed only when the client gave up: while it reconnects (its handshake
                     # with the next node is `is_connecting`) it fails over by itself.
