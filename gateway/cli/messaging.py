@@ -6,7 +6,8 @@
     casetrail unit list [--json]
     casetrail unit listen --unit ID --key FILE [--inbox FILE] [--api URL] [--token-file FILE]
     casetrail nats config [--san HOST]... [--print]
-    casetrail nats serve
+    casetrail nats config --cluster [N] [--host HOST]... [--port P] [--route-port P] [--san HOST]...
+    casetrail nats serve [--node NAME]
     casetrail relay run [--batch-size N] [--poll SECONDS] [--reminder-interval SECONDS]
     casetrail relay status [--json]
     casetrail relay remind [--today DATE]
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -33,13 +35,25 @@ from domain.errors import DomainError
 from domain.quarters import start_of_day
 from domain.units import UNIT_KINDS, RegisterUnit
 from gateway import bootstrap, keyring, lifeline, logs
-from gateway.messaging.broker import ENV_URL, BrokerProblem, EmbeddedBroker
-from gateway.messaging.broker_config import NatsConfigProblem, NatsLayout
+from gateway.messaging.broker import (
+    ENV_URL,
+    BrokerProblem,
+    EmbeddedBroker,
+    nats_server_binary,
+)
+from gateway.messaging.broker_config import (
+    DEFAULT_ROUTE_PORT,
+    NatsConfigProblem,
+    NatsLayout,
+    cluster_nodes,
+    read_cluster,
+)
 from gateway.messaging.registry import (
     apply_broker_config,
     register_unit,
     rotate_unit_keys,
     write_broker_config,
+    write_cluster,
 )
 from gateway.messaging.relay import RelayOptions
 from gateway.messaging.scheduler import DeadlineScheduler
@@ -260,21 +274,87 @@ def nats() -> None:
 
 @nats.command("config", help="Write the broker config (one user per unit) and TLS material.")
 @click.option("--san", multiple=True, help="another host name or IP for the server certificate")
+@click.option(
+    "--cluster",
+    type=click.IntRange(3),
+    is_flag=False,
+    flag_value=3,
+    default=None,
+    help="write a config per node of a JetStream cluster of N nodes (odd, at least 3; "
+    "--cluster alone: 3) under $CASETRAIL_HOME/nats/cluster/",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    help="with --cluster: the nodes' host, once for all or once per node in order "
+    "(default: CASETRAIL_NATS_HOST)",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(1, 65535),
+    help="with --cluster: the first node's client port; nodes on one host take the next ones "
+    "(default: CASETRAIL_NATS_PORT)",
+)
+@click.option(
+    "--route-port",
+    type=click.IntRange(1, 65535),
+    default=DEFAULT_ROUTE_PORT,
+    show_default=True,
+    help="with --cluster: the first node's route port, likewise",
+)
 @click.option("--print", "show", is_flag=True, help="also print the config")
-def nats_config(san: tuple[str, ...], show: bool) -> None:
+def nats_config(
+    san: tuple[str, ...],
+    cluster: int | None,
+    hosts: tuple[str, ...],
+    port: int | None,
+    route_port: int,
+    show: bool,
+) -> None:
+    if cluster is None and (hosts or port is not None or route_port != DEFAULT_ROUTE_PORT):
+        raise MessagingProblem("--host, --port and --route-port go with --cluster")
     with _opened() as (settings, application):
-        path = write_broker_config(settings, application, settings.nats, hosts=san)
+        if cluster is not None:
+            nodes = cluster_nodes(
+                cluster,
+                hosts or (settings.nats_host,),
+                port=port or settings.nats_port,
+                route_port=route_port,
+            )
+            paths = write_cluster(settings, application, nodes, san)
+        else:
+            paths = [write_broker_config(settings, application, settings.nats, hosts=san)]
     layout = NatsLayout(settings.home)
-    click.echo(f"broker config written to {path}")
+    if cluster is None:
+        click.echo(f"broker config written to {paths[0]}")
+    else:
+        for node, path in zip(nodes, paths, strict=True):
+            click.echo(
+                f"node {node.name}: {path} (clients {node.client_url}, routes {node.route_url})"
+            )
     click.echo(f"TLS material in {layout.tls} (CA: {layout.ca_cert})")
+    if cluster is not None:
+        url = ",".join(node.client_url for node in nodes)
+        click.echo(f"{ENV_URL}={url}")
+        click.echo(f"CASETRAIL_NATS_REPLICAS={min(3, cluster)}")
     if show:
-        click.echo(path.read_text())
+        for path in paths:
+            click.echo(path.read_text())
 
 
-@nats.command("serve", help="Run the embedded nats-server in the foreground with the config.")
-def nats_serve() -> None:
+@nats.command("serve", help="Run the embedded nats-server (or one cluster node) in the foreground.")
+@click.option(
+    "--node",
+    help="run this node (e.g. n1) of the cluster `nats config --cluster` wrote, with its "
+    "config as it stands",
+)
+def nats_serve(node: str | None) -> None:
     settings = Settings.from_env()
     nats_settings = settings.nats
+    if node is not None:
+        _serve_node(settings, node)
+        return
     if not nats_settings.embedded:
         raise MessagingProblem(f"{ENV_URL} is set: the broker is external, nothing to serve here")
     with _opened(settings) as (settings, application):
@@ -299,6 +379,37 @@ def nats_serve() -> None:
         _run_until_signalled(wait)
     finally:
         broker.stop()
+
+
+def _serve_node(settings: Settings, name: str) -> None:
+    """One cluster node, as `ops/casetrail-nats@.service` runs it: this process becomes the
+    node's nats-server (exec), so that systemd's SIGHUP (`systemctl reload`) and SIGTERM reach
+    the server itself. The config is run as it stands: it is written where the registry is
+    (`nats config --cluster`, `unit add`) and copied here, so a broker host needs neither the
+    store nor the service's keys. The node waits for its peers by itself."""
+    layout = NatsLayout(settings.home)
+    try:
+        cluster = read_cluster(layout)
+        binary = nats_server_binary(settings.nats_server)
+    except (NatsConfigProblem, BrokerProblem) as exc:
+        raise MessagingProblem(str(exc)) from None
+    if cluster is None:
+        raise MessagingProblem(
+            f"no cluster is configured under {layout.cluster_dir}: run `casetrail nats config "
+            "--cluster` where the registry is, and copy nats/ to this host"
+        )
+    nodes, _ = cluster
+    if name not in {n.name for n in nodes}:
+        names = ", ".join(n.name for n in nodes)
+        raise MessagingProblem(f"no node {name} in the cluster (its nodes: {names})")
+    config = layout.node_config(name)
+    if not config.exists():
+        raise MessagingProblem(
+            f"no config for node {name} at {config}: copy it from the "
+            "host that ran `casetrail nats config --cluster`"
+        )
+    layout.node_store_dir(name).mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.execv(binary, [str(binary), "-c", str(config)])  # noqa: S606 (our binary, our config)
 
 
 # --- the relay ------------------------------------------------------------------------------------

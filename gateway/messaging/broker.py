@@ -6,10 +6,17 @@ virtualenv, run with the config `casetrail nats config` writes under `$CASETRAIL
 generated users and TLS material), and then nothing is started here. These variables are read by
 `gateway.settings` (`Settings.nats`), never here: a unit's client imports this module and nothing of
 the service's settings (the import contract `unit-client-alone`).
+
+`EmbeddedCluster` runs the nodes `write_cluster_config` configured as local processes (tests, a
+chaos run, one machine that tries a cluster out); in production each node is its own
+`casetrail nats serve --node nK` (ops/casetrail-nats@.service). Its `start` returns once
+JetStream answers, that is once the nodes have elected a meta leader. Failover under SIGKILL is
+proven by `tests/messaging/test_cluster.py`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -19,12 +26,17 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Final
 
-from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT, NatsLayout
+import nats
+import nats.errors
+
+from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT, ClusterNode, NatsLayout
 
 ENV_URL: Final = "CASETRAIL_NATS_URL"
 ENV_PORT: Final = "CASETRAIL_NATS_PORT"
@@ -44,6 +56,8 @@ class NatsSettings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     binary: Path | None = None
+    # The stream's replicas (`CASETRAIL_NATS_REPLICAS`): 1 on one server, 3 on a cluster.
+    replicas: int = 1
 
     @property
     def embedded(self) -> bool:
@@ -185,20 +199,180 @@ class EmbeddedBroker:
             self._log = None
 
 
-def signal_reload(layout: NatsLayout) -> bool:
-    """Ask the embedded server (found by its pid file) to reload its config. False if none runs."""
+def signal_reload(layout: NatsLayout, node: str | None = None) -> bool:
+    """Ask the embedded server, or the cluster's `node` on this host (found by its pid file), to
+    reload its config. False if none runs."""
+    pid_file = layout.pid_file if node is None else layout.node_pid_file(node)
+    config = layout.config if node is None else layout.node_config(node)
     try:
-        pid = int(layout.pid_file.read_text().strip())
+        pid = int(pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
         return False
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         cmdline = b""
-    if b"nats-server" not in cmdline or str(layout.config).encode() not in cmdline:
+    if b"nats-server" not in cmdline or str(config).encode() not in cmdline:
         return False  # a stale pid file, or another server
     try:
         os.kill(pid, signal.SIGHUP)
     except ProcessLookupError:
         return False
     return True
+
+
+class EmbeddedCluster:
+    """The nodes of a cluster configured by `write_cluster_config`, each a local nats-server
+    process with its node's config; their output goes to `nats/cluster/<node>.log`."""
+
+    def __init__(
+        self, layout: NatsLayout, nodes: Sequence[ClusterNode], binary: Path | None = None
+    ) -> None:
+        self.layout = layout
+        self.nodes = list(nodes)
+        self.binary = binary
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * len(self.nodes)
+        self._logs: list[IO[bytes] | None] = [None] * len(self.nodes)
+
+    @property
+    def url(self) -> str:
+        """`CASETRAIL_NATS_URL` for this cluster: every node's client URL."""
+        return ",".join(node.client_url for node in self.nodes)
+
+    def running(self, index: int) -> bool:
+        process = self.processes[index]
+        return process is not None and process.poll() is None
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start every node, then wait until JetStream answers (a meta leader is elected)."""
+        deadline = time.monotonic() + timeout
+        try:
+            for index in range(len(self.nodes)):
+                self._spawn(index)
+            for index in range(len(self.nodes)):
+                self._wait_listening(index, deadline)
+            self.wait_ready(max(1.0, deadline - time.monotonic()))
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self, index: int, timeout: float = 15.0) -> None:
+        """Start node `index` again (after `kill`); returns once it listens. It catches up with
+        the stream from its peers by itself."""
+        if self.running(index):
+            raise BrokerProblem(f"node {self.nodes[index].name} is running already")
+        self._spawn(index)
+        self._wait_listening(index, time.monotonic() + timeout)
+
+    def kill(self, index: int) -> None:
+        """SIGKILL node `index`, for tests of failover."""
+        process = self.processes[index]
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(10)
+        self.processes[index] = None
+        self._close_log(index)
+
+    def reload(self) -> None:
+        for process in self.processes:
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        # Signalled side by side, then waited for: a node that waits for its peers stops anyway.
+        for process in self.processes:
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for index, process in enumerate(self.processes):
+            if process is not None:
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout)
+            self.processes[index] = None
+            self._close_log(index)
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Until JetStream answers an account-info request through any node, which takes a
+        meta leader; as the admin (the CA's certificate, every right on the broker)."""
+        with ThreadPoolExecutor(1) as pool:  # its own event loop, whether or not one runs here
+            pool.submit(asyncio.run, self._jetstream_ready(timeout)).result()
+
+    async def _jetstream_ready(self, timeout: float) -> None:
+        quiet_asyncio_tls_notes()
+        context = tls_context(self.layout.admin_bundle, self.layout.ca_cert.read_text())
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            try:
+                nc = await nats.connect(
+                    servers=self.url.split(","),
+                    tls=context,
+                    allow_reconnect=False,
+                    connect_timeout=1,
+                    max_reconnect_attempts=0,
+                )
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                while time.monotonic() < deadline:
+                    try:
+                        await nc.jsm().account_info()
+                        return
+                    except (nats.errors.Error, TimeoutError) as exc:
+                        last = f"{type(exc).__name__}: {exc}"
+                        await asyncio.sleep(0.1)
+                        if nc.is_closed:
+                            break
+            finally:
+                with contextlib.suppress(nats.errors.Error, TimeoutError):
+                    await nc.close()
+        raise BrokerProblem(
+            f"the cluster's JetStream did not answer within {timeout:.0f}s ({last[:200]}); see "
+            f"the nodes' logs in {self.layout.cluster_dir}"
+        )
+
+    def _spawn(self, index: int) -> None:
+        node = self.nodes[index]
+        config = self.layout.node_config(node.name)
+        if not config.exists():
+            raise BrokerProblem(
+                f"no config for node {node.name} at {config}: run `casetrail nats config --cluster`"
+            )
+        if port_open(node.host, node.port) or port_open(node.host, node.route_port):
+            raise BrokerProblem(
+                f"node {node.name}: {node.host}:{node.port} or :{node.route_port} is already in "
+                "use; choose other ports (`casetrail nats config --cluster --port/--route-port`)"
+            )
+        binary = nats_server_binary(self.binary)
+        self._logs[index] = open(self.layout.node_log(node.name), "ab")  # noqa: SIM115 (closed in kill/stop)
+        self.processes[index] = subprocess.Popen(  # noqa: S603 (our binary, our config)
+            [str(binary), "-c", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._logs[index],
+            stderr=self._logs[index],
+        )
+
+    def _wait_listening(self, index: int, deadline: float) -> None:
+        node = self.nodes[index]
+        while not port_open(node.host, node.port):
+            process = self.processes[index]
+            if process is None or process.poll() is not None:
+                self._close_log(index)
+                status = None if process is None else process.returncode
+                raise BrokerProblem(
+                    f"node {node.name} exited with status {status} at start; see "
+                    f"{self.layout.node_log(node.name)}"
+                )
+            if time.monotonic() > deadline:
+                raise BrokerProblem(f"node {node.name} did not listen in time")
+            time.sleep(0.05)
+
+    def _close_log(self, index: int) -> None:
+        log = self._logs[index]
+        if log is not None:
+            log.close()
+            self._logs[index] = None

@@ -5,12 +5,16 @@ the project's CA (CN = the unit's opaque broker user), writes them (with the CA 
 signing public key) to one credentials file, mode 0600, and stores only the public halves in the
 registry (`Unit.UnitRegistered`). The broker config is then regenerated and the embedded server,
 if one runs, reloads it: the new user may connect at once, and the relay makes its consumer when
-it reads the registration from the log.
+it reads the registration from the log. When `casetrail nats config --cluster` configured a
+cluster here (`nats/cluster/nodes.json`), every node's config is regenerated too, and each node
+running on this host is signalled to reload; the message names the others, whose configs must
+be copied to their hosts.
 """
 
 from __future__ import annotations
 
 import getpass
+from collections.abc import Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -22,11 +26,14 @@ from gateway import keyring
 from gateway.messaging.broker import NatsSettings, signal_reload
 from gateway.messaging.broker_config import (
     CertificateAuthority,
+    ClusterNode,
     NatsLayout,
     UnitAddress,
     UnitUser,
     ensure_tls,
+    read_cluster,
     spki_fingerprint,
+    write_cluster_config,
     write_config,
 )
 from gateway.messaging.sealing import UnitCredentials, public_key_text, street_token, unit_user
@@ -51,19 +58,51 @@ def write_broker_config(
     nats: NatsSettings,
     hosts: tuple[str, ...] = (),
 ) -> Path:
-    """The broker config for the registry as it stands (TLS material made if missing)."""
-    return write_config(
-        NatsLayout(settings.home),
-        unit_users(application),
-        host=nats.host,
-        port=nats.port,
-        hosts=hosts,
+    """The broker config for the registry as it stands (TLS material made if missing); and,
+    when a cluster was configured here, every node's config as well (`write_cluster`)."""
+    layout = NatsLayout(settings.home)
+    users = unit_users(application)
+    path = write_config(layout, users, host=nats.host, port=nats.port, hosts=hosts)
+    cluster = read_cluster(layout)
+    if cluster is not None:
+        nodes, extra = cluster
+        write_cluster_config(layout, users, nodes, hosts=[*extra, *hosts])
+    return path
+
+
+def write_cluster(
+    settings: Settings,
+    application: CaseTrail,
+    nodes: Sequence[ClusterNode],
+    hosts: Sequence[str] = (),
+) -> list[Path]:
+    """Every cluster node's config for the registry as it stands (`nats config --cluster`)."""
+    return write_cluster_config(
+        NatsLayout(settings.home), unit_users(application), nodes, hosts=hosts
     )
 
 
 def apply_broker_config(settings: Settings, application: CaseTrail, nats: NatsSettings) -> str:
-    """Regenerate the config and have the embedded server reload it. Says what happened."""
+    """Regenerate the config and have the embedded server, or every cluster node running on
+    this host, reload it. Says what happened, and what is left to do by hand."""
     path = write_broker_config(settings, application, nats)
+    layout = NatsLayout(settings.home)
+    cluster = read_cluster(layout)
+    if cluster is not None:
+        nodes, _ = cluster
+        reloaded = [n.name for n in nodes if signal_reload(layout, n.name)]
+        others = [n for n in nodes if n.name not in reloaded]
+        said = f"cluster configs written to {layout.cluster_dir}; "
+        said += f"reloaded here: {', '.join(reloaded)}" if reloaded else "no node runs here"
+        if others:
+            said += (
+                "; copy the config of each other node to its host and reload it "
+                "(`systemctl reload casetrail-nats@NODE`): "
+                + ", ".join(
+                    f"{n.name} ({layout.node_config(n.name).name} -> {n.host})" for n in others
+                )
+            )
+        return said
     if not nats.embedded:
         return (
             f"broker config written to {path}; {nats.url} is an external server: install the "

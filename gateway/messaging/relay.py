@@ -75,6 +75,13 @@ against raw JetStream publish-to-fetch by `bench/notice_latency.py`.
 The stream denies deletes and purges (`ensure_stream`; a stream made before is updated at
 start, which the server allows in that direction only): a notice leaves it only by age
 (`tests/messaging/test_stream_policy.py`).
+
+On a cluster (`CASETRAIL_NATS_URL` lists the nodes, the stream has `CASETRAIL_NATS_REPLICAS`
+replicas) the client is on another node within milliseconds of losing its own; the acks the
+relay awaited on the lost connection never come, so it gives up waiting at once and publishes
+the batch again (the stream drops what it already took), and while the stream elects a leader
+(`NoStreamResponseError`) it looks again at least every `_ELECTION_BACKOFF`. Proven with three
+nodes and SIGKILL by `tests/messaging/test_cluster.py`.
 """
 
 from __future__ import annotations
@@ -180,6 +187,9 @@ DAY_SECONDS: Final = 24 * 3600
 DUPLICATE_WINDOW_SECONDS: Final = DAY_SECONDS
 MAX_AGE_SECONDS: Final = 30 * DAY_SECONDS
 _MAX_BACKOFF: Final = 10.0
+# The longest wait while a cluster's stream has no leader: an election takes seconds, and a
+# publish without a leader is refused at once (no responders), so looking often costs nothing.
+_ELECTION_BACKOFF: Final = 1.0
 
 FINDING_RAISED_KIND: Final = "finding_raised"
 RELAY_TOPICS: Final = tuple(
@@ -687,10 +697,11 @@ class Publisher:
         )
 
 
-def stream_config() -> StreamConfig:
+def stream_config(replicas: int = 1) -> StreamConfig:
     """The stream as casetrail wants it. Deletes and purges are denied: a notice leaves the
     stream only by age (`MAX_AGE_SECONDS`), never by the hand of whoever holds the admin's
-    certificate or the service's (`tests/messaging/test_stream_policy.py`)."""
+    certificate or the service's (`tests/messaging/test_stream_policy.py`). `replicas`:
+    `CASETRAIL_NATS_REPLICAS`, 3 on a cluster (`tests/messaging/test_cluster.py`)."""
     return StreamConfig(
         name=STREAM,
         description="casetrail sealed notices to units",
@@ -703,19 +714,58 @@ def stream_config() -> StreamConfig:
         allow_direct=False,
         deny_delete=True,
         deny_purge=True,
-        num_replicas=1,
+        num_replicas=replicas,
     )
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> None:
     """Create the stream, or bring one made earlier (by a previous version, whose streams
     allowed purges) to `stream_config()`. The server accepts turning `deny_delete` and
-    `deny_purge` on for an existing stream, and refuses turning them off."""
-    config = stream_config()
+    `deny_purge` on for an existing stream, and refuses turning them off.
+
+    Replicas are raised, never lowered: a stream made with one replica before the broker became
+    a cluster is updated to `replicas` (the cluster copies its messages to the new peers); a
+    relay started with fewer than the stream has (a setting forgotten on one host) keeps the
+    stream's. A refusal (e.g. more replicas than the broker has nodes) is logged with what to
+    do, and raised: the relay's loop tries again."""
+    config = stream_config(replicas)
     try:
         await js.add_stream(config)
-    except nats.js.errors.BadRequestError:
+        return
+    except nats.js.errors.BadRequestError as exc:
+        refused = exc  # as a rule: the stream exists, with another config
+    except nats.js.errors.APIError as exc:
+        # E.g. 500, "replicas > 1 not supported in non-clustered mode".
+        _stream_refused(replicas, exc)
+        raise
+    try:
+        held = (await js.stream_info(STREAM)).config.num_replicas or 1
+    except nats.js.errors.NotFoundError:
+        held = 0  # not there: the add was refused for another reason (below)
+    if held == 0:
+        _stream_refused(replicas, refused)
+        raise refused
+    if held > replicas:
+        log.warning("stream_replicas_kept", replicas=held, wanted=replicas)
+        config = stream_config(held)
+    try:
         await js.update_stream(config)
+    except nats.js.errors.APIError as exc:
+        _stream_refused(max(held, replicas), exc)
+        raise
+    if config.num_replicas != held:
+        log.info("stream_replicas_changed", replicas=config.num_replicas, was=held)
+
+
+def _stream_refused(replicas: int, exc: nats.js.errors.APIError) -> None:
+    what = (
+        f"the broker refused a stream of {replicas} replicas: run a cluster of at least "
+        f"{replicas} nodes with every node up (`casetrail nats config --cluster`), or set "
+        "CASETRAIL_NATS_REPLICAS=1 for a single server"
+        if replicas > 1
+        else "the broker refused the stream's config; see the error"
+    )
+    log.error("stream_refused", replicas=replicas, error=str(exc)[:200], what_to_do=what)
 
 
 async def ensure_consumer(js: JetStreamContext, address: UnitAddress) -> None:
@@ -823,6 +873,10 @@ class Relay:
         self.retention = RetentionRun(application, self.options.retention_hour)
         self._closing = False
         self._last_beat = -HEARTBEAT_SECONDS
+        # Set while the connection is down: the acknowledgements awaited on it will not come
+        # (on a cluster the client is already on another node), so the batch is tried again at
+        # once rather than after `publish_timeout`.
+        self._connection_lost = asyncio.Event()
 
     def position(self) -> int:
         return self.recorder.position(self.application.name)
@@ -845,13 +899,16 @@ class Relay:
 
         async def on_disconnected() -> None:
             self.stats.connected = False
+            self._connection_lost.set()
             if not self._closing:
                 log.warning("broker_disconnected")
 
         async def on_reconnected() -> None:
             self.stats.connected = True
-            log.info("broker_reconnected")
+            self._connection_lost.clear()
+            log.info("broker_reconnected", server=self._server())
 
+        self._connection_lost.clear()
         self.nc = await nats.connect(
             servers=self.nats_settings.servers,
             tls=context,
@@ -866,12 +923,22 @@ class Relay:
         )
         self.js = self.nc.jetstream(timeout=self.options.publish_timeout)
         self.publisher = Publisher(self.js, self.signer, self.message_key)
-        await ensure_stream(self.js)
+        await ensure_stream(self.js, self.nats_settings.replicas)
         self.directory.load()
         for recipient in self.directory.all():
             await ensure_consumer(self.js, recipient.address)
         self.stats.connected = True
-        log.info("relay_connected", units=len(self.directory.all()), position=self.position())
+        log.info(
+            "relay_connected",
+            units=len(self.directory.all()),
+            position=self.position(),
+            server=self._server(),
+        )
+
+    def _server(self) -> str | None:
+        """The node the relay is connected to (`host:port`): on a cluster, where it failed over."""
+        url = self.nc.connected_url if self.nc is not None else None
+        return url.netloc if url is not None else None
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
@@ -987,9 +1054,7 @@ class Relay:
                 pending.append(await publisher.send(out))
             acks: list[PubAck] = []
             if pending:
-                acks = await asyncio.wait_for(
-                    asyncio.gather(*pending), timeout=self.options.publish_timeout
-                )
+                acks = await self._acknowledged(pending)
         except BaseException:
             for future in pending:
                 future.cancel()
@@ -1018,6 +1083,27 @@ class Relay:
         self.stats.published += len(pending)
         self.stats.duplicates += duplicates
         return duplicates
+
+    async def _acknowledged(self, pending: list[asyncio.Future[PubAck]]) -> list[PubAck]:
+        """Every ack, within `publish_timeout`; NotConnected as soon as the connection drops
+        (the caller publishes the batch again; the stream drops what it already holds)."""
+        acks = asyncio.ensure_future(asyncio.gather(*pending))
+        lost = asyncio.ensure_future(self._connection_lost.wait())
+        waited: set[asyncio.Future[Any]] = {acks, lost}
+        try:
+            done, _ = await asyncio.wait(
+                waited,
+                timeout=self.options.publish_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            lost.cancel()
+        if acks in done:
+            return acks.result()
+        acks.cancel()
+        if lost in done:
+            raise NotConnected("the broker connection dropped before every ack came")
+        raise TimeoutError(f"no ack within {self.options.publish_timeout:.0f}s")
 
     def store_facts(self, facts: list[Any]) -> int:
         """Store the notice facts in one transaction; if the store refuses it (some were
@@ -1096,8 +1182,17 @@ class Relay:
                     backoff = _MAX_BACKOFF
                 except (NotConnected, TimeoutError, nats.errors.Error, OSError) as exc:
                     self._failed(type(exc).__name__)
+                    if isinstance(exc, nats.js.errors.NoStreamResponseError):
+                        backoff = min(backoff, _ELECTION_BACKOFF / 2)
                     nc = self.nc
-                    if nc is not None and not nc.is_connected and not nc.is_reconnecting:
+                    # Closed only when the client gave up: while it reconnects (its handshake
+                    # with the next node is `is_connecting`) it fails over by itself.
+                    if (
+                        nc is not None
+                        and not nc.is_connected
+                        and not nc.is_reconnecting
+                        and not nc.is_connecting
+                    ):
                         await self.close()
                 except PersistenceError as exc:
                     self._failed(type(exc).__name__)

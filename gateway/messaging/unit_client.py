@@ -265,6 +265,12 @@ def _problem_type(exc: urllib.error.HTTPError) -> str:
         return ""
 
 
+def _server(nc: NATS | None) -> str | None:
+    """The broker node a connection is on (`host:port`)."""
+    url = nc.connected_url if nc is not None else None
+    return url.netloc if url is not None else None
+
+
 class UnitClient:
     def __init__(
         self,
@@ -301,6 +307,10 @@ class UnitClient:
             # Permission refusals arrive here: they name the subject, never message content.
             log.warning("broker_error", error=str(exc)[:200])
 
+        async def on_reconnected() -> None:
+            # On a cluster: the node it failed over to (`tests/messaging/test_cluster.py`).
+            log.info("unit_reconnected", unit=self.credentials.unit_id, server=_server(self.nc))
+
         nc = await nats.connect(
             servers=self.nats_settings.servers,
             tls=context,
@@ -311,9 +321,15 @@ class UnitClient:
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
             error_cb=on_error,
+            reconnected_cb=on_reconnected,
         )
         self.nc = nc
-        log.info("unit_connected", unit=self.credentials.unit_id, held=len(self.inbox.ids))
+        log.info(
+            "unit_connected",
+            unit=self.credentials.unit_id,
+            held=len(self.inbox.ids),
+            server=_server(nc),
+        )
         return nc
 
     async def run(self, stop: asyncio.Event) -> None:

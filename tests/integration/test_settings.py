@@ -64,6 +64,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_NATS_HOST": "10.0.0.7",
         "CASETRAIL_NATS_PORT": "4333",
         "CASETRAIL_NATS_SERVER": str(binary),
+        "CASETRAIL_NATS_REPLICAS": "3",
         "CASETRAIL_CREATE_TABLE": "no",
         "CASETRAIL_PG_BIN_DIR": "/usr/lib/postgresql/16/bin",  # backup, restore (issue 21)
         "CASETRAIL_ACCESS_GROUP_COMMIT": "n",
@@ -132,6 +133,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.nats.servers == ["tls://n1:4222", "tls://n2:4222"]
     assert not s.nats.embedded
     assert (s.nats.host, s.nats.port, s.nats.binary) == ("10.0.0.7", 4333, binary)
+    assert s.nats.replicas == 3
     assert s.create_table is False
     assert s.pg_bin_dir == Path("/usr/lib/postgresql/16/bin")
     assert (s.access_group_commit, s.command_group_commit) == (False, False)
@@ -168,6 +170,7 @@ def test_defaults_and_blank_values_are_unset() -> None:
         assert EvidenceSettings.from_settings(s) == EvidenceSettings()
         assert s.nats.embedded and s.nats.servers == ["tls://127.0.0.1:4223"]
         assert s.nats.binary is None
+        assert s.nats.replicas == 1
         assert s.create_table and s.access_group_commit and s.command_group_commit
         assert s.access_group_commit_wait_ms == 2
 
@@ -232,6 +235,7 @@ BAD = [
     ("ACCESS_GROUP_COMMIT", "sometimes", "must be yes or no"),
     ("CASETRAIL_COMMAND_GROUP_COMMIT", "2", "must be yes or no"),
     ("CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS", "-3", "must be a number of milliseconds, 0 or more"),
+    ("CASETRAIL_NATS_REPLICAS", "7", "must be a number of replicas from 1 to 5"),
     ("CASETRAIL_DATABASE_URL", "mysql://casetrail:hunter2@db/x", "must be sqlite:///PATH or"),
     ("CASETRAIL_READMODEL_URL", "redis://:hunter2@cache", "must be sqlite:///PATH or"),
 ]

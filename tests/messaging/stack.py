@@ -35,6 +35,7 @@ from gateway.bootstrap import open_application
 from gateway.messaging.broker import (
     BrokerProblem,
     EmbeddedBroker,
+    EmbeddedCluster,
     NatsSettings,
     nats_server_binary,
     quiet_asyncio_tls_notes,
@@ -142,7 +143,7 @@ class Stack:
     settings: Settings
     nats: NatsSettings
     layout: NatsLayout
-    broker: EmbeddedBroker
+    broker: EmbeddedBroker | EmbeddedCluster  # one server, or a cluster's nodes (test_cluster)
     api_port: int
     credentials: dict[str, Path] = field(default_factory=dict)
     processes: list[Process] = field(default_factory=list)
@@ -162,8 +163,9 @@ class Stack:
         environ.update(
             {
                 "CASETRAIL_HOME": str(self.home),
-                "CASETRAIL_NATS_URL": self.nats.servers[0],
+                "CASETRAIL_NATS_URL": ",".join(self.nats.servers),
                 "CASETRAIL_NATS_PORT": str(self.nats.port),
+                "CASETRAIL_NATS_REPLICAS": str(self.nats.replicas),
                 "CASETRAIL_LOG_LEVEL": "info",
                 # The API signs its first checkpoint at start, then only when a test asks
                 # (`casetrail checkpoint create`): checkpoint messages come at known moments.

@@ -24,6 +24,7 @@ from nats.js.api import ConsumerConfig
 from domain.notices import NoticeReceived, received_id
 from domain.taxonomy import Role
 from domain.units import Unit
+from gateway.messaging.broker import EmbeddedBroker
 from gateway.messaging.broker_config import CertificateAuthority, client_bundle
 from gateway.messaging.sealing import UnitCredentials
 from tests.integration.planted import Planted, planted_case
@@ -284,6 +285,7 @@ def test_a_certificate_not_registered_is_refused_by_the_broker(stack: Stack) -> 
             await nc.close()
 
     assert asyncio.run(usable()) is False
+    assert isinstance(stack.broker, EmbeddedBroker)  # this module's stack: one server
     assert "certificate not pinned" in stack.broker.log_path.read_text()
 
 
