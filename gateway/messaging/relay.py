@@ -921,12 +921,20 @@ class Relay:
             disconnected_cb=on_disconnected,
             reconnected_cb=on_reconnected,
         )
-        self.js = self.nc.jetstream(timeout=self.options.publish_timeout)
-        self.publisher = Publisher(self.js, self.signer, self.message_key)
-        await ensure_stream(self.js, self.nats_settings.replicas)
-        self.directory.load()
-        for recipient in self.directory.all():
-            await ensure_consumer(self.js, recipient.address)
+        try:
+            self.js = self.nc.jetstream(timeout=self.options.publish_timeout)
+            self.publisher = Publisher(self.js, self.signer, self.message_key)
+            await ensure_stream(self.js, self.nats_settings.replicas)
+            self.directory.load()
+            for recipient in self.directory.all():
+                await ensure_consumer(self.js, recipient.address)
+        except BaseException:
+            # Connected but not set up (JetStream not answering yet: a cluster node just
+            # restarted, its stream electing a leader): closed, so that the next attempt
+            # starts over. Kept open, `run` would publish with the directory never loaded,
+            # and store every assignment as undeliverable (`unit_not_registered`): lost.
+            await self.close()
+            raise
         self.stats.connected = True
         log.info(
             "relay_connected",
