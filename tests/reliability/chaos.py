@@ -7,7 +7,7 @@ The layout, each part a process of its own:
   `casetrail store init`, every process under its least-privilege role (`ops/postgres-roles.sql`,
   as in tests/integration/test_least_privilege.py): the two APIs as `api`, the relay as `relay`,
   `casetrail projections run` as `projections`;
-- the broker (`Brokers`: one embedded nats-server today; the three-node cluster slots in there);
+- the broker: a three-node JetStream cluster (`Brokers`), the stream at three replicas;
 - two `casetrail serve --no-messaging` API processes (`CASETRAIL_PROJECTIONS=off`);
 - the relay (`casetrail relay run`) and the followers (`casetrail projections run`);
 - two unit clients (`casetrail unit listen`), running throughout, each reporting its receipts to
@@ -18,7 +18,8 @@ assignments to either API at random (`tests.reliability.campaign.Client`, whose 
 every answer); a request that the kill of its API cut is not known to have happened, the next
 one goes to either API again.
 
-The faults (`Chaos.run`), spread over the load: SIGKILL of a broker node, of one API process,
+The faults (`Chaos.run`), spread over the load: SIGKILL of a broker node (one of the three, at
+random), of one API process,
 of the relay and of the projections process, each started again; in the middle, `keys rotate
 --event --token --service` and the rolling restart `docs/operations.md` prescribes (every
 process, so that each reads the new keys), and `casetrail backup` while the load goes on.
@@ -68,8 +69,9 @@ from domain.application import CaseTrail
 from domain.notices import NoticePublished
 from gateway import keyring
 from gateway.bootstrap import open_application, readmodel_config
-from gateway.messaging.broker import EmbeddedBroker, NatsSettings
-from gateway.messaging.broker_config import NatsLayout
+from gateway.messaging.broker import EmbeddedCluster, NatsSettings
+from gateway.messaging.broker_config import ClusterNode, NatsLayout
+from gateway.messaging.registry import write_cluster
 from gateway.settings import Settings
 from gateway.store.backup import read_manifest
 from gateway.store.eventstore import store_environment
@@ -174,47 +176,57 @@ def database() -> Iterator[Database]:
 
 
 class Brokers:
-    """The broker the run kills a node of. Today one embedded nats-server (`EmbeddedBroker`):
-    killing its one node is a whole outage. The three-node cluster (`EmbeddedCluster`, branch
-    `cluster`) replaces this class alone: `nats` its URLs, `kill(i)` / `restart(i)` a node."""
+    """The broker the run kills a node of: a three-node JetStream cluster (`EmbeddedCluster`,
+    `write_cluster`), the stream at three replicas, every process given every node's URL. A
+    node killed is an outage for nobody: the relay and the units fail over to another."""
 
-    nodes: Final = 1
+    nodes: Final = 3
 
     def __init__(self, layout: NatsLayout) -> None:
-        port = free_port()
-        self.nats = NatsSettings(url=f"tls://127.0.0.1:{port}", port=port)
-        self._broker = EmbeddedBroker(layout, host="127.0.0.1", port=port)
+        ports: list[int] = []
+        while len(ports) < 2 * self.nodes:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.cluster_nodes = [
+            ClusterNode(f"n{i + 1}", "127.0.0.1", ports[2 * i], ports[2 * i + 1])
+            for i in range(self.nodes)
+        ]
+        self._cluster = EmbeddedCluster(layout, self.cluster_nodes)
+        self.nats = NatsSettings(
+            url=self._cluster.url, port=self.cluster_nodes[0].port, replicas=self.nodes
+        )
+
+    @property
+    def broker(self) -> EmbeddedCluster:
+        """What `tests.messaging.stack.Stack` stops at the end."""
+        return self._cluster
 
     @property
     def env(self) -> dict[str, str]:
         """What every process is given to find the broker."""
         return {
-            "CASETRAIL_NATS_URL": ",".join(self.nats.servers),
+            "CASETRAIL_NATS_URL": self._cluster.url,
             "CASETRAIL_NATS_PORT": str(self.nats.port),
+            "CASETRAIL_NATS_REPLICAS": str(self.nodes),
         }
 
-    @property
-    def broker(self) -> EmbeddedBroker:
-        """What `tests.messaging.stack.Stack` stops at the end."""
-        return self._broker
-
     def write_config(self, stack: Stack) -> None:
-        """The broker's config for the units registered (before `start`)."""
-        stack.write_config()
+        """Every node's config for the units registered (before `start`)."""
+        with stack.application() as application:
+            write_cluster(stack.settings, application, self.cluster_nodes)
 
     def start(self) -> None:
-        self._broker.start()
+        self._cluster.start(timeout=90)
 
     def kill(self, node: int) -> None:
-        assert node == 0
-        self._broker.kill()
+        self._cluster.kill(node)
 
     def restart(self, node: int) -> None:
-        assert node == 0
-        self._broker.start(timeout=30)
+        self._cluster.restart(node, timeout=30)
 
     def stop(self) -> None:
-        self._broker.stop()
+        self._cluster.stop()
 
 
 # --- the load -----------------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """The chaos run (issue 21): the production layout as real processes on loopback (PostgreSQL
-under least-privilege roles, the broker, two API processes, the relay, `projections run`, two
-unit clients), loaded through both APIs while a broker node, an API process, the relay and the
-projections process are each SIGKILLed and started again, the three keys rotated and a backup
-taken in the middle; then held to every answer (`tests/reliability/chaos.py` says what is
-checked).
+under least-privilege roles, a three-node NATS cluster, two API processes, the relay,
+`projections run`, two unit clients), loaded through both APIs while a broker node, an API
+process, the relay and the projections process are each SIGKILLed and started again, the three
+keys rotated and a backup taken in the middle (the long version); then held to every answer
+(`tests/reliability/chaos.py` says what is checked).
 
 `make test` runs one round of the four kills (about a minute); `make chaos` runs
 `CHAOS_ROUNDS` rounds (`soak`). The seed is fixed per test and printed: the faults' order
