@@ -19,10 +19,10 @@ every answer); a request that the kill of its API cut is not known to have happe
 one goes to either API again.
 
 The faults (`Chaos.run`), spread over the load: SIGKILL of a broker node (one of the three, at
-random), of one API process,
-of the relay and of the projections process, each started again; in the middle, `keys rotate
---event --token --service` and the rolling restart `docs/operations.md` prescribes (every
-process, so that each reads the new keys), and `casetrail backup` while the load goes on.
+random), of one API process, of the relay and of the projections process, each started again.
+In the middle (`Plan.rotate`, `Plan.backup`): `keys rotate --event`, `--token` and `--service`,
+then the rolling restart `docs/operations.md` prescribes (every process, so that each reads the
+new keys); and `casetrail backup` while the load goes on.
 
 What `Chaos.check` proves afterwards (the campaign's checks, `tests.reliability.campaign`):
 - every command answered with success is in the store exactly once; every read answered with
