@@ -15,7 +15,6 @@ baseline stored none.
 
     .venv/bin/python -m bench.reads            # 3000 cases, 24 blocks of 300 reads per variant
     .venv/bin/python -m bench.reads --quick    # 200 cases, 8 blocks of 80
-    .venv/bin/python -m bench.reads --profile-on-cpu  # then: python -m bench.profile --audit
 """
 
 from __future__ import annotations
@@ -188,7 +187,7 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
             # Every variant is profiled, so that sampling costs each the same.
             for v, server in servers.items():
                 out = RESULTS_DIR / f"profile-reads-{store}-{v}.txt"
-                stack.enter_context(Profiler(server.pid, out, gil=not args.profile_on_cpu))
+                stack.enter_context(Profiler(server.pid, out))
                 profiles.append(out)
         for turn in range(args.blocks):
             plan = read_plan(cases, rng, zipf, args.block)
@@ -305,14 +304,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="py-spy every server during the blocks"
     )
-    parser.add_argument(
-        "--profile-on-cpu",
-        action="store_true",
-        help="--profile sampling every thread on a CPU, not only the interpreter lock's "
-        "holder (shares of CPU time: what `python -m bench.profile --audit` splits up)",
-    )
     args = parser.parse_args(argv)
-    args.profile = args.profile or args.profile_on_cpu
     quick = args.quick
     args.cases = args.cases or (200 if quick else 3000)
     # Quick: 8 short blocks rather than 4 long ones, so that the interval of each ratio covers

@@ -312,6 +312,7 @@ class Side:
         self.latencies: list[list[float]] = []
         self.cpu: list[dict[str, float]] = []  # per block: seconds per part
         self.wall: list[float] = []
+        self.batches: dict[str, Any] = {}  # group-commit counts, all workers
 
     def service_ms_per_request(self, block: int) -> float:
         used = sum(self.cpu[block][p] for p in SERVICE_PARTS)
@@ -402,7 +403,8 @@ def run(  # noqa: PLR0915 (one scenario, read top to bottom)
             print(f"  block {turn + 1:>2}/{args.blocks} (load {load_average()}): {'  '.join(line)}")
 
         for side in sides.values():
-            side.server.stop()
+            side.server.stop()  # each worker leaves its group-commit counts as it stops
+            side.batches = side.server.stats()
         for side in sides.values():
             app = CaseTrail(env=Settings.from_env(side.env).application_env())
             try:
@@ -421,7 +423,7 @@ def summarise(
     figures: dict[str, Any] = {}
     print(
         f"\n  {'API processes':<14}{'reads/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'CPU ms/read':>12}  " + " ".join(f"{p:>9}" for p in PARTS)
+        f"{'CPU ms/read':>12}{'batch':>7}  " + " ".join(f"{p:>9}" for p in PARTS)
     )
     for workers, side in sides.items():
         p = Percentiles.of(side.total.histogram)
@@ -432,6 +434,8 @@ def summarise(
         share = {part: seconds[part] / capacity if capacity else 0.0 for part in PARTS}
         service_ms = sum(ms_per_request[part] for part in SERVICE_PARTS)
         wall = sum(side.wall)
+        batches = side.batches.get("group_commit_batches", 0)
+        mean_batch = side.batches.get("group_commit_events", 0) / batches if batches else None
         figures[str(workers)] = {
             "workers": workers,
             "requests": requests,
@@ -441,6 +445,8 @@ def summarise(
             "latency_ms": p.as_dict(),
             "statuses": dict(side.total.statuses),
             "unexpected": side.total.unexpected,
+            # Access events per durable commit: each worker commits its own batches.
+            "group_commit_mean_batch": round(mean_batch, 2) if mean_batch else None,
             "service_cpu_ms_per_request": round(service_ms, 3),
             "cpu_ms_per_request": {k: round(v, 3) for k, v in ms_per_request.items()},
             "share_of_machine": {k: round(v, 4) for k, v in share.items()},
@@ -453,7 +459,8 @@ def summarise(
         }
         print(
             f"  {workers:<14}{side.total.per_second:>9,.0f}{p.p50_ms:>9.1f}{p.p99_ms:>9.1f}"
-            f"{service_ms:>12.2f}  " + " ".join(f"{100 * share[x]:>8.1f}%" for x in PARTS)
+            f"{service_ms:>12.2f}{mean_batch or 0:>7.1f}  "
+            + " ".join(f"{100 * share[x]:>8.1f}%" for x in PARTS)
         )
         if side.total.unexpected:
             print(f"    unexpected answers: {side.total.unexpected}")

@@ -121,10 +121,19 @@ def _raw_profile(path: Path, stacks: dict[str, int]) -> Path:
 
 
 def test_profile_samples_go_to_the_audit_part_their_stack_names(tmp_path: Path) -> None:
+    # As py-spy --subprocesses writes them: a child's stack starts with its parent's process
+    # frame; a command line may hold a ";"; methods are named with their class.
     api = 'process 10:"python -m bench.server --port 1";thread (0x1)'
-    followers = 'process 11:"python -c main() projections run --supervised-by 10";thread (0x2)'
-    committer = f"{api};_bootstrap (threading.py:1);_run (domain/group_commit.py:174)"
-    request = f"{api};run (uvicorn/server.py:1);read_case (domain/application.py:620)"
+    followers = (
+        'process 10:"python -m bench.server --port 1";process 11:"python -c from gateway.cli.'
+        'main import main; main() projections run --supervised-by 10";thread (0x2)'
+    )
+    committer = (
+        f"{api};Thread._bootstrap (threading.py:1);GroupCommit._run (domain/group_commit.py:174)"
+    )
+    request = (
+        f"{api};Server.run (uvicorn/server.py:1);CaseTrail.read_case (domain/application.py:620)"
+    )
     path = _raw_profile(
         tmp_path / "profile.txt",
         {
@@ -133,9 +142,11 @@ def test_profile_samples_go_to_the_audit_part_their_stack_names(tmp_path: Path) 
             f"{committer};store_events (domain/application.py:546);put (eventsourcing/"
             "persistence.py:1);insert_events (eventsourcing/postgres.py:3)": 5,
             f"{committer};_take_batch (domain/group_commit.py:170)": 2,
-            f"{request};record_all (domain/group_commit.py:130);wait (threading.py:1)": 1,
+            f"{request};GroupCommit.record_all (domain/group_commit.py:130);"
+            "wait (threading.py:1)": 1,
             f"{request};access_event (domain/access.py:650)": 4,
-            f"{request};_decide (domain/application.py:810);decide (domain/access.py:390)": 6,
+            f"{request};CaseTrail._decide (domain/application.py:810);"
+            "decide (domain/access.py:390)": 6,
             f"{request};_get_case (domain/application.py:590)": 20,
             f"{followers};follow (projections/follower.py:1);append (projections/evidence/"
             "log.py:9)": 7,
