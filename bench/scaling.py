@@ -35,7 +35,7 @@ its interval over the blocks (`bench.harness.Interval`; p99 by `bootstrap_ratio`
 target: the issue asks for the curve and where the time goes. After the run every server's
 database is counted: each `200` has its stored `CaseAccessed`.
 
-    .venv/bin/python -m bench.scaling            # 1, 2, 4 processes, 16 blocks of 600 (~5 min)
+    .venv/bin/python -m bench.scaling            # 1, 2, 4 processes, 16 blocks of 600 (4-8 min)
     .venv/bin/python -m bench.scaling --quick    # 1 and 2 processes, 6 blocks of 100 (~1 min)
 """
 
