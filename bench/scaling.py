@@ -136,6 +136,9 @@ class CpuSample:
 
     at: float
     by_pid: dict[int, tuple[str, float]]  # pid -> (part, seconds used so far)
+    # This process's CPU before and after the sample's own reading of /proc (about 5 ms),
+    # so that the load generator's figure leaves it out.
+    loadgen_before: float
     loadgen: float
     busy: float
     idle: float
@@ -146,6 +149,7 @@ def sample(server_pid: int, database: str, postmaster: int | None) -> CpuSample:
     """Who used how much CPU so far: the server's processes split into API and followers, this
     database's PostgreSQL backends, and the background processes of the cluster whose
     postmaster is `postmaster` (None: a cluster not ours, whose background is left out)."""
+    loadgen_before = time.process_time()
     processes = _processes()
     by_pid: dict[int, tuple[str, float]] = {}
     followers = {p for p in _tree(server_pid, processes) if "projections run" in processes[p][1]}
@@ -162,7 +166,9 @@ def sample(server_pid: int, database: str, postmaster: int | None) -> CpuSample:
             # background writer, launchers: shared by the cluster's databases.
             by_pid[pid] = ("pg_shared", process_cpu_seconds(pid))
     busy, idle, steal = machine_ticks()
-    return CpuSample(time.monotonic(), by_pid, time.process_time(), busy, idle, steal)
+    return CpuSample(
+        time.monotonic(), by_pid, loadgen_before, time.process_time(), busy, idle, steal
+    )
 
 
 def cpu_between(before: CpuSample, after: CpuSample) -> dict[str, float]:
@@ -173,7 +179,7 @@ def cpu_between(before: CpuSample, after: CpuSample) -> dict[str, float]:
     for pid, (part, seconds) in after.by_pid.items():
         earlier = before.by_pid.get(pid)
         used[part] += seconds - (earlier[1] if earlier and earlier[0] == part else 0.0)
-    used["loadgen"] = after.loadgen - before.loadgen
+    used["loadgen"] = after.loadgen_before - before.loadgen
     ours = sum(used[p] for p in PARTS if p not in ("others", "idle"))
     used["others"] = max(0.0, (after.busy - before.busy) - ours) + (after.steal - before.steal)
     used["idle"] = after.idle - before.idle
