@@ -31,8 +31,9 @@ busy handler), and commits with `synchronous=NORMAL`: in WAL mode that skips the
 order. The key's frames are in the WAL before those of any event sealed with it, and that
 event's commit (`synchronous=FULL`) syncs the WAL up to itself, so an event on disk always has
 its key on disk; a power cut may lose only a key that no stored event names yet, a killed
-process nothing (the suite's time doubled with a synced commit per new case file, bench/README.md
-"Data keys"). A file not in WAL mode, and every other write (a destruction above all), is synced.
+process nothing. (With a synced commit per key, saving a new case file took about twice as long:
+bench/README.md, "Data keys".) A file not in WAL mode, and every other write (a destruction above
+all), is synced.
 
 Proven by `tests/retention/test_data_keys.py` and `tests/retention/test_shredding.py`.
 """
