@@ -9,7 +9,10 @@ aggregate's methods before timing), in blocks, in turns (ABBA):
 - `data keys`: the service's mapper: each case file's events under its own data key, wrapped
   by the service key in the key table.
 
-Measured per block, after saving it:
+Measured per block:
+- save, new files: the block's case files saved, each a new stream (with data keys its key is
+  made first: one small transaction, unsynced on SQLite in WAL mode, `gateway.store.datakeys`);
+then, after saving it:
 - replay, warm: each case file of the block loaded (`repository.get` with casetrail's projector)
   by the application that saved it (its data keys cached, as in a running service);
 - read, warm: the audited read (`read_case`: decision, access event stored durably, answer);
@@ -17,7 +20,8 @@ Measured per block, after saving it:
   the key table per case file, and its unwrap).
 
 Figures are data-key time over service-key time for the same work (target ≤ 1.10 for the warm
-replay and read; the cold replay, which includes loading every key once, is informative).
+replay and read, ≤ 1.25 for the save of new files, which makes a key per file; the cold replay,
+which includes loading every key once, is informative).
 
     .venv/bin/python -m bench.datakeys            # 2000 case files, blocks of 200
     .venv/bin/python -m bench.datakeys --quick    # 400 case files
@@ -50,6 +54,8 @@ from gateway.store.eventstore import BoundMapper, new_key_text, store_environmen
 
 MODES: Final = ("service key", "data keys")
 TARGET: Final = 1.10
+# Saving a new file also makes its key (a row pair in the key table, in a transaction of its own).
+SAVE_TARGET: Final = 1.25
 BLOCK: Final = 200
 COORDINATOR: Final = Actor(
     "bench-coordinator", Role.COORDINATOR, "chengguan-governance-office", "chengguan-street"
@@ -77,7 +83,7 @@ def build(pool: CommandPool, seed: int, count: int) -> list[Case]:
 
 def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     pool = CommandPool(args.seed, reports=200)
-    measures = ("replay_warm", "read_warm", "replay_cold")
+    measures = ("save_new", "replay_warm", "read_warm", "replay_cold")
     seconds = {m: dict.fromkeys(MODES, 0.0) for m in measures}
     events = 0
     key = new_key_text()
@@ -100,8 +106,10 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
             events += sum(c.version for c in cases[MODES[0]])
             order = MODES if turn % 2 == 0 else MODES[::-1]
             for mode in order:
+                t0 = time.perf_counter()
                 for case in cases[mode]:
                     apps[mode].save(case)
+                seconds["save_new"][mode] += time.perf_counter() - t0
             for mode in order:
                 t0 = time.perf_counter()
                 for case in cases[mode]:
@@ -165,12 +173,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(found)
             # The cold replay (a fresh process: its first miss loads every key of the store) is
             # informative: a service pays it once per start, not per read.
-            for measure, label in (
-                ("replay_warm", "data keys/service key replay time"),
-                ("read_warm", "data keys/service key audited read time"),
+            for measure, label, target in (
+                ("save_new", "data keys/service key save time, new files", SAVE_TARGET),
+                ("replay_warm", "data keys/service key replay time", TARGET),
+                ("read_warm", "data keys/service key audited read time", TARGET),
             ):
                 targets.append(
-                    Target("datakeys", store, label, found["ratios"][measure], TARGET, "max")
+                    Target("datakeys", store, label, found["ratios"][measure], target, "max")
                 )
     print_targets(targets)
     path = write_results(

@@ -8,7 +8,9 @@ for the lock of its process, then for an exclusive `flock` on `<store>.writer-lo
 kernel hands over as soon as the holder lets go, and only then begins its transaction.
 
 Who takes it: the recorders of `gateway.store.persistence`, built by the store's factory, so
-every insert of events and snapshots, and every batch of the Merkle log, on that file. PostgreSQL
+every insert of events and snapshots, and every batch of the Merkle log, on that file; and the
+data keys' table (`gateway.store.datakeys`) for each of its writes (a new stream's key, above
+all). It is always the last lock taken: no holder waits for another lock of casetrail's. PostgreSQL
 queues writers itself; nothing here applies to it. Proven by
 `tests/integration/test_command_commits.py` (`test_the_writer_lock_queues_threads_and_processes`).
 """
@@ -68,7 +70,16 @@ def lock_for(recorder: object) -> WriterLock | None:
     datastore = getattr(recorder, "datastore", None)
     if not isinstance(datastore, SQLiteDatastore) or datastore.pool.is_sqlite_memory_mode:
         return None
-    name = datastore.pool.db_name.removeprefix("file:").split("?", 1)[0]
+    return lock_for_file(datastore.pool.db_name)
+
+
+def lock_for_file(db_name: str) -> WriterLock | None:
+    """The writer lock of an SQLite file named as the library names it (a path or a `file:`
+    URI); None for in-memory SQLite. The data keys' table (`gateway.store.datakeys`) writes to
+    the events' file through a connection of its own and takes the same lock."""
+    if not db_name or ":memory:" in db_name or "mode=memory" in db_name:
+        return None
+    name = db_name.removeprefix("file:").split("?", 1)[0]
     path = Path(name + ".writer-lock").resolve()
     with _LOCKS_GUARD:
         found = _LOCKS.get(path)

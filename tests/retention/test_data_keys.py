@@ -5,6 +5,7 @@ that the old key can be retired; a destroyed key's wrap is gone from the SQLite 
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -24,6 +25,7 @@ from gateway.store.eventstore import (
     new_key_text,
     store_environment,
 )
+from gateway.store.writer_lock import lock_for_file
 from tests.integration.planted import planted_case
 
 REPORTER = Actor("user-1", Role.REPORTER, "dongshan-village", "chengguan-street")
@@ -90,6 +92,54 @@ def test_two_processes_making_a_streams_first_key_agree_on_one(url: str) -> None
     finally:
         one.close()
         two.close()
+
+
+def test_a_key_made_by_another_process_after_the_preload_is_found_not_doubled(url: str) -> None:
+    """The process has loaded every key at its first miss; a stream whose key another process
+    made since gets that key (on PostgreSQL through the insert's conflict, `_create`)."""
+    key = decode_key(new_key_text())
+    early, late = _table(url, [key]), _table(url, [key])
+    try:
+        assert late.for_writing(uuid4(), "case") is not None  # `late` preloads here
+        stream = uuid4()
+        first = early.for_writing(stream, "case")
+        second = late.for_writing(stream, "case")
+        assert first is not None and second is not None
+        assert first[0] == second[0]
+        nonce, aad = bytes(12), b"place"
+        assert second[1].decrypt(nonce, first[1].encrypt(nonce, b"x", aad), aad) == b"x"
+        assert late.counts() == {"keys": 2, "destroyed": 0, "live": 2}
+        assert late.key_id(stream) == first[0].hex()
+    finally:
+        early.close()
+        late.close()
+
+
+def test_a_new_key_on_sqlite_queues_behind_the_files_writer_lock(tmp_path: Path) -> None:
+    """Making a stream's key writes to the events' file: it waits for the writer lock, as the
+    events' inserts do, rather than in SQLite's busy handler (`gateway.store.writer_lock`)."""
+    path = str(tmp_path / "queue.sqlite")
+    key = decode_key(new_key_text())
+    table = DataKeyTable(keks={key_id(key): key}, current_kek=key, sqlite_path=path)
+    lock = lock_for_file(path)
+    assert lock is not None
+    made = threading.Event()
+
+    def make() -> None:
+        table.for_writing(uuid4(), "case")
+        made.set()
+
+    try:
+        table.counts()  # the tables exist before the lock is held
+        with lock:
+            thread = threading.Thread(target=make, daemon=True)
+            thread.start()
+            assert not made.wait(0.5), "the key was made while another writer held the file"
+        assert made.wait(30)
+        thread.join(30)
+        assert table.counts()["keys"] == 1
+    finally:
+        table.close()
 
 
 def _pg_kwargs(url: str) -> dict[str, object]:
