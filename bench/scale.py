@@ -72,6 +72,7 @@ from bench.harness import (
 )
 from bench.loadgen import LoadClient, LoadResult, encode_request
 from bench.reads import PURPOSE_OF, Tokens
+from bench.seeding import Apart, save_in_bulk
 from bench.server import Server, service_env
 from bench.stores import (
     DEFAULT_POSTGRES_URL,
@@ -97,7 +98,7 @@ from domain.application import CaseTrail
 from domain.case import Case
 from domain.taxonomy import ProtectionFunction, Role
 from gateway import keyring
-from gateway.bootstrap import open_application, open_evidence, open_read_models
+from gateway.bootstrap import open_application, open_evidence
 from gateway.cli.demo import GOVERNANCE_OFFICE, VILLAGES, synthetic_report
 from gateway.settings import Settings
 
@@ -107,7 +108,7 @@ GROWTH_TARGET: Final = 1.2
 OK_STATUS: Final = frozenset({200})
 EVENTS_PER_CASE: Final = 10
 # Bump when the workload changes, so that cached stores built by an older one are not used.
-WORKLOAD_VERSION: Final = 1
+WORKLOAD_VERSION: Final = 2
 FULL_SIZES: Final = {"sqlite": (10_000, 100_000, 1_000_000), "postgres": (10_000, 100_000)}
 QUICK_SIZES: Final = {"sqlite": (10_000, 100_000), "postgres": ()}
 # Requests of each kind per block and side.
@@ -139,29 +140,47 @@ def _progress(label: str) -> Any:
     return report
 
 
-def build(home: Path, url: str, events: int, seed: int) -> list[StoredCase]:
-    """Keys, events and caught-up read models for one size; the case files it stored."""
-    keyring.init_keys(home / "keys")
-    settings = Settings.from_env(service_env(home, url))
+def build(home: Path, url: str, events: int, seed: int, *, base: int = 0) -> list[StoredCase]:
+    """Keys, events and caught-up read models and evidence log for one size; the case files
+    it added. `base`: the store in `home` already holds a smaller store of `base` events (a
+    copy of it, keys included), which is extended by the rest instead of built again.
+
+    Through `bench.seeding`: every event saved by `Application.save`, the files' data keys made
+    in one transaction per save; the read models follow the store as it grows, in a process of
+    their own, by their own views from one decoding of the log; the evidence log is built
+    after the events, beside the read models' last stretch."""
+    if not base:
+        keyring.init_keys(home / "keys")
+    env = service_env(home, url)
+    settings = Settings.from_env(env)
     app = CaseTrail(env=settings.application_env())
     try:
-        counts = event_counts(events // EVENTS_PER_CASE, events, seed)
+        added = events - base
+        counts = event_counts(added // EVENTS_PER_CASE, added, seed + base)
         t0 = time.perf_counter()
-        cases = populate(app, counts, seed, progress=_progress(f"building {events:,}"))
-        built = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        readmodels = open_read_models(settings, app)
+        following = Apart("readmodels", env)
         try:
-            readmodels.catch_up()
-        finally:
-            readmodels.close()
+            cases = populate(
+                app,
+                counts,
+                seed + base,
+                progress=_progress(f"building {events:,} ({base:,} there)"),
+                save=save_in_bulk,
+            )
+        except BaseException:
+            following.process.kill()
+            raise
+        built = time.perf_counter() - t0
+        evidence = Apart("evidence", env)
+        following.finish()
+        caught_up = time.perf_counter() - t0
+        evidence.finish()
         print(
-            f"    built {events:,} events in {built:.0f} s; read models caught up in "
-            f"{time.perf_counter() - t0:.0f} s"
+            f"    added {added:,} events in {built:.0f} s; read models (following them) caught "
+            f"up by {caught_up:.0f} s, the evidence log by {time.perf_counter() - t0:.0f} s"
         )
     finally:
         app.close()
-    catch_up_evidence(settings)
     return cases
 
 
@@ -178,7 +197,7 @@ def catch_up_evidence(settings: Settings) -> None:
             evidence.close()
     finally:
         app.close()
-    print(f"    evidence log caught up in {time.perf_counter() - t0:.0f} s")
+    print(f"    evidence log caught up in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
 def _save_cases(path: Path, cases: Sequence[StoredCase]) -> None:
@@ -189,27 +208,42 @@ def _load_cases(path: Path) -> list[StoredCase]:
     return [StoredCase(UUID(i), v, n) for i, v, n in json.loads(path.read_text())]
 
 
-@contextmanager
-def sqlite_home(events: int, seed: int, work: Path) -> Iterator[tuple[Path, str, list[StoredCase]]]:
-    """A working copy of the cached store of this size (built first if missing)."""
-    cached = cache_root() / f"scale-sqlite-{events}-s{seed}-v{WORKLOAD_VERSION}"
-    if not (cached / "complete").exists():
-        shutil.rmtree(cached, ignore_errors=True)
-        cached.mkdir(parents=True)
-        cases = build(cached, f"sqlite:///{cached / 'casetrail.sqlite'}", events, seed)
-        _save_cases(cached / "cases.json", cases)
-        (cached / "complete").write_text("ok\n")
-        (cached / "evidence").write_text("ok\n")
-    else:
+def cached_sqlite(events: int, seed: int, ladder: Sequence[int]) -> Path:
+    """The cached store of `events` events, built if missing: by extending the cached store
+    of the next smaller size of `ladder` (itself built the same way), so that a run of 10k,
+    100k and 1M builds 1M events, not 1.11M. Its name holds the chain of sizes it grew by."""
+    chain = [s for s in sorted(set(ladder)) if s < events] + [events]
+    base = chain[-2] if len(chain) > 1 else 0
+    name = "+".join(str(s) for s in chain)
+    cached = cache_root() / f"scale-sqlite-{name}-s{seed}-v{WORKLOAD_VERSION}"
+    if (cached / "complete").exists():
         print(f"    using the store cached in {cached}")
-    if not (cached / "evidence").exists():
-        env = service_env(
-            cached,
-            f"sqlite:///{cached / 'casetrail.sqlite'}",
-            CASETRAIL_READMODEL_URL=f"sqlite:///{cached / 'readmodels.sqlite'}",
+        return cached
+    shutil.rmtree(cached, ignore_errors=True)
+    before: list[StoredCase] = []
+    if base:
+        smaller = cached_sqlite(base, seed, chain[:-1])
+        t0 = time.perf_counter()
+        shutil.copytree(smaller, cached)
+        (cached / "complete").unlink()
+        before = _load_cases(cached / "cases.json")
+        print(
+            f"    extending the {base:,}-event store (copied in {time.perf_counter() - t0:.1f} s)"
         )
-        catch_up_evidence(Settings.from_env(env))
-        (cached / "evidence").write_text("ok\n")
+    else:
+        cached.mkdir(parents=True)
+    cases = build(cached, f"sqlite:///{cached / 'casetrail.sqlite'}", events, seed, base=base)
+    _save_cases(cached / "cases.json", before + cases)
+    (cached / "complete").write_text("ok\n")
+    return cached
+
+
+@contextmanager
+def sqlite_home(
+    events: int, seed: int, work: Path, ladder: Sequence[int] = ()
+) -> Iterator[tuple[Path, str, list[StoredCase]]]:
+    """A working copy of the cached store of this size (built first if missing)."""
+    cached = cached_sqlite(events, seed, ladder)
     home = work / f"sqlite-{events}"
     t0 = time.perf_counter()
     shutil.copytree(cached, home)
@@ -377,7 +411,9 @@ def side(store: Store, events: int, args: argparse.Namespace, work: Path) -> Ite
     """A working store of `events` events with its probes, and its server, ready."""
     with ExitStack() as stack:
         if store == "sqlite":
-            home, url, cases = stack.enter_context(sqlite_home(events, args.seed, work))
+            home, url, cases = stack.enter_context(
+                sqlite_home(events, args.seed, work, args.size_plan["sqlite"])
+            )
         else:
             home, url, cases = stack.enter_context(
                 postgres_home(events, args.seed, work, args.postgres_url)
