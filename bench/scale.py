@@ -72,7 +72,7 @@ from bench.harness import (
 )
 from bench.loadgen import LoadClient, LoadResult, encode_request
 from bench.reads import PURPOSE_OF, Tokens
-from bench.seeding import Apart, save_in_bulk
+from bench.seeding import Apart, populate_apart, save_in_bulk
 from bench.server import Server, service_env
 from bench.stores import (
     DEFAULT_POSTGRES_URL,
@@ -90,6 +90,7 @@ from bench.workload import (
     populate,
     readers_of,
     register_actors,
+    register_people,
     reporter_of,
 )
 from domain import commands as cmd
@@ -109,6 +110,11 @@ OK_STATUS: Final = frozenset({200})
 EVENTS_PER_CASE: Final = 10
 # Bump when the workload changes, so that cached stores built by an older one are not used.
 WORKLOAD_VERSION: Final = 2
+# Processes saving a store's events at once when it is built (`bench.seeding.populate_apart`):
+# more than the two cores, since each spends part of its time waiting for the writer lock.
+BUILD_WORKERS: Final = 3
+# The read models' views as they follow a store being built, one process per entry.
+FOLLOWER_VIEWS: Final = ("ledger", "reports", "screening,accesses")
 FULL_SIZES: Final = {"sqlite": (10_000, 100_000, 1_000_000), "postgres": (10_000, 100_000)}
 QUICK_SIZES: Final = {"sqlite": (10_000, 100_000), "postgres": ()}
 # Requests of each kind per block and side.
@@ -140,10 +146,13 @@ def _progress(label: str) -> Any:
     return report
 
 
-def build(home: Path, url: str, events: int, seed: int, *, base: int = 0) -> list[StoredCase]:
+def build(
+    home: Path, url: str, events: int, seed: int, *, base: int = 0, workers: int = 1
+) -> list[StoredCase]:
     """Keys, events and caught-up read models and evidence log for one size; the case files
     it added. `base`: the store in `home` already holds a smaller store of `base` events (a
     copy of it, keys included), which is extended by the rest instead of built again.
+    `workers`: processes saving the events at once (`bench.seeding.populate_apart`).
 
     Through `bench.seeding`: every event saved by `Application.save`, the files' data keys made
     in one transaction per save; the read models follow the store as it grows, in a process of
@@ -158,21 +167,29 @@ def build(home: Path, url: str, events: int, seed: int, *, base: int = 0) -> lis
         added = events - base
         counts = event_counts(added // EVENTS_PER_CASE, added, seed + base)
         t0 = time.perf_counter()
-        following = Apart("readmodels", env)
+        # The views in processes of their own (each decodes the log for itself): one alone
+        # followed at half the rate the workers saved at.
+        following = [Apart(f"readmodels:{views}", env) for views in FOLLOWER_VIEWS]
         try:
-            cases = populate(
-                app,
-                counts,
-                seed + base,
-                progress=_progress(f"building {events:,} ({base:,} there)"),
-                save=save_in_bulk,
-            )
+            if workers > 1:
+                register_people(app)  # once, before the workers (each would race to)
+                cases = populate_apart(env, counts, seed + base, workers, home)
+            else:
+                cases = populate(
+                    app,
+                    counts,
+                    seed + base,
+                    progress=_progress(f"building {events:,} ({base:,} there)"),
+                    save=save_in_bulk,
+                )
         except BaseException:
-            following.process.kill()
+            for one in following:
+                one.process.kill()
             raise
         built = time.perf_counter() - t0
         evidence = Apart("evidence", env)
-        following.finish()
+        for one in following:
+            one.finish()
         caught_up = time.perf_counter() - t0
         evidence.finish()
         print(
@@ -208,10 +225,12 @@ def _load_cases(path: Path) -> list[StoredCase]:
     return [StoredCase(UUID(i), v, n) for i, v, n in json.loads(path.read_text())]
 
 
-def cached_sqlite(events: int, seed: int, ladder: Sequence[int]) -> Path:
+def cached_sqlite(events: int, seed: int, ladder: Sequence[int], workers: int = 1) -> Path:
     """The cached store of `events` events, built if missing: by extending the cached store
     of the next smaller size of `ladder` (itself built the same way), so that a run of 10k,
-    100k and 1M builds 1M events, not 1.11M. Its name holds the chain of sizes it grew by."""
+    100k and 1M builds 1M events, not 1.11M. Its name holds the chain of sizes it grew by;
+    `built.json` in it says how (by how many processes, each drawing its files from a seed of
+    its own, and how long it took)."""
     chain = [s for s in sorted(set(ladder)) if s < events] + [events]
     base = chain[-2] if len(chain) > 1 else 0
     name = "+".join(str(s) for s in chain)
@@ -222,7 +241,7 @@ def cached_sqlite(events: int, seed: int, ladder: Sequence[int]) -> Path:
     shutil.rmtree(cached, ignore_errors=True)
     before: list[StoredCase] = []
     if base:
-        smaller = cached_sqlite(base, seed, chain[:-1])
+        smaller = cached_sqlite(base, seed, chain[:-1], workers)
         t0 = time.perf_counter()
         shutil.copytree(smaller, cached)
         (cached / "complete").unlink()
@@ -232,7 +251,12 @@ def cached_sqlite(events: int, seed: int, ladder: Sequence[int]) -> Path:
         )
     else:
         cached.mkdir(parents=True)
-    cases = build(cached, f"sqlite:///{cached / 'casetrail.sqlite'}", events, seed, base=base)
+    url = f"sqlite:///{cached / 'casetrail.sqlite'}"
+    t0 = time.perf_counter()
+    cases = build(cached, url, events, seed, base=base, workers=workers)
+    how = {"events": events, "extended": base, "workers": workers}
+    how["seconds"] = round(time.perf_counter() - t0)
+    (cached / f"built-{events}.json").write_text(json.dumps(how) + "\n")
     _save_cases(cached / "cases.json", before + cases)
     (cached / "complete").write_text("ok\n")
     return cached
@@ -240,10 +264,10 @@ def cached_sqlite(events: int, seed: int, ladder: Sequence[int]) -> Path:
 
 @contextmanager
 def sqlite_home(
-    events: int, seed: int, work: Path, ladder: Sequence[int] = ()
+    events: int, seed: int, work: Path, ladder: Sequence[int] = (), workers: int = 1
 ) -> Iterator[tuple[Path, str, list[StoredCase]]]:
     """A working copy of the cached store of this size (built first if missing)."""
-    cached = cached_sqlite(events, seed, ladder)
+    cached = cached_sqlite(events, seed, ladder, workers)
     home = work / f"sqlite-{events}"
     t0 = time.perf_counter()
     shutil.copytree(cached, home)
@@ -256,11 +280,11 @@ def sqlite_home(
 
 @contextmanager
 def postgres_home(
-    events: int, seed: int, work: Path, base_url: str
+    events: int, seed: int, work: Path, base_url: str, workers: int = 1
 ) -> Iterator[tuple[Path, str, list[StoredCase]]]:
     home = work / f"postgres-{events}"
     with postgres_store(base_url, f"{events}", prefix="bench_scale") as url:
-        cases = build(home, url, events, seed)
+        cases = build(home, url, events, seed, workers=workers)
         try:
             yield home, url, cases
         finally:
@@ -412,11 +436,11 @@ def side(store: Store, events: int, args: argparse.Namespace, work: Path) -> Ite
     with ExitStack() as stack:
         if store == "sqlite":
             home, url, cases = stack.enter_context(
-                sqlite_home(events, args.seed, work, args.size_plan["sqlite"])
+                sqlite_home(events, args.seed, work, args.size_plan["sqlite"], args.build_workers)
             )
         else:
             home, url, cases = stack.enter_context(
-                postgres_home(events, args.seed, work, args.postgres_url)
+                postgres_home(events, args.seed, work, args.postgres_url, args.build_workers)
             )
         probes = add_probes(home, url, args.seed)
         env = service_env(
@@ -533,6 +557,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument(
+        "--build-workers",
+        type=int,
+        default=BUILD_WORKERS,
+        help=f"processes saving events at once when a store is built (default {BUILD_WORKERS})",
+    )
     args = parser.parse_args(argv)
     args.blocks = args.blocks or (6 if args.quick else 12)
     args.per_block = QUICK_PER_BLOCK if args.quick else FULL_PER_BLOCK

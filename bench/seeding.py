@@ -31,12 +31,14 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Notification
 
+from bench.workload import StoredCase
 from domain.application import CaseTrail
 from domain.case import Case
 from domain.retention import key_scope
@@ -113,10 +115,11 @@ def catch_up_together(
     *,
     chunk: int = CHUNK,
     progress: Callable[[int, int], None] | None = None,
+    views: Sequence[str] = (),
 ) -> dict[str, int]:
-    """Every view caught up to the log's settled end, the log read and decoded once per
-    `chunk` notifications; returns how far each view moved."""
-    followers = readmodels.followers
+    """Every view (or those named in `views`) caught up to the log's settled end, the log
+    read and decoded once per `chunk` notifications; returns how far each view moved."""
+    followers = {name: f for name, f in readmodels.followers.items() if not views or name in views}
     first = next(iter(followers.values()))
     positions = {name: f.position() for name, f in followers.items()}
     start = min(positions.values())
@@ -176,6 +179,7 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
     if what == "evidence":
         catch_up_evidence(settings)
         return
+    views = what.partition(":")[2].split(",")
     t0 = time.perf_counter()
     app = CaseTrail(env=settings.application_env())
     try:
@@ -184,7 +188,7 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
             total = 0
             while True:
                 finished = done.is_set()
-                total += max(catch_up_together(app, readmodels).values())
+                total += max(catch_up_together(app, readmodels, views=views).values())
                 if finished:
                     break
                 time.sleep(1.0)
@@ -193,15 +197,73 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
     finally:
         app.close()
     print(
-        f"    read models followed {total:,} events in {time.perf_counter() - t0:.0f} s",
+        f"    read models {', '.join(views)} followed {total:,} events in "
+        f"{time.perf_counter() - t0:.0f} s",
         flush=True,
     )
 
 
+def _populate_child(
+    env: Mapping[str, str], counts: Sequence[int], seed: int, label: str, out: str
+) -> None:
+    from bench.scale import _progress, _save_cases  # noqa: PLC0415 (in the child process only)
+    from bench.workload import populate  # noqa: PLC0415
+    from gateway.settings import Settings  # noqa: PLC0415
+
+    app = CaseTrail(env=Settings.from_env(dict(env)).application_env())
+    try:
+        cases = populate(
+            app,
+            counts,
+            seed,
+            events_per_transaction=2000,
+            progress=_progress(label),
+            save=save_in_bulk,
+        )
+    finally:
+        app.close()
+    _save_cases(Path(out), cases)
+
+
+def populate_apart(
+    env: Mapping[str, str], counts: Sequence[int], seed: int, workers: int, scratch: Path
+) -> list[StoredCase]:
+    """`bench.workload.populate` of `counts` in `workers` processes at once, each saving its
+    share of the files (every `workers`-th, its own seed) through `Application.save`; their
+    appends queue for the store's writer lock (`gateway.store.writer_lock`) while the others
+    build and encrypt their next events. The case files stored, the workers' in turn."""
+    from bench.scale import _load_cases  # noqa: PLC0415
+
+    context = multiprocessing.get_context("spawn")
+    processes = []
+    for n in range(workers):
+        share = list(counts[n::workers])
+        out = scratch / f"cases-worker-{n}.json"
+        process = context.Process(
+            target=_populate_child,
+            args=(dict(env), share, seed + n, f"worker {n + 1}/{workers}", str(out)),
+            name=f"bench-populate-{n}",
+        )
+        process.start()
+        processes.append((process, out))
+    failed = []
+    for process, _ in processes:
+        process.join()
+        if process.exitcode != 0:
+            failed.append(f"{process.name} (exit {process.exitcode})")
+    if failed:
+        raise RuntimeError(f"building the store failed: {', '.join(failed)}")
+    cases: list[StoredCase] = []
+    for _, out in processes:
+        cases += _load_cases(out)
+        out.unlink()
+    return cases
+
+
 class Apart:
-    """A follower in a process of its own: `Apart("readmodels", env)` follows the store while
-    it is built, `Apart("evidence", env)` catches the evidence log up; `finish()` says the
-    store is complete and waits for it to catch up."""
+    """A follower in a process of its own: `Apart("readmodels:ledger,reports", env)` makes
+    those views follow the store while it is built, `Apart("evidence", env)` catches the
+    evidence log up; `finish()` says the store is complete and waits for it to catch up."""
 
     def __init__(self, what: str, env: Mapping[str, str]) -> None:
         context = multiprocessing.get_context("spawn")
