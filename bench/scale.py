@@ -25,11 +25,14 @@ every kind, judged on the ratio of the pooled p99s with a 95% paired block-boots
 (`bench.harness.bootstrap_ratio`): `ok`, `MISS`, or `undecided` when the interval straddles 1.2.
 Absolute latencies are printed and kept as indicative (they move with the machine's load).
 
-Building a store takes time (about 5,000 events/s here, then the read models and the evidence
-log), so SQLite stores are built once and kept under `$CASETRAIL_BENCH_CACHE` (default
-/tmp/casetrail-bench-cache), keyed by size, seed and workload version; each run works on a
-copy, so that its access events and probes never accumulate in the cached store. PostgreSQL
-stores are built afresh in a throw-away schema, and only up to 100k events in the full run.
+Building a store takes time, so it is built in bulk (`bench.seeding`: real events saved by
+`Application.save` in 3 processes, the files' data keys made in one transaction per save, the
+read models following in processes of their own, then the evidence log) and SQLite stores are
+kept under `$CASETRAIL_BENCH_CACHE` (default /tmp/casetrail-bench-cache), keyed by the chain of
+sizes they grew by (a larger store extends the next smaller one of the run), seed and workload
+version; each run works on a copy, so that its access events and probes never accumulate in the
+cached store. PostgreSQL stores are built afresh in a throw-away schema, and only up to 100k
+events in the full run.
 
     .venv/bin/python -m bench.scale                 # SQLite 10k, 100k, 1M; PostgreSQL 10k, 100k
     .venv/bin/python -m bench.scale --quick         # SQLite 10k and 100k, 6 short blocks

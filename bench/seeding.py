@@ -12,17 +12,21 @@ around that is done in bulk, where the profile of a 20,000-event build (bench/RE
   key-table transaction (and one fsync) per file: a third of the build's time. Here the keys
   of all the files of one save are made in one transaction, by the key table's own wrap, and
   put in its cache, so that the save finds them made. Same rows, same wraps.
+- `populate_apart`: the files saved by several processes at once, each its share (its own
+  seed); their appends queue for the store's writer lock while the others build and encrypt.
 - `catch_up_together`: each view's follower reads and decrypts the whole log on its own (three
   views read the case events, so every event was decrypted three times). Here the log is read
-  and decoded once per chunk and each view gets its topics' events of it as one `Batch`,
-  applied by its recorder (`recorder.process`: the view's rows and its position in one
-  transaction, as the follower does). `View.apply` is a pure fold whatever the batch
-  boundaries (`projections.follower.View`), so the rows are those of following.
-- `catch_up_evidence_apart`: the evidence log (the Merkle tree over every event) is built in a
-  process of its own, beside the read models (it writes to the events' file, they to theirs).
+  and decoded once per chunk for the views of one process, and each view gets its topics'
+  events of it as one `Batch`, applied by its recorder (`recorder.process`: the view's rows
+  and its position in one transaction, as the follower does). `View.apply` is a pure fold
+  whatever the batch boundaries (`projections.follower.View`), so the rows are those of
+  following.
+- `Apart`: the views following the store while it is built, and then the evidence log (the
+  Merkle tree over every event), each in a process of its own.
 
-Proven by tests/bench/test_seeding.py: a store built here and one built the service's way hold
-the same read-model rows (keys aside), every event opens, and every file's key is wrapped.
+Proven by tests/integration/test_bench_seeding.py: the views caught up here hold row for row
+what their followers write, every event opens in a fresh process, every file's key is wrapped,
+and a file stored before keeps its key.
 """
 
 from __future__ import annotations
