@@ -37,6 +37,7 @@ events in the full run.
     .venv/bin/python -m bench.scale                 # SQLite 10k, 100k, 1M; PostgreSQL 10k, 100k
     .venv/bin/python -m bench.scale --quick         # SQLite 10k and 100k, 6 short blocks
     .venv/bin/python -m bench.scale --sizes 10000,100000 --no-postgres
+    .venv/bin/python -m bench.scale --build-only     # only build the SQLite stores into the cache
 """
 
 from __future__ import annotations
@@ -566,6 +567,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=BUILD_WORKERS,
         help=f"processes saving events at once when a store is built (default {BUILD_WORKERS})",
     )
+    parser.add_argument(
+        "--measure",
+        help="comma-separated: which of the larger sizes to measure (default: every one); "
+        "the others still make the chain a larger store is built from",
+    )
+    parser.add_argument(
+        "--build-only",
+        action="store_true",
+        help="build the SQLite stores of the sizes into the cache and measure nothing",
+    )
     args = parser.parse_args(argv)
     args.blocks = args.blocks or (6 if args.quick else 12)
     args.per_block = QUICK_PER_BLOCK if args.quick else FULL_PER_BLOCK
@@ -576,6 +587,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if any(len(v) == 1 for v in sizes.values()):
         parser.error("--sizes needs two sizes at least: the smallest is the reference")
     args.size_plan = sizes
+    args.measure = {int(s) for s in args.measure.split(",")} if args.measure else set()
     return args
 
 
@@ -587,6 +599,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"sizes {args.size_plan}, each against the smallest in turns"
     )
     print(f"machine: {describe(info)}")
+    if args.build_only:
+        sizes = args.size_plan["sqlite"]
+        for events in sizes:
+            t0 = time.perf_counter()
+            print(f"\n== scale / sqlite: the cached store of {events:,} events ==")
+            where = cached_sqlite(events, args.seed, sizes, args.build_workers)
+            print(f"  {where} ready in {time.perf_counter() - t0:.0f} s", flush=True)
+        return 0
     stores, skipped = selected_stores(
         args.postgres_url,
         postgres=bool(args.size_plan["postgres"]) and not args.no_postgres,
@@ -600,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for store in stores:
             sizes = args.size_plan[store]
             for events in sizes[1:]:
+                if args.measure and events not in args.measure:
+                    continue
                 found = measure(store, sizes[0], events, args, Path(tmp))
                 results.append(found)
                 for kind in KINDS:
