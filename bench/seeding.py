@@ -48,7 +48,7 @@ from domain.case import Case
 from domain.retention import key_scope
 from gateway.store import datakeys
 from gateway.store.eventstore import BoundAESGCMCipher
-from projections.follower import Batch, erased
+from projections.follower import Batch, erased, store_errors
 from projections.readmodels import ReadModels
 
 CHUNK: Final = 5000
@@ -192,7 +192,13 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
             total = 0
             while True:
                 finished = done.is_set()
-                total += max(catch_up_together(app, readmodels, views=views).values())
+                try:
+                    total += max(catch_up_together(app, readmodels, views=views).values())
+                except store_errors():
+                    # Another process's views hold the file's write lock longer than the
+                    # busy timeout ("database is locked"): the batch was rolled back; again.
+                    time.sleep(0.5)
+                    continue
                 if finished:
                     break
                 time.sleep(1.0)
