@@ -277,9 +277,9 @@ def sqlite_home(
     t0 = time.perf_counter()
     shutil.copytree(cached, home)
     copied = time.perf_counter() - t0
-    # The copy's pages (1 GB at 1M events) are written back now, not by the first durable
-    # commit of the measured server: an access event's fsync waited seconds behind them in the
-    # first blocks (case reads and lookups p99 1.8-2.5 s at 1M, against 0.1 s at 10k).
+    # The copy's pages (1.5 GB at 1M events) are written back now, not behind the measured
+    # server's first durable commits. (Suspected at first of the 2-10 s stalls in the first
+    # blocks at 1M; those were the user registry's scans, bench/README.md "scale", fourth round.)
     os.sync()
     synced = time.perf_counter() - t0
     print(f"    working copy in {copied:.1f} s, written to disk by {synced:.1f} s")
