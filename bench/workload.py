@@ -193,9 +193,13 @@ def populate(
     pool: CommandPool | None = None,
     events_per_transaction: int = 5000,
     progress: Callable[[int, int], None] | None = None,
+    save: Callable[[CaseTrail, Sequence[Case]], None] | None = None,
 ) -> list[StoredCase]:
     """Store one case file per entry of `counts` (its number of events), many per transaction,
-    after registering the workload's people (`register_people`)."""
+    after registering the workload's people (`register_people`). `save`: how a transaction's
+    files are saved (default `app.save`; `bench.seeding.save_in_bulk` makes their data keys
+    in one transaction first)."""
+    save = save or _save
     register_people(app)
     pool = pool or CommandPool(seed)
     rng = random.Random(seed + 1)
@@ -210,17 +214,21 @@ def populate(
         pending.append(case)
         pending_events += count
         if pending_events >= events_per_transaction:
-            app.save(*pending)
+            save(app, pending)
             done += pending_events
             pending, pending_events = [], 0
             if progress is not None:
                 progress(done, total)
     if pending:
-        app.save(*pending)
+        save(app, pending)
         done += pending_events
         if progress is not None:
             progress(done, total)
     return stored
+
+
+def _save(app: CaseTrail, cases: Sequence[Case]) -> None:
+    app.save(*cases)
 
 
 def readers_of(case: StoredCase, rng: random.Random) -> Actor:

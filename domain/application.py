@@ -2272,12 +2272,23 @@ class CaseTrail(Application[UUID]):
     ) -> tuple[list[tuple[UUID, int]], int]:
         """The user events stored after store position `position`, as (stream id, version) in
         stored order, and the last position read: what a registry snapshot refreshes from
-        (`gateway.auth.UserRegistry`). Nothing is decrypted."""
+        (`gateway.auth.UserRegistry`). Nothing is decrypted.
+
+        The position read is the store's head (taken before the read) when the page is not
+        full, not the last user event's: user events are rare, and a registry that refreshed
+        from the last one read every event stored since, every refresh, a scan growing with
+        the store (issue 23: 59% of the API workers' time at 1M events, bench/README.md,
+        "scale"). An event committed late below the head is still read: the registry reads
+        from the position it reached `OVERLAP_SECONDS` ago. Proven by
+        tests/integration/test_user_registry_position.py."""
+        head = self.recorder.max_notification_id() or 0
         page = self.recorder.select_notifications(
-            start=position + 1, limit=limit, topics=USER_TOPICS
+            start=position + 1, limit=limit, stop=head, topics=USER_TOPICS
         )
         changed = [(UUID(str(n.originator_id)), n.originator_version) for n in page]
-        return changed, (page[-1].id if page else position)
+        if len(page) == limit:
+            return changed, page[-1].id
+        return changed, max(position, head)
 
     # --- sign-in: credentials and browser sessions (issue 16, domain.credentials) ---------------
 
