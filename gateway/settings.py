@@ -720,7 +720,9 @@ class Settings(BaseSettings):
             self.home.mkdir(parents=True, exist_ok=True)
         keys = keyring.load_event_keys(self.keys_dir, self.event_key_env) if encrypted else None
         keks = keyring.load_keks(self.keys_dir) if encrypted else None
-        env = store_environment(self.database_url, keys.texts if keys else None, keks)
+        # Keys read from the files are followed by the cipher as the files change (issue 21).
+        key_dir = self.keys_dir if encrypted and not self.event_key_env else None
+        env = store_environment(self.database_url, keys.texts if keys else None, keks, key_dir)
         env["ASSIGNMENT_GRACE_HOURS"] = str(self.assignment_grace_hours)
         env["ACCESS_GROUP_COMMIT"] = _yes_no(self.access_group_commit)
         env["COMMAND_GROUP_COMMIT"] = _yes_no(self.command_group_commit)

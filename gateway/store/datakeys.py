@@ -462,6 +462,13 @@ class DataKeyTable:
             raise DataKeyProblem(f"the data key of stream {stream_id} vanished as it was made")
         return loaded
 
+    def set_keks(self, keks: dict[bytes, bytes], current_kek: bytes) -> None:
+        """The KEKs after the key file changed (`BoundAESGCMCipher` follows it): new data keys
+        are wrapped by `current_kek`; the keys already unwrapped stay in the cache."""
+        with self._lock:
+            self._keks = keks
+            self._current = current_kek
+
     def _current_kek_id(self) -> str:
         return next(k for k, v in self._keks.items() if v == self._current).hex()
 

@@ -21,6 +21,22 @@ was edited, fails authentication and is refused with `EventIntegrityError`; noth
 The byte-exact construction is normative in `docs/specs/event-cipher.md`; its known-answer and
 negative vectors (`docs/specs/vectors/event_cipher.json`) are checked against this module by
 `tests/specs/test_event_cipher_vectors.py`.
+
+Keys that change while the process runs (issue 21). When the environment names the key files'
+folder (`CASETRAIL_CIPHER_KEY_DIR`, set by `gateway.settings` unless the event keys come from
+`CASETRAIL_EVENT_KEY`), the cipher follows `event.key` and `data-keys.kek` without a restart:
+
+- reading: a state naming a key id (or a data key wrapped by a KEK) this process does not hold
+  makes it read both files again and retry once, before `KeyMismatchError`. The files are read
+  when they changed (their size, time, inode), and otherwise at most once per `RELOAD_SECONDS`,
+  so a flood of rows under an unknown key costs a `stat` each, not a file read each;
+- writing: at most once per `RELOAD_SECONDS`, an encryption looks whether a file changed and, if
+  so, reads it and encrypts from then on with its first key (the newest). Every process thus
+  converges on the rotated key within about a second, with no restart.
+
+A file that cannot be read then (missing, mode too open, a bad key) leaves the keys in memory as
+they were; the refusal names the problem. Proven by tests/evidence/test_key_reload.py (two
+processes over one SQLite file).
 """
 
 from __future__ import annotations
@@ -28,8 +44,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from collections.abc import Mapping
-from typing import Any
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, unquote, urlparse
 from uuid import UUID
 
@@ -45,6 +65,8 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import Environment, get_topic, resolve_topic, strtobool
 
 from domain.retention import DataErased, KeyScope, key_scope
+from gateway import keyring
+from gateway.logs import get_logger
 from gateway.store.datakeys import DATA_KEY_ID_SIZE, DataKeyProblem, DataKeyTable
 
 FORMAT_V1 = b"\x01"
@@ -60,6 +82,12 @@ ENV_CIPHER_KEYS = "CASETRAIL_CIPHER_KEYS"
 ENV_DATA_KEY_CACHE_SECONDS = "CASETRAIL_DATA_KEY_CACHE_SECONDS"
 # The key-encryption keys that wrap the data keys (first wraps new ones); absent: the event keys.
 ENV_DATA_KEKS = "CASETRAIL_DATA_KEKS"
+# The folder of event.key and data-keys.kek, which the cipher follows (see the module docstring).
+ENV_KEY_DIR = "CASETRAIL_CIPHER_KEY_DIR"
+# How often, at most, the key files are looked at (written) or read again while unchanged (read).
+RELOAD_SECONDS = 1.0
+
+log = get_logger("casetrail.store")
 
 
 class EventIntegrityError(MapperDeserialisationError):
@@ -126,6 +154,37 @@ def _key_table(
     return None
 
 
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class _Keys:
+    """The keys in force, swapped whole by a reload (so an encryption never mixes two sets)."""
+
+    current_id: bytes
+    by_id: dict[bytes, AESGCM]
+    texts: tuple[bytes, ...]  # the event keys, then the KEKs: what a reload compares
+    unwrapping: dict[bytes, bytes]
+    current_kek: bytes
+
+    @classmethod
+    def of(cls, keys: list[bytes], kek_keys: list[bytes]) -> _Keys:
+        keks = kek_keys or keys
+        # The event keys also open what they wrapped before a KEK file existed (a home made
+        # between issue 19's data keys and its KEK); `rewrap` + `retire` move those on.
+        unwrapping = {key_id(k): k for k in keys} | {key_id(k): k for k in keks}
+        return cls(
+            current_id=key_id(keys[0]),
+            by_id={key_id(k): AESGCM(k) for k in keys},
+            texts=(*keys, b"", *keks),
+            unwrapping=unwrapping,
+            current_kek=keks[0],
+        )
+
+    def same_as(self, other: _Keys) -> bool:
+        return self.texts == other.texts
+
+
 class BoundAESGCMCipher(Cipher):
     """AES-256-GCM with associated data; several keys may be configured for rotation.
 
@@ -137,16 +196,102 @@ class BoundAESGCMCipher(Cipher):
         texts = [t for t in (environment.get(ENV_CIPHER_KEYS) or "").split(",") if t.strip()]
         if not texts:
             raise OSError(f"no event key configured ({ENV_CIPHER_KEYS} is empty)")
-        keys = [decode_key(t) for t in texts]
-        self._current = keys[0]
-        self.current_key_id = key_id(keys[0])
-        self._by_id = {key_id(k): AESGCM(k) for k in keys}
         kek_texts = [t for t in (environment.get(ENV_DATA_KEKS) or "").split(",") if t.strip()]
-        keks = [decode_key(t) for t in kek_texts] or keys
-        # The event keys also open what they wrapped before a KEK file existed (a home made
-        # between issue 19's data keys and its KEK); `rewrap` + `retire` move those on.
-        unwrapping = {key_id(k): k for k in keys} | {key_id(k): k for k in keks}
-        self._data_keys = _key_table(environment, unwrapping, keks[0])
+        folder = environment.get(ENV_KEY_DIR)
+        self._key_dir = Path(folder) if folder else None
+        self._reload_lock = threading.Lock()
+        self._looked_at = time.monotonic()  # the files' last stat (writing)
+        self._read_at = float("-inf")  # the files' last read forced by an unknown key (reading)
+        self._seen = self._files_state()
+        self._reload_problem: str | None = None
+        self._keys = _Keys.of([decode_key(t) for t in texts], [decode_key(t) for t in kek_texts])
+        self._data_keys = _key_table(environment, self._keys.unwrapping, self._keys.current_kek)
+        if self._key_dir is not None:
+            # The files may have changed since the settings read them: what is read now is
+            # what `_seen` describes.
+            self._read_files()
+
+    @property
+    def current_key_id(self) -> bytes:
+        return self._keys.current_id
+
+    # --- following the key files (the module docstring) --------------------------------------
+
+    def _files_state(self) -> tuple[tuple[int, int, int], ...] | None:
+        if self._key_dir is None:
+            return None
+        state = []
+        for name in (keyring.EVENT_KEY, keyring.KEK):
+            try:
+                found = (self._key_dir / name).stat()
+            except OSError:
+                state.append((0, 0, 0))
+            else:
+                state.append((found.st_ino, found.st_mtime_ns, found.st_size))
+        return tuple(state)
+
+    def _read_files(self) -> bool:
+        """Read both files again; True when the keys in memory changed. A file that cannot be
+        read leaves them as they were (`_reload_problem` says why)."""
+        folder = self._key_dir
+        if folder is None:
+            return False
+        with self._reload_lock:
+            # Seen even when unreadable: it is tried again when the files change again (or a
+            # key is missing), not at every look, which would log the problem every second.
+            self._seen = self._files_state()
+            try:
+                texts = keyring.load_event_keys(folder, None).texts
+                kek_texts = keyring.load_keks(folder)
+            except keyring.KeyProblem as exc:
+                self._reload_problem = str(exc)
+                log.warning("key_files_unreadable", problem=str(exc))
+                return False
+            self._reload_problem = None
+            keys = _Keys.of([decode_key(t) for t in texts], [decode_key(t) for t in kek_texts])
+            if keys.same_as(self._keys):
+                return False
+            if self._data_keys is not None:
+                self._data_keys.set_keks(keys.unwrapping, keys.current_kek)
+            before = self._keys.current_id
+            self._keys = keys
+            log.info(
+                "key_files_reloaded",
+                event_key=keys.current_id.hex(),
+                previous_event_key=before.hex(),
+                event_keys=len(keys.by_id),
+            )
+            return True
+
+    def _follow_files(self) -> None:
+        """Before an encryption: at most once per RELOAD_SECONDS, read the files if changed."""
+        if self._key_dir is None or time.monotonic() - self._looked_at < RELOAD_SECONDS:
+            return
+        self._looked_at = time.monotonic()
+        if self._files_state() != self._seen:
+            self._read_files()
+
+    def _reload_for_unknown(self) -> bool:
+        """A key this process does not hold was met: True when the files were read again and
+        the keys changed (then the caller retries once)."""
+        if self._key_dir is None:
+            return False
+        changed = self._files_state() != self._seen
+        if not changed and time.monotonic() - self._read_at < RELOAD_SECONDS:
+            return False
+        self._read_at = time.monotonic()
+        return self._read_files()
+
+    def _not_held(self) -> str:
+        """What the refusal of an unknown key adds: where the keys were looked for."""
+        if self._key_dir is None:
+            return "the keys come from the environment: add the missing key there and restart"
+        if self._reload_problem is not None:
+            return f"the key files could not be read again: {self._reload_problem}"
+        return (
+            f"{self._key_dir} was read again and does not hold it either: put the key back "
+            "(after the current one) from the offline backup"
+        )
 
     # `domain.retention.DataKeyring`: what the application may do with the data keys.
     def has_key(self, stream_id: UUID) -> bool:
@@ -178,8 +323,10 @@ class BoundAESGCMCipher(Cipher):
         used twice with one key; the service always takes a fresh random one (`encrypt`)."""
         if len(nonce) != NONCE_SIZE:
             raise ValueError(f"the nonce must be {NONCE_SIZE} bytes, found {len(nonce)}")
-        header = FORMAT_V1 + self.current_key_id + nonce
-        aead = self._by_id[self.current_key_id]
+        self._follow_files()
+        keys = self._keys  # one snapshot: a reload in another thread swaps it whole
+        header = FORMAT_V1 + keys.current_id + nonce
+        aead = keys.by_id[keys.current_id]
         return header + aead.encrypt(header[1 + KEY_ID_SIZE :], plaintext, aad + header)
 
     def decrypt(self, ciphertext: bytes, aad: bytes = b"") -> bytes:
@@ -188,11 +335,14 @@ class BoundAESGCMCipher(Cipher):
         header = ciphertext[:HEADER_SIZE]
         if len(header) < HEADER_SIZE or header[:1] != FORMAT_V1:
             raise EventIntegrityError("stored state has no valid casetrail header")
-        aead = self._by_id.get(header[1 : 1 + KEY_ID_SIZE])
+        named = header[1 : 1 + KEY_ID_SIZE]
+        aead = self._keys.by_id.get(named)
+        if aead is None and self._reload_for_unknown():
+            aead = self._keys.by_id.get(named)
         if aead is None:
             raise KeyMismatchError(
-                f"stored state was written with key id {header[1 : 1 + KEY_ID_SIZE].hex()}, "
-                f"which is not configured (current key id {self.current_key_id.hex()})"
+                f"stored state was written with key id {named.hex()}, which is not configured "
+                f"(current key id {self.current_key_id.hex()}); {self._not_held()}"
             )
         try:
             return aead.decrypt(header[1 + KEY_ID_SIZE :], ciphertext[HEADER_SIZE:], aad + header)
@@ -216,8 +366,9 @@ class BoundAESGCMCipher(Cipher):
         cipher itself build one) seals format 1 instead."""
         if self._data_keys is None:
             return self.encrypt(plaintext, aad)
+        self._follow_files()
         try:
-            found = self.data_keys.for_writing(stream_id, scope)
+            found = self._with_reload(lambda: self.data_keys.for_writing(stream_id, scope))
         except DataKeyProblem as exc:
             raise KeyMismatchError(str(exc)) from None
         if found is None:
@@ -231,13 +382,23 @@ class BoundAESGCMCipher(Cipher):
         header = FORMAT_V2 + data_key_id + nonce
         return header + aead.encrypt(nonce, plaintext, aad + header)
 
+    def _with_reload(self, look_up: Callable[[], _T]) -> _T:
+        """`look_up` again once the key files were read again, if a data key's wraps name only
+        KEKs this process does not hold (a `keys rotate --kek` it has not seen yet)."""
+        try:
+            return look_up()
+        except DataKeyProblem as exc:
+            if not self._reload_for_unknown():
+                raise DataKeyProblem(f"{exc}; {self._not_held()}") from None
+        return look_up()
+
     def decrypt_v2(self, ciphertext: bytes, aad: bytes) -> bytes:
         header = ciphertext[:HEADER_V2_SIZE]
         if len(header) < HEADER_V2_SIZE:
             raise EventIntegrityError("stored state has no valid casetrail header")
         data_key_id = header[1 : 1 + DATA_KEY_ID_SIZE]
         try:
-            found = self.data_keys.for_reading(data_key_id)
+            found = self._with_reload(lambda: self.data_keys.for_reading(data_key_id))
         except DataKeyProblem as exc:
             raise KeyMismatchError(str(exc)) from None
         if found is None:
@@ -379,12 +540,17 @@ def postgres_environment(url: str) -> dict[str, str]:
 
 
 def store_environment(
-    database_url: str, cipher_keys: list[str] | None, data_keks: list[str] | None = None
+    database_url: str,
+    cipher_keys: list[str] | None,
+    data_keks: list[str] | None = None,
+    key_dir: Path | None = None,
 ) -> dict[str, str]:
     """Everything the Application needs to find its store and cipher.
 
     `database_url` is `sqlite:///path/to/file` or `postgresql://...`. `cipher_keys=None` stores
-    plaintext: used only by tests and benchmarks that measure or prove encryption.
+    plaintext: used only by tests and benchmarks that measure or prove encryption. `key_dir`:
+    the folder of the key files the keys were read from, which the cipher then follows (the
+    module docstring); None when they came from elsewhere (`CASETRAIL_EVENT_KEY`).
     """
     if database_url.startswith("sqlite:///"):
         env = sqlite_environment(database_url.removeprefix("sqlite:///"))
@@ -396,6 +562,8 @@ def store_environment(
         env[ENV_CIPHER_KEYS] = ",".join(cipher_keys)
         if data_keks:
             env[ENV_DATA_KEKS] = ",".join(data_keks)
+        if key_dir is not None:
+            env[ENV_KEY_DIR] = str(key_dir)
     return env
 
 

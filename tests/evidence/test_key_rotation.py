@@ -1,7 +1,8 @@
 """Key rotation in the middle of a run (issue 21): `casetrail keys rotate --service | --token |
 --event` while the service's application, evidence maintainer and token verifier are open.
 
-Afterwards every event still reads, new events carry the new event key id, checkpoints verify
+Afterwards every event still reads, new events carry the new event key id (the running
+application's too: it follows event.key, tests/evidence/test_key_reload.py), checkpoints verify
 across the signing-key change (from the new key, from the old key, and a unit's file of old
 checkpoints), old tokens verify during their grace and new ones at once; and what must fail
 does: a checkpoint signed by the retired key after its announcement, a forged announcement.
@@ -25,6 +26,7 @@ from gateway.auth import MAX_TTL_SECONDS, AuthenticationFailed, issue_token
 from gateway.cli.main import cli as main_cli
 from gateway.evidence.verification import verify_store
 from gateway.settings import Settings
+from gateway.store import eventstore
 from projections.evidence.checkpoints import Checkpoint, CheckpointStore, key_id
 from projections.evidence.rotation import Announcement, AnnouncementStore, KeyChain, raw
 from tests.evidence.helpers import REPORTER, cli, write_checkpoints
@@ -70,7 +72,12 @@ def run(settings: Settings, *args: str) -> _Ran:
     return _Ran(result.exit_code, result.stdout, result.stderr)
 
 
-def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> None:
+def test_rotation_in_the_middle_of_a_run(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The running application looks at the key file at every encryption instead of once a
+    # second: what it writes right after the rotation is then known (`eventstore`'s docstring).
+    monkeypatch.setattr(eventstore, "RELOAD_SECONDS", 0.0)
     keys_dir = settings.keys_dir
     old_event_id = keyring.event_key_ids(keys_dir)[0]
     old_service = keyring.load_private_key(keys_dir / keyring.SERVICE_KEY, "key")
@@ -92,6 +99,7 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
             street="chengguan-street",
         )
 
+        rotated_at = len(_read_all(application))
         # --- the three rotations, by the real command, while all of that is open ----------------
         _ok(service := cli(settings, "keys", "rotate", "--service"))
         assert "announced key" in service.stdout
@@ -101,8 +109,10 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
         assert new_event_id != old_event_id and new_event_id in event.stdout
         assert keyring.event_key_ids(keys_dir)[1] == old_event_id  # kept for reading
 
-        # The running maintainer signs the next checkpoint with the announced key.
+        # The running application follows event.key (issue 21): it writes with the new key.
         _write(application, 2)
+        assert {i.hex() for i in _read_all(application)[rotated_at:]} == {new_event_id}
+        # The running maintainer signs the next checkpoint with the announced key.
         after = evidence.checkpoint_now()
         new_service = keyring.load_public_key(keys_dir / keyring.SERVICE_PUB, "pub")
         assert after.key_id == key_id(new_service) != key_id(old_service.public_key())
@@ -126,12 +136,11 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
     # --- a restarted process: writes with the new event key, reads every event ---------------
     restarted = bootstrap.open_application(settings)
     try:
-        before_restart = len(_read_all(restarted))
         _write(restarted, 2)
         ids = _read_all(restarted)
-        assert {i.hex() for i in ids[:before_restart]} == {old_event_id}
-        assert {i.hex() for i in ids[before_restart:]} == {new_event_id}
-        written_after = len(ids) - before_restart
+        assert {i.hex() for i in ids[:rotated_at]} == {old_event_id}
+        assert {i.hex() for i in ids[rotated_at:]} == {new_event_id}
+        written_after = len(ids) - rotated_at
     finally:
         restarted.close()
     _ok(status := run(settings, "keys", "status"))
@@ -140,7 +149,7 @@ def test_rotation_in_the_middle_of_a_run(settings: Settings, tmp_path: Path) -> 
     assert any(
         new_event_id in line and f"{written_after} stored events" in line for line in lines
     ), lines
-    assert any(old_event_id in line and f"{before_restart} stored events" in line for line in lines)
+    assert any(old_event_id in line and f"{rotated_at} stored events" in line for line in lines)
     assert any("verifies tokens (grace)" in line for line in lines)
     assert "days ago" in status.stdout
 
