@@ -13,7 +13,10 @@ A key is never printed, logged, or written anywhere else.
 Rotation (`casetrail keys rotate`, `keys status`; docs/operations.md, "Keys"):
 
 - event key: `rotate_event_key` writes a new key first in event.key (it encrypts new events);
-  the old ones stay after it, for reading the events they wrote;
+  the old ones stay after it, for reading the events they wrote. Running processes follow the
+  file, and data-keys.kek likewise, without a restart (`gateway.store.eventstore`, "Keys that
+  change while the process runs": re-read on an unknown key id, at most once a second while
+  unchanged; writers switch to the first key within a second; tests/evidence/test_key_reload.py);
 - token key: `rotate_token_key` replaces the pair; the old public key stays as
   `token-signing.<key id>.pub` and verifies tokens until its grace ends (the longest token
   lifetime by default), then it is no longer loaded (`token_public_key_paths`);
@@ -306,7 +309,8 @@ def load_keks(keys_dir: Path) -> list[str]:
 def rotate_kek(keys_dir: Path) -> str:
     """Put a new key-encryption key first in data-keys.kek (creating the file with the event
     key's current key after it when absent: that one wrapped the data keys so far). Returns the
-    new key id (hex). Restart the processes, then `keys retire-kek OLD_ID`."""
+    new key id (hex). Running processes follow the file within a second; then `keys
+    retire-kek OLD_ID`."""
     from gateway.store.eventstore import decode_key, key_id, new_key_text  # noqa: PLC0415
 
     path = keys_dir / KEK
@@ -338,8 +342,8 @@ def rotate_event_key(keys_dir: Path) -> str:
     """Put a new event key first in event.key (it encrypts what is written from now on) and
     keep the others after it (they still decrypt what they wrote). Returns the new key id (hex).
 
-    Processes read event.key when they start: restart them after a rotation (until then they
-    write with the previous key, and cannot read what restarted ones write with the new one)."""
+    The file is replaced whole (`_replace`): running processes, which follow it, read either the
+    old list or the new one, never half of one."""
     from gateway.store.eventstore import decode_key, key_id, new_key_text  # noqa: PLC0415
 
     path = keys_dir / EVENT_KEY

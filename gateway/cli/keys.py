@@ -60,8 +60,8 @@ def rotate(kind: str, grace_hours: int) -> None:
         new_id = keyring.rotate_event_key(keys_dir)
         click.echo(
             f"event key {new_id} now encrypts new events; the previous keys stay in "
-            f"{keys_dir / keyring.EVENT_KEY} for reading. Restart every casetrail process "
-            "(they read the key file at start); back the key file up offline now"
+            f"{keys_dir / keyring.EVENT_KEY} for reading. Running casetrail processes follow "
+            "the file (within about a second); back the key file up offline now"
         )
     elif kind == "kek":
         if settings.event_key_env:
@@ -73,7 +73,8 @@ def rotate(kind: str, grace_hours: int) -> None:
         added = _rewrap(settings)
         click.echo(
             f"key-encryption key {new_id} now wraps the data keys ({added} rewrapped under it); "
-            "the previous ones stay in the key file. Restart every casetrail process, then "
+            "the previous ones stay in the key file. Running casetrail processes follow the "
+            "file (within about a second): wait a few seconds, then "
             "`casetrail keys retire-kek OLD_ID` to drop each old one"
         )
     elif kind == "token":
