@@ -7,7 +7,8 @@ What each process builds:
 - an API worker (`gateway.serving.service_app`, and `create_app(settings)` in tests): `api` gives
   a `Service`: the application (keys checked), the token verifier, the read models and the
   evidence log; `Service.start` follows the store in this process when
-  `Settings.followers_in_api`, and the app's lifespan closes it;
+  `Settings.followers_in_api`, opens in the background the read models that could not be
+  opened yet (the store away at the start), and the app's lifespan closes it;
 - `casetrail serve` itself: `open_application` and `open_read_models`, to check the keys and the
   store and make the read models' tables once, before the workers start;
 - `casetrail projections run | status | rebuild` (the followers' child): `followers` gives
@@ -31,10 +32,13 @@ they never enter the database. They can be deleted and rebuilt from the events.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
@@ -293,6 +297,8 @@ def open_read_models(
     settings: Settings, application: CaseTrail, *, batch_size: int | None = None
 ) -> ReadModels:
     """The read models, their tables created if missing; `StartupProblem` if they cannot be."""
+    from psycopg import Error as PostgresError  # noqa: PLC0415 (the read models import it anyway)
+
     from gateway.store.horizon import settled_horizon  # noqa: PLC0415 (see the imports)
     from projections.readmodels import ReadModels  # noqa: PLC0415 (see the imports)
 
@@ -304,7 +310,10 @@ def open_read_models(
             return ReadModels(application, config, log=_log(), horizon=horizon)
     except StoreSetupProblem as exc:
         raise StartupProblem(str(exc)) from None
-    except (PersistenceError, OSError, ValueError) as exc:
+    except (PersistenceError, OSError, ValueError, sqlite3.Error, PostgresError) as exc:
+        # The drivers' own errors too: the library leaves some unwrapped (SQLite's "database
+        # is locked" while it sets WAL mode on a new connection), and one escaping here was a
+        # traceback and a `casetrail serve` that did not start, not a logged, retried failure.
         where = redacted(config.env)
         raise StartupProblem(
             f"cannot open the read models ({where.get('SQLITE_DBNAME') or 'PostgreSQL'}): "
@@ -314,7 +323,8 @@ def open_read_models(
 
 def _read_models_or_none(settings: Settings, application: CaseTrail) -> ReadModels | None:
     """For the API: a failure to open the read models is logged, not fatal; the case API still
-    serves, and the ledger endpoints answer 503 until they can be opened."""
+    serves, the ledger endpoints answer 503 (`read-models-opening`), and `Service.start` keeps
+    trying in the background until they open."""
     try:
         return open_read_models(settings, application)
     except StartupProblem as exc:
@@ -414,39 +424,106 @@ def sign_in(settings: Settings) -> SignIn:
 # --- what each process runs -----------------------------------------------------------------------
 
 
+# The API's attempts to open its read models after they failed at its start (the store refused
+# connections: a restart while PostgreSQL was at its connection limit, issue 21's chaos run):
+# the first a second later, then each wait doubled up to the most, so that a store back after a
+# long outage is found within REOPEN_MAX_SECONDS, and a store that stays away is asked seldom.
+REOPEN_FIRST_SECONDS: Final = 1.0
+REOPEN_MAX_SECONDS: Final = 8.0
+_OPENER_JOIN_SECONDS: Final = 30.0
+
+
 @dataclass
 class Service:
-    """What an API worker serves with. Built by `api`, started and closed by the app's lifespan."""
+    """What an API worker serves with. Built by `api`, started and closed by the app's lifespan.
+
+    Read models that could not be opened at the start are opened in the background by `start`,
+    again and again with backoff, until the store answers: the ledgers then serve without a
+    restart (tests/reliability/test_outages_store.py, "started while away")."""
 
     settings: Settings
     application: CaseTrail
     verifier: TokenVerifier
-    # None when they could not be opened (logged): the ledger endpoints answer 503.
+    # None until they are opened (logged): the ledger endpoints answer 503 meanwhile.
     readmodels: ReadModels | None
     evidence: Evidence
+    # How many background attempts to open the read models have failed so far (/readyz).
+    reopen_failures: int = field(default=0, init=False)
+    _closing: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _opener: threading.Thread | None = field(default=None, init=False, repr=False)
 
-    def start(self) -> None:
+    def start(self, on_read_models: Callable[[ReadModels], None] | None = None) -> None:
         """Follow the store here when the followers run in the API process; otherwise
         `casetrail projections run` does, and requests that need the tree current (bundles,
-        proofs) catch it up themselves."""
+        proofs) catch it up themselves. Read models not opened yet are opened in a background
+        thread; `on_read_models` is called with them once they are (from that thread)."""
+        if self.readmodels is None and self._opener is None:
+            self._opener = threading.Thread(
+                target=self._open_read_models,
+                args=(on_read_models,),
+                name="casetrail-readmodels-open",
+                daemon=True,
+            )
+            self._opener.start()
         if not self.settings.followers_in_api:
             return
-        if self.readmodels is not None:
-            self.readmodels.start()
+        with self._lock:
+            if self.readmodels is not None:
+                self.readmodels.start()
         self.evidence.start()
 
+    def _open_read_models(self, on_opened: Callable[[ReadModels], None] | None) -> None:
+        delay = REOPEN_FIRST_SECONDS
+        while not self._closing.wait(delay):
+            try:
+                found = open_read_models(self.settings, self.application)
+            except Exception as exc:  # anything: the thread outlives every failed attempt
+                self.reopen_failures += 1
+                delay = min(delay * 2, REOPEN_MAX_SECONDS)
+                _log().warning(
+                    "projections_still_unavailable",
+                    attempts=self.reopen_failures,
+                    retry_in_seconds=delay,
+                    error=str(exc) if isinstance(exc, StartupProblem) else type(exc).__name__,
+                )
+                continue
+            with self._lock:
+                if self._closing.is_set():  # closed meanwhile: nothing is left running
+                    found.close()
+                    return
+                _use_access_records(self.application, found)
+                self.readmodels = found
+                if self.settings.followers_in_api:
+                    found.start()
+            _log().info("projections_opened", failed_attempts=self.reopen_failures)
+            if on_opened is not None:
+                on_opened(found)
+            return
+
     def close(self) -> None:
+        self._closing.set()
+        if self._opener is not None:
+            # An attempt under way ends within the store's timeouts; one that ends later finds
+            # `_closing` set and closes what it opened.
+            self._opener.join(_OPENER_JOIN_SECONDS)
         self.evidence.close()
-        if self.readmodels is not None:
-            self.readmodels.close()
+        with self._lock:
+            if self.readmodels is not None:
+                self.readmodels.close()
         self.application.close()
+
+
+def _use_access_records(application: CaseTrail, readmodels: ReadModels) -> None:
+    """Case access logs from the access-log read model, not a scan of the store (issue 15)."""
+    from projections.compliance.access_log import CaseLog  # noqa: PLC0415 (see the imports)
+
+    application.use_access_records(CaseLog(application, application.name, readmodels.accesses))
 
 
 def api(settings: Settings, application: CaseTrail | None = None) -> Service:
     """An API worker's parts. `application`: one already opened by `open_application` (the
     benchmarks pass a variant of it); it is closed with the service."""
-    from projections.compliance.access_log import CaseLog  # noqa: PLC0415 (see the imports)
-
     application = application or open_application(settings)
     try:
         verifier = token_verifier(settings)
@@ -456,8 +533,7 @@ def api(settings: Settings, application: CaseTrail | None = None) -> Service:
         raise
     readmodels = _read_models_or_none(settings, application)
     if readmodels is not None:
-        # Case access logs from the access-log read model, not a scan of the store (issue 15).
-        application.use_access_records(CaseLog(application, application.name, readmodels.accesses))
+        _use_access_records(application, readmodels)
     return Service(settings, application, verifier, readmodels, evidence)
 
 

@@ -46,7 +46,7 @@ from gateway import bootstrap, web
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
 from gateway.http import limits, metrics, sessions
-from gateway.http.dependencies import Services
+from gateway.http.dependencies import ReadModelsOpening, Services
 from gateway.http.limits import RequestLimits
 from gateway.http.problems import MEDIA_TYPE, Problem, more_errors, problem, validation_errors
 from gateway.http.reader import refusal_answer
@@ -71,6 +71,7 @@ from gateway.http.routes import workbench as workbench_routes
 from gateway.logs import get_logger
 from gateway.settings import Settings
 from gateway.store.outages import fault_of
+from projections.readmodels import ReadModels
 
 # Each module of endpoints contributes one router.
 ROUTERS = (
@@ -120,10 +121,18 @@ def create_app(settings: Settings | None = None, service: Service | None = None)
         nonlocal service
         running = service or bootstrap.api(settings)
         service = None  # used once: a second start builds its own
-        running.start()
-        app.state.services = Services(
-            running.application, running.verifier, settings, running.readmodels
-        )
+        services = Services(running.application, running.verifier, settings, running.readmodels)
+        app.state.services = services
+
+        def read_models_opened(readmodels: ReadModels) -> None:
+            # Opened in the background after a start while the store was away: the ledgers
+            # and /readyz use them from now on (plain assignments: each request reads once).
+            services.readmodels = readmodels
+            probes = getattr(app.state, "probes", None)
+            if probes is not None:
+                probes.readmodels = readmodels
+
+        running.start(read_models_opened)
         app.state.evidence = running.evidence
         log.info("service_started", store=settings.store_kind)
         try:
@@ -406,6 +415,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     for database_error in (PersistenceError, sqlite3.OperationalError, psycopg.OperationalError):
         app.add_exception_handler(database_error, store_failed)
+
+    @app.exception_handler(ReadModelsOpening)
+    async def read_models_opening(request: Request, exc: ReadModelsOpening) -> Response:
+        return problem(
+            request,
+            status=503,
+            code="read-models-opening",
+            title="The service is starting: its read models are not open yet",
+            detail="this process started while the store did not answer and is still opening "
+            "its read models (ledgers, worklists, lookups), retrying by itself; retry in a few "
+            "seconds. Case reads and commands are served meanwhile. Operators: the log's "
+            "projections_still_unavailable says why, and /readyz says when it is ready",
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:

@@ -18,7 +18,7 @@ from typing import Annotated
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
@@ -41,7 +41,8 @@ class Services:
     application: CaseTrail
     verifier: TokenVerifier
     settings: Settings
-    # The ledgers, worklists and reports (None when they could not be opened: see the log).
+    # The ledgers, worklists and reports (None until they are opened: the process started while
+    # the store was away, and `gateway.bootstrap.Service` keeps trying; see the log).
     readmodels: ReadModels | None = None
     # Which refused authentications are stored as events (domain.refusals), per worker.
     refusals: RefusalThrottle = field(default_factory=RefusalThrottle)
@@ -101,15 +102,17 @@ async def request_context(
     return request_context_of(request, svc)
 
 
+class ReadModelsOpening(Exception):
+    """The read models are not open yet: this process started while the store did not answer,
+    and opens them in the background (`gateway.bootstrap.Service.start`). Answered 503
+    `read-models-opening` with `Retry-After` (`gateway.http.app`)."""
+
+
 def readmodels_of(svc: Services) -> ReadModels:
-    """The read models (ledgers, worklists, inbox, lookups), or 503 saying where to look."""
+    """The read models (ledgers, worklists, inbox, lookups), or `ReadModelsOpening`."""
     found = svc.readmodels
     if found is None:
-        raise HTTPException(
-            503,
-            "the read models are not available: see the service log "
-            "(projections_unavailable) and `casetrail projections status`",
-        )
+        raise ReadModelsOpening
     return found
 
 

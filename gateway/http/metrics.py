@@ -347,6 +347,10 @@ def _probes(request: Request) -> Probes | None:
             services.settings,
         )
         request.app.state.probes = found
+    if found is not None and found.readmodels is None and services is not None:
+        # Opened in the background since (gateway.bootstrap.Service): also when they were
+        # opened between this probe's making and its keeping above.
+        found.readmodels = services.readmodels
     return found
 
 

@@ -14,8 +14,9 @@ Readiness (`Readiness.checks`), each check `ok` or not:
   transaction, and this role may INSERT into the events table).
 - `broker`: a TCP connection to one of the broker's servers (`CASETRAIL_NATS_URL`, or the
   embedded one) opens within a second.
-- `projections`: every read model's follower runs (here or elsewhere) and lags at most
-  `CASETRAIL_READY_MAX_LAG` events (default 1000).
+- `projections`: this process has its read models open (`"error": "opening"` while it still
+  tries to, after a start while the store was away), and every read model's follower runs
+  (here or elsewhere) and lags at most `CASETRAIL_READY_MAX_LAG` events (default 1000).
 - `relay`: the relay runs (its heartbeat is fresh) and its position lags at most as much.
 - `evidence`: the Merkle log's position lags at most as much.
 - `checkpoint`: events logged but not yet under a signed checkpoint wait at most
@@ -260,7 +261,8 @@ class Probes:
 
     def _projections_check(self, limit: int) -> Check:
         if self.readmodels is None:
-            return Check(False, {"error": "unavailable"})
+            # Not open yet: the API opens them in the background (gateway.bootstrap.Service).
+            return Check(False, {"error": "opening"})
         views = self.projections()
         stopped = sorted(v.name for v in views if not v.running)
         worst = max((v.lag for v in views), default=0)

@@ -324,3 +324,90 @@ def test_sqlite_errors_are_named_by_their_cause_wrapped_or_not(tmp_path: Path) -
         "busy": StoreFault.BUSY,
     }
     assert fault_of(RuntimeError("anything else")) is StoreFault.UNAVAILABLE
+
+
+# --- started while away (issue 21's chaos run) -----------------------------------------------
+#
+# An API process that started while its read models' database refused connections came up
+# without them and answered 503 to every ledger request until it was restarted. Now it opens
+# them in the background with backoff (`gateway.bootstrap.Service`): here the events' store
+# answers and the read models' does not when the service starts; once it does, the ledger
+# serves, the process never restarted.
+
+# The backoff's longest wait, the attempt itself and the followers' catching up, on a loaded
+# machine: well under this.
+RECOVERY_SECONDS = 60.0
+
+
+def started_while_away(service: LiveService, back: Callable[[], None]) -> None:
+    """Started with the read models away: the ledger refused as "opening", /readyz not ready,
+    cases served; then back: the ledger lists the case, /readyz's projections check passes."""
+    client = Client(service)
+    created = client.report()
+    assert created.status_code == 201, created.text
+    client.case_id = created.json()["id"]
+    assert client.read().status_code == 200  # case reads do not need the read models
+
+    opening = client.ledger()
+    refused(opening, "read-models-opening")
+    assert "retry" in opening.json()["detail"]
+    ready = client.ready()
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["projections"]["ok"] is False
+    assert client.ready().json()["checks"]["store"]["ok"] is True  # the events' store answers
+
+    back()
+    answer = until_served(client.ledger, timeout=RECOVERY_SECONDS)
+    assert answer.status_code == 200, answer.text
+    wait_listed(client)  # the followers run too: the case reported while away is listed
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while not client.ready().json()["checks"]["projections"]["ok"]:
+        assert time.monotonic() < deadline, client.ready().text
+        time.sleep(0.5)
+    assert service.process is not None and service.process.poll() is None
+    logs = service.logs()
+    assert "projections_still_unavailable" in logs and "projections_opened" in logs
+
+
+@pytest.mark.postgres
+def test_postgres_started_while_read_models_away_opens_them_without_restart(
+    tmp_path: Path, pg_role_schema: tuple[str, str]
+) -> None:
+    role, schema = pg_role_schema
+    proxy = TcpProxy(("127.0.0.1", 5432))
+    proxy.cut()  # refused from the start: nothing listens on the proxy's port
+    events = f"postgresql://{role}@127.0.0.1:5432/test?schema={schema}"
+    readmodels = f"postgresql://{role}@127.0.0.1:{proxy.port}/test?schema={schema}"
+    home = tmp_path / "home"
+    keyring.init_keys(home / "keys")
+    env = {"CASETRAIL_DATABASE_URL": events, "CASETRAIL_READMODEL_URL": readmodels}
+    service = LiveService(home, tmp_path / "service.log", env=env).start(timeout=90)
+    try:
+        started_while_away(service, proxy.restore)
+    finally:
+        service.stop()
+        proxy.cut()
+
+
+def test_sqlite_started_while_read_models_locked_opens_them_without_restart(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    keyring.init_keys(home / "keys")
+    # Another writer holds the read models' file from before the start to the end of `back`.
+    holder = sqlite3.connect(home / "readmodels.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    held = [holder]
+
+    def unlock() -> None:
+        while held:
+            connection = held.pop()
+            connection.execute("ROLLBACK")
+            connection.close()
+
+    service = LiveService(home, tmp_path / "service.log").start(timeout=90)
+    try:
+        started_while_away(service, unlock)
+    finally:
+        unlock()
+        service.stop()
