@@ -32,7 +32,7 @@ from domain.access import LedgerScope
 from domain.taxonomy import CaseStatus, RiskLevel
 from projections.blind_index import BlindIndex
 from projections.follower import Db
-from projections.ledger.view import COUNTED, LedgerQuery, LedgerView, _kept_count, _where
+from projections.ledger.view import COUNTED, LedgerQuery, LedgerView, _where, kept_total
 from projections.sealed import KeyedDb, ReadModelKeys
 
 STREET: Final = "chengguan-street"
@@ -138,7 +138,7 @@ def run(files: Sequence[int], rounds: int, seed: int, tmp: Path) -> dict[int, di
                 for query in queries.values():
                     call: Callable[[], Any]
                     if way == "kept":
-                        call = partial(_kept_count, conns[size], scope, query)
+                        call = partial(kept_total, conns[size], scope, query)
                     else:
                         where, params = _where(keys, scope, query, None)
                         call = partial(
@@ -153,7 +153,7 @@ def run(files: Sequence[int], rounds: int, seed: int, tmp: Path) -> dict[int, di
             (total,) = db.execute(
                 f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params
             )
-            assert _kept_count(db, scope, query) == total["n"], (size, query)
+            assert kept_total(db, scope, query) == total["n"], (size, query)
         db.cursor.connection.close()
         counting[size].cursor.connection.close()
     return {

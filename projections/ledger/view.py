@@ -1085,7 +1085,8 @@ def counted_filter(keys: ReadModelKeys, scope: RowScope, query: LedgerQuery) -> 
     return (scope.street, dimension, value)
 
 
-def _kept_count(db: KeyedDb, scope: RowScope, query: LedgerQuery) -> int | None:
+def kept_total(db: KeyedDb, scope: RowScope, query: LedgerQuery) -> int | None:
+    """The page's total from `ledger_counts` (one row read), or None when it is not kept."""
     key = counted_filter(db.keys, scope, query)
     if key is None:
         return None
@@ -1116,7 +1117,7 @@ def ledger_page(
         found.sort(key=lambda r: str(r["found_on"]), reverse=True)
         count, rows = {"n": len(found)}, found[offset : offset + limit]
     else:
-        kept = _kept_count(db, scope, query)
+        kept = kept_total(db, scope, query)
         if kept is not None:
             count = {"n": kept}
         else:
