@@ -142,6 +142,7 @@ class DataKeyTable:
         postgres: dict[str, Any] | None = None,
         cache_seconds: float = 5.0,
         create: bool = True,
+        cache_entries: int = CACHE_ENTRIES,
     ) -> None:
         if (sqlite_path is None) == (postgres is None):
             raise ValueError("give the key tables' store: sqlite_path or postgres")
@@ -150,6 +151,7 @@ class DataKeyTable:
         self._sqlite_path = sqlite_path
         self._postgres = postgres
         self._cache_seconds = cache_seconds
+        self._cache_entries = cache_entries
         self._lock = threading.RLock()
         self._conn: Any = None
         self._writer_lock = lock_for_file(sqlite_path) if sqlite_path is not None else None
@@ -285,7 +287,9 @@ class DataKeyTable:
     # --- the cache ---------------------------------------------------------------------------
     #
     # A process keeps every key it has unwrapped (up to CACHE_ENTRIES), loaded all at once at its
-    # first miss (one query: a running service then never waits for a key). A cached key stays
+    # first miss (one query: a running service then never waits for a key) when the store holds
+    # no more keys than that; past it (a store of 1M events holds about 100k), each key is
+    # loaded at its own first use, the least recently used going first. A cached key stays
     # valid until it is destroyed: every `cache_seconds` the process counts the destructions
     # (one small query for the whole cache, not one per key) and, when the count moved, forgets
     # the keys destroyed since.
@@ -295,7 +299,7 @@ class DataKeyTable:
         self._by_stream[stream_id] = cached
         self._by_stream.move_to_end(stream_id)
         self._by_key[cached.key_id] = stream_id
-        while len(self._by_stream) > CACHE_ENTRIES:
+        while len(self._by_stream) > self._cache_entries:
             _, old = self._by_stream.popitem(last=False)
             self._by_key.pop(old.key_id, None)
         return cached
@@ -318,15 +322,18 @@ class DataKeyTable:
                 cached.aead = None
 
     def _preload(self) -> None:
-        """Every key of the store into the cache, in one query (at the first miss)."""
+        """Every key of the store into the cache, in one query (at the first miss), when they
+        fit in it. Counted first: a larger store's rows were read all, then dropped (bench/
+        README.md, "scale"); its keys are loaded one by one at their first use instead."""
         self._preloaded = True
+        (total,) = self._rows("SELECT count(*) FROM data_keys", [])[0]
+        if int(total) > self._cache_entries:
+            return  # too many to hold: each is loaded at its own first use
         rows = self._rows(
             "SELECT k.stream_id, k.key_id, w.kek_id, w.wrapped FROM data_keys k "
             "LEFT JOIN data_key_wraps w ON w.key_id = k.key_id",
             [],
         )
-        if len(rows) > CACHE_ENTRIES:
-            return  # too many to hold: each is loaded at its own first use
         self._destructions = int(self._rows("SELECT count(*) FROM data_key_destructions", [])[0][0])
         self._synced = time.monotonic()
         grouped: dict[tuple[str, str], list[tuple[str, bytes]]] = {}
@@ -343,7 +350,7 @@ class DataKeyTable:
         if self._preloaded:
             return False
         self._preload()
-        return len(self._by_stream) < CACHE_ENTRIES
+        return len(self._by_stream) < self._cache_entries
 
     def _load(self, stream_id: UUID) -> _Cached | None:
         """The stream's key from the tables, in one query (None: it has none)."""
@@ -499,7 +506,7 @@ class DataKeyTable:
             cached = self._load(stream_id)
             if cached is None:
                 self._keyless[stream_id] = time.monotonic()
-                if len(self._keyless) > CACHE_ENTRIES:
+                if len(self._keyless) > self._cache_entries:
                     self._keyless.pop(next(iter(self._keyless)))
                 return False
             return cached.aead is None

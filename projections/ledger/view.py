@@ -18,6 +18,11 @@ Tables (see `LedgerView.create_statements`; every column, and why it is held as 
   `NoticeReceived` facts).
 - `ledger_erased` (issue 19): a tombstone per erased file (`projections.tombstones`): that it
   existed and was erased, when, under which rule; its other rows are deleted.
+- `ledger_counts` (issue 23): how many files each street holds, in all and per village token,
+  reporting unit token, risk and status (`COUNTED`), changed in the transaction that changes
+  the rows it counts (reports, transfers, corrections, status and risk changes, erasures) and
+  refilled by a rebuild, so that a page's total is one row read, not a walk over the street.
+  Equal to `COUNT(*)` over `ledger_cases`: `tests/projections/test_ledger_counts.py`.
 
 Proven by `tests/projections/test_readmodel_privacy.py` (planted values searched for in the
 bytes of the database) and `tests/projections/test_ledger_api.py` (filters and rows over HTTP).
@@ -30,6 +35,7 @@ form and whose `cells()` are the export's columns (`COLUMNS`).
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -101,6 +107,11 @@ CASE_EVENTS: Final = (
 )
 CASE_TOPICS: Final = tuple(get_topic(getattr(Case, name)) for name in CASE_EVENTS)
 ERASED_TABLE: Final = "ledger_erased"
+COUNTS_TABLE: Final = "ledger_counts"
+# The columns of `ledger_cases` whose values a street's files are counted by (besides in all,
+# dimension ""): one filter of a page on any of them (or a reporter's own unit) is answered
+# from `ledger_counts`. Held as stored: village and unit as their keyed tokens.
+COUNTED: Final = ("village_index", "reporting_unit_index", "risk", "status")
 # The ledger also follows the unit clients' receipts (their own streams, naming the case).
 LEDGER_TOPICS: Final = (*CASE_TOPICS, get_topic(NoticeReceived))
 
@@ -212,6 +223,7 @@ class LedgerView(View):
         "ledger_assignments",
         "ledger_transfers",
         ERASED_TABLE,
+        COUNTS_TABLE,
     )
     # Issue 19: an erased file's rows go, its tombstone stays (`projections.tombstones`).
     topics = (*LEDGER_TOPICS, *ERASURE_TOPICS)
@@ -287,6 +299,11 @@ class LedgerView(View):
             "CREATE INDEX IF NOT EXISTS ledger_transfers_to ON {ledger_transfers} "
             "(to_street, moved_at)",
             tombstone_ddl(ERASED_TABLE),
+            # Issue 23: a page's total kept per street and per value of one counted column
+            # (dimension "" = all the street's files, value ""), so that it costs one row.
+            "CREATE TABLE IF NOT EXISTS {ledger_counts} (street TEXT NOT NULL, "
+            f"dimension TEXT NOT NULL, value TEXT NOT NULL, n {number} NOT NULL, "
+            "PRIMARY KEY (street, dimension, value))",
         ]
 
     # --- applying events ------------------------------------------------------------------------
@@ -305,24 +322,22 @@ class LedgerView(View):
         """Issue 19: an erased file's rows (its masks, blind indexes, issues, assignments and
         transfers) are deleted; its tombstone says it existed and was erased, when and why."""
         gone = scoped(facts, KeyScope.CASE)
+        counts: Counter[CountKey] = Counter()
+        for chunk in _in_chunks(sorted(set(gone))):
+            for row in db.execute(
+                f"SELECT {', '.join(('street', *COUNTED))} FROM {{ledger_cases}} "
+                f"WHERE case_id IN ({db.placeholders(len(chunk))})",
+                chunk,
+            ):
+                counts.subtract(count_keys(row))
+        _add_counts(db, counts)
         for table in ("ledger_issues", "ledger_assignments", "ledger_transfers", "ledger_cases"):
             delete_rows(db, table, "case_id", gone)
         bury(db, ERASED_TABLE, [f for f in facts if f.scope == KeyScope.CASE])
 
     def _apply(self, db: Db, events: Sequence[Any]) -> None:
         case_ids = sorted({_case_of(e) for e in events})
-        cases: dict[str, Row] = {}
-        assignments: dict[str, Row] = {}
-        for chunk in _in_chunks(case_ids):
-            marks = db.placeholders(len(chunk))
-            for row in db.execute(
-                f"SELECT * FROM {{ledger_cases}} WHERE case_id IN ({marks})", chunk
-            ):
-                cases[row["case_id"]] = plain_row(self.keys, row)
-            for row in db.execute(
-                f"SELECT * FROM {{ledger_assignments}} WHERE case_id IN ({marks})", chunk
-            ):
-                assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
+        cases, assignments, counts = self._loaded(db, case_ids)
         reclassified: set[str] = set()
         transfers: list[tuple[str, str, str, str]] = []
         erased: dict[str, set[str]] = {}  # looked up only if a file is missing
@@ -367,12 +382,11 @@ class LedgerView(View):
         for case_id, row in cases.items():
             row["next_assignment_due"] = earliest.get(case_id)
         touched = set(case_ids)
-        db.insert(
-            "ledger_cases",
-            _CASE_COLUMNS,
-            [self._stored(row) for cid, row in cases.items() if cid in touched],
-            key=("case_id",),
-        )
+        stored = [self._stored(row) for cid, row in cases.items() if cid in touched]
+        db.insert("ledger_cases", _CASE_COLUMNS, stored, key=("case_id",))
+        for values in stored:
+            counts.update(count_keys(dict(zip(_CASE_COLUMNS, values, strict=True))))
+        _add_counts(db, counts)
         db.insert(
             "ledger_assignments",
             _STORED_ASSIGNMENT_COLUMNS,
@@ -402,6 +416,27 @@ class LedgerView(View):
                 )
             ],
         )
+
+    def _loaded(
+        self, db: Db, case_ids: Sequence[str]
+    ) -> tuple[dict[str, Row], dict[str, Row], Counter[CountKey]]:
+        """The files' rows and assignments as stored (opened), and, subtracted, the counts
+        their rows are in before the batch (their rows' counts move with them)."""
+        cases: dict[str, Row] = {}
+        assignments: dict[str, Row] = {}
+        counts: Counter[CountKey] = Counter()
+        for chunk in _in_chunks(case_ids):
+            marks = db.placeholders(len(chunk))
+            for row in db.execute(
+                f"SELECT * FROM {{ledger_cases}} WHERE case_id IN ({marks})", chunk
+            ):
+                counts.subtract(count_keys(row))
+                cases[row["case_id"]] = plain_row(self.keys, row)
+            for row in db.execute(
+                f"SELECT * FROM {{ledger_assignments}} WHERE case_id IN ({marks})", chunk
+            ):
+                assignments[row["assignment_id"]] = plain_assignment(self.keys, row)
+        return cases, assignments, counts
 
     def _stored(self, row: Row) -> list[Any]:
         """The row as `ledger_cases` holds it: displayed values sealed, filtered ones hashed."""
@@ -476,6 +511,33 @@ class LedgerView(View):
             "closed_at": None,
             "closing_reason": None,
         }
+
+
+# (street, dimension, value): one row of `ledger_counts`.
+CountKey = tuple[str, str, str]
+
+
+def count_keys(row: Row) -> list[CountKey]:
+    """The counts a stored `ledger_cases` row is one of: its street's, and one per `COUNTED`."""
+    street = str(row["street"])
+    return [(street, "", ""), *((street, d, str(row[d])) for d in COUNTED)]
+
+
+def _add_counts(db: Db, changes: Counter[CountKey]) -> None:
+    """Add a batch's changes to `ledger_counts`; a count back to 0 is deleted, so that the
+    table holds the same rows whichever batches built it (a rebuild compares equal)."""
+    moved = [(*key, n) for key, n in sorted(changes.items()) if n != 0]
+    if not moved:
+        return
+    db.executemany(
+        "INSERT INTO {ledger_counts} AS k (street, dimension, value, n) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (street, dimension, value) DO UPDATE SET n = k.n + excluded.n",
+        moved,
+    )
+    db.executemany(
+        "DELETE FROM {ledger_counts} WHERE street = ? AND dimension = ? AND value = ? AND n = 0",
+        [key for *key, _ in moved],
+    )
 
 
 def _transferred(row: Row, assignments: dict[str, Row], data: dict[str, Any], at: str) -> None:
@@ -995,6 +1057,45 @@ def _load_assignments(db: KeyedDb, case_ids: Sequence[str]) -> dict[str, list[As
     return found
 
 
+def counted_filter(keys: ReadModelKeys, scope: RowScope, query: LedgerQuery) -> CountKey | None:
+    """The `ledger_counts` row that holds the total of (scope, query), or None when the
+    combination is not kept: two or more counted filters at once, a school, issue, date or
+    identity filter, a unit member's scope (their files are those their unit holds an open
+    or recent assignment on: a join over the assignments), or another street than the
+    scope's. Those keep `COUNT(*)`, narrowed by their own indexes."""
+    if scope.assigned_unit is not None:
+        return None
+    if query.street not in (None, scope.street):
+        return None
+    others = (query.school, query.category, query.subtype, query.found_from, query.found_to)
+    if any(v is not None for v in (*others, query.id_index, query.name_index)):
+        return None
+    filters: list[tuple[str, str]] = []
+    if scope.reporting_unit is not None:
+        filters.append(("reporting_unit_index", keys.token("unit", scope.reporting_unit)))
+    if query.village is not None:
+        filters.append(("village_index", keys.token("village", query.village)))
+    for column in ("risk", "status"):
+        value = getattr(query, column)
+        if value is not None:
+            filters.append((column, value))
+    if len(filters) > 1:
+        return None
+    dimension, value = filters[0] if filters else ("", "")
+    return (scope.street, dimension, value)
+
+
+def kept_total(db: KeyedDb, scope: RowScope, query: LedgerQuery) -> int | None:
+    """The page's total from `ledger_counts` (one row read), or None when it is not kept."""
+    key = counted_filter(db.keys, scope, query)
+    if key is None:
+        return None
+    found = db.execute(
+        "SELECT n FROM {ledger_counts} WHERE street = ? AND dimension = ? AND value = ?", key
+    )
+    return int(found[0]["n"]) if found else 0
+
+
 def ledger_page(
     db: KeyedDb,
     scope: RowScope,
@@ -1016,7 +1117,13 @@ def ledger_page(
         found.sort(key=lambda r: str(r["found_on"]), reverse=True)
         count, rows = {"n": len(found)}, found[offset : offset + limit]
     else:
-        (count,) = db.execute(f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params)
+        kept = kept_total(db, scope, query)
+        if kept is not None:
+            count = {"n": kept}
+        else:
+            (count,) = db.execute(
+                f"SELECT COUNT(*) AS n FROM {{ledger_cases}} c WHERE {where}", params
+            )
         rows = db.execute(
             f"SELECT c.* FROM {{ledger_cases}} c WHERE {where} "
             "ORDER BY c.found_on DESC, c.case_id LIMIT ? OFFSET ?",

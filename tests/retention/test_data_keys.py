@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
@@ -220,3 +222,84 @@ def test_keys_are_per_stream(tmp_path: Path) -> None:
         assert isinstance(b, UUID)
     finally:
         app.close()
+
+
+class _CountingTable(DataKeyTable):
+    """A key table that counts the rows its queries bring back (how much of the table a
+    process reads), on the real database."""
+
+    loaded = 0
+
+    def _rows(self, sql_text: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows = super()._rows(sql_text, params)
+        self.loaded += len(rows)
+        return rows
+
+
+def _counting(url: str, key: bytes, cache_entries: int) -> _CountingTable:
+    where: dict[str, Any] = (
+        {"sqlite_path": url.removeprefix("sqlite:///")}
+        if url.startswith("sqlite")
+        else {"postgres": _pg_kwargs(url)}
+    )
+    return _CountingTable(
+        keks={key_id(key): key},
+        current_kek=key,
+        cache_seconds=0.0,
+        cache_entries=cache_entries,
+        **where,
+    )
+
+
+def test_a_store_with_more_keys_than_the_cache_loads_only_the_keys_it_reads(url: str) -> None:
+    """Past the cache's size, a miss loads the missing key, not every row of the table (a 1M
+    store holds about 100k keys: each process read them all at its first miss, then dropped
+    them). The keys still open, and a destruction by another process is still seen."""
+    key = decode_key(new_key_text())
+    maker = _counting(url, key, cache_entries=64)
+    small = _counting(url, key, cache_entries=4)
+    large = _counting(url, key, cache_entries=64)
+    try:
+        nonce, aad = bytes(12), b"place"
+        sealed: dict[bytes, bytes] = {}
+        streams: dict[bytes, UUID] = {}
+        for _ in range(20):
+            stream = uuid4()
+            made = maker.for_writing(stream, "case")
+            assert made is not None
+            sealed[made[0]] = made[1].encrypt(nonce, b"x", aad)
+            streams[made[0]] = stream
+        wanted = list(sealed)[:3]
+
+        for key_bytes in wanted:
+            found = small.for_reading(key_bytes)
+            assert found is not None and found[1] is not None
+            assert found[0] == streams[key_bytes]
+            assert found[1].decrypt(nonce, sealed[key_bytes], aad) == b"x"
+        # Three keys read: the count, then per key its stream and its wrap, and the
+        # destructions' count (no row of the 20 keys but those three).
+        assert small.loaded <= 1 + 3 * 2 + 3, small.loaded
+        assert small.loaded < len(sealed)
+
+        # A cache the store fits in still loads every key at once, at its first miss.
+        assert large.for_reading(wanted[0]) is not None
+        assert large.loaded >= len(sealed)
+
+        # Destruction sync: another process destroys a key the small cache holds.
+        maker.destroy(streams[wanted[1]])
+        found = small.for_reading(wanted[1])
+        assert found is not None and found[1] is None
+        assert small.is_destroyed(streams[wanted[1]])
+        # A key past the cache's size (evicted or never loaded) is read again, on its own.
+        for key_bytes in list(sealed)[3:12]:
+            found = small.for_reading(key_bytes)
+            assert found is not None and found[1] is not None
+        before = small.loaded
+        found = small.for_reading(wanted[0])  # evicted by the nine since
+        assert found is not None and found[1] is not None
+        assert found[1].decrypt(nonce, sealed[wanted[0]], aad) == b"x"
+        assert small.loaded - before <= 4, small.loaded - before
+    finally:
+        maker.close()
+        small.close()
+        large.close()
