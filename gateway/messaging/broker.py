@@ -33,9 +33,6 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Final
 
-import nats
-import nats.errors
-
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT, ClusterNode, NatsLayout
 
 ENV_URL: Final = "CASETRAIL_NATS_URL"
@@ -300,6 +297,11 @@ class EmbeddedCluster:
             pool.submit(asyncio.run, self._jetstream_ready(timeout)).result()
 
     async def _jetstream_ready(self, timeout: float) -> None:
+        # nats-py is imported here: the service's settings import this module, and `token
+        # issue` must start without the broker's client (tests/integration/test_cli_start.py).
+        import nats  # noqa: PLC0415
+        import nats.errors  # noqa: PLC0415
+
         quiet_asyncio_tls_notes()
         context = tls_context(self.layout.admin_bundle, self.layout.ca_cert.read_text())
         deadline = time.monotonic() + timeout

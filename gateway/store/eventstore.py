@@ -66,7 +66,6 @@ from eventsourcing.utils import Environment, get_topic, resolve_topic, strtobool
 
 from domain.retention import DataErased, KeyScope, key_scope
 from gateway import keyring
-from gateway.logs import get_logger
 from gateway.store.datakeys import DATA_KEY_ID_SIZE, DataKeyProblem, DataKeyTable
 
 FORMAT_V1 = b"\x01"
@@ -87,7 +86,14 @@ ENV_KEY_DIR = "CASETRAIL_CIPHER_KEY_DIR"
 # How often, at most, the key files are looked at (written) or read again while unchanged (read).
 RELOAD_SECONDS = 1.0
 
-log = get_logger("casetrail.store")
+
+
+def _log() -> Any:
+    """The store's logger, imported at its first use: structlog is not loaded at every start
+    (`token issue` must start fast: tests/integration/test_cli_start.py)."""
+    from gateway.logs import get_logger
+
+    return get_logger("casetrail.store")
 
 
 class EventIntegrityError(MapperDeserialisationError):
@@ -245,7 +251,7 @@ class BoundAESGCMCipher(Cipher):
                 kek_texts = keyring.load_keks(folder)
             except keyring.KeyProblem as exc:
                 self._reload_problem = str(exc)
-                log.warning("key_files_unreadable", problem=str(exc))
+                _log().warning("key_files_unreadable", problem=str(exc))
                 return False
             self._reload_problem = None
             keys = _Keys.of([decode_key(t) for t in texts], [decode_key(t) for t in kek_texts])
@@ -255,7 +261,7 @@ class BoundAESGCMCipher(Cipher):
                 self._data_keys.set_keks(keys.unwrapping, keys.current_kek)
             before = self._keys.current_id
             self._keys = keys
-            log.info(
+            _log().info(
                 "key_files_reloaded",
                 event_key=keys.current_id.hex(),
                 previous_event_key=before.hex(),
