@@ -28,7 +28,7 @@ from tests.people import Registrar, fixture_user
 PG_DSN = os.environ.get("CASETRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 # The date rules count days in the street office's calendar (`domain.clock.local_today`, UTC+8);
-# the tests build their dates with `date.today()`, which reads the process's zone: the same
+# the tests build their dates with `local_today()`, which reads the process's zone: the same
 # zone for both, or a test run between 16:00 and 24:00 UTC would see "today" a day apart.
 os.environ["TZ"] = "Asia/Shanghai"
 time.tzset()

@@ -10,7 +10,7 @@ after the last), both equal the replay of exactly the events whose timestamp is 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from domain import commands as cmd
 from domain.application import SNAPSHOT_EVERY, CaseTrail, case_as_of, replay, version_as_of
 from domain.case import Case
+from domain.clock import local_today
 from tests.domain.builders import COORDINATOR, report_clue
 
 FOLLOW_UPS = 46
@@ -31,7 +32,7 @@ def stored() -> Iterator[tuple[CaseTrail, UUID, list[Any]]]:
     application = CaseTrail(env={})  # the library's in-memory store, snapshots on
     case_id = application.report_clue(report_clue(), COORDINATOR)
     for n in range(FOLLOW_UPS):
-        follow_up = cmd.RecordFollowUp(visited_on=date.today(), notes=f"第{n + 1}次回访。")
+        follow_up = cmd.RecordFollowUp(visited_on=local_today(), notes=f"第{n + 1}次回访。")
 
         def visit(case: Case, command: cmd.RecordFollowUp = follow_up) -> None:
             case.record_follow_up(command, by=COORDINATOR.as_record())

@@ -10,8 +10,8 @@ from uuid import UUID, uuid4
 
 import pytest
 
+from domain import clock, errors
 from domain import commands as cmd
-from domain import errors
 from domain.case import Case
 from domain.taxonomy import (
     CaseStatus,
@@ -34,7 +34,7 @@ from tests.domain.builders import (
 
 E = TypeVar("E", bound=errors.DomainError)
 
-TODAY = date.today()
+TODAY = clock.local_today()  # the office's calendar (UTC+8), as the rules judge it
 BY_COORDINATOR = COORDINATOR.as_record()
 BY_POLICE = POLICE_MEMBER.as_record()
 BY_HEALTH = HEALTH_MEMBER.as_record()

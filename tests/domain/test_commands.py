@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from domain import commands as cmd
+from domain.clock import local_today
 from domain.identity import age_on
 from domain.taxonomy import Gender
 from tests.domain.builders import id_number_for, report_body, years_before
@@ -53,7 +54,7 @@ def test_a_valid_report_passes_and_keeps_its_values() -> None:
 
 def test_id_number_is_upper_cased_and_text_is_stripped() -> None:
     # Find a date of birth whose check character is X, so that lower case can be tried.
-    born = years_before(date.today(), 9)
+    born = years_before(local_today(), 9)
     while not id_number_for(born, male=True).endswith("X"):
         born -= timedelta(days=1)
     body = report_body(born=born)
@@ -86,7 +87,7 @@ def test_bad_id_checksum_names_minor_id_number() -> None:
 
 
 def test_id_date_disagreeing_with_date_of_birth_names_minor_id_number() -> None:
-    born = years_before(date.today(), 10)
+    born = years_before(local_today(), 10)
 
     def edit(body: Body) -> None:
         body["minor"]["id_number"] = id_number_for(born - timedelta(days=1), male=True)
@@ -116,7 +117,7 @@ def test_female_id_with_male_gender_names_minor_id_number() -> None:
 
 
 def test_an_adult_on_the_report_date_names_minor_date_of_birth() -> None:
-    today = date.today()
+    today = local_today()
     born = years_before(today, 18)
     assert age_on(born, today) == 18
     body = report_body(born=born, found_on=today)
@@ -124,7 +125,7 @@ def test_an_adult_on_the_report_date_names_minor_date_of_birth() -> None:
 
 
 def test_a_seventeen_year_old_whose_18th_birthday_is_tomorrow_passes() -> None:
-    today = date.today()
+    today = local_today()
     tomorrow = today + timedelta(days=1)
     try:
         born = tomorrow.replace(year=tomorrow.year - 18)
@@ -137,7 +138,7 @@ def test_a_seventeen_year_old_whose_18th_birthday_is_tomorrow_passes() -> None:
 
 def test_a_date_of_birth_in_the_future_names_minor_date_of_birth() -> None:
     def edit(body: Body) -> None:
-        body["minor"]["date_of_birth"] = (date.today() + timedelta(days=1)).isoformat()
+        body["minor"]["date_of_birth"] = (local_today() + timedelta(days=1)).isoformat()
 
     errors = errors_of(cmd.ReportClue, changed(edit))
     assert ("minor", "date_of_birth") in [loc for loc, _ in errors]
@@ -284,18 +285,18 @@ def test_more_than_six_guardians_names_guardians() -> None:
 
 
 def test_future_found_on_names_found_on() -> None:
-    body = report_body(found_on=date.today() + timedelta(days=1))
+    body = report_body(found_on=local_today() + timedelta(days=1))
     assert only_error_loc(cmd.ReportClue, body) == ("found_on",)
 
 
 def test_found_on_today_passes() -> None:
-    assert cmd.ReportClue.model_validate(report_body(found_on=date.today())).found_on == (
-        date.today()
+    assert cmd.ReportClue.model_validate(report_body(found_on=local_today())).found_on == (
+        local_today()
     )
 
 
 def test_found_on_before_birth_names_found_on() -> None:
-    born = years_before(date.today(), 10)
+    born = years_before(local_today(), 10)
     body = report_body(born=born, found_on=born - timedelta(days=1))
     assert only_error_loc(cmd.ReportClue, body) == ("found_on",)
 
@@ -320,16 +321,16 @@ def _assign_body(due_on: date) -> Body:
 
 
 def test_assign_unit_due_today_passes() -> None:
-    assert cmd.AssignUnit.model_validate(_assign_body(date.today())).due_on == date.today()
+    assert cmd.AssignUnit.model_validate(_assign_body(local_today())).due_on == local_today()
 
 
 def test_assign_unit_due_in_the_past_names_due_on() -> None:
-    body = _assign_body(date.today() - timedelta(days=1))
+    body = _assign_body(local_today() - timedelta(days=1))
     assert only_error_loc(cmd.AssignUnit, body) == ("due_on",)
 
 
 def test_assign_unit_unknown_function_names_function() -> None:
-    body = _assign_body(date.today()) | {"function": "military"}
+    body = _assign_body(local_today()) | {"function": "military"}
     assert only_error_loc(cmd.AssignUnit, body) == ("function",)
 
 
@@ -357,8 +358,8 @@ def test_assign_unit_unknown_function_names_function() -> None:
 def test_dates_of_things_done_cannot_be_in_the_future(
     model: type[BaseModel], body: Body, loc: Loc
 ) -> None:
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
-    today = date.today().isoformat()
+    tomorrow = (local_today() + timedelta(days=1)).isoformat()
+    today = local_today().isoformat()
     future = {k: (tomorrow if v == "+1" else v) for k, v in body.items()}
     present = {k: (today if v == "+1" else v) for k, v in body.items()}
     assert only_error_loc(model, future) == loc
@@ -366,7 +367,7 @@ def test_dates_of_things_done_cannot_be_in_the_future(
 
 
 def test_consultation_needs_a_participant() -> None:
-    body = {"held_on": date.today().isoformat(), "participants": [], "decision": "会商"}
+    body = {"held_on": local_today().isoformat(), "participants": [], "decision": "会商"}
     assert only_error_loc(cmd.HoldConsultation, body) == ("participants",)
 
 

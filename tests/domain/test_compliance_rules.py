@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid5
@@ -23,6 +23,7 @@ from eventsourcing.domain import DomainEvent
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from domain import clock
 from domain import commands as cmd
 from domain.compliance.config import (
     BulkBrowsing,
@@ -332,7 +333,7 @@ def test_a_stored_transfer_is_a_transferred_fact_naming_the_receiving_street() -
     case.assign_unit(
         cmd.AssignUnit(
             unit=POLICE, function=ProtectionFunction.JUDICIAL, task="核查",
-            due_on=datetime.now(UTC).date(),
+            due_on=clock.local_today(),
         ),
         by=COORDINATOR.as_record(),
     )  # fmt: skip

@@ -5,13 +5,13 @@ street for the grace period only)."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
 
+from domain import clock, errors
 from domain import commands as cmd
-from domain import errors
 from domain.access import (
     ALL_FIELDS,
     IDENTITY,
@@ -23,6 +23,7 @@ from domain.access import (
     disclose,
 )
 from domain.case import Case
+from domain.clock import local_today
 from domain.deadlines import fold
 from domain.identity import make_id_number
 from domain.permissions import may
@@ -140,7 +141,7 @@ def test_a_transfer_moves_the_file_and_the_sending_street_keeps_the_grace_period
             unit=POLICE,
             function=ProtectionFunction.JUDICIAL,
             task="核查",
-            due_on=datetime.now(UTC).date(),
+            due_on=clock.local_today(),
         ),
         by=COORDINATOR.as_record(),
     )
@@ -213,7 +214,7 @@ def test_the_deadline_rules_follow_a_transfer_to_the_receiving_street() -> None:
             unit=POLICE,
             function=ProtectionFunction.JUDICIAL,
             task="核查",
-            due_on=datetime.now(UTC).date(),
+            due_on=clock.local_today(),
         ),
         by=COORDINATOR.as_record(),
     )
@@ -240,8 +241,8 @@ def test_periods_due_are_the_initial_one_then_every_quarter() -> None:
 
 
 def test_a_corrected_birth_date_after_the_clue_was_found_is_refused() -> None:
-    case = new_case(found_on=date.today() - timedelta(days=400))
-    born = date.today() - timedelta(days=300)
+    case = new_case(found_on=local_today() - timedelta(days=400))
+    born = local_today() - timedelta(days=300)
     male = case.minor["gender"] == "male"
     with pytest.raises(errors.CorrectionInconsistent) as refused:
         correct(

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from domain import clock, errors
 from domain import commands as cmd
-from domain import errors
 from domain.case import Case
 from tests.domain.builders import COORDINATOR, id_number_for, new_case, report_body
 
-TODAY = date.today()
+TODAY = clock.local_today()  # the office's calendar (UTC+8), as the rules judge it
 BY = COORDINATOR.as_record()
 Body = dict[str, Any]
 

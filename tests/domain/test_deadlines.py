@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from typing import Any
 from uuid import UUID
 
+from domain import clock
 from domain import commands as cmd
 from domain.case import Case
 from domain.commands import MEASURES
@@ -39,7 +40,7 @@ from tests.domain.builders import (
 )
 
 # Dates in commands are checked against the process's date (not in the future, due from today).
-TODAY = date.today()
+TODAY = clock.local_today()  # the office's calendar (UTC+8), as the rules judge it
 US = timedelta(microseconds=1)
 HOURS_24 = timedelta(hours=24)
 PERIODS = Periods()

@@ -20,8 +20,8 @@ import pytest
 from eventsourcing.domain import Snapshot
 from eventsourcing.utils import get_topic
 
+from domain import clock, errors
 from domain import commands as cmd
-from domain import errors
 from domain.application import CaseTrail
 from domain.case import DUTY_STATE_LABELS, Case, DutyState, duty_state
 from domain.taxonomy import Purpose
@@ -35,7 +35,7 @@ from tests.domain.builders import (
     new_case,
 )
 
-TODAY = date.today()
+TODAY = clock.local_today()  # the office's calendar (UTC+8), as the rules judge it
 BY_COORDINATOR = COORDINATOR.as_record()
 BY_POLICE = POLICE_MEMBER.as_record()
 FIXTURE_HOME = Path(__file__).resolve().parents[1] / "fixtures" / "store_v1" / "home"

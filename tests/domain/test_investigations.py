@@ -11,6 +11,7 @@ import pytest
 from domain import errors
 from domain.access import COUNTY_ORDER_RULE, Actor
 from domain.application import CaseTrail, replay
+from domain.clock import local_today
 from domain.investigation_commands import OpenInvestigation
 from domain.investigations import Investigation, hidden_from_street
 from domain.orders import CountyOrder, county_order_id, order_id
@@ -66,7 +67,7 @@ def test_an_investigation_holds_its_whole_account_and_replays_to_it() -> None:
     item = inv.add_rectification(
         item="train the grid workers", owner="street", due_on=date(2026, 9, 1), by=LEAD
     )
-    inv.complete_rectification(item, on=date.today(), note="done", by=LEAD)
+    inv.complete_rectification(item, on=local_today(), note="done", by=LEAD)
     inv.issue_report(format="html", sha256="ab" * 32, by=LEAD)
 
     again = rebuilt(inv)
@@ -76,7 +77,7 @@ def test_an_investigation_holds_its_whole_account_and_replays_to_it() -> None:
     assert again.summary(with_minor=True)["minor"] == {"id_number": ID_NUMBER}
     assert summary["investigators"] == ["inv-1", "inv-2"]
     assert summary["findings"][0]["evidence"] == [1, 3]
-    assert summary["rectifications"][0]["completed"]["on"] == date.today().isoformat()
+    assert summary["rectifications"][0]["completed"]["on"] == local_today().isoformat()
     assert summary["orders"][0]["covers"] == "minor"
     assert summary["reports"][0]["sha256"] == "ab" * 32
     for contract in (
@@ -105,7 +106,7 @@ def test_an_investigation_holds_its_whole_account_and_replays_to_it() -> None:
             errors.InvestigationInvalid,
         ),
         (
-            lambda i: i.complete_rectification(uuid4(), on=date.today(), note="n", by=LEAD),
+            lambda i: i.complete_rectification(uuid4(), on=local_today(), note="n", by=LEAD),
             errors.UnknownRectification,
         ),
         (
@@ -141,17 +142,17 @@ def test_a_broken_rule_triggers_no_event(call, error) -> None:  # type: ignore[n
 
 def test_a_rectification_completes_once() -> None:
     inv = opened()
-    item = inv.add_rectification(item="i", owner="o", due_on=date.today(), by=LEAD)
-    inv.complete_rectification(item, on=date.today(), note="n", by=LEAD)
+    item = inv.add_rectification(item="i", owner="o", due_on=local_today(), by=LEAD)
+    inv.complete_rectification(item, on=local_today(), note="n", by=LEAD)
     with pytest.raises(errors.RectificationAlreadyCompleted):
-        inv.complete_rectification(item, on=date.today(), note="n", by=LEAD)
+        inv.complete_rectification(item, on=local_today(), note="n", by=LEAD)
 
 
 def test_an_unknown_kind_is_refused_naming_the_field() -> None:
     with pytest.raises(errors.InvestigationInvalid) as raised:
         Investigation.open(
             kind="accident",
-            incident_on=date.today(),
+            incident_on=local_today(),
             id_number=ID_NUMBER,
             name="",
             case_ids=[],
@@ -198,7 +199,7 @@ def test_only_files_naming_the_minor_are_linked_and_ordered() -> None:
         command = OpenInvestigation.model_validate(
             {
                 "kind": "harm",
-                "incident_on": date.today().isoformat(),
+                "incident_on": local_today().isoformat(),
                 "minor": {"id_number": minors[0].minor.id_number},
                 "investigators": ["inv-1"],
                 "reason": "倒查。",
@@ -225,7 +226,7 @@ def test_a_report_issued_is_recorded_for_the_county_and_the_named_only() -> None
         command = OpenInvestigation.model_validate(
             {
                 "kind": "suicide",
-                "incident_on": date.today().isoformat(),
+                "incident_on": local_today().isoformat(),
                 "minor": {"id_number": ID_NUMBER},
                 "investigators": [named.user],
                 "reason": "倒查。",

@@ -4,7 +4,6 @@ rule and what to do."""
 
 from __future__ import annotations
 
-from datetime import date
 from uuid import uuid4
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from domain import commands as cmd
 from domain import errors
 from domain.case import Case
+from domain.clock import local_today
 from tests.domain.builders import COORDINATOR, POLICE, new_case
 
 BY = COORDINATOR.as_record()
@@ -27,7 +27,7 @@ def _case() -> Case:
 def test_a_missing_guardian_index_is_not_quoted_nor_the_count(index: int) -> None:
     case = _case()
     command = cmd.SignGuardianshipLetter(
-        guardian_index=index, reason="parents_working_away", signed_on=date.today()
+        guardian_index=index, reason="parents_working_away", signed_on=local_today()
     )
     with pytest.raises(errors.GuardianshipLetterNotApplicable) as caught:
         case.sign_guardianship_letter(command, by=BY)
@@ -51,7 +51,7 @@ def test_an_unknown_assignment_id_is_not_quoted() -> None:
 def test_a_unit_code_is_not_quoted(unit: str) -> None:
     case = _case()
     command = cmd.AssignUnit.model_validate(
-        {"unit": unit, "function": "family", "task": "家访", "due_on": date.today()}
+        {"unit": unit, "function": "family", "task": "家访", "due_on": local_today()}
     )
     assignment = case.assign_unit(command, by=BY)
     with pytest.raises(errors.DuplicateAssignment) as caught:

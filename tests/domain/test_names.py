@@ -5,7 +5,6 @@ never quote the name."""
 from __future__ import annotations
 
 import unicodedata
-from datetime import date
 from typing import Any
 
 import pytest
@@ -13,6 +12,7 @@ from pydantic import ValidationError
 
 from domain import commands as cmd
 from domain import identity
+from domain.clock import local_today
 from tests.domain.builders import report_body
 
 # Each character a name must not hold, by what it is.
@@ -123,7 +123,7 @@ def test_free_text_refuses_bidi_controls(ch: str, field: str) -> None:
         body = {**report_body(), "description": text}
         model: Any = cmd.ReportClue
     elif field == "notes":
-        body = {"visited_on": date.today().isoformat(), "notes": text}
+        body = {"visited_on": local_today().isoformat(), "notes": text}
         model = cmd.RecordFollowUp
     else:
         body = {"reason": text}

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from domain import errors
 from domain.access import Actor
+from domain.clock import local_today
 from domain.identity import make_id_number
 from domain.roster import (
     KeyMarker,
@@ -28,7 +29,7 @@ from domain.roster import (
 from domain.screening import Campaign, OpenCampaign, RecordVisit
 from domain.taxonomy import LetterReason, Role
 
-BORN = date.today() - timedelta(days=10 * 365)
+BORN = local_today() - timedelta(days=10 * 365)
 ID_NUMBER = make_id_number("330102", BORN, 481)  # 17th digit odd: male
 STREET = "chengguan-street"
 VILLAGE = "dongshan-village"
@@ -101,12 +102,12 @@ def test_listing_again_stores_only_a_change_and_refuses_another_village() -> Non
 
 def test_a_letter_only_for_the_left_behind_and_unsupervised() -> None:
     listed = entry()
-    listed.sign_letter(LetterReason.PARENTS_WORKING_AWAY, date.today(), BY)
-    listed.sign_letter(LetterReason.UNSUPERVISED, date.today(), BY)
+    listed.sign_letter(LetterReason.PARENTS_WORKING_AWAY, local_today(), BY)
+    listed.sign_letter(LetterReason.UNSUPERVISED, local_today(), BY)
     assert len(listed.letters) == 2
     single = entry(markers=["single_parent"])
     with pytest.raises(errors.GuardianshipLetterNotApplicable):
-        single.sign_letter(LetterReason.PARENTS_WORKING_AWAY, date.today(), BY)
+        single.sign_letter(LetterReason.PARENTS_WORKING_AWAY, local_today(), BY)
     with pytest.raises(errors.DateOutOfOrder):
         listed.sign_letter(LetterReason.UNSUPERVISED, BORN - timedelta(days=1), BY)
     assert needs_letter(["orphan"]) and not needs_letter(["disabled", "single_parent"])
@@ -132,7 +133,7 @@ def test_who_sees_a_villages_roster(role: Role, unit: str, street: str, rule: st
 
 
 def test_a_campaigns_period_and_a_visits_shape() -> None:
-    today = date.today()
+    today = local_today()
     with pytest.raises(ValidationError):
         OpenCampaign.model_validate(
             {"name": "排查", "starts_on": today, "ends_on": today - timedelta(days=1)}

@@ -23,6 +23,7 @@ from urllib.parse import quote, quote_plus
 
 from faker import Faker
 
+from domain.clock import local_today
 from domain.identity import make_id_number
 
 # Given-name characters, so that a minor's or guardian's name is unlike any demo name.
@@ -101,7 +102,7 @@ def plant(seed: int | None = None) -> tuple[Canaries, dict[str, Any]]:
     rng = random.Random(seed)
     faker = Faker("zh_CN")
     faker.seed_instance(rng.randrange(1 << 30))
-    today = date.today()
+    today = local_today()
     born = today - timedelta(days=rng.randint(8 * 365, 15 * 365))
     male = rng.random() < 0.5
     sequence = rng.randrange(0, 998, 2) + (1 if male else 0)

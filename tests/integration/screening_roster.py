@@ -13,6 +13,7 @@ from datetime import date, timedelta
 import openpyxl
 from faker import Faker
 
+from domain.clock import local_today
 from domain.identity import make_id_number
 
 HEADERS = (
@@ -64,7 +65,7 @@ def kids(count: int, village: str, *, seed: int, grids: int = 4, area: str = "33
     faker = Faker("zh_CN")
     faker.seed_instance(seed)
     rng = random.Random(seed)
-    today = date.today()
+    today = local_today()
     found: list[Kid] = []
     used: set[str] = set()
     while len(found) < count:

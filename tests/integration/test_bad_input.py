@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.clock import local_today
 from domain.identity import make_id_number
 from domain.taxonomy import Role
 from tests.conftest import TokenFactory
@@ -19,7 +20,7 @@ Body = dict[str, Any]
 
 
 def _adult(body: Body) -> None:
-    today = date.today()
+    today = local_today()
     born = date(today.year - 18, today.month, min(today.day, 28))
     if born > date(today.year - 18, today.month, today.day):
         born = date(today.year - 19, today.month, 1)

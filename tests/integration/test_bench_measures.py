@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import date
 
 import pytest
 from faker import Faker
@@ -23,6 +22,7 @@ from bench.workload import STREET, reporter_of
 from domain import commands as cmd
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway.cli.demo import VILLAGES, synthetic_report
 from gateway.http.app import create_app
@@ -83,7 +83,7 @@ def test_the_launcher_mounts_it_only_when_the_setting_says(
 def _new_case(seed: int) -> Case:
     faker = Faker("zh_CN")
     faker.seed_instance(seed)
-    body = synthetic_report(faker, random.Random(seed), village=VILLAGE, today=date.today())
+    body = synthetic_report(faker, random.Random(seed), village=VILLAGE, today=local_today())
     report = cmd.ReportClue.model_validate(body)
     return Case.report(report, street=STREET, by=reporter_of(VILLAGE).as_record())
 

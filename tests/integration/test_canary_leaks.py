@@ -32,7 +32,7 @@ import uuid
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
@@ -41,6 +41,7 @@ import psycopg
 import pytest
 from openpyxl import load_workbook
 
+from domain.clock import local_today
 from tests.conftest import PG_DSN, pg_url, require_postgres
 from tests.integration.canaries import Canaries, found_in, plant
 from tests.integration.live_service import LiveService, cli, register_units_before_start
@@ -102,7 +103,7 @@ def _plant_case(probe: Probe, body: dict[str, Any], tokens: dict[str, str]) -> N
     reporter = s.headers(tokens["reporter"])
     coordinator = s.headers(tokens["coordinator"])
     police = s.headers(tokens["police"])
-    today = date.today()
+    today = local_today()
     case = probe.ok("report", "POST", "/v1/cases", reporter, json=body).json()["id"]
     probe.case_id = case
     on = f"/v1/cases/{case}"
@@ -389,7 +390,7 @@ def _bad_requests(probe: Probe, tokens: dict[str, str], body: dict[str, Any]) ->
     commands: dict[str, tuple[str, dict[str, Any]]] = {
         "follow-up with the phone under an unknown key": (
             "follow-ups",
-            {"visited_on": str(date.today()), "notes": "回访。", "guardian_phone": phone},
+            {"visited_on": str(local_today()), "notes": "回访。", "guardian_phone": phone},
         ),
         "intervention with the name as the measure": (
             "interventions",
@@ -401,7 +402,7 @@ def _bad_requests(probe: Probe, tokens: dict[str, str], body: dict[str, Any]) ->
         ),
         "consultation with the name as a participant": (
             "consultations",
-            {"held_on": str(date.today()), "participants": [name], "decision": "会商。"},
+            {"held_on": str(local_today()), "participants": [name], "decision": "会商。"},
         ),
         "risk with the phone as the level": (
             "risk-assessments",
@@ -409,11 +410,11 @@ def _bad_requests(probe: Probe, tokens: dict[str, str], body: dict[str, Any]) ->
         ),
         "letter with the ID number as the reason": (
             "guardianship-letters",
-            {"guardian_index": 0, "reason": id_number, "signed_on": str(date.today())},
+            {"guardian_index": 0, "reason": id_number, "signed_on": str(local_today())},
         ),
         "assignment with the name as the unit": (
             "assignments",
-            {"unit": name, "function": "family", "task": "走访。", "due_on": str(date.today())},
+            {"unit": name, "function": "family", "task": "走访。", "due_on": str(local_today())},
         ),
         "escalation with the phone as the level": (
             "escalations",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-from datetime import date, timedelta
+from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway import logs
 from tests.conftest import TokenFactory
@@ -28,7 +29,7 @@ def _lifecycle(client: TestClient, auth: TokenFactory, body: dict[str, object]) 
     police = auth(Role.UNIT_MEMBER, POLICE)
     case_id = str(client.post("/v1/cases", json=body, headers=reporter).json()["id"])
     base = f"/v1/cases/{case_id}"
-    today = date.today().isoformat()
+    today = local_today().isoformat()
 
     consult = {"held_on": today, "participants": [OFFICE, POLICE], "decision": "派出所介入。"}
     assert (
@@ -40,7 +41,7 @@ def _lifecycle(client: TestClient, auth: TokenFactory, body: dict[str, object]) 
             "unit": POLICE,
             "function": "judicial",
             "task": TASK,
-            "due_on": (date.today() + timedelta(days=7)).isoformat(),
+            "due_on": (local_today() + timedelta(days=7)).isoformat(),
         },
         headers=coordinator,
     )
@@ -110,7 +111,7 @@ def test_reporter_may_not_assign(client: TestClient, auth: TokenFactory) -> None
             "unit": POLICE,
             "function": "judicial",
             "task": TASK,
-            "due_on": date.today().isoformat(),
+            "due_on": local_today().isoformat(),
         },
         headers=reporter,
     )

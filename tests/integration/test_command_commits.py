@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from datetime import date
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -22,6 +21,7 @@ from eventsourcing.persistence import IntegrityError
 from domain import commands as cmd
 from domain.application import SNAPSHOT_EVERY, CaseTrail, replay
 from domain.case import Case
+from domain.clock import local_today
 from domain.group_commit import GroupCommit
 from gateway.store.eventstore import EventIntegrityError, new_key_text, store_environment
 from gateway.store.writer_lock import WriterLock, lock_for
@@ -36,7 +36,7 @@ def _app(url: str, **extra: str) -> CaseTrail:
 
 def _follow_up(n: int) -> cmd.RecordFollowUp:
     # Today: never before the clue was found (the aggregate refuses that), never ahead.
-    return cmd.RecordFollowUp(visited_on=date.today(), notes=f"第{n}次随访,情况稳定")
+    return cmd.RecordFollowUp(visited_on=local_today(), notes=f"第{n}次随访,情况稳定")
 
 
 def _change(app: CaseTrail, case_id: UUID, n: int) -> None:

@@ -15,6 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain import commands as cmd
+from domain.clock import local_today
 from domain.taxonomy import Role
 from tests.conftest import TokenFactory
 from tests.domain.builders import register_units
@@ -28,7 +29,7 @@ POLICE = "chengguan-police-station"
 # Days are taken when a test runs, never when the module is collected: a run that goes past
 # midnight would otherwise send "tomorrow" when it has become today.
 def today() -> date:
-    return date.today()
+    return local_today()
 
 
 def found_on() -> date:

@@ -119,7 +119,7 @@ def test_an_unregistered_unit_is_refused_with_how_to_register_it_and_nothing_is_
     flow = Flow(client, auth)  # nothing registered
     code = "chengguan-unheard-of-unit"
     before, version = position(client), case_state(client, flow.case_id).version
-    due = (date.today() + timedelta(days=3)).isoformat()
+    due = (local_today() + timedelta(days=3)).isoformat()
     response = client.post(
         f"{flow.base}/assignments",
         json={"unit": code, "function": "judicial", "task": TASK, "due_on": due},

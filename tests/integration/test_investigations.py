@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 
 from domain.access import COUNTY_ORDER_RULE, AccessDenied, Actor, CaseAccessed
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.investigations import Investigation
 from domain.orders import county_order_id
 from domain.taxonomy import Role
@@ -89,7 +90,7 @@ class World:
 def open_body(planted: Planted, investigators: list[str]) -> dict[str, Any]:
     return {
         "kind": "attempted_suicide",
-        "incident_on": date.today().isoformat(),
+        "incident_on": local_today().isoformat(),
         "minor": {"id_number": planted.id_number},
         "investigators": investigators,
         "reason": "学生自伤事件后的一案一倒查。",
@@ -141,7 +142,7 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
     time.sleep(0.01)
     visit = world.client.post(
         f"/v1/cases/{first}/follow-ups",
-        json={"visited_on": date.today().isoformat(), "notes": "事件后家访。"},
+        json={"visited_on": local_today().isoformat(), "notes": "事件后家访。"},
         headers=world.headers(COORDINATOR),
     )
     assert visit.status_code == 201, visit.text
@@ -222,14 +223,14 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
         json={
             "item": "完善会商提醒机制。",
             "owner": "街道综治中心",
-            "due_on": date.today().isoformat(),
+            "due_on": local_today().isoformat(),
         },
         headers=world.headers(LEAD),
     )
     assert item.status_code == 201, item.text
     done = world.client.post(
         f"/v1/investigations/{investigation_id}/rectifications/{item.json()['item_id']}/completion",
-        json={"completed_on": date.today().isoformat(), "note": "已完成。"},
+        json={"completed_on": local_today().isoformat(), "note": "已完成。"},
         headers=world.headers(LEAD),
     )
     assert done.status_code == 200, done.text
@@ -242,7 +243,7 @@ def test_an_investigation_links_the_minors_files_and_its_investigator_reads_them
     assert body["minor"]["id_number"] == planted.id_number
     assert body["findings"][0]["determination"] == "late"
     assert body["findings"][0]["evidence"] == [1, 2]
-    assert body["rectifications"][0]["completed"]["on"] == date.today().isoformat()
+    assert body["rectifications"][0]["completed"]["on"] == local_today().isoformat()
     assert {o["case_id"] for o in body["orders"]} == {first, second}
     for case_id in (first, second):
         disclosed = world.access(case_id, shown.headers["X-Request-ID"])
@@ -421,7 +422,7 @@ def _bad_opening(planted: Planted) -> list[tuple[dict[str, Any], str]]:
         ({**good, "kind": "accident"}, "kind"),
         ({**good, "minor": {"id_number": "110101200001011234"}}, "minor.id_number"),
         ({**good, "investigators": []}, "investigators"),
-        ({**good, "incident_on": (date.today() + timedelta(days=2)).isoformat()}, "incident_on"),
+        ({**good, "incident_on": (local_today() + timedelta(days=2)).isoformat()}, "incident_on"),
         ({**good, "expires_at": far}, "expires_at"),
         ({**good, "expires_at": "2026-05-01T08:00:00"}, "expires_at"),
         ({**good, "extra": 1}, "body"),
@@ -468,7 +469,7 @@ def test_bad_input_is_refused_by_field_and_stores_nothing(sqlite_world: World) -
     before = world.end()
     unknown = world.client.post(
         f"{base}/rectifications/{uuid4()}/completion",
-        json={"completed_on": date.today().isoformat(), "note": "n"},
+        json={"completed_on": local_today().isoformat(), "note": "n"},
         headers=world.headers(LEAD),
     )
     assert unknown.status_code == 404
@@ -490,7 +491,7 @@ def test_concurrent_writes_to_one_investigation_are_all_stored(sqlite_world: Wor
     def add(n: int) -> int:
         response = world.client.post(
             f"/v1/investigations/{investigation_id}/rectifications",
-            json={"item": f"整改事项{n}。", "owner": "街道", "due_on": date.today().isoformat()},
+            json={"item": f"整改事项{n}。", "owner": "街道", "due_on": local_today().isoformat()},
             headers=world.headers(LEAD),
         )
         return int(response.status_code)

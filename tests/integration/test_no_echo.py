@@ -26,6 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.testclient import TestClient
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from domain.clock import local_today
 from domain.identity import make_id_number
 from domain.taxonomy import Role
 from gateway import logs
@@ -63,7 +64,7 @@ class Secrets:
         rng = random.Random(seed)
         faker = Faker("zh_CN")
         faker.seed_instance(seed)
-        born = date.today() - timedelta(days=365 * 12 + rng.randrange(300))
+        born = local_today() - timedelta(days=365 * 12 + rng.randrange(300))
         self.names = [faker.name() + "".join(rng.sample("晓雨泽宸涵瑾萱昊", 2)) for _ in range(3)]
         self.id_numbers = [
             make_id_number(prefix, born, rng.randrange(10, 999))

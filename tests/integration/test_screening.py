@@ -7,7 +7,7 @@ before the answer, a refusal recorded too."""
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from domain.access import AccessDenied, CaseAccessed, CommandRefused
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.clock import local_today
 from domain.roster import roster_entry_id
 from domain.taxonomy import Role
 from projections.readmodels import ReadModels
@@ -27,7 +28,7 @@ VILLAGE = "dongshan-village"
 OTHER_VILLAGE = "xishan-village"
 OFFICE = "chengguan-governance-office"
 SCHOOL_UNIT = "chengguan-central-school"
-TODAY = date.today()
+TODAY = local_today()
 STREET = "chengguan-street"
 
 

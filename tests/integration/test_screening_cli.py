@@ -8,12 +8,13 @@ tests/integration/test_screening_import.py: the same function does the work.)"""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import structlog
 
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.auth import issue_token
@@ -112,9 +113,9 @@ def test_roster_import_and_coverage_from_the_command_line(
         "--village",
         VILLAGE,
         "--from",
-        (date.today() - timedelta(days=3)).isoformat(),
+        (local_today() - timedelta(days=3)).isoformat(),
         "--to",
-        date.today().isoformat(),
+        local_today().isoformat(),
         "--token-file",
         str(coordinator),
     )
@@ -149,7 +150,7 @@ def test_an_unregistered_users_token_is_refused_by_every_screening_command(
     roster.write_bytes(csv_bytes([k.cells() for k in kids(2, VILLAGE, seed=9)]))
     reporter = token(home, Role.REPORTER, VILLAGE, registered=False)
     coordinator = token(home, Role.COORDINATOR, "chengguan-governance-office", registered=False)
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     for args in (
         ("roster", "import", str(roster), "--village", VILLAGE, "--token-file", str(reporter)),
         (

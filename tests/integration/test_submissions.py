@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.quarters import Quarter, start_of_day
 from domain.submissions import LedgerSubmissionMissed
 from domain.taxonomy import PROTECTION_FUNCTION_LABELS, Role
@@ -32,7 +33,7 @@ STREET = "chengguan-street"
 VILLAGE, OTHER_VILLAGE = "dongshan-village", "xihe-village"
 OFFICE = "chengguan-governance-office"
 # The quarter before today's: its submission is due by its last day, already past.
-PAST = Quarter.of(Quarter.of(date.today()).start - timedelta(days=1))
+PAST = Quarter.of(Quarter.of(local_today()).start - timedelta(days=1))
 INITIAL_DUE = PAST.start + timedelta(days=14)
 
 
@@ -77,7 +78,7 @@ def test_a_late_quarterly_submission_is_a_fact_then_submitted_received_and_diges
     reporter = auth(Role.REPORTER, VILLAGE, purpose="follow_up")
     coordinator = auth(Role.COORDINATOR, OFFICE, purpose="consultation")
     ids = []
-    for seed, found_on in ((1, PAST.start + timedelta(days=1)), (2, PAST.end), (3, date.today())):
+    for seed, found_on in ((1, PAST.start + timedelta(days=1)), (2, PAST.end), (3, local_today())):
         body = planted_case(VILLAGE, seed).body
         body["found_on"] = found_on.isoformat()
         created = client.post("/v1/cases", json=body, headers=reporter)
@@ -135,7 +136,7 @@ def test_a_late_quarterly_submission_is_a_fact_then_submitted_received_and_diges
     assert {v["village"]: v["state"] for v in worklist()["villages"]}[VILLAGE] == "submitted_late"
 
     # A file of a later period changes: the quarter's digest does not.
-    follow = {"visited_on": date.today().isoformat(), "notes": "季度随访。"}
+    follow = {"visited_on": local_today().isoformat(), "notes": "季度随访。"}
     done = client.post(f"/v1/cases/{later}/follow-ups", json=follow, headers=reporter)
     assert done.status_code == 201, done.text
     synced(client)
@@ -174,7 +175,7 @@ def test_a_late_quarterly_submission_is_a_fact_then_submitted_received_and_diges
         client.post("/v1/submissions", json={"period": PAST.code}, headers=coordinator).status_code
         == 403
     )
-    future = Quarter.of(date.today()).next().next().code
+    future = Quarter.of(local_today()).next().next().code
     refused = client.post("/v1/submissions", json={"period": future}, headers=reporter)
     assert refused.status_code == 422 and "period" in refused.text
 
@@ -200,13 +201,13 @@ def test_the_quarterly_report_counts_interventions_by_function_and_overdue_submi
                 "function": function,
                 "measure": "home_visit",
                 "notes": "入户走访。",
-                "done_on": date.today().isoformat(),
+                "done_on": local_today().isoformat(),
             },
             headers=coordinator,
         )
         assert done.status_code == 201, done.text
     # The current quarter's submission of one village is missed, as of its last day's end.
-    current = Quarter.of(date.today())
+    current = Quarter.of(local_today())
     DeadlineScheduler(application).scan(start_of_day(current.end + timedelta(days=1)))
     synced(client)
     answer = client.get(

@@ -8,7 +8,7 @@ governance office with ids only."""
 from __future__ import annotations
 
 import time
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway.messaging.relay import TRANSFERRED_KIND, Directory, Router
 from gateway.settings import Settings
@@ -73,7 +74,7 @@ def test_a_transfer_moves_who_sees_the_file_and_the_grace_period_ends(
             "unit": POLICE,
             "function": "judicial",
             "task": "核查情况",
-            "due_on": (date.today() + timedelta(days=7)).isoformat(),
+            "due_on": (local_today() + timedelta(days=7)).isoformat(),
         },
         headers=sending,
     )
@@ -114,7 +115,7 @@ def test_a_transfer_moves_who_sees_the_file_and_the_grace_period_ends(
     (assignment,) = answer["assignments"]
     assert assignment["ended"]["outcome"] == "transferred"
     # The receiving coordinator may act on it now; the sending one no longer.
-    follow = {"visited_on": date.today().isoformat(), "notes": "已到新住址走访。"}
+    follow = {"visited_on": local_today().isoformat(), "notes": "已到新住址走访。"}
     assert (
         client.post(f"/v1/cases/{case_id}/follow-ups", json=follow, headers=receiving).status_code
         == 201
@@ -235,7 +236,7 @@ def test_an_undeliverable_assignment_after_a_transfer_names_the_receiving_street
             "unit": other_police,
             "function": "judicial",
             "task": "核查情况",
-            "due_on": (date.today() + timedelta(days=7)).isoformat(),
+            "due_on": (local_today() + timedelta(days=7)).isoformat(),
         },
         headers=receiving,
     )

@@ -23,7 +23,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ import nats
 import nats.errors
 import pytest
 
+from domain.clock import local_today
 from domain.taxonomy import Role
 from domain.units import Unit
 from gateway import keyring
@@ -177,7 +178,7 @@ def burst_with_a_kill(stack: Stack, kill: Callable[[], None]) -> set[str]:
     are taken, while the rest keep coming. Returns the assignment ids."""
     reporter = stack.headers(Role.REPORTER, "dongshan-village")
     coordinator = stack.headers(Role.COORDINATOR, OFFICE)
-    due = (date.today() + timedelta(days=10)).isoformat()
+    due = (local_today() + timedelta(days=10)).isoformat()
     taken: list[str] = []
     failures: list[str] = []
     with httpx.Client(base_url=stack.api_url, timeout=10) as client:

@@ -20,7 +20,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -31,6 +31,7 @@ import pytest
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.deadlines import (
     DUTY_TOPICS,
     FACT_TOPICS,
@@ -87,7 +88,7 @@ def fill(application: CaseTrail, count: int, seed: int = 0) -> dict[str, list[UU
                 "hold_consultation",
                 lambda c: c.hold_consultation(
                     cmd.HoldConsultation(
-                        held_on=date.today(), participants=[OFFICE], decision="入户核查。"
+                        held_on=local_today(), participants=[OFFICE], decision="入户核查。"
                     ),
                     by=COORDINATOR.as_record(),
                 ),
@@ -102,7 +103,7 @@ def fill(application: CaseTrail, count: int, seed: int = 0) -> dict[str, list[UU
                         unit=POLICE,
                         function="judicial",
                         task="入户核查。",
-                        due_on=date.today() + timedelta(days=1),
+                        due_on=local_today() + timedelta(days=1),
                     ),
                     by=COORDINATOR.as_record(),
                 ),

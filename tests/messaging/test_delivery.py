@@ -11,7 +11,7 @@ import base64
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from nats.js.api import ConsumerConfig
 
+from domain.clock import local_today
 from domain.notices import NoticeReceived, received_id
 from domain.taxonomy import Role
 from domain.units import Unit
@@ -81,7 +82,7 @@ def assign(stack: Stack, case_id: str, unit: str, task: str = TASK, days: int = 
             "unit": unit,
             "function": "judicial",
             "task": task,
-            "due_on": (date.today() + timedelta(days=days)).isoformat(),
+            "due_on": (local_today() + timedelta(days=days)).isoformat(),
         },
         headers=stack.headers(Role.COORDINATOR, OFFICE),
     )
@@ -121,7 +122,7 @@ def test_an_assignment_over_http_reaches_its_unit_decrypted_and_its_receipt_is_s
     assert got["case_ref"] == case_id
     assert got["function"] == "judicial"
     assert got["task"] == TASK
-    assert got["due_on"] == (date.today() + timedelta(days=7)).isoformat()
+    assert got["due_on"] == (local_today() + timedelta(days=7)).isoformat()
     # The unit learns who the child is only by an audited read: nothing of the minor here.
     inbox_text = police.inbox.read_text(encoding="utf-8")
     for needle in (planted.name, planted.id_number, planted.description, planted.phone):
@@ -371,7 +372,7 @@ def test_escalations_reminders_and_compliance_alerts_reach_their_units(
     assert refused.status_code == 404
     # The deadline scan, as the relay runs it every minute (here: the day after the due date).
     remind = stack.spawn(
-        "remind", "relay", "remind", "--today", (date.today() + timedelta(days=2)).isoformat()
+        "remind", "relay", "remind", "--today", (local_today() + timedelta(days=2)).isoformat()
     )
     assert remind.popen.wait(30) == 0, remind.text()
 
@@ -402,7 +403,11 @@ def test_escalations_reminders_and_compliance_alerts_reach_their_units(
     assert kinds(SCHOOL) == []
     # A second scan the same day stores nothing new.
     again = stack.spawn(
-        "remind-again", "relay", "remind", "--today", (date.today() + timedelta(days=2)).isoformat()
+        "remind-again",
+        "relay",
+        "remind",
+        "--today",
+        (local_today() + timedelta(days=2)).isoformat(),
     )
     assert again.popen.wait(30) == 0
     assert "0 deadline fact(s)" in again.text()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -27,6 +27,7 @@ import pytest
 from click.testing import CliRunner
 from eventsourcing.utils import get_topic
 
+from domain.clock import local_today
 from domain.notices import NoticePublished, NoticeReceived, NoticeUndeliverable
 from domain.taxonomy import Role
 from gateway.cli.main import cli
@@ -239,7 +240,7 @@ def test_a_declined_assignment_and_a_result_reach_the_coordination_office(stack:
     case_id = report(stack, clue("medium"))
     coordinator = stack.headers(Role.COORDINATOR, OFFICE)
     member = stack.headers(Role.UNIT_MEMBER, SUPERVISION)
-    due = (date.today() + timedelta(days=7)).isoformat()
+    due = (local_today() + timedelta(days=7)).isoformat()
 
     def assign(function: str) -> str:
         answer = httpx.post(

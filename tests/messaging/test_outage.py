@@ -18,7 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ import httpx
 import pytest
 from eventsourcing.utils import get_topic
 
+from domain.clock import local_today
 from domain.notices import NoticePublished, NoticeReceived
 from domain.taxonomy import Role
 from gateway.messaging.relay import relay_recorder
@@ -112,7 +113,7 @@ def test_a_burst_through_a_relay_crash_and_a_broker_outage_arrives_exactly_once(
 
     reporter = stack.headers(Role.REPORTER, "dongshan-village")
     coordinator = stack.headers(Role.COORDINATOR, OFFICE)
-    due = (date.today() + timedelta(days=10)).isoformat()
+    due = (local_today() + timedelta(days=10)).isoformat()
     expected: dict[str, set[str]] = {POLICE: set(), SCHOOL: set()}
     with httpx.Client(base_url=stack.api_url, timeout=10) as client:
         cases = [

@@ -4,13 +4,14 @@ a real nats-server to the unit, opened with the unit's credentials."""
 from __future__ import annotations
 
 import asyncio
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from domain import commands as cmd
 from domain.access import Actor
+from domain.clock import local_today
 from domain.taxonomy import Role
 from domain.units import RegisterUnit
 from gateway import keyring
@@ -64,7 +65,7 @@ def test_the_relay_follows_a_postgresql_store(tmp_path: Path, pg_schema: str) ->
                     unit=POLICE,
                     function="online",
                     task="核查网络欺凌线索。",
-                    due_on=date.today() + timedelta(days=5),
+                    due_on=local_today() + timedelta(days=5),
                 ),
                 by=COORDINATOR.as_record(),
             ),

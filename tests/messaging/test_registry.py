@@ -16,6 +16,7 @@ from domain import commands as cmd
 from domain import errors
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.notices import DUE_SOON, OVERDUE, OpenAssignment, reminders_due
 from domain.taxonomy import Purpose, Role
 from domain.units import RegisterUnit, UnitAlreadyRegistered, UnknownUnit
@@ -159,7 +160,7 @@ def test_the_relay_routes_each_notice_to_the_units_the_rules_name(
                 unit="unregistered-unit",
                 function="family",
                 task="家访。",
-                due_on=date.today(),
+                due_on=local_today(),
             ),
             by=COORDINATOR.as_record(),
         ),
@@ -203,7 +204,7 @@ def test_a_notice_is_sealed_to_the_units_current_key(
                 unit="chengguan-police-station",
                 function="school",
                 task="约谈家长。",
-                due_on=date.today(),
+                due_on=local_today(),
             ),
             by=COORDINATOR.as_record(),
         ),
@@ -231,7 +232,7 @@ def test_a_registered_unit_of_another_street_cannot_be_assigned(
     add(settings, application, "far-police-station", "police_station", street=FAR)
     add(settings, application, "chengguan-tribunal", "tribunal", street=STREET)
     case_id = application.report_clue(cmd.ReportClue(**planted_case().body), REPORTER)
-    due = date.today() + timedelta(days=3)
+    due = local_today() + timedelta(days=3)
 
     def assign(unit: str) -> UUID:
         command = cmd.AssignUnit(unit=unit, function="judicial", task="核实。", due_on=due)

@@ -5,7 +5,7 @@ who a new clue and a county escalation go to, which notices are undeliverable (a
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -15,6 +15,7 @@ import pytest
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.notices import NoticePublished, notice_published, published_id
 from domain.taxonomy import Role
 from domain.units import RegisterUnit
@@ -135,7 +136,7 @@ def test_missing_recipients_are_undeliverable_facts_naming_the_street_and_reason
                 unit="unregistered-unit",
                 function="family",
                 task="家访。",
-                due_on=date.today() + timedelta(days=3),
+                due_on=local_today() + timedelta(days=3),
             ),
             by=COORDINATOR.as_record(),
         ),

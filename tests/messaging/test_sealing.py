@@ -23,7 +23,7 @@ import json
 import os
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.commands import MAX_NOTE
 from domain.compliance.config import RULE_IDS
 from domain.compliance.findings import Finding
@@ -453,7 +454,7 @@ def notices_of_every_kind(settings: Settings, application: CaseTrail, task: str)
     coordinator = Actor(LONG_USER, Role.COORDINATOR, "chengguan-governance-office", STREET)
     reporter = Actor(LONG_USER, Role.REPORTER, "dongshan-village", STREET)
     case_id = application.report_clue(cmd.ReportClue(**planted_case().body), reporter)
-    due = date.today() + timedelta(days=1)
+    due = local_today() + timedelta(days=1)
     assignment_id = application.change_case(
         case_id,
         coordinator,
@@ -619,7 +620,7 @@ def test_the_unit_client_takes_a_version_1_envelope_left_in_the_stream_and_refus
                 "unit": POLICE,
                 "function": "judicial",
                 "task": "家访。",
-                "due_on": (date.today() + timedelta(days=7)).isoformat(),
+                "due_on": (local_today() + timedelta(days=7)).isoformat(),
             },
             headers=stack.headers(Role.COORDINATOR, "chengguan-governance-office"),
         )

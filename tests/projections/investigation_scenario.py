@@ -22,6 +22,7 @@ from uuid import UUID
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import AccessRefused, CaseTrail
+from domain.clock import local_today
 from domain.notices import notice_published, notice_received
 from domain.taxonomy import Purpose, Role
 from tests.domain import builders as b
@@ -31,7 +32,7 @@ SOCIAL = "chengguan-social-affairs-office"
 GRID = Actor("grid-1", Role.REPORTER, b.VILLAGE, b.STREET)
 SCHOOL_MEMBER = Actor("school-1", Role.UNIT_MEMBER, SCHOOL, b.STREET)
 SOCIAL_MEMBER = Actor("social-1", Role.UNIT_MEMBER, SOCIAL, b.STREET)
-FOUND_ON = date.today() - timedelta(days=2)
+FOUND_ON = local_today() - timedelta(days=2)
 ISSUES = [
     {"category": "mental_health", "subtype": "depression"},
     {"category": "growth_environment", "subtype": "left_behind"},
@@ -55,7 +56,7 @@ class Scenario:
     school_aid: str = ""
     police_aid: str = ""
     held_on: date = field(default_factory=date.today)
-    due_on: date = field(default_factory=lambda: date.today() + timedelta(days=10))
+    due_on: date = field(default_factory=lambda: local_today() + timedelta(days=10))
     marks: dict[str, Mark] = field(default_factory=dict)
     # Every free text and identifying value the scenario stored: no analysis may repeat one.
     secrets: list[str] = field(default_factory=list)

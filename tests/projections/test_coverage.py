@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import sqlite3
 from collections import Counter
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.clock import local_today
 from domain.identity import id_check_character
 from domain.quarters import Quarter
 from domain.roster import roster_entry_id
@@ -33,7 +34,7 @@ OFFICE = "chengguan-governance-office"
 STREET = "chengguan-street"
 VILLAGES = ("dongshan-village", "xishan-village")
 LETTER_WORDS = {"留守", "事实无人抚养", "孤儿"}
-TODAY = date.today()
+TODAY = local_today()
 
 
 def synced(client: TestClient) -> ReadModels:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +16,7 @@ import pytest
 
 from domain import commands as cmd
 from domain.application import AccessRefused, CaseTrail
+from domain.clock import local_today
 from domain.taxonomy import Purpose
 from gateway.store.eventstore import new_key_text, store_environment
 from projections.investigation import FileState, gather
@@ -99,7 +100,7 @@ def test_state_follows_assignments_and_closure(app: CaseTrail) -> None:
                 unit=b.POLICE,
                 function="judicial",
                 task="核查",
-                due_on=date.today() + timedelta(days=7),
+                due_on=local_today() + timedelta(days=7),
             ),
             by=coordinator,
         ),
@@ -174,7 +175,7 @@ def test_the_fold_equals_the_aggregates_replay_at_every_version(app: CaseTrail) 
                 "hold_consultation",
                 lambda c: c.hold_consultation(
                     cmd.HoldConsultation(
-                        held_on=date.today(), participants=[b.POLICE], decision="跟进"
+                        held_on=local_today(), participants=[b.POLICE], decision="跟进"
                     ),
                     by=coordinator,
                 ),
@@ -188,7 +189,7 @@ def test_the_fold_equals_the_aggregates_replay_at_every_version(app: CaseTrail) 
                         unit=unit,
                         function="society",
                         task="走访",
-                        due_on=date.today() + timedelta(days=3),
+                        due_on=local_today() + timedelta(days=3),
                     ),
                     by=coordinator,
                 ),
@@ -211,7 +212,7 @@ def test_the_fold_equals_the_aggregates_replay_at_every_version(app: CaseTrail) 
             change(
                 "record_follow_up",
                 lambda c: c.record_follow_up(
-                    cmd.RecordFollowUp(visited_on=date.today(), notes="回访"), by=coordinator
+                    cmd.RecordFollowUp(visited_on=local_today(), notes="回访"), by=coordinator
                 ),
             )
     for case in (scenario.case_id, case_id):

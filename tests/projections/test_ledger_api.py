@@ -10,7 +10,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from domain.access import CaseAccessed
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.clock import local_today
 from domain.identity import mask_name
 from domain.taxonomy import CATEGORY_LABELS, Role
 from gateway.cli.demo import MEMBER_UNITS
@@ -275,7 +276,7 @@ def test_worklists_flag_what_waits_and_what_is_overdue(
     assert {i["assignment_id"] for i in unacknowledged["items"]} == {
         aid for aid, a in open_assignments.items() if a["acknowledged_at"] is None
     }
-    later = (date.today() + timedelta(days=60)).isoformat()
+    later = (local_today() + timedelta(days=60)).isoformat()
     overdue = client.get(
         "/v1/worklists/assignments", params={"state": "overdue", "on": later}, headers=headers
     ).json()

@@ -24,6 +24,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.taxonomy import SUBTYPES, Category, Role
 from gateway.settings import Settings
 from projections.readmodels import SCHEMA_TABLE, VIEW_NAMES, ReadModelConfig, ReadModels
@@ -101,7 +102,7 @@ def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
                     "unit": POLICE,
                     "function": "judicial",
                     "task": planted["task"],
-                    "due_on": (date.today() + timedelta(days=10)).isoformat(),
+                    "due_on": (local_today() + timedelta(days=10)).isoformat(),
                 },
             ),
             (
@@ -111,10 +112,10 @@ def _plant(client: TestClient, auth: TokenFactory, tag: str) -> dict[str, Any]:
                     "unit": village,
                     "function": "family",
                     "task": planted["task"],
-                    "due_on": (date.today() + timedelta(days=20)).isoformat(),
+                    "due_on": (local_today() + timedelta(days=20)).isoformat(),
                 },
             ),
-            ("follow-ups", {"visited_on": date.today().isoformat(), "notes": planted["notes"]}),
+            ("follow-ups", {"visited_on": local_today().isoformat(), "notes": planted["notes"]}),
         ]
         if number == 0:
             steps.append(("closure", {"reason": "resolved", "note": planted["close_note"]}))

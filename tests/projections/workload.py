@@ -23,6 +23,7 @@ from domain import errors
 from domain.access import Actor
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.clock import local_today
 from domain.taxonomy import SUBTYPES, Category, ProtectionFunction, Role, risk_floor
 from gateway.cli.demo import GOVERNANCE_OFFICE, MEMBER_UNITS, VILLAGES, synthetic_report
 
@@ -67,7 +68,7 @@ class Workload:
 
     def advance(self, case_id: UUID) -> None:
         """A random, valid history after the report."""
-        rng, today, by = self.rng, date.today(), COORDINATOR.as_record()
+        rng, today, by = self.rng, local_today(), COORDINATOR.as_record()
         if rng.random() < 0.2:
             return  # still awaiting its consultation
         self._change(
@@ -169,7 +170,7 @@ class Workload:
                         function=function,
                         measure="home_visit",
                         notes="已走访。",
-                        done_on=date.today(),
+                        done_on=local_today(),
                     ),
                     by=who.as_record(),
                 ),

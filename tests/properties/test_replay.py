@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -29,6 +29,7 @@ from domain import errors
 from domain.access import Actor
 from domain.application import CaseTrail, replay
 from domain.case import Case
+from domain.clock import local_today
 from domain.taxonomy import ProtectionFunction, RiskLevel
 from gateway.store.eventstore import (
     ENV_CIPHER_KEYS,
@@ -65,7 +66,7 @@ def first_assignment(case: Case) -> UUID:
 
 def changes() -> dict[str, Change]:
     """One command of each kind, by whoever may give it (a refusal is part of the sequence)."""
-    today = date.today()
+    today = local_today()
     coordinator, police = COORDINATOR.as_record(), POLICE_MEMBER.as_record()
     return {
         "follow_up": (

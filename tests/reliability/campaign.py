@@ -31,7 +31,6 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any, Final
 from uuid import UUID
@@ -44,6 +43,7 @@ from faker import Faker
 from domain.access import Actor
 from domain.application import CaseTrail, replay
 from domain.case import Case
+from domain.clock import local_today
 from domain.compliance.records import RecordKind
 from domain.taxonomy import Role
 from gateway import keyring
@@ -310,7 +310,7 @@ class Client:
     def follow_up(self, case_id: UUID, note: str, *, retry: bool) -> bool:
         """One follow-up with a note unique to it; with `retry`, sent again after a 409 or 503
         (what those answers invite) until it is stored. True once answered 201."""
-        body = {"visited_on": date.today().isoformat(), "notes": note}
+        body = {"visited_on": local_today().isoformat(), "notes": note}
         while True:
             answer, request_id = self._send(
                 "follow_up",

@@ -54,7 +54,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any, Final
@@ -66,6 +66,7 @@ import psycopg
 import pytest
 
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.notices import NoticePublished
 from gateway import keyring
 from gateway.bootstrap import open_application, readmodel_config
@@ -258,7 +259,7 @@ def assign(client: Client, assignments: Assignments, case_id: UUID, unit: str) -
         "unit": unit,
         "function": "family",
         "task": "家访,了解家庭情况。",
-        "due_on": (date.today() + timedelta(days=10)).isoformat(),
+        "due_on": (local_today() + timedelta(days=10)).isoformat(),
     }
     answer, request_id = client._send(
         "assign", "POST", f"/v1/cases/{case_id}/assignments", client.tokens.coordinator, json=body

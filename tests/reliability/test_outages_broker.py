@@ -14,13 +14,14 @@ from __future__ import annotations
 import time
 from collections import Counter
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
 
+from domain.clock import local_today
 from domain.notices import NoticePublished
 from domain.taxonomy import Role
 from tests.integration.planted import planted_case
@@ -66,7 +67,7 @@ def test_commands_go_on_while_the_broker_is_down_and_every_notice_arrives_once(
 
     reporter = stack.headers(Role.REPORTER, "dongshan-village")
     coordinator = stack.headers(Role.COORDINATOR, OFFICE)
-    due = (date.today() + timedelta(days=10)).isoformat()
+    due = (local_today() + timedelta(days=10)).isoformat()
     expected: dict[str, set[str]] = {POLICE: set(), SCHOOL: set()}
     with httpx.Client(base_url=stack.api_url, timeout=30) as client:
 

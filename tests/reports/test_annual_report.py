@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import json
 import unicodedata
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from domain.access import NO_CASE, Actor, CaseAccessed
+from domain.clock import local_today
 from domain.compliance.findings import Finding, Outcome
 from domain.taxonomy import Role
 from gateway import keyring
@@ -82,7 +83,7 @@ def _scenario(world: World) -> None:
     application.record_findings(found)
     auditor = Actor("auditor-1", Role.COMPLIANCE_AUDITOR, "county-audit", "chengguan-street")
     application.review_finding(found[0].id, Outcome.VIOLATION, "无正当理由多次尝试", auditor)
-    application.open_finding_follow_up(found[0].id, "coord-1", date.today(), auditor)
+    application.open_finding_follow_up(found[0].id, "coord-1", local_today(), auditor)
     evidence: Evidence = client.app.state.evidence  # type: ignore[attr-defined]
     evidence.catch_up()
     evidence.checkpoint_now()

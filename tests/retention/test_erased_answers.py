@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from domain import commands as cmd
 from domain.access import IN_PROCESS_CLIENT, Channel
 from domain.application import ERASED_RULE, CaseTrail
+from domain.clock import local_today
 from domain.retention import DataErased
 from domain.retention_holds import PlaceHold
 from domain.taxonomy import Purpose, Role
@@ -93,7 +94,7 @@ def test_reads_and_commands_of_an_erased_file_are_recorded_then_answered_410(
             read()
         assert raised.value.status == 410 and raised.value.code == "erased"
         assert "under the rule 'retention'" in raised.value.message
-        assert f"erased on {date.today().year}" in raised.value.message
+        assert f"erased on {local_today().year}" in raised.value.message
         assert len(refusals_of(app, case_id)) == number  # recorded before the answer
 
     with pytest.raises(DataErased):
@@ -102,7 +103,7 @@ def test_reads_and_commands_of_an_erased_file_are_recorded_then_answered_410(
             COORDINATOR,
             "record_follow_up",
             lambda c: c.record_follow_up(
-                cmd.RecordFollowUp(visited_on=date.today(), notes="回访"),
+                cmd.RecordFollowUp(visited_on=local_today(), notes="回访"),
                 by=COORDINATOR.as_record(),
             ),
         )
@@ -134,7 +135,7 @@ def test_over_http_an_erased_file_is_410_erased_never_a_5xx(
             "bundle": client.get(f"/v1/evidence/cases/{case_id}/bundle", headers=coordinator),
             "command": client.post(
                 f"/v1/cases/{case_id}/follow-ups",
-                json={"visited_on": date.today().isoformat(), "notes": "回访"},
+                json={"visited_on": local_today().isoformat(), "notes": "回访"},
                 headers=coordinator,
             ),
             "hold": client.post(

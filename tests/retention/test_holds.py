@@ -21,6 +21,7 @@ from domain import commands as cmd
 from domain import errors
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.compliance.findings import Finding, Outcome
 from domain.investigation_commands import OpenInvestigation
 from domain.retention import KeyScope
@@ -123,7 +124,7 @@ def test_an_investigation_holds_every_file_of_its_minor(app: CaseTrail) -> None:
     command = OpenInvestigation.model_validate(
         {
             "kind": "harm",
-            "incident_on": (date.today() - timedelta(days=2)).isoformat(),
+            "incident_on": (local_today() - timedelta(days=2)).isoformat(),
             "minor": {"id_number": case.minor["id_number"]},
             "investigators": ["investigator-1"],
             "reason": "一案一倒查",

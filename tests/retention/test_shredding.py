@@ -38,7 +38,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import date
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -51,6 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from domain.case import Case
+from domain.clock import local_today
 from domain.retention import KeyScope, RetentionRules
 from domain.taxonomy import Role
 from domain.tombstones import decoded
@@ -352,7 +352,7 @@ def _shred(store: Store, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
                 scope=KeyScope.CASE,
                 rule="retention",
                 basis=RetentionRules().basis(),
-                due_on=date.today(),
+                due_on=local_today(),
                 by=BY,
             )
         finally:

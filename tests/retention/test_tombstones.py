@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -24,6 +24,7 @@ import pytest
 
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.compliance.config import RulesConfig
 from domain.deadlines import Periods
 from domain.identity import make_id_number
@@ -86,7 +87,7 @@ def erase(application: CaseTrail, case_id: UUID) -> None:
         scope=KeyScope.CASE,
         rule="retention",
         basis=RetentionRules().basis(),
-        due_on=date.today(),
+        due_on=local_today(),
         by=BY,
     )
 
@@ -161,7 +162,7 @@ def test_every_view_drops_the_file_keeps_its_tombstone_and_rebuilds_the_same(
     assert [r for r in before["compliance_rules_state"] if r[0] == f"case|{erased}"]
     (tombstone,) = [r for r in after["ledger_erased"] if r[0] == str(erased)]
     assert tombstone[1:3] == ("case", "retention")
-    assert tombstone[4] == date.today().isoformat()
+    assert tombstone[4] == local_today().isoformat()
     assert tombstone[6] == "system"
     # Its blind indexes find nothing any more: by ID number nor by name.
     with world.readmodels.ledger.reading() as db:
@@ -205,7 +206,7 @@ def test_the_investigation_history_shows_the_erasure_and_no_content(world: World
         "scope": "case",
         "rule": "retention",
         "basis": RetentionRules().basis(),
-        "due_on": date.today().isoformat(),
+        "due_on": local_today().isoformat(),
     }
     assert {k: erasure["actor"][k] for k in BY} == BY
     assert erasure["label_zh"] == "档案已删除(密钥销毁)"
@@ -254,7 +255,7 @@ def test_an_erased_roster_entry_leaves_the_screening_tables(world: World) -> Non
     reporter = Actor("reporter-1", Role.REPORTER, VILLAGE, STREET)
     minors = []
     for number, sequence in enumerate((481, 483)):
-        born = date.today() - timedelta(days=(9 + number) * 365)
+        born = local_today() - timedelta(days=(9 + number) * 365)
         minor = RosterMinor.model_validate(
             {
                 "name": f"林晓{'雨泽'[number]}",

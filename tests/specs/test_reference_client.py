@@ -26,7 +26,7 @@ import sys
 import sysconfig
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
+from domain.clock import local_today
 from domain.notices import NoticeReceived, received_id
 from domain.taxonomy import Role
 from gateway import keyring
@@ -139,7 +140,7 @@ def assign_new_case(stack: Stack) -> tuple[str, str]:
             "unit": POLICE,
             "function": "judicial",
             "task": TASK,
-            "due_on": (date.today() + timedelta(days=7)).isoformat(),
+            "due_on": (local_today() + timedelta(days=7)).isoformat(),
         },
         headers=stack.headers(Role.COORDINATOR, OFFICE),
     )

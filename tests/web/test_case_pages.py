@@ -20,7 +20,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -38,6 +38,7 @@ from domain.access import (
     CommandRefused,
 )
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway.bootstrap import open_application
 from gateway.settings import Settings
@@ -79,7 +80,7 @@ def new_case(application: CaseTrail, *, assign_police: bool = False) -> tuple[UU
                 "unit": POLICE,
                 "function": "judicial",
                 "task": "核实情况。",
-                "due_on": (date.today() + timedelta(days=5)).isoformat(),
+                "due_on": (local_today() + timedelta(days=5)).isoformat(),
             }
         )
         application.change_case(
@@ -244,7 +245,7 @@ def test_a_form_with_errors_stores_nothing_and_repeats_nothing(
     before = store.events()
     decision = f"会商意见标记{secrets.token_hex(4)}"
     other = f"坏代码{secrets.token_hex(3)}"
-    tomorrow = (date.today() + timedelta(days=1)).isoformat()
+    tomorrow = (local_today() + timedelta(days=1)).isoformat()
     answer = client.post(
         f"/cases/{store.case_id}/consultation",
         data={
@@ -290,7 +291,7 @@ def test_a_form_done_goes_back_to_the_case_with_its_purpose(
     client: TestClient, auth: TokenFactory, store: Store
 ) -> None:
     headers = {**auth(Role.COORDINATOR, GOVERNANCE), **FORM}
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     done = client.post(
         f"/cases/{store.case_id}/consultation",
         data={
@@ -329,7 +330,7 @@ def test_the_other_forms_store_their_command(
 ) -> None:
     """The assigned unit records its intervention and a follow-up; the coordinator signs the
     guardianship letter: each the JSON route's command, stored as by the API."""
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     police = {**auth(Role.UNIT_MEMBER, POLICE), **FORM}
     coordinator = {**auth(Role.COORDINATOR, GOVERNANCE), **FORM}
     posts = [
@@ -379,7 +380,7 @@ def test_assigning_units_stores_all_or_none(
     client: TestClient, auth: TokenFactory, store: Store
 ) -> None:
     headers = {**auth(Role.COORDINATOR, GOVERNANCE), **FORM}
-    due = (date.today() + timedelta(days=10)).isoformat()
+    due = (local_today() + timedelta(days=10)).isoformat()
     before = store.events()
     # POLICE already holds a judicial assignment: the school's would be fine, but neither is
     # stored.
@@ -442,7 +443,7 @@ def test_commands_the_role_may_not_issue(
     other = {**auth(Role.COORDINATOR, "xiaoxi-governance-office", street="xiaoxi-street"), **FORM}
     answer = client.post(
         f"/cases/{store.case_id}/follow-up",
-        data={"visited_on": date.today().isoformat(), "notes": "回访。"},
+        data={"visited_on": local_today().isoformat(), "notes": "回访。"},
         headers=other,
     )
     assert answer.status_code == 404 and "未找到，或您无权查看" in answer.text

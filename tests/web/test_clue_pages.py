@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 from uuid import UUID
@@ -23,6 +23,7 @@ from faker import Faker
 from fastapi.testclient import TestClient
 
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.identity import make_id_number
 from domain.taxonomy import Role
 from tests.conftest import TokenFactory
@@ -35,7 +36,7 @@ FORM = "application/x-www-form-urlencoded"
 def _clue() -> dict[str, Any]:
     """A synthetic clue as the form's fields (names are the model's paths)."""
     fake = Faker("zh_CN")
-    born = years_before(date.today(), 11)
+    born = years_before(local_today(), 11)
     surname = fake.last_name()
     return {
         "minor.name": surname + fake.first_name(),
@@ -54,7 +55,7 @@ def _clue() -> dict[str, Any]:
         "found_by.role": "grid_worker",
         "found_by.unit": VILLAGE,
         "discovery_method": "grid_patrol",
-        "found_on": (date.today() - timedelta(days=1)).isoformat(),
+        "found_on": (local_today() - timedelta(days=1)).isoformat(),
         "risk": "medium",
     }
 

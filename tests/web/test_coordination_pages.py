@@ -8,7 +8,7 @@ re-reads it on the server (recorded again), nothing is served from the HTTP cach
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 from uuid import UUID
 
@@ -17,6 +17,7 @@ from playwright.sync_api import Page
 
 from domain import commands as cmd
 from domain.access import AccessDenied, Actor, CaseAccessed
+from domain.clock import local_today
 from domain.taxonomy import Role
 from tests.domain.builders import STREET, register_units, report_body
 from tests.web.conftest import Site, inspect
@@ -82,7 +83,7 @@ def test_the_coordinator_holds_the_consultation_and_assigns_two_units(site: Site
         page.get_by_role("link", name="召开会商研判").click()
     assert page.url == f"{site.base}/cases/{case_id}/consultation?purpose=consultation"
     inspect(page, "case-consultation-desktop")
-    today = date.today().isoformat()
+    today = local_today().isoformat()
     page.fill("#f-held_on", today)
     page.check(f"input[name=participants][value={POLICE}]")
     page.check(f"input[name=participants][value={HEALTH}]")
@@ -103,7 +104,7 @@ def test_the_coordinator_holds_the_consultation_and_assigns_two_units(site: Site
     page.check(f"input[name=unit][value={HEALTH}]")
     page.select_option(f"select[name='function.{HEALTH}']", "family")
     page.fill("#task", "入户核实家庭情况，一周内反馈。")
-    due = (date.today() + timedelta(days=7)).isoformat()
+    due = (local_today() + timedelta(days=7)).isoformat()
     page.fill("#due_on", due)
     with page.expect_navigation():
         page.click("main button[type=submit]")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +31,7 @@ from domain.access import (
     CaseAccessed,
 )
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.taxonomy import ProtectionFunction, Role
 from gateway.bootstrap import open_application
 from gateway.settings import Settings
@@ -66,7 +67,7 @@ def plant(application: CaseTrail) -> PlantedCase:
     guardianship letter and an escalation."""
     faker = Faker("zh_CN")
     mark = secrets.token_hex(3)
-    today = date.today()
+    today = local_today()
     born = years_before(today, 11)
     surname = faker.last_name()
     name = f"{surname}{faker.first_name()}泽{mark[:1]}"

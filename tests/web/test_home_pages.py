@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from datetime import date, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.access import Actor
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway.settings import Settings
 from tests.conftest import TokenFactory
@@ -155,7 +156,7 @@ def test_assignments_to_sign_for_on_both_sides(client: TestClient, auth: TokenFa
     case_id, _ = _report(client, auth)
     coordinator = auth(Role.COORDINATOR, "governance-office")
     base = f"/v1/cases/{case_id}"
-    today = date.today()
+    today = local_today()
     consult = {"held_on": today.isoformat(), "participants": [police], "decision": "派出所介入。"}
     assert client.post(f"{base}/consultations", json=consult, headers=coordinator).is_success
     task = "到校了解情况并约谈家长。"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from fastapi.testclient import TestClient
 
 from domain.access import Actor, CaseAccessed
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.identity import mask_id_number, mask_name
 from domain.taxonomy import Role
 from gateway.http.dependencies import Services
@@ -60,7 +60,7 @@ def _two_clues(client: TestClient, auth: TokenFactory) -> list[tuple[str, dict[s
         ([{"category": "mental_health", "subtype": "self_harm"}], "high", 12),
     ):
         # Of different ages: different ID numbers.
-        body = report_body(issues=issues, risk=risk, born=years_before(date.today(), age))
+        body = report_body(issues=issues, risk=risk, born=years_before(local_today(), age))
         answer = client.post("/v1/cases", json=body, headers=auth(Role.REPORTER, VILLAGE))
         assert answer.status_code == 201, answer.text
         found.append((answer.json()["id"], body))
@@ -197,7 +197,7 @@ def test_a_coordinator_filters_prints_and_exports_the_ledger(site: Site) -> None
     high = report_clue(
         issues=[{"category": "mental_health", "subtype": "self_harm"}],
         risk="high",
-        born=years_before(date.today(), 12),
+        born=years_before(local_today(), 12),
     )
     low_id = site.application.report_clue(low, actor)
     high_id = site.application.report_clue(high, actor)

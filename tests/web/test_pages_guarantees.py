@@ -38,6 +38,7 @@ from httpx import Response
 from playwright.sync_api import Error as PlaywrightError
 from starlette.routing import BaseRoute
 
+from domain.clock import local_today
 from domain.credentials import Session
 from domain.refusals import AuthenticationRefused, RefusalThrottle
 from domain.taxonomy import Role
@@ -81,7 +82,7 @@ def _value_for(route: APIRoute, name: str) -> str:
             if annotation is int:
                 return "1"
             if annotation is date:
-                return date.today().isoformat()
+                return local_today().isoformat()
     return str(uuid.uuid4())
 
 

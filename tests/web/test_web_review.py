@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -47,6 +47,7 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
+from domain.clock import local_today
 from domain.taxonomy import Role
 from domain.users import ChangeRole
 from gateway.http.limits import MAX_BODY_BYTES, MAX_HEADERS
@@ -381,7 +382,7 @@ def test_a_draft_outlives_an_ended_session_and_is_sent_once_signed_in_again(
     form_url = f"/cases/{case_id}/follow-up?purpose=follow_up"
     page.goto(form_url)
     draft = "入户回访：家长表示已安排接送，学生情绪稳定。"
-    page.fill("#f-visited_on", date.today().isoformat())
+    page.fill("#f-visited_on", local_today().isoformat())
     page.fill("#f-notes", draft)
     page.context.clear_cookies()  # the session is gone (expired, signed out elsewhere)
     page.click(SEND)
