@@ -18,7 +18,6 @@ from faker import Faker
 from domain import commands as cmd
 from domain.access import Actor
 from domain.case import Case
-from domain.clock import local_today
 from domain.identity import make_id_number
 from domain.taxonomy import Role, UnitType
 from domain.units import RegisterUnit, UnitKeys
@@ -64,7 +63,7 @@ def report_body(
     works_away: bool = False,
 ) -> dict[str, Any]:
     """A valid ReportClue body (JSON shape) for a synthetic ten-year-old, unless told otherwise."""
-    today = local_today()
+    today = date.today()
     born = born or years_before(today, 10)
     surname: str = _faker.last_name()
     return {

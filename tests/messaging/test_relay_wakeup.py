@@ -71,7 +71,7 @@ try:
                 unit=sys.argv[2],
                 function="online",
                 task="核查网络欺凌线索。",
-                due_on=local_today() + timedelta(days=5),
+                due_on=date.today() + timedelta(days=5),
             ),
             by=coordinator.as_record(),
         ),

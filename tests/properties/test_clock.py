@@ -11,7 +11,7 @@ the checks read the events back from it.
   the store still equals its signed Merkle log (`casetrail verify`'s check).
 - "Today" is Beijing's: at 00:30 in Beijing (16:30 UTC the day before), a consultation held
   today is not "in the future", a due date of the UTC day is already past, and the quarter is
-  the new one (the commands used the server's `local_today()`).
+  the new one (the commands used the server's `date.today()`).
 - Deadlines end at Beijing midnight across a quarter boundary: an assignment due on the last day
   of a quarter is overdue from 16:00 UTC that day; a file reported at 00:30 on 1 April (Beijing)
   counts its quarterly update from the second quarter.
@@ -40,7 +40,6 @@ from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail, case_as_of, version_as_of
 from domain.case import Case
-from domain.clock import local_today
 from domain.deadlines import AssignmentOverdue, CaseDuties, Periods, QuarterlyUpdateMissed, fold
 from domain.quarters import Quarter
 from domain.submissions import Period
@@ -96,7 +95,7 @@ def stored(application: CaseTrail, case_id: UUID) -> list[Any]:
 
 
 def follow_up(application: CaseTrail, case_id: UUID, note: str) -> None:
-    command = cmd.RecordFollowUp(visited_on=local_today(), notes=note)
+    command = cmd.RecordFollowUp(visited_on=date.today(), notes=note)
     application.change_case(
         case_id,
         COORDINATOR,
@@ -156,7 +155,7 @@ def test_any_clock_walk_keeps_timestamps_increasing(steps: list[int]) -> None:
         case = Case.report(report_clue(), street="chengguan-street", by=COORDINATOR.as_record())
     for seconds in steps:
         now += timedelta(seconds=seconds)
-        command = cmd.RecordFollowUp(visited_on=local_today(), notes="回访。")
+        command = cmd.RecordFollowUp(visited_on=date.today(), notes="回访。")
         with at(now):
             case.record_follow_up(command, by=COORDINATOR.as_record())
     stamps = [e.timestamp for e in case.collect_events()]
