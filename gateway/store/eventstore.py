@@ -87,7 +87,6 @@ ENV_KEY_DIR = "CASETRAIL_CIPHER_KEY_DIR"
 RELOAD_SECONDS = 1.0
 
 
-
 def _log() -> Any:
     """The store's logger, imported at its first use: structlog is not loaded at every start
     (`token issue` must start fast: tests/integration/test_cli_start.py)."""
