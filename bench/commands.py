@@ -337,7 +337,7 @@ def run_store(store: Store, args: argparse.Namespace, tmp: Path) -> dict[str, An
                 requests = plan.requests if who == "api" else save_requests(plan, api_app, tokens)
                 cpu_before = server.cpu_seconds()
                 result = client.run(requests, created)
-                used = server.cpu_seconds() - cpu_before
+                used = server.settled_cpu_seconds() - cpu_before
                 cpu[who] += used
                 (api if who == "api" else same).add(result)
                 blocks[f"{who}_cpu"].append(1000 * used / max(result.requests, 1))

@@ -199,7 +199,7 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
             for v in order:
                 cpu_before = servers[v].cpu_seconds()
                 result = clients[v].run(encoded[v], ok)
-                used = servers[v].cpu_seconds() - cpu_before
+                used = servers[v].settled_cpu_seconds() - cpu_before
                 cpu[v] += used
                 totals[v].add(result)
                 per_turn[v].append(result.per_second)

@@ -198,6 +198,10 @@ def serve(port: int, variant: str) -> None:
     serving.run(settings, host="127.0.0.1", port=port, messaging=False, app=app)
 
 
+# A server is quiet when it uses less than this share of a CPU (its followers' polls, the user
+# registry's refresh and the heartbeats use a few per cent when no request comes).
+SETTLED_CPU: Final = 0.05
+
 class Server:
     """`python -m bench.server` as a subprocess on a loopback port; stopped on exit.
 
@@ -268,6 +272,22 @@ class Server:
         """CPU time (user + system) the server has used so far: its process, its workers and
         the followers' process, all threads."""
         return process_tree_cpu_seconds(self.pid)
+
+    def settled_cpu_seconds(self, window: float = 0.3, limit: float = 10.0) -> float:
+        """`cpu_seconds()` once the server has gone quiet: less than `SETTLED_CPU` of CPU in
+        the last `window` seconds (or after `limit` seconds). Read at the end of a block, it
+        counts the work a block's requests left behind: the followers' process indexes a
+        block's events up to a quarter of a second after its last answer (`GATHER_SECONDS`),
+        and read at once that work fell outside every block of this server, or (commands:
+        the API and the raw save share one server) into the next side's block."""
+        deadline = time.monotonic() + limit
+        last = self.cpu_seconds()
+        while True:
+            time.sleep(window)
+            now = self.cpu_seconds()
+            if now - last < SETTLED_CPU * window or time.monotonic() >= deadline:
+                return now
+            last = now
 
     def logged_errors(self) -> dict[str, int]:
         """Counts of the error log lines the server wrote: "event/error_type" -> count."""

@@ -10,14 +10,24 @@ SQLite or PostgreSQL store, with TestClient; nothing timed (bench/ measures, tes
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from faker import Faker
 from fastapi.testclient import TestClient
 
 from bench.harness import MISS, OK, UNDECIDED, Interval, Target, bootstrap_ratio, percentile
-from bench.server import SAVE_PATH, VARIANT_ENV, bench_app, decode_events, encode_events
+from bench.server import (
+    SAVE_PATH,
+    VARIANT_ENV,
+    Server,
+    bench_app,
+    decode_events,
+    encode_events,
+)
 from bench.workload import STREET, reporter_of
 from domain import commands as cmd
 from domain.application import CaseTrail
@@ -166,3 +176,22 @@ def test_the_block_bootstrap_decides_a_clear_difference_and_not_a_tie() -> None:
     tie = bootstrap_ratio(noisy, base)
     assert tie.low < 1.0 < tie.high
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+
+
+def test_a_blocks_cpu_counts_the_work_it_left_behind(tmp_path: Path) -> None:
+    """A server's followers index a block's events after its last answer: the block's CPU is
+    read once the server has gone quiet, so that work is the block's (`settled_cpu_seconds`).
+    Here a child process stands in for it: it burns about 0.6 s of CPU after the block ends.
+    Read at once (as before), none of it is counted; settled, all of it is."""
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.6:\n    pass\n"
+    child = subprocess.Popen([sys.executable, "-c", burn + "time.sleep(30)"])
+    try:
+        server = Server.__new__(Server)
+        server.process = child
+        at_once = server.cpu_seconds()
+        settled = server.settled_cpu_seconds(window=0.2, limit=20.0)
+        assert settled - at_once >= 0.4, (at_once, settled)
+        assert settled >= 0.55, settled
+    finally:
+        child.kill()
+        child.wait()
