@@ -85,7 +85,7 @@ chaos: venv
 	CASETRAIL_CHAOS_ROUNDS=$(CHAOS_ROUNDS) $(BIN)/python -m pytest -p no:cacheprovider -m soak -s \
 		tests/reliability/test_chaos.py
 
-## bench: the full benchmark suite (about 20 minutes); bench-quick: about a minute
+## bench: the full benchmark suite (over an hour on 2 cores); bench-quick: a short run of each
 bench: venv
 	$(BIN)/python -m bench.suite
 

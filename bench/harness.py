@@ -348,7 +348,7 @@ def target_text(target: dict[str, Any]) -> str:
         interval = f" [{target['low']:.3f}, {target['high']:.3f}]{confidence:4.0%}"
     note = f"  ({target['note']})" if target.get("note") else ""
     return (
-        f"{verdict:<9} {target.get('scenario', '?'):<11}{target.get('store', ''):<9}"
+        f"{verdict:<9} {target.get('scenario', '?'):<14} {target.get('store', ''):<9}"
         f"{target.get('metric', '?'):<50}{float(target.get('value', float('nan'))):>8.3f}"
         f"{interval} {target.get('unit', ''):<3} target {sign} {target.get('limit'):g}{note}"
     )

@@ -12,7 +12,7 @@ turns with a 95% paired block-bootstrap interval (`bench.harness.bootstrap_ratio
 block): `ok`, `MISS` or `undecided`; in the suite (`bench/suite.py`) since the kept totals came.
 
     .venv/bin/python -m bench.ledger_count                    # 1k, 10k, 100k files
-    .venv/bin/python -m bench.ledger_count --quick            # the same sizes, 160 rounds
+    .venv/bin/python -m bench.ledger_count --quick            # the same sizes, 400 rounds
     .venv/bin/python -m bench.ledger_count --files 1000,10000  # smaller
 """
 
@@ -192,11 +192,11 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ledger_count", description=__doc__)
     parser.add_argument("--files", default="1000,10000,100000")
-    parser.add_argument("--rounds", type=int, help="timings per size and way (400; quick 160)")
+    parser.add_argument("--rounds", type=int, help="timings per size and way (2000; quick 400)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=23)
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (160 if args.quick else 400)
+    args.rounds = args.rounds or (400 if args.quick else 2000)
     files = [int(f) for f in args.files.split(",")]
     print(describe(machine()))
     print(f"load average before: {load_average()}")

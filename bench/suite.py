@@ -1,7 +1,7 @@
 """The benchmark suite: every scenario in one run, each against its target.
 
-    .venv/bin/python -m bench.suite            # the full suite (make bench), about 20 minutes
-    .venv/bin/python -m bench.suite --quick    # about a minute (make bench-quick)
+    .venv/bin/python -m bench.suite            # the full suite (make bench), over an hour
+    .venv/bin/python -m bench.suite --quick    # a short run of each (make bench-quick)
     .venv/bin/python -m bench.suite --only reads,replay
 
 Each scenario is a module `bench/<name>.py` listed in `SCENARIOS`, run as its own process
