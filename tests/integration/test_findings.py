@@ -35,6 +35,7 @@ from fastapi.testclient import TestClient
 
 from domain.access import NO_CASE, CaseAccessed, CommandRefused
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.compliance.config import BulkBrowsing, RepeatedRefusals
 from domain.compliance.findings import FindingStatus
 from domain.compliance.rules import RuleEngine
@@ -175,7 +176,7 @@ def test_findings_raised_once_listed_without_case_content_and_reviewed(world: Wo
     assert isinstance(command, CommandRefused) and command.command == "review_finding"
     assert world.client.post(path, json=review, headers=world.auditor()).status_code == 200
     assert world.client.post(path, json=review, headers=world.auditor()).status_code == 409
-    due = (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
+    due = (local_today() + timedelta(days=14)).isoformat()
     opened = world.client.post(
         f"{path.removesuffix('/review')}/follow-up",
         json={"owner": "office", "due_on": due},
@@ -184,7 +185,7 @@ def test_findings_raised_once_listed_without_case_content_and_reviewed(world: Wo
     assert opened.status_code == 201, opened.text
     done = world.client.post(
         f"{path.removesuffix('/review')}/follow-up/completion",
-        json={"completed_on": datetime.now(UTC).date().isoformat(), "note": "已约谈。"},
+        json={"completed_on": local_today().isoformat(), "note": "已约谈。"},
         headers=world.auditor(),
     )
     assert done.status_code == 200, done.text

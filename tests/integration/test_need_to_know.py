@@ -34,6 +34,7 @@ from domain.access import (
     CaseAccessed,
 )
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.orders import InvestigationOrder
 from domain.taxonomy import ProtectionFunction, Role
 from domain.units import UnknownUnit
@@ -144,7 +145,7 @@ def _assign(world: World, case_id: str, unit: str, street: str) -> str:
         "unit": unit,
         "function": str(ASSIGNED_FUNCTION),
         "task": "介入核实。",
-        "due_on": (datetime.now(UTC).date() + timedelta(days=5)).isoformat(),
+        "due_on": (local_today() + timedelta(days=5)).isoformat(),
     }
     try:
         registered = world.application.unit(unit).street
@@ -461,7 +462,7 @@ def _cross_street_writes(today: str) -> list[tuple[Role, str, dict[str, Any]]]:
 def test_a_unit_code_in_another_street_writes_nothing(world: World, index: int) -> None:
     """Writes follow the reads: a token naming the assigned (or reporting) unit's code but
     another street is refused exactly like an outsider (404), and the file is unchanged."""
-    today = datetime.now(UTC).date().isoformat()
+    today = local_today().isoformat()
     role, command, body = _cross_street_writes(today)[index]
     actor = ACTORS[role]
     case_id = _report(world, actor.unit, FAR_STREET)

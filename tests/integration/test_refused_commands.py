@@ -21,6 +21,7 @@ from fastapi.testclient import TestClient
 from domain import errors
 from domain.access import NO_CASE, Actor, CommandRefused
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.compliance.origin import IN_PROCESS_ORIGIN
 from domain.taxonomy import Role
 from gateway.cli.main import DEFAULT_STREET
@@ -54,7 +55,7 @@ def _assign(client: TestClient, auth: TokenFactory, case_id: str, unit: str) -> 
         "unit": unit,
         "function": "school",
         "task": "介入核实。",
-        "due_on": (datetime.now(UTC).date() + timedelta(days=5)).isoformat(),
+        "due_on": (local_today() + timedelta(days=5)).isoformat(),
     }
     response = client.post(
         f"/v1/cases/{case_id}/assignments", json=body, headers=auth(Role.COORDINATOR, "office")
@@ -130,7 +131,7 @@ def refused_attempts() -> dict[str, Attempt]:
     def investigation_by_coordinator(c: TestClient, a: TokenFactory, ids: dict[str, str]) -> Any:
         body = {
             "kind": "harm",
-            "incident_on": (datetime.now(UTC).date() - timedelta(days=2)).isoformat(),
+            "incident_on": (local_today() - timedelta(days=2)).isoformat(),
             "minor": {"id_number": planted_case().body["minor"]["id_number"]},
             "investigators": ["inv-1"],
             "reason": "一案一倒查。",

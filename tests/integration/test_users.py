@@ -30,6 +30,7 @@ from fastapi.testclient import TestClient
 from domain import commands as cmd
 from domain.access import Actor
 from domain.application import CaseTrail
+from domain.clock import local_today
 from domain.taxonomy import Role
 from gateway import keyring
 from gateway.auth import issue_token
@@ -273,7 +274,7 @@ def test_who_held_what_when_follows_the_script_and_names_posts_in_the_timeline(
     case_id = app.report_clue(cmd.ReportClue.model_validate(report_body()), person)
     change = {"post": "child_director", "reason": SCRIPT[1][3]}
     assert client.post("/v1/users/grid-500/post", json=change, headers=admin).is_success
-    follow_up = cmd.RecordFollowUp(visited_on=datetime.now(UTC).date(), notes="回访:情况稳定。")
+    follow_up = cmd.RecordFollowUp(visited_on=local_today(), notes="回访:情况稳定。")
     app.change_case(
         case_id,
         person,

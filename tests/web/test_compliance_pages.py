@@ -28,6 +28,7 @@ from fastapi.testclient import TestClient
 from domain import commands as cmd
 from domain.access import NO_CASE, AccessDenied, Actor, CaseAccessed, Channel
 from domain.application import AccessRefused, CaseTrail
+from domain.clock import local_today
 from domain.compliance.findings import FindingStatus
 from domain.taxonomy import Purpose, Role
 from gateway.cli.main import DEFAULT_STREET
@@ -93,13 +94,13 @@ def test_a_compliance_auditor_reviews_a_finding(site: Site) -> None:
     assert "违规" in page.locator("main").inner_text()
     assert page.locator("#reason").count() == 0  # reviewed once: no second review form
 
-    due = (datetime.now(UTC).date() + timedelta(days=14)).isoformat()
+    due = (local_today() + timedelta(days=14)).isoformat()
     page.fill("#owner", "pcs-9")
     page.fill("#due_on", due)
     with page.expect_navigation():
         page.click("button:has-text('登记整改事项')")
     assert site.application.finding(finding_id).follow_up["owner"] == "pcs-9"  # type: ignore[index]
-    page.fill("#completed_on", datetime.now(UTC).date().isoformat())
+    page.fill("#completed_on", local_today().isoformat())
     page.fill("#note", "已约谈当事人并组织培训。")
     with page.expect_navigation():
         page.click("button:has-text('登记完成')")
