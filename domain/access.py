@@ -20,6 +20,9 @@ from eventsourcing.domain import DomainEvent
 
 from domain.taxonomy import ProtectionFunction, Purpose, Role
 
+# How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
+DEFAULT_GRACE_HOURS: Final = 72
+
 if TYPE_CHECKING:
     from domain.case import Case
 
@@ -310,7 +313,7 @@ class ReadContext:
 
     scope: CaseScope | None
     now: datetime
-    grace: timedelta = timedelta(hours=72)
+    grace: timedelta = timedelta(hours=DEFAULT_GRACE_HOURS)
     # Expiry of an active investigation order naming this case and this investigator.
     order_expires_at: datetime | None = None
     break_glass_reason: str | None = None

@@ -35,6 +35,7 @@ from domain import commands as cmd
 from domain import errors, roster, screening
 from domain.access import (
     CASE_CONTENT,
+    DEFAULT_GRACE_HOURS,
     IN_PROCESS_CLIENT,
     NO_CASE,
     AccessDenied,
@@ -83,7 +84,7 @@ from domain.credentials import (
     session_stream_id,
 )
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
-from domain.group_commit import GroupCommit
+from domain.group_commit import DEFAULT_GROUP_WAIT_MS, GroupCommit
 from domain.guardian_requests import open_access_request
 from domain.investigation_commands import (
     AddRectification,
@@ -192,13 +193,9 @@ _LOGGED: Final = frozenset({RecordKind.READ, RecordKind.REFUSED_READ})
 
 USER_TOPICS: Final = tuple(get_topic(c) for c in USER_EVENT_CLASSES)
 
-# How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
-DEFAULT_GRACE_HOURS: Final = 72
 # The plan's first submission date (报送, issue 17); CASETRAIL_INITIAL_SUBMISSION_DUE sets another.
 DEFAULT_INITIAL_DUE: Final = "2026-07-23"
 SNAPSHOT_EVERY: Final = 20
-# Group commit of access events: the longest a commit waits for more readers (milliseconds).
-DEFAULT_GROUP_WAIT_MS: Final = 2.0
 
 
 def replay(aggregate: A | None, events: Iterable[Any]) -> A | None:

@@ -37,6 +37,8 @@ from typing import Any, Final
 DEFAULT_MAX_BATCH: Final = 256
 # How long the committer may wait for a batch to fill once readers arrive together.
 DEFAULT_MAX_WAIT_SECONDS: Final = 0.002
+# The same, as the settings give it (CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS).
+DEFAULT_GROUP_WAIT_MS: Final = DEFAULT_MAX_WAIT_SECONDS * 1000
 # How long a reader waits for its commit before it gives up (and discloses nothing).
 DEFAULT_TIMEOUT_SECONDS: Final = 30.0
 DEFAULT_COMMITTERS: Final = 2

@@ -43,12 +43,10 @@ from typing import TYPE_CHECKING, Any, Final
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from eventsourcing.persistence import PersistenceError
 
-from domain.application import CaseTrail
-from domain.credentials import Policy, SessionLimits
 from domain.retention import DataErased
+from domain.users import UnknownUser
 from gateway import keyring
 from gateway.settings import Settings
-from gateway.store import guard as store_guard
 from gateway.store.eventstore import (
     EventIntegrityError,
     KeyMismatchError,
@@ -58,15 +56,18 @@ from gateway.store.eventstore import (
 from gateway.store.setup import StoreSetupProblem, setup_lock
 
 if TYPE_CHECKING:
+    from domain.application import CaseTrail
+    from domain.users import User
     from gateway.auth import TokenVerifier
     from gateway.evidence.maintainer import Evidence
     from gateway.messaging.relay import Relay, RelayOptions
     from gateway.signin import SignIn
     from projections.readmodels import ReadModelConfig, ReadModels
 
-# The parts beyond the application (read models, evidence log, relay, sign-in, token verifier,
-# logging) are imported by the functions that build them: a process that only opens the
-# application, such as `casetrail token issue`, starts without them (issue 23,
+# The parts (the application and its store guard, the user directory, read models, evidence
+# log, relay, sign-in, token verifier, logging) are imported by the functions that build them: a
+# process starts with what it uses. `casetrail token issue` reads one user record through the
+# user directory and loads neither the domain's case code nor the store guard (issue 23,
 # tests/integration/test_cli_start.py).
 
 
@@ -113,6 +114,9 @@ def _created(settings: Settings, env: dict[str, str]) -> CaseTrail:
     """The application, its store's tables created if missing, and the append-only triggers
     and evidence tables installed (else only checked). On SQLite its recorders take the
     writer lock (`gateway.store.persistence`, named by `env`)."""
+    from domain.application import CaseTrail  # noqa: PLC0415 (see the imports)
+    from gateway.store import guard as store_guard  # noqa: PLC0415 (see the imports)
+
     try:
         application = CaseTrail(env=env)
     except (PersistenceError, OSError) as exc:
@@ -125,6 +129,12 @@ def _created(settings: Settings, env: dict[str, str]) -> CaseTrail:
         application.close()
         raise StartupProblem(str(exc)) from None
     return application
+
+
+_WRONG_KEY: Final = (
+    "the configured event key is not the key this store was written with: use the store's own "
+    "key file (or CASETRAIL_EVENT_KEY); do not create a new key for an existing store"
+)
 
 
 def check_key_opens_store(application: CaseTrail) -> None:
@@ -140,11 +150,7 @@ def check_key_opens_store(application: CaseTrail) -> None:
         # a wrong key is then refused at the first read of a readable event.
         return
     except KeyMismatchError:
-        raise StartupProblem(
-            "the configured event key is not the key this store was written with: use the "
-            "store's own key file (or CASETRAIL_EVENT_KEY); do not create a new key for an "
-            "existing store"
-        ) from None
+        raise StartupProblem(_WRONG_KEY) from None
     except EventIntegrityError:
         raise StartupProblem(
             f"the newest stored event (position {last}) fails its integrity check with the "
@@ -168,11 +174,51 @@ def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrai
         if create is not None:
             # Explicit either way: the service's own environment may say no (ops/README.md).
             env["CASETRAIL_CREATE_TABLE"] = "yes" if create else "no"
+        from domain.application import CaseTrail  # noqa: PLC0415 (see the imports)
+
         return CaseTrail(env=env)
     except (PersistenceError, OSError, ValueError) as exc:
         raise StartupProblem(
             f"cannot open the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
         ) from None
+
+
+def registered_user(settings: Settings, user_id: str) -> User:
+    """One user's record through the user directory alone (`domain.user_directory`: no case
+    code, no table made, no guard installed), for `casetrail token issue`; `UnknownUser` when
+    no such user is registered, also in a store with no events yet. A key that does not open
+    the record stops the command as `open_application` would."""
+    from domain.user_directory import UserDirectory  # noqa: PLC0415 (see the imports)
+
+    try:
+        env = settings.application_env()
+    except keyring.KeyProblem as exc:
+        raise StartupProblem(str(exc)) from None
+    if settings.store_kind == "sqlite":
+        path = settings.database_url.removeprefix("sqlite:///")
+        if not path.startswith("file:") and not Path(path).exists():
+            raise UnknownUser("no user is registered under this id", field="user_id")
+    try:
+        directory = UserDirectory(env=env)
+    except (PersistenceError, OSError, ValueError) as exc:
+        raise StartupProblem(
+            f"cannot open the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
+        ) from None
+    try:
+        return directory.user(user_id)
+    except KeyMismatchError:
+        raise StartupProblem(_WRONG_KEY) from None
+    except EventIntegrityError:
+        raise StartupProblem(
+            "the user's record fails its integrity check with the configured key: the store "
+            "may have been tampered with; run `casetrail verify`"
+        ) from None
+    except PersistenceError as exc:
+        raise StartupProblem(
+            f"cannot read the {settings.store_kind} event store: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        directory.close()
 
 
 def prepare_store(settings: Settings, missing: list[str] | None = None) -> list[str]:
@@ -185,6 +231,8 @@ def prepare_store(settings: Settings, missing: list[str] | None = None) -> list[
     (table names, triggers), empty when everything was in place. Without the index key, the
     read models' tables are not made: its path is added to `missing`. One process at a time
     (`setup_lock`). Proven by tests/integration/test_least_privilege.py."""
+    from gateway.store import guard as store_guard  # noqa: PLC0415 (see the imports)
+
     missing = missing if missing is not None else []
     try:
         with setup_lock(settings.database_url):
@@ -389,6 +437,7 @@ def sign_in(settings: Settings) -> SignIn:
     """Sign-in's lockout policy, session limits and OIDC client (when a provider is set), for an
     API worker; the OIDC transactions are sealed under a key derived from the index key, so
     that any worker opens what another sealed."""
+    from domain.credentials import Policy, SessionLimits  # noqa: PLC0415 (see the imports)
     from gateway.signin import SignIn  # noqa: PLC0415 (see the imports)
     from gateway.signin.oidc import OidcClient, OidcConfig, transaction_key  # noqa: PLC0415 (see the imports)
 

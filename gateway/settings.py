@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from contextvars import ContextVar
 from datetime import date
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from pydantic import (
     AliasChoices,
@@ -43,13 +43,14 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from domain.application import DEFAULT_GRACE_HOURS, DEFAULT_GROUP_WAIT_MS
-from domain.compliance.config import RulesConfigError
+from domain.access import DEFAULT_GRACE_HOURS
+from domain.group_commit import DEFAULT_GROUP_WAIT_MS
 from gateway import keyring
-from gateway.compliance.config import load_rules
-from gateway.messaging.broker import NatsSettings
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
 from gateway.store.eventstore import ENV_DATA_KEY_CACHE_SECONDS, store_environment
+
+if TYPE_CHECKING:
+    from gateway.messaging.broker import NatsSettings
 
 TOKEN_ISSUER = "casetrail"  # noqa: S105 (a claim value)
 TOKEN_AUDIENCE = "casetrail-api"  # noqa: S105
@@ -559,6 +560,10 @@ class Settings(BaseSettings):
     @classmethod
     def _rules_readable(cls, value: Path | None) -> Path | None:
         if value is not None:
+            # Imported here: only a process given a rules file pays for reading one.
+            from domain.compliance.config import RulesConfigError  # noqa: PLC0415
+            from gateway.compliance.config import load_rules  # noqa: PLC0415
+
             try:
                 load_rules(value)
             except RulesConfigError as exc:
@@ -705,6 +710,9 @@ class Settings(BaseSettings):
     @property
     def nats(self) -> NatsSettings:
         """Where the broker is: `CASETRAIL_NATS_URL`'s servers, or the embedded one."""
+        # Imported here: a command that never meets the broker does not load its client.
+        from gateway.messaging.broker import NatsSettings  # noqa: PLC0415
+
         return NatsSettings(
             url=self.nats_url,
             host=self.nats_host,

@@ -329,8 +329,8 @@ def token() -> None:
 @click.option("--street", default=DEFAULT_STREET, show_default=True)
 @click.option("--ttl", default=8 * 3600, show_default=True, type=click.IntRange(1, MAX_TTL_SECONDS))
 def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
-    # Only what issuing needs: the settings, the store (to check the user) and the signing key.
-    from gateway import bootstrap, keyring
+    # Only what issuing needs: the settings, the user's record and the signing key.
+    from gateway import keyring
     from gateway.auth import issue_token
     from gateway.cli import users as users_cli
     from gateway.settings import Settings
@@ -338,13 +338,7 @@ def token_issue(user: str, role: str, unit: str, street: str, ttl: int) -> None:
     settings = Settings.from_env()
     # Only for a registered, active user holding the role in that unit (issue 16): the API
     # would refuse any other token anyway; this says so before it is handed out.
-    application = bootstrap.open_application(settings)
-    try:
-        users_cli.require_admitted(
-            application, user=user, role=Role(role), unit=unit, street=street
-        )
-    finally:
-        application.close()
+    users_cli.require_admitted(settings, user=user, role=Role(role), unit=unit, street=street)
     key = keyring.load_private_key(settings.keys_dir / keyring.TOKEN_KEY, "token signing key")
     click.echo(
         issue_token(key, user=user, role=Role(role), unit=unit, street=street, ttl_seconds=ttl)

@@ -71,11 +71,17 @@ HEAVY: Final = (
 )
 # Offline checks need the signature scheme (cryptography's Ed25519) and nothing of the store.
 OFFLINE_FORBIDDEN: Final = HEAVY
-# `token issue` opens the store (to check the user is admitted) and signs: the domain, the
-# settings and the store's code, but not the HTTP app, the web pages, messaging, the read
-# models, the evidence maintainer, sign-in, logging or the demo's data; and, on a SQLite store,
-# nothing of PostgreSQL's (psycopg and the store's PostgreSQL classes: ~0.1 s of CPU).
+# `token issue` reads the user's record (to check the user is admitted) and signs: the user
+# directory (`domain.user_directory`), the settings and the store's code, but not the domain's
+# application with its case code (~0.3 s of CPU), the store guard or the evidence log, the HTTP
+# app, the web pages, messaging, the read models, the evidence maintainer, sign-in, logging or
+# the demo's data; and, on a SQLite store, nothing of PostgreSQL's (psycopg and the store's
+# PostgreSQL classes: ~0.1 s of CPU).
 TOKEN_FORBIDDEN: Final = (
+    "domain.application",
+    "domain.case",
+    "gateway.store.guard",
+    "projections.evidence",
     "psycopg",
     "psycopg_pool",
     "eventsourcing.postgres",
@@ -204,6 +210,32 @@ def test_token_issue_opens_the_store_and_nothing_else(store: Path) -> None:
     )
     assert code == 2
     assert printed.startswith("casetrail: error: no token issued")
+    assert printed.count("\n") == 1, printed
+
+
+def test_token_issue_refuses_a_suspended_user_and_a_role_not_held(store: Path) -> None:
+    """The user directory reads the record's later events too, as the API's admission does."""
+    main(["user", "suspend", "--user", "u-7", "--reason", "test: suspended"])
+    for role in ("coordinator", "reporter"):
+        code, printed, modules = probe(
+            store, "token", "issue", "--user", "u-7", "--role", role, "--unit", "office"
+        )
+        assert code == 2, printed
+        assert printed.startswith("casetrail: error: no token issued: "), printed
+        assert loaded(modules, TOKEN_FORBIDDEN) == []
+
+
+def test_token_issue_without_a_store_refuses_the_user_in_one_line(tmp_path: Path) -> None:
+    code, printed, _ = probe(tmp_path, "keys", "init")
+    assert code == 0, printed
+    code, printed, _ = probe(
+        tmp_path, "token", "issue", "--user", "u", "--role", "coordinator", "--unit", "x"
+    )
+    assert code == 2
+    assert printed == (
+        "casetrail: error: no token issued: the token's user is not registered; ask an "
+        "administrator to register you (casetrail user add)\n"
+    ), printed
 
 
 def test_a_store_problem_is_still_one_line(tmp_path: Path) -> None:

@@ -68,12 +68,19 @@ def free_port() -> int:
 
 
 def wait_for(
-    check: Callable[[], bool], timeout: float, what: str, interval: float = 0.1
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    interval: float = 0.1,
+    explain: Callable[[], str] | None = None,
 ) -> None:
+    """Until `check()` holds; else fail, with `explain()` (what the processes said) appended:
+    a timeout in CI must say where the message stopped."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
+            detail = f"\n{explain()}" if explain is not None else ""
+            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
         time.sleep(interval)
 
 

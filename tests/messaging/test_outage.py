@@ -102,6 +102,22 @@ def holds(listener: Listener, expected: set[str]) -> bool:
     return set(assignment_ids(listener)) >= expected
 
 
+def diagnosis(stack: Stack, expected: dict[str, set[str]]) -> str:
+    """Where the notices stopped: each client's state and its log's end, the stream, the relay."""
+    lines = [f"stream: {Counter(stack.stream_kinds())}"]
+    for unit, listener in stack.listeners.items():
+        missing = expected[unit] - set(assignment_ids(listener))
+        lines.append(
+            f"{unit}: exit={listener.process.popen.poll()} missing={len(missing)} "
+            f"of {len(expected[unit])}"
+        )
+        lines += listener.process.text().splitlines()[-25:]
+    if stack.relay is not None:
+        lines.append(f"relay: exit={stack.relay.popen.poll()}")
+        lines += stack.relay.text().splitlines()[-15:]
+    return "\n".join(lines)
+
+
 def test_a_burst_through_a_relay_crash_and_a_broker_outage_arrives_exactly_once(
     stack: Stack,
 ) -> None:
@@ -166,7 +182,12 @@ def test_a_burst_through_a_relay_crash_and_a_broker_outage_arrives_exactly_once(
 
     # Every assignment in its unit's inbox, once; none in the other's.
     for unit, listener in stack.listeners.items():
-        wait_for(partial(holds, listener, expected[unit]), 60, f"all assignments at {unit}")
+        wait_for(
+            partial(holds, listener, expected[unit]),
+            60,
+            f"all assignments at {unit}",
+            explain=partial(diagnosis, stack, expected),
+        )
     time.sleep(1.0)  # time for any copy to show up
     for unit, listener in stack.listeners.items():
         counts = assignment_ids(listener)
