@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Final
 
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.sqlite import (
@@ -79,10 +79,29 @@ class LockedSQLiteViewRecorder(SQLiteViewRecorder):
             super().process(batch)
 
 
+# How many SQLite connections a process keeps open for reuse, and how many more it may open at
+# once. The library keeps 5: an API worker serves up to 40 requests at once (the threadpool's
+# default), so with more than 5 readers at a time every further read opened a connection (the
+# file, its schema) and closed it again, about a third of a read's CPU at 16 readers
+# (bench/README.md, "reads", fifth round). Each kept connection costs its page cache, up to
+# SQLite's default 2 MB, as it fills.
+SQLITE_POOL_SIZE: Final = 16
+SQLITE_MAX_OVERFLOW: Final = 32
+
+
 class SQLiteStore(SQLiteFactory):
-    """The library's SQLite factory with casetrail's recorders (see the module's table)."""
+    """The library's SQLite factory with casetrail's recorders (see the module's table), and a
+    larger pool of connections (`SQLITE_POOL_SIZE`)."""
 
     aggregate_recorder_class = LockedSQLiteAggregateRecorder
     application_recorder_class = LockedSQLiteApplicationRecorder
+
+    def __init__(self, env: Any) -> None:
+        super().__init__(env)
+        # The library's factory builds its pool with fixed sizes; the pool reads both on every
+        # use, so they are set here, before any connection is issued.
+        pool = self.datastore.pool
+        pool.pool_size = SQLITE_POOL_SIZE
+        pool.max_overflow = SQLITE_MAX_OVERFLOW
 
 

@@ -55,6 +55,38 @@ def test_sqlite_stores_are_built_by_the_persistence_factory(tmp_path: Path) -> N
         app.close()
 
 
+def test_concurrent_readers_keep_their_sqlite_connections_for_the_next_reads(
+    tmp_path: Path,
+) -> None:
+    """More readers at once than the library's pool of 5 (an API worker serves up to 40): the
+    connections they used are kept for the next reads, not opened and closed per read."""
+    readers = 12
+    app = CaseTrail(env=store_environment(f"sqlite:///{tmp_path / 's.sqlite'}", [new_key_text()]))
+    try:
+        _report(app)
+        pool = app.recorder.datastore.pool  # type: ignore[attr-defined]
+        together = threading.Barrier(readers)
+        opened: list[int] = []
+
+        def read() -> None:
+            with app.recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                together.wait(10)  # every reader holds a connection at the same time
+                cursor.execute("SELECT COUNT(*) FROM stored_events")
+                opened.append(id(cursor.sqlite_cursor.connection))
+
+        for _ in range(2):
+            threads = [threading.Thread(target=read) for _ in range(readers)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(20)
+            assert pool.num_in_pool >= readers
+        # The second round used the connections of the first: none was opened for it.
+        assert len(set(opened)) == readers
+    finally:
+        app.close()
+
+
 def test_in_memory_sqlite_and_postgres_take_no_writer_lock(pg_schema: str) -> None:
     memory = CaseTrail(env=store_environment("sqlite:///file:m?mode=memory&cache=shared", None))
     try:
