@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.client
 import json
 import os
 import urllib.error
@@ -227,7 +228,8 @@ class ApiReporter:
             if exc.code in (403, 404, 409, 422):
                 return f"refused:{exc.code}:{problem.rsplit(':', 1)[-1]}"
             raise ReportFailed(f"the API answered {exc.code} ({problem})") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, TimeoutError, OSError, http.client.HTTPException) as exc:
+            # HTTPException: e.g. an answer cut short (IncompleteRead), which is no OSError.
             raise ReportFailed(f"the API is not reachable: {type(exc).__name__}") from None
 
 
@@ -254,7 +256,13 @@ class ApiReporter:
                 return found
         except urllib.error.HTTPError as exc:
             raise ReportFailed(f"the API answered {exc.code} ({_problem_type(exc)})") from None
-        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+        except (
+            urllib.error.URLError,
+            TimeoutError,
+            OSError,
+            ValueError,
+            http.client.HTTPException,
+        ) as exc:
             raise ReportFailed(f"the API is not reachable: {type(exc).__name__}") from None
 
 
@@ -357,9 +365,15 @@ class UnitClient:
                 # start again from a fresh connection (and subscription) after a pause.
                 log.warning("unit_waiting", error=type(exc).__name__)
                 await self.close()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), backoff)
-                backoff = min(backoff * 2, 10.0)
+            except Exception as exc:
+                # Anything else (a defect, a message this code cannot handle): the client must
+                # not stop taking notices. Said at error level; a message not acknowledged
+                # comes again after the consumer's ack wait.
+                log.error("unit_client_failed", error_type=type(exc).__name__)
+                await self.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 10.0)
         await self.close()
 
     async def close(self) -> None:
