@@ -141,7 +141,12 @@ from domain.taxonomy import RiskLevel, UnitType
 from domain.units import COMPLIANCE_AUDIT, Unit
 from gateway.compliance.evaluator import ComplianceEvaluator
 from gateway.logs import get_logger
-from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
+from gateway.messaging.broker import (
+    NatsSettings,
+    close_connection,
+    quiet_asyncio_tls_notes,
+    tls_context,
+)
 from gateway.messaging.broker_config import STREAM, SUBJECT_ROOT, NatsLayout, UnitAddress
 from gateway.messaging.retention_run import RetentionRun
 from gateway.messaging.scheduler import (
@@ -953,8 +958,9 @@ class Relay:
         if nc is not None and not nc.is_closed:
             self._closing = True
             try:
-                with contextlib.suppress(TimeoutError, nats.errors.Error):
-                    await asyncio.wait_for(nc.close(), 5)
+                failed = await close_connection(nc)
+                if failed is not None:
+                    log.info("relay_connection_dropped", error=failed)
             finally:
                 self._closing = False
 

@@ -53,7 +53,12 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from gateway.logs import get_logger
-from gateway.messaging.broker import NatsSettings, quiet_asyncio_tls_notes, tls_context
+from gateway.messaging.broker import (
+    NatsSettings,
+    close_connection,
+    quiet_asyncio_tls_notes,
+    tls_context,
+)
 from gateway.messaging.broker_config import STREAM, UnitAddress
 from gateway.messaging.sealing import Opened, Rejected, UnitCredentials, open_envelope
 from projections.evidence.checkpoints import (
@@ -378,9 +383,10 @@ class UnitClient:
 
     async def close(self) -> None:
         nc, self.nc = self.nc, None
-        if nc is not None and not nc.is_closed:
-            with contextlib.suppress(TimeoutError, nats.errors.Error):
-                await asyncio.wait_for(nc.close(), 5)
+        if nc is not None:
+            failed = await close_connection(nc)
+            if failed is not None:
+                log.info("unit_connection_dropped", error=failed)
 
     async def handle(self, message: Msg) -> None:
         sequence = message.metadata.sequence.stream
