@@ -13,7 +13,10 @@ answered with data has its `CaseAccessed`.
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
+
+import pytest
 
 from domain.case import Case
 from gateway import keyring
@@ -58,6 +61,9 @@ def test_a_full_disk_is_a_named_503_and_leaves_the_store_intact(tmp_path: Path) 
             created.append(until_served(client.report))
             assert created[-1].status_code == 201
             service.caught_up()
+            # The service's own checkpointer signs again once the disk has room (its first
+            # checkpoint may have met the full disk): `verify` checks the store against it.
+            wait_signed(home)
             assert service.process is not None and service.process.poll() is None
         finally:
             service.stop()
@@ -74,6 +80,15 @@ def test_a_full_disk_is_a_named_503_and_leaves_the_store_intact(tmp_path: Path) 
         assert accepted <= stored and len(accepted) == 2
     finally:
         disk.unmount()
+
+
+def wait_signed(home: Path, timeout: float = 90) -> None:
+    """Until the service has signed a checkpoint (`casetrail checkpoint list`: one line each)."""
+    deadline = time.monotonic() + timeout
+    while "\tsigned" not in cli(home, "checkpoint", "list"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no checkpoint signed within {timeout:.0f}s of the disk's recovery")
+        time.sleep(0.5)
 
 
 def stored_cases(settings: Settings) -> set[str]:

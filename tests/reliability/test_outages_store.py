@@ -355,6 +355,13 @@ def started_while_away(service: LiveService, back: Callable[[], None]) -> None:
     assert ready.status_code == 503
     assert ready.json()["checks"]["projections"]["ok"] is False
     assert client.ready().json()["checks"]["store"]["ok"] is True  # the events' store answers
+    # Back only after an attempt to open them has failed (a second after the start, then less
+    # and less often): what is proven is the retry, not a first attempt that happened to come
+    # after the store's return.
+    deadline = time.monotonic() + RECOVERY_SECONDS
+    while "projections_still_unavailable" not in service.logs():
+        assert time.monotonic() < deadline, "no failed attempt to open the read models"
+        time.sleep(0.2)
 
     back()
     answer = until_served(client.ledger, timeout=RECOVERY_SECONDS)
