@@ -192,11 +192,11 @@ def run(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ledger_count", description=__doc__)
     parser.add_argument("--files", default="1000,10000,100000")
-    parser.add_argument("--rounds", type=int, help="timings per size and way (2000; quick 400)")
+    parser.add_argument("--rounds", type=int, help="timings per size and way (10000; quick 400)")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seed", type=int, default=23)
     args = parser.parse_args(argv)
-    args.rounds = args.rounds or (400 if args.quick else 2000)
+    args.rounds = args.rounds or (400 if args.quick else 10000)
     files = [int(f) for f in args.files.split(",")]
     print(describe(machine()))
     print(f"load average before: {load_average()}")
