@@ -81,6 +81,7 @@ from bench.server import Server, service_env
 from bench.stores import (
     DEFAULT_POSTGRES_URL,
     Store,
+    analyze_postgres,
     postgres_store,
     selected_stores,
     store_settings,
@@ -296,6 +297,7 @@ def postgres_home(
     home = work / f"postgres-{events}"
     with postgres_store(base_url, f"{events}", prefix="bench_scale") as url:
         cases = build(home, url, events, seed, workers=workers)
+        analyze_postgres(url)  # statistics as autovacuum keeps them (bench/stores.py)
         try:
             yield home, url, cases
         finally:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final, Literal
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import parse_qs, urlparse, urlunparse
 
 import psycopg
 from eventsourcing.application import Application
@@ -134,6 +134,25 @@ def postgres_store(base_url: str, label: str, prefix: str = "bench_append") -> I
     finally:
         with psycopg.connect(base_url, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def analyze_postgres(url: str) -> None:
+    """Bring the planner's statistics of a store's schema up to date (`ANALYZE` of each of its
+    tables), as autovacuum keeps them for a store that grew over months. A store built in bulk
+    and measured at once has none: to the planner its tables look empty, and it chose plans
+    that grew with the store (`bench.scale`, fifth round: ledger pages and lookups at 1M
+    events); and this machine's server runs with autovacuum off."""
+    parsed = urlparse(url)
+    schema = parse_qs(parsed.query)["schema"][0]
+    base = urlunparse(parsed._replace(query=""))
+    with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY tablename", [schema]
+        ).fetchall()
+        for (table,) in tables:
+            conn.execute(
+                sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+            )
 
 
 @contextmanager
