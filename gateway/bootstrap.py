@@ -15,6 +15,8 @@ What each process builds:
   `Followers`: the application, the read models and the evidence log; the command starts them;
 - `casetrail relay run | status`: `open_application`, then `open_relay`;
 - `casetrail unit ...`, `nats ...`, `demo`, `relay remind`: `open_application`;
+- `casetrail token issue`: `registered_user`, one user's record through the user directory
+  (`domain.user_directory`), so that it starts without the domain's case code;
 - `casetrail verify`, `checkpoint ...`, `proof ...`, `store init`, `keys init`: `open_unkeyed`,
   the store without its event key (the tree is over the stored bytes), and `open_evidence` for
   `checkpoint create`.
