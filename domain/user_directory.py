@@ -19,7 +19,7 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.utils import Environment, EnvType
 
-from domain.retention import DataErased
+from domain.retention import DataErased, DataKeyring
 from domain.users import UnknownUser, User, user_stream_id
 
 
@@ -45,8 +45,7 @@ class UserDirectory(Application[UUID]):
         return found
 
     def close(self) -> None:
-        # The store's data-key cipher keeps a connection of its own (domain.retention.DataKeyring).
-        closing = getattr(self.mapper.cipher, "close", None)
-        if callable(closing):
-            closing()
+        # The store's data-key cipher keeps a connection of its own, closed as CaseTrail does.
+        if isinstance(self.mapper.cipher, DataKeyring):
+            self.mapper.cipher.close()
         super().close()

@@ -160,16 +160,24 @@ def check_key_opens_store(application: CaseTrail) -> None:
         ) from None
 
 
+def _missing_sqlite_file(settings: Settings) -> str | None:
+    """The path of the settings' SQLite store when that file does not exist (None: it exists,
+    or the store is PostgreSQL or an SQLite URI, which this does not judge)."""
+    if settings.store_kind != "sqlite":
+        return None
+    path = settings.database_url.removeprefix("sqlite:///")
+    return None if path.startswith("file:") or Path(path).exists() else path
+
+
 def open_unkeyed(settings: Settings, *, create: bool | None = False) -> CaseTrail:
     """The store without its event key (events stay ciphertext): for verifying, checkpoints,
     proofs, `store init` and `keys init`. `create=False` creates nothing and needs the store
     to exist, so that a verifier with read-only rights can run; `True` creates the tables;
     `None` leaves it to the settings (`CASETRAIL_CREATE_TABLE`)."""
-    url = settings.database_url
     if settings.store_kind == "sqlite":
-        path = url.removeprefix("sqlite:///")
-        if not path.startswith("file:") and create is False and not Path(path).exists():
-            raise StartupProblem(f"no event store at {path} (CASETRAIL_DATABASE_URL)")
+        missing = _missing_sqlite_file(settings)
+        if missing is not None and create is False:
+            raise StartupProblem(f"no event store at {missing} (CASETRAIL_DATABASE_URL)")
         settings.home.mkdir(parents=True, exist_ok=True)
     try:
         env = settings.application_env(encrypted=False)
@@ -196,10 +204,8 @@ def registered_user(settings: Settings, user_id: str) -> User:
         env = settings.application_env()
     except keyring.KeyProblem as exc:
         raise StartupProblem(str(exc)) from None
-    if settings.store_kind == "sqlite":
-        path = settings.database_url.removeprefix("sqlite:///")
-        if not path.startswith("file:") and not Path(path).exists():
-            raise UnknownUser("no user is registered under this id", field="user_id")
+    if _missing_sqlite_file(settings) is not None:
+        raise UnknownUser("no user is registered under this id", field="user_id")
     try:
         directory = UserDirectory(env=env)
     except (PersistenceError, OSError, ValueError) as exc:
