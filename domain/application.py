@@ -17,7 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import suppress
+from contextlib import AbstractContextManager, nullcontext, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
@@ -546,8 +546,9 @@ class CaseTrail(Application[UUID]):
     @records_refusals("report_clue")
     def report_clue(self, command: cmd.ReportClue, actor: Actor) -> UUID:
         require_permission(actor, "report_clue", scope=None)
-        case = Case.report(command, street=actor.street, by=actor.as_record())
-        self._save_case(case)
+        with self._expecting(self.command_commits):
+            case = Case.report(command, street=actor.street, by=actor.as_record())
+            self._save_case(case)
         return case.id
 
     @records_refusals(case="case_id")
@@ -562,11 +563,14 @@ class CaseTrail(Application[UUID]):
         and the loser tries again on the case as it now stands."""
         with self._case_locks[hash(case_id) % len(self._case_locks)]:
             for attempt in range(_COMMAND_ATTEMPTS):
-                case = self._get_case(case_id)
-                require_permission(actor, action, scope=CaseScope.of(case))
-                result = change(case)
                 try:
-                    self._save_case(case)
+                    # Announced only once this file's lock is held: a command queued behind
+                    # another on the same file must not hold up the batch that one is in.
+                    with self._expecting(self.command_commits):
+                        case = self._get_case(case_id)
+                        require_permission(actor, action, scope=CaseScope.of(case))
+                        result = change(case)
+                        self._save_case(case)
                 except IntegrityError:
                     if attempt == _COMMAND_ATTEMPTS - 1:
                         raise
@@ -651,20 +655,21 @@ class CaseTrail(Application[UUID]):
         the version of the case decided on (None when there is no such case; what
         `disclosed_version` gives, after `narrow`, when the read discloses an earlier version, as
         a point-in-time read does), the `channel` and the `client`."""
-        read = self._read_decided(
-            case_id,
-            actor,
-            purpose,
-            request_id,
-            break_glass_reason=break_glass_reason,
-            need=need,
-            also_need=also_need,
-            narrow=narrow,
-            channel=channel,
-            client=client,
-            disclosed_version=disclosed_version,
-        )
-        self._record_accesses(read.events)
+        with self._expecting(self.access_commits):
+            read = self._read_decided(
+                case_id,
+                actor,
+                purpose,
+                request_id,
+                break_glass_reason=break_glass_reason,
+                need=need,
+                also_need=also_need,
+                narrow=narrow,
+                channel=channel,
+                client=client,
+                disclosed_version=disclosed_version,
+            )
+            self._record_accesses(read.events)
         return read.granted()
 
     def authorise_reads(
@@ -681,23 +686,24 @@ class CaseTrail(Application[UUID]):
         """`authorise_read` for several case files disclosed together (an investigation's
         report): all granted and stored in one write, or, if any is refused, only the first
         refusal stored (nothing recorded as disclosed that was not) and raised."""
-        reads = [
-            self._read_decided(
-                case_id,
-                actor,
-                purpose,
-                request_id,
-                also_need=also_need,
-                channel=channel,
-                client=client,
-            )
-            for case_id in case_ids
-        ]
-        refused = next((r for r in reads if r.refused), None)
-        if refused is not None:
-            self._record_accesses(refused.events)
-            refused.granted()  # raises AccessRefused
-        self._record_accesses([e for r in reads for e in r.events])
+        with self._expecting(self.access_commits):
+            reads = [
+                self._read_decided(
+                    case_id,
+                    actor,
+                    purpose,
+                    request_id,
+                    also_need=also_need,
+                    channel=channel,
+                    client=client,
+                )
+                for case_id in case_ids
+            ]
+            refused = next((r for r in reads if r.refused), None)
+            if refused is not None:
+                self._record_accesses(refused.events)
+                refused.granted()  # raises AccessRefused
+            self._record_accesses([e for r in reads for e in r.events])
         return [r.granted() for r in reads]
 
     def _read_decided(
@@ -759,6 +765,12 @@ class CaseTrail(Application[UUID]):
             for d in (refused or decisions)
         ]
         return _DecidedRead(case, refused or decisions, events, bool(refused) or case is None)
+
+    @staticmethod
+    def _expecting(committer: GroupCommit | None) -> AbstractContextManager[None]:
+        """While a read is decided or a change applied, the shared commit its events will join
+        waits for them instead of committing without them (`GroupCommit.expecting`)."""
+        return nullcontext() if committer is None else committer.expecting()
 
     def _record_accesses(self, events: Sequence[CaseAccessed | AccessDenied]) -> None:
         """Durably store the access events of one read, in one write."""

@@ -311,9 +311,9 @@ class Settings(BaseSettings):
     )
     access_group_commit_wait_ms: float = _var(
         DEFAULT_GROUP_WAIT_MS,
-        "how long a shared commit waits for more to join after a batch of several "
-        "(`bench/README.md`; also read as `ACCESS_GROUP_COMMIT_WAIT_MS`)",
-        shown="`2`",
+        "at most how long a shared commit waits for the reads and commands under way to join "
+        "it (`bench/README.md`; also read as `ACCESS_GROUP_COMMIT_WAIT_MS`)",
+        shown="`10`",
         must="a number of milliseconds, 0 or more",
         legacy="ACCESS_GROUP_COMMIT_WAIT_MS",
         ge=0,

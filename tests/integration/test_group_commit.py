@@ -132,8 +132,146 @@ def test_a_lone_event_is_committed_without_waiting_for_company() -> None:
     committer = GroupCommit(lambda events: None, max_wait=2.0)
     for _ in range(3):
         started = time.monotonic()
-        committer.record(object())
-        # The gathering wait applies only after a batch of several: a lone reader never waits.
+        with committer.expecting():
+            committer.record(object())
+        # Nobody else announced events to come: a lone reader never waits.
         assert time.monotonic() - started < 1.0
     committer.close()
     assert committer.batches == 3
+
+
+def _record_in(committer: GroupCommit, event: object, after: threading.Event | None) -> None:
+    with committer.expecting():
+        if after is not None:
+            after.wait(5)
+        committer.record(event)
+
+
+def test_a_batch_waits_for_the_events_announced_to_it_and_no_longer() -> None:
+    batches: list[list[object]] = []
+    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    go = threading.Event()
+    # Three readers deciding at once; two record now, the third only when told.
+    late = threading.Thread(target=_record_in, args=(committer, "late", go))
+    late.start()
+    early = [threading.Thread(target=_record_in, args=(committer, n, None)) for n in (1, 2)]
+    started = time.monotonic()
+    for thread in early:
+        thread.start()
+    time.sleep(0.3)
+    assert batches == []  # the early ones wait for the late one, which is still deciding
+    go.set()
+    for thread in [late, *early]:
+        thread.join(5)
+    waited = time.monotonic() - started
+    committer.close()
+    assert sorted(map(str, batches[0])) == ["1", "2", "late"]
+    assert len(batches) == 1
+    # Committed once the last announced event arrived, not at the end of `max_wait`.
+    assert waited < 2.0
+
+
+def test_a_reader_that_leaves_without_an_event_holds_nobody_up() -> None:
+    batches: list[list[object]] = []
+    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    leave = threading.Event()
+
+    def refused_before_any_event() -> None:
+        with committer.expecting():
+            leave.wait(5)  # e.g. the request failed before its read was decided
+
+    away = threading.Thread(target=refused_before_any_event)
+    away.start()
+    recorder = threading.Thread(target=_record_in, args=(committer, "only", None))
+    started = time.monotonic()
+    recorder.start()
+    time.sleep(0.3)
+    assert batches == []
+    leave.set()
+    recorder.join(5)
+    away.join(5)
+    committer.close()
+    assert batches == [["only"]]
+    assert time.monotonic() - started < 2.0
+
+
+def test_a_batch_waits_at_most_max_wait_for_an_announced_event() -> None:
+    batches: list[list[object]] = []
+    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=0.2, committers=1)
+    release = threading.Event()
+    slow = threading.Thread(target=_record_in, args=(committer, "slow", release))
+    slow.start()
+    started = time.monotonic()
+    _record_in(committer, "quick", None)
+    waited = time.monotonic() - started
+    release.set()
+    slow.join(5)
+    committer.close()
+    assert 0.15 <= waited < 2.0
+    assert batches == [["quick"], ["slow"]]
+
+
+def test_after_a_batch_of_several_the_next_waits_for_as_many_and_then_adapts() -> None:
+    batches: list[list[object]] = []
+    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=0.3, committers=1)
+    go = threading.Event()
+    readers = [threading.Thread(target=_record_in, args=(committer, n, go)) for n in range(3)]
+    for thread in readers:
+        thread.start()
+    time.sleep(0.05)
+    go.set()
+    for thread in readers:
+        thread.join(5)
+    assert [len(b) for b in batches] == [3]
+    # Three came together last time: a lone event now waits (in vain) for two more...
+    started = time.monotonic()
+    committer.record("alone")
+    assert time.monotonic() - started >= 0.25
+    # ...and the next lone one, after a batch of one, does not wait at all.
+    started = time.monotonic()
+    committer.record("alone again")
+    assert time.monotonic() - started < 0.2
+    committer.close()
+    assert batches[1:] == [["alone"], ["alone again"]]
+
+
+def test_nested_announcements_are_one() -> None:
+    batches: list[list[object]] = []
+    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    started = time.monotonic()
+    with committer.expecting(), committer.expecting():
+        committer.record("once")
+    committer.close()
+    assert batches == [["once"]]
+    assert time.monotonic() - started < 2.0
+
+
+def test_concurrent_reads_share_commits(tmp_path: Path) -> None:
+    """Readers deciding at once announce their reads: their events are committed together,
+    not one commit each."""
+    db = tmp_path / "share.sqlite"
+    env = store_environment(f"sqlite:///{db}", [new_key_text()])
+    # A long bound, so that only the announcements decide when a batch is complete.
+    app = CaseTrail(env={**env, "ACCESS_GROUP_COMMIT_WAIT_MS": "5000"})
+    case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+    start = threading.Barrier(16)
+
+    def reader(n: int) -> None:
+        start.wait(5)
+        app.read_case(case_id, REPORTER, Purpose.FOLLOW_UP, f"req-{n}")
+
+    committer = app.access_commits
+    assert committer is not None
+    before = committer.batches
+    threads = [threading.Thread(target=reader, args=(n,)) for n in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    try:
+        assert committer.events == 16
+        # Each commit waits for the readers still deciding: one or two commits for the 16
+        # (without the announcements, 3-5 here: each commit takes whoever has arrived).
+        assert committer.batches - before <= 2
+    finally:
+        app.close()
