@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.domain import DomainEvent
 
+from domain.event_ids import time_ordered_id
 from domain.taxonomy import ProtectionFunction, Purpose, Role
 
 # How long a unit still sees a case after its assignment ended (its own follow-up notes etc.).
@@ -663,7 +664,7 @@ def access_event(
     """The access event of one decision. `case_version` is the version of the case the decision
     was taken on (None when no case was loaded); `channel` and `client` how the read came."""
     common: dict[str, Any] = {
-        "originator_id": uuid4(),
+        "originator_id": time_ordered_id(),
         "originator_version": 1,
         "timestamp": DomainEvent.create_timestamp(),
         "case_id": case_id,
@@ -727,7 +728,7 @@ def command_refused(
     client: Client,
 ) -> CommandRefused:
     values: dict[str, Any] = {
-        "originator_id": uuid4(),
+        "originator_id": time_ordered_id(),
         "originator_version": 1,
         "timestamp": DomainEvent.create_timestamp(),
         "case_id": case_id,

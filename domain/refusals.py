@@ -21,9 +21,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Final
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from eventsourcing.domain import DomainEvent
+
+from domain.event_ids import time_ordered_id
 
 
 class RefusalReason(StrEnum):
@@ -79,7 +81,7 @@ def refusal_event(
     user: str = "",
 ) -> AuthenticationRefused:
     values: dict[str, Any] = {
-        "originator_id": uuid4(),
+        "originator_id": time_ordered_id(),
         "originator_version": 1,
         "timestamp": DomainEvent.create_timestamp(),
         "reason": str(reason),
