@@ -9,8 +9,8 @@ insert writes one more page per event to the WAL and, on a large store, reads a 
 not cached). The time an identifier carries is the event's own, which the event records anyway;
 74 random bits keep identifiers unguessable. Files (case streams) keep random identifiers.
 
-Proven by tests/domain/test_event_ids.py (the layout, the order) and bench/README.md ("reads",
-sixth round: what it saves).
+Proven by tests/domain/test_event_ids.py (the layout, the order); what it saves in
+bench/README.md ("Targets, 2026-12-03, sixth round").
 """
 
 from __future__ import annotations
@@ -33,10 +33,3 @@ def time_ordered_id(unix_ms: int | None = None) -> UUID:
     rand_b = secrets.randbits(62)
     value = (ms << 80) | (_VERSION << 76) | (rand_a << 64) | (_VARIANT << 62) | rand_b
     return UUID(int=value)
-
-
-def unix_ms_of(identifier: UUID) -> int:
-    """The milliseconds a version 7 identifier was made at."""
-    if identifier.version != _VERSION:
-        raise ValueError("not a time-ordered (version 7) identifier")
-    return identifier.int >> 80

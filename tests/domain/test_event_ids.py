@@ -8,8 +8,16 @@ from uuid import RFC_4122, UUID
 import pytest
 
 from domain.access import Actor, Channel, Client, Decision, access_event
-from domain.event_ids import time_ordered_id, unix_ms_of
+from domain.event_ids import time_ordered_id
 from domain.taxonomy import Purpose, Role
+
+
+def unix_ms_of(identifier: UUID) -> int:
+    """The milliseconds a version 7 identifier was made at (its first 48 bits)."""
+    if identifier.version != 7:
+        raise ValueError("not a time-ordered (version 7) identifier")
+    return identifier.int >> 80
+
 
 # RFC 9562, appendix A.6: the example UUIDv7 and the instant it was made at.
 RFC_EXAMPLE = UUID("017F22E2-79B0-7CC3-98C4-DC0C0C07398F")

@@ -140,6 +140,15 @@ def test_a_lone_event_is_committed_without_waiting_for_company() -> None:
     assert committer.batches == 3
 
 
+def _collecting(max_wait: float) -> tuple[GroupCommit, list[list[object]]]:
+    """One committer thread and the batches it commits, in order."""
+    batches: list[list[object]] = []
+    committer = GroupCommit(
+        lambda events: batches.append(list(events)), max_wait=max_wait, committers=1
+    )
+    return committer, batches
+
+
 def _record_in(committer: GroupCommit, event: object, after: threading.Event | None) -> None:
     with committer.expecting():
         if after is not None:
@@ -148,8 +157,7 @@ def _record_in(committer: GroupCommit, event: object, after: threading.Event | N
 
 
 def test_a_batch_waits_for_the_events_announced_to_it_and_no_longer() -> None:
-    batches: list[list[object]] = []
-    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    committer, batches = _collecting(max_wait=5.0)
     go = threading.Event()
     # Three readers deciding at once; two record now, the third only when told.
     late = threading.Thread(target=_record_in, args=(committer, "late", go))
@@ -172,8 +180,7 @@ def test_a_batch_waits_for_the_events_announced_to_it_and_no_longer() -> None:
 
 
 def test_a_reader_that_leaves_without_an_event_holds_nobody_up() -> None:
-    batches: list[list[object]] = []
-    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    committer, batches = _collecting(max_wait=5.0)
     leave = threading.Event()
 
     def refused_before_any_event() -> None:
@@ -196,8 +203,7 @@ def test_a_reader_that_leaves_without_an_event_holds_nobody_up() -> None:
 
 
 def test_a_batch_waits_at_most_max_wait_for_an_announced_event() -> None:
-    batches: list[list[object]] = []
-    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=0.2, committers=1)
+    committer, batches = _collecting(max_wait=0.2)
     release = threading.Event()
     slow = threading.Thread(target=_record_in, args=(committer, "slow", release))
     slow.start()
@@ -212,8 +218,7 @@ def test_a_batch_waits_at_most_max_wait_for_an_announced_event() -> None:
 
 
 def test_after_a_batch_of_several_the_next_waits_for_as_many_and_then_adapts() -> None:
-    batches: list[list[object]] = []
-    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=0.3, committers=1)
+    committer, batches = _collecting(max_wait=0.3)
     go = threading.Event()
     readers = [threading.Thread(target=_record_in, args=(committer, n, go)) for n in range(3)]
     for thread in readers:
@@ -236,8 +241,7 @@ def test_after_a_batch_of_several_the_next_waits_for_as_many_and_then_adapts() -
 
 
 def test_nested_announcements_are_one() -> None:
-    batches: list[list[object]] = []
-    committer = GroupCommit(lambda events: batches.append(list(events)), max_wait=5.0, committers=1)
+    committer, batches = _collecting(max_wait=5.0)
     started = time.monotonic()
     with committer.expecting(), committer.expecting():
         committer.record("once")
