@@ -127,6 +127,12 @@ class DataKeyring(Protocol):
         """Whether the stream has a live data key (False once destroyed, or never made)."""
         ...
 
+    def is_destroyed(self, stream_id: UUID) -> bool:
+        """Whether the stream's data key was destroyed, as this process knows it: at once in
+        the process that destroyed it, within the keyring's cache period in the others (as
+        decrypting one of its events would tell)."""
+        ...
+
     def key_id(self, stream_id: UUID) -> str | None:
         """The id (hex) of the stream's data key, live or destroyed; None if it never had one."""
         ...

@@ -44,6 +44,7 @@ from pydantic_settings import (
 )
 
 from domain.access import DEFAULT_GRACE_HOURS
+from domain.case_cache import DEFAULT_SIZE as DEFAULT_CASE_CACHE_SIZE
 from domain.group_commit import DEFAULT_GROUP_WAIT_MS
 from gateway import keyring
 from gateway.messaging.broker_config import DEFAULT_HOST, DEFAULT_PORT
@@ -318,6 +319,13 @@ class Settings(BaseSettings):
         legacy="ACCESS_GROUP_COMMIT_WAIT_MS",
         ge=0,
         allow_inf_nan=False,
+    )
+    case_cache_size: int = _var(
+        DEFAULT_CASE_CACHE_SIZE,
+        "how many case files a process keeps, as its last command left them, for its next "
+        "command on them (`domain/case_cache.py`); `0`: every command loads its file",
+        must="a whole number, 0 or more",
+        ge=0,
     )
     unit_token: SecretStr | None = _var(
         None,
@@ -735,6 +743,7 @@ class Settings(BaseSettings):
         env["ACCESS_GROUP_COMMIT"] = _yes_no(self.access_group_commit)
         env["COMMAND_GROUP_COMMIT"] = _yes_no(self.command_group_commit)
         env["ACCESS_GROUP_COMMIT_WAIT_MS"] = str(self.access_group_commit_wait_ms)
+        env["CASE_CACHE_SIZE"] = str(self.case_cache_size)
         env["CREATE_TABLE"] = _yes_no(self.create_table)
         # The deadline rules' periods (domain.deadlines.Periods.from_env).
         env["CONSULTATION_DEADLINE_HOURS"] = str(self.consultation_deadline_hours)

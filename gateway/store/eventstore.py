@@ -315,10 +315,13 @@ class BoundAESGCMCipher(Cipher):
     def destroy(self, stream_id: UUID) -> str | None:
         return self.data_keys.destroy(stream_id)
 
+    def is_destroyed(self, stream_id: UUID) -> bool:
+        return self._data_keys is not None and self._data_keys.is_destroyed(stream_id)
+
     def refuses_legacy(self, stream_id: UUID) -> bool:
         """Whether a format-1 event of a keyed stream must be refused: its stream was erased
         (see `BoundMapper.to_domain_event`)."""
-        return self._data_keys is not None and self._data_keys.is_destroyed(stream_id)
+        return self.is_destroyed(stream_id)
 
     def encrypt(self, plaintext: bytes, aad: bytes = b"") -> bytes:
         return self.encrypt_with_nonce(plaintext, aad, os.urandom(NONCE_SIZE))

@@ -70,6 +70,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
         "CASETRAIL_ACCESS_GROUP_COMMIT": "n",
         "CASETRAIL_COMMAND_GROUP_COMMIT": "false",
         "CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS": "0.5",
+        "CASETRAIL_CASE_CACHE_SIZE": "64",
         "CASETRAIL_UNIT_TOKEN": "unit-token",
         "CASETRAIL_CHROMIUM": "/usr/lib/chromium/chromium",
         "CASETRAIL_TRUSTED_PROXY_HEADER": "X-Forwarded-For",
@@ -138,6 +139,7 @@ def test_every_variable_is_read_under_its_name(tmp_path: Path) -> None:
     assert s.pg_bin_dir == Path("/usr/lib/postgresql/16/bin")
     assert (s.access_group_commit, s.command_group_commit) == (False, False)
     assert s.access_group_commit_wait_ms == 0.5
+    assert s.case_cache_size == 64
     assert s.unit_token is not None and s.unit_token.get_secret_value() == "unit-token"
     assert s.trusted_proxy_header == "x-forwarded-for"
     assert [str(n) for n in s.trusted_proxy_networks] == ["10.0.0.0/8", "192.0.2.1/32"]
@@ -235,6 +237,8 @@ BAD = [
     ("ACCESS_GROUP_COMMIT", "sometimes", "must be yes or no"),
     ("CASETRAIL_COMMAND_GROUP_COMMIT", "2", "must be yes or no"),
     ("CASETRAIL_ACCESS_GROUP_COMMIT_WAIT_MS", "-3", "must be a number of milliseconds, 0 or more"),
+    ("CASETRAIL_CASE_CACHE_SIZE", "-1", "must be a whole number, 0 or more"),
+    ("CASETRAIL_CASE_CACHE_SIZE", "many", "must be a whole number, 0 or more"),
     ("CASETRAIL_NATS_REPLICAS", "7", "must be a number of replicas from 1 to 5"),
     ("CASETRAIL_DATABASE_URL", "mysql://casetrail:hunter2@db/x", "must be sqlite:///PATH or"),
     ("CASETRAIL_READMODEL_URL", "redis://:hunter2@cache", "must be sqlite:///PATH or"),
@@ -330,6 +334,12 @@ def test_the_application_takes_its_settings_from_application_env(tmp_path: Path)
     try:
         assert app.access_commits is not None
         assert app.env["ACCESS_GROUP_COMMIT_WAIT_MS"] == "9.0"
+    finally:
+        app.close()
+    uncached = Settings.from_env({**base, "CASETRAIL_CASE_CACHE_SIZE": "0"})
+    app = CaseTrail(env=uncached.application_env())
+    try:
+        assert app.case_cache.size == 0
     finally:
         app.close()
 
