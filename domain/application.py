@@ -470,8 +470,7 @@ class CaseTrail(Application[UUID]):
         Erasing a stream twice answers the first erasure."""
         done = self.erasure_of(stream_id)
         if done is not None:
-            self.data_keyring.destroy(stream_id)
-            self.case_cache.forget(stream_id)
+            self._destroy_key(stream_id)
             return done
         holds = self.holds_on(stream_id)
         if holds:
@@ -495,10 +494,16 @@ class CaseTrail(Application[UUID]):
             by=by,
         )
         self.save(fact)
-        keyring.destroy(stream_id)
-        # Its decrypted state leaves this process's memory now, not at the next command.
-        self.case_cache.forget(stream_id)
+        self._destroy_key(stream_id)
         return fact
+
+    def _destroy_key(self, stream_id: UUID) -> None:
+        """Destroy the stream's data key and drop its kept state from this process's memory,
+        under the file's lock: a command of this process holding the file cannot put it back
+        after the drop (its save fails once the key is gone)."""
+        with self._case_locks[hash(stream_id) % len(self._case_locks)]:
+            self.data_keyring.destroy(stream_id)
+            self.case_cache.forget(stream_id)
 
     def _save_case(self, case: Case) -> None:
         """Store a case's new events durably (shared commit unless COMMAND_GROUP_COMMIT=n),

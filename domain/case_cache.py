@@ -24,7 +24,9 @@ What it keeps to:
   process's next command: decrypted state does not linger in a busy worker's memory. `size` 0
   keeps nothing (`CASETRAIL_CASE_CACHE_SIZE`).
 
-Only commands use it; reads load their file from the store, as before.
+Only commands use it; reads load their file from the store, as before. (The library's own
+aggregate cache, `AGGREGATE_CACHE_MAXSIZE`, deep-copies a file at every use, which costs about
+as much as loading it, 0.11 ms at 20 events and 2.2 ms at 600, and knows nothing of erasure.)
 
 Proven by tests/domain/test_case_cache.py (the cache's bounds) and
 tests/integration/test_case_cache.py (a real store: another process's change, erasure, a failed

@@ -56,9 +56,11 @@ def _report(app: CaseTrail) -> UUID:
     return app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
 
 
-def _stored(app: CaseTrail, case_id: UUID) -> dict[str, object]:
-    """The file as a fresh load from the store has it (no cache)."""
-    return dict(vars(app._get_case(case_id)))
+def _assert_kept_as_stored(app: CaseTrail, case_id: UUID) -> None:
+    """The kept file equals a fresh load of it from the store."""
+    kept = app.case_cache.take(case_id)
+    assert kept is not None
+    assert dict(vars(kept)) == dict(vars(app._get_case(case_id)))
 
 
 def test_a_busy_file_is_not_loaded_again_and_ends_as_the_store_has_it(
@@ -69,9 +71,7 @@ def test_a_busy_file_is_not_loaded_again_and_ends_as_the_store_has_it(
     for n in range(5):
         assert app.change_case(case_id, COORDINATOR, "record_follow_up", _follow_up(n)) == n
     assert app.case_cache.hits == 5  # the report kept it; every command took it
-    kept = app.case_cache.take(case_id)
-    assert kept is not None
-    assert dict(vars(kept)) == _stored(app, case_id)
+    _assert_kept_as_stored(app, case_id)
 
 
 def test_a_change_by_another_worker_is_seen_before_the_rule_runs(
@@ -139,9 +139,7 @@ def test_a_lost_race_is_retried_on_the_file_as_it_now_stands(
 
     app.change_case(case_id, COORDINATOR, "record_follow_up", change)
     assert seen == [1, 2]
-    kept = app.case_cache.take(case_id)
-    assert kept is not None
-    assert dict(vars(kept)) == _stored(app, case_id)
+    _assert_kept_as_stored(app, case_id)
 
 
 def test_an_erased_file_is_not_revived_from_the_cache(
