@@ -6,6 +6,7 @@ hold most samples, inclusive ("in it or below") and exclusive ("in it"). Use it 
 
     .venv/bin/python -m bench.reads --quick --profile      # or bench.commands
     .venv/bin/python -m bench.profile bench/results/profile-reads-sqlite-audited.txt
+    .venv/bin/python -m bench.profile --process "projections run" FILE   # one kind of process
     .venv/bin/python -m bench.profile --audit AUDITED.txt [UNAUDITED.txt]   # the audit's parts
 
 py-spy attaches with ptrace: it needs root or `kernel.yama.ptrace_scope` = 0.
@@ -13,11 +14,14 @@ py-spy attaches with ptrace: it needs root or `kernel.yama.ptrace_scope` = 0.
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final
@@ -76,27 +80,60 @@ def _frame_name(frame: str) -> str:
     return f"{name} ({where})"
 
 
-def summary(path: Path, top: int = 25) -> str:
-    inclusive: Counter[str] = Counter()
-    exclusive: Counter[str] = Counter()
-    total = 0
+# py-spy's frame of a process (with --subprocesses, each stack starts with the processes from
+# the profiled one down to the sampled one): its id and command line, which may hold a ";"
+# (`python -c "from gateway.cli.main import main; main()" projections run`), so these frames are
+# taken out before a stack is split into its frames at ";".
+_PROCESS_FRAME: Final = re.compile(r'process \d+:"[^"]*";?')
+
+
+@dataclass(frozen=True)
+class Stack:
+    """One line of a raw py-spy profile: the sampled process's command lines (the profiled
+    process first), its Python frames (outermost first, as `_frame_name` names them), and how
+    many samples saw it."""
+
+    processes: tuple[str, ...]
+    frames: tuple[str, ...]
+    count: int
+
+    @property
+    def process(self) -> str:
+        """The sampled process's own frame ("" when py-spy recorded no process frames)."""
+        return self.processes[-1] if self.processes else ""
+
+
+def stacks(path: Path) -> Iterator[Stack]:
+    """The stacks of a raw py-spy profile (`Profiler`) that hold at least one Python frame."""
     for line in path.read_text(errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        count = int(count_text)
-        frames = [_frame_name(f) for f in stack.split(";") if f]
-        # Thread names come first in raw output ("process ...", "thread ...").
-        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
-        if not frames:
+        processes = tuple(m.group(0).rstrip(";") for m in _PROCESS_FRAME.finditer(stack))
+        rest = _PROCESS_FRAME.sub("", stack)
+        frames = tuple(_frame_name(f) for f in rest.split(";") if f and not f.startswith("thread "))
+        if frames:
+            yield Stack(processes, frames, int(count_text))
+
+
+def summary(path: Path, top: int = 25, process: str | None = None) -> str:
+    """The functions holding most samples; with `process`, only the samples of processes whose
+    command line holds that text (the followers' process: "projections run"; the API workers:
+    "spawn_main")."""
+    inclusive: Counter[str] = Counter()
+    exclusive: Counter[str] = Counter()
+    total = 0
+    for stack in stacks(path):
+        if process is not None and process not in stack.process:
             continue
-        total += count
-        exclusive[frames[-1]] += count
-        for frame in set(frames):
-            inclusive[frame] += count
+        total += stack.count
+        exclusive[stack.frames[-1]] += stack.count
+        for frame in set(stack.frames):
+            inclusive[frame] += stack.count
+    where = f" of processes naming {process!r}" if process is not None else ""
     if not total:
-        return f"{path}: no samples"
-    lines = [f"{path.name}: {total} samples (busy threads only)", "  inclusive:"]
+        return f"{path}: no samples{where}"
+    lines = [f"{path.name}: {total} samples{where} (busy threads only)", "  inclusive:"]
     lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in inclusive.most_common(top)]
     lines.append("  exclusive:")
     lines += [f"    {100 * n / total:5.1f}%  {f}" for f, n in exclusive.most_common(top)]
@@ -146,19 +183,11 @@ def audit_parts(path: Path) -> tuple[Counter[str], int]:
     parts (`AUDIT_PARTS`) and the rest of the read; and the total."""
     parts: Counter[str] = Counter()
     total = 0
-    for line in path.read_text(errors="replace").splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        raw = [f for f in stack.split(";") if f]
-        frames = [_frame_name(f) for f in raw if not f.startswith(("process ", "thread "))]
-        if not frames:
-            continue
-        total += count
-        # A child's stack starts with its parents' process frames, each with its command line
-        # (which may hold a ";" too): the followers' process is the one that names its command.
-        if "projections run" in stack:
+    for stack in stacks(path):
+        frames = stack.frames
+        total += stack.count
+        # The followers' process is the one whose command names it.
+        if "projections run" in stack.process:
             where = "followers"
         elif any(_matches(f, _COMMITTER) for f in frames):
             where = "committer"
@@ -166,7 +195,7 @@ def audit_parts(path: Path) -> tuple[Counter[str], int]:
             where = "api"
         for name, place, marker in AUDIT_PARTS:
             if place == where and any(_matches(f, marker) for f in frames):
-                parts[name] += count
+                parts[name] += stack.count
                 break
     return parts, total
 
@@ -193,8 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         # --audit AUDITED [BASELINE]: the audit's parts as shares of the samples.
         print(audit_table(Path(names[1]), Path(names[2]) if len(names) > 2 else None))
         return 0
+    process: str | None = None
+    if names[:1] == ["--process"]:
+        # --process TEXT FILE...: only the processes whose command line holds TEXT.
+        process, names = names[1], names[2:]
     for name in names:
-        print(summary(Path(name)))
+        print(summary(Path(name), process=process))
     return 0
 
 

@@ -1,7 +1,8 @@
 """The benchmarks' own machinery (issue 23): the raw-save endpoint commands are measured against
 exists only in the benchmark launcher and only when its setting says so, stores exactly the
 events it is given, and asks for a token like every route; the verdicts on ratios say `ok`,
-`MISS` or `undecided` from the interval, never `MISS` for a figure the interval cannot decide.
+`MISS` or `undecided` from the interval, never `MISS` for a figure the interval cannot decide;
+a server's profile is read process by process, whatever the processes' command lines hold.
 
 Real parts: the service's own app and the launcher's (`bench.server.bench_app`) over the test's
 SQLite or PostgreSQL store, with TestClient; nothing timed (bench/ measures, tests check).
@@ -20,6 +21,7 @@ import pytest
 from faker import Faker
 from fastapi.testclient import TestClient
 
+from bench import profile
 from bench.harness import MISS, OK, UNDECIDED, Interval, Target, bootstrap_ratio, percentile
 from bench.server import (
     SAVE_PATH,
@@ -220,3 +222,51 @@ def test_a_bulk_built_postgres_store_is_analyzed_before_it_is_measured(pg_schema
         assert analyzed() == {"alpha": False, "beta": False}
         analyze_postgres(pg_url(pg_schema))
         assert analyzed() == {"alpha": True, "beta": True}
+
+
+# A raw py-spy profile of a server and its children (`bench.profile.Profiler`, --subprocesses):
+# the followers' process is started as `python -c "...; main()" projections run`, so its process
+# frame holds a ";", the character stacks are split at.
+_SERVER = 'process 10:"python -m bench.server --port 1 --variant audited"'
+_WORKER = 'process 11:"python -B -c from multiprocessing.spawn import spawn_main; spawn_main(x)"'
+_FOLLOWERS = 'process 12:"python -c from gateway.cli.main import main; main() projections run"'
+_PROFILE = "\n".join(
+    [
+        f"{_SERVER};{_WORKER};thread (0x1);read_case (/app/gateway/http/routes/cases.py:125);"
+        "decide (/app/domain/access.py:10) 7",
+        f"{_SERVER};{_WORKER};thread (0x2);_run (/app/domain/group_commit.py:220);"
+        "store_events (/app/domain/application.py:500) 3",
+        f"{_SERVER};{_FOLLOWERS};thread (0x3);run (/app/projections/follower.py:800);"
+        "apply (/app/projections/compliance/access_log.py:213) 5",
+        # A sample of a process in no Python frame: not a sample of any function.
+        f"{_SERVER};{_FOLLOWERS};thread (0x4) 4",
+    ]
+)
+
+
+def test_a_profile_is_read_by_process_whatever_its_command_lines_hold(tmp_path: Path) -> None:
+    path = tmp_path / "profile.txt"
+    # Frames name files by their path in this checkout, as in a profile of a server run from it.
+    root = str(Path(profile.__file__).resolve().parent.parent) + "/"
+    path.write_text(_PROFILE.replace("/app/", root) + "\n")
+    found = list(profile.stacks(path))
+    assert [(s.process, s.frames, s.count) for s in found] == [
+        (_WORKER, ("read_case (gateway/http/routes/cases.py)", "decide (domain/access.py)"), 7),
+        (_WORKER, ("_run (domain/group_commit.py)", "store_events (domain/application.py)"), 3),
+        (
+            _FOLLOWERS,
+            ("run (projections/follower.py)", "apply (projections/compliance/access_log.py)"),
+            5,
+        ),
+    ]
+    assert found[0].processes == (_SERVER, _WORKER)
+    followers = profile.summary(path, process="projections run")
+    assert "5 samples of processes naming 'projections run'" in followers
+    assert "100.0%  apply (projections/compliance/access_log.py)" in followers
+    assert "read_case" not in followers
+    assert "main()" not in profile.summary(path)  # no fragment of a command line as a frame
+    parts, total = profile.audit_parts(path)
+    assert total == 15
+    assert parts["read models (followers' process)"] == 5
+    assert parts["durable (group) commit"] == 3
+    assert parts["access decision"] == 7
