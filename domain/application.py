@@ -398,13 +398,15 @@ class CaseTrail(Application[UUID]):
             else None
         )
         # Commands on different case files share durable commits too (COMMAND_GROUP_COMMIT);
-        # a command that lost the race for its file's next version is told so alone.
+        # a command that lost the race for its file's next version is told so alone, and so is
+        # a command on a file erased meanwhile by another worker (its data key gone: the cipher
+        # refuses while encoding, before the transaction, so the others are saved once each).
         self.command_commits: GroupCommit | None = (
             GroupCommit(
                 self.store_events,
                 max_wait=wait_ms / 1000,
                 name="command-group-commit",
-                isolate_failures=(IntegrityError,),
+                isolate_failures=(IntegrityError, DataErased),
             )
             if strtobool(self.env.get("COMMAND_GROUP_COMMIT") or "y")
             else None

@@ -8,9 +8,11 @@ nothing).
 
 Commands use a committer of their own: each command's new events are one unit. A transaction
 of several commands fails as a whole if one of them lost the race for its case file's next
-version (an `IntegrityError`); the committer then saves each unit in a transaction of its own,
-so that each command gets its own outcome (the loser retries on the file as it now stands,
-`CaseTrail.change_case`).
+version (an `IntegrityError`), or if one of them changes a file erased meanwhile (`DataErased`,
+raised while the events are encoded, before anything is written); the committer then saves
+each unit in a transaction of its own, so that each command gets its own outcome (the loser
+retries on the file as it now stands, `CaseTrail.change_case`; a command on the erased file is
+answered as erased, the others are stored).
 
 Batches are bounded twice:
 - in size: at most `max_batch` events per transaction;

@@ -23,9 +23,10 @@ from domain.application import SNAPSHOT_EVERY, CaseTrail, replay
 from domain.case import Case
 from domain.clock import local_today
 from domain.group_commit import GroupCommit
+from domain.retention import DataErased
 from gateway.store.eventstore import EventIntegrityError, new_key_text, store_environment
 from gateway.store.writer_lock import WriterLock, lock_for
-from tests.conftest import PG_DSN
+from tests.conftest import PG_DSN, pg_url
 from tests.domain.builders import COORDINATOR, REPORTER
 from tests.integration.planted import planted_case
 
@@ -364,5 +365,61 @@ def test_a_snapshot_that_cannot_be_stored_does_not_fail_the_stored_change(
         case = app._get_case(case_id)
         assert case.version == SNAPSHOT_EVERY + 1
         assert len(case.follow_ups) == SNAPSHOT_EVERY  # each change stored once
+    finally:
+        app.close()
+
+
+@pytest.mark.parametrize("store", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_command_on_a_file_erased_meanwhile_fails_alone_in_its_batch(
+    store: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Another worker erased a file between a command's load and its commit: the cipher refuses
+    the command's events while the batch is encoded (nothing written yet). Only that command is
+    answered `DataErased`; the command on another file in the same batch is stored once."""
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path / 'casetrail.sqlite'}"
+    else:
+        url = pg_url(request.getfixturevalue("pg_schema"))
+    # A long wait: the batch waits for both announced commands, so that they share it.
+    app = _app(url, ACCESS_GROUP_COMMIT_WAIT_MS="3000")
+    try:
+        erased_id, live_id = (
+            app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+            for _ in range(2)
+        )
+        units: dict[str, list[Any]] = {}
+        for name, case_id in (("erased", erased_id), ("live", live_id)):
+            case: Case = app.repository.get(case_id)
+            case.record_follow_up(_follow_up(1), by=COORDINATOR.as_record())
+            units[name] = list(case.collect_events())
+        # The erasure lands after both commands applied their change to the file as loaded.
+        app.data_keyring.destroy(erased_id)
+        committer = app.command_commits
+        assert committer is not None
+        announced = threading.Barrier(2)
+        outcomes: dict[str, BaseException | None] = {}
+
+        def submit(name: str) -> None:
+            with committer.expecting():
+                announced.wait(5)
+                try:
+                    committer.record_all(units[name])
+                    outcomes[name] = None
+                except BaseException as exc:
+                    outcomes[name] = exc
+
+        batches_before = committer.batches
+        threads = [threading.Thread(target=submit, args=(n,)) for n in units]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+        assert set(outcomes) == {"erased", "live"}
+        assert isinstance(outcomes["erased"], DataErased)
+        assert outcomes["live"] is None
+        # Stored once, at the version it was decided on; nothing of the erased file's command.
+        assert committer.batches == batches_before + 1  # the live unit, saved alone
+        assert app.repository.get(live_id).version == units["live"][-1].originator_version
+        assert [e.originator_version for e in app.recorder.select_events(erased_id)] == [1]
     finally:
         app.close()
