@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -50,6 +50,9 @@ from gateway.store import datakeys
 from gateway.store.eventstore import BoundAESGCMCipher
 from projections.follower import Batch, erased, store_errors
 from projections.readmodels import ReadModels
+
+if TYPE_CHECKING:
+    from gateway.settings import Settings
 
 CHUNK: Final = 5000
 
@@ -185,7 +188,7 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
         return
     views = what.partition(":")[2].split(",")
     t0 = time.perf_counter()
-    app = CaseTrail(env=settings.application_env())
+    app = _opened(settings)
     try:
         readmodels = open_read_models(settings, app)
         try:
@@ -213,6 +216,17 @@ def _child(what: str, env: Mapping[str, str], done: Any) -> None:
     )
 
 
+def _opened(settings: Settings) -> CaseTrail:
+    """The application of a child process, opened as the service opens it: under the store's
+    setup lock (`gateway.store.setup`), so that the children starting at once do not create the
+    library's tables and function at the same instant (on PostgreSQL: "tuple concurrently
+    updated", which ended the full suite's `scale` of 2026-12-04 at its 1M store)."""
+    from gateway.store.setup import setup_lock  # noqa: PLC0415 (in the child process only)
+
+    with setup_lock(settings.database_url):
+        return CaseTrail(env=settings.application_env())
+
+
 def _populate_child(
     env: Mapping[str, str], counts: Sequence[int], seed: int, label: str, out: str
 ) -> None:
@@ -220,7 +234,7 @@ def _populate_child(
     from bench.workload import populate  # noqa: PLC0415
     from gateway.settings import Settings  # noqa: PLC0415
 
-    app = CaseTrail(env=Settings.from_env(dict(env)).application_env())
+    app = _opened(Settings.from_env(dict(env)))
     try:
         cases = populate(
             app,
