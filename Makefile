@@ -24,13 +24,11 @@ run: venv
 	@echo "(no one to sign in as yet? run 'make demo' first: it prints a user id and password per role)"
 	$(BIN)/casetrail serve --host 127.0.0.1 --port 8000
 
-# The suite runs on three workers (pytest-xdist), a whole test file per worker so that a module's
+# The suite runs on two workers (pytest-xdist), a whole test file per worker so that a module's
 # fixtures (a fuzzed service, a NATS stack, a browser) are set up once, the longest files first
-# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS=0 runs it in this one process. One worker more
-# than the two cores: the tests spend a third of their time waiting (for servers to start, for
-# timeouts, for a browser), and on this machine three workers ran the suite in 817 s, two in
-# 918 s, with the same CPU time (2026-12-04, 2 vCPUs AMD EPYC).
-TEST_WORKERS ?= 3
+# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS=0 runs it in this one process; more workers
+# than cores would not help (the tests also run servers and browsers of their own).
+TEST_WORKERS ?= 2
 PYTEST       := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # Schemathesis examples per operation and phase (tests/integration/test_schema_fuzz.py): a small
 # run in `make test`, the documented default (12) in `make soak`. The environment's value wins.

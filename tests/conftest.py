@@ -32,7 +32,7 @@ PG_DSN = os.environ.get("CASETRAIL_TEST_PG", "postgresql://postgres@127.0.0.1:54
 # zone for both, or a test run between 16:00 and 24:00 UTC would see "today" a day apart.
 os.environ["TZ"] = "Asia/Shanghai"
 time.tzset()
-# `make test` hands whole files to three workers (pytest-xdist `--dist loadfile
+# `make test` hands whole files to two workers (pytest-xdist `--dist loadfile
 # --no-loadscope-reorder`) in the order collected. The files that take longest go first, so
 # the many short files fill in at the end and no long file starts last and runs alone. Prefixes
 # of node ids, longest first; any other file keeps its place after them. Only the order changes.
