@@ -86,7 +86,18 @@ def key_scope(event: Any) -> KeyScope | None:
             (s for a, s in _KEYED.items() if isinstance(owner, type) and issubclass(owner, a)),
             None,
         )
-    return next((s for a, s in _KEYED.items() if isinstance(event, a.Event)), None)  # type: ignore[attr-defined]
+    cls = type(event)
+    try:
+        return _SCOPE_OF_CLASS[cls]
+    except KeyError:
+        pass
+    scope = next((s for a, s in _KEYED.items() if issubclass(cls, a.Event)), None)  # type: ignore[attr-defined]
+    _SCOPE_OF_CLASS[cls] = scope
+    return scope
+
+
+# An event's scope is its class's: found once per class (every event stored or read asks).
+_SCOPE_OF_CLASS: dict[type, KeyScope | None] = {}
 
 
 class DataErased(DomainError):
