@@ -183,13 +183,13 @@ class AccessLogView(View):
         ]
 
     def row_of(self, record: AccessRecord) -> tuple[Any, ...]:
-        keys = self.keys
+        values = record_values(record)  # its texts are the row's too: each made once
         return (
             record.position,
-            str(record.event_id),
-            None if record.case_id is None else str(record.case_id),
+            values["event_id"],
+            values["case_id"],
             stamp(record.at),
-            str(record.kind),
+            values["kind"],
             record.role,
             record.channel,
             record.rule,
@@ -199,7 +199,7 @@ class AccessLogView(View):
             self._token(_USER, record.user),
             self._token(_UNIT, record.unit),
             self._token(_STREET, record.street),
-            keys.seal(TABLE, _binding(record.position), record_values(record)),
+            self.keys.seal(TABLE, _binding(record.position), values),
         )
 
     def apply(self, db: Db, batch: Batch) -> None:
