@@ -20,7 +20,10 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
   `domain.tombstones`) is left out of its batch: an erasure never stops a follower.
   `catch_up()`, `rebuild()` (from zero), `lag()`, and `run()` for a supervised background
   loop that survives database failures and, on PostgreSQL, wakes up on LISTEN/NOTIFY
-  (falling back to polling when that connection fails).
+  (falling back to polling when that connection fails). The loop keeps its position in memory
+  between looks, and records an advance over events its view does not read at most once a
+  second (`IDLE_RECORD_SECONDS`), not once per look (proven by tests/projections/
+  test_follower.py).
 - Heartbeats: `run()` writes one row of `follower_heartbeats` per view every few seconds (and
   "stopped" when it ends), so that `status()` in a process that does not run the follower (an
   API worker) reports truthfully whether another process does (`beat`, `heartbeat`; proven by
@@ -60,6 +63,7 @@ Example, a view counting case reports (the ledger in `projections.ledger.view` i
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sqlite3
@@ -158,6 +162,13 @@ GATHER_SECONDS: Final = 0.25
 # longest pause of a running loop (the backoff after a failure), so a live follower is never
 # reported stopped; a killed one is reported stopped within that time.
 HEARTBEAT_SECONDS: Final = 5.0
+# A running follower whose view reads none of the new events (the ledger under a stream of
+# access events) records its advance over them at most this often, or once it passed over this
+# many ids (`Follower._look`): a transaction per look cost the followers' process more CPU
+# than the view's real work. The lag a status reports for such a view may stay this stale;
+# IDLE_RECORD_IDS is well under `/readyz`'s default limit (CASETRAIL_READY_MAX_LAG, 1,000).
+IDLE_RECORD_SECONDS: Final = 1.0
+IDLE_RECORD_IDS: Final = 500
 HEARTBEAT_STALE_SECONDS: Final = _MAX_BACKOFF_SECONDS + 3 * HEARTBEAT_SECONDS
 HEARTBEATS_TABLE: Final = "follower_heartbeats"
 _HEARTBEATS_DDL: Final = (
@@ -689,6 +700,12 @@ class Follower:
         self.updated_at: str | None = None
         self._running = False
         self._last_beat = 0.0
+        # The running loop's own knowledge (`_look`): the position it last recorded or read
+        # (None: read it again), how far past it the log holds none of the view's topics, and
+        # when it last recorded a position.
+        self._known: int | None = None
+        self._scanned = START
+        self._recorded_at = -math.inf  # never: the first advance is recorded at once
         ensure_position(recorder, self.application_name)
 
     @property
@@ -748,8 +765,14 @@ class Follower:
         end_of_log = self.horizon(start) if horizon is None else horizon
         if end_of_log <= start:
             return None
+        return self._batch(start, start, end_of_log)
+
+    def _batch(self, start: int, scan_from: int, end_of_log: int) -> Batch:
+        """The batch from `start` up to `end_of_log`, its notifications read after `scan_from`
+        (`start`, or further when the ids in between are known to hold none of the view's
+        topics: `_look`)."""
         notifications = self.application.recorder.select_notifications(
-            start=start,
+            start=scan_from,
             limit=self.batch_size,
             stop=end_of_log,
             topics=self.view.topics,
@@ -785,6 +808,55 @@ class Follower:
         self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
         return batch.end - batch.start
 
+    def _look(self) -> int:
+        """One look of the running loop (`run`); how far the position moved (0: nothing
+        recorded). It differs from `step` in two ways, both to spare a write transaction per
+        look under a steady stream of events (bench/README.md, "ninth round"):
+        - it starts from the position the loop last recorded, not read again: a batch that
+          starts elsewhere (another follower moved the position) fails with `PositionMoved`,
+          and the position is read again;
+        - when the new events hold none of the view's topics (the ledger under a stream of
+          access events), the advance over them is kept in memory and recorded once
+          IDLE_RECORD_SECONDS have passed since the last record or IDLE_RECORD_IDS ids were
+          passed over. Nothing is lost by a crash meanwhile: those ids are read again.
+        """
+        start = self._known if self._known is not None else self.position()
+        self._known = start
+        scanned = max(start, self._scanned)
+        end_of_log = self.horizon(start)
+        if end_of_log > scanned:
+            batch = self._batch(start, scanned, end_of_log)
+            if batch.notifications:
+                return self._record(batch)
+            self._scanned = batch.end
+        if self._scanned > start and (
+            time.monotonic() - self._recorded_at >= IDLE_RECORD_SECONDS
+            or self._scanned - start >= IDLE_RECORD_IDS
+        ):
+            return self._record(Batch(self.application_name, start, self._scanned, (), ()))
+        return 0
+
+    def _record(self, batch: Batch) -> int:
+        try:
+            self.recorder.process(batch)
+        except BaseException:
+            self._forget()  # moved by another follower, or not stored: read it again
+            raise
+        self._known = self._scanned = batch.end
+        self._recorded_at = time.monotonic()
+        self.updated_at = datetime.now(UTC).isoformat(timespec="seconds")
+        return batch.end - batch.start
+
+    def _forget(self) -> None:
+        self._known, self._scanned = None, START
+
+    def _record_deferred(self) -> None:
+        """Record an advance `_look` kept in memory (the loop is ending); best effort."""
+        if self._known is not None and self._scanned > self._known:
+            batch = Batch(self.application_name, self._known, self._scanned, (), ())
+            with suppress(PositionMoved, *store_errors()):
+                self._record(batch)
+
     def catch_up(self, progress: Progress | None = None) -> int:
         """Apply everything stored up to now; returns how far the position moved."""
         moved = 0
@@ -803,6 +875,7 @@ class Follower:
     def rebuild(self, progress: Progress | None = None) -> int:
         """Empty the view and apply the whole log again, from position 0."""
         self.recorder.reset(self.application_name)
+        self._forget()
         if self.log is not None:
             self.log.info("projection_reset", projection=self.name)
         return self.catch_up(progress)
@@ -826,7 +899,7 @@ class Follower:
                     break
                 next_look = time.monotonic() + GATHER_SECONDS
                 try:
-                    moved = self.step()
+                    moved = self._look()
                 except PositionMoved:
                     continue
                 except store_errors() as exc:
@@ -850,6 +923,7 @@ class Follower:
                     waker.wait(poll_seconds, stop)
         finally:
             self._running = False
+            self._record_deferred()
             # Stopped: reported so at once, not when the heartbeat goes stale. (A second process
             # following the same view beats again within HEARTBEAT_SECONDS.)
             self._beat(alive=False)

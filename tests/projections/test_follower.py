@@ -20,6 +20,7 @@ from domain.case import Case
 from domain.taxonomy import Purpose
 from gateway.messaging.relay import relay_recorder
 from gateway.store.eventstore import new_key_text, store_environment
+from projections import follower as follower_module
 from projections.follower import Follower, PostgresHorizon, SQLiteViewRecorder, sqlite_horizon
 from projections.readmodels import VIEW_NAMES, ReadModelConfig, ReadModels
 from tests.conftest import PG_DSN, pg_url
@@ -292,3 +293,154 @@ def test_a_view_in_the_events_own_sqlite_file_leaves_event_commits_durable(
         for connection in connections:
             pool.put_connection(connection)
         application.close()
+
+
+def _counting_records(follower: Follower, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The end of every batch the follower's recorder stores (its own recorder, counted)."""
+    ends: list[int] = []
+    original = follower.recorder.process
+
+    def counted(batch: Any) -> None:
+        original(batch)
+        ends.append(batch.end)
+
+    monkeypatch.setattr(follower.recorder, "process", counted)
+    return ends
+
+
+def _wait_for(condition: Any, seconds: float = 20.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def test_a_running_follower_records_its_advance_over_other_views_events_once_a_second(
+    application: CaseTrail, open_readmodels: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under a stream of access events the ledger (which reads none of them) records its
+    position at most once per IDLE_RECORD_SECONDS, not once per look (four a second); its own
+    events are still applied at the next look, and the advance kept in memory is recorded when
+    the loop stops."""
+    workload = Workload(application, seed=18)
+    (case_id,) = workload.cases(1)
+    village = workload.bodies[case_id]["minor"]["village"]
+    readmodels = open_readmodels()
+    follower = readmodels.follower("ledger")
+    follower.catch_up()
+    records = _counting_records(follower, monkeypatch)
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, args=(stop, 0.01))
+    thread.start()
+    try:
+        started = time.monotonic()
+        reads = 0
+        while time.monotonic() - started < 3.0:
+            application.read_case(case_id, reporter(village), Purpose.FOLLOW_UP, f"req-{reads}")
+            reads += 1
+            time.sleep(0.02)
+        elapsed = time.monotonic() - started
+        assert reads >= 20
+        # One record at once, then at most one a second (a look every quarter second wrote
+        # one each: about twelve).
+        assert 1 <= len(records) <= 2 + int(elapsed / follower_module.IDLE_RECORD_SECONDS)
+        assert follower.last_error is None
+
+        # The view's own event is applied at the next look, rows and position together.
+        workload.cases(1)
+        head = application.recorder.max_notification_id() or 0
+        assert _wait_for(lambda: follower.position() >= head)
+        with readmodels.ledger.reading() as db:
+            found = db.execute("SELECT COUNT(*) AS n FROM {ledger_cases}")
+        assert found[0]["n"] == 2
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+    # Access events after the last record: kept in memory, recorded as the loop stopped.
+    assert follower.position() == (application.recorder.max_notification_id() or 0)
+    assert follower.lag() == 0
+
+
+def test_an_advance_kept_in_memory_is_recorded_once_it_spans_idle_record_ids(
+    application: CaseTrail, open_readmodels: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However recent the last record, a span of IDLE_RECORD_IDS ids is recorded at the next
+    look: the lag a status reports (and `/readyz` judges) stays bounded under any load."""
+    monkeypatch.setattr(follower_module, "IDLE_RECORD_SECONDS", 3600.0)
+    monkeypatch.setattr(follower_module, "IDLE_RECORD_IDS", 5)
+    workload = Workload(application, seed=19)
+    (case_id,) = workload.cases(1)
+    village = workload.bodies[case_id]["minor"]["village"]
+    readmodels = open_readmodels()
+    follower = readmodels.follower("ledger")
+    records = _counting_records(follower, monkeypatch)
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, args=(stop, 0.01))
+    thread.start()
+
+    def read(count: int) -> None:
+        for n in range(count):
+            application.read_case(case_id, reporter(village), Purpose.FOLLOW_UP, f"req-{n}")
+
+    try:
+        head = application.recorder.max_notification_id() or 0
+        assert _wait_for(lambda: follower.position() == head)  # the first: at once
+        recorded = len(records)
+        read(3)
+        time.sleep(1.0)  # four looks
+        assert follower.position() == head, "3 ids: kept in memory"
+        assert follower.lag() == 3
+        assert len(records) == recorded
+        read(3)
+        head = application.recorder.max_notification_id() or 0
+        assert _wait_for(lambda: follower.position() == head), "6 ids: recorded"
+        assert len(records) == recorded + 1
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_running_follower_gives_way_when_another_moves_its_position(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    """The loop starts each batch from the position it recorded last, without reading it; a
+    position moved meanwhile by another follower of the view (a `catch_up` elsewhere, a
+    rebuild) is found at the batch's commit, and the loop reads it again: nothing is applied
+    twice or left out."""
+    workload = Workload(application, seed=20)
+    workload.cases(5)
+    looping, other = open_readmodels(batch_size=3), open_readmodels(batch_size=4)
+    follower = looping.follower("ledger")
+    stop = threading.Event()
+    thread = threading.Thread(target=follower.run, args=(stop, 0.01))
+    thread.start()
+    try:
+        for round_no in range(6):
+            workload.cases(4)
+            if round_no == 3:
+                other.rebuild("ledger")
+            else:
+                other.follower("ledger").catch_up()
+            time.sleep(0.1)
+        # Then the loop alone: it must have read the moved position again.
+        workload.cases(3)
+        head = application.recorder.max_notification_id() or 0
+        assert _wait_for(lambda: follower.position() == head)
+        assert follower.last_error is None
+    finally:
+        stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    followed = tables(looping)
+    follow_ups = sum(1 for n in application.notifications() if n.topic.endswith("FollowUpRecorded"))
+    with looping.ledger.reading() as db:
+        (counted,) = db.execute("SELECT SUM(follow_up_count) AS n FROM {ledger_cases}")
+    assert counted["n"] == follow_ups
+    assert len(followed["ledger_cases"]) == 32
+    looping.rebuild("ledger")
+    assert tables(looping) == followed
