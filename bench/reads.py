@@ -179,6 +179,8 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
         totals = {v: LoadResult() for v in variants}
         per_turn: dict[str, list[float]] = {v: [] for v in variants}
         cpu = dict.fromkeys(variants, 0.0)
+        # The followers' process's part of it (the read models, the evidence log).
+        followers_cpu = dict.fromkeys(variants, 0.0)
         # Per block and variant: the server's CPU per request (ms, all its processes, user +
         # system, from /proc) and the block's p99 (ms): each ratio's interval comes from these.
         cpu_per_turn: dict[str, list[float]] = {v: [] for v in variants}
@@ -198,8 +200,10 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
                 order.reverse()
             for v in order:
                 cpu_before = servers[v].cpu_seconds()
+                followers_before = servers[v].followers_cpu_seconds()
                 result = clients[v].run(encoded[v], ok)
                 used = servers[v].settled_cpu_seconds() - cpu_before
+                followers_cpu[v] += servers[v].followers_cpu_seconds() - followers_before
                 cpu[v] += used
                 totals[v].add(result)
                 per_turn[v].append(result.per_second)
@@ -236,11 +240,15 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
             "unexpected": totals[v].unexpected,
             "group_commit_mean_batch": round(mean_batch, 2) if mean_batch else None,
             "server_cpu_ms_per_request": round(1000 * cpu[v] / totals[v].requests, 3),
+            "followers_cpu_ms_per_request": round(1000 * followers_cpu[v] / totals[v].requests, 3),
             "server_cpu_ms_per_block": [round(x, 3) for x in cpu_per_turn[v]],
             "p99_ms_per_block": [round(x, 3) for x in p99_per_turn[v]],
         }
         gc = f", group commit mean batch {mean_batch:.1f}" if mean_batch else ""
-        gc += f", server CPU {1000 * cpu[v] / totals[v].requests:.2f} ms/request"
+        gc += (
+            f", server CPU {1000 * cpu[v] / totals[v].requests:.2f} ms/request "
+            f"(followers' process {1000 * followers_cpu[v] / totals[v].requests:.2f})"
+        )
         print(f"  {v:<24} {totals[v].per_second:7,.0f} req/s  {p.line()}{gc}")
         if totals[v].unexpected:
             print(f"    unexpected answers: {totals[v].unexpected}")

@@ -202,6 +202,7 @@ def serve(port: int, variant: str) -> None:
 # registry's refresh and the heartbeats use a few per cent when no request comes).
 SETTLED_CPU: Final = 0.05
 
+
 class Server:
     """`python -m bench.server` as a subprocess on a loopback port; stopped on exit.
 
@@ -273,6 +274,11 @@ class Server:
         the followers' process, all threads."""
         return process_tree_cpu_seconds(self.pid)
 
+    def followers_cpu_seconds(self) -> float:
+        """The part of `cpu_seconds()` used by the followers' process (`projections run`):
+        the read models and the evidence log."""
+        return process_tree_cpu_seconds(self.pid, named=FOLLOWERS_COMMAND)
+
     def settled_cpu_seconds(self, window: float = 0.3, limit: float = 10.0) -> float:
         """`cpu_seconds()` once the server has gone quiet: less than `SETTLED_CPU` of CPU in
         the last `window` seconds (or after `limit` seconds). Read at the end of a block, it
@@ -340,8 +346,13 @@ class Server:
         self.stop()
 
 
-def process_tree_cpu_seconds(pid: int) -> float:
-    """`process_cpu_seconds` of a process and of every process below it (Linux /proc)."""
+# What the followers' process's command line holds (`gateway.supervisor` starts it).
+FOLLOWERS_COMMAND: Final = "projections run"
+
+
+def process_tree_cpu_seconds(pid: int, named: str | None = None) -> float:
+    """`process_cpu_seconds` of a process and of every process below it (Linux /proc); with
+    `named`, only of those whose command line holds that text."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -352,9 +363,19 @@ def process_tree_cpu_seconds(pid: int) -> float:
     total, todo = 0.0, [pid]
     while todo:
         current = todo.pop()
-        total += process_cpu_seconds(current)
+        if named is None or named in _command_line(current):
+            total += process_cpu_seconds(current)
         todo.extend(children.get(current, ()))
     return total
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return (
+            Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        )
+    except OSError:
+        return ""
 
 
 def process_cpu_seconds(pid: int) -> float:
