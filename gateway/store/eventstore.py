@@ -487,18 +487,15 @@ class BoundMapper(Mapper[UUID]):
             from_version += 1
         domain_event = object.__new__(cls)
         object.__setattr__(domain_event, "__dict__", state)
-        stream_id = UUID(str(stored_event.originator_id))
-        if (
-            stored_event.state[:1] == FORMAT_V1
-            and key_scope(domain_event) is not None
-            and cipher.refuses_legacy(stream_id)
-        ):
-            # An event stored before data keys, of a stream since erased: it still opens with
-            # the service's key (rows are never rewritten), so the service refuses it.
-            raise DataErased(
-                "this record was erased: its data key was destroyed (crypto-shredding)",
-                stream_id=stream_id,
-            )
+        if stored_event.state[:1] == FORMAT_V1 and key_scope(domain_event) is not None:
+            stream_id = UUID(str(stored_event.originator_id))
+            if cipher.refuses_legacy(stream_id):
+                # An event stored before data keys, of a stream since erased: it still opens
+                # with the service's key (rows are never rewritten), so the service refuses it.
+                raise DataErased(
+                    "this record was erased: its data key was destroyed (crypto-shredding)",
+                    stream_id=stream_id,
+                )
         return domain_event  # type: ignore[no-any-return]
 
     def _bound_cipher(self) -> BoundAESGCMCipher:

@@ -42,7 +42,13 @@ from eventsourcing.domain import DomainEvent
 from eventsourcing.persistence import Mapper, Notification
 
 from domain.access import BreakGlassReviewed
-from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.compliance.records import (
+    RECORD_TOPICS,
+    AccessRecord,
+    RecordKind,
+    access_record,
+    record_of,
+)
 from domain.topics import topics_of
 from projections.follower import Batch, Db, Dialect, View
 from projections.ledger.quarters import stamp
@@ -127,12 +133,8 @@ def record_from(values: dict[str, Any], case_id: UUID | None = None) -> AccessRe
         "client_user_agent": values["client_user_agent"],
         "command": values.get("command", ""),
     }
-    # Built as the library's mapper builds a stored event (its state set as a whole): the
-    # frozen dataclass's __init__ sets 19 fields one `object.__setattr__` at a time, which cost
-    # more than opening the sealed record (a case's log opens one per access).
-    record = object.__new__(AccessRecord)
-    object.__setattr__(record, "__dict__", state)
-    return record
+    # Its state set whole (`access_record`): a case's log opens one per access.
+    return access_record(state)
 
 
 def _binding(position: int) -> str:
