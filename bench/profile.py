@@ -14,6 +14,7 @@ py-spy attaches with ptrace: it needs root or `kernel.yama.ptrace_scope` = 0.
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import signal
@@ -217,17 +218,32 @@ def audit_table(audited: Path, baseline: Path | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    names = list(argv if argv is not None else sys.argv[1:])
-    if names[:1] == ["--audit"]:
-        # --audit AUDITED [BASELINE]: the audit's parts as shares of the samples.
-        print(audit_table(Path(names[1]), Path(names[2]) if len(names) > 2 else None))
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.profile",
+        description="Summarise py-spy profiles written by a benchmark's --profile.",
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument(
+        "--process", metavar="TEXT", help="only the processes whose command line holds TEXT"
+    )
+    what.add_argument(
+        "--audit",
+        action="store_true",
+        help="the audit's parts as shares of the samples: FILE is the audited server's "
+        "profile, a second FILE the unaudited one's",
+    )
+    args = parser.parse_args(argv)
+    missing = [str(f) for f in args.files if not f.is_file()]
+    if missing:
+        parser.error(f"no such profile: {', '.join(missing)} (write one with --profile)")
+    if args.audit:
+        if len(args.files) > 2:
+            parser.error("--audit takes one or two files: the audited profile, the baseline's")
+        print(audit_table(args.files[0], args.files[1] if len(args.files) > 1 else None))
         return 0
-    process: str | None = None
-    if names[:1] == ["--process"]:
-        # --process TEXT FILE...: only the processes whose command line holds TEXT.
-        process, names = names[1], names[2:]
-    for name in names:
-        print(summary(Path(name), process=process))
+    for path in args.files:
+        print(summary(path, process=args.process))
     return 0
 
 
