@@ -26,8 +26,9 @@ run: venv
 
 # The suite runs on two workers (pytest-xdist), a whole test file per worker so that a module's
 # fixtures (a fuzzed service, a NATS stack, a browser) are set up once, the longest files first
-# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS=0 runs it in this one process; more workers
-# than cores would not help (the tests also run servers and browsers of their own).
+# (tests/conftest.py LONGEST_FIRST). TEST_WORKERS=0 runs it in this one process. Three workers
+# ran it faster here (817 s against 918 s, 2026-12-04) but their load made a timing test
+# flaky (test_need_to_know, bench/README.md "eighth round"): two until that test is steadier.
 TEST_WORKERS ?= 2
 PYTEST       := $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 # Schemathesis examples per operation and phase (tests/integration/test_schema_fuzz.py): a small
