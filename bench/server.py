@@ -60,6 +60,7 @@ from starlette.concurrency import run_in_threadpool
 
 from domain.access import AccessDenied, CaseAccessed
 from domain.application import CaseTrail
+from domain.group_commit import Committing
 from domain.refusals import AuthenticationRefused
 from gateway import bootstrap, logs, serving
 from gateway.bootstrap import open_application
@@ -75,6 +76,9 @@ class UnauditedCaseTrail(CaseTrail):
 
     def _record_access(self, event: CaseAccessed | AccessDenied | AuthenticationRefused) -> None:
         return None
+
+    def _submit_accesses(self, events: Sequence[CaseAccessed | AccessDenied]) -> Committing:
+        return Committing.stored()
 
 
 def build_application(settings: Settings, variant: str) -> CaseTrail:

@@ -86,7 +86,7 @@ from domain.credentials import (
     session_stream_id,
 )
 from domain.deadlines import DUTY_TOPICS, CaseDuties, Periods, fold
-from domain.group_commit import DEFAULT_GROUP_WAIT_MS, GroupCommit
+from domain.group_commit import DEFAULT_GROUP_WAIT_MS, Committing, GroupCommit
 from domain.guardian_requests import open_access_request
 from domain.investigation_commands import (
     AddRectification,
@@ -358,6 +358,23 @@ class _DecidedRead:
         if self.refused or self.case is None:
             raise AccessRefused(self.decisions[0].rule)
         return self.case, self.decisions[0]
+
+
+@dataclass(frozen=True)
+class PendingRead:
+    """A case read decided and its access event handed to the store (`CaseTrail.begin_read`),
+    not yet answered: `answer()` discloses only once `committing` is done, and raises the
+    store's error (nothing disclosed) or the refusal instead."""
+
+    read: _DecidedRead
+    committing: Committing
+    reader_unit: str
+
+    def answer(self) -> dict[str, Any]:
+        """The fields granted, once the access event is durable (waits for it if need be)."""
+        self.committing.wait()
+        case, decision = self.read.granted()
+        return disclose(case, decision.fields, reader_unit=self.reader_unit)
 
 
 class CaseTrail(Application[UUID]):
@@ -672,6 +689,27 @@ class CaseTrail(Application[UUID]):
             return {"id": str(case_id), "access_log": log}
         return disclose(case, decision.fields, reader_unit=actor.unit)
 
+    def begin_read(
+        self,
+        case_id: UUID,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        channel: Channel,
+        client: Client,
+    ) -> PendingRead:
+        """`read_case` without waiting for the store: decide, hand the access event to the
+        shared commit and return; `PendingRead.answer()` discloses once it is durable. The
+        HTTP API's case read waits for that in its event loop (`gateway.http.durability`),
+        holding no thread while the commit is made."""
+        with self._expecting(self.access_commits):
+            read = self._read_decided(
+                case_id, actor, purpose, request_id, channel=channel, client=client
+            )
+            committing = self._submit_accesses(read.events)
+        return PendingRead(read, committing, actor.unit)
+
     def authorise_read(
         self,
         case_id: UUID,
@@ -812,6 +850,14 @@ class CaseTrail(Application[UUID]):
         """While a read is decided or a change applied, the shared commit its events will join
         waits for them instead of committing without them (`GroupCommit.expecting`)."""
         return nullcontext() if committer is None else committer.expecting()
+
+    def _submit_accesses(self, events: Sequence[CaseAccessed | AccessDenied]) -> Committing:
+        """Hand the access events of one read to the shared commit, in one write (stored at
+        once where there is none); the handle tells when they are durable."""
+        if self.access_commits is None:
+            self._record_accesses(events)
+            return Committing.stored()
+        return self.access_commits.submit(events)
 
     def _record_accesses(self, events: Sequence[CaseAccessed | AccessDenied]) -> None:
         """Durably store the access events of one read, in one write."""

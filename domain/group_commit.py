@@ -32,7 +32,13 @@ for the interpreter lock at every step of its round trips, and one committer the
 queue every reader waits in (bench/README.md, "reads"). The readers of one batch wait on one
 `threading.Event`, so that a commit wakes them with one notification, not one per reader.
 
-Proven by tests/integration/test_group_commit.py and tests/integration/test_command_commits.py.
+`record_all` blocks its thread until the commit; `submit` hands the events over and returns a
+`Committing` handle at once, which can be waited on (`wait`) or asked to call back when the
+batch is done (`when_done`): the HTTP API's case read awaits it in its event loop
+(`gateway.http.durability`), so that a reader holds no worker thread while the commit is made.
+
+Proven by tests/integration/test_group_commit.py, tests/integration/test_command_commits.py and
+tests/integration/test_durable_reads.py.
 """
 
 from __future__ import annotations
@@ -75,13 +81,74 @@ class GroupCommitClosed(RuntimeError):
 class _Batch:
     """Units of events that will be committed together, and the outcome each waits for."""
 
-    __slots__ = ("done", "errors", "size", "units")
+    __slots__ = ("callbacks", "done", "errors", "finished", "lock", "size", "units")
 
     def __init__(self) -> None:
         self.units: list[Sequence[Any]] = []
         self.size = 0  # events in all units
         self.done = threading.Event()
         self.errors: dict[int, BaseException] = {}
+        # Told when the batch is committed or failed (`Committing.when_done`).
+        self.lock = threading.Lock()
+        self.finished = False
+        self.callbacks: list[Callable[[], object]] = []
+
+    def finish(self) -> None:
+        with self.lock:
+            self.finished = True
+            callbacks, self.callbacks = self.callbacks, []
+        self.done.set()
+        for callback in callbacks:
+            # A waiter's callback never keeps the others from their outcome.
+            with contextlib.suppress(Exception):
+                callback()
+
+
+class Committing:
+    """One unit of events handed to a `GroupCommit`: its outcome, once the batch it joined is
+    committed (`wait`, or `when_done` from another thread or an event loop)."""
+
+    __slots__ = ("_batch", "_index", "_timeout")
+
+    def __init__(self, batch: _Batch | None, index: int, timeout: float) -> None:
+        self._batch = batch
+        self._index = index
+        self._timeout = timeout
+
+    @classmethod
+    def stored(cls) -> Committing:
+        """A unit already durable (stored without a shared commit)."""
+        return cls(None, 0, 0.0)
+
+    @property
+    def timeout(self) -> float:
+        return self._timeout
+
+    def done(self) -> bool:
+        return self._batch is None or self._batch.done.is_set()
+
+    def when_done(self, callback: Callable[[], object]) -> None:
+        """Call `callback` (in the committer's thread, or at once if done already) when the
+        outcome is known; then `wait()` returns or raises without waiting."""
+        batch = self._batch
+        if batch is not None:
+            with batch.lock:
+                if not batch.finished:
+                    batch.callbacks.append(callback)
+                    return
+        callback()
+
+    def wait(self) -> None:
+        """Return once the events are durably stored; raise the store's error if they were
+        not (or `TimeoutError` after the committer's timeout)."""
+        batch = self._batch
+        if batch is None:
+            return
+        if not batch.done.wait(self._timeout):
+            raise TimeoutError(f"the events were not stored within {self._timeout} s")
+        error = batch.errors.get(self._index)
+        if error is not None:
+            raise error
 
 
 class GroupCommit:
@@ -137,6 +204,11 @@ class GroupCommit:
     def record_all(self, events: Sequence[Any]) -> None:
         """Return once `events` are durably stored, all in one transaction; raise the store's
         error if they were not."""
+        self.submit(events).wait()
+
+    def submit(self, events: Sequence[Any]) -> Committing:
+        """Hand `events` to the next commit, all in one transaction, and return at once: the
+        handle tells when they are durable (`Committing.wait`, `Committing.when_done`)."""
         with self._ready:
             if self._closed:
                 raise GroupCommitClosed(f"the {self.name} recorder is closed")
@@ -153,11 +225,7 @@ class GroupCommit:
             # every arrival cost each reader a thread hand-off (bench/README.md, "Profiling").
             if not self._gathering or batch.size >= self._max_batch or self._complete(batch):
                 self._ready.notify()
-        if not batch.done.wait(self._timeout):
-            raise TimeoutError(f"the events were not stored within {self._timeout} s")
-        error = batch.errors.get(index)
-        if error is not None:
-            raise error
+        return Committing(batch, index, self._timeout)
 
     @contextlib.contextmanager
     def expecting(self) -> Iterator[None]:
@@ -236,7 +304,7 @@ class GroupCommit:
                 self._count(1, batch.size)
                 self._observed(batch.size, time.perf_counter() - started)
             self._last_size = batch.size
-            batch.done.set()
+            batch.finish()
 
     def _observed(self, size: int, seconds: float) -> None:
         for observer in _observers:

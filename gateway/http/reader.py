@@ -71,7 +71,7 @@ from domain.access import (
     disclose,
     ledger_scope,
 )
-from domain.application import CaseTrail
+from domain.application import CaseTrail, PendingRead
 from domain.case import Case
 from domain.investigations import Investigation
 from domain.refusals import AuthenticationRefused
@@ -298,6 +298,18 @@ class AuditedReader:
             self.purpose,
             self.request_id,
             break_glass_reason=break_glass_reason,
+            channel=self._via(Channel.API),
+            client=self.client,
+        )
+
+    def begin_case(self, case_id: UUID) -> PendingRead:
+        """`case` without waiting for the access event's commit: `PendingRead.answer()` once
+        it is durable (the HTTP route awaits it, `gateway.http.durability.durable`)."""
+        return self.application.begin_read(
+            case_id,
+            self.actor,
+            self.purpose,
+            self.request_id,
             channel=self._via(Channel.API),
             client=self.client,
         )

@@ -9,6 +9,7 @@ from uuid import UUID
 from eventsourcing.persistence import PersistenceError
 from fastapi import APIRouter, Body, Query, Request, Response
 from pydantic import AwareDatetime
+from starlette.concurrency import run_in_threadpool
 
 from domain import commands as cmd
 from domain import errors
@@ -17,6 +18,7 @@ from domain.case import Case
 from domain.taxonomy import CATEGORY_LABELS, PROTECTION_FUNCTION_LABELS, SUBTYPES
 from gateway.auth import AuthenticationFailed
 from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep
+from gateway.http.durability import durable
 from gateway.http.examples import REPORT_CLUE_EXAMPLE
 from gateway.logs import get_logger
 from projections.readmodels import ReadModels
@@ -122,7 +124,7 @@ AsOf = Annotated[
 
 
 @router.get("/v1/cases/{case_id}", tags=["cases"])
-def read_case(case_id: UUID, reader: ReaderDep, as_of: AsOf = None) -> dict[str, Any]:
+async def read_case(case_id: UUID, reader: ReaderDep, as_of: AsOf = None) -> dict[str, Any]:
     """The fields of the case you may see. The access is recorded before the answer.
     With `as_of`, the case as it stood then (its last event at or before that instant), for
     an investigator under an order in force now; anyone else is refused as for a case out of
@@ -133,8 +135,12 @@ def read_case(case_id: UUID, reader: ReaderDep, as_of: AsOf = None) -> dict[str,
                 f"as_of must lie between {cmd.EARLIEST_DATE} and {cmd.LATEST_DATE}",
                 field="as_of",
             )
-        return reader.case_as_of(case_id, as_of)
-    return reader.case(case_id)
+        return await run_in_threadpool(reader.case_as_of, case_id, as_of)
+    # Decided and handed to the shared commit in a worker thread (it loads the case); the
+    # commit is awaited here, holding no thread; disclosed only once it is durable.
+    pending = await run_in_threadpool(reader.begin_case, case_id)
+    await durable(pending.committing)
+    return pending.answer()
 
 
 # --- one POST per command on a case ---

@@ -3,10 +3,11 @@
 - `GET /cases/{id}`: the purpose of use is asked first; nothing about the case is read or
   shown (not even whether it exists) until the reader has declared one.
 - `GET /cases/{id}?purpose=<purpose>`: the case through the page's one reader
-  (`page_reader(...).case(id)`: decided, and recorded with channel `web`, before the page is
-  rendered), showing exactly the fields that read returned, each with its Chinese label, and
-  the file's history as those fields tell it. A refused read is the API's refusal as a page: a
-  missing case and one not visible to the reader are the same 404.
+  (`page_reader(...).begin_case(id)`, its commit awaited: decided, and recorded with channel
+  `web`, before the page is rendered), showing exactly the fields that read returned, each
+  with its Chinese label, and the file's history as those fields tell it. A refused read is
+  the API's refusal as a page: a missing case and one not visible to the reader are the same
+  404.
 - `GET|POST /cases/{id}/break-glass`: an emergency read of a case outside the reader's scope,
   with a written reason (the API's `BreakGlass` body), for roles that may declare `emergency`.
 - `GET|POST /cases/{id}/{consultation,assignments,intervention,follow-up,letter,escalation,
@@ -60,6 +61,7 @@ from domain.taxonomy import (
     UnitType,
 )
 from domain.units import UNIT_KIND_LABELS, Unit
+from gateway.http.durability import durable
 from gateway.http.routes.access import BreakGlass
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep, ServicesDep, page_reader
@@ -611,7 +613,10 @@ async def case_page(
         )
     # A purpose the role may not declare is refused by the reader (recorded, 403 page).
     reader = page_reader(request, svc, actor, declared)
-    read = await run_in_threadpool(reader.case, case_id)
+    # As the API's case read: decided in a thread, its commit awaited here (no thread held).
+    pending = await run_in_threadpool(reader.begin_case, case_id)
+    await durable(pending.committing)
+    read = pending.answer()
     units = await run_in_threadpool(svc.application.units)
     return _case_answer(request, case_id, actor, declared, read, units)
 
