@@ -13,7 +13,7 @@ by the street's coordinator (70%) and the reporting village (30%), all reads gra
 run the store is counted: every `200` of an audited variant has its `CaseAccessed`, and the
 baseline stored none.
 
-    .venv/bin/python -m bench.reads            # 3000 cases, 24 blocks of 300 reads per variant
+    .venv/bin/python -m bench.reads            # 3000 cases, 16 blocks of 1,000 reads per variant
     .venv/bin/python -m bench.reads --quick    # 200 cases, 8 blocks of 80
 """
 
@@ -317,8 +317,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cases = args.cases or (200 if quick else 3000)
     # Quick: 8 short blocks rather than 4 long ones, so that the interval of each ratio covers
     # its median at 99% (4 blocks: 87.5%; see bench.harness.Interval).
-    args.blocks = args.blocks or (8 if quick else 24)
-    args.block = args.block or (80 if quick else 300)
+    args.blocks = args.blocks or (8 if quick else 16)
+    # A full block holds a second or more of each server's CPU, on a fast day too: at 300
+    # reads a block was 0.3 s there, and its ratio moved by ±0.2 (bench/README.md, "reads").
+    args.block = args.block or (80 if quick else 1000)
     args.warmup = args.warmup or (100 if quick else 600)
     if args.naive is None:
         args.naive = not quick
