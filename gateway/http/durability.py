@@ -16,7 +16,9 @@ HTTP: a commit that fails answers 503 and discloses nothing).
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+from domain.application import PendingRead
 from domain.group_commit import Committing
 
 
@@ -41,3 +43,11 @@ async def durable(committing: Committing) -> None:
                 f"the events were not stored within {committing.timeout} s"
             ) from None
     committing.wait()
+
+
+async def answer_when_durable(pending: PendingRead) -> dict[str, Any]:
+    """A begun read's answer (`CaseTrail.begin_read`), disclosed once its access event is
+    durable: the one call a route makes, so that none answers without awaiting the commit, nor
+    blocks its event loop in `PendingRead.answer`'s own wait."""
+    await durable(pending.committing)
+    return pending.answer()

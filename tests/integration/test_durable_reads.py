@@ -17,7 +17,7 @@ from domain.access import IN_PROCESS_CLIENT, Actor, CaseAccessed, Channel
 from domain.application import CaseTrail
 from domain.group_commit import Committing, GroupCommit
 from domain.taxonomy import Purpose, Role
-from gateway.http.durability import durable
+from gateway.http.durability import answer_when_durable, durable
 from gateway.store.eventstore import new_key_text, store_environment
 from tests.integration.planted import planted_case
 
@@ -175,5 +175,52 @@ def test_a_begun_read_answers_only_once_its_access_event_is_stored(tmp_path: Pat
         assert answers and answers[0]["id"] == str(case_id)
         stored = [e for e in app.access_events(case_id) if isinstance(e, CaseAccessed)]
         assert [e.request_id for e in stored] == ["req-1"]
+    finally:
+        app.close()
+
+
+def test_a_routes_answer_awaits_the_commit_in_the_loop(tmp_path: Path) -> None:
+    app = CaseTrail(env=store_environment(f"sqlite:///{tmp_path / 'a.sqlite'}", [new_key_text()]))
+    try:
+        case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        committer = app.access_commits
+        assert committer is not None
+        held = threading.Event()
+        real_save = committer._save
+
+        def held_save(events: Sequence[object]) -> object:
+            assert held.wait(10)
+            return real_save(events)
+
+        committer._save = held_save
+        pending = app.begin_read(
+            case_id,
+            REPORTER,
+            Purpose.FOLLOW_UP,
+            "req-2",
+            channel=Channel.API,
+            client=IN_PROCESS_CLIENT,
+        )
+
+        async def scenario() -> tuple[dict[str, object], int]:
+            ticks = 0
+
+            async def tick() -> None:
+                nonlocal ticks
+                while True:
+                    ticks += 1
+                    await asyncio.sleep(0.01)
+
+            ticker = asyncio.create_task(tick())
+            asyncio.get_running_loop().call_later(0.2, held.set)
+            answer = await answer_when_durable(pending)
+            ticker.cancel()
+            return answer, ticks
+
+        answer, ticks = asyncio.run(scenario())
+        assert answer["id"] == str(case_id)
+        assert ticks >= 5  # the loop ran meanwhile: the answer did not block it
+        stored = [e for e in app.access_events(case_id) if isinstance(e, CaseAccessed)]
+        assert [e.request_id for e in stored] == ["req-2"]
     finally:
         app.close()

@@ -18,7 +18,7 @@ from domain.case import Case
 from domain.taxonomy import CATEGORY_LABELS, PROTECTION_FUNCTION_LABELS, SUBTYPES
 from gateway.auth import AuthenticationFailed
 from gateway.http.dependencies import ActorDep, ReaderDep, Services, ServicesDep
-from gateway.http.durability import durable
+from gateway.http.durability import answer_when_durable
 from gateway.http.examples import REPORT_CLUE_EXAMPLE
 from gateway.logs import get_logger
 from projections.readmodels import ReadModels
@@ -138,9 +138,7 @@ async def read_case(case_id: UUID, reader: ReaderDep, as_of: AsOf = None) -> dic
         return await run_in_threadpool(reader.case_as_of, case_id, as_of)
     # Decided and handed to the shared commit in a worker thread (it loads the case); the
     # commit is awaited here, holding no thread; disclosed only once it is durable.
-    pending = await run_in_threadpool(reader.begin_case, case_id)
-    await durable(pending.committing)
-    return pending.answer()
+    return await answer_when_durable(await run_in_threadpool(reader.begin_case, case_id))
 
 
 # --- one POST per command on a case ---

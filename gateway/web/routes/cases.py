@@ -61,7 +61,7 @@ from domain.taxonomy import (
     UnitType,
 )
 from domain.units import UNIT_KIND_LABELS, Unit
-from gateway.http.durability import durable
+from gateway.http.durability import answer_when_durable
 from gateway.http.routes.access import BreakGlass
 from gateway.logs import get_logger
 from gateway.web.dependencies import PageActorDep, ServicesDep, page_reader
@@ -614,9 +614,7 @@ async def case_page(
     # A purpose the role may not declare is refused by the reader (recorded, 403 page).
     reader = page_reader(request, svc, actor, declared)
     # As the API's case read: decided in a thread, its commit awaited here (no thread held).
-    pending = await run_in_threadpool(reader.begin_case, case_id)
-    await durable(pending.committing)
-    read = pending.answer()
+    read = await answer_when_durable(await run_in_threadpool(reader.begin_case, case_id))
     units = await run_in_threadpool(svc.application.units)
     return _case_answer(request, case_id, actor, declared, read, units)
 
