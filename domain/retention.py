@@ -86,11 +86,18 @@ def key_scope(event: Any) -> KeyScope | None:
             (s for a, s in _KEYED.items() if isinstance(owner, type) and issubclass(owner, a)),
             None,
         )
-    cls = type(event)
+    return class_key_scope(type(event))
+
+
+def class_key_scope(cls: type) -> KeyScope | None:
+    """`key_scope` of every event of class `cls` (not a snapshot's: its scope is its owner's)."""
+    global _KEYED  # noqa: PLW0603 (as in key_scope)
     try:
         return _SCOPE_OF_CLASS[cls]
     except KeyError:
         pass
+    if _KEYED is None:
+        _KEYED = _keyed_aggregates()
     scope = next((s for a, s in _KEYED.items() if issubclass(cls, a.Event)), None)  # type: ignore[attr-defined]
     _SCOPE_OF_CLASS[cls] = scope
     return scope

@@ -16,7 +16,10 @@ store (a Merkle log, a message relay) can reuse it. The pieces:
 - `Follower`: reads the application's notification log from the view's durable position with
   `recorder.select_notifications` (the library's SQLite recorder has no subscriptions; a poll
   works on both stores), decodes the events (decrypts them, through the application's mapper),
-  and hands them to the view in batches. An event whose data key was destroyed (issue 19,
+  and hands them to the view in batches: as domain events, or, for a view that only copies
+  values out (`View.plain`, the access log's), as their plain states (`plain_state`: the
+  stored JSON, decrypted and upcast, no event built; proven equal by
+  tests/projections/test_access_log.py). An event whose data key was destroyed (issue 19,
   `domain.tombstones`) is left out of its batch: an erasure never stops a follower.
   `catch_up()`, `rebuild()` (from zero), `lag()`, and `run()` for a supervised background
   loop that survives database failures and, on PostgreSQL, wakes up on LISTEN/NOTIFY
@@ -63,6 +66,7 @@ Example, a view counting case reports (the ledger in `projections.ledger.view` i
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -83,6 +87,7 @@ from eventsourcing.persistence import (
     ApplicationRecorder,
     InfrastructureFactory,
     IntegrityError,
+    Mapper,
     MapperDeserialisationError,
     Notification,
     PersistenceError,
@@ -185,6 +190,21 @@ def erased(exc: BaseException) -> bool:
     return getattr(exc, "code", None) == "erased"
 
 
+def plain_state(mapper: Mapper[Any], notification: Notification) -> dict[str, Any]:
+    """A stored event's plain state (`View.plain`): the mapper's `to_plain_state` where it has
+    one (`gateway.store.eventstore.BoundMapper`: decrypted and upcast, no event built), else the
+    decoded event's state encoded again by the application's transcoder, which is what the
+    first gives."""
+    to_plain = getattr(mapper, "to_plain_state", None)
+    if to_plain is not None:
+        found: dict[str, Any] = to_plain(notification)
+        return found
+    state = dict(vars(mapper.to_domain_event(notification)))
+    del state["originator_id"], state["originator_version"]
+    decoded: dict[str, Any] = json.loads(mapper.transcoder.encode(state))
+    return decoded
+
+
 class PositionMoved(Exception):
     """Another follower of the same view moved its position first; this batch was not applied.
 
@@ -275,7 +295,8 @@ class Batch:
     `end` may lie beyond the last notification: when a view reads only some topics, the ids in
     between belong to events it does not need, and its position still moves past them.
     `events` are the decoded `notifications`, one for one (empty when the view reads the stored
-    form only: `View.decodes = False`).
+    form only: `View.decodes = False`, or their plain states: `View.plain`); `states` their
+    plain states, one for one, for a view that asked for them (`View.plain`), else empty.
     """
 
     application_name: str
@@ -283,6 +304,7 @@ class Batch:
     end: int
     notifications: Sequence[Notification]
     events: Sequence[DomainEventProtocol[Any]]
+    states: Sequence[Mapping[str, Any]] = ()
 
     @property
     def tracking(self) -> Tracking:
@@ -302,6 +324,10 @@ class View(ABC):
     tables: ClassVar[tuple[str, ...]]
     topics: ClassVar[tuple[str, ...]] = ()
     decodes: ClassVar[bool] = True
+    # True: the batch brings each event's plain state (`Batch.states`: its stored JSON,
+    # decrypted and upcast, see `plain_state`), not the domain event: for a view that copies
+    # values out of many events and needs no event object (the access log's).
+    plain: ClassVar[bool] = False
 
     @abstractmethod
     def create_statements(self, dialect: Dialect) -> list[str]:
@@ -780,16 +806,19 @@ class Follower:
         )
         full = len(notifications) == self.batch_size
         end = notifications[-1].id if full else end_of_log
-        events: list[DomainEventProtocol[Any]] = []
+        decoded: list[Any] = []
         if self.view.decodes:
             # An erased event (its data key destroyed, issue 19) is left out of the batch, its
             # notification with it: the position still moves past it, so neither following nor
             # a rebuild from 0 stops there (`domain.tombstones`).
-            decode = self.application.mapper.to_domain_event
+            mapper = self.application.mapper
+            decode: Callable[[Notification], Any] = (
+                (lambda n: plain_state(mapper, n)) if self.view.plain else mapper.to_domain_event
+            )
             kept: list[Notification] = []
             for notification in notifications:
                 try:
-                    events.append(decode(notification))
+                    decoded.append(decode(notification))
                 except Exception as exc:
                     if not erased(exc):
                         raise
@@ -797,7 +826,9 @@ class Follower:
                 kept.append(notification)
             if len(kept) < len(notifications):
                 notifications = kept
-        return Batch(self.application_name, start, end, notifications, events)
+        if self.view.plain:
+            return Batch(self.application_name, start, end, notifications, (), decoded)
+        return Batch(self.application_name, start, end, notifications, decoded)
 
     def step(self, horizon: int | None = None) -> int:
         """Apply one batch. Returns how far the position moved (0: nothing to do)."""

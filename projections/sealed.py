@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Final
 
+import orjson
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -129,7 +130,7 @@ class ReadModelKeys:
 
     def seal(self, table: str, case_id: str, values: Mapping[str, Any]) -> str:
         """`values` (JSON-able) sealed for one row of `table`, as base64 text."""
-        plain = json.dumps(values, ensure_ascii=False, sort_keys=True).encode()
+        plain = _json(values)
         associated = self._associated(table, case_id)
         nonce = hmac.new(self._nonce_key, associated + b"\x00" + plain, hashlib.sha256).digest()
         nonce = nonce[:_NONCE_BYTES]
@@ -155,8 +156,19 @@ class ReadModelKeys:
                 "changed, or the value was moved): rebuild the read models "
                 "(`casetrail projections rebuild all`)"
             ) from None
-        found: dict[str, Any] = json.loads(plain)
+        found: dict[str, Any] = orjson.loads(plain)  # written by `_json`: JSON either way
         return found
+
+
+def _json(values: Mapping[str, Any]) -> bytes:
+    """`values` as JSON text, keys sorted (a row's sealed value is the same for the same values:
+    a rebuild writes the bytes incremental following wrote). orjson takes a tenth of `json`'s
+    time, which the access log's view pays per access event (bench/README.md, "eleventh
+    round"); what it refuses (a key that is not text, an integer past 64 bits) `json` writes."""
+    try:
+        return orjson.dumps(values, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(values, ensure_ascii=False, sort_keys=True).encode()
 
 
 class KeyedDb(Db):

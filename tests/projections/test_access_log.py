@@ -7,16 +7,24 @@ store's end while the follower lags."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
+import os
 import random
-from datetime import UTC, datetime, timedelta
+import shutil
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from eventsourcing.domain import DomainEvent
+from eventsourcing.persistence import Notification
 from faker import Faker
 
+from domain import commands as cmd
 from domain.access import (
     NO_CASE,
     Actor,
@@ -29,9 +37,26 @@ from domain.access import (
 )
 from domain.application import CaseTrail
 from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.retention import DataErased, KeyScope
 from domain.taxonomy import Purpose, Role
-from projections.compliance.access_log import TABLE, AccessQuery, CaseLog, case_log, search
+from gateway.store.eventstore import EventIntegrityError
+from projections.compliance.access_log import (
+    TABLE,
+    AccessLogView,
+    AccessQuery,
+    CaseLog,
+    case_log,
+    record_from,
+    record_values,
+    search,
+    stored_values,
+)
+from projections.follower import plain_state
+from projections.ledger.quarters import stamp
 from projections.readmodels import ReadModels
+from projections.sealed import ReadModelKeys
+from tests.architecture.test_stored_topics import FIXTURE_HOME, open_store
+from tests.integration.planted import planted_case
 from tests.projections.test_privacy import _postgres_bytes, _sqlite_bytes
 
 START = datetime(2026, 3, 1, tzinfo=UTC)
@@ -355,3 +380,122 @@ def test_a_limit_below_one_finds_nothing(
     readmodels = open_readmodels()
     readmodels.catch_up()
     assert view_records(readmodels, AccessQuery(limit=limit)) == []
+
+
+# --- rows made from plain states (`View.plain`, `stored_values`) --------------------------------
+
+
+def _values_both_ways(application: CaseTrail) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """For every access record stored: (its values from the plain state, from the event)."""
+    found = []
+    for notification in application.notifications(topics=RECORD_TOPICS):
+        event = application.mapper.to_domain_event(notification)
+        assert isinstance(event, DomainEvent)
+        record = record_of(notification.id, event)
+        assert record is not None
+        plain = stored_values(notification, plain_state(application.mapper, notification))
+        assert plain is not None
+        found.append((plain, record_values(record)))
+    return found
+
+
+def test_values_from_the_plain_state_are_the_records_values(application: CaseTrail) -> None:
+    history = History(seed=163)
+    events = history.events(60)
+    # The service's timestamps carry microseconds, in UTC (the row's stamp is cut from the
+    # text); a whole second is written without them by `isoformat`, and another zone with its
+    # offset (the stamp is parsed): every kind.
+    beijing = timezone(timedelta(hours=8))
+    events = [
+        type(e)(**{**vars(e), "timestamp": _moment(e.timestamp, n, beijing)})
+        for n, e in enumerate(events)
+    ]
+    application.store_events(events)
+    pairs = _values_both_ways(application)
+    assert len(pairs) == 60
+    kinds = {
+        (values["kind"], values["break_glass"], values["case_id"] is None) for _, values in pairs
+    }
+    assert len(kinds) >= 5  # reads, break-glass, refusals, refused commands, no case named
+    view = AccessLogView(ReadModelKeys(os.urandom(32)))
+    for plain, values in pairs:
+        assert plain == values
+        # The row too, its time stamped from the text (cut, or parsed) as from the datetime.
+        row = view._row(plain)
+        assert row == view.row_of(record_from(values))
+        assert row[3] == stamp(datetime.fromisoformat(values["at"]))
+    # The library's mapper path (no `to_plain_state`) gives the same plain states.
+    mapper: Any = application.mapper
+    library_path: Any = _WithoutPlainStates(mapper)
+    for notification in application.notifications(topics=RECORD_TOPICS):
+        assert plain_state(library_path, notification) == mapper.to_plain_state(notification)
+
+
+def _moment(at: datetime, n: int, zone: timezone) -> datetime:
+    if n % 3 == 0:
+        return at  # whole minutes
+    shifted = at + timedelta(microseconds=n * 7919 % 10**6)
+    return shifted.astimezone(zone) if n % 5 == 0 else shifted
+
+
+class _WithoutPlainStates:
+    """A mapper that only decodes events (as the library's own): `plain_state`'s fallback."""
+
+    def __init__(self, mapper: Any) -> None:
+        self.to_domain_event = mapper.to_domain_event
+        self.transcoder = mapper.transcoder
+
+
+def test_values_from_the_old_stores_plain_states_are_the_records_values(tmp_path: Path) -> None:
+    """The store written before access events had version 2 (format-1 states, class version 1):
+    upcast from their plain states as from their events."""
+    home = tmp_path / "home"
+    shutil.copytree(FIXTURE_HOME, home)
+    old = open_store(home)
+    try:
+        pairs = _values_both_ways(old)
+        assert len(pairs) >= 3
+        assert {values["channel"] for _, values in pairs} == {"unrecorded"}
+        for plain, values in pairs:
+            assert plain == values
+    finally:
+        old.close()
+
+
+def test_a_plain_state_is_refused_where_the_event_is(application: CaseTrail) -> None:
+    """Authentication and erasure hold for plain states as for events: a state moved to another
+    row fails; a case file's state (its own data key) is refused once the key is destroyed."""
+    reporter = Actor("user-1", Role.REPORTER, "dongshan-village", "chengguan-street")
+    case_id = application.report_clue(cmd.ReportClue.model_validate(planted_case().body), reporter)
+    mapper: Any = application.mapper
+    (created,) = [n for n in application.notifications() if n.originator_id == case_id]
+    plain = mapper.to_plain_state(created)
+    assert plain_state(_WithoutPlainStates(mapper), created) == plain  # type: ignore[arg-type]
+    moved = Notification(
+        id=created.id,
+        originator_id=uuid4(),
+        originator_version=created.originator_version,
+        topic=created.topic,
+        state=created.state,
+    )
+    with pytest.raises(EventIntegrityError):
+        mapper.to_plain_state(moved)
+    application.erase(case_id, scope=KeyScope.CASE, rule="retention", basis="t", due_on=None, by={})
+    with pytest.raises(DataErased):
+        mapper.to_plain_state(created)
+
+
+def test_a_value_sealed_before_orjson_still_opens(index_key: bytes) -> None:
+    """Rows sealed by `json` (before the view's rows were sealed with orjson) open as they
+    were; a value orjson refuses is written by `json`."""
+    keys = ReadModelKeys(index_key)
+    values = {"user": "张伟", "fields": ["risk"], "case_version": 3, "break_glass": False}
+    plain = json.dumps(values, ensure_ascii=False, sort_keys=True).encode()
+    associated = keys._associated(TABLE, "position:9")
+    nonce = hmac.new(keys._nonce_key, associated + b"\x00" + plain, hashlib.sha256).digest()[:12]
+    old = base64.b64encode(b"\x01" + nonce + keys._aead.encrypt(nonce, plain, associated)).decode()
+    assert keys.open(TABLE, "position:9", old) == values
+    assert keys.open(TABLE, "position:9", keys.seal(TABLE, "position:9", values)) == values
+    assert keys.open(TABLE, "position:9", keys.seal(TABLE, "position:9", {"n": 2**70})) == {
+        "n": 2**70
+    }
