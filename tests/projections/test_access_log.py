@@ -388,11 +388,8 @@ def test_a_limit_below_one_finds_nothing(
 def _values_both_ways(application: CaseTrail) -> list[tuple[dict[str, Any], dict[str, Any]]]:
     """For every access record stored: (its values from the plain state, from the event)."""
     found = []
-    for notification in application.notifications(topics=RECORD_TOPICS):
-        event = application.mapper.to_domain_event(notification)
-        assert isinstance(event, DomainEvent)
-        record = record_of(notification.id, event)
-        assert record is not None
+    notifications = application.notifications(topics=RECORD_TOPICS)
+    for notification, record in zip(notifications, stored_records(application), strict=True):
         plain = stored_values(notification, plain_state(application.mapper, notification))
         assert plain is not None
         found.append((plain, record_values(record)))
