@@ -33,15 +33,21 @@ async def durable(committing: Committing) -> None:
             if not settled.done():
                 settled.set_result(None)
 
+        def expire() -> None:
+            if not settled.done():
+                settled.set_exception(
+                    TimeoutError(f"the events were not stored within {committing.timeout} s")
+                )
+
         # Called in the committer's thread: the loop is only told (thread-safe), nothing more.
         committing.when_done(lambda: loop.call_soon_threadsafe(settle))
+        # A timer of the loop's own, not `asyncio.timeout`: the same bound at a fifth of its
+        # cost per read (4-5 µs less on uvloop, bench/README.md "eleventh round").
+        timer = loop.call_later(committing.timeout, expire)
         try:
-            async with asyncio.timeout(committing.timeout):
-                await settled
-        except TimeoutError:
-            raise TimeoutError(
-                f"the events were not stored within {committing.timeout} s"
-            ) from None
+            await settled
+        finally:
+            timer.cancel()
     committing.wait()
 
 
