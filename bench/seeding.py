@@ -48,7 +48,7 @@ from domain.case import Case
 from domain.retention import key_scope
 from gateway.store import datakeys
 from gateway.store.eventstore import BoundAESGCMCipher
-from projections.follower import Batch, erased, store_errors
+from projections.follower import Batch, erased, plain_state, store_errors
 from projections.readmodels import ReadModels
 
 if TYPE_CHECKING:
@@ -144,12 +144,15 @@ def catch_up_together(
                 continue
             topics = frozenset(follower.view.topics)
             mine = [(n, e) for n, e in decoded if n.id > at and (not topics or n.topic in topics)]
+            view = follower.view
             batch = Batch(
                 app.name,
                 at,
                 end,
                 [n for n, _ in mine],
-                [e for _, e in mine] if follower.view.decodes else [],
+                [e for _, e in mine] if view.decodes and not view.plain else [],
+                # A view of plain states (the access log's) gets them as its follower would.
+                [plain_state(app.mapper, n) for n, _ in mine] if view.plain else (),
             )
             follower.recorder.process(batch)
             moved[name] += end - at

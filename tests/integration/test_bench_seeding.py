@@ -1,8 +1,8 @@
 """The benchmarks' bulk seeding (`bench.seeding`, issue 23) builds what the service would have:
 the read models caught up from one decoding of the log hold row for row what their followers
-write; every saved event opens, in a process that never saw its key made (a fresh
-application); every case file's data key is in the key table with its wrap; and a file stored
-before keeps the key it had.
+write (the access log's, of plain states, too); every saved event opens, in a process that
+never saw its key made (a fresh application); every case file's data key is in the key table
+with its wrap; and a file stored before keeps the key it had.
 
 Real parts: the test's SQLite or PostgreSQL event store, read models in SQLite files, the
 domain's own aggregates (`bench.workload`); nothing timed.
@@ -26,6 +26,7 @@ from bench.workload import (
 )
 from domain.application import CaseTrail
 from domain.case import Case
+from domain.taxonomy import Purpose
 from gateway.settings import Settings
 from gateway.store.eventstore import BoundAESGCMCipher, store_environment
 from projections.readmodels import ReadModelConfig, ReadModels
@@ -68,6 +69,9 @@ def test_a_bulk_built_store_holds_what_following_it_would(
         keys, wraps = _key_rows(app)
         assert keys - keys_before == len(stored), "one data key per case file"
         assert wraps == keys, "every key wrapped"
+        # Reads leave access events, which the access log's view takes as plain states.
+        for n, case in enumerate(stored[:15]):
+            app.read_case(case.id, COORDINATOR, Purpose.CONSULTATION, f"req-seeding-{n}")
 
         index_key = os.urandom(32)
         followed = _read_models(app, tmp_path / "followed.sqlite", index_key)
@@ -81,6 +85,7 @@ def test_a_bulk_built_store_holds_what_following_it_would(
             assert all(f.position() == head for f in together.followers.values())
             expected = _tables(followed)
             assert len(expected["ledger_cases"]) == len(stored)
+            assert len(expected["accesses_records"]) == 15
             assert _tables(together) == expected
         finally:
             followed.close()
