@@ -9,12 +9,13 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 
 from domain import commands as cmd
 from domain.access import IN_PROCESS_CLIENT, Actor, CaseAccessed, Channel
-from domain.application import CaseTrail
+from domain.application import CaseTrail, PendingRead
 from domain.group_commit import Committing, GroupCommit
 from domain.taxonomy import Purpose, Role
 from gateway.http.durability import answer_when_durable, durable
@@ -140,29 +141,37 @@ def test_a_unit_stored_without_a_shared_commit_is_durable_at_once() -> None:
     committing.wait()
 
 
+def _read_with_commit_held(
+    app: CaseTrail, request_id: str
+) -> tuple[UUID, threading.Event, PendingRead]:
+    """A case reported, then a read of it begun with the committer's save held until the
+    returned event is set: the read is decided and handed over, not yet stored."""
+    case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+    committer = app.access_commits
+    assert committer is not None
+    held = threading.Event()
+    real_save = committer._save
+
+    def held_save(events: Sequence[object]) -> object:
+        assert held.wait(10)
+        return real_save(events)
+
+    committer._save = held_save
+    pending = app.begin_read(
+        case_id,
+        REPORTER,
+        Purpose.FOLLOW_UP,
+        request_id,
+        channel=Channel.API,
+        client=IN_PROCESS_CLIENT,
+    )
+    return case_id, held, pending
+
+
 def test_a_begun_read_answers_only_once_its_access_event_is_stored(tmp_path: Path) -> None:
     app = CaseTrail(env=store_environment(f"sqlite:///{tmp_path / 'r.sqlite'}", [new_key_text()]))
     try:
-        case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
-        committer = app.access_commits
-        assert committer is not None
-        # The committer's save held: the read is decided and handed over, not yet stored.
-        held = threading.Event()
-        real_save = committer._save
-
-        def held_save(events: Sequence[object]) -> object:
-            assert held.wait(10)
-            return real_save(events)
-
-        committer._save = held_save
-        pending = app.begin_read(
-            case_id,
-            REPORTER,
-            Purpose.FOLLOW_UP,
-            "req-1",
-            channel=Channel.API,
-            client=IN_PROCESS_CLIENT,
-        )
+        case_id, held, pending = _read_with_commit_held(app, "req-1")
         assert not pending.committing.done()
         assert not [e for e in app.access_events(case_id) if isinstance(e, CaseAccessed)]
         answers: list[dict[str, object]] = []
@@ -182,25 +191,7 @@ def test_a_begun_read_answers_only_once_its_access_event_is_stored(tmp_path: Pat
 def test_a_routes_answer_awaits_the_commit_in_the_loop(tmp_path: Path) -> None:
     app = CaseTrail(env=store_environment(f"sqlite:///{tmp_path / 'a.sqlite'}", [new_key_text()]))
     try:
-        case_id = app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
-        committer = app.access_commits
-        assert committer is not None
-        held = threading.Event()
-        real_save = committer._save
-
-        def held_save(events: Sequence[object]) -> object:
-            assert held.wait(10)
-            return real_save(events)
-
-        committer._save = held_save
-        pending = app.begin_read(
-            case_id,
-            REPORTER,
-            Purpose.FOLLOW_UP,
-            "req-2",
-            channel=Channel.API,
-            client=IN_PROCESS_CLIENT,
-        )
+        case_id, held, pending = _read_with_commit_held(app, "req-2")
 
         async def scenario() -> tuple[dict[str, object], int]:
             ticks = 0
