@@ -156,7 +156,8 @@ class ReadModelKeys:
                 "changed, or the value was moved): rebuild the read models "
                 "(`casetrail projections rebuild all`)"
             ) from None
-        found: dict[str, Any] = orjson.loads(plain)  # written by `_json`: JSON either way
+        # `json`, not orjson: orjson reads an integer past 64 bits as a float, losing digits.
+        found: dict[str, Any] = json.loads(plain)
         return found
 
 

@@ -493,6 +493,31 @@ def test_a_value_sealed_before_orjson_still_opens(index_key: bytes) -> None:
     old = base64.b64encode(b"\x01" + nonce + keys._aead.encrypt(nonce, plain, associated)).decode()
     assert keys.open(TABLE, "position:9", old) == values
     assert keys.open(TABLE, "position:9", keys.seal(TABLE, "position:9", values)) == values
-    assert keys.open(TABLE, "position:9", keys.seal(TABLE, "position:9", {"n": 2**70})) == {
-        "n": 2**70
+    assert keys.open(TABLE, "position:9", keys.seal(TABLE, "position:9", {"n": 2**70 + 1})) == {
+        "n": 2**70 + 1
     }
+
+
+@pytest.mark.parametrize("number", [2**70 + 1, -(2**63) - 1, 2**63 + 1])
+def test_a_plain_state_keeps_an_integer_past_64_bits_exact(
+    application: CaseTrail, number: int
+) -> None:
+    """orjson reads such an integer as a float: the plain state must not lose its digits."""
+    history = History(seed=167)
+    event = access_event(
+        Decision(True, "coordinator_same_street", frozenset({"risk"})),
+        case_id=history.cases[0],
+        actor=history.people[0],
+        purpose=Purpose.CONSULTATION,
+        request_id="req-long",
+        case_version=number,
+        channel=Channel.API,
+        client=history.clients[0],
+    )
+    application.store_events([event])
+    (notification,) = application.notifications(topics=RECORD_TOPICS)
+    mapper: Any = application.mapper
+    assert mapper.to_plain_state(notification)["case_version"] == number
+    values = stored_values(notification, mapper.to_plain_state(notification))
+    assert values is not None
+    assert type(values["case_version"]) is int
