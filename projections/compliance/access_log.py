@@ -196,11 +196,8 @@ class AccessLogView(View):
             f"CREATE INDEX IF NOT EXISTS accesses_event ON {{{TABLE}}} (event_id)",
         ]
 
-    def row_of(self, record: AccessRecord) -> tuple[Any, ...]:
-        """The row of `record` (the one `apply` writes for its event)."""
-        return self._row(record_values(record))
-
-    def _row(self, values: dict[str, Any]) -> tuple[Any, ...]:
+    def row_of(self, values: dict[str, Any]) -> tuple[Any, ...]:
+        """The row of an access record's values (`stored_values`, or `record_values`)."""
         position = values["position"]
         return (
             position,
@@ -230,7 +227,7 @@ class AccessLogView(View):
                 continue
             values = stored_values(notification, state)
             if values is not None:
-                rows.append(self._row(values))
+                rows.append(self.row_of(values))
         # An upsert by position: the tracking row already keeps a batch from being applied
         # twice; should one be, it leaves the same single row.
         db.insert(TABLE, _COLUMNS, rows, key=("position",))

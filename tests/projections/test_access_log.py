@@ -418,8 +418,8 @@ def test_values_from_the_plain_state_are_the_records_values(application: CaseTra
     for plain, values in pairs:
         assert plain == values
         # The row too, its time stamped from the text (cut, or parsed) as from the datetime.
-        row = view._row(plain)
-        assert row == view.row_of(record_from(values))
+        row = view.row_of(plain)
+        assert row == view.row_of(record_values(record_from(values)))
         assert row[3] == stamp(datetime.fromisoformat(values["at"]))
     # The library's mapper path (no `to_plain_state`) gives the same plain states.
     mapper: Any = application.mapper
