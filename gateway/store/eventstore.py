@@ -45,7 +45,6 @@ import base64
 import hashlib
 import json
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -539,14 +538,17 @@ def _upcast(cls: type, state: dict[str, Any]) -> None:
 
 
 # 19 digits: the shortest integer outside orjson's exact range (below -2**63) has that many.
-_LONG_DIGITS: Final = re.compile(rb"[0-9]{19}")
+# Found by mapping every digit to "0" and anything else to " " (`bytes.translate`, in C) and
+# looking for 19 zeros: a third of a regular expression's time, which cost more than orjson saves.
+_DIGITS_ONLY: Final = bytes(ord("0") if b in b"0123456789" else ord(" ") for b in range(256))
+_LONG_DIGITS: Final = b"0" * 19
 
 
 def _loads(plaintext: bytes) -> dict[str, Any]:
     """A stored state's JSON object. orjson parses it in a third of `json`'s time, but reads an
     integer past 64 bits as a float, losing digits: a state with a run of 19 digits or more
     (any such integer has one) is read by `json`, as is one orjson refuses."""
-    if _LONG_DIGITS.search(plaintext) is not None:
+    if _LONG_DIGITS in plaintext.translate(_DIGITS_ONLY):
         found = json.loads(plaintext)
     else:
         try:
