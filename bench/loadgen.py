@@ -20,11 +20,13 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hdrh.histogram import HdrHistogram
 
 from bench.harness import new_histogram, record_ns
+
+K = TypeVar("K")
 
 
 def encode_request(
@@ -80,12 +82,16 @@ class _Connection:
 
 
 class LoadClient:
-    """Keeps its event loop and connections between blocks, so a block measures requests only."""
+    """Keeps its event loop and connections between blocks, so a block measures requests only.
 
-    def __init__(self, port: int, concurrency: int) -> None:
+    Clients made with the same `runner` share an event loop and can be run side by side
+    (`run_side_by_side`); each closes only a runner it made itself."""
+
+    def __init__(self, port: int, concurrency: int, runner: asyncio.Runner | None = None) -> None:
         self.port = port
         self.concurrency = concurrency
-        self._runner = asyncio.Runner()
+        self._owns_runner = runner is None
+        self._runner = runner or asyncio.Runner()
         self._connections: list[_Connection] = []
 
     def run(self, requests: Sequence[bytes], expect: frozenset[int]) -> LoadResult:
@@ -93,7 +99,8 @@ class LoadClient:
 
     def close(self) -> None:
         self._runner.run(self._close())
-        self._runner.close()
+        if self._owns_runner:
+            self._runner.close()
 
     async def _connect(self) -> _Connection:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -151,3 +158,25 @@ class LoadClient:
                 raise RuntimeError("chunked answers are not expected from the API")
         body = await conn.reader.readexactly(length) if length else b""
         return status, body, close
+
+
+def run_side_by_side(
+    runs: Mapping[K, tuple[LoadClient, Sequence[bytes]]], expect: frozenset[int]
+) -> dict[K, LoadResult]:
+    """Every client's requests at the same time, each client on its own server: a block of a
+    duet (bench/README.md, "twelfth round"). Both sides of a comparison then see the same
+    machine in the same seconds, so that what another tenant of the host takes from one it
+    takes from the other, which blocks in turns cannot promise. The clients must share one
+    event loop (`LoadClient(..., runner=)`); each result is timed from its own start to its own
+    last answer."""
+    clients = [client for client, _ in runs.values()]
+    runner = clients[0]._runner
+    if any(client._runner is not runner for client in clients):
+        raise ValueError("clients run side by side must share one runner")
+
+    async def together() -> list[LoadResult]:
+        return list(
+            await asyncio.gather(*(client._run(plan, expect) for client, plan in runs.values()))
+        )
+
+    return dict(zip(runs, runner.run(together()), strict=True))

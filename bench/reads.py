@@ -5,21 +5,26 @@ the same store: the service as it ships (`audited`: the access event of every re
 stored, by group commit, before the answer leaves) and the bench-only baseline with the access
 write switched off (`no-access-write`: the same authentication, decision and disclosure, no
 record). The full run adds the naive variant (`audited-no-group-commit`: one transaction per
-access event) to show what group commit buys. The same requests go to each variant, in blocks
-taking turns (ABBA), so that each sees the same machine; the ratio is what the target is about.
+access event) to show what group commit buys. The same requests go to each variant, in blocks; the
+ratio of each block is what the targets are about. The variants of a block run side by side
+(a duet: each its own server and clients, in the same seconds), so that whatever else the host
+runs weighs on both alike; `--in-turns` runs them one after the other instead, in turns (ABBA).
+Side by side, the audited variant's CPU per request was within [0.78, 0.88] of the baseline's
+in 8 blocks where turns gave [0.66, 1.25] (bench/README.md, "twelfth round").
 
 Workload: case files from `bench.workload` (seeded), read with a Zipf-skewed hot set (s = 1.1)
 by the street's coordinator (70%) and the reporting village (30%), all reads granted. After the
 run the store is counted: every `200` of an audited variant has its `CaseAccessed`, and the
 baseline stored none.
 
-    .venv/bin/python -m bench.reads            # 3000 cases, 16 blocks of 1,000 reads per variant
-    .venv/bin/python -m bench.reads --quick    # 200 cases, 8 blocks of 80
+    .venv/bin/python -m bench.reads            # 3000 cases, 24 blocks of 2,000 reads per variant
+    .venv/bin/python -m bench.reads --quick    # 200 cases, 8 blocks of 300
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import statistics
 import sys
@@ -46,7 +51,7 @@ from bench.harness import (
     ratio_of,
     write_results,
 )
-from bench.loadgen import LoadClient, LoadResult, encode_request
+from bench.loadgen import LoadClient, LoadResult, encode_request, run_side_by_side
 from bench.profile import Profiler, summary
 from bench.server import Server, service_env
 from bench.stores import (
@@ -168,7 +173,9 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
             server.start()
         for server in servers.values():
             server.wait_ready()
-        clients = {v: LoadClient(s.port, args.concurrency) for v, s in servers.items()}
+        # One event loop for every client, so that a block can run them side by side.
+        runner = stack.enter_context(asyncio.Runner())
+        clients = {v: LoadClient(s.port, args.concurrency, runner) for v, s in servers.items()}
         for client in clients.values():
             stack.callback(client.close)
 
@@ -194,21 +201,26 @@ def run_store(  # noqa: PLR0915 (one scenario, read top to bottom)
         for turn in range(args.blocks):
             plan = read_plan(cases, rng, zipf, args.block)
             encoded = {v: encode_plan(plan, stores[v], tokens) for v in variants}
-            # Rotate who goes first: ABBA for two variants, a rotation for three.
-            order = list(variants[turn % len(variants) :]) + list(variants[: turn % len(variants)])
-            if turn % 2:
-                order.reverse()
-            for v in order:
-                cpu_before = servers[v].cpu_seconds()
-                followers_before = servers[v].followers_cpu_seconds()
-                result = clients[v].run(encoded[v], ok)
-                used = servers[v].settled_cpu_seconds() - cpu_before
-                followers_cpu[v] += servers[v].followers_cpu_seconds() - followers_before
-                cpu[v] += used
-                totals[v].add(result)
-                per_turn[v].append(result.per_second)
-                cpu_per_turn[v].append(1000 * used / max(result.requests, 1))
-                p99_per_turn[v].append(Percentiles.of(result.histogram).p99_ms)
+            if args.in_turns:
+                # Rotate who goes first: ABBA for two variants, a rotation for three.
+                n = turn % len(variants)
+                order = list(variants[n:]) + list(variants[:n])
+                groups = [[v] for v in (order[::-1] if turn % 2 else order)]
+            else:
+                groups = [list(variants)]  # a duet: every variant in the same seconds
+            for group in groups:
+                cpu_before = {v: servers[v].cpu_seconds() for v in group}
+                followers_before = {v: servers[v].followers_cpu_seconds() for v in group}
+                found = run_side_by_side({v: (clients[v], encoded[v]) for v in group}, ok)
+                settled = {v: servers[v].settled_cpu_seconds() for v in group}
+                for v, result in found.items():
+                    used = settled[v] - cpu_before[v]
+                    followers_cpu[v] += servers[v].followers_cpu_seconds() - followers_before[v]
+                    cpu[v] += used
+                    totals[v].add(result)
+                    per_turn[v].append(result.per_second)
+                    cpu_per_turn[v].append(1000 * used / max(result.requests, 1))
+                    p99_per_turn[v].append(Percentiles.of(result.histogram).p99_ms)
             line = "  ".join(
                 f"{v} {per_turn[v][-1]:7,.0f}/s {cpu_per_turn[v][-1]:5.2f} ms CPU" for v in variants
             )
@@ -306,6 +318,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--naive", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument(
+        "--in-turns",
+        action="store_true",
+        help="blocks of one variant at a time, in turns (ABBA), instead of side by side",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-sqlite", action="store_true")
@@ -317,10 +334,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.cases = args.cases or (200 if quick else 3000)
     # Quick: 8 short blocks rather than 4 long ones, so that the interval of each ratio covers
     # its median at 99% (4 blocks: 87.5%; see bench.harness.Interval).
-    args.blocks = args.blocks or (8 if quick else 16)
-    # A full block holds a second or more of each server's CPU, on a fast day too: at 300
-    # reads a block was 0.3 s there, and its ratio moved by ±0.2 (bench/README.md, "reads").
-    args.block = args.block or (80 if quick else 1000)
+    args.blocks = args.blocks or (8 if quick else 24)
+    # A full block holds a few seconds of each server's CPU: at 300 reads a block was 0.3 s on
+    # a fast day, and its ratio moved by ±0.2 (bench/README.md, "reads"); side by side, blocks
+    # of 2,000 kept the CPU ratio within ±0.05 of its median where blocks of 1,000 spread over
+    # ±0.15 ("twelfth round").
+    args.block = args.block or (300 if quick else 2000)
     args.warmup = args.warmup or (100 if quick else 600)
     if args.naive is None:
         args.naive = not quick

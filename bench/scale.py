@@ -7,8 +7,10 @@ evidence log are caught up. Every store also gets the same 20 probe files (`add_
 with a unique ID number, consulted and assigned to a probe unit), an auditor and the probe
 unit's member. Each larger store is then measured against the smallest (the reference), both
 served at once by real servers (`bench.server`, the service as it ships, its read models
-followed as in production), block by block in turns (ABBA), 8 concurrent clients, every kind of
-request in every block:
+followed as in production), block by block, 8 concurrent clients each, every kind of request
+in every block. In a block both stores are asked the same requests side by side, in the same
+seconds (a duet, `bench.loadgen.run_side_by_side`), so that the host's other load weighs on
+both alike; `--in-turns` asks them one after the other, in turns (ABBA):
 
 - `case_read`: `GET /v1/cases/{id}`, case files drawn with a Zipf-skewed hot set (s = 1.1), by
   the street's coordinator and the reporting villages; each read stores its access event first;
@@ -43,6 +45,7 @@ events in the full run.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import random
@@ -74,7 +77,7 @@ from bench.harness import (
     print_targets,
     write_results,
 )
-from bench.loadgen import LoadClient, LoadResult, encode_request
+from bench.loadgen import LoadClient, LoadResult, encode_request, run_side_by_side
 from bench.reads import PURPOSE_OF, Tokens
 from bench.seeding import Apart, populate_apart, save_in_bulk
 from bench.server import Server, service_env
@@ -444,7 +447,9 @@ class Side:
 
 
 @contextmanager
-def side(store: Store, events: int, args: argparse.Namespace, work: Path) -> Iterator[Side]:
+def side(
+    store: Store, events: int, args: argparse.Namespace, work: Path, runner: asyncio.Runner
+) -> Iterator[Side]:
     """A working store of `events` events with its probes, and its server, ready."""
     with ExitStack() as stack:
         if store == "sqlite":
@@ -470,7 +475,7 @@ def side(store: Store, events: int, args: argparse.Namespace, work: Path) -> Ite
         server = stack.enter_context(
             Server(port=free_port(), variant="audited", env=env, log_path=log)
         )
-        client = LoadClient(server.port, args.concurrency)
+        client = LoadClient(server.port, args.concurrency, runner)
         stack.callback(client.close)
         found = Side(
             events,
@@ -505,14 +510,20 @@ def measure(
     store: Store, reference: int, events: int, args: argparse.Namespace, work: Path
 ) -> dict[str, Any]:
     """The store of `events` events against the `reference` store (the smallest), both served
-    at once, block by block in turns (ABBA), every kind of request in every block."""
+    at once, block by block (side by side, or in turns with `--in-turns`), every kind of
+    request in every block."""
     print(
         f"\n== scale / {store}: {events:,} events over {events // EVENTS_PER_CASE:,} cases, "
-        f"against {reference:,} events, {args.blocks} blocks in turns =="
+        f"against {reference:,} events, {args.blocks} blocks "
+        f"{'in turns' if args.in_turns else 'side by side'} =="
     )
     sizes = {"per block": {k: args.per_block[k] for k in KINDS}}
     print(f"  requests {sizes}")
-    with side(store, reference, args, work) as small, side(store, events, args, work) as large:
+    with (
+        asyncio.Runner() as runner,  # one event loop for both sides' clients
+        side(store, reference, args, work, runner) as small,
+        side(store, events, args, work, runner) as large,
+    ):
         started = time.monotonic()  # both ready (the first started earlier)
         sides = (small, large)
         print("  store    " + " ".join(f"{k}={v}" for k, v in large.settings.items()))
@@ -527,14 +538,25 @@ def measure(
         if settle > 0:
             print(f"  waiting {settle:.0f} s more: the servers' start-up overlap")
             time.sleep(settle)
+        per = args.per_block
         for block in range(args.blocks):
             for kind in KINDS:
-                order = sides if (block + KINDS.index(kind)) % 2 == 0 else sides[::-1]
-                for one in order:
-                    rng = random.Random(f"{args.seed}-{block}-{kind}")  # the same draws
-                    result = one.client.run(one.plan(kind, rng, args.per_block[kind]), OK_STATUS)
-                    one.results.setdefault(kind, LoadResult()).add(result)
-                    one.blocks[kind].append(result.latencies_ms)
+                # The same draws for both sides.
+                plans = {
+                    one.events: (
+                        one.client,
+                        one.plan(kind, random.Random(f"{args.seed}-{block}-{kind}"), per[kind]),
+                    )
+                    for one in sides
+                }
+                if args.in_turns:
+                    order = sides if (block + KINDS.index(kind)) % 2 == 0 else sides[::-1]
+                    answers = {o.events: o.client.run(plans[o.events][1], OK_STATUS) for o in order}
+                else:  # side by side: both stores in the same seconds
+                    answers = run_side_by_side(plans, OK_STATUS)
+                for one in sides:
+                    one.results.setdefault(kind, LoadResult()).add(answers[one.events])
+                    one.blocks[kind].append(answers[one.events].latencies_ms)
             line = "  ".join(
                 f"{k} {percentile(small.blocks[k][-1], 99):.0f}/"
                 f"{percentile(large.blocks[k][-1], 99):.0f}"
@@ -574,7 +596,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.scale", description=__doc__)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sizes", help="comma-separated event counts (for every store)")
-    parser.add_argument("--blocks", type=int, help="blocks in turns (default 12, quick 6)")
+    parser.add_argument("--blocks", type=int, help="blocks (default 12, quick 6)")
+    parser.add_argument(
+        "--in-turns",
+        action="store_true",
+        help="ask the two stores one after the other, in turns (ABBA), not side by side",
+    )
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
@@ -614,7 +641,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine()
     print(
         f"scale benchmark: {', '.join(KINDS)} at {args.concurrency} concurrent clients, "
-        f"sizes {args.size_plan}, each against the smallest in turns"
+        f"sizes {args.size_plan}, each against the smallest "
+        f"{'in turns' if args.in_turns else 'side by side'}"
     )
     print(f"machine: {describe(info)}")
     if args.build_only:

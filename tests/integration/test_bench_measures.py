@@ -2,7 +2,8 @@
 exists only in the benchmark launcher and only when its setting says so, stores exactly the
 events it is given, and asks for a token like every route; the verdicts on ratios say `ok`,
 `MISS` or `undecided` from the interval, never `MISS` for a figure the interval cannot decide;
-a server's profile is read process by process, whatever the processes' command lines hold.
+a server's profile is read process by process, whatever the processes' command lines hold;
+a duet's block asks both sides in the same seconds.
 
 Real parts: the service's own app and the launcher's (`bench.server.bench_app`) over the test's
 SQLite or PostgreSQL store, with TestClient; nothing timed (bench/ measures, tests check).
@@ -10,10 +11,14 @@ SQLite or PostgreSQL store, with TestClient; nothing timed (bench/ measures, tes
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -23,6 +28,7 @@ from fastapi.testclient import TestClient
 
 from bench import profile
 from bench.harness import MISS, OK, UNDECIDED, Interval, Target, bootstrap_ratio, percentile
+from bench.loadgen import LoadClient, encode_request, run_side_by_side
 from bench.server import (
     SAVE_PATH,
     VARIANT_ENV,
@@ -199,6 +205,77 @@ def test_a_blocks_cpu_counts_the_work_it_left_behind(tmp_path: Path) -> None:
     finally:
         child.kill()
         child.wait()
+
+
+# --- side by side ---------------------------------------------------------------------------------
+
+
+class _Rendezvous(http.server.BaseHTTPRequestHandler):
+    """Answers 200 only once the other server has been asked something too (within 3 s), 503
+    if it waits alone: a request answered 200 was served while the other side was busy."""
+
+    protocol_version = "HTTP/1.1"
+    mine: threading.Event
+    theirs: threading.Event
+
+    def do_GET(self) -> None:
+        self.mine.set()
+        status = 200 if self.theirs.wait(3.0) else 503
+        self.send_response(status)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        return None
+
+
+@contextmanager
+def _rendezvous_servers() -> Iterator[tuple[int, int]]:
+    a, b = threading.Event(), threading.Event()
+    servers = [
+        http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), type("Side", (_Rendezvous,), {"mine": mine, "theirs": theirs})
+        )
+        for mine, theirs in ((a, b), (b, a))
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield servers[0].server_address[1], servers[1].server_address[1]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_side_by_side_blocks_ask_both_servers_in_the_same_seconds() -> None:
+    """A duet's block (`run_side_by_side`) has both sides' requests in flight at once: each
+    server here answers 200 only if the other is asked while it waits. Run in turns, the
+    first side's server waits alone and answers 503: the check can fail."""
+    request = encode_request("GET", "/", {})
+    ok = frozenset({200})
+    with _rendezvous_servers() as (port_a, port_b), asyncio.Runner() as runner:
+        clients = {"a": LoadClient(port_a, 2, runner), "b": LoadClient(port_b, 2, runner)}
+        try:
+            found = run_side_by_side({k: (c, [request] * 6) for k, c in clients.items()}, ok)
+            assert {k: dict(r.statuses) for k, r in found.items()} == {"a": {200: 6}, "b": {200: 6}}
+            assert all(r.requests == 6 and len(r.latencies_ms) == 6 for r in found.values())
+        finally:
+            for client in clients.values():
+                client.close()
+    with _rendezvous_servers() as (port_a, _), asyncio.Runner() as runner:
+        alone = LoadClient(port_a, 1, runner)
+        try:
+            assert dict(alone.run([request], ok).statuses) == {503: 1}
+        finally:
+            alone.close()
+
+
+def test_side_by_side_clients_must_share_one_event_loop() -> None:
+    with asyncio.Runner() as one, asyncio.Runner() as other:
+        clients = {"a": LoadClient(1, 1, one), "b": LoadClient(1, 1, other)}
+        with pytest.raises(ValueError, match="share one runner"):
+            run_side_by_side({k: (c, []) for k, c in clients.items()}, frozenset({200}))
 
 
 @pytest.mark.postgres
