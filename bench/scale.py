@@ -606,6 +606,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--no-postgres", action="store_true")
+    parser.add_argument("--no-sqlite", action="store_true")
     parser.add_argument(
         "--build-workers",
         type=int,
@@ -655,6 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     stores, skipped = selected_stores(
         args.postgres_url,
+        sqlite=not args.no_sqlite,
         postgres=bool(args.size_plan["postgres"]) and not args.no_postgres,
         postgres_off_reason=(
             "--no-postgres" if args.no_postgres else "no PostgreSQL sizes in this mode"
