@@ -541,22 +541,25 @@ def measure(
         per = args.per_block
         for block in range(args.blocks):
             for kind in KINDS:
-                # The same draws for both sides.
+                # The same draws for both sides, keyed by the side's place (not its size).
                 plans = {
-                    one.events: (
+                    n: (
                         one.client,
                         one.plan(kind, random.Random(f"{args.seed}-{block}-{kind}"), per[kind]),
                     )
-                    for one in sides
+                    for n, one in enumerate(sides)
                 }
-                if args.in_turns:
-                    order = sides if (block + KINDS.index(kind)) % 2 == 0 else sides[::-1]
-                    answers = {o.events: o.client.run(plans[o.events][1], OK_STATUS) for o in order}
+                if args.in_turns:  # one side at a time, ABBA
+                    first = 0 if (block + KINDS.index(kind)) % 2 == 0 else 1
+                    groups = [[first], [1 - first]]
                 else:  # side by side: both stores in the same seconds
-                    answers = run_side_by_side(plans, OK_STATUS)
-                for one in sides:
-                    one.results.setdefault(kind, LoadResult()).add(answers[one.events])
-                    one.blocks[kind].append(answers[one.events].latencies_ms)
+                    groups = [[0, 1]]
+                answers: dict[int, LoadResult] = {}
+                for group in groups:
+                    answers |= run_side_by_side({n: plans[n] for n in group}, OK_STATUS)
+                for n, one in enumerate(sides):
+                    one.results.setdefault(kind, LoadResult()).add(answers[n])
+                    one.blocks[kind].append(answers[n].latencies_ms)
             line = "  ".join(
                 f"{k} {percentile(small.blocks[k][-1], 99):.0f}/"
                 f"{percentile(large.blocks[k][-1], 99):.0f}"
