@@ -67,7 +67,15 @@ from domain.compliance.findings import (
     Outcome,
 )
 from domain.compliance.origin import current_origin
-from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.compliance.records import (
+    EVERY_RECORD,
+    RECORD_TOPICS,
+    AccessRecord,
+    AccessRecordSource,
+    RecordKind,
+    RecordPage,
+    record_of,
+)
 from domain.credentials import (
     AccountNotLocked,
     Credentials,
@@ -683,11 +691,39 @@ class CaseTrail(Application[UUID]):
             client=client,
         )
         if need == "access_log":
-            log = [
-                e for e in self.access_log(case_id) if not hidden_from_street(e["rule"], actor.role)
-            ]
-            return {"id": str(case_id), "access_log": log}
+            return self._access_log_answer(case_id, actor, None)
         return disclose(case, decision.fields, reader_unit=actor.unit)
+
+    def read_access_log(
+        self,
+        case_id: UUID,
+        actor: Actor,
+        purpose: Purpose,
+        request_id: str,
+        *,
+        after: int = 0,
+        limit: int | None = None,
+        channel: Channel = Channel.API,
+        client: Client = IN_PROCESS_CLIENT,
+    ) -> dict[str, Any]:
+        """One page of the case's access log (`read_case` with `need="access_log"`): the reads
+        stored after position `after`, at most `limit` of them, oldest first; `next_after` is
+        where the following page starts (None on the last). The read is decided and stored
+        first, as every read."""
+        self.authorise_read(
+            case_id, actor, purpose, request_id, need="access_log", channel=channel, client=client
+        )
+        return self._access_log_answer(case_id, actor, RecordPage(after, limit, _LOGGED))
+
+    def _access_log_answer(
+        self, case_id: UUID, actor: Actor, page: RecordPage | None
+    ) -> dict[str, Any]:
+        page = page or RecordPage(kinds=_LOGGED)
+        records = self.access_records(case_id, page)
+        # A read under a county order is left out for the street's roles: a page may then hold
+        # fewer entries than its limit; `next_after` still follows the records scanned.
+        log = [access_log_entry(r) for r in records if not hidden_from_street(r.rule, actor.role)]
+        return {"id": str(case_id), "access_log": log, "next_after": page.next_after(records)}
 
     def begin_read(
         self,
@@ -1464,12 +1500,16 @@ class CaseTrail(Application[UUID]):
                 return
             start = page[-1].id + 1
 
-    def access_log(self, case_id: UUID) -> list[dict[str, Any]]:
+    def access_log(
+        self, case_id: UUID, *, after: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         """Who accessed the case, when, why, which fields, of which version of the case, by
         which channel, from which client: an access record, no case content. Reads (granted
-        or refused) only, oldest first; from the access-log read model when one is wired
-        (`use_access_records`), else from a scan of the store's access events."""
-        return [access_log_entry(r) for r in self.access_records(case_id) if r.kind in _LOGGED]
+        or refused) only, oldest first, those stored after position `after`, at most `limit`;
+        from the access-log read model when one is wired (`use_access_records`), else from a
+        scan of the store's access events."""
+        page = RecordPage(after, limit, _LOGGED)
+        return [access_log_entry(r) for r in self.access_records(case_id, page)]
 
     # --- notice facts (domain.notices) --------------------------------------------------------
 
@@ -2185,32 +2225,37 @@ class CaseTrail(Application[UUID]):
 
     # Set by `gateway.bootstrap` to the access-log read model's `CaseLog` (a case's records,
     # complete up to the store's end); None: a scan of the store's access events.
-    _access_records: Callable[[UUID], list[AccessRecord]] | None = None
+    _access_records: AccessRecordSource | None = None
 
-    def use_access_records(self, source: Callable[[UUID], list[AccessRecord]] | None) -> None:
+    def use_access_records(self, source: AccessRecordSource | None) -> None:
         """Answer case access logs from `source` (see `access_records`)."""
         self._access_records = source
 
     @property
-    def access_record_source(self) -> Callable[[UUID], list[AccessRecord]] | None:
+    def access_record_source(self) -> AccessRecordSource | None:
         """The wired source of a case's access records (the read model's), or None: the
         workbench's `gather` then reads access events from the store instead."""
         return self._access_records
 
-    def access_records(self, case_id: UUID) -> list[AccessRecord]:
-        """Every access record naming the case (reads and refused commands), in stored order,
-        complete up to the store's end at the call. From the read model when wired, without a
-        scan of the store; otherwise from one scan of the access topics."""
+    def access_records(self, case_id: UUID, page: RecordPage = EVERY_RECORD) -> list[AccessRecord]:
+        """The access records naming the case (reads and refused commands) on `page` (every
+        one by default), in stored order, complete up to the store's end at the call. From the
+        read model when wired, without a scan of the store; otherwise from one scan of the
+        access topics."""
         if self._access_records is not None:
-            return self._access_records(case_id)
+            return self._access_records(case_id, page)
         found: list[AccessRecord] = []
-        for notification in self.notifications(topics=RECORD_TOPICS):
+        if page.room(0) == 0:
+            return found
+        for notification in self.notifications(start=page.after + 1, topics=RECORD_TOPICS):
             event = self.mapper.to_domain_event(notification)
             if not isinstance(event, DomainEvent) or getattr(event, "case_id", None) != case_id:
                 continue
             record = record_of(notification.id, event)
-            if record is not None:
+            if record is not None and page.keeps(record):
                 found.append(record)
+                if page.room(len(found)) == 0:
+                    break
         return found
 
     # --- the user registry (issue 16, domain.users) ----------------------------------------------
@@ -2999,8 +3044,10 @@ class VisitOutcome:
 
 
 def access_log_entry(record: AccessRecord) -> dict[str, Any]:
-    """One entry of a case's access log, as `GET /v1/cases/{id}/accesses` answers it."""
+    """One entry of a case's access log, as `GET /v1/cases/{id}/accesses` answers it;
+    `position` is the record's place in the store (a page's `after`)."""
     return {
+        "position": record.position,
         "at": record.at.isoformat(),
         "granted": record.granted,
         "actor": {

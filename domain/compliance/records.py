@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from uuid import UUID
 
 from eventsourcing.domain import DomainEvent
@@ -69,6 +69,40 @@ class AccessRecord:
     @property
     def granted(self) -> bool:
         return self.kind is RecordKind.READ
+
+
+@dataclass(frozen=True)
+class RecordPage:
+    """Which of a case's access records to answer: those stored after position `after`, of
+    `kinds` (every kind when None), the first `limit` of them (all when None), in store order.
+    A page is full when it holds `limit` records: the next one starts after its last."""
+
+    after: int = 0
+    limit: int | None = None
+    kinds: frozenset[RecordKind] | None = None
+
+    def keeps(self, record: AccessRecord) -> bool:
+        return record.position > self.after and (self.kinds is None or record.kind in self.kinds)
+
+    def room(self, found: int) -> int | None:
+        """How many more records the page takes after `found` (None: no bound)."""
+        return None if self.limit is None else max(self.limit - found, 0)
+
+    def next_after(self, records: list[AccessRecord]) -> int | None:
+        """Where the following page starts, or None when `records` (this page) was the last."""
+        if self.limit is None or len(records) < self.limit or not records:
+            return None
+        return records[-1].position
+
+
+EVERY_RECORD: Final = RecordPage()
+
+
+class AccessRecordSource(Protocol):
+    """A case's access records on one page, complete up to the store's end at the call (the
+    access-log read model's `CaseLog`, wired by `gateway.bootstrap`)."""
+
+    def __call__(self, case_id: UUID, page: RecordPage = EVERY_RECORD) -> list[AccessRecord]: ...
 
 
 def record_of(position: int, event: DomainEvent) -> AccessRecord | None:

@@ -327,14 +327,18 @@ class AuditedReader:
             client=self.client,
         )
 
-    def access_log(self, case_id: UUID) -> dict[str, Any]:
-        """The case's access log, for readers granted `access_log` (no case content)."""
-        return self.application.read_case(
+    def access_log(
+        self, case_id: UUID, *, after: int = 0, limit: int | None = None
+    ) -> dict[str, Any]:
+        """A page of the case's access log, for readers granted `access_log` (no case content):
+        the reads stored after position `after`, at most `limit`."""
+        return self.application.read_access_log(
             case_id,
             self.actor,
             self.purpose,
             self.request_id,
-            need="access_log",
+            after=after,
+            limit=limit,
             channel=self._via(Channel.API),
             client=self.client,
         )

@@ -25,13 +25,14 @@ Reading (THE contract other parts code against): `search(db, AccessQuery(...))` 
 (`with readmodels.accesses.reading() as db:`), records in position order. `CaseLog` is the
 per-case access log complete up to the store's end (the view's rows, then the tail of the log
 the follower has not applied yet, read from the store): what `GET /v1/cases/{id}/accesses`
-answers, without a scan of the whole store, and with every access stored before the request's
-own (read-your-writes).
+answers, a page at a time (`CaseLog(case_id, RecordPage(after, limit, kinds))`: the tail is
+read only when the view's rows do not fill the page), without a scan of the whole store, and
+with every access stored before the request's own (read-your-writes).
 
 Proven by tests/projections/test_access_log.py (rows equal the records of the events, on SQLite
 and PostgreSQL; rebuild equals incremental; every filter; planted values absent from the bytes)
 and tests/integration/test_access_log_endpoint.py (the endpoint equals the earlier full scan;
-read-your-writes with the follower stopped).
+read-your-writes with the follower stopped; pages followed to the end equal the whole log).
 """
 
 from __future__ import annotations
@@ -54,9 +55,11 @@ from domain.access import (
     CommandRefused,
 )
 from domain.compliance.records import (
+    EVERY_RECORD,
     RECORD_TOPICS,
     AccessRecord,
     RecordKind,
+    RecordPage,
     access_record,
     record_of,
 )
@@ -466,30 +469,56 @@ class CaseLog:
         self.application_name = application_name
         self.recorder = recorder
 
-    def __call__(self, case_id: UUID) -> list[AccessRecord]:
-        records, position = self.applied(case_id)
-        return records + self.tail(case_id, position)
+    def __call__(self, case_id: UUID, page: RecordPage = EVERY_RECORD) -> list[AccessRecord]:
+        records, position = self.applied(case_id, page)
+        room = page.room(len(records))
+        if room == 0:  # the page is full from the view: nothing of the tail belongs on it
+            return records
+        return records + self.tail(case_id, max(position, page.after), page, room)
 
-    def applied(self, case_id: UUID) -> tuple[list[AccessRecord], int]:
-        """The view's records of the case, and the position they are complete up to."""
+    def applied(
+        self, case_id: UUID, page: RecordPage = EVERY_RECORD
+    ) -> tuple[list[AccessRecord], int]:
+        """The view's records of the case on `page`, and the position they are complete up to."""
         position = self.recorder.position(self.application_name)
+        sql = (
+            f"SELECT position, sealed FROM {{{TABLE}}} "
+            "WHERE case_id = ? AND position > ? AND position <= ?"
+        )
+        params: list[Any] = [str(case_id), page.after, position]
+        if page.kinds is not None:
+            if not page.kinds:
+                return [], position
+            kinds = sorted(str(k) for k in page.kinds)
+            sql += f" AND kind IN ({','.join('?' * len(kinds))})"
+            params.extend(kinds)
+        sql += " ORDER BY position"
+        if page.limit is not None:
+            sql += " LIMIT ?"
+            params.append(page.limit)
         with self.recorder.reading() as db:
-            rows = db.execute(
-                f"SELECT position, sealed FROM {{{TABLE}}} WHERE case_id = ? AND position <= ? "
-                "ORDER BY position",
-                (str(case_id), position),
-            )
-            return _opened(db, rows, case_id), position
+            return _opened(db, db.execute(sql, params), case_id), position
 
-    def tail(self, case_id: UUID, after: int) -> list[AccessRecord]:
-        """The case's access records stored after position `after`, from the store."""
+    def tail(
+        self,
+        case_id: UUID,
+        after: int,
+        page: RecordPage = EVERY_RECORD,
+        room: int | None = None,
+    ) -> list[AccessRecord]:
+        """The case's access records on `page` stored after position `after`, from the store;
+        at most `room` of them (no bound when None)."""
         found: list[AccessRecord] = []
+        if room == 0:
+            return found
         decode = self.log.mapper.to_domain_event
         for notification in self.log.notifications(start=after + 1, topics=RECORD_TOPICS):
             event = decode(notification)
             if not isinstance(event, DomainEvent) or getattr(event, "case_id", None) != case_id:
                 continue
             record = record_of(notification.id, event)
-            if record is not None:
+            if record is not None and page.keeps(record):
                 found.append(record)
+                if room is not None and len(found) >= room:
+                    break
         return found

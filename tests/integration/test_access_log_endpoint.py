@@ -13,14 +13,15 @@ real ASGI app on SQLite and PostgreSQL:
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
 
-from domain.access import BreakGlassAccessed, CaseAccessed
-from domain.application import CaseTrail
+from domain.access import AccessDenied, BreakGlassAccessed, CaseAccessed
+from domain.application import ACCESS_TOPICS, CaseTrail
 from domain.investigations import hidden_from_street
 from domain.taxonomy import Role
 from projections.readmodels import ReadModels
@@ -36,23 +37,29 @@ POLICE = "chengguan-police-station"
 
 def full_scan_log(application: CaseTrail, case_id: UUID, role: Role) -> list[dict[str, Any]]:
     """The access log as it was answered before the read model: every access event of the
-    store decoded, those naming the case kept (a copy of the earlier `CaseTrail.access_log`)."""
-    entries: list[dict[str, Any]] = [
-        {
-            "at": e.timestamp.isoformat(),
-            "granted": isinstance(e, CaseAccessed),
-            "actor": e.actor,
-            "purpose": e.purpose,
-            "rule": e.rule,
-            "fields": getattr(e, "fields", []),
-            "break_glass": isinstance(e, BreakGlassAccessed),
-            "request_id": e.request_id,
-            "case_version": e.case_version,
-            "channel": e.channel,
-            "client": e.client,
-        }
-        for e in application.access_events(case_id)
-    ]
+    store decoded, those naming the case kept (a copy of the earlier `CaseTrail.access_log`),
+    each with its place in the store."""
+    entries: list[dict[str, Any]] = []
+    for notification in application.notifications(topics=ACCESS_TOPICS):
+        e = application.mapper.to_domain_event(notification)
+        if not isinstance(e, CaseAccessed | AccessDenied) or e.case_id != case_id:
+            continue
+        entries.append(
+            {
+                "position": notification.id,
+                "at": e.timestamp.isoformat(),
+                "granted": isinstance(e, CaseAccessed),
+                "actor": e.actor,
+                "purpose": e.purpose,
+                "rule": e.rule,
+                "fields": getattr(e, "fields", []),
+                "break_glass": isinstance(e, BreakGlassAccessed),
+                "request_id": e.request_id,
+                "case_version": e.case_version,
+                "channel": e.channel,
+                "client": e.client,
+            }
+        )
     return [e for e in entries if not hidden_from_street(str(e["rule"]), role)]
 
 
@@ -174,3 +181,102 @@ def test_an_answer_decodes_the_tail_not_the_store(
     entries = answer.json()["access_log"]
     assert entries == full_scan_log(application, UUID(case_id), Role.COMPLIANCE_AUDITOR)
     assert len(entries) >= 6  # and the ledger row, once the ledger listed the file
+
+
+def _pages(
+    client: TestClient, case_id: str, headers: dict[str, str], limit: int
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Every page of a case's log, following `next_after`: the entries, and each page
+    request's own id."""
+    entries: list[dict[str, Any]] = []
+    requests: list[str] = []
+    after: int | None = 0
+    while after is not None:
+        answer = client.get(
+            f"/v1/cases/{case_id}/accesses",
+            params={"after": after, "limit": limit},
+            headers=headers,
+        )
+        assert answer.status_code == 200, answer.text
+        page = answer.json()
+        assert len(page["access_log"]) <= limit
+        if page["next_after"] is not None:  # a full page continues after its last entry
+            assert len(page["access_log"]) == limit
+            assert page["next_after"] == page["access_log"][-1]["position"]
+        entries.extend(page["access_log"])
+        requests.append(answer.headers["X-Request-ID"])
+        after = page["next_after"]
+        assert len(requests) < 100, "the pages never ended"
+    return entries, requests
+
+
+@pytest.mark.parametrize("stopped", [False, True], ids=["view", "view-and-tail"])
+def test_pages_of_the_log_follow_one_another_to_its_end(
+    client: TestClient, auth: TokenFactory, stopped: bool
+) -> None:
+    application = application_of(client)
+    (case_id, other) = _scenario(client, auth)
+    readmodels = readmodels_of(client)
+    readmodels.catch_up()
+    if stopped:  # the later reads only in the store's tail: pages cross from view to tail
+        readmodels.stop()
+    coordinator = auth(Role.COORDINATOR, OFFICE, purpose="follow_up")
+    for _ in range(7):
+        for c in (case_id, other):
+            assert client.get(f"/v1/cases/{c}", headers=coordinator).status_code == 200
+    if stopped:
+        assert readmodels.follower("accesses").lag() > 0
+    entries, requests = _pages(client, case_id, _auditor(auth), limit=3)
+    whole = full_scan_log(application, UUID(case_id), Role.COMPLIANCE_AUDITOR)
+    # Each page's request is a read of the log too: the pages end with the last one's own.
+    assert entries == whole
+    assert len(entries) >= 17 and len(requests) >= 6
+    assert entries[-1]["request_id"] == requests[-1]
+    positions = [e["position"] for e in entries]
+    assert positions == sorted(set(positions))
+    # A page starting after the end is empty and the last.
+    answer = client.get(
+        f"/v1/cases/{case_id}/accesses",
+        params={"after": positions[-1] + 10_000},
+        headers=_auditor(auth),
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["access_log"] == [] and answer.json()["next_after"] is None
+    # Without a limit, a page of the default size holds the whole (short) log.
+    answer = client.get(f"/v1/cases/{case_id}/accesses", headers=_auditor(auth))
+    assert answer.json()["next_after"] is None
+    assert answer.json()["access_log"][:-1] == full_scan_log(
+        application, UUID(case_id), Role.COMPLIANCE_AUDITOR
+    )[: len(answer.json()["access_log"]) - 1]
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"after": "-1"}, "after"),
+        ({"after": "x"}, "after"),
+        ({"after": str(2**53 + 1)}, "after"),
+        ({"limit": "0"}, "limit"),
+        ({"limit": "1001"}, "limit"),
+        ({"limit": "1.5"}, "limit"),
+    ],
+)
+def test_a_bad_page_is_a_problem_naming_its_field_and_stores_nothing(
+    client: TestClient, auth: TokenFactory, params: dict[str, str], field: str
+) -> None:
+    application = application_of(client)
+    case_id = _report(client, auth, seed=1506)
+    auditor = _auditor(auth)
+    assert client.get(f"/v1/cases/{case_id}/accesses", headers=auditor).status_code == 200
+    before = application.recorder.max_notification_id()  # the auditor registered, and read
+    answer = client.get(f"/v1/cases/{case_id}/accesses", params=params, headers=auditor)
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    problem = answer.json()
+    assert [e["field"] for e in problem["errors"]] == [field]
+    # The value is not echoed ("0" and "1" are in the limits the message names).
+    del problem["request_id"]
+    if params[field] not in ("0", "1"):
+        assert params[field] not in json.dumps(problem, ensure_ascii=False)
+    assert application.recorder.max_notification_id() == before

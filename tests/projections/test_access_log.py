@@ -36,7 +36,7 @@ from domain.access import (
     review_event,
 )
 from domain.application import CaseTrail
-from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, record_of
+from domain.compliance.records import RECORD_TOPICS, AccessRecord, RecordKind, RecordPage, record_of
 from domain.retention import DataErased, KeyScope
 from domain.taxonomy import Purpose, Role
 from gateway.store.eventstore import EventIntegrityError
@@ -364,6 +364,45 @@ def test_case_log_is_complete_while_the_follower_lags(
     assert [log(c) for c in history.cases] == [
         [r for r in records if r.case_id == c] for c in history.cases
     ]
+
+
+def test_a_page_of_a_case_log_is_the_slice_of_its_whole_log(
+    application: CaseTrail, open_readmodels: Any
+) -> None:
+    """Every page (after, limit, kinds) the view and tail answer equals the slice of the whole
+    log, and the store's scan (no read model wired) answers the same: while the follower lags
+    (pages cross from view to tail) and once it has caught up."""
+    history = History(seed=158)
+    application.store_events(history.events(60))
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    application.store_events(history.events(40))
+    log = CaseLog(application, application.name, readmodels.accesses)
+    records = stored_records(application)
+    reads = frozenset({RecordKind.READ, RecordKind.REFUSED_READ})
+    crossed = 0
+    for lagging in (True, False):
+        if not lagging:
+            readmodels.follower("accesses").catch_up()
+        for case_id in history.cases:
+            whole = [r for r in records if r.case_id == case_id]
+            positions = [0, *(r.position for r in whole)]
+            for kinds in (None, reads):
+                for after in positions[:: max(1, len(positions) // 4)]:
+                    for limit in (None, 1, 2, 5):
+                        page = RecordPage(after, limit, kinds)
+                        kept = [r for r in whole if page.keeps(r)]
+                        expected = kept if limit is None else kept[:limit]
+                        assert log(case_id, page) == expected, (case_id, page)
+                        assert application.access_records(case_id, page) == expected
+                        applied, _ = log.applied(case_id, page)
+                        crossed += lagging and 0 < len(applied) < len(expected)
+    assert crossed >= 5, "too few pages crossed from the view to the tail to prove anything"
+    # A page of no kinds, or of no room, is empty.
+    case_id = history.cases[0]
+    assert log(case_id, RecordPage(kinds=frozenset())) == []
+    assert log(case_id, RecordPage(limit=0)) == []
+    assert application.access_records(case_id, RecordPage(limit=0)) == []
 
 
 def test_an_unknown_case_has_an_empty_log(application: CaseTrail, open_readmodels: Any) -> None:

@@ -5,7 +5,7 @@ which decides and records them; orders and reviews are commands, checked by the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Final
 from uuid import UUID
 
 from fastapi import APIRouter, Query, Response
@@ -34,11 +34,28 @@ def break_glass(case_id: UUID, command: BreakGlass, reader: EmergencyReaderDep) 
     return answer
 
 
+# A case's log is read a page at a time, as the compliance list is: a file read thousands of
+# times must not answer thousands of entries at once.
+LOG_PAGE: Final = 200
+MAX_LOG_PAGE: Final = 1000
+MAX_POSITION: Final = 2**53  # as the evidence and compliance routes bound a store position
+
+
 @router.get("/v1/cases/{case_id}/accesses", tags=["access"])
-def access_log(case_id: UUID, reader: ReaderDep) -> dict[str, Any]:
-    """Who accessed the case, when, for what purpose, which fields (no case content).
-    For compliance auditors, and investigators under an order. The reading is recorded too."""
-    return reader.access_log(case_id)
+def access_log(
+    case_id: UUID,
+    reader: ReaderDep,
+    after: Annotated[
+        int,
+        Query(ge=0, le=MAX_POSITION, description="the store position the page starts after"),
+    ] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_LOG_PAGE)] = LOG_PAGE,
+) -> dict[str, Any]:
+    """Who accessed the case, when, for what purpose, which fields (no case content), oldest
+    first, a page at a time: `after` = the previous page's `next_after` (null on the last
+    page). Each entry's `position` is its place in the store. For compliance auditors, and
+    investigators under an order. The reading is recorded too."""
+    return reader.access_log(case_id, after=after, limit=limit)
 
 
 @router.post("/v1/investigation-orders", status_code=201, tags=["access"])
