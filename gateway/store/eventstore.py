@@ -574,6 +574,11 @@ def sqlite_environment(path: str) -> dict[str, str]:
     return {"PERSISTENCE_MODULE": SQLITE_PERSISTENCE, "SQLITE_DBNAME": path}
 
 
+# Connections each PostgreSQL pool keeps open, and the most it opens under load.
+POSTGRES_POOL_KEPT: Final = 1
+POSTGRES_POOL_MAX: Final = 15
+
+
 def postgres_environment(url: str) -> dict[str, str]:
     """`postgresql://user:password@host:port/dbname?schema=NAME` as the library's settings."""
     parts = urlparse(url)
@@ -589,6 +594,12 @@ def postgres_environment(url: str) -> dict[str, str]:
         # Saves go through one server-side function: avoids pipeline-mode stalls on large saves.
         "POSTGRES_ENABLE_DB_FUNCTIONS": "y",
         "POSTGRES_CONNECT_TIMEOUT": "5",
+        # Each pool keeps one connection open and grows on demand (up to 15, the library's
+        # default, closing what stayed idle 10 minutes): with the library's five kept open,
+        # one idle service held 47 of the server's 100 default connections (every process
+        # has several pools), and two services with their builders used them all up.
+        "POSTGRES_POOL_SIZE": str(POSTGRES_POOL_KEPT),
+        "POSTGRES_MAX_OVERFLOW": str(POSTGRES_POOL_MAX - POSTGRES_POOL_KEPT),
         # A pooled connection is checked (one empty round trip) before it is handed out: after
         # the server restarts or fails over, the pool's dead connections are replaced instead of
         # failing a read model's query, which the library does not retry (gateway.store.outages).
