@@ -340,16 +340,23 @@ def test_the_tables_hold_no_person_unit_street_or_client_in_clear(
     assert b"unit_member_assigned" in found
 
 
+def _lagging_log(
+    application: CaseTrail, open_readmodels: Any, seed: int, applied: int, lagging: int
+) -> tuple[History, ReadModels, CaseLog]:
+    """A history's first `applied` events in the view, its next `lagging` stored after the
+    view's position (the log reads those from the store), and the case log over both."""
+    history = History(seed=seed)
+    application.store_events(history.events(applied))
+    readmodels = open_readmodels()
+    readmodels.follower("accesses").catch_up()
+    application.store_events(history.events(lagging))
+    return history, readmodels, CaseLog(application, application.name, readmodels.accesses)
+
+
 def test_case_log_is_complete_while_the_follower_lags(
     application: CaseTrail, open_readmodels: Any
 ) -> None:
-    history = History(seed=156)
-    application.store_events(history.events(50))
-    readmodels = open_readmodels()
-    readmodels.follower("accesses").catch_up()
-    # Stored after the view's position: the log reads them from the store.
-    application.store_events(history.events(30))
-    log = CaseLog(application, application.name, readmodels.accesses)
+    history, readmodels, log = _lagging_log(application, open_readmodels, 156, 50, 30)
     records = stored_records(application)
     in_tail = 0
     for case_id in history.cases:
@@ -372,12 +379,7 @@ def test_a_page_of_a_case_log_is_the_slice_of_its_whole_log(
     """Every page (after, limit, kinds) the view and tail answer equals the slice of the whole
     log, and the store's scan (no read model wired) answers the same: while the follower lags
     (pages cross from view to tail) and once it has caught up."""
-    history = History(seed=158)
-    application.store_events(history.events(60))
-    readmodels = open_readmodels()
-    readmodels.follower("accesses").catch_up()
-    application.store_events(history.events(40))
-    log = CaseLog(application, application.name, readmodels.accesses)
+    history, readmodels, log = _lagging_log(application, open_readmodels, 158, 60, 40)
     records = stored_records(application)
     reads = frozenset({RecordKind.READ, RecordKind.REFUSED_READ})
     crossed = 0
