@@ -691,7 +691,7 @@ class CaseTrail(Application[UUID]):
             client=client,
         )
         if need == "access_log":
-            return self._access_log_answer(case_id, actor, None)
+            return self._access_log_answer(case_id, actor, RecordPage(kinds=_LOGGED))
         return disclose(case, decision.fields, reader_unit=actor.unit)
 
     def read_access_log(
@@ -715,10 +715,7 @@ class CaseTrail(Application[UUID]):
         )
         return self._access_log_answer(case_id, actor, RecordPage(after, limit, _LOGGED))
 
-    def _access_log_answer(
-        self, case_id: UUID, actor: Actor, page: RecordPage | None
-    ) -> dict[str, Any]:
-        page = page or RecordPage(kinds=_LOGGED)
+    def _access_log_answer(self, case_id: UUID, actor: Actor, page: RecordPage) -> dict[str, Any]:
         records = self.access_records(case_id, page)
         # A read under a county order is left out for the street's roles: a page may then hold
         # fewer entries than its limit; `next_after` still follows the records scanned.

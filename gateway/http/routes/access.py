@@ -12,6 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import Field
 
 from domain import commands as cmd
+from domain.investigation_commands import MAX_POSITION
 from gateway.http.dependencies import ActorDep, EmergencyReaderDep, ReaderDep, ServicesDep
 from gateway.logs import get_logger
 
@@ -38,7 +39,6 @@ def break_glass(case_id: UUID, command: BreakGlass, reader: EmergencyReaderDep) 
 # times must not answer thousands of entries at once.
 LOG_PAGE: Final = 200
 MAX_LOG_PAGE: Final = 1000
-MAX_POSITION: Final = 2**53  # as the evidence and compliance routes bound a store position
 
 
 @router.get("/v1/cases/{case_id}/accesses", tags=["access"])
