@@ -7,7 +7,7 @@ evidence log are caught up. Every store also gets the same 20 probe files (`add_
 with a unique ID number, consulted and assigned to a probe unit), an auditor and the probe
 unit's member. Each larger store is then measured against the smallest (the reference), both
 served at once by real servers (`bench.server`, the service as it ships, its read models
-followed as in production), block by block, 2 concurrent clients each (`CONCURRENCY`: a
+followed as in production), block by block, one client each (`CONCURRENCY`: a
 latency the request's own, not a queue's), every kind of request in every block. In a block
 both stores are asked the same requests side by side, in the same seconds (a duet,
 `bench.loadgen.run_side_by_side`), so that the host's other load weighs on both alike;
@@ -117,14 +117,16 @@ from gateway.cli.demo import GOVERNANCE_OFFICE, VILLAGES, synthetic_report
 from gateway.http.routes.access import LOG_PAGE
 from gateway.settings import Settings
 
-# Clients per store. Two stores are served at once on this two-core machine, each by its API
-# processes and followers: at 8 clients a store, a 2-3 ms case read waited 25 ms at the median
-# and its p99 was the scheduler's queue (16 requests in flight), whose rare shared stalls made
-# a p99 ratio undecidable in 200 blocks; at 2 a latency is mostly the request's own
-# (bench/README.md, "Targets, 2026-12-06, thirteenth round"). `--concurrency 8` still runs.
-CONCURRENCY: Final = 2
+# Clients per store: one connection, so one request in flight a store. Two stores are served at
+# once on this two-core machine, each by two API processes and its followers. At 8 clients a
+# store a p99 was the scheduler's queue (bench/README.md, thirteenth round). At 2, each block's
+# two fresh connections landed on the same API process about half the time (its accept loop
+# takes every connection pending) and then queued on that process's interpreter lock: 1,000
+# worklists took 1.4 s or 2.5-2.7 s of wall time for the same CPU, so a block's tail was where
+# its connections landed, not the store's size (fourteenth round). `--concurrency N` still runs.
+CONCURRENCY: Final = 1
 # Blocks of a full run: a p99 ratio's interval narrows with the tail's episodes sampled; 200
-# blocks (about 8 minutes a comparison) decided 4 of 5 kinds at 1M where 12 decided none.
+# blocks (about 5 minutes a comparison on SQLite at one client) decided 5 of 5 kinds at 1M.
 FULL_BLOCKS: Final = 200
 QUICK_BLOCKS: Final = 6
 # Issue 23: at the largest size, p99 at most 1.2 times the smallest store's, every kind.
