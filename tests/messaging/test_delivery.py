@@ -440,6 +440,8 @@ def test_a_restarted_unit_client_does_not_report_or_take_anything_twice(
     assert len(ids) == len(set(ids))
     reported = [r["message_id"] for r in police.reported()]
     assert len(reported) == len(set(reported))
+    # The client marks the inbox reported, then logs it: the line may lag the file a moment.
+    wait_for(lambda: bool(police.process.events("receipt_confirmed")), 10, "the receipt's log line")
     assert police.process.events("receipt_confirmed")[-1]["outcome"] == "received"
     assert len(police.process.events("receipt_confirmed")) == 1
 
