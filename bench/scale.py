@@ -40,7 +40,7 @@ cached store. PostgreSQL stores are built afresh in a throw-away schema, and onl
 events in the full run.
 
     .venv/bin/python -m bench.scale                 # SQLite 10k, 100k, 1M; PostgreSQL 10k, 100k
-                                                # (200 blocks a comparison; 16-17 minutes in all)
+                                                    # (200 blocks a comparison; 16-17 min in all)
     .venv/bin/python -m bench.scale --quick         # SQLite 10k and 100k, 6 short blocks
     .venv/bin/python -m bench.scale --sizes 10000,100000 --no-postgres
     .venv/bin/python -m bench.scale --build-only     # only build the SQLite stores into the cache
@@ -122,8 +122,9 @@ from gateway.settings import Settings
 # store a p99 was the scheduler's queue (bench/README.md, thirteenth round). At 2, each block's
 # two fresh connections landed on the same API process about half the time (its accept loop
 # takes every connection pending) and then queued on that process's interpreter lock: 1,000
-# worklists took 1.4 s or 2.5-2.7 s of wall time for the same CPU, so a block's tail was where
-# its connections landed, not the store's size (fourteenth round). `--concurrency N` still runs.
+# worklists took 1.4 s or 2.5-2.7 s of wall time, 2.3-2.8 s of CPU either way, so a block's
+# tail was where its connections landed, not the store's size (fourteenth round).
+# `--concurrency N` still runs.
 CONCURRENCY: Final = 1
 # Blocks of a full run: a p99 ratio's interval narrows with the tail's episodes sampled; 200
 # blocks (about 5 minutes a comparison on SQLite at one client) decided 5 of 5 kinds at 1M.
