@@ -1465,10 +1465,13 @@ class CaseTrail(Application[UUID]):
         """Store one `CaseAccessed` per (case, fields, rule, case version) (lists, exports), all
         in one transaction, before the caller returns any of it; the case version is the one
         the disclosed values are of (a ledger row's, or the live case's). Raises if the store
-        fails: then nothing may be returned, and nothing of it is recorded."""
+        fails: then nothing may be returned, and nothing of it is recorded. They join the
+        shared commit of the reads (one unit: one transaction, never split), as a case read's
+        event does: a page's own transaction and fsync beside the reads' cost a lookup its
+        tail (bench/README.md, "fifteenth round")."""
         if not disclosures:
             return
-        self.store_events(
+        self._record_accesses(
             [
                 access_event(
                     Decision(True, rule, fields),

@@ -12,7 +12,7 @@ from uuid import UUID
 import pytest
 
 from domain import commands as cmd
-from domain.access import Actor, CaseAccessed
+from domain.access import IN_PROCESS_CLIENT, Actor, CaseAccessed, Channel
 from domain.application import CaseTrail
 from domain.group_commit import GroupCommit
 from domain.taxonomy import Purpose, Role
@@ -277,5 +277,53 @@ def test_concurrent_reads_share_commits(tmp_path: Path) -> None:
         # Each commit waits for the readers still deciding: one or two commits for the 16
         # (without the announcements, 3-5 here: each commit takes whoever has arrived).
         assert committer.batches - before <= 2
+    finally:
+        app.close()
+
+
+def test_disclosures_join_the_shared_commit_each_in_one_transaction(tmp_path: Path) -> None:
+    """A list's or an export's access events (`record_disclosures`) go through the reads'
+    shared commit, each call's events as one unit: stored before it returns, all together, and
+    sharing commits with concurrent callers instead of a transaction each."""
+    db = tmp_path / "disclosures.sqlite"
+    env = store_environment(f"sqlite:///{db}", [new_key_text()])
+    app = CaseTrail(env={**env, "ACCESS_GROUP_COMMIT_WAIT_MS": "50"})
+    case_ids = [
+        app.report_clue(cmd.ReportClue.model_validate(planted_case().body), REPORTER)
+        for _ in range(3)
+    ]
+    committer = app.access_commits
+    assert committer is not None
+    before_batches, before_events = committer.batches, committer.events
+    start = threading.Barrier(8)
+    seen: dict[int, int] = {}
+
+    def lister(n: int) -> None:
+        start.wait(5)
+        app.record_disclosures(
+            [(c, frozenset({"minor.name"}), "test_rule", 1) for c in case_ids],
+            actor=REPORTER,
+            purpose=Purpose.FOLLOW_UP,
+            request_id=f"list-{n}",
+            channel=Channel.API,
+            client=IN_PROCESS_CLIENT,
+        )
+        # Stored once the call returns: all three of this call's are there to read.
+        seen[n] = sum(
+            1 for c in case_ids for e in app.access_events(c) if e.request_id == f"list-{n}"
+        )
+
+    threads = [threading.Thread(target=lister, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    try:
+        assert seen == dict.fromkeys(range(8), 3)
+        assert committer.events - before_events == 24
+        # Eight callers, eight units: fewer commits than callers (one each before).
+        assert committer.batches - before_batches < 8
+        stored = [e for c in case_ids for e in app.access_events(c) if isinstance(e, CaseAccessed)]
+        assert len(stored) == 24
     finally:
         app.close()
