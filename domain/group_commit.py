@@ -4,7 +4,8 @@ Every read must store its access event durably before it returns data, so each r
 write. Committing them one by one caps reads at the store's commit rate; instead a committer
 thread takes whatever access events are waiting, saves them in one transaction, and wakes each
 waiting reader with the outcome: success, or the store's exception (then that reader discloses
-nothing).
+nothing). A list's or an export's access events (`CaseTrail.record_disclosures`: one per file it
+shows) are one unit of the same committer: stored together, in one transaction, or not at all.
 
 Commands use a committer of their own: each command's new events are one unit. A transaction
 of several commands fails as a whole if one of them lost the race for its case file's next
