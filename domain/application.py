@@ -1467,8 +1467,9 @@ class CaseTrail(Application[UUID]):
         the disclosed values are of (a ledger row's, or the live case's). Raises if the store
         fails: then nothing may be returned, and nothing of it is recorded. They join the
         shared commit of the reads (one unit: one transaction, never split), as a case read's
-        event does: a page's own transaction and fsync beside the reads' cost a lookup its
-        tail (bench/README.md, "fifteenth round")."""
+        event does: under load lists share the reads' commits instead of paying a transaction
+        and an fsync each (a lone lookup's latency is the same: bench/README.md, "fifteenth
+        round"). Proven by tests/integration/test_group_commit.py."""
         if not disclosures:
             return
         self._record_accesses(
