@@ -314,7 +314,7 @@ class Settings(BaseSettings):
         DEFAULT_GROUP_WAIT_MS,
         "at most how long a shared commit waits for the reads and commands under way to join "
         "it (`bench/README.md`; also read as `ACCESS_GROUP_COMMIT_WAIT_MS`)",
-        shown="`10`",
+        shown="`30`",
         must="a number of milliseconds, 0 or more",
         legacy="ACCESS_GROUP_COMMIT_WAIT_MS",
         ge=0,

@@ -174,7 +174,7 @@ def test_defaults_and_blank_values_are_unset() -> None:
         assert s.nats.binary is None
         assert s.nats.replicas == 1
         assert s.create_table and s.access_group_commit and s.command_group_commit
-        assert s.access_group_commit_wait_ms == 10
+        assert s.access_group_commit_wait_ms == 30
 
 
 def test_the_group_commit_switches_keep_their_older_names() -> None:
@@ -311,7 +311,7 @@ def test_the_application_takes_its_settings_from_application_env(tmp_path: Path)
     default = CaseTrail(env=Settings.from_env(base).application_env())
     try:
         assert default.access_commits is not None and default.command_commits is not None
-        assert default.env["ACCESS_GROUP_COMMIT_WAIT_MS"] == "10.0"
+        assert default.env["ACCESS_GROUP_COMMIT_WAIT_MS"] == "30.0"
         assert default.assignment_grace.total_seconds() == 72 * 3600
     finally:
         default.close()
