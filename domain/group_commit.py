@@ -51,6 +51,8 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+from eventsourcing.persistence import PersistenceError
+
 DEFAULT_MAX_BATCH: Final = 256
 # How long a batch may wait for the events announced to it (`GroupCommit.expecting`). Under
 # load, 30 ms let the readers of a worker share one commit of 8-12 events (10 ms: 5-6), which
@@ -76,8 +78,19 @@ def observe_commits(observer: CommitObserver) -> None:
         _observers.append(observer)
 
 
-class GroupCommitClosed(RuntimeError):
+# Both failures are the store's (`PersistenceError`), so that every adapter answers them as it
+# answers a failed store (HTTP 503, the CLI's one line) rather than as a defect; each keeps its
+# built-in base for callers that catch that.
+
+
+class GroupCommitClosed(PersistenceError, RuntimeError):
     """The committer has stopped; nothing more can be recorded through it."""
+
+
+class CommitTimedOut(PersistenceError, TimeoutError):
+    """The commit was not reported within the committer's timeout. Nothing was confirmed to
+    the caller, so it discloses nothing; but the commit goes on, and may still store the events
+    (a command's change among them)."""
 
 
 class _Batch:
@@ -142,12 +155,12 @@ class Committing:
 
     def wait(self) -> None:
         """Return once the events are durably stored; raise the store's error if they were
-        not (or `TimeoutError` after the committer's timeout)."""
+        not (or `CommitTimedOut` after the committer's timeout)."""
         batch = self._batch
         if batch is None:
             return
         if not batch.done.wait(self._timeout):
-            raise TimeoutError(f"the events were not stored within {self._timeout} s")
+            raise CommitTimedOut(f"the events were not stored within {self._timeout} s")
         error = batch.errors.get(self._index)
         if error is not None:
             raise error

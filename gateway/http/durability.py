@@ -7,7 +7,7 @@ committer works, and a batch's commit wakes its readers through the event loop i
 one blocked thread per reader (bench/README.md, "Targets, 2026-12-05, tenth round").
 
 The guarantee is the same as the blocking wait's: nothing is disclosed before the commit
-reports success; the store's error, or `TimeoutError` after the committer's timeout, is raised
+reports success; the store's error, or `CommitTimedOut` after the committer's timeout, is raised
 instead. Proven by tests/integration/test_durable_reads.py (told after the commit, the store's
 error raised, the loop left free, the timeout) and tests/integration/test_audited_reads.py (over
 HTTP: a commit that fails answers 503 and discloses nothing).
@@ -19,7 +19,7 @@ import asyncio
 from typing import Any
 
 from domain.application import PendingRead
-from domain.group_commit import Committing
+from domain.group_commit import CommitTimedOut, Committing
 
 
 async def durable(committing: Committing) -> None:
@@ -36,7 +36,7 @@ async def durable(committing: Committing) -> None:
         def expire() -> None:
             if not settled.done():
                 settled.set_exception(
-                    TimeoutError(f"the events were not stored within {committing.timeout} s")
+                    CommitTimedOut(f"the events were not stored within {committing.timeout} s")
                 )
 
         # Called in the committer's thread: the loop is only told (thread-safe), nothing more.
