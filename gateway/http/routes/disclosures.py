@@ -47,6 +47,7 @@ from pydantic import AfterValidator, AwareDatetime, StringConstraints, field_val
 from domain import commands as cmd
 from domain import errors, identity
 from domain.compliance.records import AccessRecord, RecordKind
+from domain.investigation_commands import MAX_POSITION
 from domain.taxonomy import Role
 from gateway.compliance import fhir
 from gateway.compliance.annual import annual_document, render_annual
@@ -77,7 +78,6 @@ log = get_logger("casetrail.api")
 router = APIRouter()
 
 MAX_LIMIT: Final = 1000
-MAX_POSITION: Final = 2**53  # as the evidence routes bound a store position
 FINDINGS_COUNTS: Final = "/v1/compliance/findings/counts"
 
 

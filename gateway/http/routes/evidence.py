@@ -13,21 +13,22 @@ The evidence maintainer (`gateway.evidence.maintainer.Evidence`) is built by the
 (`gateway.bootstrap`) and, where the followers run in the API, runs beside it: it keeps the
 Merkle log up to date and signs checkpoints every N events or T seconds.
 
-Every integer parameter is bounded by `MAX_POSITION` (2**53): far beyond any store, exact in
-every JSON client (JavaScript's integers are exact up to 2**53), and with room for the
-arithmetic a proof does (+1, doubling) inside SQLite's and PostgreSQL's 64-bit signed integers,
-so an out-of-range value answers 422 instead of overflowing a driver
-(`tests/integration/test_bounds.py`).
+Every integer parameter is bounded by `MAX_POSITION` (2**53, the one bound of a store position,
+`domain.investigation_commands`): far beyond any store, exact in every JSON client
+(JavaScript's integers are exact up to 2**53), and with room for the arithmetic a proof does
+(+1, doubling) inside SQLite's and PostgreSQL's 64-bit signed integers, so an out-of-range
+value answers 422 instead of overflowing a driver (`tests/integration/test_bounds.py`).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Final
+from typing import Annotated, Any
 from uuid import UUID
 
 from cryptography.hazmat.primitives import serialization
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from domain.investigation_commands import MAX_POSITION
 from gateway.evidence.documents import (
     EvidenceInconsistent,
     EvidenceUnavailable,
@@ -43,8 +44,6 @@ from gateway.logs import get_logger
 from projections.evidence.checkpoints import key_id
 
 log = get_logger("casetrail.api")
-
-MAX_POSITION: Final = 2**53
 
 
 router = APIRouter()
