@@ -49,7 +49,7 @@ SCENARIOS: Final = (
     ("encryption", "encrypted vs plaintext: save and replay"),
     ("datakeys", "a data key per case file vs one service key: reads and replays (issue 19)"),
     ("replay", "loading a case file of 10,000 events vs raw decrypt-and-decode"),
-    ("scale", "case reads and ledger pages from 10k to 1M events, 1 client a store"),
+    ("scale", "case reads, ledger pages, lookups, worklists, access logs: 10k to 1M events"),
     ("ledger_count", "a ledger page's kept total from 1k to 100k files vs COUNT(*) (issue 23)"),
     ("scaling", "audited reads with 1, 2, 4 API processes on PostgreSQL; where the CPU goes"),
     ("rebuild", "rebuilding the read models (issue 5)"),
