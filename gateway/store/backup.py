@@ -557,5 +557,13 @@ def _restore_postgres(
             env,
             "pg_restore",
         )
+    # pg_restore brings the rows and the indexes, not the planner's statistics: until
+    # autovacuum comes by, a large store's first queries would be planned on none.
+    with target.connect(autocommit=True) as connection:
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (target.schema,)
+        ).fetchall()
+        for (table,) in tables:
+            connection.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(target.schema, table)))
     with target.connect() as connection, connection.transaction():
         _check_copy(manifest, _pg_figures(connection, target.schema, events_table))
