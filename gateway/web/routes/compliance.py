@@ -57,13 +57,13 @@ from domain.compliance.findings import (
 )
 from domain.compliance.rules import RULES
 from domain.errors import DomainError
+from domain.investigation_commands import MAX_POSITION
 from domain.taxonomy import Purpose, Role
 from gateway.compliance.sheets import FIELD_LABELS
 from gateway.http.dependencies import Services
 from gateway.http.reader import AuditedReader
 from gateway.http.routes.compliance import FINDINGS_FIELD, FINDINGS_NOT_FOR_ROLE, counts_of
 from gateway.http.routes.disclosures import (
-    MAX_POSITION,
     AccessFilters,
     AnnualFormat,
     DisclosureRequest,
