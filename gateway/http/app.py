@@ -42,7 +42,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from domain import errors
 from domain.access import Actor
 from domain.application import AccessRefused
-from domain.group_commit import CommitTimedOut
 from gateway import bootstrap, web
 from gateway.auth import AuthenticationFailed
 from gateway.bootstrap import Service
@@ -416,23 +415,6 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     for database_error in (PersistenceError, sqlite3.OperationalError, psycopg.OperationalError):
         app.add_exception_handler(database_error, store_failed)
-
-    # A shared commit that did not report in time (`domain.group_commit`): a failed store's
-    # 503, but it must not say "nothing changed": the commit goes on and may still store a
-    # command's change, so a client that repeats the command blindly could make it twice.
-    @app.exception_handler(CommitTimedOut)
-    async def commit_timed_out(request: Request, exc: CommitTimedOut) -> Response:
-        log.error("store_failed", error_type=type(exc).__name__, cause="store-timeout")
-        return problem(
-            request,
-            status=503,
-            code="store-timeout",
-            title="The event store did not confirm the record in time",
-            detail="the store did not confirm this request's record within its time limit, so "
-            "nothing was disclosed; a change the request made may still have been stored: read "
-            "the case file before repeating a command, and retry later",
-            headers={"Retry-After": "5"},
-        )
 
     @app.exception_handler(ReadModelsOpening)
     async def read_models_opening(request: Request, exc: ReadModelsOpening) -> Response:

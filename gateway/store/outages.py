@@ -8,7 +8,8 @@ PostgreSQL role made read-only, an SQLite file held by another writer, and a tmp
   library wrapped it (`PersistenceError`) or not (`sqlite3.OperationalError`,
   `psycopg.OperationalError` from a read model's query), is a 503 problem+json whose code says
   what happened: `store-full` (no space left),
-  `store-read-only`, `store-busy` (locked by another writer, or a lock wait ran out), or
+  `store-read-only`, `store-busy` (locked by another writer, or a lock wait ran out),
+  `store-timeout` (a shared commit did not report in time: it may still store the change), or
   `store-unavailable` (unreachable, or anything else). The database's own message is logged by
   its type only, never sent: it may quote a value. Nothing is disclosed or changed: the access
   event is stored before any answer (`domain.application.CaseTrail.read_case`), so a read whose
@@ -43,6 +44,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.rows import DictRow
 
+from domain.group_commit import CommitTimedOut
+
 PROBE_INTERVAL_SECONDS: Final = 1.0
 PROBE_CONNECT_TIMEOUT_SECONDS: Final = 2
 RECONNECT_GIVE_UP_SECONDS: Final = 4.0
@@ -74,6 +77,16 @@ class StoreFault(Enum):
         "The event store is locked",
         "another writer held the database for too long, so nothing was disclosed or changed; "
         "retry later",
+    )
+    # A shared commit that did not report in time (`domain.group_commit.CommitTimedOut`): it
+    # must not say "nothing changed", since the commit goes on and may still store a command's
+    # change, and a client that repeats the command blindly could make it twice.
+    TIMEOUT = Fault(
+        "store-timeout",
+        "The event store did not confirm the record in time",
+        "the store did not confirm this request's record within its time limit, so nothing was "
+        "disclosed; a change the request made may still have been stored: read the case file "
+        "before repeating a command, and retry later",
     )
     UNAVAILABLE = Fault(
         "store-unavailable",
@@ -116,6 +129,8 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 def fault_of(exc: BaseException) -> StoreFault:
     """What a database error means for the client (the chain of causes is read)."""
     for error in _chain(exc):
+        if isinstance(error, CommitTimedOut):
+            return StoreFault.TIMEOUT
         if isinstance(error, sqlite3.Error):
             code = getattr(error, "sqlite_errorcode", None)
             if isinstance(code, int) and (code & 0xFF) in _SQLITE:
