@@ -234,8 +234,8 @@ def test_a_registered_unit_of_another_street_cannot_be_assigned(
     case_id = application.report_clue(cmd.ReportClue(**planted_case().body), REPORTER)
     due = local_today() + timedelta(days=3)
 
-    def assign(unit: str) -> UUID:
-        command = cmd.AssignUnit(unit=unit, function="judicial", task="核实。", due_on=due)
+    def assign(unit: str, function: str = "judicial") -> UUID:
+        command = cmd.AssignUnit(unit=unit, function=function, task="核实。", due_on=due)
         result: UUID = application.change_case(
             case_id,
             COORDINATOR,
@@ -257,3 +257,15 @@ def test_a_registered_unit_of_another_street_cannot_be_assigned(
         assign("chengguan-school")
     assert unregistered.value.field == "unit"
     assert "casetrail unit add" in unregistered.value.message
+    # Asked again, the same answers: a unit's street is kept once found (CaseTrail.assignable).
+    with pytest.raises(errors.UnitOfAnotherStreet):
+        assign("far-police-station")
+    assert isinstance(assign("chengguan-tribunal", "government"), UUID)
+    # A refusal is not kept: registered meanwhile by another process, the unit is accepted.
+    other = open_application(settings)
+    try:
+        add(settings, other, "chengguan-school", "school")
+    finally:
+        other.close()
+    assert isinstance(assign("chengguan-school"), UUID)
+    assert application.repository.get(case_id).version == version + 3
