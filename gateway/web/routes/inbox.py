@@ -25,7 +25,7 @@ Proven by tests/web/test_inbox_pages.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from uuid import UUID
 
@@ -112,10 +112,13 @@ async def inbox_page(request: Request, actor: PageActorDep, svc: ServicesDep) ->
     )
 
 
-async def _step(request: Request, action: str, run: Callable[[], Any], *, title: str) -> Response:
-    """Run one step of the duty cycle; a refusal by the model is said on a page, in Chinese."""
+async def _step(
+    request: Request, action: str, run: Callable[[], Awaitable[Any]], *, title: str
+) -> Response:
+    """Run one step of the duty cycle through the API's own route (which runs the command in the
+    thread pool); a refusal by the model is said on a page, in Chinese."""
     try:
-        await run_in_threadpool(run)
+        await run()
     except tuple(_REFUSALS) as refused:
         # Stored as `CommandRefused` by the application, as for the API.
         log.info("inbox_step_refused", action=action, code=refused.code)
