@@ -143,11 +143,11 @@ BUILD_WORKERS: Final = 3
 FOLLOWER_VIEWS: Final = ("ledger", "reports", "screening,accesses")
 # PostgreSQL to 1M as SQLite since the seventeenth round: issue 23 asks every kind's growth at
 # 1M (bench/README.md); its 1M store is built afresh each run (about 4 minutes).
-FULL_SIZES: Final = {
+FULL_SIZES: Final[dict[str, tuple[int, ...]]] = {
     "sqlite": (10_000, 100_000, 1_000_000),
     "postgres": (10_000, 100_000, 1_000_000),
 }
-QUICK_SIZES: Final = {"sqlite": (10_000, 100_000), "postgres": ()}
+QUICK_SIZES: Final[dict[str, tuple[int, ...]]] = {"sqlite": (10_000, 100_000), "postgres": ()}
 # Requests of each kind per block and side. Ledger pages as many as the other kinds since the
 # fourteenth round: at 16 a block their p99 was the 32nd slowest of 3,200 and its growth's
 # interval twice as wide as the others' (1.117 [0.966, 1.232] at 1M, bench/README.md). Access
