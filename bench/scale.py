@@ -40,7 +40,7 @@ cached store. PostgreSQL stores are built afresh in a throw-away schema each run
 `ANALYZE`d), up to 1M events as SQLite's.
 
     .venv/bin/python -m bench.scale                 # SQLite and PostgreSQL 10k, 100k, 1M
-                                                    # (200 blocks a comparison; 17-41 min in all)
+                                                    # (200 blocks a comparison; about 80 min in all)
     .venv/bin/python -m bench.scale --quick         # SQLite 10k and 100k, 6 short blocks
     .venv/bin/python -m bench.scale --sizes 10000,100000 --no-postgres
     .venv/bin/python -m bench.scale --build-only     # only build the SQLite stores into the cache
